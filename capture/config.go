@@ -1,0 +1,167 @@
+package capture
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/shunt-dev/shunt/sidecar"
+)
+
+// Mode is how inbound connections are handed to the proxy.
+type Mode string
+
+// Inbound interception modes, spelled as istio-iptables spells them.
+const (
+	ModeRedirect Mode = "REDIRECT"
+	ModeTProxy   Mode = "TPROXY"
+)
+
+// Config says what to capture. It is typed and validated once; everything
+// inward of the command line works with these values, never with strings.
+type Config struct {
+	OutboundPort uint16 // where outbound connections are redirected (-p)
+	InboundPort  uint16 // where inbound connections are redirected (-z)
+	TunnelPort   uint16 // inbound port never captured (-e)
+
+	// ProxyUIDs and ProxyGIDs identify the proxy's own traffic, which is
+	// never captured outbound (-u, -g).
+	ProxyUIDs []uint32
+	ProxyGIDs []uint32
+
+	InboundMode Mode // -m
+
+	// InboundAll captures every inbound port but InboundExcludePorts (-b '*');
+	// otherwise only InboundPorts are captured, and none when it is empty.
+	InboundAll          bool
+	InboundPorts        []PortRange // -b
+	InboundExcludePorts []PortRange // -d, honoured only with InboundAll
+
+	// OutboundAll captures every destination (-i '*'); otherwise only
+	// OutboundCIDRs are, and nothing when it is empty.
+	OutboundAll          bool
+	OutboundCIDRs        []netip.Prefix // -i
+	OutboundExcludeCIDRs []netip.Prefix // -x
+	OutboundPorts        []PortRange    // -q: captured whatever the destination
+	OutboundExcludePorts []PortRange    // -o: never captured
+
+	ExcludeInterfaces  []string // -c: neither direction captured
+	KubeVirtInterfaces []string // -k: inbound treated as outbound
+
+	// OwnerGroupsAll captures every group but OwnerGroupsExclude; otherwise
+	// only the groups in OwnerGroupsInclude are captured.
+	OwnerGroupsAll     bool
+	OwnerGroupsInclude []uint32
+	OwnerGroupsExclude []uint32
+
+	// LoopbackCIDR is the loopback range that app traffic is never captured
+	// to (ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR).
+	LoopbackCIDR netip.Prefix
+
+	DropInvalid bool // drop packets conntrack finds invalid
+
+	// Features whose rules this version of shunt does not build yet; a
+	// Config asking for them is rejected rather than half honoured.
+	TProxyMark       uint32
+	TProxyRouteTable uint32
+	RedirectDNS      bool
+	CaptureAllDNS    bool
+	DualStack        bool
+}
+
+// DefaultConfig is istio-iptables' defaults: outbound 15001, inbound 15006,
+// tunnel 15008, proxy 1337, REDIRECT, nothing captured until asked for.
+func DefaultConfig() Config {
+	return Config{
+		OutboundPort:     sidecar.OutboundPort,
+		InboundPort:      sidecar.InboundPort,
+		TunnelPort:       sidecar.TunnelPort,
+		ProxyUIDs:        []uint32{sidecar.ProxyUID},
+		ProxyGIDs:        []uint32{sidecar.ProxyGID},
+		InboundMode:      ModeRedirect,
+		OwnerGroupsAll:   true,
+		LoopbackCIDR:     netip.MustParsePrefix("127.0.0.1/32"),
+		TProxyMark:       1337,
+		TProxyRouteTable: 133,
+	}
+}
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid capture configuration")
+
+// maxOwnerGroups bounds OwnerGroupsInclude: they become one rule with a
+// match per group, and the kernel limits a rule's size.
+const maxOwnerGroups = 64
+
+// Validate checks the Config as a whole; the command line has already checked
+// each value's form.
+func (c *Config) Validate() error {
+	var errs []string
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Sprintf(format, args...)) }
+	ports := []struct {
+		name string
+		port uint16
+	}{{"outbound port", c.OutboundPort}, {"inbound port", c.InboundPort}, {"tunnel port", c.TunnelPort}}
+	for _, p := range ports {
+		if p.port == 0 {
+			bad("%s must be set (1-65535)", p.name)
+		}
+	}
+	if len(c.ProxyUIDs) == 0 {
+		bad("at least one proxy UID is needed, or the proxy's own traffic would loop back into it")
+	}
+	if len(c.ProxyGIDs) == 0 {
+		bad("at least one proxy GID is needed")
+	}
+	switch c.InboundMode {
+	case ModeRedirect:
+	case ModeTProxy:
+		bad("inbound interception mode TPROXY is not supported by this version of shunt; use REDIRECT")
+	default:
+		bad("inbound interception mode %q is not REDIRECT or TPROXY", c.InboundMode)
+	}
+	if !c.LoopbackCIDR.IsValid() || !c.LoopbackCIDR.Addr().Is4() || !c.LoopbackCIDR.Addr().IsLoopback() ||
+		c.LoopbackCIDR.Bits() < 8 {
+		bad("loopback CIDR %s must be an IPv4 loopback range with a mask of 8 to 32 bits", c.LoopbackCIDR)
+	}
+	for _, p := range append(append([]netip.Prefix{}, c.OutboundCIDRs...), c.OutboundExcludeCIDRs...) {
+		if !p.Addr().Is4() {
+			bad("%s is IPv6; IPv6 capture is not supported by this version of shunt", p)
+		}
+	}
+	for _, name := range append(append([]string{}, c.ExcludeInterfaces...), c.KubeVirtInterfaces...) {
+		if err := ValidInterfaceName(name); err != nil {
+			bad("%v", err)
+		}
+	}
+	if !c.OwnerGroupsAll && len(c.OwnerGroupsInclude) > maxOwnerGroups {
+		bad("at most %d owner groups can be captured, got %d", maxOwnerGroups, len(c.OwnerGroupsInclude))
+	}
+	if c.RedirectDNS || c.CaptureAllDNS {
+		bad("DNS capture is not supported by this version of shunt")
+	}
+	if c.DualStack {
+		bad("dual-stack capture is not supported by this version of shunt")
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))
+	}
+	return nil
+}
+
+// ValidInterfaceName checks a name as iptables would take it: 1 to 15
+// bytes, no space, '/' or quote, and '+' only as the last byte (a wildcard).
+func ValidInterfaceName(name string) error {
+	if name == "" || len(name) > 15 {
+		return fmt.Errorf("interface name %q must be 1 to 15 characters", name)
+	}
+	for i, r := range name {
+		switch {
+		case r == '+' && i == len(name)-1:
+		case r <= ' ' || r > '~' || strings.ContainsRune("/+\"'!", r):
+			return fmt.Errorf("interface name %q has a character an interface name cannot have: %q", name, r)
+		}
+	}
+	return nil
+}

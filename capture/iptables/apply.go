@@ -1,0 +1,233 @@
+package iptables
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Runner runs one program with the given standard input and returns its
+// standard output. It is the only way this package touches the kernel.
+type Runner interface {
+	Run(ctx context.Context, stdin, name string, args ...string) (string, error)
+}
+
+// Exec runs programs for real, in the calling thread's network namespace.
+type Exec struct{}
+
+// Run implements Runner. Its error carries the program's standard error.
+func (Exec) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, name, args...)
+	cmd.Stdin = strings.NewReader(stdin)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// Variant is one iptables implementation: the legacy kernel tables or the
+// nf_tables-backed compatibility layer. They keep separate rules, so shunt
+// must apply, compare and clean up through the one the pod's rules are in.
+type Variant struct {
+	Name    string // "legacy", "nft", or "iptables" for whatever the system links
+	Save    string
+	Restore string
+}
+
+// The variants shunt drives.
+var (
+	Legacy = Variant{"legacy", "iptables-legacy-save", "iptables-legacy-restore"}
+	NFT    = Variant{"nft", "iptables-nft-save", "iptables-nft-restore"}
+	System = Variant{"iptables", "iptables-save", "iptables-restore"}
+)
+
+// VariantByBinary maps an istio-iptables --force-iptables-binary value to a
+// variant.
+func VariantByBinary(name string) (Variant, error) {
+	switch name {
+	case "iptables":
+		return System, nil
+	case "iptables-legacy":
+		return Legacy, nil
+	case "iptables-nft":
+		return NFT, nil
+	case "ip6tables", "ip6tables-legacy", "ip6tables-nft":
+		return Variant{}, fmt.Errorf("%s: IPv6 capture is not supported by this version of shunt", name)
+	}
+	return Variant{}, fmt.Errorf("%q is not iptables, iptables-legacy or iptables-nft", name)
+}
+
+// Backend applies rulesets through one variant.
+type Backend struct {
+	Runner  Runner
+	Variant Variant
+	// LockWait is how long iptables-restore waits for the xtables lock that
+	// other iptables users (kubelet, kube-proxy, another init step) hold.
+	LockWait time.Duration
+}
+
+// Detect picks the variant to use in the current network namespace: the one
+// already holding shunt's rules; else the one holding any rules (a pod's
+// rules must all live in one, or half of them are ignored); else the one the
+// system's iptables command is. It returns the variant's current rules too,
+// so the caller does not read them twice.
+func Detect(ctx context.Context, r Runner) (Variant, string, error) {
+	type found struct {
+		v     Variant
+		save  string
+		shunt bool
+		rules int
+	}
+	var seen []found
+	var errs []error
+	for _, v := range []Variant{Legacy, NFT} {
+		if _, err := exec.LookPath(v.Save); err != nil {
+			continue
+		}
+		text, err := r.Run(ctx, "", v.Save)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rs, err := ParseSave(text)
+		if err != nil {
+			return Variant{}, "", fmt.Errorf("reading %s: %w", v.Save, err)
+		}
+		seen = append(seen, found{v, text, !rs.Empty(), CountRules(text)})
+	}
+	if len(seen) == 0 {
+		return Variant{}, "", fmt.Errorf("no usable iptables-legacy-save or iptables-nft-save: %w", errors.Join(errs...))
+	}
+	if len(seen) == 2 && seen[0].shunt && seen[1].shunt {
+		return Variant{}, "", errors.New("shunt's rules are in both iptables-legacy and iptables-nft; " +
+			"clean up one with --force-iptables-binary and --cleanup-only")
+	}
+	best := -1
+	for i, f := range seen {
+		if f.shunt {
+			return f.v, f.save, nil
+		}
+		if f.rules > 0 && (best < 0 || f.rules > seen[best].rules) {
+			best = i
+		}
+	}
+	if best >= 0 {
+		return seen[best].v, seen[best].save, nil
+	}
+	for _, f := range seen {
+		if f.v == systemDefault() {
+			return f.v, f.save, nil
+		}
+	}
+	return seen[0].v, seen[0].save, nil
+}
+
+// systemDefault is the variant the plain iptables command runs.
+func systemDefault() Variant {
+	path, err := exec.LookPath("iptables")
+	if err == nil {
+		if real, err := filepath.EvalSymlinks(path); err == nil && strings.Contains(real, "legacy") {
+			return Legacy
+		}
+	}
+	return NFT
+}
+
+// ApplyOptions says what to do when shunt's rules are already present.
+type ApplyOptions struct {
+	// Reconcile replaces shunt's rules when they differ from the wanted
+	// ones; without it a difference is an error and nothing is touched.
+	Reconcile bool
+	// Force rewrites shunt's chains even when they look as wanted.
+	Force bool
+}
+
+// DriftError says shunt's rules in the kernel differ from the wanted ones
+// and the caller did not ask to replace them.
+type DriftError struct {
+	Variant string
+	Diff    string
+}
+
+func (e *DriftError) Error() string {
+	return fmt.Sprintf("shunt's rules in iptables-%s differ from this configuration (pass --reconcile to replace them):\n%s",
+		e.Variant, e.Diff)
+}
+
+// Result says what an Apply or Cleanup did.
+type Result struct {
+	Variant Variant
+	// Transaction is the iptables-restore input that was run; "" when the
+	// kernel already held what was wanted.
+	Transaction string
+}
+
+// Apply makes the kernel hold want, given that it now holds have.
+func (b *Backend) Apply(ctx context.Context, have, want *Ruleset, opts ApplyOptions) (Result, error) {
+	res := Result{Variant: b.Variant}
+	if !have.Empty() && !Equal(have, want) && !opts.Reconcile && !opts.Force {
+		return res, &DriftError{Variant: b.Variant.Name, Diff: Diff(have, want)}
+	}
+	res.Transaction = Transaction(have, want, opts.Force)
+	return res, b.restore(ctx, res.Transaction)
+}
+
+// Cleanup removes shunt's chains and the jumps into them, and nothing else.
+func (b *Backend) Cleanup(ctx context.Context, have *Ruleset) (Result, error) {
+	res := Result{Variant: b.Variant, Transaction: Transaction(have, &Ruleset{}, false)}
+	return res, b.restore(ctx, res.Transaction)
+}
+
+func (b *Backend) restore(ctx context.Context, text string) error {
+	if text == "" {
+		return nil
+	}
+	args := []string{"--noflush"}
+	if b.LockWait > 0 {
+		args = append(args, "--wait="+strconv.Itoa(int(b.LockWait.Seconds()+0.999)))
+	}
+	if _, err := b.Runner.Run(ctx, text, b.Variant.Restore, args...); err != nil {
+		return fmt.Errorf("applying shunt's rules (nothing was changed): %w", err)
+	}
+	return nil
+}
+
+// Diff shows, line by line, how have differs from want: "-" for a line only
+// the kernel has, "+" for one only the plan has.
+func Diff(have, want *Ruleset) string {
+	var b strings.Builder
+	for _, name := range tableNames(want, have) {
+		h, w := lines(have.Table(name)), lines(want.Table(name))
+		extra, missing := multisetDiff(h, w)
+		for _, l := range extra {
+			fmt.Fprintf(&b, "- [%s] %s\n", name, l)
+		}
+		for _, l := range missing {
+			fmt.Fprintf(&b, "+ [%s] %s\n", name, l)
+		}
+	}
+	if b.Len() == 0 && !Equal(have, want) {
+		return "  the same rules, in a different order\n"
+	}
+	return b.String()
+}
+
+func lines(t *TableRules) []string {
+	if t == nil {
+		return nil
+	}
+	out := append([]string{}, t.Jumps...)
+	for _, c := range t.Chains {
+		out = append(out, ":"+c)
+		out = append(out, t.Rules[c]...)
+	}
+	return out
+}

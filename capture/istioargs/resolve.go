@@ -1,0 +1,325 @@
+package istioargs
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"os/user"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/netns"
+)
+
+// Options are how `shunt redirect` applies a Config.
+type Options struct {
+	DryRun         bool
+	NetworkNS      string // namespace file; "" for the current one
+	Reconcile      bool
+	CleanupOnly    bool
+	ForceApply     bool
+	NativeNftables bool
+	IptablesBinary string // "" to detect
+	RunValidation  bool
+	SkipRuleApply  bool
+	ProbePort      uint16
+	ProbeTimeout   time.Duration
+}
+
+// value is one setting as given, and where it came from, for messages.
+type value struct {
+	text, from string
+	given      bool
+}
+
+func (s *Set) get(long string) value {
+	var sp spec
+	for _, x := range s.specs {
+		if x.long == long {
+			sp = x
+		}
+	}
+	names := append([]string{sp.long}, sp.aliases...)
+	for _, n := range names {
+		if f := s.fs.Lookup(n); f != nil && f.Changed {
+			from := "--" + n
+			if sp.short != "" && n == sp.long {
+				from += " (-" + sp.short + ")"
+			}
+			return value{*s.values[long], from, true}
+		}
+	}
+	for _, e := range sp.envNames() {
+		if v, ok := s.getenv(e); ok && v != "" {
+			return value{v, "$" + e, true}
+		}
+	}
+	return value{sp.def, "--" + sp.long + " default", false}
+}
+
+// errs collects every problem, so one run reports them all.
+type errs []error
+
+func (e *errs) add(v value, err error) {
+	if err != nil {
+		*e = append(*e, fmt.Errorf("%s: %w", v.from, err))
+	}
+}
+
+// Config checks the capture settings and returns the Config they describe.
+func (s *Set) Config() (capture.Config, error) {
+	cfg := capture.DefaultConfig()
+	var e errs
+	port := func(name string, dst *uint16) {
+		v := s.get(name)
+		p, err := capture.ParsePort(v.text)
+		e.add(v, err)
+		*dst = p
+	}
+	port(fOutboundPort, &cfg.OutboundPort)
+	port(fInboundPort, &cfg.InboundPort)
+	port(fTunnelPort, &cfg.TunnelPort)
+	ports := func(name string, all *bool, dst *[]capture.PortRange) {
+		v := s.get(name)
+		if all != nil && strings.TrimSpace(v.text) == "*" {
+			*all = true
+			return
+		}
+		list, err := capture.ParsePortList(v.text)
+		e.add(v, err)
+		*dst = list
+	}
+	ports(fInboundPorts, &cfg.InboundAll, &cfg.InboundPorts)
+	ports(fInboundExclude, nil, &cfg.InboundExcludePorts)
+	ports(fOutboundPorts, nil, &cfg.OutboundPorts)
+	ports(fOutboundExclude, nil, &cfg.OutboundExcludePorts)
+
+	v := s.get(fServiceCIDR)
+	if strings.TrimSpace(v.text) == "*" {
+		cfg.OutboundAll = true
+	} else {
+		cfg.OutboundCIDRs = s.prefixes(v, &e)
+	}
+	if v = s.get(fServiceExclude); strings.TrimSpace(v.text) == "*" {
+		e.add(v, errors.New(`"*" would exclude every destination; list ranges instead`))
+	} else {
+		cfg.OutboundExcludeCIDRs = s.prefixes(v, &e)
+	}
+	cfg.ExcludeInterfaces = interfaces(s.get(fExcludeInterfaces), &e)
+	cfg.KubeVirtInterfaces = interfaces(s.get(fKubeVirt), &e)
+
+	v = s.get(fMode)
+	switch m := capture.Mode(strings.ToUpper(strings.TrimSpace(v.text))); m {
+	case capture.ModeRedirect, capture.ModeTProxy:
+		cfg.InboundMode = m
+	case "":
+	default:
+		e.add(v, fmt.Errorf("%q is not an interception mode (REDIRECT or TPROXY)", v.text))
+	}
+	s.identities(&cfg, &e)
+	s.tproxy(&cfg, &e)
+	cfg.RedirectDNS = s.boolean(fRedirectDNS, &e)
+	cfg.CaptureAllDNS = s.boolean(fCaptureAllDNS, &e)
+	cfg.DropInvalid = s.boolean(fDropInvalid, &e)
+	cfg.DualStack = s.boolean(fDualStack, &e)
+	s.envOnly(&cfg, &e)
+	if len(e) == 0 {
+		if err := cfg.Validate(); err != nil {
+			e = append(e, err)
+		}
+	}
+	return cfg, errors.Join(e...)
+}
+
+func (s *Set) prefixes(v value, e *errs) []netip.Prefix {
+	var out []netip.Prefix
+	for _, item := range capture.SplitList(v.text) {
+		p, err := netip.ParsePrefix(item)
+		if err != nil {
+			// A bare address is a range of one.
+			a, aerr := netip.ParseAddr(item)
+			if aerr != nil {
+				e.add(v, fmt.Errorf("%q is not a CIDR range", item))
+				continue
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out
+}
+
+func interfaces(v value, e *errs) []string {
+	list := capture.SplitList(v.text)
+	for _, name := range list {
+		e.add(v, capture.ValidInterfaceName(name))
+	}
+	return list
+}
+
+func (s *Set) boolean(name string, e *errs) bool {
+	v := s.get(name)
+	if v.text == "" {
+		return false
+	}
+	b, err := strconv.ParseBool(v.text)
+	if err != nil {
+		e.add(v, fmt.Errorf("%q is not true or false", v.text))
+	}
+	return b
+}
+
+// identities resolves the proxy's UIDs and GIDs: numbers, or names looked up
+// in this system's user and group databases, as iptables itself would.
+func (s *Set) identities(cfg *capture.Config, e *errs) {
+	v := s.get(fProxyUID)
+	if v.text == "" {
+		cfg.ProxyUIDs = []uint32{defaultProxyUID(s.getenv)}
+	} else {
+		cfg.ProxyUIDs = ids(v, e, lookupUser, "user")
+	}
+	if v = s.get(fProxyGID); v.text == "" {
+		cfg.ProxyGIDs = cfg.ProxyUIDs
+	} else {
+		cfg.ProxyGIDs = ids(v, e, lookupGroup, "group")
+	}
+}
+
+func defaultProxyUID(getenv func(string) (string, bool)) uint32 {
+	name, ok := getenv(envEnvoyUser)
+	if !ok || name == "" {
+		name = defaultEnvoyUser
+	}
+	if id, err := lookupUser(name); err == nil {
+		return id
+	}
+	return capture.DefaultConfig().ProxyUIDs[0]
+}
+
+func ids(v value, e *errs, lookup func(string) (uint32, error), kind string) []uint32 {
+	var out []uint32
+	for _, item := range capture.SplitList(v.text) {
+		if n, err := strconv.ParseUint(item, 10, 32); err == nil {
+			out = append(out, uint32(n))
+			continue
+		}
+		id, err := lookup(item)
+		if err != nil {
+			e.add(v, fmt.Errorf("%q is not a number and not a %s here", item, kind))
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
+}
+
+func lookupUser(name string) (uint32, error) {
+	u, err := user.Lookup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(u.Uid, 10, 32)
+	return uint32(n), err
+}
+
+func lookupGroup(name string) (uint32, error) {
+	g, err := user.LookupGroup(name)
+	if err != nil {
+		return 0, err
+	}
+	n, err := strconv.ParseUint(g.Gid, 10, 32)
+	return uint32(n), err
+}
+
+func (s *Set) tproxy(cfg *capture.Config, e *errs) {
+	v := s.get(fTProxyMark)
+	mark, err := strconv.ParseUint(strings.TrimSpace(v.text), 0, 32)
+	if err != nil || mark == 0 {
+		e.add(v, fmt.Errorf("%q is not a packet mark (1 to 0xffffffff)", v.text))
+	}
+	cfg.TProxyMark = uint32(mark)
+	v = s.get(fTProxyRouteTable)
+	table, err := strconv.ParseUint(strings.TrimSpace(v.text), 10, 32)
+	if err != nil || table == 0 || table >= 253 && table <= 255 {
+		e.add(v, fmt.Errorf("%q is not a routing table shunt may use (1 to 2^32-1, not 253-255)", v.text))
+	}
+	cfg.TProxyRouteTable = uint32(table)
+}
+
+// envOnly reads the settings istio-iptables takes only from the environment.
+func (s *Set) envOnly(cfg *capture.Config, e *errs) {
+	if text, ok := s.getenv(envLoopbackCIDR); ok && text != "" {
+		v := value{text, "$" + envLoopbackCIDR, true}
+		p, err := netip.ParsePrefix(strings.TrimSpace(text))
+		if err != nil {
+			e.add(v, fmt.Errorf("%q is not a CIDR range", text))
+		}
+		cfg.LoopbackCIDR = p.Masked()
+	}
+	include, _ := s.getenv(envOwnerGroups)
+	exclude, _ := s.getenv(envOwnerGroupsExcl)
+	inc := value{include, "$" + envOwnerGroups, true}
+	exc := value{exclude, "$" + envOwnerGroupsExcl, true}
+	switch {
+	case strings.TrimSpace(include) == "" || strings.TrimSpace(include) == "*":
+		cfg.OwnerGroupsAll = true
+		cfg.OwnerGroupsExclude = ids(exc, e, lookupGroup, "group")
+	case strings.TrimSpace(exclude) != "":
+		e.add(exc, fmt.Errorf("only applies when %s is '*' (it is %q)", envOwnerGroups, include))
+	default:
+		cfg.OwnerGroupsAll = false
+		cfg.OwnerGroupsInclude = ids(inc, e, lookupGroup, "group")
+	}
+}
+
+// Options checks the settings of how to apply.
+func (s *Set) Options() (Options, error) {
+	var o Options
+	var e errs
+	o.DryRun = s.boolean(fDryRun, &e)
+	o.Reconcile = s.boolean(fReconcile, &e)
+	o.CleanupOnly = s.boolean(fCleanupOnly, &e)
+	o.ForceApply = s.boolean(fForceApply, &e)
+	o.NativeNftables = s.boolean(fNativeNftables, &e)
+	o.RunValidation = s.boolean(fRunValidation, &e)
+	o.SkipRuleApply = s.boolean(fSkipRuleApply, &e)
+	v := s.get(fProbePort)
+	var err error
+	o.ProbePort, err = capture.ParsePort(v.text)
+	e.add(v, err)
+	v = s.get(fProbeTimeout)
+	if o.ProbeTimeout, err = time.ParseDuration(v.text); err != nil || o.ProbeTimeout <= 0 {
+		e.add(v, fmt.Errorf("%q is not a positive duration such as 5s", v.text))
+	}
+	v = s.get(fForceBinary)
+	switch v.text {
+	case "", "iptables", "iptables-legacy", "iptables-nft":
+		o.IptablesBinary = v.text
+	default:
+		e.add(v, fmt.Errorf("%q is not iptables, iptables-legacy or iptables-nft", v.text))
+	}
+	o.NetworkNS = s.get(fNetworkNamespace).text
+	if v = s.get(fPID); v.given {
+		pid, err := strconv.Atoi(v.text)
+		switch {
+		case err != nil || pid <= 0:
+			e.add(v, fmt.Errorf("%q is not a process ID", v.text))
+		case o.NetworkNS != "":
+			e.add(v, errors.New("give --pid or --network-namespace, not both"))
+		default:
+			o.NetworkNS = netns.PathForPID(pid)
+		}
+	}
+	if o.NativeNftables {
+		e.add(s.get(fNativeNftables), errors.New("native nftables is not supported by this version of shunt; use iptables-nft"))
+	}
+	if o.RunValidation {
+		e.add(s.get(fRunValidation), errors.New("capture validation is not supported by this version of shunt"))
+	}
+	if o.CleanupOnly && o.SkipRuleApply {
+		e.add(s.get(fCleanupOnly), errors.New("cannot be combined with --skip-rule-apply"))
+	}
+	return o, errors.Join(e...)
+}

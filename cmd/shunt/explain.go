@@ -1,0 +1,106 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/iptables"
+	"github.com/shunt-dev/shunt/capture/istioargs"
+)
+
+func newExplainCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "explain [capture flags]",
+		Short: "Print the rules a configuration makes, each with its purpose, without applying them",
+		Example: "  shunt explain -p 15001 -z 15006 -u 1337 -i '*' -b '*' -d 15090,15021,15020\n" +
+			"  shunt explain -i '*' -b '*' --format iptables",
+		Args: cobra.NoArgs,
+	}
+	set := istioargs.RegisterCapture(cmd.Flags())
+	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input) or json")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := set.Config()
+		if err != nil {
+			return usageError{err}
+		}
+		plan, err := capture.Build(cfg)
+		if err != nil {
+			return usageError{err}
+		}
+		rs, err := iptables.Render(plan)
+		if err != nil {
+			return err
+		}
+		out := cmd.OutOrStdout()
+		switch *format {
+		case "text":
+			return explainText(out, plan)
+		case "iptables":
+			_, err := fmt.Fprint(out, rs.String())
+			return err
+		case "json":
+			return explainJSON(out, plan)
+		}
+		return usageError{fmt.Errorf("--format: %q is not text, iptables or json", *format)}
+	}
+	return cmd
+}
+
+// explainText lists every chain, entered from which hook, and every rule
+// with what it matches, what it does and why.
+func explainText(w io.Writer, plan *capture.Plan) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	for i, c := range plan.Chains {
+		if i > 0 {
+			fmt.Fprintln(tw)
+		}
+		from := "reached by jumps"
+		if c.Hook != "" {
+			from = "entered from " + string(c.Table) + " " + string(c.Hook)
+		}
+		fmt.Fprintf(tw, "%s (table %s, %s): %s\n", c.Name, c.Table, from, c.Purpose)
+		fmt.Fprintf(tw, "  #\tmatch\tverdict\tpurpose\n")
+		for j, r := range c.Rules {
+			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", j+1, r.Describe(), capture.VerdictString(r.Verdict), r.Purpose)
+		}
+	}
+	return tw.Flush()
+}
+
+type jsonRule struct {
+	Match   string   `json:"match"`
+	Verdict string   `json:"verdict"`
+	Purpose string   `json:"purpose"`
+	Lines   []string `json:"iptables"`
+}
+
+type jsonChain struct {
+	Name    string     `json:"name"`
+	Table   string     `json:"table"`
+	Hook    string     `json:"hook,omitempty"`
+	Purpose string     `json:"purpose"`
+	Rules   []jsonRule `json:"rules"`
+}
+
+func explainJSON(w io.Writer, plan *capture.Plan) error {
+	var chains []jsonChain
+	for _, c := range plan.Chains {
+		jc := jsonChain{Name: c.Name, Table: string(c.Table), Hook: string(c.Hook), Purpose: c.Purpose, Rules: []jsonRule{}}
+		for _, r := range c.Rules {
+			lines, err := iptables.RenderRule(c.Name, r)
+			if err != nil {
+				return err
+			}
+			jc.Rules = append(jc.Rules, jsonRule{r.Describe(), capture.VerdictString(r.Verdict), r.Purpose, lines})
+		}
+		chains = append(chains, jc)
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{"chains": chains})
+}

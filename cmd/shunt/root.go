@@ -1,0 +1,40 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/spf13/cobra"
+)
+
+// Exit codes. 1 is any failure to act; 2 is input shunt refused before
+// touching anything.
+const (
+	exitFailure = 1
+	exitUsage   = 2
+)
+
+// usageError marks an error in what the user asked for.
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func exitCode(err error) int {
+	var u usageError
+	if errors.As(err, &u) {
+		return exitUsage
+	}
+	return exitFailure
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "shunt",
+		Short:         "Send a pod's TCP traffic through a sidecar proxy, without the app knowing",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd())
+	return root
+}

@@ -1,0 +1,152 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/netip"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/trace"
+)
+
+type packetFlags struct {
+	direction, proto, src, dst, in, out, state string
+	dport, uid, gid                            uint32
+}
+
+func newTraceCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "trace [capture flags] --dst ADDR --dport PORT [packet flags]",
+		Short: "Walk a packet through the rules a configuration makes, and say where it goes and why",
+		Example: "  shunt trace -i '*' -b '*' --dst 10.96.0.10 --dport 10000 --uid 101\n" +
+			"  shunt trace -i '*' -b '*' -d 15020 --direction in --dst 10.1.0.5 --dport 15020",
+		Args: cobra.NoArgs,
+	}
+	set := istioargs.RegisterCapture(cmd.Flags())
+	var pf packetFlags
+	f := cmd.Flags()
+	f.StringVar(&pf.direction, "direction", "out", "out (sent by a process in the pod) or in (arriving at the pod)")
+	f.StringVar(&pf.proto, "proto", "tcp", "tcp or udp")
+	f.StringVar(&pf.src, "src", "", "source address (default 127.0.0.1 when --dst is loopback, else 0.0.0.0, an unspecified source)")
+	f.StringVar(&pf.dst, "dst", "", "destination address (required)")
+	f.Uint32Var(&pf.dport, "dport", 0, "destination port (required)")
+	f.Uint32Var(&pf.uid, "uid", 0, "UID of the sending process (out only)")
+	f.Uint32Var(&pf.gid, "gid", 0, "GID of the sending process (out only)")
+	f.StringVar(&pf.in, "in-interface", "eth0", "interface the packet arrives on (in only)")
+	f.StringVar(&pf.out, "out-interface", "", "interface the packet leaves by (out only; default lo for a loopback --dst, else eth0)")
+	f.StringVar(&pf.state, "state", "", "conntrack state when not the first packet of a connection: INVALID")
+	all := f.Bool("all", false, "list every rule evaluated, not only those that matched")
+	format := f.String("format", "text", "text or json")
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		cfg, err := set.Config()
+		if err != nil {
+			return usageError{err}
+		}
+		pkt, err := pf.packet()
+		if err != nil {
+			return usageError{err}
+		}
+		plan, err := capture.Build(cfg)
+		if err != nil {
+			return usageError{err}
+		}
+		res, err := trace.Trace(plan, pkt)
+		if err != nil {
+			return err
+		}
+		switch *format {
+		case "text":
+			return traceText(cmd.OutOrStdout(), res, *all)
+		case "json":
+			return traceJSON(cmd.OutOrStdout(), res)
+		}
+		return usageError{fmt.Errorf("--format: %q is not text or json", *format)}
+	}
+	return cmd
+}
+
+func (pf packetFlags) packet() (trace.Packet, error) {
+	p := trace.Packet{Direction: trace.Direction(pf.direction), Proto: pf.proto, UID: pf.uid, GID: pf.gid,
+		InIface: pf.in, OutIface: pf.out, State: pf.state}
+	if p.Direction != trace.Out && p.Direction != trace.In {
+		return p, fmt.Errorf("--direction: %q is not out or in", pf.direction)
+	}
+	if p.Proto != "tcp" && p.Proto != "udp" {
+		return p, fmt.Errorf("--proto: %q is not tcp or udp", pf.proto)
+	}
+	if pf.state != "" && pf.state != capture.StateInvalid {
+		return p, fmt.Errorf("--state: %q is not INVALID", pf.state)
+	}
+	var err error
+	if p.Dst, err = netip.ParseAddr(pf.dst); err != nil || !p.Dst.Is4() {
+		return p, fmt.Errorf("--dst: %q is not an IPv4 address", pf.dst)
+	}
+	if pf.dport == 0 || pf.dport > 65535 {
+		return p, fmt.Errorf("--dport: %d is not a port (1-65535)", pf.dport)
+	}
+	p.DstPort = uint16(pf.dport)
+	switch {
+	case pf.src != "":
+		if p.Src, err = netip.ParseAddr(pf.src); err != nil || !p.Src.Is4() {
+			return p, fmt.Errorf("--src: %q is not an IPv4 address", pf.src)
+		}
+	case p.Dst.IsLoopback():
+		p.Src = netip.MustParseAddr("127.0.0.1")
+	default:
+		p.Src = netip.IPv4Unspecified()
+	}
+	if p.OutIface == "" {
+		p.OutIface = "eth0"
+		if p.Dst.IsLoopback() {
+			p.OutIface = "lo"
+		}
+	}
+	return p, nil
+}
+
+func traceText(w io.Writer, res trace.Result, all bool) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "packet: %s\n", res.Packet)
+	for _, s := range res.Steps {
+		if !s.Matched && !all {
+			continue
+		}
+		mark := "✔"
+		if !s.Matched {
+			mark = "·"
+		}
+		fmt.Fprintf(tw, "  %s %s %s #%d\t%s\t%s\t%s\n", mark, s.Table, s.Chain, s.Index,
+			capture.VerdictString(s.Rule.Verdict), s.Rule.Describe(), s.Rule.Purpose)
+	}
+	fmt.Fprintf(tw, "verdict: %s (%s)\n", res.Verdict(), res.Reason)
+	return tw.Flush()
+}
+
+type jsonStep struct {
+	Table   string `json:"table"`
+	Chain   string `json:"chain"`
+	Index   int    `json:"index"`
+	Match   string `json:"match"`
+	Verdict string `json:"verdict"`
+	Purpose string `json:"purpose"`
+	Matched bool   `json:"matched"`
+}
+
+func traceJSON(w io.Writer, res trace.Result) error {
+	steps := []jsonStep{}
+	for _, s := range res.Steps {
+		steps = append(steps, jsonStep{string(s.Table), s.Chain, s.Index, s.Rule.Describe(),
+			capture.VerdictString(s.Rule.Verdict), s.Rule.Purpose, s.Matched})
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(map[string]any{
+		"packet": res.Packet.String(), "steps": steps, "outcome": res.Outcome,
+		"port": res.Port, "verdict": res.Verdict(), "reason": res.Reason,
+	})
+}
