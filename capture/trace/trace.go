@@ -163,7 +163,7 @@ func (w *walker) chain(c *capture.Chain, depth int) (flow, error) {
 		return 0, fmt.Errorf("trace: jumps nest deeper than %d at %s", maxDepth, c.Name)
 	}
 	for i, r := range c.Rules {
-		ok, err := w.matches(c, r)
+		ok, err := w.matches(r)
 		if err != nil {
 			return 0, fmt.Errorf("%s rule %d: %w", c.Name, i+1, err)
 		}
@@ -203,8 +203,11 @@ func (w *walker) chain(c *capture.Chain, depth int) (flow, error) {
 	return fellThrough, nil
 }
 
-func (w *walker) matches(c *capture.Chain, r capture.Rule) (bool, error) {
+// matches evaluates every condition, even after one fails, so that a kind
+// the tracer does not model is reported wherever it stands in the rule.
+func (w *walker) matches(r capture.Rule) (bool, error) {
 	p := w.pkt
+	all := true
 	for _, cond := range r.Conds {
 		var ok bool
 		switch m := cond.(type) {
@@ -241,11 +244,9 @@ func (w *walker) matches(c *capture.Chain, r capture.Rule) (bool, error) {
 		default:
 			return false, fmt.Errorf("%w: condition %T", ErrUnknown, cond)
 		}
-		if !ok {
-			return false, nil
-		}
+		all = all && ok
 	}
-	return true, nil
+	return all, nil
 }
 
 // ifaceMatch is iptables' interface match: exact, or a prefix before '+'.
