@@ -62,7 +62,9 @@ var goldenCases = []struct {
 	{"inbound-ports-chunked", func(c *capture.Config) { c.InboundAll, c.InboundPorts = false, portSeq(9000, 20) }},
 	{"inbound-exclude-chunked", func(c *capture.Config) { c.InboundExcludePorts = portSeq(9000, 31) }},
 	{"inbound-none", func(c *capture.Config) { c.InboundAll, c.InboundExcludePorts = false, nil }},
-	{"outbound-cidrs", func(c *capture.Config) { c.OutboundAll, c.OutboundCIDRs = false, prefixes("10.0.0.0/8", "172.16.0.0/12") }},
+	{"outbound-cidrs", func(c *capture.Config) {
+		c.OutboundAll, c.OutboundCIDRs = false, prefixes("10.0.0.0/8", "172.16.0.0/12")
+	}},
 	{"outbound-exclude-cidrs", func(c *capture.Config) {
 		c.OutboundExcludeCIDRs = prefixes("169.254.169.254/32", "10.96.0.0/12")
 	}},

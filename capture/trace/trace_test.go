@@ -62,7 +62,9 @@ func TestTraceIntent(t *testing.T) {
 		{"inbound to the tunnel 15008", nil, in(15008, "eth0"), "not captured"},
 		{"invalid packet without drop-invalid", nil, invalid, "not captured"},
 		{"invalid packet with drop-invalid", func(c *capture.Config) { c.DropInvalid = true }, invalid, "DROP"},
-		{"excluded range", func(c *capture.Config) { c.OutboundExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")} },
+		{"excluded range", func(c *capture.Config) {
+			c.OutboundExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.0/12")}
+		},
 			out("10.96.0.10", 80, 101, 101, "eth0"), "not captured"},
 		{"excluded outbound port", func(c *capture.Config) { c.OutboundExcludePorts = []capture.PortRange{capture.Port(3306)} },
 			out("10.96.0.10", 3306, 101, 101, "eth0"), "not captured"},
