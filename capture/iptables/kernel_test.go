@@ -22,10 +22,8 @@ import (
 // variants are the two iptables implementations every kernel test runs on.
 var variants = []string{"iptables-legacy", "iptables-nft"}
 
-// pod is a pod's network namespace with two interfaces: eth0 to a peer that
-// answers for 10.96.0.0/12, 172.16.0.0/12 and 169.254.0.0/16 (the default
-// route), and eth1 to a second peer that answers for 192.168.0.0/16 and
-// 203.0.113.0/24. The pod listens on 15001 ("out"), 15006 ("in") and, as the
+// pod is testnet's Pod with a second interface, eth1, to a second peer that
+// answers for 192.168.0.0/16 and 203.0.113.0/24. The pod listens on 15001 ("out"), 15006 ("in") and, as the
 // app, on every port of captest.PortPool ("app"); the peers answer "peer".
 type pod struct {
 	ns, peer, peer2 *testnet.NS
@@ -39,16 +37,12 @@ var (
 
 func newPod(t *testing.T, binary string) *pod {
 	testnet.RequireRoot(t, binary+"-restore", binary+"-save")
-	p := &pod{ns: testnet.NewNS(t, "pod"), peer: testnet.NewNS(t, "peer"), peer2: testnet.NewNS(t, "peer2"), binary: binary}
-	testnet.Link(t, p.ns, "eth0", "10.1.0.5/24", p.peer, "eth0", "10.1.0.1/24")
+	base := testnet.NewPod(t)
+	p := &pod{ns: base.NS, peer: base.Peer, peer2: testnet.NewNS(t, "peer2"), binary: binary}
 	testnet.Link(t, p.ns, "eth1", "10.2.0.5/24", p.peer2, "eth0", "10.2.0.1/24")
-	p.ns.Run(t, "ip", "route", "add", "default", "via", "10.1.0.1")
 	for _, r := range []string{"192.168.0.0/16", "203.0.113.0/24"} {
 		p.ns.Run(t, "ip", "route", "add", r, "via", "10.2.0.1")
 		p.peer2.Run(t, "ip", "route", "add", "local", r, "dev", "lo")
-	}
-	for _, r := range []string{"10.96.0.0/12", "172.16.0.0/12", "169.254.0.0/16"} {
-		p.peer.Run(t, "ip", "route", "add", "local", r, "dev", "lo")
 	}
 	p.ns.Listen(t, "0.0.0.0:15001", "out")
 	p.ns.Listen(t, "0.0.0.0:15006", "in")

@@ -152,3 +152,23 @@ func (n *NS) Dial(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (string, 
 	})
 	return reply, err
 }
+
+// Pod is a pod's network namespace joined by eth0 (10.1.0.5/24) to a peer
+// namespace (10.1.0.1/24) that is the pod's default route and answers, as
+// its own, for 10.96.0.0/12, 172.16.0.0/12 and 169.254.0.0/16: any service
+// address a test dials there reaches a listener in the peer.
+type Pod struct {
+	NS, Peer *NS
+}
+
+// NewPod builds a Pod; both namespaces are deleted when the test ends.
+func NewPod(t testing.TB) *Pod {
+	t.Helper()
+	p := &Pod{NS: NewNS(t, "pod"), Peer: NewNS(t, "peer")}
+	Link(t, p.NS, "eth0", "10.1.0.5/24", p.Peer, "eth0", "10.1.0.1/24")
+	p.NS.Run(t, "ip", "route", "add", "default", "via", "10.1.0.1")
+	for _, r := range []string{"10.96.0.0/12", "172.16.0.0/12", "169.254.0.0/16"} {
+		p.Peer.Run(t, "ip", "route", "add", "local", r, "dev", "lo")
+	}
+	return p
+}

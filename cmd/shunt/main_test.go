@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// shuntBin is the shunt binary built once for the tests that run it as a
+// user would: in another namespace, with exit codes and standard error.
+var shuntBin string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("/tmp", "shunt-cmd-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	shuntBin = filepath.Join(dir, "shunt")
+	if out, err := exec.Command("go", "build", "-o", shuntBin, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building shunt: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// shunt runs the binary and returns its standard output, standard error and
+// exit code.
+func shunt(t *testing.T, env []string, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(shuntBin, args...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code = exit.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return out.String(), errb.String(), code
+}
+
+func TestExplainFormats(t *testing.T) {
+	seed := strings.Fields("-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -b * -d 15090,15021,15020")
+	out, errs, code := shunt(t, nil, append([]string{"explain"}, seed...)...)
+	if code != 0 || !strings.Contains(out, "SHUNT_OUTPUT (table nat, entered from nat OUTPUT)") ||
+		!strings.Contains(out, "proxy UID 1337's own traffic is not captured") {
+		t.Errorf("text: code %d, stderr %q, output:\n%s", code, errs, out)
+	}
+	out, _, code = shunt(t, nil, append([]string{"explain", "--format", "iptables"}, seed...)...)
+	if code != 0 || !strings.Contains(out, "-A SHUNT_REDIRECT -p tcp -m comment --comment \"shunt: redirect to the proxy\\'s outbound port 15001\" -j REDIRECT --to-ports 15001") {
+		t.Errorf("iptables: code %d, output:\n%s", code, out)
+	}
+	out, _, code = shunt(t, nil, append([]string{"explain", "--format", "json"}, seed...)...)
+	if code != 0 || !strings.Contains(out, `"name": "SHUNT_INBOUND"`) || !strings.Contains(out, `"verdict": "REDIRECT → 15006"`) {
+		t.Errorf("json: code %d, output:\n%s", code, out)
+	}
+	if _, errs, code = shunt(t, nil, "explain", "--format", "yaml"); code != exitUsage || !strings.Contains(errs, `"yaml"`) {
+		t.Errorf("bad format: code %d, stderr %q", code, errs)
+	}
+}
+
+func TestTraceCommand(t *testing.T) {
+	seed := strings.Fields("-u 1337 -i * -b * -d 15090,15021,15020")
+	cases := []struct {
+		args, want string
+	}{
+		{"--dst 10.96.0.10 --dport 10000 --uid 101", "verdict: REDIRECT → 15001"},
+		{"--dst 10.96.0.10 --dport 10000 --uid 1337", "verdict: not captured (proxy UID 1337's own traffic is not captured)"},
+		{"--direction in --dst 10.1.0.5 --dport 15021", "verdict: not captured (inbound port is excluded from capture)"},
+		{"--direction in --dst 10.1.0.5 --dport 80", "✔ nat SHUNT_INBOUND #3"},
+	}
+	for _, tc := range cases {
+		out, errs, code := shunt(t, nil, append(append([]string{"trace"}, seed...), strings.Fields(tc.args)...)...)
+		if code != 0 || !strings.Contains(out, tc.want) {
+			t.Errorf("trace %s: code %d, stderr %q, output:\n%s\nwant %q", tc.args, code, errs, out, tc.want)
+		}
+	}
+	out, _, code := shunt(t, nil, append(append([]string{"trace", "--format", "json"}, seed...), "--dst", "10.96.0.10", "--dport", "80")...)
+	if code != 0 || !strings.Contains(out, `"outcome": "redirected"`) {
+		t.Errorf("trace json: code %d:\n%s", code, out)
+	}
+	if _, errs, code := shunt(t, nil, "trace", "--dst", "nowhere", "--dport", "80"); code != exitUsage || !strings.Contains(errs, `--dst: "nowhere"`) {
+		t.Errorf("bad --dst: code %d, stderr %q", code, errs)
+	}
+}
+
+func TestDryRunTouchesNothing(t *testing.T) {
+	out, _, code := shunt(t, nil, "redirect", "-n", "-u", "1337", "-i", "*", "-b", "*", "--network-namespace", "/nonexistent")
+	if code != 0 || !strings.HasPrefix(out, "*nat\n") {
+		t.Errorf("dry run: code %d, output:\n%s", code, out)
+	}
+}
