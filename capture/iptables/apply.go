@@ -9,7 +9,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/shunt-dev/shunt/netns"
 )
 
 // Runner runs one program with the given standard input and returns its
@@ -18,16 +21,20 @@ type Runner interface {
 	Run(ctx context.Context, stdin, name string, args ...string) (string, error)
 }
 
-// Exec runs programs for real, in the calling thread's network namespace.
-type Exec struct{}
+// Exec runs programs for real, inside the network namespace at NetNS (the
+// caller's when empty). It is safe for concurrent use: each run enters the
+// namespace on its own locked thread, and the program inherits it.
+type Exec struct {
+	NetNS string
+}
 
 // Run implements Runner. Its error carries the program's standard error.
-func (Exec) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
+func (e Exec) Run(ctx context.Context, stdin, name string, args ...string) (string, error) {
 	cmd := exec.CommandContext(ctx, name, args...)
 	cmd.Stdin = strings.NewReader(stdin)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	if err := cmd.Run(); err != nil {
+	if err := netns.Do(e.NetNS, cmd.Run); err != nil {
 		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
@@ -86,25 +93,37 @@ func Detect(ctx context.Context, r Runner) (Variant, string, error) {
 		shunt bool
 		rules int
 	}
-	var seen []found
-	var errs []error
-	for _, v := range []Variant{Legacy, NFT} {
+	// Both saves run at once: reading the pod's rules is most of a no-op
+	// re-apply's time.
+	candidates := []Variant{Legacy, NFT}
+	texts := make([]string, len(candidates))
+	runErrs := make([]error, len(candidates))
+	var wg sync.WaitGroup
+	for i, v := range candidates {
 		if _, err := exec.LookPath(v.Save); err != nil {
+			runErrs[i] = err
 			continue
 		}
-		text, err := r.Run(ctx, "", v.Save)
-		if err != nil {
-			errs = append(errs, err)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			texts[i], runErrs[i] = r.Run(ctx, "", v.Save)
+		}()
+	}
+	wg.Wait()
+	var seen []found
+	for i, v := range candidates {
+		if runErrs[i] != nil {
 			continue
 		}
-		rs, err := ParseSave(text)
+		rs, err := ParseSave(texts[i])
 		if err != nil {
 			return Variant{}, "", fmt.Errorf("reading %s: %w", v.Save, err)
 		}
-		seen = append(seen, found{v, text, !rs.Empty(), CountRules(text)})
+		seen = append(seen, found{v, texts[i], !rs.Empty(), CountRules(texts[i])})
 	}
 	if len(seen) == 0 {
-		return Variant{}, "", fmt.Errorf("no usable iptables-legacy-save or iptables-nft-save: %w", errors.Join(errs...))
+		return Variant{}, "", fmt.Errorf("no usable iptables-legacy-save or iptables-nft-save: %w", errors.Join(runErrs...))
 	}
 	if len(seen) == 2 && seen[0].shunt && seen[1].shunt {
 		return Variant{}, "", errors.New("shunt's rules are in both iptables-legacy and iptables-nft; " +

@@ -67,12 +67,7 @@ func (p *pod) sync(t *testing.T, cfg *capture.Config, opts iptables.ApplyOptions
 			t.Fatal(err)
 		}
 	}
-	var res iptables.Result
-	err := p.ns.Do(func() (err error) {
-		res, err = iptables.Sync(context.Background(), iptables.Exec{}, req)
-		return err
-	})
-	return res, err
+	return iptables.Sync(context.Background(), iptables.Exec{NetNS: p.ns.Path}, req)
 }
 
 func (p *pod) mustSync(t *testing.T, cfg *capture.Config, opts iptables.ApplyOptions) iptables.Result {
@@ -106,7 +101,9 @@ func seed() capture.Config {
 	return c
 }
 
-func addr(s string, port uint16) netip.AddrPort { return netip.AddrPortFrom(netip.MustParseAddr(s), port) }
+func addr(s string, port uint16) netip.AddrPort {
+	return netip.AddrPortFrom(netip.MustParseAddr(s), port)
+}
 
 func expectReply(t *testing.T, ns *testnet.NS, src netip.Addr, dst netip.AddrPort, uid, gid uint32, want string) {
 	t.Helper()
@@ -312,7 +309,7 @@ func TestKernelMatchesTracer(t *testing.T) {
 						t.Fatalf("config %d: %s\n  kernel: %q (%v)\n  tracer: %q (%s)\n  config: %+v", i, pkt, got, err, exp, want.Reason, cfg)
 					}
 					probes++
-					outcomes[strings.Fields(got+" none")[0]]++
+					outcomes[strings.Fields(got + " none")[0]]++
 				}
 			}
 			t.Logf("%d probes agreed with the tracer: %v", probes, outcomes)

@@ -169,11 +169,17 @@ func not(negate bool) string {
 }
 
 func join(chain string, parts ...[]string) string {
-	fields := []string{"-A", chain}
+	var b strings.Builder
+	b.Grow(160)
+	b.WriteString("-A ")
+	b.WriteString(chain)
 	for _, p := range parts {
-		fields = append(fields, p...)
+		for _, f := range p {
+			b.WriteByte(' ')
+			b.WriteString(f)
+		}
 	}
-	return strings.Join(fields, " ")
+	return b.String()
 }
 
 // portMatch is "-m tcp --dport 80" for one port or range, and a multiport
@@ -239,6 +245,9 @@ func quote(s string) string {
 	}
 	if bare {
 		return s
+	}
+	if !strings.ContainsAny(s, "\"\\'") {
+		return `"` + s + `"`
 	}
 	var b strings.Builder
 	b.WriteByte('"')

@@ -33,11 +33,10 @@ func ParseSave(text string) (*Ruleset, error) {
 				t.Chains = append(t.Chains, name)
 			}
 		case strings.HasPrefix(line, "-A "):
-			fields, err := tokens(line)
+			chain, target, err := chainAndTarget(line)
 			if err != nil {
 				return nil, fmt.Errorf("line %d: %w", n, err)
 			}
-			chain, target := fields[1], target(fields)
 			switch {
 			case owned(chain):
 				t.Rules[chain] = append(t.Rules[chain], line)
@@ -61,49 +60,40 @@ func CountRules(text string) int {
 
 func owned(chain string) bool { return strings.HasPrefix(chain, capture.ChainPrefix) }
 
-// target is the chain or target a rule's "-j" or "-g" names.
-func target(fields []string) string {
-	for i := len(fields) - 2; i >= 0; i-- {
-		if fields[i] == "-j" || fields[i] == "-g" {
-			return fields[i+1]
-		}
+// chainAndTarget returns the chain a "-A" line appends to and the chain or
+// target its "-j" (or "-g") names, skipping over double-quoted strings (a
+// comment may say "-j"). It allocates nothing: a pod's rules are read on
+// every run, and there may be thousands.
+func chainAndTarget(line string) (chain, target string, err error) {
+	rest := line[len("-A "):]
+	end := strings.IndexByte(rest, ' ')
+	if end < 0 {
+		end = len(rest)
 	}
-	return ""
-}
-
-// tokens splits a rule line as iptables-restore does: on spaces, with
-// double-quoted strings kept whole and backslash escapes inside them.
-func tokens(line string) ([]string, error) {
-	var out []string
-	var cur strings.Builder
-	inQuote, escaped, started := false, false, false
-	for _, r := range line {
-		switch {
+	chain = rest[:end]
+	if chain == "" {
+		return "", "", fmt.Errorf("%q names no chain", line)
+	}
+	inQuote, escaped := false, false
+	for i := 0; i < len(line); i++ {
+		switch b := line[i]; {
 		case escaped:
-			cur.WriteRune(r)
 			escaped = false
-		case inQuote && r == '\\':
+		case inQuote && b == '\\':
 			escaped = true
-		case r == '"':
-			inQuote, started = !inQuote, true
-		case r == ' ' && !inQuote:
-			if started {
-				out, started = append(out, cur.String()), false
-				cur.Reset()
+		case b == '"':
+			inQuote = !inQuote
+		case !inQuote && b == '-' && i > 0 && line[i-1] == ' ' && i+3 < len(line) &&
+			(line[i+1] == 'j' || line[i+1] == 'g') && line[i+2] == ' ':
+			t := line[i+3:]
+			if sp := strings.IndexByte(t, ' '); sp >= 0 {
+				t = t[:sp]
 			}
-		default:
-			cur.WriteRune(r)
-			started = true
+			target = t
 		}
 	}
 	if inQuote {
-		return nil, fmt.Errorf("unterminated quote in %q", line)
+		return "", "", fmt.Errorf("unterminated quote in %q", line)
 	}
-	if started {
-		out = append(out, cur.String())
-	}
-	if len(out) < 2 {
-		return nil, fmt.Errorf("%q names no chain", line)
-	}
-	return out, nil
+	return chain, target, nil
 }

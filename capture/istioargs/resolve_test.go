@@ -82,9 +82,13 @@ func TestSpellingsAndEnvironment(t *testing.T) {
 		{"ENVOY_USER default", "", map[string]string{"ENVOY_USER": "root"}, func(c capture.Config) bool { return slices.Equal(c.ProxyUIDs, []uint32{0}) }},
 		{"unknown ENVOY_USER falls back to 1337", "", map[string]string{"ENVOY_USER": "no-such-user-here"}, func(c capture.Config) bool { return c.ProxyUIDs[0] == 1337 }},
 		{"owner groups include", "", map[string]string{"ISTIO_OUTBOUND_OWNER_GROUPS": "1000,root"},
-			func(c capture.Config) bool { return !c.OwnerGroupsAll && slices.Equal(c.OwnerGroupsInclude, []uint32{1000, 0}) }},
+			func(c capture.Config) bool {
+				return !c.OwnerGroupsAll && slices.Equal(c.OwnerGroupsInclude, []uint32{1000, 0})
+			}},
 		{"owner groups exclude", "", map[string]string{"ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "3000"},
-			func(c capture.Config) bool { return c.OwnerGroupsAll && slices.Equal(c.OwnerGroupsExclude, []uint32{3000}) }},
+			func(c capture.Config) bool {
+				return c.OwnerGroupsAll && slices.Equal(c.OwnerGroupsExclude, []uint32{3000})
+			}},
 		{"loopback cidr env", "", map[string]string{"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "127.0.0.0/8"},
 			func(c capture.Config) bool { return c.LoopbackCIDR == netip.MustParsePrefix("127.0.0.0/8") }},
 		{"tproxy mark hex", "-t 0x539", nil, func(c capture.Config) bool { return c.TProxyMark == 1337 }},

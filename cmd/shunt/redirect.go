@@ -11,7 +11,6 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
-	"github.com/shunt-dev/shunt/netns"
 )
 
 // lockWait is how long to wait for the xtables lock that another iptables
@@ -51,11 +50,7 @@ func newRedirectCmd() *cobra.Command {
 		if opts.CleanupOnly {
 			req.Want = nil
 		}
-		var res iptables.Result
-		err = netns.Do(opts.NetworkNS, func() error {
-			res, err = iptables.Sync(cmd.Context(), iptables.Exec{}, req)
-			return err
-		})
+		res, err := iptables.Sync(cmd.Context(), iptables.Exec{NetNS: opts.NetworkNS}, req)
 		if err != nil {
 			var drift *iptables.DriftError
 			if errors.As(err, &drift) {
