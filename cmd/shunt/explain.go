@@ -24,13 +24,9 @@ func newExplainCmd() *cobra.Command {
 	set := istioargs.RegisterCapture(cmd.Flags())
 	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input) or json")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := set.Config()
+		plan, err := buildPlan(set)
 		if err != nil {
-			return usageError{err}
-		}
-		plan, err := capture.Build(cfg)
-		if err != nil {
-			return usageError{err}
+			return err
 		}
 		rs, err := iptables.Render(plan)
 		if err != nil {

@@ -4,6 +4,9 @@ import (
 	"errors"
 
 	"github.com/spf13/cobra"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/istioargs"
 )
 
 // Exit codes. 1 is any failure to act; 2 is input shunt refused before
@@ -37,4 +40,18 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd())
 	return root
+}
+
+// buildPlan checks the capture flags and builds their plan; what it refuses
+// is the user's to fix.
+func buildPlan(set *istioargs.Set) (*capture.Plan, error) {
+	cfg, err := set.Config()
+	if err != nil {
+		return nil, usageError{err}
+	}
+	plan, err := capture.Build(cfg)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return plan, nil
 }

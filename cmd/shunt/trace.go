@@ -43,15 +43,11 @@ func newTraceCmd() *cobra.Command {
 	all := f.Bool("all", false, "list every rule evaluated, not only those that matched")
 	format := f.String("format", "text", "text or json")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, err := set.Config()
+		plan, err := buildPlan(set)
 		if err != nil {
-			return usageError{err}
+			return err
 		}
 		pkt, err := pf.packet()
-		if err != nil {
-			return usageError{err}
-		}
-		plan, err := capture.Build(cfg)
 		if err != nil {
 			return usageError{err}
 		}
