@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+)
+
+// healthHandler serves /healthz/ready: 200 once the listeners accept, 503
+// before that and while draining.
+func (p *Proxy) healthHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz/ready", p.serveReady)
+	return mux
+}
+
+func (p *Proxy) serveReady(w http.ResponseWriter, _ *http.Request) {
+	if !p.ready.Load() {
+		http.Error(w, "not ready", http.StatusServiceUnavailable)
+		return
+	}
+	fmt.Fprintln(w, "ready")
+}
+
+func (p *Proxy) prometheusHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /stats/prometheus", p.servePrometheus)
+	return mux
+}
+
+func (p *Proxy) servePrometheus(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	p.metrics.WritePrometheus(w)
+}
+
+// adminHandler is the loopback admin API, named after Envoy's endpoints.
+func (p *Proxy) adminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprint(w, "/config_dump  the proxy's configuration (JSON)\n"+
+			"/stats        the metrics (Prometheus text)\n"+
+			"/ready        readiness, as /healthz/ready\n"+
+			"/logging      the log level; POST /logging?level=debug|info|warn|error changes it\n")
+	})
+	mux.HandleFunc("GET /config_dump", p.serveConfig)
+	mux.HandleFunc("GET /stats", p.servePrometheus)
+	mux.HandleFunc("GET /ready", p.serveReady)
+	mux.HandleFunc("GET /logging", func(w http.ResponseWriter, _ *http.Request) {
+		fmt.Fprintf(w, "level: %s\n", strings.ToLower(p.level.Level().String()))
+	})
+	mux.HandleFunc("POST /logging", p.serveSetLevel)
+	return mux
+}
+
+func (p *Proxy) serveConfig(w http.ResponseWriter, _ *http.Request) {
+	c := p.cfg
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(map[string]any{
+		"outbound_port": c.OutboundPort, "inbound_port": c.InboundPort, "listen_address": c.ListenAddr,
+		"inbound_source": c.InboundSource, "inbound_source_ipv6": c.InboundSource6,
+		"connect_timeout": c.ConnectTimeout.String(), "idle_timeout": c.IdleTimeout.String(),
+		"drain_timeout": c.DrainTimeout.String(), "max_connections": c.MaxConnections,
+		"health_address": c.HealthAddr, "prometheus_address": c.PrometheusAddr, "admin_address": c.AdminAddr,
+		"access_log_format": c.AccessLogFormat, "access_log": c.AccessLog != nil,
+	})
+}
+
+func (p *Proxy) serveSetLevel(w http.ResponseWriter, r *http.Request) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(r.URL.Query().Get("level"))); err != nil {
+		http.Error(w, fmt.Sprintf("level %q is not debug, info, warn or error", r.URL.Query().Get("level")), http.StatusBadRequest)
+		return
+	}
+	p.level.Set(l)
+	p.log.Info("log level changed", "level", l)
+	fmt.Fprintf(w, "level: %s\n", strings.ToLower(l.String()))
+}
