@@ -2,7 +2,6 @@ package proxy
 
 import (
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -12,10 +11,6 @@ import (
 
 	"github.com/shunt-dev/shunt/origdst"
 )
-
-// chunk is how much one splice call may move before the copy loop looks at
-// its clock; it also bounds how long byte counts go unreported.
-const chunk = 1 << 20
 
 // flow is one proxied connection: the downstream peer that connected and
 // the upstream the proxy dialled for it.
@@ -114,31 +109,40 @@ func (p *Proxy) pump(f *flow, e *Entry) Result {
 
 // copyHalf moves bytes from src to dst with splice until src ends, then
 // half-closes dst (FIN goes on). A reset on either side resets both, so the
-// live peer sees the reset too. Deadlines tick every half idle timeout to
-// report progress; after the idle timeout with no byte moved either way,
-// both sides are closed.
+// live peer sees the reset too. Deadlines tick every half idle timeout;
+// after the idle timeout with no byte moved either way, both sides close.
 func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
+	sp, err := newSplicer(src, dst)
+	if err != nil {
+		reset(src)
+		reset(dst)
+		return 0, ResultReset
+	}
 	tick := p.cfg.IdleTimeout / 2
-	lr := io.LimitedReader{R: src}
 	var total int64
 	seen, quiet := f.activity.Load(), time.Duration(0)
+	deadline := time.Time{}
 	for {
-		deadline := time.Now().Add(tick)
-		_ = src.SetReadDeadline(deadline)
-		_ = dst.SetWriteDeadline(deadline)
-		lr.N = chunk
-		n, err := dst.ReadFrom(&lr)
-		total += n
+		// Moving the deadline costs a timer update: do it at most once a
+		// second, or once a tick when the tick is shorter.
+		if now := time.Now(); deadline.Sub(now) < tick-min(tick/2, time.Second) {
+			deadline = now.Add(tick)
+			_ = src.SetReadDeadline(deadline)
+			_ = dst.SetWriteDeadline(deadline)
+		}
+		n, eof, err := sp.step()
+		total += int64(n)
 		if n > 0 {
-			f.activity.Add(n)
+			f.activity.Add(int64(n))
 		}
 		switch {
-		case err == nil && lr.N > 0: // src sent FIN
+		case eof:
 			_ = dst.CloseWrite()
 			return total, ResultOK
 		case err == nil:
 			continue
 		case errors.Is(err, os.ErrDeadlineExceeded):
+			deadline = time.Time{}
 			if now := f.activity.Load(); now != seen {
 				seen, quiet = now, 0
 				continue
@@ -149,15 +153,11 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
 			reset(src)
 			reset(dst)
 			return total, ResultIdleTimeout
-		case errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE):
-			reset(src)
-			reset(dst)
-			return total, ResultReset
 		case errors.Is(err, net.ErrClosed):
 			// The other half closed both sides, or a drain did; whoever
 			// closed them says why.
 			return total, ResultOK
-		default:
+		default: // ECONNRESET, EPIPE and the like: pass the reset on
 			reset(src)
 			reset(dst)
 			return total, ResultReset

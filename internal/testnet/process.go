@@ -1,0 +1,137 @@
+package testnet
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+var (
+	buildOnce sync.Once
+	buildDir  string
+	buildBin  string
+	buildErr  error
+)
+
+// Main runs a package's tests and then removes the shunt binary that
+// ShuntBinary built, if any. Use it as the package's TestMain.
+func Main(m *testing.M) {
+	code := m.Run()
+	if buildDir != "" {
+		os.RemoveAll(buildDir)
+	}
+	os.Exit(code)
+}
+
+// ShuntBinary builds cmd/shunt once per test process, under /tmp so that a
+// process that has dropped to UID 1337 can still read it.
+func ShuntBinary(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		if buildDir, buildErr = os.MkdirTemp("/tmp", "shunt-test-"); buildErr != nil {
+			return
+		}
+		if buildErr = os.Chmod(buildDir, 0o755); buildErr != nil {
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		buildBin = filepath.Join(buildDir, "shunt")
+		out, err := exec.Command("go", "build", "-o", buildBin, filepath.Join(root, "cmd", "shunt")).CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return buildBin
+}
+
+// RaiseFileLimit lets the test process hold n descriptors (root may raise
+// the hard limit).
+func RaiseFileLimit(t testing.TB, n uint64) {
+	t.Helper()
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &unix.Rlimit{Cur: n, Max: n}); err != nil {
+		t.Fatalf("raising the descriptor limit to %d: %v", n, err)
+	}
+}
+
+// DialConn is Dial's connection, for tests that talk more than one line.
+func (n *NS) DialConn(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (*net.TCPConn, error) {
+	var c net.Conn
+	err := n.Do(func() error {
+		unix.Setfsgid(int(gid))
+		unix.Setfsuid(int(uid))
+		defer func() {
+			unix.Setfsuid(0)
+			unix.Setfsgid(0)
+		}()
+		d := net.Dialer{Timeout: 5 * time.Second}
+		if src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
+		}
+		var err error
+		network := "tcp4"
+		if dst.Addr().Is6() {
+			network = "tcp6"
+		}
+		c, err = d.Dial(network, dst.String())
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}
+
+// HTTPGet fetches url from inside the namespace (as root, so capture rules
+// exempting only the proxy still see an app) and returns status and body.
+func (n *NS) HTTPGet(url string) (int, string, error) {
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := n.Do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
+	resp, err := client.Get(url)
+	if err != nil {
+		return 0, "", err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body), err
+}
+
+// Listener is a TCP listener inside a namespace, for tests that script the
+// far side of a connection.
+func (n *NS) Listener(t testing.TB, addr string) *net.TCPListener {
+	t.Helper()
+	var ln net.Listener
+	network := "tcp4"
+	if ap, err := netip.ParseAddrPort(addr); err == nil && ap.Addr().Is6() {
+		network = "tcp6"
+	}
+	if err := n.Do(func() (err error) { ln, err = net.Listen(network, addr); return err }); err != nil {
+		t.Fatalf("listen %s in %s: %v", addr, n.Name, err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return ln.(*net.TCPListener)
+}

@@ -1,0 +1,148 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"runtime"
+	"sync"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+)
+
+// pipeSize is what one splice moves at most: a pipe's default capacity.
+const pipeSize = 64 << 10
+
+// pipe is a kernel pipe that bytes pass through between two sockets, never
+// entering user space.
+type pipe struct{ r, w int }
+
+// pipes are shared by all connections. A connection takes one only while
+// bytes are in flight, not while it waits for them, so ten thousand idle
+// connections hold no pipes (Go's own splice holds one per blocked copy,
+// which would cost four descriptors per idle connection).
+var pipes = sync.Pool{New: func() any {
+	var fds [2]int
+	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		return nil
+	}
+	p := &pipe{r: fds[0], w: fds[1]}
+	runtime.SetFinalizer(p, func(p *pipe) { unix.Close(p.r); unix.Close(p.w) })
+	return p
+}}
+
+// splicer moves bytes from one socket to another through a pooled pipe.
+type splicer struct {
+	src, dst syscall.RawConn
+	pipe     *pipe
+	inPipe   int
+	err      error
+	eof      bool
+	// The callbacks are made once, so the copy loop allocates nothing.
+	fill, drain func(fd uintptr) bool
+}
+
+func newSplicer(src, dst *net.TCPConn) (*splicer, error) {
+	s := &splicer{}
+	var err error
+	if s.src, err = src.SyscallConn(); err != nil {
+		return nil, err
+	}
+	if s.dst, err = dst.SyscallConn(); err != nil {
+		return nil, err
+	}
+	s.fill = s.fillPipe
+	s.drain = s.drainPipe
+	return s, nil
+}
+
+// fillPipe runs when src may be readable: it takes a pipe and splices what
+// src has into it. On EAGAIN it gives the pipe back and asks to wait.
+func (s *splicer) fillPipe(fd uintptr) bool {
+	if s.pipe == nil {
+		p, _ := pipes.Get().(*pipe)
+		if p == nil {
+			s.err = errors.New("splice: no pipe (out of descriptors?)")
+			return true
+		}
+		s.pipe = p
+	}
+	n, err := unix.Splice(int(fd), nil, s.pipe.w, nil, pipeSize, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+	switch {
+	case err == unix.EAGAIN:
+		pipes.Put(s.pipe)
+		s.pipe = nil
+		return false
+	case err == unix.EINTR:
+		return s.fillPipe(fd)
+	case err != nil:
+		s.err = err
+	case n == 0:
+		s.eof = true
+	}
+	s.inPipe = int(n)
+	return true
+}
+
+// drainPipe runs when dst may be writable: it splices the pipe's bytes
+// into dst until none are left, asking to wait on EAGAIN.
+func (s *splicer) drainPipe(fd uintptr) bool {
+	for s.inPipe > 0 {
+		n, err := unix.Splice(s.pipe.r, nil, int(fd), nil, s.inPipe, unix.SPLICE_F_MOVE|unix.SPLICE_F_NONBLOCK)
+		switch {
+		case err == unix.EAGAIN:
+			return false
+		case err == unix.EINTR:
+			continue
+		case err != nil:
+			s.err = err
+			return true
+		}
+		s.inPipe -= int(n)
+	}
+	return true
+}
+
+// step moves one pipe's worth of what src has to dst, waiting (through the
+// runtime's poller, under the sockets' deadlines) for src to have bytes
+// and for dst to take them. It returns the bytes moved; eof when src has
+// sent FIN.
+func (s *splicer) step() (n int, eof bool, err error) {
+	s.err, s.eof, s.inPipe = nil, false, 0
+	if err := s.src.Read(s.fill); err != nil {
+		return 0, false, err
+	}
+	if s.err != nil || s.eof {
+		s.release()
+		return 0, s.eof, s.err
+	}
+	n = s.inPipe
+	if err := s.dst.Write(s.drain); err != nil {
+		s.discard()
+		return n - s.inPipe, false, err
+	}
+	if s.err != nil {
+		s.discard()
+		return n - s.inPipe, false, s.err
+	}
+	s.release()
+	return n, false, nil
+}
+
+func (s *splicer) release() {
+	if s.pipe != nil {
+		pipes.Put(s.pipe)
+		s.pipe = nil
+	}
+}
+
+// discard drops a pipe that still holds bytes: it cannot be reused.
+func (s *splicer) discard() {
+	if s.pipe != nil && s.inPipe > 0 {
+		unix.Close(s.pipe.r)
+		unix.Close(s.pipe.w)
+		runtime.SetFinalizer(s.pipe, nil)
+		s.pipe = nil
+	}
+	s.release()
+}
