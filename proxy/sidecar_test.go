@@ -466,3 +466,20 @@ func errorsAs(err error, target **exec.ExitError) bool {
 	return ok
 }
 
+// TestIPv6OriginalDestination: an IPv6 connection redirected by ip6tables
+// reaches the proxy's IPv6 listener, which reads IP6T_SO_ORIGINAL_DST and
+// forwards to the real destination.
+func TestIPv6OriginalDestination(t *testing.T) {
+	s := newSidecarPod(t)
+	s.NS.Run(t, "ip", "addr", "add", "fd00:1::5/64", "dev", "eth0", "nodad")
+	s.Peer.Run(t, "ip", "addr", "add", "fd00:1::1/64", "dev", "eth0", "nodad")
+	s.NS.Run(t, "ip", "-6", "route", "add", "default", "via", "fd00:1::1")
+	s.Peer.Run(t, "ip", "-6", "route", "add", "local", "fd00:96::/64", "dev", "lo")
+	s.NS.Run(t, "ip6tables-nft", "-t", "nat", "-A", "OUTPUT", "-p", "tcp", "-d", "fd00:96::/64",
+		"-m", "owner", "!", "--uid-owner", "1337", "-j", "REDIRECT", "--to-ports", "15001")
+	echo(t, s.Peer, "[::]:7010")
+	c := s.app(t, "[fd00:96::10]:7010")
+	roundTrip(t, c, "over IPv6")
+	c.Close()
+	s.waitAccess(t, "outbound [fd00:96::10]:7010 result=ok bytes_received=9 bytes_sent=9", "upstream_local=[fd00:1::5]:")
+}

@@ -18,7 +18,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/shunt-dev/shunt/netns"
+	"github.com/shunt-dev/shunt/internal/netlab"
 	"github.com/shunt-dev/shunt/origdst"
 )
 
@@ -40,56 +40,40 @@ var counter atomic.Int64
 
 // NS is a network namespace made for one test.
 type NS struct {
-	Name string
-	Path string
+	*netlab.NS
+}
+
+func uniqueName(label string) string {
+	return fmt.Sprintf("shunt-%s-%d-%d", label, os.Getpid(), counter.Add(1))
 }
 
 // NewNS makes a namespace with lo up; it is deleted when the test ends.
 func NewNS(t testing.TB, label string) *NS {
 	t.Helper()
-	name := fmt.Sprintf("shunt-%s-%d-%d", label, os.Getpid(), counter.Add(1))
-	run(t, "ip", "netns", "add", name)
-	ns := &NS{Name: name, Path: "/var/run/netns/" + name}
-	t.Cleanup(func() { _ = exec.Command("ip", "netns", "del", name).Run() })
-	ns.Run(t, "ip", "link", "set", "lo", "up")
-	return ns
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
+	ns, err := netlab.NewNS(uniqueName(label))
 	if err != nil {
-		t.Fatalf("%s %s: %v: %s", name, strings.Join(args, " "), err, out)
+		t.Fatal(err)
 	}
-	return string(out)
+	t.Cleanup(ns.Delete)
+	return &NS{ns}
 }
 
 // Run runs a command inside the namespace and fails the test if it fails.
 func (n *NS) Run(t testing.TB, args ...string) string {
 	t.Helper()
-	return run(t, "ip", append([]string{"netns", "exec", n.Name}, args...)...)
+	out, err := n.NS.Run(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }
-
-// Try runs a command inside the namespace and returns its combined output.
-func (n *NS) Try(args ...string) (string, error) {
-	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name}, args...)...).CombinedOutput()
-	return string(out), err
-}
-
-// Do runs fn on a thread inside the namespace.
-func (n *NS) Do(fn func() error) error { return netns.Do(n.Path, fn) }
 
 // Link joins two namespaces with a veth pair, named and addressed in each
 // (names need only be unique within their namespace).
 func Link(t testing.TB, a *NS, aIf, aCIDR string, b *NS, bIf, bCIDR string) {
 	t.Helper()
-	run(t, "ip", "-n", a.Name, "link", "add", aIf, "type", "veth", "peer", "name", bIf, "netns", b.Name)
-	for _, side := range []struct {
-		ns       *NS
-		ifc, pfx string
-	}{{a, aIf, aCIDR}, {b, bIf, bCIDR}} {
-		run(t, "ip", "-n", side.ns.Name, "addr", "add", side.pfx, "dev", side.ifc)
-		run(t, "ip", "-n", side.ns.Name, "link", "set", side.ifc, "up")
+	if err := netlab.Link(a.NS, aIf, aCIDR, b.NS, bIf, bCIDR); err != nil {
+		t.Fatal(err)
 	}
 }
 
@@ -153,10 +137,9 @@ func (n *NS) Dial(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (string, 
 	return reply, err
 }
 
-// Pod is a pod's network namespace joined by eth0 (10.1.0.5/24) to a peer
-// namespace (10.1.0.1/24) that is the pod's default route and answers, as
-// its own, for 10.96.0.0/12, 172.16.0.0/12 and 169.254.0.0/16: any service
-// address a test dials there reaches a listener in the peer.
+// Pod is netlab's Pod (a pod namespace whose default route is a peer that
+// answers for 10.96.0.0/12, 172.16.0.0/12 and 169.254.0.0/16), made for one
+// test.
 type Pod struct {
 	NS, Peer *NS
 }
@@ -164,11 +147,10 @@ type Pod struct {
 // NewPod builds a Pod; both namespaces are deleted when the test ends.
 func NewPod(t testing.TB) *Pod {
 	t.Helper()
-	p := &Pod{NS: NewNS(t, "pod"), Peer: NewNS(t, "peer")}
-	Link(t, p.NS, "eth0", "10.1.0.5/24", p.Peer, "eth0", "10.1.0.1/24")
-	p.NS.Run(t, "ip", "route", "add", "default", "via", "10.1.0.1")
-	for _, r := range []string{"10.96.0.0/12", "172.16.0.0/12", "169.254.0.0/16"} {
-		p.Peer.Run(t, "ip", "route", "add", "local", r, "dev", "lo")
+	p, err := netlab.NewPod(uniqueName("pod"), uniqueName("peer"))
+	if err != nil {
+		t.Fatal(err)
 	}
-	return p
+	t.Cleanup(p.Delete)
+	return &Pod{NS: &NS{p.NS}, Peer: &NS{p.Peer}}
 }
