@@ -38,7 +38,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd())
+	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd())
 	return root
 }
 

@@ -1,0 +1,62 @@
+package scenario_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/shunt-dev/shunt/internal/scenario"
+	"github.com/shunt-dev/shunt/internal/testnet"
+)
+
+func TestMain(m *testing.M) { testnet.Main(m) }
+
+// TestSeedScenario is the seed as a test: Debian's nginx with an unmodified
+// config whose upstream is backend-service:10000, captured into shunt's
+// sidecar; a request outbound and one inbound, both answered by the
+// backend, and the access log names the address backend-service resolved to.
+func TestSeedScenario(t *testing.T) {
+	for _, sc := range []scenario.Sidecar{scenario.Shunt, scenario.HAProxy, scenario.Direct} {
+		t.Run(string(sc), func(t *testing.T) {
+			testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+			if sc == scenario.HAProxy {
+				if _, err := exec.LookPath("haproxy"); err != nil {
+					t.Skip("haproxy is not installed (.ci/run installs it)")
+				}
+			}
+			name := "shunt-seed-" + string(sc) + "-" + strconv.Itoa(os.Getpid())
+			s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: sc, ShuntBin: testnet.ShuntBinary(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				s.Close()
+				if out, _ := exec.Command("ip", "netns", "list").Output(); strings.Contains(string(out), name) {
+					t.Errorf("namespaces left behind:\n%s", out)
+				}
+				if _, err := os.Stat("/etc/netns/" + name + "-pod"); err == nil {
+					t.Error("/etc/netns entry left behind")
+				}
+			}()
+			for what, do := range map[string]func() (string, error){"outbound": s.Outbound, "inbound": s.Inbound} {
+				body, err := do()
+				if err != nil || !strings.HasPrefix(body, "hello from backend-service: /test") {
+					t.Errorf("%s: %q, %v", what, body, err)
+				}
+			}
+			if sc != scenario.Shunt {
+				return
+			}
+			s.Close() // flushes the access log
+			log := s.AccessLog.String()
+			for _, want := range []string{"outbound 10.96.0.10:10000 result=ok", "inbound 10.1.0.5:80 result=ok", "upstream_local=127.0.0.6:"} {
+				if !strings.Contains(log, want) {
+					t.Errorf("access log lacks %q:\n%s", want, log)
+				}
+			}
+		})
+	}
+}
