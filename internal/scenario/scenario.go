@@ -46,7 +46,7 @@ const (
 
 // Options configure Start.
 type Options struct {
-	Name      string    // prefix of the namespace names; unique on the machine
+	Name      string // prefix of the namespace names; unique on the machine
 	Sidecar   Sidecar
 	ShuntBin  string    // the shunt binary, readable by UID 1337
 	ProxyArgs []string  // extra `shunt proxy` flags
