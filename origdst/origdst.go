@@ -24,9 +24,13 @@ func Get(c *net.TCPConn) (netip.AddrPort, error) {
 	if err != nil {
 		return netip.AddrPort{}, err
 	}
+	// The accepted socket's local address is already known: it says the
+	// family, and is the answer when conntrack has no translation.
+	local := c.LocalAddr().(*net.TCPAddr).AddrPort()
+	local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
 	var ap netip.AddrPort
 	var opErr error
-	err = raw.Control(func(fd uintptr) { ap, opErr = FromFD(int(fd)) })
+	err = raw.Control(func(fd uintptr) { ap, opErr = lookup(int(fd), local) })
 	if err == nil {
 		err = opErr
 	}
@@ -35,29 +39,39 @@ func Get(c *net.TCPConn) (netip.AddrPort, error) {
 
 // FromFD is Get for a raw socket descriptor.
 func FromFD(fd int) (netip.AddrPort, error) {
-	local, err := unix.Getsockname(fd)
+	sa, err := unix.Getsockname(fd)
 	if err != nil {
 		return netip.AddrPort{}, fmt.Errorf("original destination: %w", err)
 	}
-	var ap netip.AddrPort
-	switch l := local.(type) {
+	var local netip.AddrPort
+	switch l := sa.(type) {
 	case *unix.SockaddrInet6:
+		local = netip.AddrPortFrom(netip.AddrFrom16(l.Addr), uint16(l.Port))
+	case *unix.SockaddrInet4:
+		local = netip.AddrPortFrom(netip.AddrFrom4(l.Addr), uint16(l.Port))
+	default:
+		return netip.AddrPort{}, fmt.Errorf("original destination: not an IP socket")
+	}
+	return lookup(fd, local)
+}
+
+// lookup asks conntrack through the socket; local is the socket's own
+// address, returned when conntrack holds no translation (the connection
+// was not redirected).
+func lookup(fd int, local netip.AddrPort) (netip.AddrPort, error) {
+	var ap netip.AddrPort
+	var err error
+	if local.Addr().Is6() {
 		var sa unix.RawSockaddrInet6
 		err = getsockopt(fd, unix.SOL_IPV6, &sa, unix.SizeofSockaddrInet6)
 		ap = netip.AddrPortFrom(netip.AddrFrom16(sa.Addr), port(sa.Port))
-		if errors.Is(err, unix.ENOENT) {
-			ap, err = netip.AddrPortFrom(netip.AddrFrom16(l.Addr), uint16(l.Port)), nil
-		}
-	case *unix.SockaddrInet4:
+	} else {
 		var sa unix.RawSockaddrInet4
 		err = getsockopt(fd, unix.SOL_IP, &sa, unix.SizeofSockaddrInet4)
 		ap = netip.AddrPortFrom(netip.AddrFrom4(sa.Addr), port(sa.Port))
-		if errors.Is(err, unix.ENOENT) {
-			// conntrack holds no translation for it: it was not redirected.
-			ap, err = netip.AddrPortFrom(netip.AddrFrom4(l.Addr), uint16(l.Port)), nil
-		}
-	default:
-		return netip.AddrPort{}, fmt.Errorf("original destination: not an IP socket")
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return local, nil
 	}
 	return ap, err
 }

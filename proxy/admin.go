@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/pprof"
 	"strings"
 )
 
@@ -42,7 +43,8 @@ func (p *Proxy) adminHandler() http.Handler {
 		fmt.Fprint(w, "/config_dump  the proxy's configuration (JSON)\n"+
 			"/stats        the metrics (Prometheus text)\n"+
 			"/ready        readiness, as /healthz/ready\n"+
-			"/logging      the log level; POST /logging?level=debug|info|warn|error changes it\n")
+			"/logging      the log level; POST /logging?level=debug|info|warn|error changes it\n"+
+			"/debug/pprof/ Go profiles of the running proxy\n")
 	})
 	mux.HandleFunc("GET /config_dump", p.serveConfig)
 	mux.HandleFunc("GET /stats", p.servePrometheus)
@@ -51,6 +53,11 @@ func (p *Proxy) adminHandler() http.Handler {
 		fmt.Fprintf(w, "level: %s\n", strings.ToLower(p.level.Level().String()))
 	})
 	mux.HandleFunc("POST /logging", p.serveSetLevel)
+	// Profiles of the live proxy: go tool pprof http://127.0.0.1:15000/debug/pprof/profile
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
 	return mux
 }
 

@@ -18,6 +18,7 @@ type flow struct {
 	down, up *net.TCPConn
 	activity atomic.Int64 // bytes moved either way, as the copy loops report them
 	drained  atomic.Bool  // closed by the end of a drain
+	ended    atomic.Int32 // halves that have seen their source's FIN
 }
 
 func (p *Proxy) serveConn(down *net.TCPConn, dir Direction) {
@@ -137,7 +138,11 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
 		}
 		switch {
 		case eof:
-			_ = dst.CloseWrite()
+			// Pass the FIN on, unless the other half is done too: then
+			// closing both sockets, next, sends it.
+			if f.ended.Add(1) == 1 {
+				_ = dst.CloseWrite()
+			}
 			return total, ResultOK
 		case err == nil:
 			continue

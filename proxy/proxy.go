@@ -50,9 +50,12 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 		level = new(slog.LevelVar)
 	}
 	p := &Proxy{cfg: cfg, log: log, level: level}
-	p.dialOut = net.Dialer{Timeout: cfg.ConnectTimeout}
-	p.dialIn4 = net.Dialer{Timeout: cfg.ConnectTimeout, LocalAddr: &net.TCPAddr{IP: cfg.InboundSource.AsSlice()}}
-	p.dialIn6 = net.Dialer{Timeout: cfg.ConnectTimeout, LocalAddr: &net.TCPAddr{IP: cfg.InboundSource6.AsSlice()}}
+	// No TCP keepalive from the proxy: the app and the upstream keep their
+	// own, which pass through; Go's default would cost four setsockopt
+	// calls on every socket.
+	p.dialOut = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
+	p.dialIn4 = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: cfg.InboundSource.AsSlice()}}
+	p.dialIn6 = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: cfg.InboundSource6.AsSlice()}}
 	return p, nil
 }
 
@@ -66,18 +69,19 @@ func (p *Proxy) Listen() error {
 		port uint16
 		dir  Direction
 	}{{p.cfg.OutboundPort, Outbound}, {p.cfg.InboundPort, Inbound}} {
-		ln, err := net.ListenTCP("tcp4", net.TCPAddrFromAddrPort(netip.AddrPortFrom(p.cfg.ListenAddr, l.port)))
+		lc := net.ListenConfig{KeepAlive: -1}
+		ln, err := lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(p.cfg.ListenAddr, l.port).String())
 		if err != nil {
 			p.Close()
 			return fmt.Errorf("%s listener: %w", l.dir, err)
 		}
-		p.capture = append(p.capture, capture{ln, l.dir})
-		ln6, err := net.ListenTCP("tcp6", &net.TCPAddr{IP: net.IPv6unspecified, Port: int(l.port)})
+		p.capture = append(p.capture, capture{ln.(*net.TCPListener), l.dir})
+		ln6, err := lc.Listen(context.Background(), "tcp6", fmt.Sprintf("[::]:%d", l.port))
 		if err != nil {
 			p.log.Debug("no IPv6 listener", "direction", l.dir, "err", err)
 			continue
 		}
-		p.capture = append(p.capture, capture{ln6, l.dir})
+		p.capture = append(p.capture, capture{ln6.(*net.TCPListener), l.dir})
 	}
 	for _, h := range []struct {
 		addr    string

@@ -1,0 +1,113 @@
+package main
+
+import (
+	"bufio"
+	"encoding/json"
+	"fmt"
+	"net"
+	"regexp"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shunt-dev/shunt/internal/scenario"
+)
+
+var (
+	wrkRate    = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
+	wrkTotal   = regexp.MustCompile(`(\d+) requests in`)
+	wrkPercent = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)$`)
+)
+
+// runWrk drives the pod's nginx from inside the pod; every request makes
+// nginx open a new connection to backend-service, the captured one.
+func runWrk(s *scenario.Scenario, dur time.Duration, conns int) (rps, p50, p99, total float64) {
+	out, err := s.Pod.NS.Run("wrk", "-t", "2", "-c", strconv.Itoa(conns), "-d", dur.String(), "--latency", "http://127.0.0.1/test")
+	check(err)
+	if m := wrkRate.FindStringSubmatch(out); m != nil {
+		rps, _ = strconv.ParseFloat(m[1], 64)
+	}
+	if m := wrkTotal.FindStringSubmatch(out); m != nil {
+		total, _ = strconv.ParseFloat(m[1], 64)
+	}
+	for _, m := range wrkPercent.FindAllStringSubmatch(out, -1) {
+		v, _ := strconv.ParseFloat(m[2], 64)
+		switch m[3] {
+		case "ms":
+			v *= 1000
+		case "s":
+			v *= 1e6
+		}
+		if m[1] == "50" {
+			p50 = v
+		} else {
+			p99 = v
+		}
+	}
+	if rps == 0 {
+		fail("wrk printed no rate:\n" + out)
+	}
+	return rps, p50, p99, total
+}
+
+// runIperf measures bulk TCP throughput from an app in the pod to the
+// backend at the service address: captured, unless direct.
+func runIperf(s *scenario.Scenario, dur time.Duration) float64 {
+	server := s.Pod.Peer.Command("iperf3", "-s", "-1", "-p", "5201")
+	check(server.Start())
+	defer server.Wait()
+	time.Sleep(200 * time.Millisecond)
+	out, err := s.Pod.NS.Run("iperf3", "-c", scenario.ServiceIP, "-p", "5201", "-t", strconv.Itoa(int(dur.Seconds())), "-J")
+	check(err)
+	var r struct {
+		End struct {
+			SumReceived struct {
+				BitsPerSecond float64 `json:"bits_per_second"`
+			} `json:"sum_received"`
+		} `json:"end"`
+	}
+	check(json.Unmarshal([]byte(out), &r))
+	return r.End.SumReceived.BitsPerSecond / 1e9
+}
+
+// connectionsPerSecond opens connections from the pod to the backend's
+// nginx at the service address, one request each, from 8 workers.
+func connectionsPerSecond(s *scenario.Scenario, dur time.Duration) float64 {
+	var done atomic.Int64
+	var wg sync.WaitGroup
+	stop := time.Now().Add(dur)
+	req := []byte("GET / HTTP/1.1\r\nHost: backend-service\r\nConnection: close\r\n\r\n")
+	for w := 0; w < 8; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			check(s.Pod.NS.Do(func() error {
+				buf := make([]byte, 4096)
+				for time.Now().Before(stop) {
+					c, err := net.Dial("tcp4", fmt.Sprintf("%s:10000", scenario.ServiceIP))
+					if err != nil {
+						return err
+					}
+					if _, err := c.Write(req); err != nil {
+						return err
+					}
+					r := bufio.NewReader(c)
+					for {
+						if _, err := r.Read(buf); err != nil {
+							break
+						}
+					}
+					c.Close()
+					done.Add(1)
+				}
+				return nil
+			}))
+		}()
+	}
+	wg.Wait()
+	return float64(done.Load()) / dur.Seconds()
+}
+
+func splitFields(s string) []string { return strings.Fields(s) }
