@@ -1,10 +1,10 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
-	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,9 +16,19 @@ import (
 // the upstream the proxy dialled for it.
 type flow struct {
 	down, up *net.TCPConn
-	activity atomic.Int64 // bytes moved either way, as the copy loops report them
-	drained  atomic.Bool  // closed by the end of a drain
-	ended    atomic.Int32 // halves that have seen their source's FIN
+	activity atomic.Int64  // bytes moved either way, as the copy loops report them
+	ended    atomic.Int32  // halves that have seen their source's FIN
+	aborted  atomic.Uint32 // Result+1 when the sweeper or a drain closed it
+	shard    uint32        // its registry shard
+	seen     int64         // activity at the sweeper's last look (sweeper only)
+	quiet    int           // sweeps in a row with no activity (sweeper only)
+}
+
+// abort resets both sides from outside the copy loops, saying why.
+func (f *flow) abort(why Result) {
+	f.aborted.CompareAndSwap(0, uint32(why)+1)
+	reset(f.down)
+	reset(f.up)
 }
 
 func (p *Proxy) serveConn(down *net.TCPConn, dir Direction) {
@@ -59,24 +69,22 @@ func (p *Proxy) forward(down *net.TCPConn, dir Direction, e *Entry) Result {
 	}
 	e.UpstreamLocal = addrPort(up.LocalAddr())
 	f := &flow{down: down, up: up}
-	p.flows.Store(f, struct{}{})
-	defer p.flows.Delete(f)
+	p.flows.add(f)
+	defer p.flows.remove(f)
 	return p.pump(f, e)
 }
 
 func (p *Proxy) dial(dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
-	d := &p.dialOut
-	network := "tcp4"
+	network, source := "tcp4", p.cfg.InboundSource
 	if dst.Addr().Is6() {
-		network = "tcp6"
+		network, source = "tcp6", p.cfg.InboundSource6
 	}
 	if dir == Inbound {
-		d = &p.dialIn4
-		if dst.Addr().Is6() {
-			d = &p.dialIn6
-		}
+		return p.dialer.DialTCP(context.Background(), network, netip.AddrPortFrom(source, 0), dst)
 	}
-	c, err := d.Dial(network, dst.String())
+	// With no source to bind, DialTCP would still bind to port 0, a slower
+	// port choice than connect's own.
+	c, err := p.dialer.DialContext(context.Background(), network, dst.String())
 	if err != nil {
 		return nil, err
 	}
@@ -99,8 +107,8 @@ func (p *Proxy) pump(f *flow, e *Entry) Result {
 	f.down.Close()
 	f.up.Close()
 	e.BytesReceived, e.BytesSent = h.n, nDown
-	if f.drained.Load() {
-		return ResultDrained
+	if why := f.aborted.Load(); why != 0 {
+		return Result(why - 1)
 	}
 	if h.r != ResultOK {
 		return h.r
@@ -108,10 +116,10 @@ func (p *Proxy) pump(f *flow, e *Entry) Result {
 	return rDown
 }
 
-// copyHalf moves bytes from src to dst with splice until src ends, then
-// half-closes dst (FIN goes on). A reset on either side resets both, so the
-// live peer sees the reset too. Deadlines tick every half idle timeout;
-// after the idle timeout with no byte moved either way, both sides close.
+// copyHalf moves bytes from src to dst until src ends, then half-closes
+// dst (FIN goes on). A reset on either side resets both, so the live peer
+// sees the reset too. It sets no deadlines: the registry's sweeper closes
+// idle flows, and a drain closes what is left at its end.
 func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
 	sp, err := newSplicer(src, dst)
 	if err != nil {
@@ -119,18 +127,9 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
 		reset(dst)
 		return 0, ResultReset
 	}
-	tick := p.cfg.IdleTimeout / 2
+	defer sp.release()
 	var total int64
-	seen, quiet := f.activity.Load(), time.Duration(0)
-	deadline := time.Time{}
 	for {
-		// Moving the deadline costs a timer update: do it at most once a
-		// second, or once a tick when the tick is shorter.
-		if now := time.Now(); deadline.Sub(now) < tick-min(tick/2, time.Second) {
-			deadline = now.Add(tick)
-			_ = src.SetReadDeadline(deadline)
-			_ = dst.SetWriteDeadline(deadline)
-		}
 		n, eof, err := sp.step()
 		total += int64(n)
 		if n > 0 {
@@ -146,21 +145,9 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
 			return total, ResultOK
 		case err == nil:
 			continue
-		case errors.Is(err, os.ErrDeadlineExceeded):
-			deadline = time.Time{}
-			if now := f.activity.Load(); now != seen {
-				seen, quiet = now, 0
-				continue
-			}
-			if quiet += tick; quiet < p.cfg.IdleTimeout+tick {
-				continue
-			}
-			reset(src)
-			reset(dst)
-			return total, ResultIdleTimeout
 		case errors.Is(err, net.ErrClosed):
-			// The other half closed both sides, or a drain did; whoever
-			// closed them says why.
+			// The other half closed both sides, or the sweeper or a drain
+			// did; whoever closed them says why.
 			return total, ResultOK
 		default: // ECONNRESET, EPIPE and the like: pass the reset on
 			reset(src)

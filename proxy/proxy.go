@@ -25,12 +25,10 @@ type Proxy struct {
 	capture  []capture // the outbound and inbound listeners, IPv4 and IPv6
 	http     []*http.Server
 	httpLn   []net.Listener
-	dialOut  net.Dialer
-	dialIn4  net.Dialer
-	dialIn6  net.Dialer
+	dialer   net.Dialer
 	active   atomic.Int64 // connections open, both directions
 	conns    sync.WaitGroup
-	flows    sync.Map // *flow -> struct{}: what a drain must close at its end
+	flows    registry
 	ready    atomic.Bool
 	draining atomic.Bool
 }
@@ -53,9 +51,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	// No TCP keepalive from the proxy: the app and the upstream keep their
 	// own, which pass through; Go's default would cost four setsockopt
 	// calls on every socket.
-	p.dialOut = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
-	p.dialIn4 = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: cfg.InboundSource.AsSlice()}}
-	p.dialIn6 = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1, LocalAddr: &net.TCPAddr{IP: cfg.InboundSource6.AsSlice()}}
+	p.dialer = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
 	return p, nil
 }
 
@@ -141,6 +137,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	for i, srv := range p.http {
 		go func() { _ = srv.Serve(p.httpLn[i]) }()
 	}
+	stopSweep := make(chan struct{})
+	defer close(stopSweep)
+	go p.flows.sweep(p.cfg.IdleTimeout, stopSweep)
 	p.ready.Store(true)
 	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound))
 	<-ctx.Done()
@@ -153,15 +152,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	acceptors.Wait()
 	p.log.Info("draining", "connections", p.active.Load(), "timeout", p.cfg.DrainTimeout)
 	if !p.waitConns(p.cfg.DrainTimeout) {
-		n := 0
-		p.flows.Range(func(k, _ any) bool {
-			f := k.(*flow)
-			f.drained.Store(true)
-			reset(f.down)
-			reset(f.up)
-			n++
-			return true
-		})
+		n := p.flows.closeAll(ResultDrained)
 		p.log.Warn("drain timeout: reset the connections left", "connections", n)
 		p.conns.Wait()
 	}
