@@ -86,11 +86,11 @@ func (l *accessLog) write(e *Entry) {
 			"upstream_local": e.UpstreamLocal.String(), "bytes_received": e.BytesReceived, "bytes_sent": e.BytesSent,
 			"duration_ms": e.Duration.Milliseconds(), "result": e.Result.String(),
 		})
-		_, _ = l.w.Write(append(b, '\n'))
+		l.writeLine(append(b, '\n'))
 		return
 	}
 	l.buf = formatText(l.buf[:0], e)
-	_, _ = l.w.Write(l.buf)
+	l.writeLine(l.buf)
 }
 
 // formatText is the text line: Envoy's start-time bracket, then fields a
@@ -125,4 +125,17 @@ func appendAddr(b []byte, a netip.AddrPort) []byte {
 		return append(b, '-')
 	}
 	return a.AppendTo(b)
+}
+
+// atomicWrite is the most a write to a pipe may carry and still not be
+// interleaved with another process's (PIPE_BUF): workers share stdout.
+const atomicWrite = 4096
+
+// writeLine buffers a whole line, flushing first if it would carry the
+// buffer past one atomic write, so that every write holds whole lines.
+func (l *accessLog) writeLine(b []byte) {
+	if l.w.Buffered()+len(b) > atomicWrite {
+		_ = l.w.Flush()
+	}
+	_, _ = l.w.Write(b)
 }

@@ -33,6 +33,10 @@ func (p *Proxy) prometheusHandler() http.Handler {
 
 func (p *Proxy) servePrometheus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+	if len(p.workers) > 0 {
+		p.writeWorkerMetrics(w)
+		return
+	}
 	p.metrics.WritePrometheus(w)
 }
 
@@ -83,6 +87,11 @@ func (p *Proxy) serveSetLevel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.level.Set(l)
+	for i, wk := range p.workers {
+		if _, err := wk.request("level " + l.String()); err != nil {
+			p.log.Warn("worker log level", "worker", i, "err", err)
+		}
+	}
 	p.log.Info("log level changed", "level", l)
 	fmt.Fprintf(w, "level: %s\n", strings.ToLower(l.String()))
 }

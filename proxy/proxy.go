@@ -31,6 +31,7 @@ type Proxy struct {
 	flows    registry
 	ready    atomic.Bool
 	draining atomic.Bool
+	workers  []*worker // when this process supervises workers
 }
 
 type capture struct {
@@ -121,6 +122,9 @@ func (p *Proxy) Close() {
 // accepting, reports not ready, lets live connections finish for up to the
 // drain timeout, and resets what is left.
 func (p *Proxy) Serve(ctx context.Context) error {
+	if len(p.workers) > 0 {
+		return p.superviseServe(ctx)
+	}
 	if len(p.capture) == 0 {
 		return errors.New("proxy: Serve before Listen")
 	}

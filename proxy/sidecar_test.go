@@ -242,10 +242,8 @@ func TestResetIsPassedOn(t *testing.T) {
 			serverSaw <- err
 		}
 	}()
-	c := s.app(t, "10.96.0.10:7002")
-	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-	if _, err := c.Read(make([]byte, 10)); !isReset(err) {
-		t.Errorf("app read after the upstream reset: %v, want ECONNRESET", err)
+	if err := s.dialExpectingReset(t, "10.96.0.10:7002"); err != nil {
+		t.Errorf("after the upstream reset: %v", err)
 	}
 	// The app resets: the upstream must see a reset.
 	c2 := s.app(t, "10.96.0.10:7002")
@@ -482,4 +480,44 @@ func TestIPv6OriginalDestination(t *testing.T) {
 	roundTrip(t, c, "over IPv6")
 	c.Close()
 	s.waitAccess(t, "outbound [fd00:96::10]:7010 result=ok bytes_received=9 bytes_sent=9", "upstream_local=[fd00:1::5]:")
+}
+
+// TestWorkers: with --workers, connections are spread over worker
+// processes, the supervisor's metrics add theirs up, and SIGTERM drains
+// them all.
+func TestWorkers(t *testing.T) {
+	s := newSidecarPod(t, "--workers", "3")
+	echo(t, s.Peer, "0.0.0.0:7020")
+	for i := 0; i < 30; i++ {
+		c := s.app(t, "10.96.0.10:7020")
+		roundTrip(t, c, "w")
+		c.Close()
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if s.metric(t, `shunt_proxy_connections_closed_total{direction="outbound",result="ok"}`) == 30 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the supervisor's metrics do not add up to 30 connections")
+		}
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n := strings.Count(s.access.String(), "10.96.0.10:7020 result=ok")
+		if n == 30 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d access log lines, want 30", n)
+		}
+	}
+	out, _ := exec.Command("pgrep", "-f", "-c", "shunt proxy --uid 1337").Output()
+	if n, _ := strconv.Atoi(strings.TrimSpace(string(out))); n < 4 {
+		t.Errorf("%d proxy processes, want a supervisor and 3 workers", n)
+	}
+	_ = s.proc.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-s.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the supervisor did not exit after SIGTERM")
+	}
 }

@@ -23,6 +23,7 @@ type proxyFlags struct {
 	captureUIDs, captureGIDs []uint
 	accessLog, logLevel      string
 	logJSON                  bool
+	workers                  int
 }
 
 func newProxyCmd() *cobra.Command {
@@ -54,6 +55,7 @@ func newProxyCmd() *cobra.Command {
 	f.UintSliceVar(&pf.captureGIDs, "capture-gid", []uint{sidecar.ProxyGID}, "GIDs the capture rules exempt (redirect's -g)")
 	f.StringVar(&pf.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&pf.logJSON, "log-json", false, "log as JSON lines")
+	f.IntVar(&pf.workers, "workers", 1, "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), pf) }
 	return cmd
 }
@@ -73,24 +75,55 @@ func runProxy(ctx context.Context, pf *proxyFlags) error {
 		return usageError{err}
 	}
 	pf.cfg.AccessLog = w
+	ctl, isWorker, err := proxy.WorkerListeners()
+	if err != nil {
+		return err
+	}
+	if isWorker {
+		pf.cfg.HealthAddr, pf.cfg.PrometheusAddr, pf.cfg.AdminAddr = "", "", ""
+	}
+	if pf.workers < 1 {
+		return usageError{fmt.Errorf("--workers: %d is not a number of processes", pf.workers)}
+	}
+	// Refuse a captured identity before binding or starting anything.
+	if err := checkExempt(pf.uid, pf.gid, pf.captureUIDs, pf.captureGIDs); err != nil {
+		return usageError{err}
+	}
 	p, err := proxy.New(pf.cfg, log, level)
 	if err != nil {
 		return usageError{err}
 	}
-	if err := p.Listen(); err != nil {
+	if isWorker {
+		err = p.AdoptListeners()
+	} else {
+		err = p.Listen()
+	}
+	if err == nil && pf.workers > 1 && !isWorker {
+		err = startWorkers(p, pf.workers)
+	}
+	if err != nil {
+		p.Close()
 		return err
 	}
 	if err := dropPrivileges(pf.uid, pf.gid); err != nil {
 		p.Close()
 		return err
 	}
-	if err := checkExempt(pf.captureUIDs, pf.captureGIDs); err != nil {
-		p.Close()
-		return usageError{err}
-	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if isWorker {
+		return p.ServeWorker(ctx, ctl)
+	}
 	return p.Serve(ctx)
+}
+
+// startWorkers runs this same command line again n times, as workers.
+func startWorkers(p *proxy.Proxy, n int) error {
+	exe, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	return p.StartWorkers(n, exe, os.Args[1:])
 }
 
 func accessLogWriter(dest string) (io.Writer, error) {
@@ -129,9 +162,16 @@ func dropPrivileges(uid, gid int) error {
 }
 
 // checkExempt refuses to run as an identity the capture rules capture: the
-// proxy's own upstream connections would be redirected back into it.
-func checkExempt(uids, gids []uint) error {
+// proxy's own upstream connections would be redirected back into it. The
+// identity is --uid/--gid where given, else the current one.
+func checkExempt(runUID, runGID int, uids, gids []uint) error {
 	uid, gid := uint(os.Getuid()), uint(os.Getgid())
+	if runUID >= 0 {
+		uid = uint(runUID)
+	}
+	if runGID >= 0 {
+		gid = uint(runGID)
+	}
 	if slices.Contains(uids, uid) || slices.Contains(gids, gid) {
 		return nil
 	}
