@@ -12,9 +12,12 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/shunt-dev/shunt/internal/scenario"
@@ -69,12 +72,30 @@ func build() string {
 	return bin
 }
 
+// current is the scenario running now, torn down on Ctrl-C.
+var current atomic.Pointer[scenario.Scenario]
+
+func init() {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+	go func() {
+		<-sig
+		if s := current.Load(); s != nil {
+			s.Close()
+		}
+		os.Exit(130)
+	}()
+}
+
 func measure(bin string, c scenario.Sidecar, round int, dur time.Duration, conns int) sample {
 	s, err := scenario.Start(context.Background(), scenario.Options{
 		Name: fmt.Sprintf("shunt-bench-%d-%d", os.Getpid(), round), Sidecar: c, ShuntBin: bin,
-		ProxyArgs: []string{"--log-level", "warn"},
+		// No access log: the HAProxy configuration logs nothing either
+		// (and Istio leaves Envoy's off by default).
+		ProxyArgs: []string{"--log-level", "warn", "--access-log", "off"},
 	})
 	check(err)
+	current.Store(s)
 	defer s.Close()
 	if body, err := s.Outbound(); err != nil {
 		fail(fmt.Sprintf("%s: the scenario does not answer: %v %s", c, err, body))
@@ -146,5 +167,8 @@ func check(err error) {
 
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "bench/proxy:", msg)
+	if s := current.Load(); s != nil {
+		s.Close()
+	}
 	os.Exit(1)
 }

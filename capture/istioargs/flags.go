@@ -191,3 +191,15 @@ func (v *stringValue) Type() string {
 	}
 	return "string"
 }
+
+// Given reports whether any of the set's settings was given as a flag.
+func (s *Set) Given() bool {
+	for _, sp := range s.specs {
+		for _, n := range append([]string{sp.long}, sp.aliases...) {
+			if f := s.fs.Lookup(n); f != nil && f.Changed {
+				return true
+			}
+		}
+	}
+	return false
+}

@@ -38,7 +38,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd())
+	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd(), newDoctorCmd())
 	return root
 }
 

@@ -1,0 +1,297 @@
+package doctor
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/trace"
+	"github.com/shunt-dev/shunt/netns"
+)
+
+// config is the capture to check against: the given one, or the defaults
+// with everything captured.
+func (o Options) config() capture.Config {
+	if o.Config != nil {
+		return *o.Config
+	}
+	c := capture.DefaultConfig()
+	c.OutboundAll, c.InboundAll = true, true
+	return c
+}
+
+// listeningPorts reads the namespace's TCP listeners: port -> socket inodes.
+func listeningPorts(ns string) (map[uint16][]string, error) {
+	out := map[uint16][]string{}
+	err := netns.Do(ns, func() error {
+		for _, file := range []string{"/proc/thread-self/net/tcp", "/proc/thread-self/net/tcp6"} {
+			f, err := os.Open(file)
+			if err != nil {
+				if file == "/proc/thread-self/net/tcp6" {
+					continue // no IPv6 here
+				}
+				return err
+			}
+			sc := bufio.NewScanner(f)
+			for sc.Scan() {
+				fields := strings.Fields(sc.Text())
+				if len(fields) < 10 || fields[3] != "0A" { // 0A: LISTEN
+					continue
+				}
+				_, hexPort, _ := strings.Cut(fields[1], ":")
+				port, err := strconv.ParseUint(hexPort, 16, 16)
+				if err == nil {
+					out[uint16(port)] = append(out[uint16(port)], fields[9])
+				}
+			}
+			f.Close()
+		}
+		return nil
+	})
+	return out, err
+}
+
+func proxyCheck(o Options, listeners map[uint16][]string, err error) Check {
+	c := Check{Name: "proxy listening"}
+	if err != nil {
+		c.Status, c.Detail = Fail, "cannot read the namespace's listeners: "+err.Error()
+		return c
+	}
+	cfg := o.config()
+	var missing []string
+	for _, p := range []uint16{cfg.OutboundPort, cfg.InboundPort} {
+		if len(listeners[p]) == 0 {
+			missing = append(missing, strconv.Itoa(int(p)))
+		}
+	}
+	if len(missing) > 0 {
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("nothing listens on %s", strings.Join(missing, " and "))
+		c.Hint = "captured connections are refused: start the sidecar (shunt proxy, or Envoy) in this namespace"
+		return c
+	}
+	c.Status, c.Detail = Pass, fmt.Sprintf("something listens on %d and %d", cfg.OutboundPort, cfg.InboundPort)
+	return c
+}
+
+// process is one process in the namespace.
+type process struct {
+	pid       int
+	comm      string
+	uid, gid  uint32 // filesystem IDs: what netfilter's owner match reads
+	isSidecar bool   // holds one of the capture listeners
+}
+
+func processesIn(ns string, listenerInodes []string) ([]process, error) {
+	nsPath := ns
+	if nsPath == "" {
+		nsPath = "/proc/self/ns/net"
+	}
+	target, err := os.Stat(nsPath)
+	if err != nil {
+		return nil, err
+	}
+	dirs, _ := filepath.Glob("/proc/[0-9]*")
+	var out []process
+	for _, dir := range dirs {
+		st, err := os.Stat(dir + "/ns/net")
+		if err != nil || !os.SameFile(st, target) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(dir))
+		comm, _ := os.ReadFile(dir + "/comm")
+		p := process{pid: pid, comm: strings.TrimSpace(string(comm))}
+		status, err := os.ReadFile(dir + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(status), "\n") {
+			f := strings.Fields(line)
+			if len(f) == 5 && (f[0] == "Uid:" || f[0] == "Gid:") {
+				n, _ := strconv.ParseUint(f[4], 10, 32)
+				if f[0] == "Uid:" {
+					p.uid = uint32(n)
+				} else {
+					p.gid = uint32(n)
+				}
+			}
+		}
+		fds, _ := os.ReadDir(dir + "/fd")
+		for _, fd := range fds {
+			link, _ := os.Readlink(dir + "/fd/" + fd.Name())
+			if inode, ok := strings.CutPrefix(link, "socket:["); ok && slices.Contains(listenerInodes, strings.TrimSuffix(inode, "]")) {
+				p.isSidecar = true
+				break
+			}
+		}
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// identityCheck finds the seed's pitfall: a process that is not the
+// sidecar but runs as an identity the rules exempt, so its connections
+// escape capture (nginx and Envoy sharing UID 101, say).
+func identityCheck(o Options, listeners map[uint16][]string) Check {
+	c := Check{Name: "app identities"}
+	cfg := o.config()
+	inodes := append(slices.Clone(listeners[cfg.OutboundPort]), listeners[cfg.InboundPort]...)
+	procs, err := processesIn(o.NetNS, inodes)
+	if err != nil {
+		c.Status, c.Detail = Fail, "cannot list the namespace's processes: "+err.Error()
+		return c
+	}
+	var escaped []string
+	for _, p := range procs {
+		if p.isSidecar || !(slices.Contains(cfg.ProxyUIDs, p.uid) || slices.Contains(cfg.ProxyGIDs, p.gid)) {
+			continue
+		}
+		escaped = append(escaped, fmt.Sprintf("pid %d (%s) runs as uid %d%s gid %d", p.pid, p.comm, p.uid, userName(p.uid), p.gid))
+	}
+	if len(escaped) > 0 {
+		c.Status = Fail
+		c.Detail = "not the sidecar, but exempt from capture: " + strings.Join(escaped, "; ")
+		c.Hint = "the rules exempt the proxy's UID and GID, so these processes' connections bypass the sidecar: " +
+			"run the app as another user, or the proxy as its own (UID 1337)"
+		return c
+	}
+	c.Status = Pass
+	c.Detail = fmt.Sprintf("%d processes; none but the sidecar runs as the exempt UIDs %v or GIDs %v", len(procs), cfg.ProxyUIDs, cfg.ProxyGIDs)
+	return c
+}
+
+func userName(uid uint32) string {
+	if u, err := user.LookupId(strconv.Itoa(int(uid))); err == nil {
+		return " (" + u.Username + ")"
+	}
+	return ""
+}
+
+// probeCandidates are documentation and private addresses a probe may be
+// sent to: in a pod they lead nowhere, so a quick answer means capture.
+var probeCandidates = []string{"192.0.2.1", "198.51.100.1", "10.255.255.254", "172.31.255.254", "192.168.255.254"}
+
+// probeCheck makes one real connection, as an app would, to a destination
+// the plan says is captured: it must be answered at once, locally (by the
+// sidecar, or refused by the kernel if none listens). Not captured, it
+// would wait for an answer from a host that does not exist.
+func probeCheck(o Options) Check {
+	c := Check{Name: "capture probe"}
+	cfg := o.config()
+	plan, err := capture.Build(cfg)
+	if err != nil {
+		c.Status, c.Detail = Fail, err.Error()
+		return c
+	}
+	uid := uint32(65534)
+	for slices.Contains(cfg.ProxyUIDs, uid) || slices.Contains(cfg.ProxyGIDs, uid) {
+		uid--
+	}
+	var dst netip.AddrPort
+	for _, cand := range probeCandidates {
+		pkt := trace.Packet{Direction: trace.Out, Proto: "tcp", Src: netip.IPv4Unspecified(), Dst: netip.MustParseAddr(cand),
+			DstPort: 9, UID: uid, GID: uid, OutIface: "eth0"}
+		if res, err := trace.Trace(plan, pkt); err == nil && res.Outcome == trace.Redirected {
+			dst = netip.AddrPortFrom(pkt.Dst, 9)
+			break
+		}
+	}
+	if !dst.IsValid() {
+		c.Status, c.Detail = Info, "the configuration captures none of the probe's destinations; nothing to probe"
+		return c
+	}
+	start := time.Now()
+	err = dialAs(o.NetNS, dst, uid)
+	took := time.Since(start).Round(time.Microsecond)
+	switch {
+	case err == nil || errors.Is(err, syscall.ECONNREFUSED):
+		c.Status = Pass
+		c.Detail = fmt.Sprintf("a connection as uid %d to %s was answered locally in %s: captured", uid, dst, took)
+	default:
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("a connection as uid %d to %s was not captured: %v", uid, dst, err)
+		c.Hint = "the kernel is not redirecting app connections: check the rules above"
+	}
+	return c
+}
+
+func dialAs(ns string, dst netip.AddrPort, uid uint32) error {
+	return netns.Do(ns, func() error {
+		unix.Setfsgid(int(uid))
+		unix.Setfsuid(int(uid))
+		defer func() {
+			unix.Setfsuid(0)
+			unix.Setfsgid(0)
+		}()
+		conn, err := net.DialTimeout("tcp4", dst.String(), time.Second)
+		if err == nil {
+			conn.Close()
+		}
+		return err
+	})
+}
+
+// sysctlChecks reads the namespace's settings that captured traffic leans
+// on: a captured connection takes two local ports and two conntrack entries.
+func sysctlChecks(ns string) []Check {
+	var out []Check
+	_ = netns.Do(ns, func() error {
+		read := func(path string) (string, error) {
+			b, err := os.ReadFile(path)
+			return strings.TrimSpace(string(b)), err
+		}
+		c := Check{Name: "port range", Status: Pass}
+		if v, err := read("/proc/sys/net/ipv4/ip_local_port_range"); err == nil {
+			var lo, hi int
+			fmt.Sscan(v, &lo, &hi)
+			c.Detail = fmt.Sprintf("net.ipv4.ip_local_port_range %d-%d (%d ports)", lo, hi, hi-lo+1)
+			if hi-lo+1 < 10000 {
+				c.Status = Fail
+				c.Hint = "a captured connection takes two local ports: widen it (e.g. 1024 65000)"
+			}
+		}
+		out = append(out, c)
+		c = Check{Name: "tcp_tw_reuse", Status: Pass}
+		if v, err := read("/proc/sys/net/ipv4/tcp_tw_reuse"); err == nil {
+			c.Detail = "net.ipv4.tcp_tw_reuse " + v
+			if v == "0" {
+				c.Status = Info
+				c.Hint = "under load the proxy's upstream connections leave many TIME_WAIT ports; 1 lets new ones reuse them"
+			}
+		}
+		out = append(out, c)
+		c = Check{Name: "route_localnet", Status: Pass}
+		if v, err := read("/proc/sys/net/ipv4/conf/all/route_localnet"); err == nil {
+			c.Detail = "net.ipv4.conf.all.route_localnet " + v + "; REDIRECT rules do not need it"
+		}
+		out = append(out, c)
+		c = Check{Name: "conntrack", Status: Info, Detail: "conntrack is not active in this namespace"}
+		count, err1 := read("/proc/sys/net/netfilter/nf_conntrack_count")
+		max, err2 := read("/proc/sys/net/netfilter/nf_conntrack_max")
+		if err1 == nil && err2 == nil {
+			n, _ := strconv.Atoi(count)
+			m, _ := strconv.Atoi(max)
+			c.Status, c.Detail = Pass, fmt.Sprintf("%d of %d entries in use", n, m)
+			if m > 0 && n*10 > m*9 {
+				c.Status = Fail
+				c.Hint = "a full table drops new connections: raise net.netfilter.nf_conntrack_max"
+			}
+		}
+		out = append(out, c)
+		return nil
+	})
+	return out
+}
