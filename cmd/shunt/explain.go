@@ -11,6 +11,7 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/picture"
 )
 
 func newExplainCmd() *cobra.Command {
@@ -22,7 +23,7 @@ func newExplainCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	set := istioargs.RegisterCapture(cmd.Flags())
-	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input) or json")
+	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input), json, or svg (a picture)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		plan, err := buildPlan(set)
 		if err != nil {
@@ -41,8 +42,11 @@ func newExplainCmd() *cobra.Command {
 			return err
 		case "json":
 			return explainJSON(out, plan)
+		case "svg":
+			_, err := io.WriteString(out, picture.Plan(plan))
+			return err
 		}
-		return usageError{fmt.Errorf("--format: %q is not text, iptables or json", *format)}
+		return usageError{fmt.Errorf("--format: %q is not text, iptables, json or svg", *format)}
 	}
 	return cmd
 }

@@ -11,6 +11,7 @@ import (
 
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/picture"
 	"github.com/shunt-dev/shunt/capture/trace"
 )
 
@@ -41,7 +42,7 @@ func newTraceCmd() *cobra.Command {
 	f.StringVar(&pf.out, "out-interface", "", "interface the packet leaves by (out only; default lo for a loopback --dst, else eth0)")
 	f.StringVar(&pf.state, "state", "", "conntrack state when not the first packet of a connection: INVALID")
 	all := f.Bool("all", false, "list every rule evaluated, not only those that matched")
-	format := f.String("format", "text", "text or json")
+	format := f.String("format", "text", "text, json, or svg (the plan with the path highlighted)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		plan, err := buildPlan(set)
 		if err != nil {
@@ -60,8 +61,11 @@ func newTraceCmd() *cobra.Command {
 			return traceText(cmd.OutOrStdout(), res, *all)
 		case "json":
 			return traceJSON(cmd.OutOrStdout(), res)
+		case "svg":
+			_, err := io.WriteString(cmd.OutOrStdout(), picture.Trace(plan, res))
+			return err
 		}
-		return usageError{fmt.Errorf("--format: %q is not text or json", *format)}
+		return usageError{fmt.Errorf("--format: %q is not text, json or svg", *format)}
 	}
 	return cmd
 }
