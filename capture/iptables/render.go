@@ -127,7 +127,7 @@ func RenderRule(chain string, r capture.Rule) ([]string, error) {
 		if proto == "" {
 			return nil, fmt.Errorf("destination ports without a protocol")
 		}
-		split := chunkPorts(ports.Ports)
+		split := ChunkPorts(ports.Ports)
 		if ports.Not && len(split) > 1 {
 			return nil, fmt.Errorf("a negated list of more than %d ports cannot be split", multiportLimit)
 		}
@@ -195,8 +195,9 @@ func portMatch(proto string, d capture.DestPorts) []string {
 	return []string{"-m multiport " + not(d.Not) + "--dports " + strings.Join(list, ",")}
 }
 
-// chunkPorts splits a port list into lists a multiport match takes.
-func chunkPorts(ports []capture.PortRange) [][]capture.PortRange {
+// ChunkPorts splits a port list into lists a multiport match takes: one
+// rendered rule each.
+func ChunkPorts(ports []capture.PortRange) [][]capture.PortRange {
 	var out [][]capture.PortRange
 	var cur []capture.PortRange
 	weight := 0

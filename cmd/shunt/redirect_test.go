@@ -124,3 +124,20 @@ func TestBadInputChangesNothing(t *testing.T) {
 		})
 	}
 }
+
+// TestTraceLive: `shunt trace --live` makes the connection in the pod and
+// reports that the kernel took the model's path.
+func TestTraceLive(t *testing.T) {
+	testnet.RequireRoot(t, "iptables-nft-save", "nft")
+	pod := testnet.NewPod(t)
+	if errs, code := redirect(t, pod.NS); code != 0 {
+		t.Fatal(errs)
+	}
+	args := append(append([]string{"trace", "--live", "--network-namespace", pod.NS.Path}, seedArgs...),
+		"--dst", "10.96.0.10", "--dport", "10000", "--uid", "101", "--gid", "101")
+	out, errs, code := shunt(t, nil, args...)
+	if code != 0 || !strings.Contains(out, "kernel (iptables-nft): nat SHUNT_OUTPUT #9 → nat SHUNT_REDIRECT #1") ||
+		!strings.Contains(out, "the kernel took the path the model predicts") {
+		t.Errorf("exit %d\n%s\n%s", code, out, errs)
+	}
+}

@@ -1,18 +1,23 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/netip"
+	"slices"
 	"text/tabwriter"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/livetrace"
 	"github.com/shunt-dev/shunt/capture/picture"
 	"github.com/shunt-dev/shunt/capture/trace"
+	"github.com/shunt-dev/shunt/netns"
 )
 
 type packetFlags struct {
@@ -42,6 +47,9 @@ func newTraceCmd() *cobra.Command {
 	f.StringVar(&pf.out, "out-interface", "", "interface the packet leaves by (out only; default lo for a loopback --dst, else eth0)")
 	f.StringVar(&pf.state, "state", "", "conntrack state when not the first packet of a connection: INVALID")
 	all := f.Bool("all", false, "list every rule evaluated, not only those that matched")
+	live := f.Bool("live", false, "also make the connection for real in a namespace, trace it with the kernel's own tracing, and compare")
+	liveNS := f.String("network-namespace", "", "with --live: the namespace to make the connection in")
+	livePID := f.Int("pid", 0, "with --live: make it in this process's namespace")
 	format := f.String("format", "text", "text, json, or svg (the plan with the path highlighted)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		plan, err := buildPlan(set)
@@ -55,6 +63,13 @@ func newTraceCmd() *cobra.Command {
 		res, err := trace.Trace(plan, pkt)
 		if err != nil {
 			return err
+		}
+		if *live {
+			ns := *liveNS
+			if *livePID != 0 {
+				ns = netns.PathForPID(*livePID)
+			}
+			return traceLive(cmd.Context(), cmd.OutOrStdout(), ns, plan, res)
 		}
 		switch *format {
 		case "text":
@@ -149,4 +164,37 @@ func traceJSON(w io.Writer, res trace.Result) error {
 		"packet": res.Packet.String(), "steps": steps, "outcome": res.Outcome,
 		"port": res.Port, "verdict": res.Verdict(), "reason": res.Reason,
 	})
+}
+
+// traceLive prints the model's path, then the kernel's for a real
+// connection, and says whether they agree; disagreement is an error.
+func traceLive(ctx context.Context, w io.Writer, ns string, plan *capture.Plan, res trace.Result) error {
+	if err := traceText(w, res, false); err != nil {
+		return err
+	}
+	v, _, err := iptables.Detect(ctx, iptables.Exec{NetNS: ns})
+	if err != nil {
+		return err
+	}
+	kernel, err := livetrace.Run(ctx, ns, v, res.Packet)
+	if err != nil {
+		return err
+	}
+	model, err := livetrace.Model(plan, res)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "kernel (iptables-%s): ", v.Name)
+	for i, s := range kernel {
+		if i > 0 {
+			fmt.Fprint(w, " → ")
+		}
+		fmt.Fprintf(w, "%s %s #%d", s.Table, s.Chain, s.Position)
+	}
+	fmt.Fprintln(w)
+	if !slices.Equal(kernel, model) {
+		return fmt.Errorf("the kernel's path differs from the model's %v: the rules in the namespace are not this configuration's (shunt doctor shows how)", model)
+	}
+	fmt.Fprintln(w, "the kernel took the path the model predicts")
+	return nil
 }
