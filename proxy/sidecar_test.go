@@ -9,11 +9,11 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
@@ -27,32 +27,15 @@ var seedArgs = []string{"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIR
 type sidecarPod struct {
 	*testnet.Pod
 	proc           *exec.Cmd
-	access, stderr *syncBuffer
+	access, stderr *scenario.Buffer
 	exited         chan struct{} // closed when the proxy process has exited
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func newSidecarPod(t *testing.T, proxyArgs ...string) *sidecarPod {
 	t.Helper()
 	testnet.RequireRoot(t, "iptables-nft-save")
 	bin := testnet.ShuntBinary(t)
-	s := &sidecarPod{Pod: testnet.NewPod(t), access: &syncBuffer{}, stderr: &syncBuffer{}, exited: make(chan struct{})}
+	s := &sidecarPod{Pod: testnet.NewPod(t), access: &scenario.Buffer{}, stderr: &scenario.Buffer{}, exited: make(chan struct{})}
 	args := append([]string{"redirect", "--network-namespace", s.NS.Path, "--log_output_level", "warn"}, seedArgs...)
 	if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 		t.Fatalf("shunt redirect: %v: %s", err, out)

@@ -4,9 +4,13 @@
 package netlab
 
 import (
+	"context"
 	"fmt"
+	"net"
+	"net/http"
 	"os/exec"
 	"strings"
+	"time"
 
 	"github.com/shunt-dev/shunt/netns"
 )
@@ -132,4 +136,20 @@ func (p *Pod) Delete() {
 func (n *NS) TuneForLoad() error {
 	_, err := n.Run("sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000")
 	return err
+}
+
+// HTTPClient is an HTTP client whose connections start inside the
+// namespace, as the calling process's user.
+func (n *NS) HTTPClient() *http.Client {
+	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
+		DisableKeepAlives: true,
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			var c net.Conn
+			err := n.Do(func() (err error) {
+				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
+				return err
+			})
+			return c, err
+		},
+	}}
 }

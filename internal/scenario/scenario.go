@@ -274,25 +274,7 @@ func (s *Scenario) waitReady(ctx context.Context) error {
 
 // Client is an HTTP client whose connections start in the pod, as root:
 // the pod's own tools, not its app.
-func (s *Scenario) Client() *http.Client { return nsClient(s.Pod.NS) }
-
-// BackendClient is an HTTP client whose connections start on the backend
-// host, outside the pod.
-func (s *Scenario) BackendClient() *http.Client { return nsClient(s.Pod.Peer) }
-
-func nsClient(ns *netlab.NS) *http.Client {
-	return &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := ns.Do(func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-}
+func (s *Scenario) Client() *http.Client { return s.Pod.NS.HTTPClient() }
 
 // Curl runs curl in a namespace and returns what it printed.
 func Curl(ns *netlab.NS, url string) (string, error) {

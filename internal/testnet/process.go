@@ -1,11 +1,9 @@
 package testnet
 
 import (
-	"context"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -69,7 +67,9 @@ func RaiseFileLimit(t testing.TB, n uint64) {
 	}
 }
 
-// DialConn is Dial's connection, for tests that talk more than one line.
+// DialConn connects from inside the namespace, as a process with the given
+// UID and GID would: the socket is made with that filesystem UID and GID,
+// which is what netfilter's owner match reads. src, if valid, is bound.
 func (n *NS) DialConn(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (*net.TCPConn, error) {
 	var c net.Conn
 	err := n.Do(func() error {
@@ -79,7 +79,7 @@ func (n *NS) DialConn(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (*net
 			unix.Setfsuid(0)
 			unix.Setfsgid(0)
 		}()
-		d := net.Dialer{Timeout: 5 * time.Second}
+		d := net.Dialer{Timeout: 2 * time.Second}
 		if src.IsValid() {
 			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
 		}
@@ -100,18 +100,7 @@ func (n *NS) DialConn(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (*net
 // HTTPGet fetches url from inside the namespace (as root, so capture rules
 // exempting only the proxy still see an app) and returns status and body.
 func (n *NS) HTTPGet(url string) (int, string, error) {
-	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := n.Do(func() (err error) {
-				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}}
-	resp, err := client.Get(url)
+	resp, err := n.HTTPClient().Get(url)
 	if err != nil {
 		return 0, "", err
 	}

@@ -16,8 +16,6 @@ import (
 	"testing"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/shunt-dev/shunt/internal/netlab"
 	"github.com/shunt-dev/shunt/origdst"
 )
@@ -108,33 +106,16 @@ func (n *NS) Listen(t testing.TB, addr, tag string) {
 }
 
 // Dial connects from inside the namespace, as a process with the given UID
-// and GID would (the socket is made with that filesystem UID and GID, which
-// is what netfilter's owner match reads), from src if it is valid, and
-// returns the line the listener answered.
+// and GID would (see DialConn), and returns the line the listener answered.
 func (n *NS) Dial(src netip.Addr, dst netip.AddrPort, uid, gid uint32) (string, error) {
-	var reply string
-	err := n.Do(func() error {
-		unix.Setfsgid(int(gid))
-		unix.Setfsuid(int(uid))
-		defer func() {
-			unix.Setfsuid(0)
-			unix.Setfsgid(0)
-		}()
-		d := net.Dialer{Timeout: 2 * time.Second}
-		if src.IsValid() {
-			d.LocalAddr = &net.TCPAddr{IP: src.AsSlice()}
-		}
-		c, err := d.Dial("tcp4", dst.String())
-		if err != nil {
-			return err
-		}
-		defer c.Close()
-		_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
-		reply, err = bufio.NewReader(c).ReadString('\n')
-		reply = strings.TrimSpace(reply)
-		return err
-	})
-	return reply, err
+	c, err := n.DialConn(src, dst, uid, gid)
+	if err != nil {
+		return "", err
+	}
+	defer c.Close()
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	reply, err := bufio.NewReader(c).ReadString('\n')
+	return strings.TrimSpace(reply), err
 }
 
 // Pod is netlab's Pod (a pod namespace whose default route is a peer that
