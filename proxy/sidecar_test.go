@@ -409,9 +409,9 @@ func TestConnectionLimit(t *testing.T) {
 }
 
 func TestAdminAPI(t *testing.T) {
-	s := newSidecarPod(t)
+	s := newSidecarPod(t, "--concurrency", "1")
 	code, body, err := s.NS.HTTPGet("http://127.0.0.1:15000/config_dump")
-	if err != nil || code != 200 || !strings.Contains(body, `"outbound_port": 15001`) {
+	if err != nil || code != 200 || !strings.Contains(body, `"outbound_port": 15001`) || !strings.Contains(body, `"gomaxprocs": 1`) {
 		t.Errorf("config_dump: %d %v\n%s", code, err, body)
 	}
 	var out string

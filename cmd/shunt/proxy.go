@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime"
 	"slices"
 	"syscall"
 
@@ -24,6 +25,7 @@ type proxyFlags struct {
 	accessLog, logLevel      string
 	logJSON                  bool
 	workers                  int
+	concurrency              int
 }
 
 func newProxyCmd() *cobra.Command {
@@ -55,6 +57,7 @@ func newProxyCmd() *cobra.Command {
 	f.UintSliceVar(&pf.captureGIDs, "capture-gid", []uint{sidecar.ProxyGID}, "GIDs the capture rules exempt (redirect's -g)")
 	f.StringVar(&pf.logLevel, "log-level", "info", "debug, info, warn or error")
 	f.BoolVar(&pf.logJSON, "log-json", false, "log as JSON lines")
+	f.IntVar(&pf.concurrency, "concurrency", 0, "threads running Go code at once (GOMAXPROCS); 0 leaves the runtime's choice, which follows the container's CPU limit")
 	f.IntVar(&pf.workers, "workers", 1, "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), pf) }
 	return cmd
@@ -81,6 +84,12 @@ func runProxy(ctx context.Context, pf *proxyFlags) error {
 	}
 	if isWorker {
 		pf.cfg.HealthAddr, pf.cfg.PrometheusAddr, pf.cfg.AdminAddr = "", "", ""
+	}
+	if pf.concurrency < 0 {
+		return usageError{fmt.Errorf("--concurrency: %d is negative", pf.concurrency)}
+	}
+	if pf.concurrency > 0 {
+		runtime.GOMAXPROCS(pf.concurrency)
 	}
 	if pf.workers < 1 {
 		return usageError{fmt.Errorf("--workers: %d is not a number of processes", pf.workers)}
