@@ -78,7 +78,7 @@ func (p *Proxy) serveConfig(w http.ResponseWriter, _ *http.Request) {
 		"drain_timeout": c.DrainTimeout.String(), "max_connections": c.MaxConnections,
 		"health_address": c.HealthAddr, "prometheus_address": c.PrometheusAddr, "admin_address": c.AdminAddr,
 		"access_log_format": c.AccessLogFormat, "access_log": c.AccessLog != nil,
-		"gomaxprocs": runtime.GOMAXPROCS(0), "workers": max(1, len(p.workers)),
+		"inbound_tproxy": c.TProxy, "gomaxprocs": runtime.GOMAXPROCS(0), "workers": max(1, len(p.workers)),
 	})
 }
 

@@ -21,6 +21,11 @@ type Config struct {
 	// listeners bind [::] when the namespace has IPv6.
 	ListenAddr netip.Addr
 
+	// TProxy says inbound connections arrive by TPROXY rather than
+	// REDIRECT: not rewritten, so the accepted socket's local address is
+	// the original destination, on a listener bound with IP_TRANSPARENT.
+	TProxy bool
+
 	// InboundSource is the address inbound connections are handed to the
 	// app from, so the capture rules let them through (127.0.0.6); the
 	// IPv6 form is used for IPv6 destinations.

@@ -46,14 +46,14 @@ func (p *Proxy) serveConn(down *net.TCPConn, dir Direction) {
 // forward finds where down was going, connects there and moves bytes both
 // ways until both sides are done; it closes down.
 func (p *Proxy) forward(down *net.TCPConn, dir Direction, e *Entry) Result {
-	dst, err := origdst.Get(down)
+	dst, err := p.originalDst(down, dir)
 	if err != nil {
 		reset(down)
 		p.log.Warn("cannot read the original destination", "direction", dir, "from", e.Downstream, "err", err)
 		return ResultNoOriginalDst
 	}
 	e.OriginalDst = dst
-	if dst == addrPort(down.LocalAddr()) {
+	if p.isLoop(down, dir, dst) {
 		// Not redirected: someone dialled the listener itself. Forwarding
 		// would connect the proxy to itself, again and again.
 		reset(down)
@@ -72,6 +72,25 @@ func (p *Proxy) forward(down *net.TCPConn, dir Direction, e *Entry) Result {
 	p.flows.add(f)
 	defer p.flows.remove(f)
 	return p.pump(f, e)
+}
+
+// originalDst is where down was going: conntrack's record of the address
+// REDIRECT rewrote, or, for TPROXY, the socket's own local address.
+func (p *Proxy) originalDst(down *net.TCPConn, dir Direction) (netip.AddrPort, error) {
+	if dir == Inbound && p.cfg.TProxy {
+		return addrPort(down.LocalAddr()), nil
+	}
+	return origdst.Get(down)
+}
+
+// isLoop reports a connection to the proxy's own listener: not redirected
+// (its original destination is the listener itself), or under TPROXY,
+// addressed to the inbound port.
+func (p *Proxy) isLoop(down *net.TCPConn, dir Direction, dst netip.AddrPort) bool {
+	if dir == Inbound && p.cfg.TProxy {
+		return dst.Port() == p.cfg.InboundPort
+	}
+	return dst == addrPort(down.LocalAddr())
 }
 
 func (p *Proxy) dial(dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {

@@ -10,7 +10,10 @@ import (
 	"net/netip"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Proxy is the sidecar. Listen binds its sockets (do it before dropping
@@ -67,6 +70,9 @@ func (p *Proxy) Listen() error {
 		dir  Direction
 	}{{p.cfg.OutboundPort, Outbound}, {p.cfg.InboundPort, Inbound}} {
 		lc := net.ListenConfig{KeepAlive: -1}
+		if l.dir == Inbound && p.cfg.TProxy {
+			lc.Control = transparent
+		}
 		ln, err := lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(p.cfg.ListenAddr, l.port).String())
 		if err != nil {
 			p.Close()
@@ -207,4 +213,25 @@ func (p *Proxy) accept(ln *net.TCPListener, dir Direction) {
 			p.serveConn(c, dir)
 		}()
 	}
+}
+
+// transparent lets a listener accept connections addressed to any address,
+// as TPROXY delivers them (it needs CAP_NET_ADMIN, so bind before dropping
+// privileges).
+func transparent(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "tcp6" {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+		} else {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_IP, unix.IP_TRANSPARENT, 1)
+		}
+	})
+	if err == nil {
+		err = serr
+	}
+	if err != nil {
+		return fmt.Errorf("IP_TRANSPARENT for TPROXY: %w", err)
+	}
+	return nil
 }

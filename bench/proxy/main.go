@@ -23,7 +23,19 @@ import (
 	"github.com/shunt-dev/shunt/internal/scenario"
 )
 
-var contenders = []scenario.Sidecar{scenario.Direct, scenario.Shunt, scenario.HAProxy}
+// contender is one way to run the scenario.
+type contender struct {
+	name    string
+	sidecar scenario.Sidecar
+	args    []string // extra shunt proxy flags
+}
+
+var contenders = []contender{
+	{"direct", scenario.Direct, nil},
+	{"shunt", scenario.Shunt, nil},
+	{"shunt --concurrency 1", scenario.Shunt, []string{"--concurrency", "1"}},
+	{"haproxy", scenario.HAProxy, nil},
+}
 
 // sample is one contender's numbers from one round.
 type sample struct {
@@ -48,14 +60,14 @@ func main() {
 	}
 	bin := build()
 	defer os.RemoveAll(filepath.Dir(bin))
-	results := map[scenario.Sidecar][]sample{}
+	results := map[string][]sample{}
 	for r := 0; r < *rounds; r++ {
 		for i := range contenders {
 			c := contenders[(i+r)%len(contenders)]
 			s := measure(bin, c, r, *dur, *conns)
-			fmt.Fprintf(os.Stderr, "round %d %-7s %8.0f req/s p50 %6.0fµs p99 %6.0fµs %6.2f Gbit/s %7.0f conn/s cpu %5.0fµs/req\n",
-				r+1, c, s.rps, s.p50, s.p99, s.gbps, s.cps, s.cpuPerReq)
-			results[c] = append(results[c], s)
+			fmt.Fprintf(os.Stderr, "round %d %-22s %8.0f req/s p50 %6.0fµs p99 %6.0fµs %6.2f Gbit/s %7.0f conn/s cpu %5.0fµs/req\n",
+				r+1, c.name, s.rps, s.p50, s.p99, s.gbps, s.cps, s.cpuPerReq)
+			results[c.name] = append(results[c.name], s)
 		}
 	}
 	report(results, *rounds, *dur, *conns)
@@ -87,18 +99,18 @@ func init() {
 	}()
 }
 
-func measure(bin string, c scenario.Sidecar, round int, dur time.Duration, conns int) sample {
+func measure(bin string, c contender, round int, dur time.Duration, conns int) sample {
 	s, err := scenario.Start(context.Background(), scenario.Options{
-		Name: fmt.Sprintf("shunt-bench-%d-%d", os.Getpid(), round), Sidecar: c, ShuntBin: bin,
+		Name: fmt.Sprintf("shunt-bench-%d-%d", os.Getpid(), round), Sidecar: c.sidecar, ShuntBin: bin,
 		// No access log: the HAProxy configuration logs nothing either
 		// (and Istio leaves Envoy's off by default).
-		ProxyArgs: []string{"--log-level", "warn", "--access-log", "off"},
+		ProxyArgs: append([]string{"--log-level", "warn", "--access-log", "off"}, c.args...),
 	})
 	check(err)
 	current.Store(s)
 	defer s.Close()
 	if body, err := s.Outbound(); err != nil {
-		fail(fmt.Sprintf("%s: the scenario does not answer: %v %s", c, err, body))
+		fail(fmt.Sprintf("%s: the scenario does not answer: %v %s", c.name, err, body))
 	}
 	var out sample
 	cpu0 := cpuTime(s.ProxyPID())
@@ -127,8 +139,8 @@ func cpuTime(pid int) time.Duration {
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
 
-func report(results map[scenario.Sidecar][]sample, rounds int, dur time.Duration, conns int) {
-	med := func(c scenario.Sidecar, f func(sample) float64) float64 {
+func report(results map[string][]sample, rounds int, dur time.Duration, conns int) {
+	med := func(c string, f func(sample) float64) float64 {
 		var v []float64
 		for _, s := range results[c] {
 			v = append(v, f(s))
@@ -136,17 +148,18 @@ func report(results map[scenario.Sidecar][]sample, rounds int, dur time.Duration
 		slices.Sort(v)
 		return v[len(v)/2]
 	}
-	d := func(f func(sample) float64) float64 { return med(scenario.Direct, f) }
+	d := func(f func(sample) float64) float64 { return med("direct", f) }
 	fmt.Printf("seed scenario, %d rounds × %s per run, wrk -c%d through the pod's nginx; medians; ratios are to direct\n\n", rounds, dur, conns)
 	fmt.Println("| | req/s | ×direct | p50 µs | p99 µs | p99 added µs | bulk Gbit/s | ×direct | new conn/s | ×direct | sidecar CPU µs/req |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
-	for _, c := range contenders {
+	for _, ct := range contenders {
+		c := ct.name
 		rps := med(c, func(s sample) float64 { return s.rps })
 		p99 := med(c, func(s sample) float64 { return s.p99 })
 		gbps := med(c, func(s sample) float64 { return s.gbps })
 		cps := med(c, func(s sample) float64 { return s.cps })
 		cpu := "-"
-		if c != scenario.Direct {
+		if ct.sidecar != scenario.Direct {
 			cpu = fmt.Sprintf("%.0f", med(c, func(s sample) float64 { return s.cpuPerReq }))
 		}
 		fmt.Printf("| %s | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f | %.2f | %s |\n", c,
@@ -154,9 +167,11 @@ func report(results map[scenario.Sidecar][]sample, rounds int, dur time.Duration
 			med(c, func(s sample) float64 { return s.p50 }), p99, p99-d(func(s sample) float64 { return s.p99 }),
 			gbps, gbps/d(func(s sample) float64 { return s.gbps }), cps, cps/d(func(s sample) float64 { return s.cps }), cpu)
 	}
-	shuntCPU := med(scenario.Shunt, func(s sample) float64 { return s.cpuPerReq })
-	haCPU := med(scenario.HAProxy, func(s sample) float64 { return s.cpuPerReq })
-	fmt.Printf("\nshunt CPU per proxied request / HAProxy's: %.2f\n", shuntCPU/haCPU)
+	haCPU := med("haproxy", func(s sample) float64 { return s.cpuPerReq })
+	fmt.Println()
+	for _, c := range []string{"shunt", "shunt --concurrency 1"} {
+		fmt.Printf("%s: CPU per proxied request / HAProxy's: %.2f\n", c, med(c, func(s sample) float64 { return s.cpuPerReq })/haCPU)
+	}
 }
 
 func check(err error) {

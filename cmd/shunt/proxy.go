@@ -42,6 +42,7 @@ func newProxyCmd() *cobra.Command {
 	f := cmd.Flags()
 	f.Uint16Var(&pf.cfg.OutboundPort, "outbound-port", sidecar.OutboundPort, "port captured outbound connections arrive on")
 	f.Uint16Var(&pf.cfg.InboundPort, "inbound-port", sidecar.InboundPort, "port captured inbound connections arrive on")
+	f.BoolVar(&pf.cfg.TProxy, "tproxy", false, "inbound connections arrive by TPROXY (redirect -m TPROXY): listen with IP_TRANSPARENT, take the local address as the destination")
 	f.DurationVar(&pf.cfg.ConnectTimeout, "connect-timeout", pf.cfg.ConnectTimeout, "how long to wait for an upstream to accept")
 	f.DurationVar(&pf.cfg.IdleTimeout, "idle-timeout", pf.cfg.IdleTimeout, "close a connection after this long with no byte either way")
 	f.IntVar(&pf.cfg.MaxConnections, "max-connections", pf.cfg.MaxConnections, "reset new connections beyond this many open ones (0: no limit)")
