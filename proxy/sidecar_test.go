@@ -154,23 +154,7 @@ func TestOutboundAndInboundWithOriginalDestination(t *testing.T) {
 	s.waitAccess(t, "outbound 10.96.0.10:7000 result=ok bytes_received=5 bytes_sent=5", "upstream_local=10.1.0.5:")
 
 	// Inbound: the app sees the connection come from 127.0.0.6.
-	app := s.NS.Listener(t, "0.0.0.0:8080")
-	from := make(chan string, 1)
-	go func() {
-		c, err := app.Accept()
-		if err == nil {
-			from <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-			_, _ = c.Write([]byte("hi\n"))
-			c.Close()
-		}
-	}()
-	got, err := s.Peer.Dial(netip.Addr{}, netip.MustParseAddrPort("10.1.0.5:8080"), 0, 0)
-	if err != nil || got != "hi" {
-		t.Fatalf("inbound: %q, %v", got, err)
-	}
-	if src := <-from; src != "127.0.0.6" {
-		t.Errorf("the app saw the connection from %s, want 127.0.0.6", src)
-	}
+	inboundToApp(t, s.Pod)
 	s.waitAccess(t, "inbound 10.1.0.5:8080 result=ok", "downstream_remote=10.1.0.1:")
 	if v := s.metric(t, `shunt_proxy_connections_total{direction="inbound"}`); v != 1 {
 		t.Errorf("inbound connections_total = %v", v)
@@ -502,5 +486,29 @@ func TestWorkers(t *testing.T) {
 	case <-s.exited:
 	case <-time.After(10 * time.Second):
 		t.Fatal("the supervisor did not exit after SIGTERM")
+	}
+}
+
+// inboundToApp connects from the peer to the app's port 8080 in the pod
+// and checks that the app answered and saw the connection come from
+// 127.0.0.6, the proxy's inbound passthrough address.
+func inboundToApp(t *testing.T, pod *testnet.Pod) {
+	t.Helper()
+	app := pod.NS.Listener(t, "0.0.0.0:8080")
+	from := make(chan string, 1)
+	go func() {
+		c, err := app.Accept()
+		if err == nil {
+			from <- c.RemoteAddr().(*net.TCPAddr).IP.String()
+			_, _ = c.Write([]byte("hi\n"))
+			c.Close()
+		}
+	}()
+	got, err := pod.Peer.Dial(netip.Addr{}, netip.MustParseAddrPort("10.1.0.5:8080"), 0, 0)
+	if err != nil || got != "hi" {
+		t.Fatalf("inbound: %q, %v", got, err)
+	}
+	if src := <-from; src != "127.0.0.6" {
+		t.Errorf("the app saw the connection from %s, want 127.0.0.6", src)
 	}
 }

@@ -1,8 +1,6 @@
 package proxy_test
 
 import (
-	"net"
-	"net/netip"
 	"os/exec"
 	"strings"
 	"testing"
@@ -40,23 +38,7 @@ func TestTProxyInbound(t *testing.T) {
 			t.Fatal("proxy not ready")
 		}
 	}
-	app := pod.NS.Listener(t, "0.0.0.0:8080")
-	from := make(chan string, 1)
-	go func() {
-		c, err := app.Accept()
-		if err == nil {
-			from <- c.RemoteAddr().(*net.TCPAddr).IP.String()
-			_, _ = c.Write([]byte("hi\n"))
-			c.Close()
-		}
-	}()
-	got, err := pod.Peer.Dial(netip.Addr{}, netip.MustParseAddrPort("10.1.0.5:8080"), 0, 0)
-	if err != nil || got != "hi" {
-		t.Fatalf("through TPROXY: %q, %v", got, err)
-	}
-	if src := <-from; src != "127.0.0.6" {
-		t.Errorf("the app saw %s, want 127.0.0.6", src)
-	}
+	inboundToApp(t, pod)
 	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(access.String(), "inbound 10.1.0.5:8080 result=ok"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("access log:\n%s", access)
