@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
@@ -38,6 +39,18 @@ func (e Exec) Run(ctx context.Context, stdin, name string, args ...string) (stri
 		return out.String(), fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
 	return out.String(), nil
+}
+
+// legacyTables lists the legacy iptables tables the kernel holds in the
+// runner's namespace; an empty list means iptables-legacy-save would print
+// nothing, so it need not run.
+func (e Exec) legacyTables() (string, error) {
+	var names []byte
+	err := netns.Do(e.NetNS, func() (err error) {
+		names, err = os.ReadFile("/proc/thread-self/net/ip_tables_names")
+		return err
+	})
+	return strings.TrimSpace(string(names)), err
 }
 
 // Variant is one iptables implementation: the legacy kernel tables or the
@@ -103,6 +116,11 @@ func Detect(ctx context.Context, r Runner) (Variant, string, error) {
 		if _, err := exec.LookPath(v.Save); err != nil {
 			runErrs[i] = err
 			continue
+		}
+		if lister, ok := r.(interface{ legacyTables() (string, error) }); ok && v == Legacy {
+			if names, err := lister.legacyTables(); err == nil && names == "" {
+				continue // no legacy table in this namespace: its save is empty
+			}
 		}
 		wg.Add(1)
 		go func() {

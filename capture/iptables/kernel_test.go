@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/netip"
+	"os/exec"
 	"regexp"
 	"strings"
 	"sync"
@@ -360,4 +361,37 @@ func expected(pkt trace.Packet, res trace.Result) string {
 		return "app " + dst
 	}
 	return "peer " + dst
+}
+
+// TestKernelDetect: the variant holding rules wins; an empty namespace
+// gets the one the system's iptables command is.
+func TestKernelDetect(t *testing.T) {
+	testnet.RequireRoot(t, "iptables-legacy-save", "iptables-nft-save")
+	ctx := context.Background()
+	detect := func(ns *testnet.NS) string {
+		v, _, err := iptables.Detect(ctx, iptables.Exec{NetNS: ns.Path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v.Name
+	}
+	empty := testnet.NewNS(t, "detect")
+	if got, want := detect(empty), systemVariant(t); got != want {
+		t.Errorf("empty namespace: %s, want the system's %s", got, want)
+	}
+	for _, v := range []string{"legacy", "nft"} {
+		ns := testnet.NewNS(t, "detect")
+		ns.Run(t, "iptables-"+v, "-t", "nat", "-A", "OUTPUT", "-d", "198.51.100.1/32", "-j", "RETURN")
+		if got := detect(ns); got != v {
+			t.Errorf("rules in iptables-%s: detected %s", v, got)
+		}
+	}
+}
+
+func systemVariant(t *testing.T) string {
+	out, _ := exec.Command("iptables", "--version").Output()
+	if strings.Contains(string(out), "legacy") {
+		return "legacy"
+	}
+	return "nft"
 }
