@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"strconv"
@@ -34,6 +35,11 @@ func newDemoCmd() *cobra.Command {
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if os.Geteuid() != 0 {
 				return usageError{errors.New("demo: run as root (it makes network namespaces and installs rules)")}
+			}
+			for _, tool := range []string{"ip", "nginx", "curl", "iptables-nft-restore"} {
+				if _, err := exec.LookPath(tool); err != nil {
+					return usageError{fmt.Errorf("demo: %s is not installed (sudo .ci/deps installs what the demo needs)", tool)}
+				}
 			}
 			self, err := os.Executable()
 			if err != nil {
