@@ -41,6 +41,21 @@ func Run(ctx context.Context, ns string, v iptables.Variant, pkt trace.Packet) (
 	if pkt.Direction != trace.Out || pkt.Proto != "tcp" {
 		return nil, errors.New("live trace: only outbound TCP connections can be made from inside the namespace")
 	}
+	// nft monitor gives no sign that it has subscribed: on a busy machine a
+	// first connection may go by unseen, so try again, waiting longer.
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var steps []Step
+		if steps, err = runOnce(ctx, ns, v, pkt, time.Duration(attempt)*200*time.Millisecond); !errors.Is(err, errNoTrace) {
+			return steps, err
+		}
+	}
+	return nil, err
+}
+
+var errNoTrace = errors.New("live trace: the kernel reported no trace of the connection")
+
+func runOnce(ctx context.Context, ns string, v iptables.Variant, pkt trace.Packet, wait time.Duration) ([]Step, error) {
 	sport := uint16(40000 + rand.IntN(20000))
 	bin := strings.TrimSuffix(v.Save, "-save")
 	spec := []string{"-t", "raw", "OUTPUT", "-p", "tcp", "-d", pkt.Dst.String() + "/32", "--dport", strconv.Itoa(int(pkt.DstPort)),
@@ -54,7 +69,7 @@ func Run(ctx context.Context, ns string, v iptables.Variant, pkt trace.Packet) (
 	if v == iptables.Legacy {
 		return viaKernelLog(ns, pkt, sport)
 	}
-	return viaNFTMonitor(ctx, ns, pkt, sport)
+	return viaNFTMonitor(ctx, ns, pkt, sport, wait)
 }
 
 // connect makes the traced connection; whether it succeeds does not matter.
@@ -86,7 +101,7 @@ var (
 
 // viaNFTMonitor reads nftables' trace events (iptables-nft rules are
 // nftables rules, and the TRACE target sets nftrace).
-func viaNFTMonitor(ctx context.Context, ns string, pkt trace.Packet, sport uint16) ([]Step, error) {
+func viaNFTMonitor(ctx context.Context, ns string, pkt trace.Packet, sport uint16, wait time.Duration) ([]Step, error) {
 	var mon *exec.Cmd
 	var out strings.Builder
 	err := netns.Do(ns, func() error {
@@ -97,9 +112,9 @@ func viaNFTMonitor(ctx context.Context, ns string, pkt trace.Packet, sport uint1
 	if err != nil {
 		return nil, fmt.Errorf("live trace: nft monitor trace: %w", err)
 	}
-	time.Sleep(200 * time.Millisecond) // let the monitor subscribe
+	time.Sleep(wait) // let the monitor subscribe
 	_ = connect(ns, pkt, sport)
-	time.Sleep(200 * time.Millisecond)
+	time.Sleep(wait)
 	_ = mon.Process.Kill()
 	_ = mon.Wait()
 	id := ""
@@ -120,7 +135,7 @@ func viaNFTMonitor(ctx context.Context, ns string, pkt trace.Packet, sport uint1
 		}
 	}
 	if id == "" {
-		return nil, errors.New("live trace: nftables reported no trace of the connection")
+		return nil, errNoTrace
 	}
 	positions := map[string]map[int]int{} // table -> handle -> position in its chain
 	var steps []Step
@@ -205,7 +220,7 @@ func viaKernelLog(ns string, pkt trace.Packet, sport uint16) ([]Step, error) {
 		steps = append(steps, Step{Table: m[1], Chain: m[2], Position: pos})
 	}
 	if len(steps) == 0 {
-		return nil, errors.New("live trace: the kernel logged no TRACE line for the connection in shunt's chains")
+		return nil, errNoTrace
 	}
 	return steps, nil
 }
