@@ -4,8 +4,6 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
-	"net"
-	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -15,10 +13,8 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/shunt-dev/shunt/capture"
-	"github.com/shunt-dev/shunt/capture/trace"
+	"github.com/shunt-dev/shunt/capture/validate"
 	"github.com/shunt-dev/shunt/netns"
 )
 
@@ -180,10 +176,6 @@ func userName(uid uint32) string {
 	return ""
 }
 
-// probeCandidates are documentation and private addresses a probe may be
-// sent to: in a pod they lead nowhere, so a quick answer means capture.
-var probeCandidates = []string{"192.0.2.1", "198.51.100.1", "10.255.255.254", "172.31.255.254", "192.168.255.254"}
-
 // probeCheck makes one real connection, as an app would, to a destination
 // the plan says is captured: it must be answered at once, locally (by the
 // sidecar, or refused by the kernel if none listens). Not captured, it
@@ -196,52 +188,27 @@ func probeCheck(o Options) Check {
 		c.Status, c.Detail = Fail, err.Error()
 		return c
 	}
-	uid := uint32(65534)
-	for slices.Contains(cfg.ProxyUIDs, uid) || slices.Contains(cfg.ProxyGIDs, uid) {
-		uid--
-	}
-	var dst netip.AddrPort
-	for _, cand := range probeCandidates {
-		pkt := trace.Packet{Direction: trace.Out, Proto: "tcp", Src: netip.IPv4Unspecified(), Dst: netip.MustParseAddr(cand),
-			DstPort: 9, UID: uid, GID: uid, OutIface: "eth0"}
-		if res, err := trace.Trace(plan, pkt); err == nil && res.Outcome == trace.Redirected {
-			dst = netip.AddrPortFrom(pkt.Dst, 9)
-			break
-		}
-	}
-	if !dst.IsValid() {
+	probe, ok := validate.PickProbe(plan, cfg, 9)
+	if !ok {
 		c.Status, c.Detail = Info, "the configuration captures none of the probe's destinations; nothing to probe"
 		return c
 	}
 	start := time.Now()
-	err = dialAs(o.NetNS, dst, uid)
+	conn, err := validate.DialAs(o.NetNS, probe, time.Second)
+	if err == nil {
+		conn.Close()
+	}
 	took := time.Since(start).Round(time.Microsecond)
 	switch {
 	case err == nil || errors.Is(err, syscall.ECONNREFUSED):
 		c.Status = Pass
-		c.Detail = fmt.Sprintf("a connection as uid %d to %s was answered locally in %s: captured", uid, dst, took)
+		c.Detail = fmt.Sprintf("a connection as uid %d to %s was answered locally in %s: captured", probe.UID, probe.Dst, took)
 	default:
 		c.Status = Fail
-		c.Detail = fmt.Sprintf("a connection as uid %d to %s was not captured: %v", uid, dst, err)
+		c.Detail = fmt.Sprintf("a connection as uid %d to %s was not captured: %v", probe.UID, probe.Dst, err)
 		c.Hint = "the kernel is not redirecting app connections: check the rules above"
 	}
 	return c
-}
-
-func dialAs(ns string, dst netip.AddrPort, uid uint32) error {
-	return netns.Do(ns, func() error {
-		unix.Setfsgid(int(uid))
-		unix.Setfsuid(int(uid))
-		defer func() {
-			unix.Setfsuid(0)
-			unix.Setfsgid(0)
-		}()
-		conn, err := net.DialTimeout("tcp4", dst.String(), time.Second)
-		if err == nil {
-			conn.Close()
-		}
-		return err
-	})
 }
 
 // sysctlChecks reads the namespace's settings that captured traffic leans

@@ -315,9 +315,6 @@ func (s *Set) Options() (Options, error) {
 	if o.NativeNftables {
 		e.add(s.get(fNativeNftables), errors.New("native nftables is not supported by this version of shunt; use iptables-nft"))
 	}
-	if o.RunValidation {
-		e.add(s.get(fRunValidation), errors.New("capture validation is not supported by this version of shunt"))
-	}
 	if o.CleanupOnly && o.SkipRuleApply {
 		e.add(s.get(fCleanupOnly), errors.New("cannot be combined with --skip-rule-apply"))
 	}

@@ -11,6 +11,7 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/validate"
 )
 
 // lockWait is how long to wait for the xtables lock that another iptables
@@ -43,7 +44,7 @@ func newRedirectCmd() *cobra.Command {
 		}
 		if opts.SkipRuleApply {
 			log.Info("skipping rule apply (--skip-rule-apply)")
-			return nil
+			return runValidation(log, cfg, opts)
 		}
 		req := iptables.SyncRequest{Want: rs, Binary: opts.IptablesBinary, LockWait: lockWait,
 			Options: iptables.ApplyOptions{Reconcile: opts.Reconcile, Force: opts.ForceApply}}
@@ -59,9 +60,25 @@ func newRedirectCmd() *cobra.Command {
 			return err
 		}
 		report(log, opts, res)
-		return nil
+		if opts.CleanupOnly {
+			return nil
+		}
+		return runValidation(log, cfg, opts)
 	}
 	return cmd
+}
+
+// runValidation checks, when asked, that the rules in the namespace capture
+// an app's connection; a failure exits with validate.ExitCode.
+func runValidation(log *slog.Logger, cfg capture.Config, opts istioargs.Options) error {
+	if !opts.RunValidation {
+		return nil
+	}
+	if err := validate.Run(opts.NetworkNS, cfg, opts.ProbePort, opts.ProbeTimeout); err != nil {
+		return validationError{err}
+	}
+	log.Info("validation passed: an app connection reached the outbound port with its original destination")
+	return nil
 }
 
 func render(cfg capture.Config) (*iptables.Ruleset, error) {

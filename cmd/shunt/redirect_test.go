@@ -141,3 +141,20 @@ func TestTraceLive(t *testing.T) {
 		t.Errorf("exit %d\n%s\n%s", code, out, errs)
 	}
 }
+
+// TestRunValidation: --run-validation passes when the rules capture, and
+// exits 126 with a one-line reason when they do not (--skip-rule-apply on a
+// namespace without them).
+func TestRunValidation(t *testing.T) {
+	testnet.RequireRoot(t, "iptables-nft-save")
+	pod := testnet.NewPod(t)
+	out, code := redirect(t, pod.NS, "--run-validation", "--probe-timeout", "2s")
+	if code != 0 || !strings.Contains(out, "validation passed") {
+		t.Errorf("with rules: exit %d\n%s", code, out)
+	}
+	bare := testnet.NewPod(t)
+	out, code = redirect(t, bare.NS, "--skip-rule-apply", "--run-validation", "--probe-timeout", "1s")
+	if code != 126 || !strings.Contains(out, "validation: a connection as uid 65534 to 192.0.2.1:15002") {
+		t.Errorf("without rules: exit %d, want 126\n%s", code, out)
+	}
+}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/validate"
 )
 
 // Exit codes. 1 is any failure to act; 2 is input shunt refused before
@@ -22,10 +23,20 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// validationError is a capture that --run-validation found not working.
+type validationError struct{ err error }
+
+func (e validationError) Error() string { return e.err.Error() }
+func (e validationError) Unwrap() error { return e.err }
+
 func exitCode(err error) int {
 	var u usageError
-	if errors.As(err, &u) {
+	var v validationError
+	switch {
+	case errors.As(err, &u):
 		return exitUsage
+	case errors.As(err, &v):
+		return validate.ExitCode
 	}
 	return exitFailure
 }
