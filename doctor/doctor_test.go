@@ -10,18 +10,18 @@ import (
 
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/doctor"
+	"github.com/shunt-dev/shunt/internal/captest"
+	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/internal/testnet"
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
 func TestMain(m *testing.M) { testnet.Main(m) }
 
-var seedArgs = []string{"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-b", "*", "-d", "15090,15021,15020"}
+var seedArgs = scenario.CaptureArgs
 
 func seedConfig() *capture.Config {
-	c := capture.DefaultConfig()
-	c.InboundAll, c.OutboundAll = true, true
-	c.InboundExcludePorts = []capture.PortRange{capture.Port(15090), capture.Port(15021), capture.Port(15020)}
+	c := captest.Seed()
 	return &c
 }
 
@@ -55,15 +55,6 @@ func startProxy(t *testing.T, pod *testnet.Pod) {
 			t.Fatal("proxy not ready")
 		}
 	}
-}
-
-func check(r doctor.Report, name string) doctor.Check {
-	for _, c := range r.Checks {
-		if c.Name == name {
-			return c
-		}
-	}
-	return doctor.Check{}
 }
 
 // TestDoctor breaks a pod one way at a time; each time exactly the check

@@ -20,7 +20,7 @@ import (
 func TestMain(m *testing.M) { testnet.Main(m) }
 
 // seedArgs are the seed's istio-init args.
-var seedArgs = []string{"-p", "15001", "-z", "15006", "-u", "1337", "-m", "REDIRECT", "-i", "*", "-b", "*", "-d", "15090,15021,15020"}
+var seedArgs = scenario.CaptureArgs
 
 // sidecarPod is testnet's Pod with capture installed by `shunt redirect`
 // and `shunt proxy` running in it as UID 1337, as a sidecar would.

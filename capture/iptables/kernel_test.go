@@ -95,12 +95,7 @@ func (p *pod) save(t *testing.T) string {
 	return b.String()
 }
 
-func seed() capture.Config {
-	c := capture.DefaultConfig()
-	c.InboundAll, c.OutboundAll = true, true
-	c.InboundExcludePorts = []capture.PortRange{capture.Port(15090), capture.Port(15021), capture.Port(15020)}
-	return c
-}
+var seed = captest.Seed
 
 func addr(s string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(s), port)

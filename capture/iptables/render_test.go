@@ -9,19 +9,13 @@ import (
 	"testing"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/internal/captest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files from the current output")
 
-// seedConfig is the seed's istio-init args:
-// -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' -d 15090,15021,15020
-func seedConfig() capture.Config {
-	c := capture.DefaultConfig()
-	c.InboundAll = true
-	c.InboundExcludePorts = ports(15090, 15021, 15020)
-	c.OutboundAll = true
-	return c
-}
+// seedConfig is the seed's istio-init args.
+var seedConfig = captest.Seed
 
 func ports(ps ...uint16) []capture.PortRange {
 	out := make([]capture.PortRange, len(ps))

@@ -12,6 +12,7 @@ import (
 	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/livetrace"
 	"github.com/shunt-dev/shunt/capture/trace"
+	"github.com/shunt-dev/shunt/internal/captest"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
@@ -21,9 +22,7 @@ func TestMain(m *testing.M) { testnet.Main(m) }
 // iptables variants and checks that the rules the kernel reports matching
 // are the ones the tracer predicts.
 func TestLiveTraceAgreesWithTheModel(t *testing.T) {
-	cfg := capture.DefaultConfig()
-	cfg.InboundAll, cfg.OutboundAll = true, true
-	cfg.InboundExcludePorts = []capture.PortRange{capture.Port(15090), capture.Port(15021), capture.Port(15020)}
+	cfg := captest.Seed()
 	cfg.OutboundExcludePorts = []capture.PortRange{capture.Port(25), capture.Port(3306)}
 	cfg.OutboundExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.99/32")}
 	plan, err := capture.Build(cfg)

@@ -15,12 +15,12 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/picture"
 	"github.com/shunt-dev/shunt/capture/trace"
+	"github.com/shunt-dev/shunt/internal/captest"
 )
 
 func seed() *capture.Plan {
-	c := capture.DefaultConfig()
-	c.InboundAll, c.OutboundAll, c.DropInvalid = true, true, true
-	c.InboundExcludePorts = []capture.PortRange{capture.Port(15090), capture.Port(15021), capture.Port(15020)}
+	c := captest.Seed()
+	c.DropInvalid = true
 	c.ExcludeInterfaces = []string{"eth9"}
 	p, err := capture.Build(c)
 	if err != nil {

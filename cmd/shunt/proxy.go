@@ -19,7 +19,6 @@ import (
 
 type proxyFlags struct {
 	cfg                      proxy.Config
-	outbound, inbound        uint16
 	uid, gid                 int
 	captureUIDs, captureGIDs []uint
 	accessLog, logLevel      string

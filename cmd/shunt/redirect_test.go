@@ -7,10 +7,11 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
-var seedArgs = strings.Fields("-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -b * -d 15090,15021,15020")
+var seedArgs = scenario.CaptureArgs
 
 func redirect(t *testing.T, ns *testnet.NS, extra ...string) (string, int) {
 	t.Helper()

@@ -44,6 +44,15 @@ func portRanges(ps []uint16) []capture.PortRange {
 	return out
 }
 
+// Seed is the configuration of the seed's istio-init args:
+// -p 15001 -z 15006 -u 1337 -m REDIRECT -i '*' -b '*' -d 15090,15021,15020.
+func Seed() capture.Config {
+	c := capture.DefaultConfig()
+	c.InboundAll, c.OutboundAll = true, true
+	c.InboundExcludePorts = portRanges([]uint16{15090, 15021, 15020})
+	return c
+}
+
 // Config returns a random valid configuration. Interfaces are drawn from
 // ifaces, so a kernel test can name the ones its namespace has.
 func Config(r *rand.Rand, ifaces []string) capture.Config {
