@@ -10,12 +10,19 @@ import (
 // istio-init, kube-proxy or a user made.
 const (
 	ChainPrefix           = "SHUNT_"
+	ChainRawPrerouting    = "SHUNT_RAW_PREROUTING"
+	ChainRawOutput        = "SHUNT_RAW_OUTPUT"
+	ChainManglePrerouting = "SHUNT_MANGLE_PREROUTING"
+	ChainMangleInbound    = "SHUNT_MANGLE_INBOUND"
+	ChainDivert           = "SHUNT_DIVERT"
+	ChainTProxy           = "SHUNT_TPROXY"
+	ChainMangleOutput     = "SHUNT_MANGLE_OUTPUT"
 	ChainPrerouting       = "SHUNT_PREROUTING"
 	ChainOutput           = "SHUNT_OUTPUT"
 	ChainInbound          = "SHUNT_INBOUND"
 	ChainInRedirect       = "SHUNT_IN_REDIRECT"
 	ChainRedirect         = "SHUNT_REDIRECT"
-	ChainManglePrerouting = "SHUNT_MANGLE_PREROUTING"
+	ChainOutputDNS        = "SHUNT_OUTPUT_DNS"
 )
 
 // chainLayout is every chain a Plan can hold, in render order.
@@ -24,20 +31,57 @@ var chainLayout = []struct {
 	table         Table
 	hook          Hook
 }{
-	{ChainManglePrerouting, "drop packets conntrack finds invalid", TableMangle, HookPrerouting},
+	{ChainRawPrerouting, "track DNS answers apart from the proxy's", TableRaw, HookPrerouting},
+	{ChainRawOutput, "track DNS queries apart from the proxy's", TableRaw, HookOutput},
+	{ChainManglePrerouting, "", TableMangle, HookPrerouting}, // purpose depends on the mode
+	{ChainMangleInbound, "inbound ports to hand to the proxy by TPROXY", TableMangle, ""},
+	{ChainDivert, "deliver packets of connections the proxy holds to it", TableMangle, ""},
+	{ChainTProxy, "hand to the proxy's inbound listener by TPROXY", TableMangle, ""},
+	{ChainMangleOutput, "route replies on the proxy's connections back to it", TableMangle, HookOutput},
 	{ChainPrerouting, "capture inbound connections", TableNAT, HookPrerouting},
 	{ChainOutput, "capture outbound connections", TableNAT, HookOutput},
 	{ChainInbound, "inbound ports to capture", TableNAT, ""},
 	{ChainInRedirect, "hand to the proxy's inbound listener", TableNAT, ""},
 	{ChainRedirect, "hand to the proxy's outbound listener", TableNAT, ""},
+	{ChainOutputDNS, "hand DNS to the proxy's DNS listener", TableNAT, ""},
 }
 
 var (
-	lo             = OutInterface{Name: "lo"}
-	tcp            = Proto{"tcp"}
-	udp            = Proto{"udp"}
-	passthroughSrc = netip.MustParsePrefix("127.0.0.6/32")
+	lo  = OutInterface{Name: "lo"}
+	tcp = Proto{"tcp"}
+	udp = Proto{"udp"}
 )
+
+// Per-family addresses: the proxy's inbound passthrough source and IPv6's
+// loopback (IPv4's is configurable).
+var (
+	passthroughSrc = map[Family]netip.Prefix{
+		IPv4: netip.MustParsePrefix("127.0.0.6/32"),
+		IPv6: netip.MustParsePrefix("::6/128"),
+	}
+	loopback6 = netip.MustParsePrefix("::1/128")
+)
+
+// families lists the families a Config captures.
+func (cfg *Config) families() []Family {
+	if cfg.DualStack {
+		return []Family{IPv4, IPv6}
+	}
+	return []Family{IPv4}
+}
+
+func (cfg *Config) loopback(f Family) netip.Prefix {
+	if f == IPv6 {
+		return loopback6
+	}
+	return cfg.LoopbackCIDR
+}
+
+// captured reports whether a range's family is captured: IPv6 ranges are
+// ignored without dual-stack, as istio-iptables ignores them.
+func (cfg *Config) captured(p netip.Prefix) bool {
+	return p.Addr().Is4() || cfg.DualStack
+}
 
 // Build turns a validated Config into a Plan. It is pure: it reads nothing
 // and touches nothing, so a Plan can be printed, traced and compared freely.
@@ -45,8 +89,11 @@ func Build(cfg Config) (*Plan, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	tproxy := cfg.InboundMode == ModeTProxy
 	rules := map[string][]Rule{
-		ChainManglePrerouting: dropInvalidRules(cfg),
+		ChainRawPrerouting:    dnsAnswerZoneRules(cfg),
+		ChainRawOutput:        dnsQueryZoneRules(cfg),
+		ChainManglePrerouting: manglePreroutingRules(cfg),
 		ChainPrerouting:       preroutingRules(cfg),
 		ChainOutput:           outputRules(cfg),
 		ChainInbound:          inboundRules(cfg),
@@ -54,13 +101,40 @@ func Build(cfg Config) (*Plan, error) {
 			Purpose: "redirect to the proxy's inbound port " + itoa(cfg.InboundPort)}},
 		ChainRedirect: {{Conds: []Cond{tcp}, Verdict: Redirect{cfg.OutboundPort},
 			Purpose: "redirect to the proxy's outbound port " + itoa(cfg.OutboundPort)}},
+		ChainOutputDNS: dnsRedirectRules(cfg),
 	}
-	plan := &Plan{}
+	if tproxy {
+		rules[ChainMangleInbound] = tproxyInboundRules(cfg)
+		rules[ChainDivert] = divertRules(cfg)
+		rules[ChainTProxy] = tproxyRules(cfg)
+		rules[ChainMangleOutput] = mangleOutputRules(cfg)
+	}
+	plan := &Plan{Families: cfg.families()}
 	for _, l := range chainLayout {
-		plan.Chains = append(plan.Chains, &Chain{Name: l.name, Table: l.table, Hook: l.hook,
-			Purpose: l.purpose, Rules: rules[l.name]})
+		c := &Chain{Name: l.name, Table: l.table, Hook: l.hook, Purpose: l.purpose, Rules: rules[l.name]}
+		if l.name == ChainManglePrerouting {
+			c.Purpose = "drop packets conntrack finds invalid"
+			if tproxy {
+				c.Purpose = "hand inbound connections to the proxy by TPROXY"
+			}
+		}
+		if c.Hook != "" && len(c.Rules) > 0 && !cfg.DualStack {
+			c.Rules = append([]Rule{{Conds: []Cond{FamilyIs{IPv6}}, Verdict: Accept{},
+				Purpose: "IPv6 is not captured without dual-stack"}}, c.Rules...)
+		}
+		plan.Chains = append(plan.Chains, c)
 	}
-	return prune(plan), nil
+	plan = prune(plan)
+	if tproxy && plan.Chain(ChainTProxy) != nil {
+		for _, f := range plan.Families {
+			plan.Routes = append(plan.Routes, Route{Family: f, Mark: cfg.TProxyMark, Table: cfg.TProxyRouteTable,
+				Purpose: "packets marked " + strconv.FormatUint(uint64(cfg.TProxyMark), 10) + " are delivered locally, to the proxy"})
+		}
+	}
+	if cfg.DualStack {
+		plan.LoopbackAddrs = []netip.Prefix{passthroughSrc[IPv6]}
+	}
+	return plan, nil
 }
 
 // prune drops entry chains with no rules and chains nothing jumps to, so the
@@ -84,7 +158,7 @@ func prune(p *Plan) *Plan {
 			visit(c)
 		}
 	}
-	out := &Plan{}
+	out := &Plan{Families: p.Families}
 	for _, c := range p.Chains {
 		if reached[c.Name] {
 			out.Chains = append(out.Chains, c)
@@ -97,148 +171,25 @@ func dropInvalidRules(cfg Config) []Rule {
 	if !cfg.DropInvalid {
 		return nil
 	}
-	return []Rule{{Conds: []Cond{ConnState{StateInvalid}}, Verdict: Drop{},
+	return []Rule{{Conds: []Cond{ConnState{[]string{StateInvalid}}}, Verdict: Drop{},
 		Purpose: "drop out-of-window packets instead of letting them reset connections"}}
 }
 
-// preroutingRules is the inbound entry: kube-virt interfaces first (their
-// traffic is outbound traffic of a VM), excluded interfaces, then inbound.
-func preroutingRules(cfg Config) []Rule {
+// perFamily makes one rule per captured family from a rule that needs a
+// family's address.
+func perFamily(cfg Config, make func(f Family) Rule) []Rule {
 	var rules []Rule
-	for _, ifc := range cfg.KubeVirtInterfaces {
-		in := InInterface{Name: ifc}
-		if cfg.OutboundAll {
-			rules = append(rules, Rule{Conds: []Cond{in}, Verdict: Jump{ChainRedirect},
-				Purpose: "traffic from VM interface " + ifc + " is outbound traffic"})
-		}
-		for _, p := range cfg.OutboundCIDRs {
-			rules = append(rules, Rule{Conds: []Cond{Dest{Prefix: p}, in}, Verdict: Jump{ChainRedirect},
-				Purpose: "traffic from VM interface " + ifc + " to a captured range is outbound traffic"})
-		}
-	}
-	for _, ifc := range cfg.KubeVirtInterfaces {
-		rules = append(rules, Rule{Conds: []Cond{InInterface{Name: ifc}}, Verdict: Accept{},
-			Purpose: "other traffic from VM interface " + ifc + " is not captured"})
-	}
-	for _, ifc := range cfg.ExcludeInterfaces {
-		rules = append(rules, Rule{Conds: []Cond{InInterface{Name: ifc}}, Verdict: Accept{},
-			Purpose: "interface " + ifc + " is excluded from capture"})
-	}
-	if cfg.InboundAll || len(cfg.InboundPorts) > 0 {
-		rules = append(rules, Rule{Conds: []Cond{tcp}, Verdict: Jump{ChainInbound},
-			Purpose: "inbound TCP is considered for capture"})
+	for _, f := range cfg.families() {
+		rules = append(rules, make(f))
 	}
 	return rules
-}
-
-func inboundRules(cfg Config) []Rule {
-	rules := []Rule{{Conds: []Cond{tcp, DestPorts{Ports: []PortRange{Port(cfg.TunnelPort)}}}, Verdict: Return{},
-		Purpose: "the inbound tunnel port " + itoa(cfg.TunnelPort) + " is never captured"}}
-	if !cfg.InboundAll {
-		if len(cfg.InboundPorts) > 0 {
-			rules = append(rules, Rule{Conds: []Cond{tcp, DestPorts{Ports: cfg.InboundPorts}},
-				Verdict: Jump{ChainInRedirect}, Purpose: "inbound port is captured"})
-		}
-		return rules
-	}
-	if len(cfg.InboundExcludePorts) > 0 {
-		rules = append(rules, Rule{Conds: []Cond{tcp, DestPorts{Ports: cfg.InboundExcludePorts}},
-			Verdict: Return{}, Purpose: "inbound port is excluded from capture"})
-	}
-	return append(rules, Rule{Conds: []Cond{tcp}, Verdict: Jump{ChainInRedirect},
-		Purpose: "every other inbound port is captured"})
-}
-
-// outputRules is the outbound entry, in istio-iptables' order: exclusions by
-// interface and port, the proxy's own traffic, owner groups, loopback,
-// excluded ranges, and last what to capture.
-func outputRules(cfg Config) []Rule {
-	var rules []Rule
-	for _, ifc := range cfg.ExcludeInterfaces {
-		rules = append(rules, Rule{Conds: []Cond{OutInterface{Name: ifc}}, Verdict: Accept{},
-			Purpose: "interface " + ifc + " is excluded from capture"})
-	}
-	if len(cfg.OutboundExcludePorts) > 0 {
-		for _, proto := range []Proto{tcp, udp} {
-			rules = append(rules, Rule{Conds: []Cond{proto, DestPorts{Ports: cfg.OutboundExcludePorts}},
-				Verdict: Return{}, Purpose: "outbound port is excluded from capture"})
-		}
-	}
-	rules = append(rules, Rule{Conds: []Cond{Source{Prefix: passthroughSrc}, lo}, Verdict: Return{},
-		Purpose: "the proxy's inbound passthrough to the app is not captured again"})
-	for _, uid := range cfg.ProxyUIDs {
-		rules = append(rules, proxyOwnerRules(cfg, OwnerUID{UID: uid}, OwnerUID{UID: uid, Not: true}, "UID", uid)...)
-	}
-	for _, gid := range cfg.ProxyGIDs {
-		rules = append(rules, proxyOwnerRules(cfg, OwnerGID{GID: gid}, OwnerGID{GID: gid, Not: true}, "GID", gid)...)
-	}
-	rules = append(rules, ownerGroupRules(cfg)...)
-	rules = append(rules, Rule{Conds: []Cond{Dest{Prefix: cfg.LoopbackCIDR}}, Verdict: Return{},
-		Purpose: "connections to loopback are not captured"})
-	for _, p := range cfg.OutboundExcludeCIDRs {
-		rules = append(rules, Rule{Conds: []Cond{Dest{Prefix: p}}, Verdict: Return{},
-			Purpose: "destination range is excluded from capture"})
-	}
-	if len(cfg.OutboundPorts) > 0 {
-		rules = append(rules, Rule{Conds: []Cond{tcp, DestPorts{Ports: cfg.OutboundPorts}}, Verdict: Jump{ChainRedirect},
-			Purpose: "outbound port is captured"})
-	}
-	if cfg.OutboundAll {
-		rules = append(rules, Rule{Verdict: Jump{ChainRedirect}, Purpose: "every other outbound connection is captured"})
-	}
-	for _, p := range cfg.OutboundCIDRs {
-		rules = append(rules, Rule{Conds: []Cond{Dest{Prefix: p}}, Verdict: Jump{ChainRedirect},
-			Purpose: "destination range is captured"})
-	}
-	return rules
-}
-
-// proxyOwnerRules keeps the proxy's traffic out of capture, except its calls
-// to the pod's own addresses over lo: those go to the inbound listener, so
-// app -> proxy -> (service VIP resolves here) -> proxy inbound -> app works.
-func proxyOwnerRules(cfg Config, is, isNot Cond, kind string, id uint32) []Rule {
-	who := "proxy " + kind + " " + strconv.FormatUint(uint64(id), 10)
-	rules := []Rule{{
-		Conds:   []Cond{Dest{Prefix: cfg.LoopbackCIDR, Not: true}, lo, tcp, DestPorts{Ports: []PortRange{Port(cfg.TunnelPort)}, Not: true}, is},
-		Verdict: Jump{ChainInRedirect},
-		Purpose: who + " calling the pod's own address goes to the inbound listener",
-	}}
-	if !includesLoopback(cfg.OutboundCIDRs) {
-		rules = append(rules, Rule{Conds: []Cond{lo, isNot}, Verdict: Return{},
-			Purpose: "app traffic over lo is not captured (not " + who + ")"})
-	}
-	return append(rules, Rule{Conds: []Cond{is}, Verdict: Return{},
-		Purpose: who + "'s own traffic is not captured"})
-}
-
-func ownerGroupRules(cfg Config) []Rule {
-	if cfg.OwnerGroupsAll {
-		var rules []Rule
-		for _, g := range cfg.OwnerGroupsExclude {
-			rules = append(rules, Rule{Conds: []Cond{OwnerGID{GID: g}}, Verdict: Return{},
-				Purpose: "owner group " + strconv.FormatUint(uint64(g), 10) + " is excluded from capture"})
-		}
-		return rules
-	}
-	var conds []Cond
-	for _, g := range cfg.OwnerGroupsInclude {
-		conds = append(conds, OwnerGID{GID: g, Not: true})
-	}
-	return []Rule{{Conds: conds, Verdict: Return{}, Purpose: "only the listed owner groups are captured"}}
-}
-
-func includesLoopback(ps []netip.Prefix) bool {
-	for _, p := range ps {
-		if p.Addr().IsLoopback() {
-			return true
-		}
-	}
-	return false
 }
 
 func itoa(p uint16) string { return strconv.Itoa(int(p)) }
 
-// String names a verdict the way a person reads it.
+func utoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
+
+// VerdictString names a verdict the way a person reads it.
 func VerdictString(v Verdict) string {
 	switch v := v.(type) {
 	case Jump:
@@ -251,6 +202,16 @@ func VerdictString(v Verdict) string {
 		return "DROP"
 	case Redirect:
 		return fmt.Sprintf("REDIRECT → %d", v.Port)
+	case TProxy:
+		return fmt.Sprintf("TPROXY → %d mark %d", v.Port, v.Mark)
+	case SetMark:
+		return fmt.Sprintf("MARK %d", v.Mark)
+	case SaveMark:
+		return "CONNMARK save"
+	case RestoreMark:
+		return "CONNMARK restore"
+	case CTZone:
+		return fmt.Sprintf("CT zone %d", v.Zone)
 	}
 	return fmt.Sprintf("unknown verdict %T", v)
 }

@@ -56,18 +56,47 @@ type Config struct {
 	OwnerGroupsExclude []uint32
 
 	// LoopbackCIDR is the loopback range that app traffic is never captured
-	// to (ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR).
+	// to (ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR); IPv6's is always ::1/128.
 	LoopbackCIDR netip.Prefix
 
 	DropInvalid bool // drop packets conntrack finds invalid
 
-	// Features whose rules this version of shunt does not build yet; a
-	// Config asking for them is rejected rather than half honoured.
+	// TPROXY mode: inbound packets are marked TProxyMark (-t), and marked
+	// packets are routed by table TProxyRouteTable (-r) to the proxy.
 	TProxyMark       uint32
 	TProxyRouteTable uint32
-	RedirectDNS      bool
-	CaptureAllDNS    bool
-	DualStack        bool
+
+	// RedirectDNS captures UDP and TCP port 53 to DNSPort: to DNSServers
+	// only, or to any server with CaptureAllDNS.
+	RedirectDNS   bool
+	CaptureAllDNS bool
+	DNSServers    []netip.Addr
+	DNSPort       uint16
+
+	// DualStack captures IPv6 as well as IPv4; without it IPv6 ranges and
+	// name servers are ignored and IPv6 traffic is left alone.
+	DualStack bool
+}
+
+// OutboundMark marks the proxy's TPROXY-mode connections to the pod's own
+// address over lo, so inbound capture takes them (Istio's 1338).
+const OutboundMark = 1338
+
+// CapturesDNS reports whether DNS rules are built: DNS capture is on and
+// there is a server to capture, or every server is.
+func (c *Config) CapturesDNS() bool {
+	return c.RedirectDNS && (c.CaptureAllDNS || len(c.dnsServers()) > 0)
+}
+
+// dnsServers are the name servers of the captured families.
+func (c *Config) dnsServers() []netip.Addr {
+	var out []netip.Addr
+	for _, a := range c.DNSServers {
+		if a.Is4() || c.DualStack {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // DefaultConfig is istio-iptables' defaults: outbound 15001, inbound 15006,
@@ -84,6 +113,7 @@ func DefaultConfig() Config {
 		LoopbackCIDR:     netip.MustParsePrefix("127.0.0.1/32"),
 		TProxyMark:       1337,
 		TProxyRouteTable: 133,
+		DNSPort:          sidecar.DNSPort,
 	}
 }
 
@@ -102,7 +132,8 @@ func (c *Config) Validate() error {
 	ports := []struct {
 		name string
 		port uint16
-	}{{"outbound port", c.OutboundPort}, {"inbound port", c.InboundPort}, {"tunnel port", c.TunnelPort}}
+	}{{"outbound port", c.OutboundPort}, {"inbound port", c.InboundPort}, {"tunnel port", c.TunnelPort},
+		{"DNS port", c.DNSPort}}
 	for _, p := range ports {
 		if p.port == 0 {
 			bad("%s must be set (1-65535)", p.name)
@@ -117,7 +148,13 @@ func (c *Config) Validate() error {
 	switch c.InboundMode {
 	case ModeRedirect:
 	case ModeTProxy:
-		bad("inbound interception mode TPROXY is not supported by this version of shunt; use REDIRECT")
+		if c.TProxyMark == 0 || c.TProxyMark == OutboundMark {
+			bad("TPROXY mark %d must be neither 0 nor %d (the mark of the proxy's own calls over lo)", c.TProxyMark, OutboundMark)
+		}
+		switch c.TProxyRouteTable {
+		case 0, 253, 254, 255:
+			bad("TPROXY route table %d is reserved (0 unspec, 253 default, 254 main, 255 local); pick another", c.TProxyRouteTable)
+		}
 	default:
 		bad("inbound interception mode %q is not REDIRECT or TPROXY", c.InboundMode)
 	}
@@ -126,8 +163,13 @@ func (c *Config) Validate() error {
 		bad("loopback CIDR %s must be an IPv4 loopback range with a mask of 8 to 32 bits", c.LoopbackCIDR)
 	}
 	for _, p := range append(append([]netip.Prefix{}, c.OutboundCIDRs...), c.OutboundExcludeCIDRs...) {
-		if !p.Addr().Is4() {
-			bad("%s is IPv6; IPv6 capture is not supported by this version of shunt", p)
+		if !p.IsValid() || p.Addr().Zone() != "" {
+			bad("%s is not an address range", p)
+		}
+	}
+	for _, a := range c.DNSServers {
+		if !a.IsValid() || a.IsUnspecified() || a.Zone() != "" {
+			bad("DNS server %s is not a unicast address", a)
 		}
 	}
 	for _, name := range append(append([]string{}, c.ExcludeInterfaces...), c.KubeVirtInterfaces...) {
@@ -137,12 +179,6 @@ func (c *Config) Validate() error {
 	}
 	if !c.OwnerGroupsAll && len(c.OwnerGroupsInclude) > maxOwnerGroups {
 		bad("at most %d owner groups can be captured, got %d", maxOwnerGroups, len(c.OwnerGroupsInclude))
-	}
-	if c.RedirectDNS || c.CaptureAllDNS {
-		bad("DNS capture is not supported by this version of shunt")
-	}
-	if c.DualStack {
-		bad("dual-stack capture is not supported by this version of shunt")
 	}
 	if len(errs) > 0 {
 		return fmt.Errorf("%w: %s", ErrInvalid, strings.Join(errs, "; "))

@@ -39,17 +39,29 @@ func DescribeCond(c Cond) string {
 	case OutInterface:
 		return "out " + neg(c.Not) + c.Name
 	case DestPorts:
-		list := make([]string, len(c.Ports))
-		for i, p := range c.Ports {
-			list[i] = p.String()
-		}
-		return "dport " + neg(c.Not) + strings.Join(list, ",")
+		return "dport " + neg(c.Not) + portList(c.Ports)
+	case SourcePorts:
+		return "sport " + neg(c.Not) + portList(c.Ports)
+	case Mark:
+		return "mark " + neg(c.Not) + strconv.FormatUint(uint64(c.Value), 10)
+	case ConnMark:
+		return "ctmark " + strconv.FormatUint(uint64(c.Value), 10)
+	case FamilyIs:
+		return string(c.Family)
 	case OwnerUID:
 		return "uid " + neg(c.Not) + strconv.FormatUint(uint64(c.UID), 10)
 	case OwnerGID:
 		return "gid " + neg(c.Not) + strconv.FormatUint(uint64(c.GID), 10)
 	case ConnState:
-		return "ct " + c.State
+		return "ct " + strings.Join(c.States, ",")
 	}
 	return fmt.Sprintf("unknown condition %T", c)
+}
+
+func portList(ports []PortRange) string {
+	list := make([]string, len(ports))
+	for i, p := range ports {
+		list[i] = p.String()
+	}
+	return strings.Join(list, ",")
 }

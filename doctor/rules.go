@@ -126,7 +126,7 @@ func (st *ruleState) rulesCheck(o Options) Check {
 	plan, err := capture.Build(*o.Config)
 	if err == nil {
 		var want *iptables.Ruleset
-		if want, err = iptables.Render(plan); err == nil && iptables.Equal(have, want) {
+		if want, err = iptables.Render(plan, capture.IPv4); err == nil && iptables.Equal(have, want) {
 			c.Status, c.Detail = Pass, "present in iptables-"+variant+", equal to the plan of the given configuration"
 			return c
 		} else if err == nil {

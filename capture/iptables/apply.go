@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/netns"
 )
 
@@ -41,16 +42,31 @@ func (e Exec) Run(ctx context.Context, stdin, name string, args ...string) (stri
 	return out.String(), nil
 }
 
-// legacyTables lists the legacy iptables tables the kernel holds in the
-// runner's namespace; an empty list means iptables-legacy-save would print
-// nothing, so it need not run.
-func (e Exec) legacyTables() (string, error) {
+// legacyTables lists the legacy iptables (or ip6tables) tables the kernel
+// holds in the runner's namespace; an empty list means the legacy save
+// would print nothing, so it need not run.
+func (e Exec) legacyTables(family capture.Family) (string, error) {
+	file := "/proc/thread-self/net/ip_tables_names"
+	if family == capture.IPv6 {
+		file = "/proc/thread-self/net/ip6_tables_names"
+	}
 	var names []byte
 	err := netns.Do(e.NetNS, func() (err error) {
-		names, err = os.ReadFile("/proc/thread-self/net/ip_tables_names")
+		names, err = os.ReadFile(file)
 		return err
 	})
 	return strings.TrimSpace(string(names)), err
+}
+
+// IPv6Enabled reports whether the kernel has IPv6 in the runner's
+// namespace: a kernel booted with ipv6.disable=1 has no if_inet6, and
+// ip6tables cannot work there.
+func (e Exec) IPv6Enabled() bool {
+	err := netns.Do(e.NetNS, func() error {
+		_, err := os.Stat("/proc/thread-self/net/if_inet6")
+		return err
+	})
+	return err == nil
 }
 
 // Variant is one iptables implementation: the legacy kernel tables or the
@@ -69,6 +85,15 @@ var (
 	System = Variant{"iptables", "iptables-save", "iptables-restore"}
 )
 
+// For is the variant's commands for a family: ip6tables' for IPv6.
+func (v Variant) For(family capture.Family) Variant {
+	if family == capture.IPv6 {
+		v.Save = "ip6" + v.Save[2:]
+		v.Restore = "ip6" + v.Restore[2:]
+	}
+	return v
+}
+
 // VariantByBinary maps an istio-iptables --force-iptables-binary value to a
 // variant.
 func VariantByBinary(name string) (Variant, error) {
@@ -79,8 +104,12 @@ func VariantByBinary(name string) (Variant, error) {
 		return Legacy, nil
 	case "iptables-nft":
 		return NFT, nil
-	case "ip6tables", "ip6tables-legacy", "ip6tables-nft":
-		return Variant{}, fmt.Errorf("%s: IPv6 capture is not supported by this version of shunt", name)
+	case "ip6tables":
+		return System, nil
+	case "ip6tables-legacy":
+		return Legacy, nil
+	case "ip6tables-nft":
+		return NFT, nil
 	}
 	return Variant{}, fmt.Errorf("%q is not iptables, iptables-legacy or iptables-nft", name)
 }
@@ -117,8 +146,8 @@ func Detect(ctx context.Context, r Runner) (Variant, string, error) {
 			runErrs[i] = err
 			continue
 		}
-		if lister, ok := r.(interface{ legacyTables() (string, error) }); ok && v == Legacy {
-			if names, err := lister.legacyTables(); err == nil && names == "" {
+		if lister, ok := r.(legacyLister); ok && v == Legacy {
+			if names, err := lister.legacyTables(capture.IPv4); err == nil && names == "" {
 				continue // no legacy table in this namespace: its save is empty
 			}
 		}
@@ -167,6 +196,10 @@ func Detect(ctx context.Context, r Runner) (Variant, string, error) {
 	return seen[0].v, seen[0].save, nil
 }
 
+type legacyLister interface {
+	legacyTables(capture.Family) (string, error)
+}
+
 // systemDefault is the variant the plain iptables command runs.
 func systemDefault() Variant {
 	path, err := exec.LookPath("iptables")
@@ -202,26 +235,16 @@ func (e *DriftError) Error() string {
 // Result says what an Apply or Cleanup did.
 type Result struct {
 	Variant Variant
-	// Transaction is the iptables-restore input that was run; "" when the
-	// kernel already held what was wanted.
-	Transaction string
+	// Transaction and Transaction6 are the iptables-restore and
+	// ip6tables-restore input that was run; "" when the kernel already held
+	// what was wanted.
+	Transaction, Transaction6 string
+	// Warnings say what was wanted but could not be done, and why.
+	Warnings []string
 }
 
-// Apply makes the kernel hold want, given that it now holds have.
-func (b *Backend) Apply(ctx context.Context, have, want *Ruleset, opts ApplyOptions) (Result, error) {
-	res := Result{Variant: b.Variant}
-	if !have.Empty() && !Equal(have, want) && !opts.Reconcile && !opts.Force {
-		return res, &DriftError{Variant: b.Variant.Name, Diff: Diff(have, want)}
-	}
-	res.Transaction = Transaction(have, want, opts.Force)
-	return res, b.restore(ctx, res.Transaction)
-}
-
-// Cleanup removes shunt's chains and the jumps into them, and nothing else.
-func (b *Backend) Cleanup(ctx context.Context, have *Ruleset) (Result, error) {
-	res := Result{Variant: b.Variant, Transaction: Transaction(have, &Ruleset{}, false)}
-	return res, b.restore(ctx, res.Transaction)
-}
+// Changed reports whether anything was run.
+func (r Result) Changed() bool { return r.Transaction != "" || r.Transaction6 != "" }
 
 func (b *Backend) restore(ctx context.Context, text string) error {
 	if text == "" {

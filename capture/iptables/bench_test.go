@@ -22,7 +22,7 @@ func BenchmarkRender1000(b *testing.B) {
 	cfg := bigConfig(1000)
 	for b.Loop() {
 		plan, _ := capture.Build(cfg)
-		rs, _ := Render(plan)
+		rs, _ := Render(plan, capture.IPv4)
 		_ = rs.String()
 	}
 }
@@ -31,7 +31,7 @@ func BenchmarkRender1000(b *testing.B) {
 // kernel's rules back and compare them with the plan's.
 func BenchmarkCompare1000(b *testing.B) {
 	plan, _ := capture.Build(bigConfig(1000))
-	want, _ := Render(plan)
+	want, _ := Render(plan, capture.IPv4)
 	save := want.String()
 	for b.Loop() {
 		have, err := ParseSave(save)

@@ -58,13 +58,13 @@ func newPod(t *testing.T, binary string) *pod {
 
 func (p *pod) sync(t *testing.T, cfg *capture.Config, opts iptables.ApplyOptions) (iptables.Result, error) {
 	t.Helper()
-	req := iptables.SyncRequest{Binary: p.binary, Options: opts}
+	req := iptables.SyncRequest{Binary: p.binary, Options: opts, Cleanup: cfg == nil}
 	if cfg != nil {
 		plan, err := capture.Build(*cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if req.Want, err = iptables.Render(plan); err != nil {
+		if req.Want, err = iptables.RenderAll(plan); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -265,7 +265,7 @@ func TestKernelReconcile(t *testing.T) {
 			}
 			t.Logf("%d connections during 20 reconciles, %d escaped", dials.Load(), escaped.Load())
 			want, _ := capture.Build(a)
-			wantRules, _ := iptables.Render(want)
+			wantRules, _ := iptables.Render(want, capture.IPv4)
 			var have *iptables.Ruleset
 			have, err = iptables.ParseSave(p.ns.Run(t, bin+"-save"))
 			if err != nil || !iptables.Equal(have, wantRules) {

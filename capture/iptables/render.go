@@ -66,10 +66,16 @@ func (r *Ruleset) Empty() bool {
 	return true
 }
 
-// Render turns a Plan into iptables rules. It fails on a condition or verdict
-// it does not know, so a new kind in the model cannot be silently dropped.
-func Render(p *capture.Plan) (*Ruleset, error) {
+// Render turns a Plan into iptables rules for one family: IPv4's for
+// iptables, IPv6's for ip6tables, empty when the plan does not capture the
+// family. Rules whose addresses are of the other family are left out. It
+// fails on a condition or verdict it does not know, so a new kind in the
+// model cannot be silently dropped.
+func Render(p *capture.Plan, family capture.Family) (*Ruleset, error) {
 	rs := &Ruleset{}
+	if !p.HasFamily(family) {
+		return rs, nil
+	}
 	for _, c := range p.Chains {
 		t := rs.table(string(c.Table))
 		t.Chains = append(t.Chains, c.Name)
@@ -78,7 +84,14 @@ func Render(p *capture.Plan) (*Ruleset, error) {
 				c.Hook, quote(CommentPrefix+c.Purpose), c.Name))
 		}
 		for i, r := range c.Rules {
-			lines, err := RenderRule(c.Name, r)
+			f, err := capture.RuleFamily(r)
+			if err != nil {
+				return nil, fmt.Errorf("chain %s rule %d: %w", c.Name, i+1, err)
+			}
+			if f != "" && f != family {
+				continue
+			}
+			lines, err := RenderRule(c.Name, r, family)
 			if err != nil {
 				return nil, fmt.Errorf("chain %s rule %d (%s): %w", c.Name, i+1, r.Purpose, err)
 			}
@@ -88,13 +101,14 @@ func Render(p *capture.Plan) (*Ruleset, error) {
 	return rs, nil
 }
 
-// RenderRule renders one rule; a port list longer than a multiport match
-// takes becomes several rules with the same verdict.
-func RenderRule(chain string, r capture.Rule) ([]string, error) {
+// RenderRule renders one rule for a family's rule set; a port list longer
+// than a multiport match takes becomes several rules with the same verdict.
+func RenderRule(chain string, r capture.Rule, family capture.Family) ([]string, error) {
 	// The header fields come out in iptables-save's fixed order, whatever
 	// order the rule lists them in; matches keep the rule's order.
 	var src, dst, in, out, proto string
 	var ports *capture.DestPorts
+	portFlag := "dport"
 	var matches []string
 	for _, c := range r.Conds {
 		switch c := c.(type) {
@@ -109,13 +123,27 @@ func RenderRule(chain string, r capture.Rule) ([]string, error) {
 		case capture.Proto:
 			proto = c.Name
 		case capture.DestPorts:
+			if ports != nil {
+				return nil, fmt.Errorf("more than one port condition")
+			}
 			ports = &c
+		case capture.SourcePorts:
+			if ports != nil {
+				return nil, fmt.Errorf("more than one port condition")
+			}
+			ports, portFlag = &capture.DestPorts{Ports: c.Ports, Not: c.Not}, "sport"
+		case capture.Mark:
+			matches = append(matches, "-m mark "+not(c.Not)+"--mark "+hex(c.Value))
+		case capture.ConnMark:
+			matches = append(matches, "-m connmark --mark "+hex(c.Value))
+		case capture.FamilyIs:
+			// The rule set is one family's: Render left out the other's.
 		case capture.OwnerUID:
 			matches = append(matches, "-m owner "+not(c.Not)+"--uid-owner "+strconv.FormatUint(uint64(c.UID), 10))
 		case capture.OwnerGID:
 			matches = append(matches, "-m owner "+not(c.Not)+"--gid-owner "+strconv.FormatUint(uint64(c.GID), 10))
 		case capture.ConnState:
-			matches = append(matches, "-m conntrack --ctstate "+c.State)
+			matches = append(matches, "-m conntrack --ctstate "+strings.Join(c.States, ","))
 		default:
 			return nil, fmt.Errorf("condition %T has no iptables form", c)
 		}
@@ -133,7 +161,7 @@ func RenderRule(chain string, r capture.Rule) ([]string, error) {
 		}
 		chunks = chunks[:0]
 		for _, part := range split {
-			chunks = append(chunks, portMatch(proto, capture.DestPorts{Ports: part, Not: ports.Not}))
+			chunks = append(chunks, portMatch(proto, portFlag, capture.DestPorts{Ports: part, Not: ports.Not}))
 		}
 	}
 	var header []string
@@ -145,7 +173,7 @@ func RenderRule(chain string, r capture.Rule) ([]string, error) {
 	if proto != "" {
 		header = append(header, "-p "+proto)
 	}
-	target, err := renderVerdict(r.Verdict)
+	target, err := renderVerdict(r.Verdict, family)
 	if err != nil {
 		return nil, err
 	}
@@ -183,17 +211,20 @@ func join(chain string, parts ...[]string) string {
 }
 
 // portMatch is "-m tcp --dport 80" for one port or range, and a multiport
-// match for more.
-func portMatch(proto string, d capture.DestPorts) []string {
+// match for more; flag is "dport" or "sport".
+func portMatch(proto, flag string, d capture.DestPorts) []string {
 	if len(d.Ports) == 1 {
-		return []string{"-m " + proto + " " + not(d.Not) + "--dport " + d.Ports[0].String()}
+		return []string{"-m " + proto + " " + not(d.Not) + "--" + flag + " " + d.Ports[0].String()}
 	}
 	list := make([]string, len(d.Ports))
 	for i, p := range d.Ports {
 		list[i] = p.String()
 	}
-	return []string{"-m multiport " + not(d.Not) + "--dports " + strings.Join(list, ",")}
+	return []string{"-m multiport " + not(d.Not) + "--" + flag + "s " + strings.Join(list, ",")}
 }
+
+// hex spells a mark as iptables-save does.
+func hex(n uint32) string { return "0x" + strconv.FormatUint(uint64(n), 16) }
 
 // ChunkPorts splits a port list into lists a multiport match takes: one
 // rendered rule each.
@@ -217,7 +248,9 @@ func ChunkPorts(ports []capture.PortRange) [][]capture.PortRange {
 	return out
 }
 
-func renderVerdict(v capture.Verdict) (string, error) {
+// renderVerdict spells a target; TPROXY's listening address is the
+// family's any-address.
+func renderVerdict(v capture.Verdict, family capture.Family) (string, error) {
 	switch v := v.(type) {
 	case capture.Jump:
 		return "-j " + v.Chain, nil
@@ -229,6 +262,20 @@ func renderVerdict(v capture.Verdict) (string, error) {
 		return "-j DROP", nil
 	case capture.Redirect:
 		return "-j REDIRECT --to-ports " + strconv.Itoa(int(v.Port)), nil
+	case capture.TProxy:
+		onIP := "0.0.0.0"
+		if family == capture.IPv6 {
+			onIP = "::"
+		}
+		return fmt.Sprintf("-j TPROXY --on-port %d --on-ip %s --tproxy-mark %s/0xffffffff", v.Port, onIP, hex(v.Mark)), nil
+	case capture.SetMark:
+		return "-j MARK --set-xmark " + hex(v.Mark) + "/0xffffffff", nil
+	case capture.SaveMark:
+		return "-j CONNMARK --save-mark --nfmask 0xffffffff --ctmask 0xffffffff", nil
+	case capture.RestoreMark:
+		return "-j CONNMARK --restore-mark --nfmask 0xffffffff --ctmask 0xffffffff", nil
+	case capture.CTZone:
+		return "-j CT --zone " + strconv.Itoa(int(v.Zone)), nil
 	}
 	return "", fmt.Errorf("verdict %T has no iptables form", v)
 }

@@ -110,7 +110,7 @@ func TestRenderGolden(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rs, err := Render(plan)
+			rs, err := RenderAll(plan)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -128,7 +128,8 @@ func TestRenderGolden(t *testing.T) {
 			if got != string(want) {
 				t.Errorf("rendering differs from %s (run with -update after review):\n%s", path, got)
 			}
-			assertParsesBack(t, rs)
+			assertParsesBack(t, rs.V4)
+			assertParsesBack(t, rs.V6)
 		})
 	}
 }
@@ -178,7 +179,7 @@ func TestRenderRejectsWhatIptablesCannotSay(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := RenderRule("SHUNT_OUTPUT", tc.rule)
+			_, err := RenderRule("SHUNT_OUTPUT", tc.rule, capture.IPv4)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Fatalf("got %v, want an error containing %q", err, tc.want)
 			}

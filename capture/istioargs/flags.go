@@ -45,6 +45,8 @@ const (
 	fCaptureAllDNS      = "capture-all-dns"
 	fDropInvalid        = "drop-invalid"
 	fDualStack          = "dual-stack"
+	fDNSServers         = "dns-servers"
+	fResolvConf         = "resolv-conf"
 	fNetworkNamespace   = "network-namespace"
 	fReconcile          = "reconcile"
 	fCleanupOnly        = "cleanup-only"
@@ -96,6 +98,8 @@ var captureSpecs = []spec{
 	{long: fTProxyRouteTable, short: "r", def: "133", usage: "routing table for TPROXY mode"},
 	{long: fRedirectDNS, env: []string{"ISTIO_META_DNS_CAPTURE"}, isBool: true, usage: "capture DNS to the resolv.conf name servers"},
 	{long: fCaptureAllDNS, isBool: true, usage: "capture all DNS on port 53, whatever the server"},
+	{long: fDNSServers, usage: "name servers whose DNS is captured (default: the nameserver lines of --resolv-conf)"},
+	{long: fResolvConf, def: "/etc/resolv.conf", usage: "file to read the name servers from when --dns-servers is not given"},
 	{long: fDropInvalid, env: []string{"INVALID_DROP"}, isBool: true, usage: "drop packets conntrack finds invalid instead of letting them reset connections"},
 	{long: fDualStack, env: []string{"ISTIO_DUAL_STACK"}, isBool: true, usage: "capture IPv6 as well as IPv4"},
 }
@@ -108,7 +112,7 @@ var runSpecs = []spec{
 	{long: fReconcile, isBool: true, usage: "replace shunt's rules if they differ from this configuration (one atomic commit)"},
 	{long: fCleanupOnly, isBool: true, usage: "remove shunt's rules and nothing else"},
 	{long: fForceApply, isBool: true, usage: "rewrite shunt's rules even if they are already as configured"},
-	{long: fNativeNftables, isBool: true, usage: "use nftables directly instead of iptables"},
+	{long: fNativeNftables, aliases: []string{"nftables"}, isBool: true, usage: "use shunt's own nftables table (inet shunt) instead of iptables"},
 	{long: fForceBinary, usage: "iptables binary to use: iptables, iptables-legacy or iptables-nft (default: detected)"},
 	{long: fRunValidation, isBool: true, usage: "check that capture works after applying"},
 	{long: fSkipRuleApply, isBool: true, usage: "apply no rules (with --run-validation: check rules someone else applied)"},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
 	"os/user"
 	"strconv"
 	"strings"
@@ -122,6 +123,9 @@ func (s *Set) Config() (capture.Config, error) {
 	s.tproxy(&cfg, &e)
 	cfg.RedirectDNS = s.boolean(fRedirectDNS, &e)
 	cfg.CaptureAllDNS = s.boolean(fCaptureAllDNS, &e)
+	if cfg.RedirectDNS && !cfg.CaptureAllDNS {
+		cfg.DNSServers = s.dnsServers(&e)
+	}
 	cfg.DropInvalid = s.boolean(fDropInvalid, &e)
 	cfg.DualStack = s.boolean(fDualStack, &e)
 	s.envOnly(&cfg, &e)
@@ -147,6 +151,37 @@ func (s *Set) prefixes(v value, e *errs) []netip.Prefix {
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
 		out = append(out, p.Masked())
+	}
+	return out
+}
+
+// dnsServers are --dns-servers, or the nameserver lines of --resolv-conf.
+func (s *Set) dnsServers(e *errs) []netip.Addr {
+	v := s.get(fDNSServers)
+	var list []string
+	if strings.TrimSpace(v.text) != "" {
+		list = capture.SplitList(v.text)
+	} else {
+		v = s.get(fResolvConf)
+		data, err := os.ReadFile(v.text)
+		if err != nil {
+			e.add(v, fmt.Errorf("reading the name servers: %w", err))
+			return nil
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if f := strings.Fields(line); len(f) >= 2 && f[0] == "nameserver" {
+				list = append(list, f[1])
+			}
+		}
+	}
+	var out []netip.Addr
+	for _, item := range list {
+		a, err := netip.ParseAddr(item)
+		if err != nil || a.Zone() != "" {
+			e.add(v, fmt.Errorf("%q is not a name server address", item))
+			continue
+		}
+		out = append(out, a.Unmap())
 	}
 	return out
 }
@@ -312,8 +347,8 @@ func (s *Set) Options() (Options, error) {
 			o.NetworkNS = netns.PathForPID(pid)
 		}
 	}
-	if o.NativeNftables {
-		e.add(s.get(fNativeNftables), errors.New("native nftables is not supported by this version of shunt; use iptables-nft"))
+	if o.NativeNftables && o.IptablesBinary != "" {
+		e.add(s.get(fForceBinary), errors.New("cannot be combined with --native-nftables"))
 	}
 	if o.CleanupOnly && o.SkipRuleApply {
 		e.add(s.get(fCleanupOnly), errors.New("cannot be combined with --skip-rule-apply"))

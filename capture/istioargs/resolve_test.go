@@ -144,9 +144,10 @@ func TestBadInput(t *testing.T) {
 		{"", map[string]string{"INVALID_DROP": "yes please"}, []string{"$INVALID_DROP", "yes please"}},
 		{"", map[string]string{"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR": "10.0.0.0/8"}, []string{"loopback CIDR 10.0.0.0/8"}},
 		{"", map[string]string{"ISTIO_OUTBOUND_OWNER_GROUPS": "1000", "ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE": "2000"}, []string{"$ISTIO_OUTBOUND_OWNER_GROUPS_EXCLUDE"}},
-		{"-m TPROXY", nil, []string{"TPROXY is not supported"}},
-		{"--redirect-dns", nil, []string{"DNS capture is not supported"}},
-		{"-i 2001:db8::/32", nil, []string{"2001:db8::/32 is IPv6"}},
+		{"-m TPROXY -t 1338", nil, []string{"TPROXY mark 1338 must be neither 0 nor 1338"}},
+		{"-m TPROXY -r 254", nil, []string{"-r", "is not a routing table shunt may use"}},
+		{"--redirect-dns --dns-servers 10.0.0.300", nil, []string{"--dns-servers", `"10.0.0.300" is not a name server address`}},
+		{"--redirect-dns --resolv-conf /nonexistent", nil, []string{"--resolv-conf", "reading the name servers"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.args+mapString(tc.env), func(t *testing.T) {
@@ -177,7 +178,7 @@ func TestBadOptions(t *testing.T) {
 		{"--force-iptables-binary iptables-foo", `"iptables-foo"`},
 		{"--probe-timeout soon", `"soon"`},
 		{"--iptables-probe-port 0", "--iptables-probe-port"},
-		{"--native-nftables", "native nftables is not supported"},
+		{"--native-nftables --force-iptables-binary iptables-nft", "cannot be combined with --native-nftables"},
 		{"--cleanup-only --skip-rule-apply", "cannot be combined"},
 	}
 	for _, tc := range cases {

@@ -247,7 +247,10 @@ func position(plan *capture.Plan, chain string, index int, pkt trace.Packet) (in
 	c := plan.Chain(chain)
 	pos := 0
 	for i, r := range c.Rules {
-		lines, err := iptables.RenderRule(chain, r)
+		if f, err := capture.RuleFamily(r); err != nil || f != "" && f != pkt.Family() {
+			continue // not in this family's rule set
+		}
+		lines, err := iptables.RenderRule(chain, r, pkt.Family())
 		if err != nil {
 			return 0, err
 		}

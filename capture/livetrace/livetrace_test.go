@@ -29,7 +29,7 @@ func TestLiveTraceAgreesWithTheModel(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rules, _ := iptables.Render(plan)
+	rules, _ := iptables.RenderAll(plan)
 	pod := netip.MustParseAddr("10.1.0.5")
 	out := func(dst string, port uint16, uid, gid uint32) trace.Packet {
 		d := netip.MustParseAddr(dst)

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/shunt-dev/shunt/capture"
@@ -29,6 +30,7 @@ type Packet struct {
 	Direction Direction
 	Proto     string // "tcp" or "udp"
 	Src, Dst  netip.Addr
+	SrcPort   uint16
 	DstPort   uint16
 	UID, GID  uint32
 	InIface   string
@@ -36,7 +38,13 @@ type Packet struct {
 	// State is the conntrack state: "" for a new connection, or a state
 	// such as capture.StateInvalid. Only new connections meet nat rules.
 	State string
+	// Mark is the packet's mark as it enters (a socket's SO_MARK, say), and
+	// ConnMark its connection's.
+	Mark, ConnMark uint32
 }
+
+// Family is the packet's address family.
+func (p Packet) Family() capture.Family { return capture.FamilyOf(p.Dst) }
 
 func (p Packet) String() string {
 	s := fmt.Sprintf("%s %s %s -> %s", p.Direction, p.Proto, p.Src, netip.AddrPortFrom(p.Dst, p.DstPort))
@@ -47,6 +55,9 @@ func (p Packet) String() string {
 	}
 	if p.State != "" {
 		s += " state " + p.State
+	}
+	if p.Mark != 0 {
+		s += fmt.Sprintf(" mark %d", p.Mark)
 	}
 	return s
 }
@@ -76,12 +87,23 @@ type Result struct {
 	Steps   []Step // every rule evaluated, matched or not, in order
 	Outcome Outcome
 	Port    uint16 // the local port it was redirected to
+	// TProxy says the redirect kept the destination (TPROXY), rather than
+	// rewriting it (REDIRECT).
+	TProxy bool
+	// Mark is the packet's mark at the end, and Zone the conntrack zone
+	// its connection was put in (0: the default).
+	Mark uint32
+	Zone uint16
 	// Reason is the purpose of the rule that decided, or why none did.
 	Reason string
 }
 
 // Verdict is the outcome in one line: "REDIRECT → 15001" or "not captured".
 func (r Result) Verdict() string {
+	switch {
+	case r.Outcome == Redirected && r.TProxy:
+		return fmt.Sprintf("TPROXY → %d", r.Port)
+	}
 	switch r.Outcome {
 	case Redirected:
 		return fmt.Sprintf("REDIRECT → %d", r.Port)
@@ -124,7 +146,8 @@ func Trace(plan *capture.Plan, p Packet) (Result, error) {
 	if p.Direction != Out && p.Direction != In {
 		return res, fmt.Errorf("trace: direction %q is not out or in", p.Direction)
 	}
-	w := walker{plan: plan, pkt: p, res: &res}
+	w := walker{plan: plan, pkt: p, res: &res, mark: p.Mark, connMark: p.ConnMark}
+	defer func() { res.Mark, res.Zone = w.mark, w.zone }()
 	for _, h := range hooks[p.Direction] {
 		if h.table == capture.TableNAT && p.State != "" {
 			continue // conntrack consults nat for a connection's first packet only
@@ -153,9 +176,11 @@ const (
 )
 
 type walker struct {
-	plan *capture.Plan
-	pkt  Packet
-	res  *Result
+	plan           *capture.Plan
+	pkt            Packet
+	res            *Result
+	mark, connMark uint32
+	zone           uint16
 }
 
 func (w *walker) chain(c *capture.Chain, depth int) (flow, error) {
@@ -196,6 +221,28 @@ func (w *walker) chain(c *capture.Chain, depth int) (flow, error) {
 			}
 			w.res.Outcome, w.res.Port, w.res.Reason = Redirected, v.Port, r.Purpose
 			return ended, nil
+		case capture.TProxy:
+			if c.Table != capture.TableMangle || w.pkt.Direction != In {
+				return 0, fmt.Errorf("trace: TPROXY outside mangle PREROUTING")
+			}
+			// The socket is assigned and the packet accepted; later tables
+			// at the hook still see it.
+			w.res.Outcome, w.res.Port, w.res.TProxy, w.res.Reason = Redirected, v.Port, true, r.Purpose
+			w.mark = v.Mark
+			return accepted, nil
+		case capture.SetMark:
+			w.mark = v.Mark
+		case capture.SaveMark:
+			w.connMark = w.mark
+		case capture.RestoreMark:
+			w.mark = w.connMark
+		case capture.CTZone:
+			if c.Table != capture.TableRaw {
+				return 0, fmt.Errorf("trace: CT zone outside the raw table")
+			}
+			if w.zone == 0 { // the first zone set sticks, in the kernel too
+				w.zone = v.Zone
+			}
 		default:
 			return 0, fmt.Errorf("%w: verdict %T", ErrUnknown, v)
 		}
@@ -214,9 +261,17 @@ func (w *walker) matches(r capture.Rule) (bool, error) {
 		case capture.Proto:
 			ok = p.Proto == m.Name
 		case capture.Source:
-			ok = m.Prefix.Contains(p.Src) != m.Not
+			ok = sameFamily(m.Prefix, p) && m.Prefix.Contains(p.Src) != m.Not
 		case capture.Dest:
-			ok = m.Prefix.Contains(p.Dst) != m.Not
+			ok = sameFamily(m.Prefix, p) && m.Prefix.Contains(p.Dst) != m.Not
+		case capture.FamilyIs:
+			ok = p.Family() == m.Family
+		case capture.SourcePorts:
+			ok = (p.Proto == "tcp" || p.Proto == "udp") && capture.PortsContain(m.Ports, p.SrcPort) != m.Not
+		case capture.Mark:
+			ok = (w.mark == m.Value) != m.Not
+		case capture.ConnMark:
+			ok = w.connMark == m.Value
 		case capture.InInterface:
 			if p.Direction != In {
 				return false, fmt.Errorf("trace: an in-interface match on the output path")
@@ -240,13 +295,21 @@ func (w *walker) matches(r capture.Rule) (bool, error) {
 			}
 			ok = (p.GID == m.GID) != m.Not
 		case capture.ConnState:
-			ok = p.State == m.State
+			ok = slices.Contains(m.States, p.State)
 		default:
 			return false, fmt.Errorf("%w: condition %T", ErrUnknown, cond)
 		}
 		all = all && ok
 	}
 	return all, nil
+}
+
+// sameFamily reports whether an address match can apply to the packet at
+// all: a rule with an IPv4 address is in iptables, not ip6tables, and in nft
+// implies "meta nfproto ipv4", so it never matches an IPv6 packet, negated
+// or not.
+func sameFamily(p netip.Prefix, pkt Packet) bool {
+	return capture.FamilyOf(p.Addr()) == pkt.Family()
 }
 
 // ifaceMatch is iptables' interface match: exact, or a prefix before '+'.

@@ -11,6 +11,7 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/nftables"
 	"github.com/shunt-dev/shunt/capture/picture"
 )
 
@@ -19,17 +20,14 @@ func newExplainCmd() *cobra.Command {
 		Use:   "explain [capture flags]",
 		Short: "Print the rules a configuration makes, each with its purpose, without applying them",
 		Example: "  shunt explain -p 15001 -z 15006 -u 1337 -i '*' -b '*' -d 15090,15021,15020\n" +
-			"  shunt explain -i '*' -b '*' --format iptables",
+			"  shunt explain -i '*' -b '*' --format iptables\n" +
+			"  shunt explain -i '*' -b '*' -m TPROXY --dual-stack --format nft",
 		Args: cobra.NoArgs,
 	}
 	set := istioargs.RegisterCapture(cmd.Flags())
-	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input), json, or svg (a picture)")
+	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input), nft (the nftables table), json, or svg (a picture)")
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		plan, err := buildPlan(set)
-		if err != nil {
-			return err
-		}
-		rs, err := iptables.Render(plan)
 		if err != nil {
 			return err
 		}
@@ -37,16 +35,15 @@ func newExplainCmd() *cobra.Command {
 		switch *format {
 		case "text":
 			return explainText(out, plan)
-		case "iptables":
-			_, err := fmt.Fprint(out, rs.String())
-			return err
+		case "iptables", "nft":
+			return printRules(out, plan, *format == "nft")
 		case "json":
 			return explainJSON(out, plan)
 		case "svg":
 			_, err := io.WriteString(out, picture.Plan(plan))
 			return err
 		}
-		return usageError{fmt.Errorf("--format: %q is not text, iptables, json or svg", *format)}
+		return usageError{fmt.Errorf("--format: %q is not text, iptables, nft, json or svg", *format)}
 	}
 	return cmd
 }
@@ -69,6 +66,12 @@ func explainText(w io.Writer, plan *capture.Plan) error {
 			fmt.Fprintf(tw, "  %d\t%s\t%s\t%s\n", j+1, r.Describe(), capture.VerdictString(r.Verdict), r.Purpose)
 		}
 	}
+	for _, r := range plan.Routes {
+		fmt.Fprintf(tw, "\npolicy route (%s): fwmark %d lookup table %d, local default dev lo: %s\n", r.Family, r.Mark, r.Table, r.Purpose)
+	}
+	for _, a := range plan.LoopbackAddrs {
+		fmt.Fprintf(tw, "\naddress %s on lo: the proxy's IPv6 inbound passthrough source\n", a)
+	}
 	return tw.Flush()
 }
 
@@ -77,6 +80,7 @@ type jsonRule struct {
 	Verdict string   `json:"verdict"`
 	Purpose string   `json:"purpose"`
 	Lines   []string `json:"iptables"`
+	NFT     string   `json:"nft"`
 }
 
 type jsonChain struct {
@@ -92,15 +96,26 @@ func explainJSON(w io.Writer, plan *capture.Plan) error {
 	for _, c := range plan.Chains {
 		jc := jsonChain{Name: c.Name, Table: string(c.Table), Hook: string(c.Hook), Purpose: c.Purpose, Rules: []jsonRule{}}
 		for _, r := range c.Rules {
-			lines, err := iptables.RenderRule(c.Name, r)
+			fam, err := capture.RuleFamily(r)
 			if err != nil {
 				return err
 			}
-			jc.Rules = append(jc.Rules, jsonRule{r.Describe(), capture.VerdictString(r.Verdict), r.Purpose, lines})
+			if fam == "" {
+				fam = capture.IPv4
+			}
+			lines, err := iptables.RenderRule(c.Name, r, fam)
+			if err != nil {
+				return err
+			}
+			nft, err := nftables.RenderRule(r)
+			if err != nil {
+				return err
+			}
+			jc.Rules = append(jc.Rules, jsonRule{r.Describe(), capture.VerdictString(r.Verdict), r.Purpose, lines, nft})
 		}
 		chains = append(chains, jc)
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
-	return enc.Encode(map[string]any{"chains": chains})
+	return enc.Encode(map[string]any{"chains": chains, "families": plan.Families, "routes": plan.Routes})
 }

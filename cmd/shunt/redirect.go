@@ -3,13 +3,17 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/netip"
 	"time"
 
 	"github.com/spf13/cobra"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/install"
 	"github.com/shunt-dev/shunt/capture/iptables"
+	"github.com/shunt-dev/shunt/capture/nftables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
 	"github.com/shunt-dev/shunt/capture/validate"
 )
@@ -34,27 +38,23 @@ func newRedirectCmd() *cobra.Command {
 		if err := errors.Join(cfgErr, optErr, logErr); err != nil {
 			return usageError{err}
 		}
-		rs, err := render(cfg)
+		plan, err := capture.Build(cfg)
 		if err != nil {
-			return err
+			return usageError{err}
 		}
+		warnIgnored(log, cfg)
 		if opts.DryRun {
-			_, err := fmt.Fprint(cmd.OutOrStdout(), rs.String())
-			return err
+			return printRules(cmd.OutOrStdout(), plan, opts.NativeNftables)
 		}
 		if opts.SkipRuleApply {
 			log.Info("skipping rule apply (--skip-rule-apply)")
 			return runValidation(log, cfg, opts)
 		}
-		req := iptables.SyncRequest{Want: rs, Binary: opts.IptablesBinary, LockWait: lockWait,
-			Options: iptables.ApplyOptions{Reconcile: opts.Reconcile, Force: opts.ForceApply}}
-		if opts.CleanupOnly {
-			req.Want = nil
-		}
-		res, err := iptables.Sync(cmd.Context(), iptables.Exec{NetNS: opts.NetworkNS}, req)
+		res, err := install.Sync(cmd.Context(), install.Request{Plan: plan, Cleanup: opts.CleanupOnly,
+			NativeNFT: opts.NativeNftables, IptablesBinary: opts.IptablesBinary, NetNS: opts.NetworkNS,
+			Reconcile: opts.Reconcile, Force: opts.ForceApply, LockWait: lockWait})
 		if err != nil {
-			var drift *iptables.DriftError
-			if errors.As(err, &drift) {
+			if install.IsDrift(err) {
 				return usageError{err}
 			}
 			return err
@@ -66,6 +66,39 @@ func newRedirectCmd() *cobra.Command {
 		return runValidation(log, cfg, opts)
 	}
 	return cmd
+}
+
+// warnIgnored says what the configuration asks for that istio-iptables
+// would silently ignore, as shunt does.
+func warnIgnored(log *slog.Logger, cfg capture.Config) {
+	if cfg.RedirectDNS && !cfg.CapturesDNS() {
+		log.Warn("DNS capture is on, but there is no name server to capture (none in resolv.conf or --dns-servers, " +
+			"and not --capture-all-dns): DNS is not captured")
+	}
+	if !cfg.DualStack {
+		for _, p := range append(append([]netip.Prefix{}, cfg.OutboundCIDRs...), cfg.OutboundExcludeCIDRs...) {
+			if p.Addr().Is6() {
+				log.Warn("IPv6 range ignored without --dual-stack", "range", p)
+			}
+		}
+	}
+}
+
+// printRules prints what would be applied: iptables-restore input, or the
+// nft table.
+func printRules(w io.Writer, plan *capture.Plan, nft bool) error {
+	var text fmt.Stringer
+	var err error
+	if nft {
+		text, err = nftables.Render(plan)
+	} else {
+		text, err = iptables.RenderAll(plan)
+	}
+	if err != nil {
+		return err
+	}
+	_, err = io.WriteString(w, text.String())
+	return err
 }
 
 // runValidation checks, when asked, that the rules in the namespace capture
@@ -81,28 +114,23 @@ func runValidation(log *slog.Logger, cfg capture.Config, opts istioargs.Options)
 	return nil
 }
 
-func render(cfg capture.Config) (*iptables.Ruleset, error) {
-	plan, err := capture.Build(cfg)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	return iptables.Render(plan)
-}
-
-func report(log *slog.Logger, opts istioargs.Options, res iptables.Result) {
+func report(log *slog.Logger, opts istioargs.Options, res install.Result) {
 	ns := opts.NetworkNS
 	if ns == "" {
 		ns = "current"
 	}
+	for _, w := range res.Warnings {
+		log.Warn(w, "backend", res.Backend, "netns", ns)
+	}
 	switch {
-	case res.Transaction == "" && opts.CleanupOnly:
-		log.Info("no shunt rules to remove", "variant", res.Variant.Name, "netns", ns)
-	case res.Transaction == "":
-		log.Info("shunt rules already in place; nothing changed", "variant", res.Variant.Name, "netns", ns)
+	case !res.Changed && opts.CleanupOnly:
+		log.Info("no shunt rules to remove", "backend", res.Backend, "netns", ns)
+	case !res.Changed:
+		log.Info("shunt rules already in place; nothing changed", "backend", res.Backend, "netns", ns)
 	case opts.CleanupOnly:
-		log.Info("removed shunt rules", "variant", res.Variant.Name, "netns", ns)
+		log.Info("removed shunt rules", "backend", res.Backend, "netns", ns)
 	default:
-		log.Info("applied shunt rules in one transaction", "variant", res.Variant.Name, "netns", ns)
+		log.Info("applied shunt rules in one transaction", "backend", res.Backend, "netns", ns)
 	}
 	log.Debug("transaction", "text", res.Transaction)
 }

@@ -1,0 +1,110 @@
+// Package install puts a capture.Plan into a network namespace's kernel, or
+// takes it out: the rules through one backend (iptables-legacy,
+// iptables-nft, or native nftables) and the policy routing TPROXY needs.
+package install
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/iptables"
+	"github.com/shunt-dev/shunt/capture/nftables"
+	"github.com/shunt-dev/shunt/capture/route"
+)
+
+// Request says what to make the kernel hold.
+type Request struct {
+	Plan *capture.Plan
+	// Cleanup removes shunt's rules, and the Plan's routes, instead.
+	Cleanup bool
+	// NativeNFT uses shunt's own nftables table; otherwise iptables, the
+	// variant forced by IptablesBinary or else detected.
+	NativeNFT      bool
+	IptablesBinary string
+	NetNS          string // the namespace's path; "" for the caller's
+	Reconcile      bool
+	Force          bool
+	LockWait       time.Duration
+}
+
+// Result says what was done.
+type Result struct {
+	Backend string // "nft", "iptables-legacy", "iptables-nft" or "iptables"
+	Changed bool
+	// Transaction is what ran: iptables-restore input per family, or the
+	// nft transaction.
+	Transaction string
+	Warnings    []string
+}
+
+// Sync applies or cleans up. Routes go in before the rules that need
+// them, and come out again if the rules fail; on cleanup, rules go first.
+// Bad input and drift are refused before anything is touched.
+func Sync(ctx context.Context, req Request) (Result, error) {
+	exec := iptables.Exec{NetNS: req.NetNS}
+	skip6 := !exec.IPv6Enabled()
+	if req.Cleanup {
+		res, err := syncRules(ctx, req)
+		if err != nil {
+			return res, err
+		}
+		return res, route.Remove(req.NetNS, req.Plan.Routes)
+	}
+	added, err := route.Apply(req.NetNS, req.Plan, skip6)
+	if err != nil {
+		return Result{}, errors.Join(fmt.Errorf("installing policy routing (no rules were changed): %w", err),
+			route.Remove(req.NetNS, added))
+	}
+	res, err := syncRules(ctx, req)
+	if err != nil {
+		return res, errors.Join(err, route.Remove(req.NetNS, added))
+	}
+	res.Changed = res.Changed || len(added) > 0
+	return res, nil
+}
+
+func syncRules(ctx context.Context, req Request) (Result, error) {
+	if req.NativeNFT {
+		var want *nftables.Table
+		if !req.Cleanup {
+			var err error
+			if want, err = nftables.Render(req.Plan); err != nil {
+				return Result{}, err
+			}
+		}
+		r, err := nftables.Sync(ctx, req.NetNS, want, nftables.Options{Reconcile: req.Reconcile, Force: req.Force})
+		return Result{Backend: "nft", Changed: r.Changed(), Transaction: r.Transaction}, err
+	}
+	want, err := iptables.RenderAll(req.Plan)
+	if err != nil {
+		return Result{}, err
+	}
+	r, err := iptables.Sync(ctx, iptables.Exec{NetNS: req.NetNS}, iptables.SyncRequest{
+		Want: want, Cleanup: req.Cleanup, Binary: req.IptablesBinary, LockWait: req.LockWait,
+		Options: iptables.ApplyOptions{Reconcile: req.Reconcile, Force: req.Force}})
+	res := Result{Backend: "iptables-" + r.Variant.Name, Changed: r.Changed(), Warnings: r.Warnings}
+	if r.Variant == iptables.System {
+		res.Backend = "iptables"
+	}
+	var tx strings.Builder
+	if r.Transaction != "" {
+		tx.WriteString("# " + r.Variant.Restore + "\n" + r.Transaction)
+	}
+	if r.Transaction6 != "" {
+		tx.WriteString("# " + r.Variant.For(capture.IPv6).Restore + "\n" + r.Transaction6)
+	}
+	res.Transaction = tx.String()
+	return res, err
+}
+
+// IsDrift reports whether err says shunt's rules differ from the plan and
+// were left alone (a usage error: --reconcile replaces them).
+func IsDrift(err error) bool {
+	var a *iptables.DriftError
+	var b *nftables.DriftError
+	return errors.As(err, &a) || errors.As(err, &b)
+}

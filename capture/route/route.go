@@ -1,0 +1,210 @@
+// Package route installs the policy routing a capture.Plan relies on, over
+// rtnetlink (no `ip` command needed in the pod): for TPROXY, "packets with
+// the mark look up a table where every destination is local", and for IPv6
+// passthrough, the ::6 address on lo.
+package route
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/netns"
+)
+
+// Protocol marks the rules and routes shunt adds ("proto 83" in `ip rule`
+// and `ip route`), so cleanup removes exactly those.
+const Protocol = 83
+
+// Apply installs the plan's routes and loopback addresses in the namespace
+// at path (the caller's when empty). It is idempotent, and returns the
+// routes it added, which were not there before, for the caller to remove if
+// what needs them fails. skip6 leaves IPv6 out (a kernel without IPv6).
+func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err error) {
+	return added, netns.Do(path, func() error {
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		for _, r := range p.Routes {
+			if skip6 && r.Family == capture.IPv6 {
+				continue
+			}
+			newRule, err := c.create(unix.RTM_NEWRULE, ruleMsg(r))
+			if err != nil {
+				return fmt.Errorf("adding rule fwmark %d lookup %d: %w", r.Mark, r.Table, err)
+			}
+			newRoute, err := c.create(unix.RTM_NEWROUTE, routeMsg(r, lo.Index))
+			if err != nil {
+				return fmt.Errorf("adding local default route to table %d: %w", r.Table, err)
+			}
+			if newRule || newRoute {
+				added = append(added, r)
+			}
+		}
+		for _, a := range p.LoopbackAddrs {
+			if skip6 && a.Addr().Is6() {
+				continue
+			}
+			if _, err := c.create(unix.RTM_NEWADDR, addrMsg(a, lo.Index)); err != nil {
+				return fmt.Errorf("adding %s to lo: %w", a, err)
+			}
+		}
+		return nil
+	})
+}
+
+// Remove deletes the plan's rules and routes that shunt added; absent ones
+// are no error. Loopback addresses stay: the proxy may still hold
+// connections from them, and they route nothing.
+func Remove(path string, routes []capture.Route) error {
+	return netns.Do(path, func() error {
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, r := range routes {
+			errs = append(errs,
+				c.do(unix.RTM_DELRULE, 0, ruleMsg(r), unix.ENOENT, unix.EAFNOSUPPORT),
+				c.do(unix.RTM_DELROUTE, 0, routeMsg(r, lo.Index), unix.ESRCH, unix.ENOENT, unix.EAFNOSUPPORT))
+		}
+		return errors.Join(errs...)
+	})
+}
+
+func family(f capture.Family) uint8 {
+	if f == capture.IPv6 {
+		return unix.AF_INET6
+	}
+	return unix.AF_INET
+}
+
+// ruleMsg is "fwmark MARK lookup TABLE proto shunt".
+func ruleMsg(r capture.Route) []byte {
+	// struct fib_rule_hdr: family, dst_len, src_len, tos, table, res1, res2, action; u32 flags
+	b := []byte{family(r.Family), 0, 0, 0, unix.RT_TABLE_UNSPEC, 0, 0, unix.FR_ACT_TO_TBL, 0, 0, 0, 0}
+	b = attr(b, unix.FRA_FWMARK, u32(r.Mark))
+	b = attr(b, unix.FRA_FWMASK, u32(0xffffffff))
+	b = attr(b, unix.FRA_TABLE, u32(r.Table))
+	return attr(b, unix.FRA_PROTOCOL, []byte{Protocol})
+}
+
+// routeMsg is "local default dev lo table TABLE proto shunt".
+func routeMsg(r capture.Route, lo int) []byte {
+	// struct rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type; u32 flags
+	b := []byte{family(r.Family), 0, 0, 0, unix.RT_TABLE_UNSPEC, Protocol, unix.RT_SCOPE_HOST, unix.RTN_LOCAL, 0, 0, 0, 0}
+	b = attr(b, unix.RTA_TABLE, u32(r.Table))
+	return attr(b, unix.RTA_OIF, u32(uint32(lo)))
+}
+
+// addrMsg is "ADDR dev lo scope host nodad".
+func addrMsg(p netip.Prefix, lo int) []byte {
+	fam := uint8(unix.AF_INET)
+	if p.Addr().Is6() {
+		fam = unix.AF_INET6
+	}
+	// struct ifaddrmsg: family, prefixlen, flags, scope; u32 index
+	b := []byte{fam, uint8(p.Bits()), unix.IFA_F_NODAD, unix.RT_SCOPE_HOST}
+	b = binary.NativeEndian.AppendUint32(b, uint32(lo))
+	return attr(b, unix.IFA_LOCAL, p.Addr().AsSlice())
+}
+
+func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
+
+// attr appends one netlink attribute, padded to four bytes.
+func attr(b []byte, typ uint16, data []byte) []byte {
+	b = binary.NativeEndian.AppendUint16(b, uint16(4+len(data)))
+	b = binary.NativeEndian.AppendUint16(b, typ)
+	b = append(b, data...)
+	for len(b)%4 != 0 {
+		b = append(b, 0)
+	}
+	return b
+}
+
+type conn struct {
+	fd  int
+	seq uint32
+}
+
+func dial() (*conn, error) {
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_ROUTE)
+	if err != nil {
+		return nil, fmt.Errorf("netlink socket: %w", err)
+	}
+	if err := unix.Bind(fd, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("netlink bind: %w", err)
+	}
+	return &conn{fd: fd}, nil
+}
+
+func (c *conn) close() { unix.Close(c.fd) }
+
+// create adds an object, and says whether it was not there before.
+func (c *conn) create(typ uint16, body []byte) (bool, error) {
+	err := c.do(typ, unix.NLM_F_CREATE|unix.NLM_F_EXCL, body)
+	if errors.Is(err, unix.EEXIST) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// do sends one request and waits for its acknowledgement; the errors in
+// ok are taken as success (EEXIST on an add, ENOENT on a delete).
+func (c *conn) do(typ uint16, flags uint16, body []byte, ok ...unix.Errno) error {
+	c.seq++
+	msg := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
+	msg = binary.NativeEndian.AppendUint16(msg, typ)
+	msg = binary.NativeEndian.AppendUint16(msg, flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
+	msg = binary.NativeEndian.AppendUint32(msg, c.seq)
+	msg = binary.NativeEndian.AppendUint32(msg, 0)
+	msg = append(msg, body...)
+	if err := unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+		return err
+	}
+	buf := make([]byte, 8192)
+	for {
+		n, _, err := unix.Recvfrom(c.fd, buf, 0)
+		if err != nil {
+			return err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return err
+		}
+		for _, m := range msgs {
+			if m.Header.Seq != c.seq || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
+				continue
+			}
+			code := int32(binary.NativeEndian.Uint32(m.Data[:4]))
+			if code == 0 {
+				return nil
+			}
+			errno := unix.Errno(-code)
+			for _, e := range ok {
+				if errno == e {
+					return nil
+				}
+			}
+			return errno
+		}
+	}
+}
