@@ -52,16 +52,16 @@ func Sync(ctx context.Context, req Request) (Result, error) {
 		if err != nil {
 			return res, err
 		}
-		return res, route.Remove(req.NetNS, req.Plan.Routes)
+		return res, route.Remove(req.NetNS)
 	}
 	added, err := route.Apply(req.NetNS, req.Plan, skip6)
 	if err != nil {
 		return Result{}, errors.Join(fmt.Errorf("installing policy routing (no rules were changed): %w", err),
-			route.Remove(req.NetNS, added))
+			route.Undo(req.NetNS, added))
 	}
 	res, err := syncRules(ctx, req)
 	if err != nil {
-		return res, errors.Join(err, route.Remove(req.NetNS, added))
+		return res, errors.Join(err, route.Undo(req.NetNS, added))
 	}
 	res.Changed = res.Changed || len(added) > 0
 	return res, nil

@@ -218,9 +218,22 @@ func iface(name string) string {
 	return `"` + name + `"`
 }
 
+// ports is one port or range, or an anonymous set, which nft keeps sorted
+// with touching ranges joined, and refuses overlaps in: so the list is
+// sorted and overlapping or adjacent ranges merged, as nft prints it.
 func ports(list []capture.PortRange) string {
-	s := make([]string, len(list))
-	for i, p := range list {
+	sorted := slices.Clone(list)
+	slices.SortFunc(sorted, func(a, b capture.PortRange) int { return int(a.Lo) - int(b.Lo) })
+	var merged []capture.PortRange
+	for _, p := range sorted {
+		if n := len(merged); n > 0 && int(p.Lo) <= int(merged[n-1].Hi)+1 {
+			merged[n-1].Hi = max(merged[n-1].Hi, p.Hi)
+			continue
+		}
+		merged = append(merged, p)
+	}
+	s := make([]string, len(merged))
+	for i, p := range merged {
 		s[i] = strings.Replace(p.String(), ":", "-", 1)
 	}
 	if len(s) == 1 {

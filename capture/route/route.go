@@ -22,6 +22,10 @@ import (
 // and `ip route`), so cleanup removes exactly those.
 const Protocol = 83
 
+// RulePriority is where shunt's policy rule goes: before the main table's
+// lookup (32766), as `ip rule add` without a priority would put it.
+const RulePriority = 32000
+
 // Apply installs the plan's routes and loopback addresses in the namespace
 // at path (the caller's when empty). It is idempotent, and returns the
 // routes it added, which were not there before, for the caller to remove if
@@ -65,27 +69,49 @@ func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err
 	})
 }
 
-// Remove deletes the plan's rules and routes that shunt added; absent ones
-// are no error. Loopback addresses stay: the proxy may still hold
-// connections from them, and they route nothing.
-func Remove(path string, routes []capture.Route) error {
+// Remove deletes every policy rule and route shunt added (those with
+// Protocol), whatever their mark and table; absent ones are no error.
+// Loopback addresses stay: the proxy may still hold connections from them,
+// and they route nothing.
+func Remove(path string) error {
 	return netns.Do(path, func() error {
 		c, err := dial()
 		if err != nil {
 			return err
 		}
 		defer c.close()
-		lo, err := net.InterfaceByName("lo")
-		if err != nil {
-			return err
+		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
+			// A rule delete naming only the protocol removes one rule
+			// with it; repeat until none is left.
+			only := []byte{fam, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+			only = attr(only, unix.FRA_PROTOCOL, []byte{Protocol})
+			for i := 0; ; i++ {
+				err := c.do(unix.RTM_DELRULE, 0, only)
+				if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EAFNOSUPPORT) {
+					break
+				}
+				if err != nil || i > 1000 {
+					return fmt.Errorf("removing shunt's policy rules: %v", err)
+				}
+			}
+			routes, err := c.dump(unix.RTM_GETROUTE, []byte{fam, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+			if errors.Is(err, unix.EAFNOSUPPORT) {
+				continue
+			}
+			if err != nil {
+				return fmt.Errorf("listing routes: %w", err)
+			}
+			for _, m := range routes {
+				if len(m) < 12 || m[5] != Protocol {
+					continue
+				}
+				// Send the route back as a delete: same header and attributes.
+				if err := c.do(unix.RTM_DELROUTE, 0, m); err != nil && !errors.Is(err, unix.ESRCH) {
+					return fmt.Errorf("removing shunt's route: %w", err)
+				}
+			}
 		}
-		var errs []error
-		for _, r := range routes {
-			errs = append(errs,
-				c.do(unix.RTM_DELRULE, 0, ruleMsg(r), unix.ENOENT, unix.EAFNOSUPPORT),
-				c.do(unix.RTM_DELROUTE, 0, routeMsg(r, lo.Index), unix.ESRCH, unix.ENOENT, unix.EAFNOSUPPORT))
-		}
-		return errors.Join(errs...)
+		return nil
 	})
 }
 
@@ -103,6 +129,8 @@ func ruleMsg(r capture.Route) []byte {
 	b = attr(b, unix.FRA_FWMARK, u32(r.Mark))
 	b = attr(b, unix.FRA_FWMASK, u32(0xffffffff))
 	b = attr(b, unix.FRA_TABLE, u32(r.Table))
+	// An explicit priority makes a repeated add an EEXIST, not a duplicate.
+	b = attr(b, unix.FRA_PRIORITY, u32(RulePriority))
 	return attr(b, unix.FRA_PROTOCOL, []byte{Protocol})
 }
 
@@ -167,17 +195,57 @@ func (c *conn) create(typ uint16, body []byte) (bool, error) {
 	return err == nil, err
 }
 
+// dump returns the bodies of every object a dump request lists.
+func (c *conn) dump(typ uint16, body []byte) ([][]byte, error) {
+	c.seq++
+	if err := c.send(typ, unix.NLM_F_DUMP, body); err != nil {
+		return nil, err
+	}
+	var out [][]byte
+	buf := make([]byte, 65536)
+	for {
+		n, _, err := unix.Recvfrom(c.fd, buf, 0)
+		if err != nil {
+			return nil, err
+		}
+		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
+		if err != nil {
+			return nil, err
+		}
+		for _, m := range msgs {
+			switch {
+			case m.Header.Seq != c.seq:
+			case m.Header.Type == unix.NLMSG_DONE:
+				return out, nil
+			case m.Header.Type == unix.NLMSG_ERROR:
+				if len(m.Data) >= 4 {
+					if code := int32(binary.NativeEndian.Uint32(m.Data[:4])); code != 0 {
+						return nil, unix.Errno(-code)
+					}
+				}
+				return out, nil
+			default:
+				out = append(out, append([]byte(nil), m.Data...))
+			}
+		}
+	}
+}
+
+func (c *conn) send(typ, flags uint16, body []byte) error {
+	msg := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
+	msg = binary.NativeEndian.AppendUint16(msg, typ)
+	msg = binary.NativeEndian.AppendUint16(msg, flags|unix.NLM_F_REQUEST)
+	msg = binary.NativeEndian.AppendUint32(msg, c.seq)
+	msg = binary.NativeEndian.AppendUint32(msg, 0)
+	msg = append(msg, body...)
+	return unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
+}
+
 // do sends one request and waits for its acknowledgement; the errors in
 // ok are taken as success (EEXIST on an add, ENOENT on a delete).
 func (c *conn) do(typ uint16, flags uint16, body []byte, ok ...unix.Errno) error {
 	c.seq++
-	msg := binary.NativeEndian.AppendUint32(nil, uint32(unix.NLMSG_HDRLEN+len(body)))
-	msg = binary.NativeEndian.AppendUint16(msg, typ)
-	msg = binary.NativeEndian.AppendUint16(msg, flags|unix.NLM_F_REQUEST|unix.NLM_F_ACK)
-	msg = binary.NativeEndian.AppendUint32(msg, c.seq)
-	msg = binary.NativeEndian.AppendUint32(msg, 0)
-	msg = append(msg, body...)
-	if err := unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
+	if err := c.send(typ, flags|unix.NLM_F_ACK, body); err != nil {
 		return err
 	}
 	buf := make([]byte, 8192)
@@ -207,4 +275,28 @@ func (c *conn) do(typ uint16, flags uint16, body []byte, ok ...unix.Errno) error
 			return errno
 		}
 	}
+}
+
+// Undo deletes routes Apply added, after what needed them failed.
+func Undo(path string, added []capture.Route) error {
+	if len(added) == 0 {
+		return nil
+	}
+	return netns.Do(path, func() error {
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		var errs []error
+		for _, r := range added {
+			errs = append(errs, c.do(unix.RTM_DELRULE, 0, ruleMsg(r), unix.ENOENT),
+				c.do(unix.RTM_DELROUTE, 0, routeMsg(r, lo.Index), unix.ESRCH))
+		}
+		return errors.Join(errs...)
+	})
 }
