@@ -12,7 +12,10 @@ import (
 	"github.com/shunt-dev/shunt/internal/captest"
 )
 
-var podIP = netip.MustParseAddr("10.1.0.5")
+var (
+	podIP     = netip.MustParseAddr("10.1.0.5")
+	dnsServer = netip.MustParseAddr("10.1.0.1")
+)
 
 // TestProperties checks, over thousands of generated configurations and
 // packets, what capture must guarantee whatever the configuration:
@@ -22,7 +25,13 @@ var podIP = netip.MustParseAddr("10.1.0.5")
 //   - an app TCP connection that no exclusion covers is captured, and one an
 //     exclusion covers is not;
 //   - inbound TCP is captured exactly on the configured ports;
-//   - only TCP is redirected, and only new connections.
+//   - only new TCP connections and DNS are redirected;
+//   - an app's DNS query to a captured name server goes to the DNS
+//     listener, in conntrack zone 2, and the proxy's own, in zone 1, do not.
+//
+// Half the configurations are the original REDIRECT/IPv4 kind, half are
+// wide (TPROXY, DNS capture, dual-stack), and a third of the packets are
+// IPv6.
 func TestProperties(t *testing.T) {
 	const configs, packets = 3000, 30
 	r := rand.New(rand.NewPCG(1, 2))
@@ -30,12 +39,25 @@ func TestProperties(t *testing.T) {
 	checked := map[string]int{}
 	for i := 0; i < configs; i++ {
 		cfg := captest.Config(r, ifaces)
+		if i%2 == 1 {
+			server := dnsServer
+			if r.IntN(2) == 0 {
+				server = netip.MustParseAddr(captest.V6Of[server.String()])
+			}
+			cfg = captest.WideConfig(r, ifaces, server)
+		}
 		plan, err := capture.Build(cfg)
 		if err != nil {
 			t.Fatalf("config %d: %v", i, err)
 		}
 		for j := 0; j < packets; j++ {
 			p := captest.Packet(r, podIP, []string{"eth0", "eth1", "veth0"}, []string{"eth0", "eth1", "tap0", "veth0"})
+			if j%4 == 0 {
+				p = dnsQuery(r)
+			}
+			if j%3 == 0 {
+				p = captest.ToV6(p)
+			}
 			if j%10 == 0 {
 				p.State = capture.StateInvalid
 			}
@@ -43,7 +65,11 @@ func TestProperties(t *testing.T) {
 			if err != nil {
 				t.Fatalf("config %d packet %s: %v", i, p, err)
 			}
-			for _, prop := range properties {
+			props := properties
+			if p.Family() == capture.IPv6 && !cfg.DualStack {
+				props = ipv6Alone
+			}
+			for _, prop := range props {
 				ok, applies := prop.check(cfg, p, res)
 				if !applies {
 					continue
@@ -55,7 +81,7 @@ func TestProperties(t *testing.T) {
 			}
 		}
 	}
-	for _, prop := range properties {
+	for _, prop := range append(properties, ipv6Alone...) {
 		if checked[prop.name] < 500 {
 			t.Errorf("%q was checked only %d times; the generators miss it", prop.name, checked[prop.name])
 		}
@@ -69,32 +95,34 @@ type property struct {
 }
 
 var properties = []property{
-	{"proxy traffic never reaches the outbound listener", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
+	{"proxy traffic never reaches the outbound or DNS listener", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
 		if !isProxy(c, p) {
 			return true, false
 		}
-		return !(r.Outcome == trace.Redirected && r.Port == c.OutboundPort), true
+		return !(r.Outcome == trace.Redirected && (r.Port == c.OutboundPort || r.Port == c.DNSPort)), true
 	}},
 	{"proxy traffic reaches the inbound listener only as the hairpin", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
 		if !isProxy(c, p) || r.Outcome != trace.Redirected {
 			return true, false
 		}
-		return r.Port == c.InboundPort && p.OutIface == "lo" && !c.LoopbackCIDR.Contains(p.Dst) && p.DstPort != c.TunnelPort, true
+		return r.Port == c.InboundPort && p.OutIface == "lo" && !isLoopback(c, p.Dst) && p.DstPort != c.TunnelPort &&
+			!(c.CapturesDNS() && p.DstPort == 53), true
 	}},
 	{"inbound passthrough is never captured", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
-		if p.Direction != trace.Out || p.Src != netip.MustParseAddr("127.0.0.6") || p.OutIface != "lo" || excludedIface(c.ExcludeInterfaces, p.OutIface) {
+		if p.Direction != trace.Out || !p.Src.IsLoopback() || p.Src.IsLoopback() && p.Src == p.Dst ||
+			p.OutIface != "lo" || excludedIface(c.ExcludeInterfaces, p.OutIface) {
 			return true, false
 		}
 		return r.Outcome == trace.Passed, true
 	}},
 	{"app connection is captured exactly when no exclusion covers it", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
-		if p.Direction != trace.Out || p.State != "" || p.Proto != "tcp" || isProxy(c, p) || p.OutIface == "lo" {
+		if p.Direction != trace.Out || p.State != "" || p.Proto != "tcp" || isProxy(c, p) || p.OutIface == "lo" || toDNSServer(c, p) {
 			return true, false
 		}
 		want := !excludedIface(c.ExcludeInterfaces, p.OutIface) &&
 			!capture.PortsContain(c.OutboundExcludePorts, p.DstPort) &&
 			groupCaptured(c, p.GID) &&
-			!c.LoopbackCIDR.Contains(p.Dst) && !anyContains(c.OutboundExcludeCIDRs, p.Dst) &&
+			!isLoopback(c, p.Dst) && !anyContains(c.OutboundExcludeCIDRs, p.Dst) &&
 			(c.OutboundAll || anyContains(c.OutboundCIDRs, p.Dst) || capture.PortsContain(c.OutboundPorts, p.DstPort))
 		return want == (r.Outcome == trace.Redirected && r.Port == c.OutboundPort) && (want || r.Outcome == trace.Passed), true
 	}},
@@ -114,18 +142,63 @@ var properties = []property{
 		want := c.OutboundAll || anyContains(c.OutboundCIDRs, p.Dst)
 		return want == (r.Outcome == trace.Redirected && r.Port == c.OutboundPort), true
 	}},
-	{"only new TCP connections are redirected", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
-		if p.Proto == "tcp" && p.State == "" {
+	// TPROXY is left out: like the kernel's TPROXY target, it takes every
+	// packet that no established connection claims.
+	{"only new TCP connections and DNS are redirected", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
+		if p.Proto == "tcp" && p.State == "" || r.TProxy {
 			return true, false
 		}
-		return r.Outcome != trace.Redirected, true
+		return r.Outcome != trace.Redirected || p.State == "" && r.Port == c.DNSPort && p.DstPort == 53 && c.CapturesDNS(), true
 	}},
 	{"invalid packets are dropped inbound exactly with drop-invalid", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
 		if p.State != capture.StateInvalid {
 			return true, false
 		}
-		return (r.Outcome == trace.Dropped) == (c.DropInvalid && p.Direction == trace.In), true
+		exempt := c.InboundMode == capture.ModeTProxy &&
+			(excludedIface(c.ExcludeInterfaces, p.InIface) || excludedIface(c.KubeVirtInterfaces, p.InIface))
+		return (r.Outcome == trace.Dropped) == (c.DropInvalid && p.Direction == trace.In && !exempt), true
 	}},
+	{"an app's DNS query to a captured server goes to the DNS listener, in zone 2", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
+		if !toDNSServer(c, p) || p.Direction != trace.Out || p.State != "" || isProxy(c, p) ||
+			excludedIface(c.ExcludeInterfaces, p.OutIface) || capture.PortsContain(c.OutboundExcludePorts, 53) || !groupCaptured(c, p.GID) {
+			return true, false
+		}
+		return r.Outcome == trace.Redirected && r.Port == c.DNSPort && (p.Proto == "tcp" || r.Zone == capture.ZoneApp), true
+	}},
+	{"the proxy's UDP DNS queries stay out, in zone 1", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
+		if !c.CapturesDNS() || !isProxy(c, p) || p.Proto != "udp" || p.DstPort != 53 || p.State != "" {
+			return true, false
+		}
+		return r.Outcome == trace.Passed && r.Zone == capture.ZoneUpstream, true
+	}},
+}
+
+// ipv6Alone is the one property of IPv6 packets without dual-stack.
+var ipv6Alone = []property{{"IPv6 is left alone without dual-stack", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
+	return r.Outcome == trace.Passed && r.Zone == 0 && r.Mark == 0, true
+}}}
+
+// dnsQuery is an app's or the proxy's DNS query, UDP or TCP, to the name
+// server or elsewhere.
+func dnsQuery(r *rand.Rand) trace.Packet {
+	p := trace.Packet{Direction: trace.Out, Proto: "udp", Src: podIP, Dst: dnsServer, DstPort: 53, OutIface: "eth0",
+		UID: captest.UIDPool[r.IntN(len(captest.UIDPool))], GID: captest.GIDPool[r.IntN(len(captest.GIDPool))]}
+	if r.IntN(3) == 0 {
+		p.Proto = "tcp"
+	}
+	if r.IntN(4) == 0 {
+		p.Dst = netip.MustParseAddr("10.96.0.10")
+	}
+	return p
+}
+
+// toDNSServer reports a packet DNS capture covers.
+func toDNSServer(c capture.Config, p trace.Packet) bool {
+	return c.CapturesDNS() && p.DstPort == 53 && (c.CaptureAllDNS || slices.Contains(c.DNSServers, p.Dst))
+}
+
+func isLoopback(c capture.Config, a netip.Addr) bool {
+	return c.LoopbackCIDR.Contains(a) || a == netip.IPv6Loopback()
 }
 
 func isProxy(c capture.Config, p trace.Packet) bool {

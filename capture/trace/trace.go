@@ -141,13 +141,12 @@ const maxDepth = 16
 var ErrUnknown = errors.New("trace: not modelled")
 
 // Trace walks p through the plan.
-func Trace(plan *capture.Plan, p Packet) (Result, error) {
-	res := Result{Packet: p, Outcome: Passed, Reason: "no rule captured it"}
+func Trace(plan *capture.Plan, p Packet) (res Result, err error) {
+	res = Result{Packet: p, Outcome: Passed, Reason: "no rule captured it"}
 	if p.Direction != Out && p.Direction != In {
 		return res, fmt.Errorf("trace: direction %q is not out or in", p.Direction)
 	}
 	w := walker{plan: plan, pkt: p, res: &res, mark: p.Mark, connMark: p.ConnMark}
-	defer func() { res.Mark, res.Zone = w.mark, w.zone }()
 	for _, h := range hooks[p.Direction] {
 		if h.table == capture.TableNAT && p.State != "" {
 			continue // conntrack consults nat for a connection's first packet only
@@ -160,6 +159,7 @@ func Trace(plan *capture.Plan, p Packet) (Result, error) {
 		if err != nil {
 			return res, err
 		}
+		res.Mark, res.Zone = w.mark, w.zone
 		if end == ended {
 			return res, nil
 		}

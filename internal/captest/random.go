@@ -134,3 +134,50 @@ func Packet(r *rand.Rand, podIP netip.Addr, outIfaces, inIfaces []string) trace.
 	}
 	return p
 }
+
+// IPv6 counterparts of the pools: the kernel tests give the pod and its
+// peers these addresses too.
+var (
+	CIDRPool6 = []string{"fd00:96::/64", "fd00:96::10/128", "fd00:172::/64", "::1/128"}
+	// V6Of maps an IPv4 destination of DstPool (and the pod's special
+	// addresses) to its IPv6 twin in the test topology.
+	V6Of = map[string]string{
+		"10.96.0.10": "fd00:96::10", "10.97.1.1": "fd00:96::11", "172.16.5.5": "fd00:172::5",
+		"192.168.1.7": "fd00:192::7", "192.168.2.7": "fd00:192::8", "169.254.169.254": "fd00:169::254",
+		"127.0.0.1": "::1", "127.0.0.6": "::6", "203.0.113.9": "fd00:203::9",
+		"10.1.0.5": "fd00:1::5", "10.2.0.5": "fd00:2::5", "10.1.0.1": "fd00:1::1", "10.2.0.1": "fd00:2::1",
+	}
+)
+
+// WideConfig is Config with the capture breadth on some of the time:
+// TPROXY inbound, DNS capture (to DNSServer, or all), and always dual-stack
+// with IPv6 ranges drawn too.
+func WideConfig(r *rand.Rand, ifaces []string, dnsServer netip.Addr) capture.Config {
+	c := Config(r, ifaces)
+	c.DualStack = true
+	if c.OutboundAll {
+		for _, s := range some(r, CIDRPool6[:3], 0.2) {
+			c.OutboundExcludeCIDRs = append(c.OutboundExcludeCIDRs, netip.MustParsePrefix(s))
+		}
+	} else {
+		for _, s := range some(r, CIDRPool6, 0.3) {
+			c.OutboundCIDRs = append(c.OutboundCIDRs, netip.MustParsePrefix(s))
+		}
+	}
+	if r.IntN(3) == 0 {
+		c.InboundMode = capture.ModeTProxy
+	}
+	if r.IntN(2) == 0 {
+		c.RedirectDNS = true
+		c.CaptureAllDNS = r.IntN(3) == 0
+		c.DNSServers = []netip.Addr{dnsServer}
+	}
+	return c
+}
+
+// ToV6 turns a packet drawn by Packet into its IPv6 twin.
+func ToV6(p trace.Packet) trace.Packet {
+	p.Src = netip.MustParseAddr(V6Of[p.Src.String()])
+	p.Dst = netip.MustParseAddr(V6Of[p.Dst.String()])
+	return p
+}

@@ -6,6 +6,8 @@ package testnet
 
 import (
 	"bufio"
+	"context"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
@@ -13,8 +15,11 @@ import (
 	"os/exec"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/shunt-dev/shunt/internal/netlab"
 	"github.com/shunt-dev/shunt/origdst"
@@ -75,13 +80,19 @@ func Link(t testing.TB, a *NS, aIf, aCIDR string, b *NS, bIf, bCIDR string) {
 	}
 }
 
-// Listen accepts TCP connections on addr inside the namespace and answers
-// each with one line, "TAG ORIGINAL-DESTINATION", then closes it.
+// Listen accepts TCP connections on addr ("0.0.0.0:80" or "[::]:80")
+// inside the namespace and answers each with one line, "TAG
+// ORIGINAL-DESTINATION", then closes it. The socket is transparent, so
+// TPROXY can hand it connections too.
 func (n *NS) Listen(t testing.TB, addr, tag string) {
 	t.Helper()
 	var ln net.Listener
+	network := "tcp4"
+	if strings.HasPrefix(addr, "[") {
+		network = "tcp6"
+	}
 	err := n.Do(func() (err error) {
-		ln, err = net.Listen("tcp4", addr)
+		ln, err = transparent.Listen(context.Background(), network, addr)
 		return err
 	})
 	if err != nil {
@@ -104,6 +115,19 @@ func (n *NS) Listen(t testing.TB, addr, tag string) {
 		}
 	}()
 }
+
+// transparent sets IP_TRANSPARENT (or IPV6_TRANSPARENT) on listeners.
+var transparent = net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+	var serr error
+	err := c.Control(func(fd uintptr) {
+		if network == "tcp6" {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IPV6, unix.IPV6_TRANSPARENT, 1)
+		} else {
+			serr = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1)
+		}
+	})
+	return errors.Join(err, serr)
+}}
 
 // Dial connects from inside the namespace, as a process with the given UID
 // and GID would (see DialConn), and returns the line the listener answered.
