@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -123,4 +124,71 @@ func (n *NS) Listener(t testing.TB, addr string) *net.TCPListener {
 	}
 	t.Cleanup(func() { ln.Close() })
 	return ln.(*net.TCPListener)
+}
+
+// ExchangeUDP sends msg to dst from inside the namespace, from a socket
+// made as the given UID and GID (as DialConn), and returns the first
+// datagram back and who sent it.
+func (n *NS) ExchangeUDP(dst netip.AddrPort, uid, gid uint32, msg string) (reply string, from netip.AddrPort, err error) {
+	var c *net.UDPConn
+	err = n.Do(func() error {
+		unix.Setfsgid(int(gid))
+		unix.Setfsuid(int(uid))
+		defer func() {
+			unix.Setfsuid(0)
+			unix.Setfsgid(0)
+		}()
+		network := "udp4"
+		if dst.Addr().Is6() {
+			network = "udp6"
+		}
+		var err error
+		c, err = net.ListenUDP(network, nil)
+		return err
+	})
+	if err != nil {
+		return "", from, err
+	}
+	defer c.Close()
+	if _, err := c.WriteToUDPAddrPort([]byte(msg), dst); err != nil {
+		return "", from, err
+	}
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	buf := make([]byte, 512)
+	k, from, err := c.ReadFromUDPAddrPort(buf)
+	return string(buf[:k]), netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), err
+}
+
+// ServeUDP answers every datagram on addr inside the namespace with tag,
+// from a socket made as the given UID and GID (as DialConn).
+func (n *NS) ServeUDP(t testing.TB, addr, tag string, uid, gid uint32) {
+	t.Helper()
+	network := "udp4"
+	if strings.HasPrefix(addr, "[") {
+		network = "udp6"
+	}
+	var c net.PacketConn
+	if err := n.Do(func() (err error) {
+		unix.Setfsgid(int(gid))
+		unix.Setfsuid(int(uid))
+		defer func() {
+			unix.Setfsuid(0)
+			unix.Setfsgid(0)
+		}()
+		c, err = net.ListenPacket(network, addr)
+		return err
+	}); err != nil {
+		t.Fatalf("listen udp %s in %s: %v", addr, n.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	go func() {
+		buf := make([]byte, 512)
+		for {
+			_, from, err := c.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			_, _ = c.WriteTo([]byte(tag), from)
+		}
+	}()
 }
