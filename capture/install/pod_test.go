@@ -112,21 +112,66 @@ var counters = regexp.MustCompile(`\[\d+:\d+\]|counter packets \d+ bytes \d+`)
 
 // state is everything in the pod's kernel that a capture backend could
 // touch: every nftables table (iptables-nft's included), legacy iptables
-// of both families, policy rules and routes; counters taken out.
+// of both families, policy rules, routes and addresses; counters taken
+// out, and empty built-in chains (which the kernel makes when a table is
+// first used, and which do nothing) too.
 func (p *pod) state(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	for _, cmd := range [][]string{
 		{"nft", "list", "ruleset"}, {"iptables-legacy-save"}, {"ip6tables-legacy-save"},
 		{"ip", "rule"}, {"ip", "-6", "rule"}, {"ip", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
+		{"ip", "addr"},
 	} {
-		for _, line := range strings.Split(p.ns.Run(t, cmd...), "\n") {
-			if !strings.HasPrefix(line, "#") {
-				b.WriteString(counters.ReplaceAllString(line, "") + "\n")
+		text := counters.ReplaceAllString(p.ns.Run(t, cmd...), "")
+		if cmd[0] == "nft" {
+			text = withoutEmptyChains(text)
+		}
+		for _, line := range strings.Split(text, "\n") {
+			if !strings.HasPrefix(line, "#") && !emptyBuiltin.MatchString(line) && !strings.HasPrefix(line, "*") && line != "COMMIT" {
+				b.WriteString(line + "\n")
 			}
 		}
 	}
 	return b.String()
+}
+
+// emptyBuiltin is a built-in chain's declaration in iptables-save.
+var emptyBuiltin = regexp.MustCompile(`^:(PREROUTING|INPUT|FORWARD|OUTPUT|POSTROUTING) ACCEPT`)
+
+// withoutEmptyChains drops chains with no rules from an nft listing, and
+// tables left with no chains.
+func withoutEmptyChains(listing string) string {
+	var out, table, chain []string
+	rules := 0
+	for _, line := range strings.Split(listing, "\n") {
+		trimmed := strings.TrimSpace(line)
+		switch {
+		case trimmed == "":
+		case strings.HasPrefix(trimmed, "table "):
+			table = []string{line}
+		case strings.HasPrefix(trimmed, "chain "):
+			chain, rules = []string{line}, 0
+		case trimmed == "}" && chain != nil:
+			if rules > 0 {
+				table = append(append(table, chain...), line)
+			}
+			chain = nil
+		case trimmed == "}":
+			if len(table) > 1 {
+				out = append(append(out, table...), line)
+			}
+			table = nil
+		case chain != nil:
+			chain = append(chain, line)
+			if !strings.HasPrefix(trimmed, "type ") && !strings.HasPrefix(trimmed, "comment ") {
+				rules++
+			}
+		default:
+			table = append(table, line)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 func expectReply(t *testing.T, ns *testnet.NS, src netip.Addr, dst netip.AddrPort, uid, gid uint32, want string) {

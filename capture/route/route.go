@@ -69,10 +69,8 @@ func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err
 	})
 }
 
-// Remove deletes every policy rule and route shunt added (those with
-// Protocol), whatever their mark and table; absent ones are no error.
-// Loopback addresses stay: the proxy may still hold connections from them,
-// and they route nothing.
+// Remove deletes every policy rule, route and address shunt added (those
+// with Protocol), whatever their mark and table; absent ones are no error.
 func Remove(path string) error {
 	return netns.Do(path, func() error {
 		c, err := dial()
@@ -108,6 +106,17 @@ func Remove(path string) error {
 				// Send the route back as a delete: same header and attributes.
 				if err := c.do(unix.RTM_DELROUTE, 0, m); err != nil && !errors.Is(err, unix.ESRCH) {
 					return fmt.Errorf("removing shunt's route: %w", err)
+				}
+			}
+			addrs, err := c.dump(unix.RTM_GETADDR, []byte{fam, 0, 0, 0, 0, 0, 0, 0})
+			if err != nil {
+				return fmt.Errorf("listing addresses: %w", err)
+			}
+			for _, m := range addrs {
+				if addrIsShunts(m) {
+					if err := c.do(unix.RTM_DELADDR, 0, m); err != nil && !errors.Is(err, unix.EADDRNOTAVAIL) {
+						return fmt.Errorf("removing shunt's address: %w", err)
+					}
 				}
 			}
 		}
@@ -151,7 +160,27 @@ func addrMsg(p netip.Prefix, lo int) []byte {
 	// struct ifaddrmsg: family, prefixlen, flags, scope; u32 index
 	b := []byte{fam, uint8(p.Bits()), unix.IFA_F_NODAD, unix.RT_SCOPE_HOST}
 	b = binary.NativeEndian.AppendUint32(b, uint32(lo))
-	return attr(b, unix.IFA_LOCAL, p.Addr().AsSlice())
+	b = attr(b, unix.IFA_LOCAL, p.Addr().AsSlice())
+	return attr(b, ifaProto, []byte{Protocol})
+}
+
+// ifaProto is IFA_PROTO (Linux 6.1): who added an address. Older kernels
+// ignore it, and cleanup then leaves the address, not knowing it shunt's.
+const ifaProto = 11
+
+// addrIsShunts reports whether a dumped address carries shunt's protocol.
+func addrIsShunts(m []byte) bool {
+	for b := m[min(len(m), 8):]; len(b) >= 4; {
+		n, typ := int(binary.NativeEndian.Uint16(b)), binary.NativeEndian.Uint16(b[2:])
+		if n < 4 || n > len(b) {
+			return false
+		}
+		if typ == ifaProto && n >= 5 {
+			return b[4] == Protocol
+		}
+		b = b[min(len(b), (n+3)&^3):]
+	}
+	return false
 }
 
 func u32(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
