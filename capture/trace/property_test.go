@@ -113,7 +113,7 @@ var properties = []property{
 			p.OutIface != "lo" || excludedIface(c.ExcludeInterfaces, p.OutIface) {
 			return true, false
 		}
-		return r.Outcome == trace.Passed, true
+		return r.Outcome != trace.Redirected, true
 	}},
 	{"app connection is captured exactly when no exclusion covers it", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
 		if p.Direction != trace.Out || p.State != "" || p.Proto != "tcp" || isProxy(c, p) || p.OutIface == "lo" || toDNSServer(c, p) {
@@ -150,13 +150,18 @@ var properties = []property{
 		}
 		return r.Outcome != trace.Redirected || p.State == "" && r.Port == c.DNSPort && p.DstPort == 53 && c.CapturesDNS(), true
 	}},
+	// A packet sent over lo comes back in by lo, and is checked then.
 	{"invalid packets are dropped inbound exactly with drop-invalid", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
 		if p.State != capture.StateInvalid {
 			return true, false
 		}
+		in := p.InIface
+		if p.Direction == trace.Out {
+			in = p.OutIface
+		}
 		exempt := c.InboundMode == capture.ModeTProxy &&
-			(excludedIface(c.ExcludeInterfaces, p.InIface) || excludedIface(c.KubeVirtInterfaces, p.InIface))
-		return (r.Outcome == trace.Dropped) == (c.DropInvalid && p.Direction == trace.In && !exempt), true
+			(excludedIface(c.ExcludeInterfaces, in) || excludedIface(c.KubeVirtInterfaces, in))
+		return (r.Outcome == trace.Dropped) == (c.DropInvalid && (p.Direction == trace.In || in == "lo") && !exempt), true
 	}},
 	{"an app's DNS query to a captured server goes to the DNS listener, in zone 2", func(c capture.Config, p trace.Packet, r trace.Result) (bool, bool) {
 		if !toDNSServer(c, p) || p.Direction != trace.Out || p.State != "" || isProxy(c, p) ||

@@ -164,7 +164,36 @@ func Trace(plan *capture.Plan, p Packet) (res Result, err error) {
 			return res, nil
 		}
 	}
+	if p.Direction == Out && p.OutIface == "lo" && res.Outcome == Passed {
+		return w.loopBack()
+	}
 	return res, nil
+}
+
+// loopBack follows a packet that left by lo and was not redirected as it
+// comes back in on lo: raw and mangle PREROUTING see it again, with the
+// mark it was given on the way out (TPROXY mode's 1338 makes the proxy's
+// calls to the pod's own address go to the inbound listener this way).
+// Nat does not: the connection's destination was settled on the way out.
+func (w *walker) loopBack() (Result, error) {
+	in := w.pkt
+	in.Direction, in.InIface, in.OutIface, in.UID, in.GID = In, "lo", "", 0, 0
+	w.pkt = in
+	for _, h := range hooks[In] {
+		entry := w.plan.Entry(h.table, h.hook)
+		if h.table == capture.TableNAT || entry == nil {
+			continue
+		}
+		end, err := w.chain(entry, 0)
+		if err != nil {
+			return *w.res, err
+		}
+		w.res.Mark, w.res.Zone = w.mark, w.zone
+		if end == ended {
+			break
+		}
+	}
+	return *w.res, nil
 }
 
 type flow int
