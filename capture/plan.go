@@ -280,11 +280,11 @@ func (SetMark) isVerdict()     {}
 func (SaveMark) isVerdict()    {}
 func (RestoreMark) isVerdict() {}
 func (CTZone) isVerdict()      {}
-func (Jump) isVerdict()     {}
-func (Return) isVerdict()   {}
-func (Accept) isVerdict()   {}
-func (Drop) isVerdict()     {}
-func (Redirect) isVerdict() {}
+func (Jump) isVerdict()        {}
+func (Return) isVerdict()      {}
+func (Accept) isVerdict()      {}
+func (Drop) isVerdict()        {}
+func (Redirect) isVerdict()    {}
 
 // RuleFamily is the one family a rule can match, from its address and
 // family conditions, or "" when it matches both. A rule that names both

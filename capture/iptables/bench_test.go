@@ -6,10 +6,11 @@ import (
 	"testing"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/internal/captest"
 )
 
 func bigConfig(n int) capture.Config {
-	c := seedConfig()
+	c := captest.Seed()
 	for i := 0; i < n; i++ {
 		c.OutboundExcludeCIDRs = append(c.OutboundExcludeCIDRs, netip.MustParsePrefix(fmt.Sprintf("100.64.%d.%d/32", i/256, i%256)))
 	}
