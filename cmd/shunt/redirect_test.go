@@ -24,8 +24,12 @@ func redirect(t *testing.T, ns *testnet.NS, extra ...string) (string, int) {
 // istio-init args from outside the pod's namespace, and an app's connection
 // in the pod then lands on the proxy port with its original destination.
 func TestSeedArgsCaptureRealTraffic(t *testing.T) {
-	testnet.RequireRoot(t, "iptables-nft-save")
-	for _, bin := range []string{"iptables-legacy", "iptables-nft"} {
+	testnet.RequireRoot(t, "iptables-nft-save", "nft")
+	for bin, backend := range map[string][]string{
+		"iptables-legacy": {"--force-iptables-binary", "iptables-legacy"},
+		"iptables-nft":    {"--force-iptables-binary", "iptables-nft"},
+		"nft":             {"--native-nftables"},
+	} {
 		t.Run(bin, func(t *testing.T) {
 			pod := testnet.NewPod(t)
 			pod.NS.Listen(t, "0.0.0.0:15001", "proxy")
@@ -34,7 +38,7 @@ func TestSeedArgsCaptureRealTraffic(t *testing.T) {
 			if got, _ := pod.NS.Dial(netip.Addr{}, dst, 101, 101); got != "backend 10.96.0.10:10000" {
 				t.Fatalf("before capture: %q", got)
 			}
-			if errs, code := redirect(t, pod.NS, "--force-iptables-binary", bin); code != 0 {
+			if errs, code := redirect(t, pod.NS, backend...); code != 0 {
 				t.Fatalf("exit %d: %s", code, errs)
 			}
 			if got, err := pod.NS.Dial(netip.Addr{}, dst, 101, 101); got != "proxy 10.96.0.10:10000" {
@@ -43,11 +47,17 @@ func TestSeedArgsCaptureRealTraffic(t *testing.T) {
 			if got, _ := pod.NS.Dial(netip.Addr{}, dst, 1337, 1337); got != "backend 10.96.0.10:10000" {
 				t.Errorf("the proxy's own connection: %q", got)
 			}
-			errs, code := redirect(t, pod.NS, "--force-iptables-binary", bin)
+			errs, code := redirect(t, pod.NS, backend...)
 			if code != 0 || !strings.Contains(errs, "already in place") {
 				t.Errorf("re-run: exit %d: %s", code, errs)
 			}
-			if errs, code := redirect(t, pod.NS, "--cleanup-only"); code != 0 || !strings.Contains(errs, "removed shunt rules") {
+			if bin == "nft" {
+				errs, code := redirect(t, pod.NS, "--native-nftables", "-o", "25")
+				if code != exitUsage || !strings.Contains(errs, "nftables table differs") || !strings.Contains(errs, "+ tcp dport 25 return") {
+					t.Errorf("a different configuration: exit %d: %s", code, errs)
+				}
+			}
+			if errs, code := redirect(t, pod.NS, append(backend, "--cleanup-only")...); code != 0 || !strings.Contains(errs, "removed shunt rules") {
 				t.Errorf("cleanup: exit %d: %s", code, errs)
 			}
 			if got, _ := pod.NS.Dial(netip.Addr{}, dst, 101, 101); got != "backend 10.96.0.10:10000" {
@@ -103,6 +113,10 @@ func TestBadInputChangesNothing(t *testing.T) {
 		{nil, []string{"ISTIO_OUTBOUND_IPV4_LOOPBACK_CIDR=10.0.0.0/8"}, []string{"loopback CIDR 10.0.0.0/8"}},
 		{[]string{"--force-iptables-binary", "iptables-legacyy"}, nil, []string{"--force-iptables-binary", `"iptables-legacyy"`}},
 		{[]string{"--pid", "-5"}, nil, []string{"--pid", `"-5"`}},
+		{[]string{"-m", "TPROXY", "-t", "1338"}, nil, []string{"TPROXY mark 1338"}},
+		{[]string{"-m", "TPROXY", "-r", "255"}, nil, []string{"--istio-inbound-tproxy-route-table (-r)", `"255"`}},
+		{[]string{"--redirect-dns", "--dns-servers", "10.0.0.1,nope"}, nil, []string{"--dns-servers", `"nope"`}},
+		{[]string{"--native-nftables", "--force-iptables-binary", "iptables-nft"}, nil, []string{"cannot be combined with --native-nftables"}},
 		{[]string{"--no-such-flag"}, nil, []string{"unknown flag: --no-such-flag"}},
 		// A valid but different configuration is refused without --reconcile.
 		{[]string{"-o", "25"}, nil, []string{"differ from this configuration", "--reconcile", "dport 25", "+ [nat]"}},
@@ -147,14 +161,16 @@ func TestTraceLive(t *testing.T) {
 // exits 126 with a one-line reason when they do not (--skip-rule-apply on a
 // namespace without them).
 func TestRunValidation(t *testing.T) {
-	testnet.RequireRoot(t, "iptables-nft-save")
-	pod := testnet.NewPod(t)
-	out, code := redirect(t, pod.NS, "--run-validation", "--probe-timeout", "2s")
-	if code != 0 || !strings.Contains(out, "validation passed") {
-		t.Errorf("with rules: exit %d\n%s", code, out)
+	testnet.RequireRoot(t, "iptables-nft-save", "nft")
+	for _, backend := range [][]string{nil, {"--native-nftables"}, {"--native-nftables", "-m", "TPROXY", "--dual-stack"}} {
+		pod := testnet.NewPod(t)
+		out, code := redirect(t, pod.NS, append(backend, "--run-validation", "--probe-timeout", "2s")...)
+		if code != 0 || !strings.Contains(out, "validation passed") {
+			t.Errorf("with rules %v: exit %d\n%s", backend, code, out)
+		}
 	}
 	bare := testnet.NewPod(t)
-	out, code = redirect(t, bare.NS, "--skip-rule-apply", "--run-validation", "--probe-timeout", "1s")
+	out, code := redirect(t, bare.NS, "--skip-rule-apply", "--run-validation", "--probe-timeout", "1s")
 	if code != 126 || !strings.Contains(out, "validation: a connection as uid 65534 to 192.0.2.1:15002") {
 		t.Errorf("without rules: exit %d, want 126\n%s", code, out)
 	}

@@ -22,7 +22,7 @@ import (
 
 type packetFlags struct {
 	direction, proto, src, dst, in, out, state string
-	dport, uid, gid                            uint32
+	dport, sport, uid, gid, mark               uint32
 }
 
 func newTraceCmd() *cobra.Command {
@@ -45,7 +45,9 @@ func newTraceCmd() *cobra.Command {
 	f.Uint32Var(&pf.gid, "gid", 0, "GID of the sending process (out only)")
 	f.StringVar(&pf.in, "in-interface", "eth0", "interface the packet arrives on (in only)")
 	f.StringVar(&pf.out, "out-interface", "", "interface the packet leaves by (out only; default lo for a loopback --dst, else eth0)")
-	f.StringVar(&pf.state, "state", "", "conntrack state when not the first packet of a connection: INVALID")
+	f.StringVar(&pf.state, "state", "", "conntrack state when not the first packet of a connection: INVALID, ESTABLISHED or RELATED")
+	f.Uint32Var(&pf.sport, "sport", 0, "source port (DNS answers come from 53)")
+	f.Uint32Var(&pf.mark, "mark", 0, "the packet's mark as it enters (a socket's SO_MARK, say)")
 	all := f.Bool("all", false, "list every rule evaluated, not only those that matched")
 	live := f.Bool("live", false, "also make the connection for real in a namespace, trace it with the kernel's own tracing, and compare")
 	liveNS := f.String("network-namespace", "", "with --live: the namespace to make the connection in")
@@ -94,24 +96,34 @@ func (pf packetFlags) packet() (trace.Packet, error) {
 	if p.Proto != "tcp" && p.Proto != "udp" {
 		return p, fmt.Errorf("--proto: %q is not tcp or udp", pf.proto)
 	}
-	if pf.state != "" && pf.state != capture.StateInvalid {
-		return p, fmt.Errorf("--state: %q is not INVALID", pf.state)
+	switch pf.state {
+	case "", capture.StateInvalid, capture.StateEstablished, capture.StateRelated:
+	default:
+		return p, fmt.Errorf("--state: %q is not INVALID, ESTABLISHED or RELATED", pf.state)
 	}
+	if pf.sport > 65535 {
+		return p, fmt.Errorf("--sport: %d is not a port (1-65535)", pf.sport)
+	}
+	p.SrcPort, p.Mark = uint16(pf.sport), pf.mark
 	var err error
-	if p.Dst, err = netip.ParseAddr(pf.dst); err != nil || !p.Dst.Is4() {
-		return p, fmt.Errorf("--dst: %q is not an IPv4 address", pf.dst)
+	if p.Dst, err = netip.ParseAddr(pf.dst); err != nil || p.Dst.Zone() != "" {
+		return p, fmt.Errorf("--dst: %q is not an IP address", pf.dst)
 	}
+	p.Dst = p.Dst.Unmap()
 	if pf.dport == 0 || pf.dport > 65535 {
 		return p, fmt.Errorf("--dport: %d is not a port (1-65535)", pf.dport)
 	}
 	p.DstPort = uint16(pf.dport)
 	switch {
 	case pf.src != "":
-		if p.Src, err = netip.ParseAddr(pf.src); err != nil || !p.Src.Is4() {
-			return p, fmt.Errorf("--src: %q is not an IPv4 address", pf.src)
+		if p.Src, err = netip.ParseAddr(pf.src); err != nil || p.Src.Unmap().Is4() != p.Dst.Is4() {
+			return p, fmt.Errorf("--src: %q is not an address of --dst's family", pf.src)
 		}
+		p.Src = p.Src.Unmap()
 	case p.Dst.IsLoopback():
-		p.Src = netip.MustParseAddr("127.0.0.1")
+		p.Src = p.Dst
+	case p.Dst.Is6():
+		p.Src = netip.IPv6Unspecified()
 	default:
 		p.Src = netip.IPv4Unspecified()
 	}
@@ -139,6 +151,12 @@ func traceText(w io.Writer, res trace.Result, all bool) error {
 			capture.VerdictString(s.Rule.Verdict), s.Rule.Describe(), s.Rule.Purpose)
 	}
 	fmt.Fprintf(tw, "verdict: %s (%s)\n", res.Verdict(), res.Reason)
+	if res.Mark != res.Packet.Mark {
+		fmt.Fprintf(tw, "mark: %d\n", res.Mark)
+	}
+	if res.Zone != 0 {
+		fmt.Fprintf(tw, "conntrack zone: %d\n", res.Zone)
+	}
 	return tw.Flush()
 }
 
@@ -162,7 +180,8 @@ func traceJSON(w io.Writer, res trace.Result) error {
 	enc.SetIndent("", "  ")
 	return enc.Encode(map[string]any{
 		"packet": res.Packet.String(), "steps": steps, "outcome": res.Outcome,
-		"port": res.Port, "verdict": res.Verdict(), "reason": res.Reason,
+		"port": res.Port, "tproxy": res.TProxy, "mark": res.Mark, "zone": res.Zone,
+		"verdict": res.Verdict(), "reason": res.Reason,
 	})
 }
 
