@@ -68,6 +68,11 @@ func TestDoctor(t *testing.T) {
 		says   string   // in the failed checks' detail or diff
 	}{
 		{"healthy", func(t *testing.T, p *testnet.Pod) { redirect(t, p); startProxy(t, p) }, nil, ""},
+		{"healthy on native nftables", func(t *testing.T, p *testnet.Pod) { redirect(t, p, "--native-nftables"); startProxy(t, p) }, nil, ""},
+		{"native nftables drifted", func(t *testing.T, p *testnet.Pod) {
+			redirect(t, p, "--native-nftables", "-o", "25")
+			startProxy(t, p)
+		}, []string{"shunt rules"}, "tcp dport 25"},
 		{"rules missing", func(t *testing.T, p *testnet.Pod) { startProxy(t, p) },
 			[]string{"shunt rules", "capture probe"}, "none of shunt's chains"},
 		{"rules drifted", func(t *testing.T, p *testnet.Pod) { redirect(t, p, "-o", "25"); startProxy(t, p) },

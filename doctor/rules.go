@@ -7,6 +7,7 @@ import (
 
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/iptables"
+	"github.com/shunt-dev/shunt/capture/nftables"
 )
 
 // ruleState is what each backend holds in the namespace.
@@ -14,6 +15,7 @@ type ruleState struct {
 	saves    map[string]string // variant -> iptables-save output
 	errs     map[string]error
 	nftNat   []string // native nftables tables with a nat hook
+	nftShunt *nftables.Table
 	nftError error
 }
 
@@ -26,7 +28,24 @@ func readRules(ctx context.Context, o Options) *ruleState {
 	out, err := o.Runner.Run(ctx, "", "nft", "list", "ruleset")
 	st.nftError = err
 	st.nftNat = nativeNatTables(out)
+	if block := shuntTable(out); block != "" {
+		st.nftShunt, _ = nftables.Parse(block)
+	}
 	return st
+}
+
+// shuntTable is shunt's own table's block in an nft ruleset listing.
+func shuntTable(ruleset string) string {
+	head := "table " + nftables.Family + " " + nftables.TableName + " {"
+	start := strings.Index(ruleset, head)
+	if start < 0 {
+		return ""
+	}
+	end := strings.Index(ruleset[start:], "\n}")
+	if end < 0 {
+		return ""
+	}
+	return ruleset[start : start+end+2]
 }
 
 // nativeNatTables finds nftables tables, not made by iptables-nft, with a
@@ -114,8 +133,11 @@ func (st *ruleState) rulesCheck(o Options) Check {
 			break
 		}
 	}
+	if have == nil && st.nftShunt != nil {
+		return st.nftRulesCheck(o)
+	}
 	if have == nil {
-		c.Status, c.Detail = Fail, "none of shunt's chains in iptables-legacy or iptables-nft"
+		c.Status, c.Detail = Fail, "none of shunt's chains in iptables-legacy or iptables-nft, nor shunt's nftables table"
 		c.Hint = "capture is not installed: run shunt redirect (the init step) in this namespace"
 		return c
 	}
@@ -137,5 +159,31 @@ func (st *ruleState) rulesCheck(o Options) Check {
 		}
 	}
 	c.Status, c.Detail = Fail, "cannot build the plan: "+err.Error()
+	return c
+}
+
+// nftRulesCheck compares shunt's native nftables table with the plan.
+func (st *ruleState) nftRulesCheck(o Options) Check {
+	c := Check{Name: "shunt rules", Status: Pass}
+	where := "present in nftables table " + nftables.Family + " " + nftables.TableName
+	if o.Config == nil {
+		c.Detail = where + " (give the capture flags to compare them with a plan)"
+		return c
+	}
+	plan, err := capture.Build(*o.Config)
+	var want *nftables.Table
+	if err == nil {
+		want, err = nftables.Render(plan)
+	}
+	switch {
+	case err != nil:
+		c.Status, c.Detail = Fail, "cannot build the plan: "+err.Error()
+	case nftables.Equal(st.nftShunt, want):
+		c.Detail = where + ", equal to the plan of the given configuration"
+	default:
+		c.Status, c.Detail = Fail, where+", but it differs from the plan of the given configuration"
+		c.Diff = nftables.Diff(st.nftShunt, want)
+		c.Hint = "- lines are in the kernel only, + lines in the plan only; shunt redirect --native-nftables --reconcile replaces them"
+	}
 	return c
 }
