@@ -1,6 +1,6 @@
 // Command capture measures how long `shunt redirect` takes to apply,
 // re-apply and clean up a plan with many excluded CIDRs, on each iptables
-// variant, side by side and in alternating order, each run in a fresh
+// backend (and dual-stack, which doubles iptables' work), side by side and in alternating order, each run in a fresh
 // network namespace. Run as root: go run ./bench/capture
 package main
 
@@ -31,6 +31,9 @@ var contenders = []contender{
 	{"iptables-legacy", []string{"--force-iptables-binary", "iptables-legacy"}},
 	{"iptables-nft", []string{"--force-iptables-binary", "iptables-nft"}},
 	{"detected", nil},
+	{"native nft", []string{"--native-nftables"}},
+	{"nft dual-stack", []string{"--native-nftables", "--dual-stack"}},
+	{"iptables-nft dual-stack", []string{"--force-iptables-binary", "iptables-nft", "--dual-stack"}},
 }
 
 func main() {
@@ -101,8 +104,9 @@ func runOnce(bin string, args []string, c contender, round int) map[string]time.
 			os.Exit(1)
 		}
 	}
-	save, _ := exec.Command("ip", "netns", "exec", ns, "sh", "-c", "iptables-legacy-save; iptables-nft-save").Output()
-	if strings.Contains(string(save), "SHUNT_") {
+	save, _ := exec.Command("ip", "netns", "exec", ns, "sh", "-c",
+		"iptables-legacy-save; iptables-nft-save; ip6tables-legacy-save; ip6tables-nft-save; nft list tables").Output()
+	if strings.Contains(string(save), "SHUNT_") || strings.Contains(string(save), "inet shunt") {
 		fmt.Fprintf(os.Stderr, "%s: shunt rules left after cleanup\n", c.name)
 		os.Exit(1)
 	}

@@ -3,6 +3,7 @@ package nftables
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os/exec"
 	"slices"
@@ -96,26 +97,60 @@ func (r Result) Changed() bool { return r.Transaction != "" }
 // Read returns shunt's table in the network namespace at path (the
 // caller's when empty), or nil when there is none.
 func Read(ctx context.Context, path string) (*Table, error) {
+	out, err := nft(ctx, path, "list", "table", Family, TableName)
+	if errors.Is(err, errNoTable) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	return Parse(out)
+}
+
+var errNoTable = errors.New("no such table")
+
+// nft runs the nft command in the namespace at path and returns its output.
+func nft(ctx context.Context, path string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	err := netns.Do(path, func() error {
-		cmd := exec.CommandContext(ctx, "nft", "list", "table", Family, TableName)
+		cmd := exec.CommandContext(ctx, "nft", args...)
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		return cmd.Run()
 	})
 	if err != nil {
 		if strings.Contains(errb.String(), "No such file or directory") {
-			return nil, nil
+			err = errors.Join(err, errNoTable)
 		}
-		return nil, fmt.Errorf("nft list table %s %s: %w: %s", Family, TableName, err, strings.TrimSpace(errb.String()))
+		return "", fmt.Errorf("nft %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
 	}
-	return Parse(out.String())
+	return out.String(), nil
+}
+
+// exists returns an empty Table when shunt's table is there, else nil.
+func exists(ctx context.Context, path string) (*Table, error) {
+	out, err := nft(ctx, path, "list", "tables", Family)
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		if strings.TrimSpace(line) == "table "+Family+" "+TableName {
+			return &Table{}, nil
+		}
+	}
+	return nil, nil
 }
 
 // Sync makes the namespace at path hold want (nil: no shunt table) in one
 // nft transaction: the table is deleted and made anew within it, so a
 // connection never sees a state between the old rules and the new ones.
 func Sync(ctx context.Context, path string, want *Table, opts Options) (Result, error) {
-	have, err := Read(ctx, path)
+	var have *Table
+	var err error
+	if want == nil {
+		have, err = exists(ctx, path) // cleanup need not read a big table
+	} else {
+		have, err = Read(ctx, path)
+	}
 	if err != nil {
 		return Result{}, err
 	}
