@@ -6,6 +6,7 @@ require (
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.0.9
 	golang.org/x/sys v0.49.0
+	sigs.k8s.io/knftables v0.0.22
 )
 
 require (
@@ -16,5 +17,4 @@ require (
 	github.com/mdlayher/socket v0.6.1 // indirect
 	golang.org/x/net v0.57.0 // indirect
 	golang.org/x/sync v0.22.0 // indirect
-	sigs.k8s.io/knftables v0.0.22 // indirect
 )
