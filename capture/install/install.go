@@ -64,6 +64,10 @@ func Sync(ctx context.Context, req Request) (Result, error) {
 		return res, errors.Join(err, route.Undo(req.NetNS, added))
 	}
 	res.Changed = res.Changed || len(added) > 0
+	if skip6 && req.NativeNFT && req.Plan.HasFamily(capture.IPv6) {
+		res.Warnings = append(res.Warnings, "IPv6 is disabled in this kernel: the table's IPv6 rules see no traffic, "+
+			"and no IPv6 policy route or ::6 was added")
+	}
 	return res, nil
 }
 
