@@ -147,53 +147,42 @@ func Trace(plan *capture.Plan, p Packet) (res Result, err error) {
 		return res, fmt.Errorf("trace: direction %q is not out or in", p.Direction)
 	}
 	w := walker{plan: plan, pkt: p, res: &res, mark: p.Mark, connMark: p.ConnMark}
-	for _, h := range hooks[p.Direction] {
-		if h.table == capture.TableNAT && p.State != "" {
-			continue // conntrack consults nat for a connection's first packet only
-		}
-		entry := plan.Entry(h.table, h.hook)
-		if entry == nil {
-			continue
-		}
-		end, err := w.chain(entry, 0)
-		if err != nil {
-			return res, err
-		}
-		res.Mark, res.Zone = w.mark, w.zone
-		if end == ended {
-			return res, nil
-		}
+	// Conntrack consults nat for a connection's first packet only.
+	done, err := w.hooks(p.State == "")
+	if err != nil || done {
+		return res, err
 	}
 	if p.Direction == Out && p.OutIface == "lo" && res.Outcome == Passed {
-		return w.loopBack()
+		// Sent over lo and not redirected, the packet comes back in on lo:
+		// raw and mangle PREROUTING see it again, with the mark it was
+		// given on the way out (TPROXY mode's 1338 makes the proxy's calls
+		// to the pod's own address reach the inbound listener this way).
+		// Nat does not: the destination was settled on the way out.
+		w.pkt.Direction, w.pkt.InIface, w.pkt.OutIface, w.pkt.UID, w.pkt.GID = In, "lo", "", 0, 0
+		_, err = w.hooks(false)
 	}
-	return res, nil
+	return res, err
 }
 
-// loopBack follows a packet that left by lo and was not redirected as it
-// comes back in on lo: raw and mangle PREROUTING see it again, with the
-// mark it was given on the way out (TPROXY mode's 1338 makes the proxy's
-// calls to the pod's own address go to the inbound listener this way).
-// Nat does not: the connection's destination was settled on the way out.
-func (w *walker) loopBack() (Result, error) {
-	in := w.pkt
-	in.Direction, in.InIface, in.OutIface, in.UID, in.GID = In, "lo", "", 0, 0
-	w.pkt = in
-	for _, h := range hooks[In] {
+// hooks walks the packet through each table's entry chain on its
+// direction's hook, nat included when nat is set, and reports whether its
+// fate was set (dropped or redirected) on the way.
+func (w *walker) hooks(nat bool) (bool, error) {
+	for _, h := range hooks[w.pkt.Direction] {
 		entry := w.plan.Entry(h.table, h.hook)
-		if h.table == capture.TableNAT || entry == nil {
+		if entry == nil || h.table == capture.TableNAT && !nat {
 			continue
 		}
 		end, err := w.chain(entry, 0)
 		if err != nil {
-			return *w.res, err
+			return false, err
 		}
 		w.res.Mark, w.res.Zone = w.mark, w.zone
 		if end == ended {
-			break
+			return true, nil
 		}
 	}
-	return *w.res, nil
+	return false, nil
 }
 
 type flow int
