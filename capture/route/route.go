@@ -31,16 +31,7 @@ const RulePriority = 32000
 // routes it added, which were not there before, for the caller to remove if
 // what needs them fails. skip6 leaves IPv6 out (a kernel without IPv6).
 func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err error) {
-	return added, netns.Do(path, func() error {
-		c, err := dial()
-		if err != nil {
-			return err
-		}
-		defer c.close()
-		lo, err := net.InterfaceByName("lo")
-		if err != nil {
-			return err
-		}
+	return added, session(path, func(c *conn, lo int) error {
 		for _, r := range p.Routes {
 			if skip6 && r.Family == capture.IPv6 {
 				continue
@@ -49,7 +40,7 @@ func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err
 			if err != nil {
 				return fmt.Errorf("adding rule fwmark %d lookup %d: %w", r.Mark, r.Table, err)
 			}
-			newRoute, err := c.create(unix.RTM_NEWROUTE, routeMsg(r, lo.Index))
+			newRoute, err := c.create(unix.RTM_NEWROUTE, routeMsg(r, lo))
 			if err != nil {
 				return fmt.Errorf("adding local default route to table %d: %w", r.Table, err)
 			}
@@ -61,7 +52,7 @@ func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err
 			if skip6 && a.Addr().Is6() {
 				continue
 			}
-			if _, err := c.create(unix.RTM_NEWADDR, addrMsg(a, lo.Index)); err != nil {
+			if _, err := c.create(unix.RTM_NEWADDR, addrMsg(a, lo)); err != nil {
 				return fmt.Errorf("adding %s to lo: %w", a, err)
 			}
 		}
@@ -72,12 +63,7 @@ func Apply(path string, p *capture.Plan, skip6 bool) (added []capture.Route, err
 // Remove deletes every policy rule, route and address shunt added (those
 // with Protocol), whatever their mark and table; absent ones are no error.
 func Remove(path string) error {
-	return netns.Do(path, func() error {
-		c, err := dial()
-		if err != nil {
-			return err
-		}
-		defer c.close()
+	return session(path, func(c *conn, _ int) error {
 		for _, fam := range []uint8{unix.AF_INET, unix.AF_INET6} {
 			// A rule delete naming only the protocol removes one rule
 			// with it; repeat until none is left.
@@ -215,6 +201,23 @@ func dial() (*conn, error) {
 
 func (c *conn) close() { unix.Close(c.fd) }
 
+// session runs fn with a netlink connection inside the namespace at path,
+// and lo's interface index.
+func session(path string, fn func(c *conn, lo int) error) error {
+	return netns.Do(path, func() error {
+		c, err := dial()
+		if err != nil {
+			return err
+		}
+		defer c.close()
+		lo, err := net.InterfaceByName("lo")
+		if err != nil {
+			return err
+		}
+		return fn(c, lo.Index)
+	})
+}
+
 // create adds an object, and says whether it was not there before.
 func (c *conn) create(typ uint16, body []byte) (bool, error) {
 	err := c.do(typ, unix.NLM_F_CREATE|unix.NLM_F_EXCL, body)
@@ -226,8 +229,26 @@ func (c *conn) create(typ uint16, body []byte) (bool, error) {
 
 // dump returns the bodies of every object a dump request lists.
 func (c *conn) dump(typ uint16, body []byte) ([][]byte, error) {
+	return c.request(typ, unix.NLM_F_DUMP, body)
+}
+
+// do sends one change and waits for its acknowledgement; the errors in ok
+// are taken as success (EEXIST on an add, ENOENT on a delete).
+func (c *conn) do(typ uint16, flags uint16, body []byte, ok ...unix.Errno) error {
+	_, err := c.request(typ, flags|unix.NLM_F_ACK, body)
+	for _, e := range ok {
+		if errors.Is(err, e) {
+			return nil
+		}
+	}
+	return err
+}
+
+// request sends one message and reads the answer: the objects a dump
+// lists, up to its end, or the acknowledgement of a change.
+func (c *conn) request(typ, flags uint16, body []byte) ([][]byte, error) {
 	c.seq++
-	if err := c.send(typ, unix.NLM_F_DUMP, body); err != nil {
+	if err := c.send(typ, flags, body); err != nil {
 		return nil, err
 	}
 	var out [][]byte
@@ -270,61 +291,16 @@ func (c *conn) send(typ, flags uint16, body []byte) error {
 	return unix.Sendto(c.fd, msg, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK})
 }
 
-// do sends one request and waits for its acknowledgement; the errors in
-// ok are taken as success (EEXIST on an add, ENOENT on a delete).
-func (c *conn) do(typ uint16, flags uint16, body []byte, ok ...unix.Errno) error {
-	c.seq++
-	if err := c.send(typ, flags|unix.NLM_F_ACK, body); err != nil {
-		return err
-	}
-	buf := make([]byte, 8192)
-	for {
-		n, _, err := unix.Recvfrom(c.fd, buf, 0)
-		if err != nil {
-			return err
-		}
-		msgs, err := syscall.ParseNetlinkMessage(buf[:n])
-		if err != nil {
-			return err
-		}
-		for _, m := range msgs {
-			if m.Header.Seq != c.seq || m.Header.Type != unix.NLMSG_ERROR || len(m.Data) < 4 {
-				continue
-			}
-			code := int32(binary.NativeEndian.Uint32(m.Data[:4]))
-			if code == 0 {
-				return nil
-			}
-			errno := unix.Errno(-code)
-			for _, e := range ok {
-				if errno == e {
-					return nil
-				}
-			}
-			return errno
-		}
-	}
-}
-
 // Undo deletes routes Apply added, after what needed them failed.
 func Undo(path string, added []capture.Route) error {
 	if len(added) == 0 {
 		return nil
 	}
-	return netns.Do(path, func() error {
-		c, err := dial()
-		if err != nil {
-			return err
-		}
-		defer c.close()
-		lo, err := net.InterfaceByName("lo")
-		if err != nil {
-			return err
-		}
+	return session(path, func(c *conn, lo int) error {
 		var errs []error
 		for _, r := range added {
 			errs = append(errs, c.do(unix.RTM_DELRULE, 0, ruleMsg(r), unix.ENOENT),
-				c.do(unix.RTM_DELROUTE, 0, routeMsg(r, lo.Index), unix.ESRCH))
+				c.do(unix.RTM_DELROUTE, 0, routeMsg(r, lo), unix.ESRCH))
 		}
 		return errors.Join(errs...)
 	})
