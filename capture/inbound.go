@@ -18,7 +18,7 @@ func preroutingRules(cfg Config) []Rule {
 			}
 		}
 	}
-	rules = append(rules, interfaceExclusions(cfg, true)...)
+	rules = append(rules, inboundExclusions(cfg)...)
 	if cfg.InboundMode == ModeRedirect && capturesInbound(cfg) {
 		rules = append(rules, Rule{Conds: []Cond{tcp}, Verdict: Jump{ChainInbound},
 			Purpose: "inbound TCP is considered for capture"})
@@ -26,18 +26,27 @@ func preroutingRules(cfg Config) []Rule {
 	return rules
 }
 
-// interfaceExclusions accepts, on the inbound path, traffic from kube-virt
-// interfaces (with kube-virt set) and from excluded interfaces.
-func interfaceExclusions(cfg Config, kubeVirt bool) []Rule {
+// inboundExclusions accepts, on the inbound path, traffic from kube-virt
+// interfaces and from excluded interfaces.
+func inboundExclusions(cfg Config) []Rule {
 	var rules []Rule
-	if kubeVirt {
-		for _, ifc := range cfg.KubeVirtInterfaces {
-			rules = append(rules, Rule{Conds: []Cond{InInterface{Name: ifc}}, Verdict: Accept{},
-				Purpose: "other traffic from VM interface " + ifc + " is not captured"})
-		}
+	for _, ifc := range cfg.KubeVirtInterfaces {
+		rules = append(rules, Rule{Conds: []Cond{InInterface{Name: ifc}}, Verdict: Accept{},
+			Purpose: "other traffic from VM interface " + ifc + " is not captured"})
 	}
 	for _, ifc := range cfg.ExcludeInterfaces {
 		rules = append(rules, Rule{Conds: []Cond{InInterface{Name: ifc}}, Verdict: Accept{},
+			Purpose: "interface " + ifc + " is excluded from capture"})
+	}
+	return rules
+}
+
+// outboundExclusions accepts, on the outbound path, traffic leaving by an
+// excluded interface.
+func outboundExclusions(cfg Config) []Rule {
+	var rules []Rule
+	for _, ifc := range cfg.ExcludeInterfaces {
+		rules = append(rules, Rule{Conds: []Cond{OutInterface{Name: ifc}}, Verdict: Accept{},
 			Purpose: "interface " + ifc + " is excluded from capture"})
 	}
 	return rules
@@ -81,7 +90,7 @@ func manglePreroutingRules(cfg Config) []Rule {
 	}
 	// Unlike istio-iptables, kube-virt interfaces are exempt here too: a
 	// VM's traffic is outbound traffic, which TPROXY must not take inbound.
-	rules := append(interfaceExclusions(cfg, true), dropInvalidRules(cfg)...)
+	rules := append(inboundExclusions(cfg), dropInvalidRules(cfg)...)
 	if capturesInbound(cfg) {
 		rules = append(rules, Rule{Conds: []Cond{tcp}, Verdict: Jump{ChainMangleInbound},
 			Purpose: "inbound TCP is considered for capture"})
@@ -139,12 +148,7 @@ func tproxyRules(cfg Config) []Rule {
 // lo (so inbound capture takes them) and gives the app's replies on the
 // proxy's connections the mark that routes them back to the proxy.
 func mangleOutputRules(cfg Config) []Rule {
-	var rules []Rule
-	for _, ifc := range cfg.ExcludeInterfaces {
-		rules = append(rules, Rule{Conds: []Cond{OutInterface{Name: ifc}}, Verdict: Accept{},
-			Purpose: "interface " + ifc + " is excluded from capture"})
-	}
-	rules = append(rules, Rule{Conds: []Cond{lo, tcp, Mark{Value: cfg.TProxyMark}}, Verdict: Return{},
+	rules := append(outboundExclusions(cfg), Rule{Conds: []Cond{lo, tcp, Mark{Value: cfg.TProxyMark}}, Verdict: Return{},
 		Purpose: "packets the proxy marked keep their mark"})
 	for _, owner := range proxyOwners(cfg) {
 		rules = append(rules, perFamily(cfg, func(f Family) Rule {

@@ -6,11 +6,7 @@ import "net/netip"
 // interface and port, the proxy's own traffic, owner groups, DNS, loopback,
 // excluded ranges, and last what to capture.
 func outputRules(cfg Config) []Rule {
-	var rules []Rule
-	for _, ifc := range cfg.ExcludeInterfaces {
-		rules = append(rules, Rule{Conds: []Cond{OutInterface{Name: ifc}}, Verdict: Accept{},
-			Purpose: "interface " + ifc + " is excluded from capture"})
-	}
+	rules := outboundExclusions(cfg)
 	if len(cfg.OutboundExcludePorts) > 0 {
 		for _, proto := range []Proto{tcp, udp} {
 			rules = append(rules, Rule{Conds: []Cond{proto, DestPorts{Ports: cfg.OutboundExcludePorts}},
