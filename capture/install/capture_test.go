@@ -6,10 +6,10 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
 // TestKernelCapturesBothFamilies: the seed's arguments with --dual-stack
@@ -97,17 +97,8 @@ func (p *pod) clientAddrListener(t *testing.T, port int) chan netip.AddrPort {
 	seen := make(chan netip.AddrPort, 4)
 	for _, network := range []string{"tcp4", "tcp6"} {
 		var ln net.Listener
-		lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
-			return c.Control(func(fd uintptr) {
-				if network == "tcp6" {
-					_ = syscall.SetsockoptInt(int(fd), syscall.SOL_IPV6, 75 /* IPV6_TRANSPARENT */, 1)
-				} else {
-					_ = syscall.SetsockoptInt(int(fd), syscall.SOL_IP, syscall.IP_TRANSPARENT, 1)
-				}
-			})
-		}}
 		if err := p.ns.Do(func() (err error) {
-			ln, err = lc.Listen(context.Background(), network, map[string]string{"tcp4": "0.0.0.0", "tcp6": "[::]"}[network]+":"+strconv.Itoa(port))
+			ln, err = testnet.Transparent.Listen(context.Background(), network, map[string]string{"tcp4": "0.0.0.0", "tcp6": "[::]"}[network]+":"+strconv.Itoa(port))
 			return err
 		}); err != nil {
 			t.Fatal(err)

@@ -2,9 +2,10 @@ package install_test
 
 import (
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
+
+	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
 // TestKernelDNS: with DNS capture, an app's UDP and TCP queries to the
@@ -15,7 +16,7 @@ func TestKernelDNS(t *testing.T) {
 	for _, b := range backends {
 		t.Run(b, func(t *testing.T) {
 			p := newPod(t, b)
-			testRequire(t, "conntrack")
+			testnet.RequireRoot(t, "conntrack")
 			cfg := dualSeed()
 			cfg.RedirectDNS = true
 			cfg.DNSServers = []netip.Addr{peerIP, peerIP6}
@@ -52,14 +53,5 @@ func TestKernelDNS(t *testing.T) {
 				t.Errorf("the proxy's upstream query is not tracked (alone) in zone 1:\n%s", zone1)
 			}
 		})
-	}
-}
-
-func testRequire(t *testing.T, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("kernel test: %s is not installed (.ci/run installs it)", tool)
-		}
 	}
 }

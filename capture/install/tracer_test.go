@@ -94,17 +94,5 @@ func kernelPacket(r *rand.Rand, p *pod, v6 bool) (trace.Packet, *testnet.NS) {
 
 // expected is the line the listener that the tracer predicts would answer.
 func expected(pkt trace.Packet, res trace.Result) string {
-	dst := netip.AddrPortFrom(pkt.Dst, pkt.DstPort).String()
-	local := pkt.Dst == podIP || pkt.Dst == podIP6 || pkt.Dst.IsLoopback() || pkt.Direction == trace.In
-	switch {
-	case res.Outcome == trace.Redirected && res.Port == 15001:
-		return "out " + dst
-	case res.Outcome == trace.Redirected && res.Port == 15006:
-		return "in " + dst
-	case res.Outcome == trace.Dropped:
-		return ""
-	case local:
-		return "app " + dst
-	}
-	return "peer " + dst
+	return captest.ExpectedReply(pkt, res, pkt.Dst == podIP || pkt.Dst == podIP6 || pkt.Dst.IsLoopback() || pkt.Direction == trace.In)
 }

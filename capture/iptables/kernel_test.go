@@ -344,18 +344,7 @@ func kernelPacket(r *rand.Rand, p *pod) (trace.Packet, *testnet.NS) {
 
 // expected is the line the listener that the tracer predicts would answer.
 func expected(pkt trace.Packet, res trace.Result) string {
-	dst := netip.AddrPortFrom(pkt.Dst, pkt.DstPort).String()
-	switch {
-	case res.Outcome == trace.Redirected && res.Port == 15001:
-		return "out " + dst
-	case res.Outcome == trace.Redirected && res.Port == 15006:
-		return "in " + dst
-	case res.Outcome == trace.Dropped:
-		return ""
-	case pkt.Direction == trace.In || pkt.Dst == podIP || pkt.Dst.IsLoopback():
-		return "app " + dst
-	}
-	return "peer " + dst
+	return captest.ExpectedReply(pkt, res, pkt.Direction == trace.In || pkt.Dst == podIP || pkt.Dst.IsLoopback())
 }
 
 // TestKernelDetect: the variant holding rules wins; an empty namespace

@@ -2,7 +2,6 @@ package iptables
 
 import (
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -30,19 +29,7 @@ func TestRenderGolden(t *testing.T) {
 				t.Fatal(err)
 			}
 			got := rs.String()
-			path := filepath.Join("testdata", tc.Name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("rendering differs from %s (run with -update after review):\n%s", path, got)
-			}
+			captest.Golden(t, filepath.Join("testdata", tc.Name+".golden"), got, *update)
 			assertParsesBack(t, rs.V4)
 			assertParsesBack(t, rs.V6)
 		})

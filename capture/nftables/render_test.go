@@ -3,7 +3,6 @@ package nftables_test
 import (
 	"context"
 	"flag"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -39,19 +38,7 @@ func TestRenderGolden(t *testing.T) {
 	for _, tc := range captest.GoldenCases {
 		t.Run(tc.Name, func(t *testing.T) {
 			got := goldenTable(t, tc.Mutate).String()
-			path := filepath.Join("testdata", tc.Name+".golden")
-			if *update {
-				if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
-					t.Fatal(err)
-				}
-			}
-			want, err := os.ReadFile(path)
-			if err != nil {
-				t.Fatalf("%v (run with -update to create it)", err)
-			}
-			if got != string(want) {
-				t.Errorf("rendering differs from %s (run with -update after review):\n%s", path, got)
-			}
+			captest.Golden(t, filepath.Join("testdata", tc.Name+".golden"), got, *update)
 			parsed, err := nftables.Parse(got)
 			if err != nil || !nftables.Equal(parsed, goldenTable(t, tc.Mutate)) {
 				t.Errorf("the rendering does not parse back to itself (%v)", err)

@@ -92,7 +92,7 @@ func (n *NS) Listen(t testing.TB, addr, tag string) {
 		network = "tcp6"
 	}
 	err := n.Do(func() (err error) {
-		ln, err = transparent.Listen(context.Background(), network, addr)
+		ln, err = Transparent.Listen(context.Background(), network, addr)
 		return err
 	})
 	if err != nil {
@@ -116,8 +116,9 @@ func (n *NS) Listen(t testing.TB, addr, tag string) {
 	}()
 }
 
-// transparent sets IP_TRANSPARENT (or IPV6_TRANSPARENT) on listeners.
-var transparent = net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
+// Transparent makes listeners with IP_TRANSPARENT (or IPV6_TRANSPARENT),
+// which TPROXY can hand connections to.
+var Transparent = net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 	var serr error
 	err := c.Control(func(fd uintptr) {
 		if network == "tcp6" {
