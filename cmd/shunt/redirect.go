@@ -13,8 +13,8 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/install"
 	"github.com/shunt-dev/shunt/capture/iptables"
-	"github.com/shunt-dev/shunt/capture/nftables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
+	"github.com/shunt-dev/shunt/capture/nftables"
 	"github.com/shunt-dev/shunt/capture/validate"
 )
 

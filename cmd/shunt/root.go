@@ -49,7 +49,8 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
-	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd(), newDoctorCmd())
+	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd(), newDoctorCmd(),
+		newInjectCmd())
 	return root
 }
 

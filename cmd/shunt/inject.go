@@ -1,0 +1,121 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
+	"github.com/shunt-dev/shunt/inject"
+)
+
+// templateFlags registers what both `inject` and `webhook` put in a pod;
+// the returned function checks the flags and gives the template.
+func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
+	t := inject.DefaultTemplate()
+	mode := fs.String("sidecar-mode", string(t.Mode), "native (proxy as an init container with restartPolicy Always; Kubernetes ≥ 1.29) or classic (proxy as the first container with a wait hook)")
+	fs.StringVar(&t.Image, "image", t.Image, "image of the init step and the proxy; it must hold shunt and iptables/nftables")
+	policy := fs.String("image-pull-policy", string(t.PullPolicy), "Always, IfNotPresent or Never")
+	fs.BoolVar(&t.NativeNftables, "nftables", false, "the init step uses shunt's nftables table instead of iptables")
+	type quantityFlag struct {
+		flag, annotation string
+		list             corev1.ResourceList
+		name             corev1.ResourceName
+		value            *string
+	}
+	r := t.ProxyResources
+	quantities := []*quantityFlag{
+		{"proxy-cpu", "proxyCPU", r.Requests, corev1.ResourceCPU, nil},
+		{"proxy-memory", "proxyMemory", r.Requests, corev1.ResourceMemory, nil},
+		{"proxy-cpu-limit", "proxyCPULimit", r.Limits, corev1.ResourceCPU, nil},
+		{"proxy-memory-limit", "proxyMemoryLimit", r.Limits, corev1.ResourceMemory, nil},
+	}
+	for _, q := range quantities {
+		cur := q.list[q.name]
+		q.value = fs.String(q.flag, cur.String(), fmt.Sprintf("proxy %s (a pod may set its own with sidecar.istio.io/%s)", q.flag[len("proxy-"):], q.annotation))
+	}
+	return func() (inject.Template, error) {
+		t.Mode = inject.SidecarMode(*mode)
+		t.PullPolicy = corev1.PullPolicy(*policy)
+		for _, q := range quantities {
+			v, err := resource.ParseQuantity(*q.value)
+			if err != nil {
+				return t, usageError{fmt.Errorf("--%s: %q is not a quantity", q.flag, *q.value)}
+			}
+			q.list[q.name] = v
+		}
+		if err := t.Validate(); err != nil {
+			return t, usageError{err}
+		}
+		return t, nil
+	}
+}
+
+func newInjectCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inject -f FILE|-",
+		Short: "Add the capture step and the proxy to the pods of Kubernetes manifests (offline)",
+		Long: "inject reads Pods, Deployments, ReplicaSets, StatefulSets, DaemonSets, Jobs, CronJobs\n" +
+			"and Lists (YAML or JSON, several documents) and writes them with shunt's init step and\n" +
+			"proxy added, as the webhook would. Other documents, and pods that opt out, come out\n" +
+			"byte for byte. Offline there is no namespace to ask, so every pod is injected unless it\n" +
+			"opts out (sidecar.istio.io/inject: \"false\"). Nothing is written if any document is in error.",
+		Example: "  shunt inject -f deployment.yaml | kubectl apply -f -\n" +
+			"  kubectl get deploy web -o yaml | shunt inject -f - --sidecar-mode classic",
+		Args: cobra.NoArgs,
+	}
+	file := cmd.Flags().StringP("filename", "f", "", "manifest to read; - for standard input")
+	output := cmd.Flags().StringP("output", "o", "-", "where to write; - for standard output")
+	quiet := cmd.Flags().BoolP("quiet", "q", false, "do not report each pod on standard error")
+	template := templateFlags(cmd.Flags())
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		t, err := template()
+		if err != nil {
+			return err
+		}
+		if *file == "" {
+			return usageError{fmt.Errorf("-f: give a manifest file, or - for standard input")}
+		}
+		in, err := readInput(cmd, *file)
+		if err != nil {
+			return err
+		}
+		out, reports, err := t.Documents(in, inject.Namespace{Default: true})
+		if !*quiet {
+			for _, r := range reports {
+				verb := "injected"
+				if !r.Decision.Inject {
+					verb = "left alone"
+				}
+				fmt.Fprintf(cmd.ErrOrStderr(), "%s: %s (%s)\n", r.Object, verb, r.Decision.Reason)
+				for _, w := range r.Warnings {
+					fmt.Fprintf(cmd.ErrOrStderr(), "%s: warning: %s\n", r.Object, w)
+				}
+			}
+		}
+		if err != nil {
+			return usageError{err}
+		}
+		if *output == "-" {
+			_, err = cmd.OutOrStdout().Write(out)
+			return err
+		}
+		return os.WriteFile(*output, out, 0o644)
+	}
+	return cmd
+}
+
+func readInput(cmd *cobra.Command, file string) ([]byte, error) {
+	if file == "-" {
+		return io.ReadAll(cmd.InOrStdin())
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	return b, nil
+}

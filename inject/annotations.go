@@ -1,0 +1,162 @@
+package inject
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/shunt-dev/shunt/capture"
+)
+
+// Keys that opt a pod or namespace in or out, and that record injection.
+const (
+	IstioInject         = "sidecar.istio.io/inject"   // pod label or annotation: "true" / "false"
+	ShuntInject         = "shunt.dev/inject"          // shunt's spelling of the same
+	IstioNamespaceLabel = "istio-injection"           // namespace label: "enabled" / "disabled"
+	ShuntNamespaceLabel = "shunt.dev/injection"       // shunt's spelling of the same
+	StatusAnnotation    = "shunt.dev/status"          // what was injected (JSON); present means injected
+	IstioStatus         = "sidecar.istio.io/status"   // Istio's injector has been here
+	AllowProxyUID       = "shunt.dev/allow-proxy-uid" // "true": inject even if a container runs as the proxy's UID/GID
+	SidecarModeKey      = "shunt.dev/sidecar-mode"    // "native" or "classic"
+)
+
+// setting is one capture setting a pod can carry as an annotation, in Istio's
+// spelling and in shunt's (the name of the matching `shunt redirect` flag).
+type setting struct {
+	istio, shunt string
+	flag         string // istio-iptables flag the value becomes
+	kind         valueKind
+}
+
+type valueKind uint8
+
+const (
+	cidrList valueKind = iota
+	portList
+	inboundPortList // ports, ranges or the names of the pod's container ports
+	ifaceList
+	interceptionMode
+	quantity
+)
+
+// Capture settings, in the order their flags appear on the init container.
+var settings = []setting{
+	{"sidecar.istio.io/interceptionMode", "shunt.dev/inbound-mode", "-m", interceptionMode},
+	{"traffic.sidecar.istio.io/includeOutboundIPRanges", "shunt.dev/outbound-cidrs", "-i", cidrList},
+	{"traffic.sidecar.istio.io/excludeOutboundIPRanges", "shunt.dev/outbound-exclude-cidrs", "-x", cidrList},
+	{"traffic.sidecar.istio.io/includeInboundPorts", "shunt.dev/inbound-ports", "-b", inboundPortList},
+	{"traffic.sidecar.istio.io/excludeInboundPorts", "shunt.dev/inbound-exclude-ports", "-d", inboundPortList},
+	{"traffic.sidecar.istio.io/includeOutboundPorts", "shunt.dev/outbound-include-ports", "-q", portList},
+	{"traffic.sidecar.istio.io/excludeOutboundPorts", "shunt.dev/outbound-exclude-ports", "-o", portList},
+	{"traffic.sidecar.istio.io/excludeInterfaces", "shunt.dev/exclude-interfaces", "-c", ifaceList},
+	{"traffic.sidecar.istio.io/kubevirtInterfaces", "shunt.dev/kube-virt-interfaces", "-k", ifaceList},
+}
+
+// Proxy resource settings, Istio's annotations and shunt's.
+var resourceSettings = []setting{
+	{"sidecar.istio.io/proxyCPU", "shunt.dev/proxy-cpu", "requests.cpu", quantity},
+	{"sidecar.istio.io/proxyMemory", "shunt.dev/proxy-memory", "requests.memory", quantity},
+	{"sidecar.istio.io/proxyCPULimit", "shunt.dev/proxy-cpu-limit", "limits.cpu", quantity},
+	{"sidecar.istio.io/proxyMemoryLimit", "shunt.dev/proxy-memory-limit", "limits.memory", quantity},
+}
+
+// lookup returns a setting's value from the annotations: shunt's spelling
+// wins over Istio's, and a disagreement between the two is reported as a
+// warning. field names where the value came from, for error messages.
+func (s setting) lookup(ann map[string]string, w *warnings) (value, field string, ok bool) {
+	iv, iok := ann[s.istio]
+	sv, sok := ann[s.shunt]
+	switch {
+	case sok:
+		if iok && strings.TrimSpace(iv) != strings.TrimSpace(sv) {
+			w.addf("annotations %s=%q and %s=%q disagree; %s wins", s.shunt, sv, s.istio, iv, s.shunt)
+		}
+		return sv, annotationField(s.shunt), true
+	case iok:
+		return iv, annotationField(s.istio), true
+	}
+	return "", "", false
+}
+
+func annotationField(key string) string { return fmt.Sprintf("metadata.annotations[%q]", key) }
+
+// checkCIDRs parses a comma-separated list of ranges ("*" allowed where all
+// is meaningful) and returns it in the form redirect takes.
+func checkCIDRs(v string, starOK bool) (string, error) {
+	if strings.TrimSpace(v) == "*" {
+		if !starOK {
+			return "", fmt.Errorf(`"*" would exclude every destination; list ranges instead`)
+		}
+		return "*", nil
+	}
+	items := capture.SplitList(v)
+	for _, item := range items {
+		if _, err := netip.ParsePrefix(item); err != nil {
+			if _, aerr := netip.ParseAddr(item); aerr != nil {
+				return "", fmt.Errorf("%q is not an IP range (address/bits)", item)
+			}
+		}
+	}
+	return strings.Join(items, ","), nil
+}
+
+// checkPorts parses a list of ports and ranges; names are resolved through
+// named (nil: names are not allowed). "*" is allowed where starOK.
+func checkPorts(v string, starOK bool, named map[string]int32) (string, error) {
+	if strings.TrimSpace(v) == "*" {
+		if !starOK {
+			return "", fmt.Errorf(`"*" is not allowed here; list ports instead`)
+		}
+		return "*", nil
+	}
+	var out []string
+	for _, item := range capture.SplitList(v) {
+		if r, err := capture.ParsePortRange(item); err == nil {
+			out = append(out, r.String())
+			continue
+		} else if named == nil || !isPortName(item) {
+			return "", err
+		}
+		p, ok := named[item]
+		if !ok {
+			return "", fmt.Errorf("no container of the pod declares a port named %q", item)
+		}
+		out = append(out, fmt.Sprint(p))
+	}
+	return strings.Join(out, ","), nil
+}
+
+// isPortName reports whether s could be a Kubernetes port name (IANA_SVC_NAME:
+// lower-case letters, digits and dashes, with at least one letter).
+func isPortName(s string) bool {
+	if s == "" || len(s) > 15 {
+		return false
+	}
+	letter := false
+	for _, c := range s {
+		switch {
+		case c >= 'a' && c <= 'z':
+			letter = true
+		case c >= '0' && c <= '9', c == '-':
+		default:
+			return false
+		}
+	}
+	return letter
+}
+
+// checkInterfaces checks a list of interface names.
+func checkInterfaces(v string) (string, error) {
+	items := capture.SplitList(v)
+	for _, name := range items {
+		if len(name) > 15 || strings.ContainsAny(name, "/ \t") {
+			return "", fmt.Errorf("%q is not an interface name", name)
+		}
+	}
+	return strings.Join(items, ","), nil
+}
+
+// warnings collects the non-fatal things an injection wants the user to know.
+type warnings []string
+
+func (w *warnings) addf(format string, args ...any) { *w = append(*w, fmt.Sprintf(format, args...)) }

@@ -1,0 +1,244 @@
+package inject
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// templatePaths says where each workload kind keeps its pod template.
+var templatePaths = map[string][]string{
+	"Pod":                   {},
+	"PodTemplate":           {"template"},
+	"Deployment":            {"spec", "template"},
+	"ReplicaSet":            {"spec", "template"},
+	"ReplicationController": {"spec", "template"},
+	"StatefulSet":           {"spec", "template"},
+	"DaemonSet":             {"spec", "template"},
+	"Job":                   {"spec", "template"},
+	"CronJob":               {"spec", "jobTemplate", "spec", "template"},
+}
+
+// Report is what happened to one pod template of a manifest.
+type Report struct {
+	Object   string // `document 2 (Deployment "web")`, or with `items[0]` for a List
+	Decision Decision
+	Warnings []string
+}
+
+var docSeparator = regexp.MustCompile(`(?m)^---[ \t]*(#.*)?$\n?`)
+
+// Documents injects every pod template in a stream of YAML (or JSON)
+// documents. Documents it does not change come out byte for byte as they went
+// in; the ones it changes are re-encoded. Nothing is written if any document
+// is in error; the error names the document and the field.
+func (t Template) Documents(in []byte, ns Namespace) ([]byte, []Report, error) {
+	if err := t.Validate(); err != nil {
+		return nil, nil, err
+	}
+	var out [][]byte
+	var reports []Report
+	var errs []error
+	texts := docSeparator.Split(string(in), -1)
+	namespaces := namespaceLabels(texts)
+	for i, text := range texts {
+		if i == 0 && text == "" {
+			continue // the stream starts with a separator
+		}
+		doc, reps, err := t.document(i+1, []byte(text), ns, namespaces)
+		reports = append(reports, reps...)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		out = append(out, doc)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, reports, err
+	}
+	for i, d := range out {
+		if len(d) > 0 && d[len(d)-1] != '\n' {
+			out[i] = append(d, '\n')
+		}
+	}
+	return bytes.Join(out, []byte("---\n")), reports, nil
+}
+
+// namespaceLabels collects the labels of the Namespaces the stream itself
+// defines, so that a namespace labelled disabled there is respected.
+func namespaceLabels(texts []string) map[string]map[string]string {
+	out := map[string]map[string]string{}
+	for _, text := range texts {
+		var obj struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name   string            `json:"name"`
+				Labels map[string]string `json:"labels"`
+			} `json:"metadata"`
+		}
+		if yaml.Unmarshal([]byte(text), &obj) == nil && obj.Kind == "Namespace" {
+			out[obj.Metadata.Name] = obj.Metadata.Labels
+		}
+	}
+	return out
+}
+
+func (t Template) document(n int, text []byte, ns Namespace, namespaces map[string]map[string]string) ([]byte, []Report, error) {
+	if isBlank(text) {
+		return text, nil, nil
+	}
+	var obj map[string]any
+	if err := decode(text, &obj); err != nil {
+		return nil, nil, fmt.Errorf("document %d: %w", n, err)
+	}
+	name := fmt.Sprintf("document %d", n)
+	changed, reports, err := t.object(obj, name, ns, namespaces)
+	if err != nil || !changed {
+		return text, reports, err
+	}
+	b, err := yaml.Marshal(obj)
+	return b, reports, err
+}
+
+// object injects one decoded object, or each item of a List. It reports
+// whether anything changed.
+func (t Template) object(obj map[string]any, name string, ns Namespace, namespaces map[string]map[string]string) (bool, []Report, error) {
+	kind, _ := obj["kind"].(string)
+	if kind == "" {
+		return false, nil, fmt.Errorf("%s: kind: missing; not a Kubernetes object", name)
+	}
+	if items, ok := obj["items"].([]any); ok && strings.HasSuffix(kind, "List") {
+		var reports []Report
+		var errs []error
+		changed := false
+		for i, item := range items {
+			m, ok := item.(map[string]any)
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s (%s), items[%d]: not an object", name, kind, i))
+				continue
+			}
+			c, r, err := t.object(m, fmt.Sprintf("%s (%s), items[%d]", name, kind, i), ns, namespaces)
+			changed = changed || c
+			reports = append(reports, r...)
+			errs = append(errs, err)
+		}
+		return changed, reports, errors.Join(errs...)
+	}
+	path, ok := templatePaths[kind]
+	if !ok {
+		return false, nil, nil
+	}
+	objName := nameOf(obj)
+	name = fmt.Sprintf("%s (%s %q)", name, kind, objName)
+	where := strings.Join(path, ".")
+	raw, ok := lookupPath(obj, path)
+	if !ok {
+		return false, nil, fmt.Errorf("%s: %s: missing; a %s needs a pod template", name, where, kind)
+	}
+	var pod corev1.PodTemplateSpec
+	if err := convert(raw, &pod); err != nil {
+		return false, nil, fmt.Errorf("%s: %s: %w", name, orRoot(where), err)
+	}
+	if labels, ok := namespaces[namespaceOf(obj)]; ok {
+		ns.Labels = labels
+	}
+	res, err := t.Pod(&pod.ObjectMeta, &pod.Spec, raw, ns)
+	if err != nil {
+		return false, nil, prefixErrors(fmt.Sprintf("%s: in %s: ", name, orRoot(where)), err)
+	}
+	report := Report{name, res.Decision, res.Warnings}
+	if len(res.Patch) == 0 {
+		return false, []Report{report}, nil
+	}
+	return true, []Report{report}, Apply(raw, res.Patch)
+}
+
+func orRoot(where string) string {
+	if where == "" {
+		return "the pod"
+	}
+	return where
+}
+
+func namespaceOf(obj map[string]any) string {
+	meta, _ := obj["metadata"].(map[string]any)
+	n, _ := meta["namespace"].(string)
+	return n
+}
+
+func nameOf(obj map[string]any) string {
+	meta, _ := obj["metadata"].(map[string]any)
+	if n, _ := meta["name"].(string); n != "" {
+		return n
+	}
+	if n, _ := meta["generateName"].(string); n != "" {
+		return n + "*"
+	}
+	return ""
+}
+
+func lookupPath(obj map[string]any, path []string) (map[string]any, bool) {
+	cur := obj
+	for _, p := range path {
+		next, ok := cur[p].(map[string]any)
+		if !ok {
+			return nil, false
+		}
+		cur = next
+	}
+	return cur, true
+}
+
+// decode reads one YAML or JSON document into generic values, keeping
+// numbers exact.
+func decode(text []byte, v any) error {
+	j, err := yaml.YAMLToJSON(text)
+	if err != nil {
+		return err
+	}
+	d := json.NewDecoder(bytes.NewReader(j))
+	d.UseNumber()
+	if err := d.Decode(v); err != nil {
+		return fmt.Errorf("not an object: %w", err)
+	}
+	return nil
+}
+
+// convert decodes generic values into a typed object.
+func convert(raw any, v any) error {
+	b, err := json.Marshal(raw)
+	if err != nil {
+		return err
+	}
+	return json.Unmarshal(b, v)
+}
+
+func isBlank(text []byte) bool {
+	for _, line := range strings.Split(string(text), "\n") {
+		if l := strings.TrimSpace(line); l != "" && !strings.HasPrefix(l, "#") {
+			return false
+		}
+	}
+	return true
+}
+
+// prefixErrors puts prefix in front of each of the errors err joins.
+func prefixErrors(prefix string, err error) error {
+	var list []error
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		list = j.Unwrap()
+	} else {
+		list = []error{err}
+	}
+	out := make([]error, len(list))
+	for i, e := range list {
+		out[i] = fmt.Errorf("%s%w", prefix, e)
+	}
+	return errors.Join(out...)
+}

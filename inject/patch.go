@@ -1,0 +1,161 @@
+package inject
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+// Op is one JSON Patch (RFC 6902) operation. Injection only ever adds.
+type Op struct {
+	Op    string `json:"op"`
+	Path  string `json:"path"`
+	Value any    `json:"value"`
+}
+
+// WithPrefix returns the ops with prefix (a JSON pointer, "" for none) in
+// front of their paths: a pod template's ops applied to its workload.
+func WithPrefix(ops []Op, prefix string) []Op {
+	out := make([]Op, len(ops))
+	for i, op := range ops {
+		out[i] = Op{op.Op, prefix + op.Path, op.Value}
+	}
+	return out
+}
+
+// escapePointer escapes one JSON pointer segment (RFC 6901).
+func escapePointer(s string) string {
+	return strings.ReplaceAll(strings.ReplaceAll(s, "~", "~0"), "/", "~1")
+}
+
+// annotationOp adds one annotation, creating metadata and annotations as
+// needed.
+func annotationOp(raw map[string]any, key, value string) Op {
+	meta, ok := raw["metadata"].(map[string]any)
+	if !ok {
+		return Op{"add", "/metadata", map[string]any{"annotations": map[string]string{key: value}}}
+	}
+	if ann, ok := meta["annotations"].(map[string]any); !ok || ann == nil {
+		return Op{"add", "/metadata/annotations", map[string]string{key: value}}
+	}
+	return Op{"add", "/metadata/annotations/" + escapePointer(key), value}
+}
+
+// prependOps puts cs, in order, at the front of spec.<list>.
+func prependOps(raw map[string]any, list string, cs []corev1.Container) []Op {
+	if len(cs) == 0 {
+		return nil
+	}
+	spec, _ := raw["spec"].(map[string]any)
+	if existing, ok := spec[list].([]any); !ok || len(existing) == 0 {
+		return []Op{{"add", "/spec/" + list, cs}}
+	}
+	ops := make([]Op, len(cs))
+	for i, c := range cs {
+		ops[i] = Op{"add", fmt.Sprintf("/spec/%s/%d", list, i), c}
+	}
+	return ops
+}
+
+// Apply carries out add operations on a document decoded from JSON or YAML
+// into generic values, in place. It is what the API server does with the
+// webhook's patch, for the documents `shunt inject` rewrites.
+func Apply(doc map[string]any, ops []Op) error {
+	for _, op := range ops {
+		if op.Op != "add" {
+			return fmt.Errorf("patch %s: only add is supported, not %q", op.Path, op.Op)
+		}
+		value, err := generic(op.Value)
+		if err != nil {
+			return fmt.Errorf("patch %s: %w", op.Path, err)
+		}
+		if err := add(doc, op.Path, value); err != nil {
+			return fmt.Errorf("patch %s: %w", op.Path, err)
+		}
+	}
+	return nil
+}
+
+// generic turns a typed value into the generic form a decoded document has.
+func generic(v any) (any, error) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return nil, err
+	}
+	var out any
+	return out, json.Unmarshal(b, &out)
+}
+
+func add(doc map[string]any, path string, value any) error {
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("not a JSON pointer")
+	}
+	segs := strings.Split(path[1:], "/")
+	for i, s := range segs {
+		segs[i] = strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
+	}
+	var parent any = doc
+	for _, s := range segs[:len(segs)-1] {
+		switch p := parent.(type) {
+		case map[string]any:
+			next, ok := p[s]
+			if !ok {
+				return fmt.Errorf("%q does not exist", s)
+			}
+			parent = next
+		case []any:
+			i, err := strconv.Atoi(s)
+			if err != nil || i < 0 || i >= len(p) {
+				return fmt.Errorf("index %q is out of range", s)
+			}
+			parent = p[i]
+		default:
+			return fmt.Errorf("%q is inside a value that is not an object or array", s)
+		}
+	}
+	last := segs[len(segs)-1]
+	switch p := parent.(type) {
+	case map[string]any:
+		p[last] = value
+		return nil
+	case []any:
+		// Inserting into an array changes its length, so its holder must be
+		// updated: walk again to the array's holder.
+		i, err := strconv.Atoi(last)
+		if err != nil || i < 0 || i > len(p) {
+			return fmt.Errorf("index %q is out of range", last)
+		}
+		grown := append(p[:i:i], append([]any{value}, p[i:]...)...)
+		return replace(doc, segs[:len(segs)-1], grown)
+	}
+	return fmt.Errorf("%q is inside a value that is not an object or array", last)
+}
+
+// replace sets the value at segs (which exists) to v.
+func replace(doc map[string]any, segs []string, v any) error {
+	if len(segs) == 0 {
+		return fmt.Errorf("cannot replace the document")
+	}
+	var holder any = doc
+	for _, s := range segs[:len(segs)-1] {
+		switch h := holder.(type) {
+		case map[string]any:
+			holder = h[s]
+		case []any:
+			i, _ := strconv.Atoi(s)
+			holder = h[i]
+		}
+	}
+	last := segs[len(segs)-1]
+	switch h := holder.(type) {
+	case map[string]any:
+		h[last] = v
+	case []any:
+		i, _ := strconv.Atoi(last)
+		h[i] = v
+	}
+	return nil
+}

@@ -1,0 +1,169 @@
+package inject
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/shunt-dev/shunt/sidecar"
+)
+
+// Names of the containers shunt adds.
+const (
+	InitName  = "shunt-init"
+	ProxyName = "shunt-proxy"
+)
+
+// SidecarMode says how the proxy is added.
+type SidecarMode string
+
+const (
+	// Native adds the proxy as an init container with restartPolicy Always
+	// (Kubernetes ≥ 1.29): it starts before the app, is ready before the app
+	// starts, and does not keep a Job from completing.
+	Native SidecarMode = "native"
+	// Classic adds the proxy as the first regular container with a postStart
+	// hook that waits until it is ready, for clusters without native sidecars.
+	Classic SidecarMode = "classic"
+)
+
+// Template is what gets injected, apart from what each pod's annotations say.
+type Template struct {
+	Image          string
+	PullPolicy     corev1.PullPolicy
+	Mode           SidecarMode
+	NativeNftables bool // the init step uses shunt's nftables table instead of iptables
+	ProxyResources corev1.ResourceRequirements
+	InitResources  corev1.ResourceRequirements
+}
+
+// DefaultTemplate is Istio's resource defaults with shunt's image.
+func DefaultTemplate() Template {
+	return Template{
+		Image:          "shunt:latest",
+		PullPolicy:     corev1.PullIfNotPresent,
+		Mode:           Native,
+		ProxyResources: resources("100m", "128Mi", "2", "1Gi"),
+		InitResources:  resources("10m", "16Mi", "500m", "128Mi"),
+	}
+}
+
+func resources(cpu, mem, cpuLimit, memLimit string) corev1.ResourceRequirements {
+	return corev1.ResourceRequirements{
+		Requests: corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpu), corev1.ResourceMemory: resource.MustParse(mem)},
+		Limits:   corev1.ResourceList{corev1.ResourceCPU: resource.MustParse(cpuLimit), corev1.ResourceMemory: resource.MustParse(memLimit)},
+	}
+}
+
+// Validate checks the template before any pod sees it.
+func (t Template) Validate() error {
+	switch {
+	case strings.TrimSpace(t.Image) == "":
+		return fmt.Errorf("template: the image is empty")
+	case t.Mode != Native && t.Mode != Classic:
+		return fmt.Errorf("template: sidecar mode %q is not native or classic", t.Mode)
+	}
+	switch t.PullPolicy {
+	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
+	default:
+		return fmt.Errorf("template: image pull policy %q is not Always, IfNotPresent or Never", t.PullPolicy)
+	}
+	return nil
+}
+
+// reservedPorts are the proxy's ports; no app container may declare them.
+var reservedPorts = []int32{sidecar.AdminPort, sidecar.OutboundPort, sidecar.ProbePort, sidecar.InboundPort,
+	sidecar.TunnelPort, sidecar.AgentPort, sidecar.HealthPort, sidecar.DNSPort, sidecar.PrometheusPort}
+
+// alwaysExcludedInbound are the proxy's own inbound ports: Prometheus, health
+// and agent, never captured so that they reach the proxy itself.
+var alwaysExcludedInbound = []int32{sidecar.PrometheusPort, sidecar.HealthPort, sidecar.AgentPort}
+
+func (t Template) initContainer(args []string) corev1.Container {
+	return corev1.Container{
+		Name:            InitName,
+		Image:           t.Image,
+		ImagePullPolicy: t.PullPolicy,
+		Command:         []string{"shunt"},
+		Args:            append([]string{"redirect"}, args...),
+		Resources:       t.InitResources,
+		SecurityContext: &corev1.SecurityContext{
+			Capabilities: &corev1.Capabilities{
+				Add:  []corev1.Capability{"NET_ADMIN", "NET_RAW"},
+				Drop: []corev1.Capability{"ALL"},
+			},
+			Privileged:               ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(false), // iptables takes its lock under /run
+			RunAsUser:                ptr[int64](0),
+			RunAsGroup:               ptr[int64](0),
+			RunAsNonRoot:             ptr(false),
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+}
+
+func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.ResourceRequirements) corev1.Container {
+	args := []string{"proxy",
+		"--outbound-port", strconv.Itoa(sidecar.OutboundPort),
+		"--inbound-port", strconv.Itoa(sidecar.InboundPort),
+		"--health-addr", fmt.Sprintf(":%d", sidecar.HealthPort),
+		"--prometheus-addr", fmt.Sprintf(":%d", sidecar.PrometheusPort)}
+	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	if tproxy {
+		// IP_TRANSPARENT on the inbound listener needs CAP_NET_ADMIN.
+		args = append(args, "--tproxy")
+		caps.Add = []corev1.Capability{"NET_ADMIN"}
+	}
+	ready := &corev1.Probe{
+		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
+			Path: "/healthz/ready", Port: intstr.FromInt32(sidecar.HealthPort)}},
+		PeriodSeconds:    2,
+		TimeoutSeconds:   1,
+		FailureThreshold: 30,
+	}
+	c := corev1.Container{
+		Name:            ProxyName,
+		Image:           t.Image,
+		ImagePullPolicy: t.PullPolicy,
+		Command:         []string{"shunt"},
+		Args:            args,
+		Ports: []corev1.ContainerPort{
+			{Name: "shunt-prom", ContainerPort: sidecar.PrometheusPort, Protocol: corev1.ProtocolTCP},
+			{Name: "shunt-health", ContainerPort: sidecar.HealthPort, Protocol: corev1.ProtocolTCP},
+		},
+		ReadinessProbe: ready,
+		Resources:      res,
+		SecurityContext: &corev1.SecurityContext{
+			Capabilities:             caps,
+			Privileged:               ptr(false),
+			AllowPrivilegeEscalation: ptr(false),
+			ReadOnlyRootFilesystem:   ptr(true),
+			RunAsUser:                ptr[int64](sidecar.ProxyUID),
+			RunAsGroup:               ptr[int64](sidecar.ProxyGID),
+			RunAsNonRoot:             ptr(true),
+		},
+		TerminationMessagePolicy: corev1.TerminationMessageFallbackToLogsOnError,
+	}
+	switch mode {
+	case Native:
+		// The kubelet starts the next init container (and then the app) only
+		// once the startup probe passes.
+		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
+		startup := *ready
+		startup.PeriodSeconds, startup.FailureThreshold = 1, 600
+		c.StartupProbe = &startup
+	case Classic:
+		// The kubelet starts the next container only when postStart returns.
+		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{
+			Command: []string{"shunt", "wait", "--url", fmt.Sprintf("http://127.0.0.1:%d/healthz/ready", sidecar.HealthPort), "--timeout", "5m"},
+		}}}
+	}
+	return c
+}
+
+func ptr[T any](v T) *T { return &v }
