@@ -50,7 +50,7 @@ func newRootCmd() *cobra.Command {
 	}
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd(), newDoctorCmd(),
-		newInjectCmd())
+		newInjectCmd(), newWebhookCmd(), newCertsCmd(), newWaitCmd())
 	return root
 }
 

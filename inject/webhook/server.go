@@ -1,0 +1,119 @@
+package webhook
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Server is the webhook's HTTPS endpoint (POST /inject, GET /healthz) and
+// its plain-HTTP monitoring endpoint (GET /healthz, /readyz, /metrics) for
+// the kubelet's probes and Prometheus.
+type Server struct {
+	Handler        *Handler
+	Cert           *Certificate
+	CertPoll       time.Duration // how often the certificate files are checked
+	HandlerTimeout time.Duration // answer 503 if a review takes longer
+
+	httpsLn, monitorLn net.Listener
+}
+
+// Listen opens the two listeners (monitor "" for none), so that Addrs is
+// known before Serve.
+func (s *Server) Listen(addr, monitor string) error {
+	if err := s.Cert.Load(); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	s.httpsLn = ln
+	if monitor != "" {
+		if s.monitorLn, err = net.Listen("tcp", monitor); err != nil {
+			ln.Close()
+			return err
+		}
+	}
+	return nil
+}
+
+// Addrs are the listening addresses (monitor nil when there is none).
+func (s *Server) Addrs() (https, monitor net.Addr) {
+	if s.monitorLn != nil {
+		monitor = s.monitorLn.Addr()
+	}
+	return s.httpsLn.Addr(), monitor
+}
+
+func healthz(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }
+
+// Serve runs until ctx ends, then lets requests in flight finish.
+func (s *Server) Serve(ctx context.Context) error {
+	timeout := s.HandlerTimeout
+	if timeout <= 0 {
+		timeout = 8 * time.Second
+	}
+	mux := http.NewServeMux()
+	review := http.TimeoutHandler(s.Handler, timeout, "the review took too long\n")
+	mux.Handle("/inject", review)
+	mux.Handle("/inject/", review)
+	mux.HandleFunc("GET /healthz", healthz)
+	servers := []*http.Server{{
+		Handler:           mux,
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.Cert.GetCertificate},
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second,
+		WriteTimeout:      timeout + 2*time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+	}}
+	lns := []net.Listener{tls.NewListener(s.httpsLn, servers[0].TLSConfig)}
+	if s.monitorLn != nil {
+		mon := http.NewServeMux()
+		mon.HandleFunc("GET /healthz", healthz)
+		mon.HandleFunc("GET /readyz", healthz)
+		mon.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			s.Handler.Metrics.WritePrometheus(w)
+		})
+		servers = append(servers, &http.Server{Handler: mon, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
+		lns = append(lns, s.monitorLn)
+	}
+	poll := s.CertPoll
+	if poll <= 0 {
+		poll = 2 * time.Second
+	}
+	watchCtx, stopWatch := context.WithCancel(ctx)
+	defer stopWatch()
+	go s.Cert.Watch(watchCtx, poll)
+
+	errc := make(chan error, len(servers))
+	for i, srv := range servers {
+		go func() { errc <- srv.Serve(lns[i]) }()
+	}
+	select {
+	case err := <-errc:
+		shutdown(servers)
+		return err
+	case <-ctx.Done():
+	}
+	shutdown(servers)
+	for range servers {
+		if err := <-errc; err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+	}
+	return nil
+}
+
+func shutdown(servers []*http.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, srv := range servers {
+		_ = srv.Shutdown(ctx)
+	}
+}
