@@ -61,15 +61,21 @@ func Decide(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns Namespace) (Decisi
 	return Decision{false, "neither the pod nor its namespace opts in"}, nil
 }
 
-// namespaceSays returns "enabled", "disabled" or "" and the label that said it.
+// namespaceSays returns "enabled", "disabled" or "" and the label that said
+// it; either label saying disabled wins.
 func namespaceSays(labels map[string]string) (string, string) {
+	say, by := "", ""
 	for _, key := range []string{ShuntNamespaceLabel, IstioNamespaceLabel} {
 		switch v := strings.ToLower(strings.TrimSpace(labels[key])); v {
-		case "enabled", "disabled":
+		case "disabled":
 			return v, key
+		case "enabled":
+			if say == "" {
+				say, by = v, key
+			}
 		}
 	}
-	return "", ""
+	return say, by
 }
 
 // podSays reads the pod's opt-in: labels before annotations, shunt's key

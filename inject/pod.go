@@ -5,7 +5,6 @@
 package inject
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -28,13 +27,14 @@ type Result struct {
 	Warnings []string
 }
 
-// Status is the value of the shunt.dev/status annotation.
-type Status struct {
-	InitContainers   []string    `json:"initContainers"`
-	Containers       []string    `json:"containers"`
-	SidecarMode      SidecarMode `json:"sidecarMode"`
-	InterceptionMode string      `json:"interceptionMode"`
-	Image            string      `json:"image"`
+// statusValue is the shunt.dev/status annotation's value: how the proxy was
+// added and how traffic is captured, e.g. "sidecar=native,capture=REDIRECT".
+// The containers follow from those two (shunt-init unless capture is NONE;
+// shunt-proxy as an init container when native, the first container when
+// classic). It is kept short: some tools (podman kube play) refuse
+// annotation values over 63 characters.
+func statusValue(mode SidecarMode, interception string) string {
+	return fmt.Sprintf("sidecar=%s,capture=%s", mode, interception)
 }
 
 // Pod injects one pod. meta and spec are the pod's, decoded; raw is the same
@@ -77,24 +77,11 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	} else {
 		cs = append(cs, proxy)
 	}
-	status := Status{names(initCs), names(cs), mode, interception, t.Image}
-	statusJSON, err := json.Marshal(status)
-	if err != nil {
-		return res, err
-	}
-	res.Patch = append(res.Patch, annotationOp(raw, StatusAnnotation, string(statusJSON)))
+	res.Patch = append(res.Patch, annotationOp(raw, StatusAnnotation, statusValue(mode, interception)))
 	res.Patch = append(res.Patch, prependOps(raw, "initContainers", initCs)...)
 	res.Patch = append(res.Patch, prependOps(raw, "containers", cs)...)
 	res.Warnings = w
 	return res, nil
-}
-
-func names(cs []corev1.Container) []string {
-	out := []string{}
-	for _, c := range cs {
-		out = append(out, c.Name)
-	}
-	return out
 }
 
 func (t Template) sidecarMode(ann map[string]string) (SidecarMode, error) {
