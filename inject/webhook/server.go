@@ -64,7 +64,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	mux.HandleFunc("GET /healthz", healthz)
 	servers := []*http.Server{{
 		Handler:           mux,
-		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.Cert.GetCertificate},
+		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.Cert.GetCertificate, NextProtos: []string{"h2", "http/1.1"}},
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       10 * time.Second,
 		WriteTimeout:      timeout + 2*time.Second,
