@@ -40,6 +40,7 @@ func newWebhookCmd() *cobra.Command {
 	caOut := f.String("ca-bundle-file", "", "with --self-signed: also write the CA (PEM) here")
 	poll := f.Duration("cert-poll", 2*time.Second, "how often the certificate files are checked for changes")
 	timeout := f.Duration("handler-timeout", 8*time.Second, "answer 503 when a review takes longer (keep it under the webhook's timeoutSeconds)")
+	readTimeout := f.Duration("read-timeout", 10*time.Second, "drop a client that takes longer to send its request (half of it for the headers)")
 	maxBody := f.Int64("max-body", webhook.DefaultMaxBody, "largest request body accepted, in bytes")
 	logJSON := f.Bool("log-json", false, "log as JSON lines")
 	template := templateFlags(f)
@@ -82,6 +83,7 @@ func newWebhookCmd() *cobra.Command {
 			Cert:           &webhook.Certificate{CertFile: *certFile, KeyFile: *keyFile, Log: log, Metrics: metrics},
 			CertPoll:       *poll,
 			HandlerTimeout: *timeout,
+			ReadTimeout:    *readTimeout,
 		}
 		if err := srv.Listen(*addr, *monitor); err != nil {
 			return err

@@ -17,6 +17,7 @@ type Server struct {
 	Cert           *Certificate
 	CertPoll       time.Duration // how often the certificate files are checked
 	HandlerTimeout time.Duration // answer 503 if a review takes longer
+	ReadTimeout    time.Duration // drop a client that takes longer to send its request (default 10s)
 
 	httpsLn, monitorLn net.Listener
 }
@@ -57,6 +58,10 @@ func (s *Server) Serve(ctx context.Context) error {
 	if timeout <= 0 {
 		timeout = 8 * time.Second
 	}
+	read := s.ReadTimeout
+	if read <= 0 {
+		read = 10 * time.Second
+	}
 	mux := http.NewServeMux()
 	review := http.TimeoutHandler(s.Handler, timeout, "the review took too long\n")
 	mux.Handle("/inject", review)
@@ -65,8 +70,8 @@ func (s *Server) Serve(ctx context.Context) error {
 	servers := []*http.Server{{
 		Handler:           mux,
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: s.Cert.GetCertificate, NextProtos: []string{"h2", "http/1.1"}},
-		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       10 * time.Second,
+		ReadHeaderTimeout: read / 2,
+		ReadTimeout:       read,
 		WriteTimeout:      timeout + 2*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,

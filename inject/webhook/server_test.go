@@ -49,9 +49,10 @@ func startServer(t *testing.T) (dir, https, monitor string, m *Metrics) {
 	h := newHandler()
 	h.Metrics = m
 	srv := &Server{
-		Handler:  h,
-		Cert:     &Certificate{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), Log: log, Metrics: m},
-		CertPoll: 20 * time.Millisecond,
+		Handler:     h,
+		Cert:        &Certificate{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), Log: log, Metrics: m},
+		CertPoll:    20 * time.Millisecond,
+		ReadTimeout: 500 * time.Millisecond,
 	}
 	if err := srv.Listen("127.0.0.1:0", "127.0.0.1:0"); err != nil {
 		t.Fatal(err)
@@ -162,5 +163,27 @@ func TestRefusesToStartWithoutCertificate(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}}
 	if err := srv.Listen("127.0.0.1:0", ""); err == nil || !strings.Contains(err.Error(), "/nonexistent/tls.crt") {
 		t.Fatalf("err %v, want one naming the missing file", err)
+	}
+}
+
+func TestDropsASlowClient(t *testing.T) {
+	dir, https, _, _ := startServer(t)
+	ca, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	conn, err := tls.Dial("tcp", strings.TrimPrefix(https, "https://"), &tls.Config{RootCAs: pool})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	// Headers that never end.
+	if _, err := conn.Write([]byte("POST /inject HTTP/1.1\r\nHost: x\r\n")); err != nil {
+		t.Fatal(err)
+	}
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	start := time.Now()
+	_, err = io.ReadAll(conn)
+	if took := time.Since(start); err != nil || took > 5*time.Second {
+		t.Fatalf("the server held a stalled request for %s (err %v)", took, err)
 	}
 }
