@@ -107,6 +107,11 @@ events_logger = "file"
 	}
 	t.Cleanup(func() { p.run("rmi", "-f", tag) })
 
+	// netavark turns IPv4 forwarding on for its bridges; leave the host as
+	// it was found.
+	if fwd, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward"); err == nil {
+		t.Cleanup(func() { os.WriteFile("/proc/sys/net/ipv4/ip_forward", fwd, 0o644) })
+	}
 	subnet := rand.IntN(100) + 100
 	network := "shunt-t" + id
 	gateway := fmt.Sprintf("10.89.%d.1", subnet)
