@@ -97,65 +97,40 @@ func add(doc map[string]any, path string, value any) error {
 	for i, s := range segs {
 		segs[i] = strings.ReplaceAll(strings.ReplaceAll(s, "~1", "/"), "~0", "~")
 	}
-	var parent any = doc
+	// set replaces what is at the current position in its holder; inserting
+	// into an array makes a new slice, which its holder must then hold.
+	var cur any = doc
+	set := func(any) {}
 	for _, s := range segs[:len(segs)-1] {
-		switch p := parent.(type) {
+		switch p := cur.(type) {
 		case map[string]any:
 			next, ok := p[s]
 			if !ok {
 				return fmt.Errorf("%q does not exist", s)
 			}
-			parent = next
+			cur, set = next, func(v any) { p[s] = v }
 		case []any:
 			i, err := strconv.Atoi(s)
 			if err != nil || i < 0 || i >= len(p) {
 				return fmt.Errorf("index %q is out of range", s)
 			}
-			parent = p[i]
+			cur, set = p[i], func(v any) { p[i] = v }
 		default:
 			return fmt.Errorf("%q is inside a value that is not an object or array", s)
 		}
 	}
 	last := segs[len(segs)-1]
-	switch p := parent.(type) {
+	switch p := cur.(type) {
 	case map[string]any:
 		p[last] = value
-		return nil
 	case []any:
-		// Inserting into an array changes its length, so its holder must be
-		// updated: walk again to the array's holder.
 		i, err := strconv.Atoi(last)
 		if err != nil || i < 0 || i > len(p) {
 			return fmt.Errorf("index %q is out of range", last)
 		}
-		grown := append(p[:i:i], append([]any{value}, p[i:]...)...)
-		return replace(doc, segs[:len(segs)-1], grown)
-	}
-	return fmt.Errorf("%q is inside a value that is not an object or array", last)
-}
-
-// replace sets the value at segs (which exists) to v.
-func replace(doc map[string]any, segs []string, v any) error {
-	if len(segs) == 0 {
-		return fmt.Errorf("cannot replace the document")
-	}
-	var holder any = doc
-	for _, s := range segs[:len(segs)-1] {
-		switch h := holder.(type) {
-		case map[string]any:
-			holder = h[s]
-		case []any:
-			i, _ := strconv.Atoi(s)
-			holder = h[i]
-		}
-	}
-	last := segs[len(segs)-1]
-	switch h := holder.(type) {
-	case map[string]any:
-		h[last] = v
-	case []any:
-		i, _ := strconv.Atoi(last)
-		h[i] = v
+		set(append(p[:i:i], append([]any{value}, p[i:]...)...))
+	default:
+		return fmt.Errorf("%q is inside a value that is not an object or array", last)
 	}
 	return nil
 }
