@@ -42,22 +42,47 @@ func (t Template) Documents(in []byte, ns Namespace) ([]byte, []Report, error) {
 	if err := t.Validate(); err != nil {
 		return nil, nil, err
 	}
-	var out [][]byte
-	var reports []Report
-	var errs []error
-	texts := docSeparator.Split(string(in), -1)
-	namespaces := namespaceLabels(texts)
-	for i, text := range texts {
+	// Each document is decoded once; the Namespaces among them are known
+	// before any pod is decided.
+	type document struct {
+		n    int // its number in the stream, from 1
+		text []byte
+		obj  map[string]any // nil for a blank document
+		err  error
+	}
+	var docs []document
+	namespaces := map[string]map[string]string{}
+	for i, text := range docSeparator.Split(string(in), -1) {
 		if i == 0 && text == "" {
 			continue // the stream starts with a separator
 		}
-		doc, reps, err := t.document(i+1, []byte(text), ns, namespaces)
-		reports = append(reports, reps...)
-		if err != nil {
-			errs = append(errs, err)
+		d := document{n: i + 1, text: []byte(text)}
+		if !isBlank(d.text) {
+			if err := decode(d.text, &d.obj); err != nil {
+				d.err = fmt.Errorf("document %d: %w", i+1, err)
+			} else if d.obj == nil {
+				d.obj = map[string]any{} // "null": no kind, refused below
+			} else if d.obj["kind"] == "Namespace" {
+				namespaces[nameOf(d.obj)] = namespaceLabelsOf(d.obj)
+			}
+		}
+		docs = append(docs, d)
+	}
+	var out [][]byte
+	var reports []Report
+	var errs []error
+	for _, d := range docs {
+		if d.obj == nil || d.err != nil {
+			out, errs = append(out, d.text), append(errs, d.err)
 			continue
 		}
-		out = append(out, doc)
+		changed, reps, err := t.object(d.obj, fmt.Sprintf("document %d", d.n), ns, namespaces)
+		reports = append(reports, reps...)
+		text := d.text
+		if err == nil && changed {
+			text, err = yaml.Marshal(d.obj)
+		}
+		out, errs = append(out, text), append(errs, err)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, reports, err
@@ -70,40 +95,16 @@ func (t Template) Documents(in []byte, ns Namespace) ([]byte, []Report, error) {
 	return bytes.Join(out, []byte("---\n")), reports, nil
 }
 
-// namespaceLabels collects the labels of the Namespaces the stream itself
-// defines, so that a namespace labelled disabled there is respected.
-func namespaceLabels(texts []string) map[string]map[string]string {
-	out := map[string]map[string]string{}
-	for _, text := range texts {
-		var obj struct {
-			Kind     string `json:"kind"`
-			Metadata struct {
-				Name   string            `json:"name"`
-				Labels map[string]string `json:"labels"`
-			} `json:"metadata"`
-		}
-		if yaml.Unmarshal([]byte(text), &obj) == nil && obj.Kind == "Namespace" {
-			out[obj.Metadata.Name] = obj.Metadata.Labels
-		}
+// namespaceLabelsOf is a Namespace's labels, so that a namespace the stream
+// itself labels disabled is respected.
+func namespaceLabelsOf(obj map[string]any) map[string]string {
+	meta, _ := obj["metadata"].(map[string]any)
+	raw, _ := meta["labels"].(map[string]any)
+	labels := map[string]string{}
+	for k, v := range raw {
+		labels[k], _ = v.(string)
 	}
-	return out
-}
-
-func (t Template) document(n int, text []byte, ns Namespace, namespaces map[string]map[string]string) ([]byte, []Report, error) {
-	if isBlank(text) {
-		return text, nil, nil
-	}
-	var obj map[string]any
-	if err := decode(text, &obj); err != nil {
-		return nil, nil, fmt.Errorf("document %d: %w", n, err)
-	}
-	name := fmt.Sprintf("document %d", n)
-	changed, reports, err := t.object(obj, name, ns, namespaces)
-	if err != nil || !changed {
-		return text, reports, err
-	}
-	b, err := yaml.Marshal(obj)
-	return b, reports, err
+	return labels
 }
 
 // object injects one decoded object, or each item of a List. It reports
