@@ -26,12 +26,7 @@ func TestMain(m *testing.M) { testnet.Main(m) }
 // returns its port, its caBundle and a function that stops it.
 func webhookProcess(t *testing.T) (port int, caBundle string, stop func()) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port = ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
+	port = kubecluster.FreePort(t)
 	cmd := exec.Command(testnet.ShuntBinary(t), "webhook", "--self-signed", "--hosts", "127.0.0.1",
 		"--addr", fmt.Sprintf("127.0.0.1:%d", port), "--monitor-addr", "", "--image", "shunt:test")
 	out, err := cmd.StdoutPipe()

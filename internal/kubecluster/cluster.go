@@ -49,7 +49,8 @@ func Require(t *testing.T) (bins string) {
 	return strings.TrimSpace(string(out))
 }
 
-func freePort(t *testing.T) int {
+// FreePort is a loopback TCP port nobody listens on at the moment.
+func FreePort(t *testing.T) int {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +92,7 @@ func Start(t *testing.T) *Cluster {
 	t.Helper()
 	bins := Require(t)
 	dir := t.TempDir()
-	etcdPort, peerPort, apiPort := freePort(t), freePort(t), freePort(t)
+	etcdPort, peerPort, apiPort := FreePort(t), FreePort(t), FreePort(t)
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPort)
 	peerURL := fmt.Sprintf("http://127.0.0.1:%d", peerPort)
 	start(t, filepath.Join(dir, "etcd.log"), "etcd", "--name", "shunt-test", "--data-dir", filepath.Join(dir, "etcd"),
