@@ -21,6 +21,7 @@ type Entry struct {
 	BytesSent     int64          // back to it
 	Duration      time.Duration
 	Result        Result
+	Detail        string // why it failed or was reset, when it did
 }
 
 // accessLog writes entries through a buffer flushed every flushEvery, so a
@@ -84,7 +85,7 @@ func (l *accessLog) write(e *Entry) {
 			"start_time": e.Start.UTC().Format(time.RFC3339Nano), "direction": e.Direction.String(),
 			"original_dst": e.OriginalDst.String(), "downstream_remote": e.Downstream.String(),
 			"upstream_local": e.UpstreamLocal.String(), "bytes_received": e.BytesReceived, "bytes_sent": e.BytesSent,
-			"duration_ms": e.Duration.Milliseconds(), "result": e.Result.String(),
+			"duration_ms": e.Duration.Milliseconds(), "result": e.Result.String(), "detail": e.Detail,
 		})
 		l.writeLine(append(b, '\n'))
 		return
@@ -116,6 +117,10 @@ func formatText(b []byte, e *Entry) []byte {
 	b = appendAddr(b, e.UpstreamLocal)
 	b = append(b, " downstream_remote="...)
 	b = appendAddr(b, e.Downstream)
+	if e.Detail != "" {
+		b = append(b, " detail="...)
+		b = strconv.AppendQuote(b, e.Detail)
+	}
 	return append(b, '\n')
 }
 

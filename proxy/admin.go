@@ -19,7 +19,7 @@ func (p *Proxy) healthHandler() http.Handler {
 }
 
 func (p *Proxy) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if !p.ready.Load() {
+	if !p.ready.Load() || (p.sup != nil && !p.sup.ready()) {
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
 		return
 	}
@@ -34,8 +34,8 @@ func (p *Proxy) prometheusHandler() http.Handler {
 
 func (p *Proxy) servePrometheus(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-	if len(p.workers) > 0 {
-		p.writeWorkerMetrics(w)
+	if p.sup != nil {
+		p.sup.writeMetrics(w)
 		return
 	}
 	p.metrics.WritePrometheus(w)
@@ -78,8 +78,18 @@ func (p *Proxy) serveConfig(w http.ResponseWriter, _ *http.Request) {
 		"drain_timeout": c.DrainTimeout.String(), "max_connections": c.MaxConnections,
 		"health_address": c.HealthAddr, "prometheus_address": c.PrometheusAddr, "admin_address": c.AdminAddr,
 		"access_log_format": c.AccessLogFormat, "access_log": c.AccessLog != nil,
-		"inbound_tproxy": c.TProxy, "gomaxprocs": runtime.GOMAXPROCS(0), "workers": max(1, len(p.workers)),
+		"inbound_tproxy": c.TProxy, "gomaxprocs": runtime.GOMAXPROCS(0), "workers": p.workerCount(),
+		"drain_listeners": c.DrainListeners.String(), "exit_on_zero_active_connections": c.ExitOnZeroActive,
+		"minimum_drain_duration": c.MinimumDrain.String(), "effective_max_connections": p.limits.Connections,
+		"descriptor_limit": p.limits.Descriptors, "max_pipes": p.limits.Pipes,
 	})
+}
+
+func (p *Proxy) workerCount() int {
+	if p.sup == nil {
+		return 1
+	}
+	return len(p.sup.workers)
 }
 
 func (p *Proxy) serveSetLevel(w http.ResponseWriter, r *http.Request) {
@@ -89,10 +99,12 @@ func (p *Proxy) serveSetLevel(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.level.Set(l)
-	for i, wk := range p.workers {
-		if _, err := wk.request("level " + l.String()); err != nil {
-			p.log.Warn("worker log level", "worker", i, "err", err)
-		}
+	if p.sup != nil {
+		p.sup.each(func(wk *worker) {
+			if _, err := wk.request("level " + l.String()); err != nil {
+				p.log.Warn("worker log level", "worker", wk.slot, "err", err)
+			}
+		})
 	}
 	p.log.Info("log level changed", "level", l)
 	fmt.Fprintf(w, "level: %s\n", strings.ToLower(l.String()))

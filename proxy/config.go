@@ -4,9 +4,11 @@
 package proxy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/netip"
 	"time"
 
@@ -15,11 +17,15 @@ import (
 
 // Config says where the proxy listens and how it treats connections.
 type Config struct {
-	OutboundPort uint16 // captured outbound connections arrive here
-	InboundPort  uint16 // captured inbound connections arrive here
-	// ListenAddr is the IPv4 address the capture listeners bind; IPv6
-	// listeners bind [::] when the namespace has IPv6.
-	ListenAddr netip.Addr
+	// OutboundPort and InboundPort are where captured connections arrive;
+	// 0 takes any free port (tests), the command line refuses it.
+	OutboundPort uint16
+	InboundPort  uint16
+	// ListenAddr is the IPv4 address the capture listeners bind;
+	// ListenAddr6 the IPv6 one, when the namespace has IPv6 (the zero
+	// Addr for no IPv6 listeners).
+	ListenAddr  netip.Addr
+	ListenAddr6 netip.Addr
 
 	// TProxy says inbound connections arrive by TPROXY rather than
 	// REDIRECT: not rewritten, so the accepted socket's local address is
@@ -29,31 +35,77 @@ type Config struct {
 	// InboundSource is the address inbound connections are handed to the
 	// app from, so the capture rules let them through (127.0.0.6); the
 	// IPv6 form is used for IPv6 destinations.
-	InboundSource   netip.Addr
-	InboundSource6  netip.Addr
-	ConnectTimeout  time.Duration
-	IdleTimeout     time.Duration // no byte either way for this long closes the connection
-	MaxConnections  int           // beyond it new connections are reset at once; 0 for no limit
-	DrainTimeout    time.Duration // how long live connections may finish after SIGTERM
-	HealthAddr      string        // serves /healthz/ready; "" for none
-	PrometheusAddr  string        // serves /stats/prometheus; "" for none
-	AdminAddr       string        // serves the admin API; loopback only; "" for none
-	AccessLog       io.Writer     // one line per connection; nil for none
-	AccessLogFormat string        // "text" or "json"
+	InboundSource  netip.Addr
+	InboundSource6 netip.Addr
+	ConnectTimeout time.Duration
+	IdleTimeout    time.Duration // no byte either way for this long closes the connection
+	// MaxConnections bounds open connections; beyond it new ones are reset
+	// at once. 0 is no limit of its own, but the descriptor limit always
+	// bounds it (see Limits).
+	MaxConnections int
+
+	// Drain, on SIGTERM, as Istio's sidecar does: the listeners in
+	// DrainListeners stop at once (inbound only, by default: the app may
+	// still call out while it shuts down); the rest serve until the drain
+	// ends. It ends after DrainTimeout, when what is left is reset; or,
+	// earlier, once nothing is open and nothing new can come (every
+	// listener stopped), or with ExitOnZeroActive, once nothing is open
+	// after MinimumDrain.
+	DrainTimeout     time.Duration
+	DrainListeners   DrainScope
+	ExitOnZeroActive bool
+	MinimumDrain     time.Duration
+
+	HealthAddr      string    // serves /healthz/ready; "" for none
+	PrometheusAddr  string    // serves /stats/prometheus; "" for none
+	AdminAddr       string    // serves the admin API; "" for none
+	AdminRemote     bool      // allow AdminAddr off loopback (it serves pprof and changes the log level)
+	AccessLog       io.Writer // one line per connection; nil for none
+	AccessLogFormat string    // "text" or "json"
+
+	// OriginalDst finds where a captured connection was going; nil reads
+	// SO_ORIGINAL_DST (or, for TPROXY inbound, the local address).
+	OriginalDst func(c *net.TCPConn, dir Direction) (netip.AddrPort, error)
+	// Dial connects to the upstream; nil connects from the kernel's choice
+	// of source outbound, and from InboundSource inbound. It must give up
+	// when ctx ends.
+	Dial func(ctx context.Context, dir Direction, dst netip.AddrPort) (*net.TCPConn, error)
 }
 
-// DefaultConfig is Istio's ports and Envoy's defaults for its TCP proxy.
+// DrainScope is which capture listeners stop at the start of a drain.
+type DrainScope uint8
+
+// Drain scopes.
+const (
+	DrainInbound DrainScope = iota // Istio's: inbound stops, outbound serves until the drain ends
+	DrainAll                       // both stop at once
+)
+
+func (s DrainScope) String() string {
+	if s == DrainAll {
+		return "all"
+	}
+	return "inbound"
+}
+
+// stops says whether a drain stops dir's listener at its start.
+func (s DrainScope) stops(dir Direction) bool { return s == DrainAll || dir == Inbound }
+
+// DefaultConfig is Istio's ports and drain and Envoy's defaults for its
+// TCP proxy.
 func DefaultConfig() Config {
 	return Config{
 		OutboundPort:    sidecar.OutboundPort,
 		InboundPort:     sidecar.InboundPort,
 		ListenAddr:      netip.IPv4Unspecified(),
+		ListenAddr6:     netip.IPv6Unspecified(),
 		InboundSource:   netip.MustParseAddr(sidecar.InboundPassthroughSource),
 		InboundSource6:  netip.MustParseAddr("::6"),
 		ConnectTimeout:  10 * time.Second,
 		IdleTimeout:     time.Hour,
 		MaxConnections:  100000,
 		DrainTimeout:    5 * time.Second,
+		MinimumDrain:    5 * time.Second,
 		HealthAddr:      fmt.Sprintf(":%d", sidecar.HealthPort),
 		PrometheusAddr:  fmt.Sprintf(":%d", sidecar.PrometheusPort),
 		AdminAddr:       fmt.Sprintf("127.0.0.1:%d", sidecar.AdminPort),
@@ -64,11 +116,14 @@ func DefaultConfig() Config {
 // Validate checks the Config.
 func (c *Config) Validate() error {
 	var errs []error
-	if c.OutboundPort == 0 || c.InboundPort == 0 || c.OutboundPort == c.InboundPort {
-		errs = append(errs, fmt.Errorf("outbound port %d and inbound port %d must be set and differ", c.OutboundPort, c.InboundPort))
+	if c.OutboundPort == c.InboundPort && c.OutboundPort != 0 {
+		errs = append(errs, fmt.Errorf("outbound port %d and inbound port %d must differ", c.OutboundPort, c.InboundPort))
 	}
 	if !c.ListenAddr.Is4() {
 		errs = append(errs, fmt.Errorf("listen address %s is not IPv4", c.ListenAddr))
+	}
+	if c.ListenAddr6.IsValid() && !c.ListenAddr6.Is6() {
+		errs = append(errs, fmt.Errorf("IPv6 listen address %s is not IPv6", c.ListenAddr6))
 	}
 	if !c.InboundSource.Is4() || !c.InboundSource6.Is6() {
 		errs = append(errs, fmt.Errorf("inbound sources %s and %s must be IPv4 and IPv6", c.InboundSource, c.InboundSource6))
@@ -81,11 +136,34 @@ func (c *Config) Validate() error {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", d.name, d.d))
 		}
 	}
+	if c.MinimumDrain < 0 {
+		errs = append(errs, fmt.Errorf("minimum drain %s is negative", c.MinimumDrain))
+	}
 	if c.MaxConnections < 0 {
 		errs = append(errs, fmt.Errorf("connection limit %d is negative", c.MaxConnections))
+	}
+	if c.DrainListeners > DrainAll {
+		errs = append(errs, fmt.Errorf("drain scope %d is not inbound or all", c.DrainListeners))
+	}
+	if c.AdminAddr != "" && !c.AdminRemote && !IsLoopbackAddr(c.AdminAddr) {
+		errs = append(errs, fmt.Errorf("admin address %s is not loopback: the admin API serves profiles and changes the log level", c.AdminAddr))
 	}
 	if c.AccessLogFormat != "text" && c.AccessLogFormat != "json" {
 		errs = append(errs, fmt.Errorf("access log format %q is not text or json", c.AccessLogFormat))
 	}
 	return errors.Join(errs...)
+}
+
+// IsLoopbackAddr says whether a HOST:PORT address listens on loopback only;
+// an empty host, 0.0.0.0 and :: listen everywhere.
+func IsLoopbackAddr(hostPort string) bool {
+	host, _, err := net.SplitHostPort(hostPort)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
 }

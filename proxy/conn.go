@@ -60,11 +60,9 @@ func (p *Proxy) forward(down *net.TCPConn, dir Direction, e *Entry) Result {
 		p.log.Warn("refused a connection to the proxy's own listener (a loop)", "direction", dir, "from", e.Downstream, "to", dst)
 		return ResultLoop
 	}
-	up, err := p.dial(dir, dst)
-	if err != nil {
+	up, r := p.connect(down, dir, dst, e)
+	if up == nil {
 		reset(down)
-		r := connectResult(err)
-		p.log.Debug("upstream connect failed", "direction", dir, "to", dst, "result", r, "err", err)
 		return r
 	}
 	e.UpstreamLocal = addrPort(up.LocalAddr())
@@ -74,9 +72,39 @@ func (p *Proxy) forward(down *net.TCPConn, dir Direction, e *Entry) Result {
 	return p.pump(f, e)
 }
 
+// connect dials dst for down, giving up when down goes away or the drain
+// ends; on failure it returns nil and the result to log.
+func (p *Proxy) connect(down *net.TCPConn, dir Direction, dst netip.AddrPort, e *Entry) (*net.TCPConn, Result) {
+	ctx, cancel := context.WithCancelCause(p.stopping)
+	defer cancel(nil)
+	ctx, cancelTimeout := context.WithTimeout(ctx, p.cfg.ConnectTimeout)
+	defer cancelTimeout()
+	w := watchDownstream(down, cancel)
+	up, err := p.dial(ctx, dir, dst)
+	gone := w.stop()
+	if err == nil {
+		return up, ResultOK
+	}
+	r := connectResult(err)
+	switch cause := context.Cause(ctx); {
+	case gone || errors.Is(cause, errDownstreamGone):
+		r = ResultDownstreamClosed
+	case errors.Is(cause, errDrainEnded):
+		r = ResultDrained
+	case errors.Is(cause, context.DeadlineExceeded):
+		r = ResultConnectTimeout
+	}
+	e.Detail = err.Error()
+	p.log.Debug("upstream connect failed", "direction", dir, "to", dst, "result", r, "err", err)
+	return nil, r
+}
+
 // originalDst is where down was going: conntrack's record of the address
 // REDIRECT rewrote, or, for TPROXY, the socket's own local address.
 func (p *Proxy) originalDst(down *net.TCPConn, dir Direction) (netip.AddrPort, error) {
+	if p.cfg.OriginalDst != nil {
+		return p.cfg.OriginalDst(down, dir)
+	}
 	if dir == Inbound && p.cfg.TProxy {
 		return addrPort(down.LocalAddr()), nil
 	}
@@ -93,17 +121,20 @@ func (p *Proxy) isLoop(down *net.TCPConn, dir Direction, dst netip.AddrPort) boo
 	return dst == addrPort(down.LocalAddr())
 }
 
-func (p *Proxy) dial(dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
+func (p *Proxy) dial(ctx context.Context, dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
+	if p.cfg.Dial != nil {
+		return p.cfg.Dial(ctx, dir, dst)
+	}
 	network, source := "tcp4", p.cfg.InboundSource
 	if dst.Addr().Is6() {
 		network, source = "tcp6", p.cfg.InboundSource6
 	}
 	if dir == Inbound {
-		return p.dialer.DialTCP(context.Background(), network, netip.AddrPortFrom(source, 0), dst)
+		return p.dialer.DialTCP(ctx, network, netip.AddrPortFrom(source, 0), dst)
 	}
 	// With no source to bind, DialTCP would still bind to port 0, a slower
 	// port choice than connect's own.
-	c, err := p.dialer.DialContext(context.Background(), network, dst.String())
+	c, err := p.dialer.DialContext(ctx, network, dst.String())
 	if err != nil {
 		return nil, err
 	}
@@ -112,44 +143,48 @@ func (p *Proxy) dial(dir Direction, dst netip.AddrPort) (*net.TCPConn, error) {
 
 // pump copies both ways, the upstream-bound half on a second goroutine.
 func (p *Proxy) pump(f *flow, e *Entry) Result {
-	type half struct {
-		n int64
-		r Result
-	}
-	upDone := make(chan half, 1)
-	go func() {
-		n, r := p.copyHalf(f, f.up, f.down)
-		upDone <- half{n, r}
-	}()
-	nDown, rDown := p.copyHalf(f, f.down, f.up)
-	h := <-upDone
+	upDone := make(chan halfResult, 1)
+	go func() { upDone <- p.copyHalf(f, f.up, f.down) }()
+	dn := p.copyHalf(f, f.down, f.up)
+	up := <-upDone
 	f.down.Close()
 	f.up.Close()
-	e.BytesReceived, e.BytesSent = h.n, nDown
+	e.BytesReceived, e.BytesSent = up.n, dn.n
 	if why := f.aborted.Load(); why != 0 {
 		return Result(why - 1)
 	}
-	if h.r != ResultOK {
-		return h.r
+	for _, h := range []halfResult{up, dn} {
+		if h.r != ResultOK {
+			e.Detail = h.detail
+			return h.r
+		}
 	}
-	return rDown
+	return ResultOK
+}
+
+// halfResult is how one direction of a flow ended.
+type halfResult struct {
+	n      int64
+	r      Result
+	detail string // why it was reset, for the log
 }
 
 // copyHalf moves bytes from src to dst until src ends, then half-closes
 // dst (FIN goes on). A reset on either side resets both, so the live peer
 // sees the reset too. It sets no deadlines: the registry's sweeper closes
 // idle flows, and a drain closes what is left at its end.
-func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
+func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) halfResult {
 	sp, err := newSplicer(src, dst)
 	if err != nil {
 		reset(src)
 		reset(dst)
-		return 0, ResultReset
+		p.log.Warn("reset a connection: its socket could not be used", "err", err)
+		return halfResult{0, ResultReset, "proxy: " + err.Error()}
 	}
 	defer sp.release()
 	var total int64
 	for {
-		n, eof, err := sp.step()
+		n, eof, atDst, err := sp.step()
 		total += int64(n)
 		if n > 0 {
 			f.activity.Add(int64(n))
@@ -161,19 +196,53 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) (int64, Result) {
 			if f.ended.Add(1) == 1 {
 				_ = dst.CloseWrite()
 			}
-			return total, ResultOK
+			return halfResult{total, ResultOK, ""}
 		case err == nil:
 			continue
 		case errors.Is(err, net.ErrClosed):
 			// The other half closed both sides, or the sweeper or a drain
 			// did; whoever closed them says why.
-			return total, ResultOK
-		default: // ECONNRESET, EPIPE and the like: pass the reset on
-			reset(src)
-			reset(dst)
-			return total, ResultReset
+			return halfResult{total, ResultOK, ""}
+		}
+		// ECONNRESET, EPIPE and the like: pass the reset on, saying whose.
+		reset(src)
+		reset(dst)
+		detail, own := resetDetail(f, dst, src, atDst, err)
+		if own {
+			p.log.Warn("reset a connection: the proxy failed to move its bytes", "err", err, "bytes", total)
+		}
+		return halfResult{total, ResultReset, detail}
+	}
+}
+
+// resetDetail names the side whose error reset the flow, "upstream" or
+// "downstream", and the error; own is true for an error of the proxy's
+// own (no descriptors, say), where the peers did nothing wrong.
+func resetDetail(f *flow, dst, src *net.TCPConn, atDst bool, err error) (detail string, own bool) {
+	side := src
+	if atDst {
+		side = dst
+	}
+	who := "downstream"
+	if side == f.up {
+		who = "upstream"
+	}
+	if !isPeerError(err) {
+		return "proxy: " + err.Error(), true
+	}
+	return who + ": " + err.Error(), false
+}
+
+// isPeerError says whether err is the peer's doing (a reset, a closed
+// pipe, a timeout) rather than a failure of the proxy's own.
+func isPeerError(err error) bool {
+	for _, e := range []error{syscall.ECONNRESET, syscall.EPIPE, syscall.ETIMEDOUT, syscall.EHOSTUNREACH,
+		syscall.ENETUNREACH, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
 		}
 	}
+	return false
 }
 
 // reset closes c with a TCP reset rather than a FIN.

@@ -29,22 +29,24 @@ type Result uint8
 
 // Results. Each is a label value of shunt_proxy_connections_closed_total.
 const (
-	ResultOK             Result = iota // both sides closed cleanly
-	ResultReset                        // one side reset; the reset was passed on
-	ResultIdleTimeout                  // no byte either way for the idle timeout
-	ResultDrained                      // still open at the end of a drain
-	ResultConnectTimeout               // the upstream did not answer in time
-	ResultConnectRefused               // the upstream refused
-	ResultConnectUnreach               // no route to the upstream
-	ResultConnectError                 // any other failure to connect
-	ResultLoop                         // the original destination was the proxy itself
-	ResultOverLimit                    // the connection limit was reached
-	ResultNoOriginalDst                // the original destination could not be read
+	ResultOK               Result = iota // both sides closed cleanly
+	ResultReset                          // one side reset; the reset was passed on
+	ResultIdleTimeout                    // no byte either way for the idle timeout
+	ResultDrained                        // still open at the end of a drain
+	ResultConnectTimeout                 // the upstream did not answer in time
+	ResultConnectRefused                 // the upstream refused
+	ResultConnectUnreach                 // no route to the upstream
+	ResultConnectError                   // any other failure to connect
+	ResultLoop                           // the original destination was the proxy itself
+	ResultOverLimit                      // the connection limit was reached
+	ResultNoOriginalDst                  // the original destination could not be read
+	ResultDownstreamClosed               // the downstream went away while the upstream was being dialled
 	resultCount
 )
 
 var resultNames = [resultCount]string{"ok", "reset", "idle_timeout", "drained", "connect_timeout",
-	"connect_refused", "connect_unreachable", "connect_error", "loop_refused", "over_limit", "no_original_dst"}
+	"connect_refused", "connect_unreachable", "connect_error", "loop_refused", "over_limit", "no_original_dst",
+	"downstream_closed"}
 
 func (r Result) String() string { return resultNames[r] }
 
@@ -121,6 +123,10 @@ func (m *Metrics) WritePrometheus(w io.Writer) {
 	})
 	head(series{"shunt_proxy_goroutines", "gauge", "Goroutines in the proxy process; two per open connection."})
 	fmt.Fprintf(w, "shunt_proxy_goroutines %d\n", runtime.NumGoroutine())
+	head(series{"shunt_proxy_pipes", "gauge", "Pipes open for splicing, in use or pooled."})
+	fmt.Fprintf(w, "shunt_proxy_pipes %d\n", pipesLive.Load())
+	head(series{"shunt_proxy_splice_fallbacks_total", "counter", "Bulk transfers copied through a buffer because no pipe could be had."})
+	fmt.Fprintf(w, "shunt_proxy_splice_fallbacks_total %d\n", spliceFallbacks.Load())
 	head(series{"shunt_proxy_connection_duration_seconds", "histogram", "How long connections lasted."})
 	each(func(d Direction, s *perDirection) {
 		var cum uint64

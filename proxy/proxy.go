@@ -29,17 +29,24 @@ type Proxy struct {
 	http     []*http.Server
 	httpLn   []net.Listener
 	dialer   net.Dialer
+	limits   Limits
 	active   atomic.Int64 // connections open, both directions
 	conns    sync.WaitGroup
 	flows    registry
 	ready    atomic.Bool
 	draining atomic.Bool
-	workers  []*worker // when this process supervises workers
+	// stopping ends when the drain does: dials still pending give up.
+	stopping context.Context
+	stop     context.CancelCauseFunc
+	sup      *supervisor // when this process supervises workers
+
+	lastLimitWarn atomic.Int64 // unix nanoseconds of the last over-limit warning
 }
 
 type capture struct {
-	ln  *net.TCPListener
-	dir Direction
+	ln     *net.TCPListener
+	dir    Direction
+	closed bool // by the drain
 }
 
 // New makes a proxy; level, if not nil, is the log level the admin API
@@ -52,12 +59,18 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 		level = new(slog.LevelVar)
 	}
 	p := &Proxy{cfg: cfg, log: log, level: level}
+	p.stopping, p.stop = context.WithCancelCause(context.Background())
 	// No TCP keepalive from the proxy: the app and the upstream keep their
 	// own, which pass through; Go's default would cost four setsockopt
-	// calls on every socket.
-	p.dialer = net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: -1}
+	// calls on every socket. The connect timeout is the dial's context's.
+	p.dialer = net.Dialer{KeepAlive: -1}
+	p.limits = limitsFor(descriptorLimit(), cfg.MaxConnections)
+	pipeCap.Store(int64(p.limits.Pipes))
 	return p, nil
 }
+
+// Limits are the bounds the proxy runs with, sized to its descriptors.
+func (p *Proxy) Limits() Limits { return p.limits }
 
 // Metrics are the proxy's live counters.
 func (p *Proxy) Metrics() *Metrics { return &p.metrics }
@@ -78,13 +91,16 @@ func (p *Proxy) Listen() error {
 			p.Close()
 			return fmt.Errorf("%s listener: %w", l.dir, err)
 		}
-		p.capture = append(p.capture, capture{ln.(*net.TCPListener), l.dir})
-		ln6, err := lc.Listen(context.Background(), "tcp6", fmt.Sprintf("[::]:%d", l.port))
+		p.capture = append(p.capture, capture{ln: ln.(*net.TCPListener), dir: l.dir})
+		if !p.cfg.ListenAddr6.IsValid() {
+			continue
+		}
+		ln6, err := lc.Listen(context.Background(), "tcp6", netip.AddrPortFrom(p.cfg.ListenAddr6, l.port).String())
 		if err != nil {
 			p.log.Debug("no IPv6 listener", "direction", l.dir, "err", err)
 			continue
 		}
-		p.capture = append(p.capture, capture{ln6.(*net.TCPListener), l.dir})
+		p.capture = append(p.capture, capture{ln: ln6.(*net.TCPListener), dir: l.dir})
 	}
 	for _, h := range []struct {
 		addr    string
@@ -124,12 +140,13 @@ func (p *Proxy) Close() {
 	}
 }
 
-// Serve accepts connections until ctx ends, then drains: it stops
-// accepting, reports not ready, lets live connections finish for up to the
-// drain timeout, and resets what is left.
+// Serve accepts connections until ctx ends, then drains (see Config):
+// reports not ready, stops the listeners the drain scope names, lets the
+// rest serve and live connections finish until the drain ends, and resets
+// what is left.
 func (p *Proxy) Serve(ctx context.Context) error {
-	if len(p.workers) > 0 {
-		return p.superviseServe(ctx)
+	if p.sup != nil {
+		return p.sup.serve(ctx)
 	}
 	if len(p.capture) == 0 {
 		return errors.New("proxy: Serve before Listen")
@@ -144,43 +161,87 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			p.accept(c.ln, c.dir)
 		}()
 	}
-	for i, srv := range p.http {
-		go func() { _ = srv.Serve(p.httpLn[i]) }()
-	}
+	p.serveHTTP()
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
 	go p.flows.sweep(p.cfg.IdleTimeout, stopSweep)
 	p.ready.Store(true)
-	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound))
+	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
+		"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
+	if p.cfg.MaxConnections == 0 || p.limits.Connections < p.cfg.MaxConnections {
+		p.log.Info("the descriptor limit bounds the connections", "max_connections", p.limits.Connections,
+			"descriptors", p.limits.Descriptors, "reserved", p.limits.Reserve, "pipes", p.limits.Pipes)
+	}
 	<-ctx.Done()
 
-	p.draining.Store(true)
-	p.ready.Store(false)
-	for _, c := range p.capture {
-		c.ln.Close()
+	p.drain()
+	for i := range p.capture {
+		p.closeCapture(i)
 	}
 	acceptors.Wait()
-	p.log.Info("draining", "connections", p.active.Load(), "timeout", p.cfg.DrainTimeout)
-	if !p.waitConns(p.cfg.DrainTimeout) {
-		n := p.flows.closeAll(ResultDrained)
-		p.log.Warn("drain timeout: reset the connections left", "connections", n)
-		p.conns.Wait()
+	p.stop(errDrainEnded) // dials still pending give up
+	if n := p.flows.closeAll(ResultDrained); n > 0 {
+		p.log.Warn("drain ended: reset the connections left", "connections", n)
 	}
-	for _, srv := range p.http {
-		_ = srv.Close()
-	}
+	p.conns.Wait()
+	p.closeHTTP()
 	p.log.Info("proxy stopped")
 	return nil
 }
 
-func (p *Proxy) waitConns(d time.Duration) bool {
-	done := make(chan struct{})
-	go func() { p.conns.Wait(); close(done) }()
-	select {
-	case <-done:
-		return true
-	case <-time.After(d):
-		return false
+// drain runs a drain up to its end: it stops the listeners the scope
+// names and waits (see Config for when it ends).
+func (p *Proxy) drain() {
+	p.draining.Store(true)
+	p.ready.Store(false)
+	start := time.Now()
+	serving := false
+	for i, c := range p.capture {
+		if p.cfg.DrainListeners.stops(c.dir) {
+			p.closeCapture(i)
+		} else {
+			serving = true
+		}
+	}
+	p.log.Info("draining", "connections", p.active.Load(), "timeout", p.cfg.DrainTimeout,
+		"stopped", p.cfg.DrainListeners, "exit_on_zero_active_connections", p.cfg.ExitOnZeroActive)
+	deadline := time.NewTimer(p.cfg.DrainTimeout)
+	defer deadline.Stop()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		idle := p.active.Load() == 0
+		switch {
+		case idle && !serving:
+			return // nothing open, nothing new can come
+		case idle && p.cfg.ExitOnZeroActive && time.Since(start) >= p.cfg.MinimumDrain:
+			return
+		}
+		select {
+		case <-deadline.C:
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+// closeCapture closes a capture listener once.
+func (p *Proxy) closeCapture(i int) {
+	if !p.capture[i].closed {
+		p.capture[i].closed = true
+		p.capture[i].ln.Close()
+	}
+}
+
+func (p *Proxy) serveHTTP() {
+	for i, srv := range p.http {
+		go func() { _ = srv.Serve(p.httpLn[i]) }()
+	}
+}
+
+func (p *Proxy) closeHTTP() {
+	for _, srv := range p.http {
+		_ = srv.Close()
 	}
 }
 
@@ -200,9 +261,10 @@ func (p *Proxy) accept(ln *net.TCPListener, dir Direction) {
 		}
 		backoff = 5 * time.Millisecond
 		p.metrics.dir[dir].accepted.Add(1)
-		if n := p.active.Add(1); p.cfg.MaxConnections > 0 && n > int64(p.cfg.MaxConnections) {
+		if n := p.active.Add(1); n > int64(p.limits.Connections) {
 			p.active.Add(-1)
 			reset(c)
+			p.warnOverLimit(dir)
 			p.metrics.record(dir, ResultOverLimit, 0, 0, 0)
 			p.access.write(&Entry{Start: time.Now(), Direction: dir, Downstream: addrPort(c.RemoteAddr()), Result: ResultOverLimit})
 			continue
@@ -213,6 +275,18 @@ func (p *Proxy) accept(ln *net.TCPListener, dir Direction) {
 			p.serveConn(c, dir)
 		}()
 	}
+}
+
+// warnOverLimit logs that the connection limit turned connections away,
+// at most once every ten seconds.
+func (p *Proxy) warnOverLimit(dir Direction) {
+	now := time.Now().UnixNano()
+	last := p.lastLimitWarn.Load()
+	if now-last < int64(10*time.Second) || !p.lastLimitWarn.CompareAndSwap(last, now) {
+		return
+	}
+	p.log.Warn("connection limit reached: resetting new connections until some close", "direction", dir,
+		"max_connections", p.limits.Connections, "descriptor_limit", p.limits.Descriptors)
 }
 
 // transparent lets a listener accept connections addressed to any address,

@@ -33,6 +33,13 @@ type sidecarPod struct {
 
 func newSidecarPod(t *testing.T, proxyArgs ...string) *sidecarPod {
 	t.Helper()
+	return newSidecarPodLimited(t, 0, proxyArgs...)
+}
+
+// newSidecarPodLimited is newSidecarPod with the proxy's descriptor limit
+// set to nofile (0 leaves it).
+func newSidecarPodLimited(t *testing.T, nofile int, proxyArgs ...string) *sidecarPod {
+	t.Helper()
 	testnet.RequireRoot(t, "iptables-nft-save")
 	bin := testnet.ShuntBinary(t)
 	s := &sidecarPod{Pod: testnet.NewPod(t), access: &scenario.Buffer{}, stderr: &scenario.Buffer{}, exited: make(chan struct{})}
@@ -42,6 +49,9 @@ func newSidecarPod(t *testing.T, proxyArgs ...string) *sidecarPod {
 	}
 	s.NS.Run(t, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000")
 	line := "exec " + bin + " proxy --uid 1337 --gid 1337 --access-log stdout " + strings.Join(proxyArgs, " ")
+	if nofile > 0 {
+		line = fmt.Sprintf("ulimit -n %d && %s", nofile, line)
+	}
 	s.proc = exec.Command("ip", "netns", "exec", s.NS.Name, "sh", "-c", line)
 	s.proc.Stdout, s.proc.Stderr = s.access, s.stderr
 	if err := s.proc.Start(); err != nil {
@@ -84,6 +94,20 @@ func (s *sidecarPod) metric(t *testing.T, series string) float64 {
 	}
 	t.Fatalf("no series %s in:\n%s", series, body)
 	return 0
+}
+
+// waitMetric waits until a series reads want.
+func (s *sidecarPod) waitMetric(t *testing.T, series string, want float64, within time.Duration) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(20 * time.Millisecond) {
+		v := s.metric(t, series)
+		if v == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s = %v after %s, want %v", series, v, within, want)
+		}
+	}
 }
 
 // waitAccess waits for an access log line containing every part.
@@ -322,8 +346,10 @@ func TestIdleTimeout(t *testing.T) {
 	}
 }
 
-func TestDrain(t *testing.T) {
-	s := newSidecarPod(t, "--drain-timeout", "3s")
+// TestDrainAll: with --drain-listeners all, SIGTERM stops both listeners,
+// live connections finish, and the proxy exits when the last one ends.
+func TestDrainAll(t *testing.T) {
+	s := newSidecarPod(t, "--drain-timeout", "3s", "--drain-listeners", "all")
 	echo(t, s.Peer, "0.0.0.0:7004")
 	live := s.app(t, "10.96.0.10:7004")
 	roundTrip(t, live, "before")
@@ -453,7 +479,7 @@ func TestIPv6OriginalDestination(t *testing.T) {
 // processes, the supervisor's metrics add theirs up, and SIGTERM drains
 // them all.
 func TestWorkers(t *testing.T) {
-	s := newSidecarPod(t, "--workers", "3")
+	s := newSidecarPod(t, "--workers", "3", "--drain-timeout", "1s")
 	echo(t, s.Peer, "0.0.0.0:7020")
 	for i := 0; i < 30; i++ {
 		c := s.app(t, "10.96.0.10:7020")

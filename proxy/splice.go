@@ -1,10 +1,10 @@
 package proxy
 
 import (
-	"errors"
 	"net"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -20,16 +20,40 @@ type pipe struct{ r, w int }
 // pipes are shared by all connections. A connection takes one only while
 // bytes are in flight, not while it waits for them, so ten thousand idle
 // connections hold no pipes (Go's own splice holds one per blocked copy,
-// which would cost four descriptors per idle connection).
-var pipes = sync.Pool{New: func() any {
+// which would cost four descriptors per idle connection). At most pipeCap
+// exist at once; past it, or when the process is out of descriptors, a
+// transfer is copied through a buffer instead.
+var pipes = sync.Pool{New: newPipe}
+
+var (
+	pipeCap         atomic.Int64 // set from the proxy's Limits
+	pipesLive       atomic.Int64 // pipes open, pooled or in use
+	spliceFallbacks atomic.Uint64
+)
+
+func init() { pipeCap.Store(256) }
+
+func newPipe() any {
+	if pipesLive.Add(1) > pipeCap.Load() {
+		pipesLive.Add(-1)
+		return nil
+	}
 	var fds [2]int
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
+		pipesLive.Add(-1)
 		return nil
 	}
 	p := &pipe{r: fds[0], w: fds[1]}
-	runtime.SetFinalizer(p, func(p *pipe) { unix.Close(p.r); unix.Close(p.w) })
+	runtime.SetFinalizer(p, (*pipe).close)
 	return p
-}}
+}
+
+func (p *pipe) close() {
+	unix.Close(p.r)
+	unix.Close(p.w)
+	runtime.SetFinalizer(p, nil)
+	pipesLive.Add(-1)
+}
 
 // copyBufSize is the buffer small transfers are copied through. A read
 // that fills it marks the connection as bulk, and from then on it is
@@ -50,7 +74,9 @@ type splicer struct {
 	inPipe   int // bytes waiting in the pipe, or in buf from off on
 	off      int
 	err      error
+	errAtDst bool // err came from writing, not reading
 	eof      bool
+	noPipe   bool // fillPipe found no pipe to take
 	// The callbacks are made once, so the copy loop allocates nothing.
 	fill, drain, read, write func(fd uintptr) bool
 }
@@ -85,7 +111,7 @@ func (s *splicer) readBuf(fd uintptr) bool {
 	case err == unix.EINTR:
 		return s.readBuf(fd)
 	case err != nil:
-		s.err = err
+		s.err, s.errAtDst = err, false
 	case n == 0:
 		s.eof = true
 	}
@@ -103,7 +129,7 @@ func (s *splicer) writeBuf(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			s.err = err
+			s.err, s.errAtDst = err, true
 			return true
 		}
 		s.inPipe -= n
@@ -118,7 +144,7 @@ func (s *splicer) fillPipe(fd uintptr) bool {
 	if s.pipe == nil {
 		p, _ := pipes.Get().(*pipe)
 		if p == nil {
-			s.err = errors.New("splice: no pipe (out of descriptors?)")
+			s.noPipe = true
 			return true
 		}
 		s.pipe = p
@@ -132,7 +158,7 @@ func (s *splicer) fillPipe(fd uintptr) bool {
 	case err == unix.EINTR:
 		return s.fillPipe(fd)
 	case err != nil:
-		s.err = err
+		s.err, s.errAtDst = err, false
 	case n == 0:
 		s.eof = true
 	}
@@ -151,7 +177,7 @@ func (s *splicer) drainPipe(fd uintptr) bool {
 		case err == unix.EINTR:
 			continue
 		case err != nil:
-			s.err = err
+			s.err, s.errAtDst = err, true
 			return true
 		}
 		s.inPipe -= int(n)
@@ -162,34 +188,44 @@ func (s *splicer) drainPipe(fd uintptr) bool {
 // step moves one pipe's worth of what src has to dst, waiting (through the
 // runtime's poller, under the sockets' deadlines) for src to have bytes
 // and for dst to take them. It returns the bytes moved; eof when src has
-// sent FIN.
-func (s *splicer) step() (n int, eof bool, err error) {
+// sent FIN; and, with an error, whether it came from dst.
+func (s *splicer) step() (n int, eof bool, atDst bool, err error) {
 	s.err, s.eof, s.inPipe = nil, false, 0
 	fill, drain := s.read, s.write
 	if s.bulk {
 		fill, drain = s.fill, s.drain
 	}
 	if err := s.src.Read(fill); err != nil {
-		return 0, false, err
+		return 0, false, false, err
+	}
+	if s.noPipe {
+		// No pipe to be had: copy this piece instead. The bytes are still
+		// waiting in src, so the read does not wait.
+		s.noPipe = false
+		spliceFallbacks.Add(1)
+		fill, drain = s.read, s.write
+		if err := s.src.Read(fill); err != nil {
+			return 0, false, false, err
+		}
 	}
 	if s.err != nil || s.eof {
 		s.release()
-		return 0, s.eof, s.err
+		return 0, s.eof, s.errAtDst, s.err
 	}
 	n = s.inPipe
 	if err := s.dst.Write(drain); err != nil {
 		s.discard()
-		return n - s.inPipe, false, err
+		return n - s.inPipe, false, true, err
 	}
 	if s.err != nil {
 		s.discard()
-		return n - s.inPipe, false, s.err
+		return n - s.inPipe, false, s.errAtDst, s.err
 	}
 	if !s.bulk && n == copyBufSize {
 		s.bulk = true
 	}
 	s.release()
-	return n, false, nil
+	return n, false, false, nil
 }
 
 func (s *splicer) release() {
@@ -206,9 +242,7 @@ func (s *splicer) release() {
 // discard drops a pipe that still holds bytes: it cannot be reused.
 func (s *splicer) discard() {
 	if s.pipe != nil && s.inPipe > 0 {
-		unix.Close(s.pipe.r)
-		unix.Close(s.pipe.w)
-		runtime.SetFinalizer(s.pipe, nil)
+		s.pipe.close()
 		s.pipe = nil
 	}
 	s.release()

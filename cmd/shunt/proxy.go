@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,22 +10,45 @@ import (
 	"os/signal"
 	"runtime"
 	"slices"
+	"strconv"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+	"golang.org/x/sys/unix"
 
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
+// proxyFlags are `shunt proxy`'s settings as given; check turns them into
+// a proxyRun or refuses them, touching nothing.
 type proxyFlags struct {
 	cfg                      proxy.Config
-	uid, gid                 int
-	captureUIDs, captureGIDs []uint
+	uid, gid                 uint32
+	uidSet, gidSet           bool
+	allowRoot                bool
+	captureUIDs, captureGIDs []uint32
 	accessLog, logLevel      string
+	accessLogFormat          string
+	drainListeners           string
 	logJSON                  bool
 	workers                  int
 	concurrency              int
+}
+
+// proxyEnv are Istio's environment variables for the drain, read when the
+// flag is not given; seconds marks one given in whole seconds.
+var proxyEnv = []struct {
+	flag, env string
+	seconds   bool
+}{
+	{"drain-timeout", "TERMINATION_DRAIN_DURATION_SECONDS", true},
+	{"exit-on-zero-active-connections", "EXIT_ON_ZERO_ACTIVE_CONNECTIONS", false},
+	{"minimum-drain-duration", "MINIMUM_DRAIN_DURATION", false},
 }
 
 func newProxyCmd() *cobra.Command {
@@ -33,72 +57,153 @@ func newProxyCmd() *cobra.Command {
 		Short: "Run the sidecar: take captured connections on 15001 and 15006 and forward them to where they were going",
 		Long: "Run the sidecar in the pod's network namespace (its container, or ip netns exec).\n" +
 			"Started as root with --uid/--gid, it binds its ports and then drops to that identity;\n" +
-			"it refuses to run as an identity the capture rules would capture.",
+			"it refuses to run as an identity the capture rules would capture, and as root unless --allow-root.\n" +
+			"On SIGTERM it drains as Istio's sidecar does: inbound stops at once, outbound serves on\n" +
+			"until --drain-timeout (TERMINATION_DRAIN_DURATION_SECONDS), then what is left is reset.",
 		Example: "  shunt proxy --uid 1337 --gid 1337",
 		Args:    cobra.NoArgs,
 	}
-	pf := &proxyFlags{cfg: proxy.DefaultConfig()}
+	pf := &proxyFlags{cfg: proxy.DefaultConfig(), captureUIDs: []uint32{sidecar.ProxyUID}, captureGIDs: []uint32{sidecar.ProxyGID},
+		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1}
 	f := cmd.Flags()
-	f.Uint16Var(&pf.cfg.OutboundPort, "outbound-port", sidecar.OutboundPort, "port captured outbound connections arrive on")
-	f.Uint16Var(&pf.cfg.InboundPort, "inbound-port", sidecar.InboundPort, "port captured inbound connections arrive on")
+	f.Var(newPort(&pf.cfg.OutboundPort), "outbound-port", "port captured outbound connections arrive on")
+	f.Var(newPort(&pf.cfg.InboundPort), "inbound-port", "port captured inbound connections arrive on")
 	f.BoolVar(&pf.cfg.TProxy, "tproxy", false, "inbound connections arrive by TPROXY (redirect -m TPROXY): listen with IP_TRANSPARENT, take the local address as the destination")
-	f.DurationVar(&pf.cfg.ConnectTimeout, "connect-timeout", pf.cfg.ConnectTimeout, "how long to wait for an upstream to accept")
-	f.DurationVar(&pf.cfg.IdleTimeout, "idle-timeout", pf.cfg.IdleTimeout, "close a connection after this long with no byte either way")
-	f.IntVar(&pf.cfg.MaxConnections, "max-connections", pf.cfg.MaxConnections, "reset new connections beyond this many open ones (0: no limit)")
-	f.DurationVar(&pf.cfg.DrainTimeout, "drain-timeout", pf.cfg.DrainTimeout, "on SIGTERM, how long open connections may finish")
-	f.StringVar(&pf.cfg.HealthAddr, "health-addr", pf.cfg.HealthAddr, "address of /healthz/ready (\"\" for none)")
-	f.StringVar(&pf.cfg.PrometheusAddr, "prometheus-addr", pf.cfg.PrometheusAddr, "address of /stats/prometheus (\"\" for none)")
-	f.StringVar(&pf.cfg.AdminAddr, "admin-addr", pf.cfg.AdminAddr, "address of the admin API, loopback only (\"\" for none)")
-	f.StringVar(&pf.accessLog, "access-log", "stdout", "where access log lines go: stdout, stderr, a file path, or off")
-	f.StringVar(&pf.cfg.AccessLogFormat, "access-log-format", "text", "text or json")
-	f.IntVar(&pf.uid, "uid", -1, "after binding, run as this UID (needs root)")
-	f.IntVar(&pf.gid, "gid", -1, "after binding, run as this GID (needs root)")
-	f.UintSliceVar(&pf.captureUIDs, "capture-uid", []uint{sidecar.ProxyUID}, "UIDs the capture rules exempt (redirect's -u)")
-	f.UintSliceVar(&pf.captureGIDs, "capture-gid", []uint{sidecar.ProxyGID}, "GIDs the capture rules exempt (redirect's -g)")
-	f.StringVar(&pf.logLevel, "log-level", "info", "debug, info, warn or error")
+	f.Var(newDuration(&pf.cfg.ConnectTimeout, false, 24*time.Hour), "connect-timeout", "how long to wait for an upstream to accept")
+	f.Var(newDuration(&pf.cfg.IdleTimeout, false, 0), "idle-timeout", "close a connection after this long with no byte either way")
+	f.Var(newCount(&pf.cfg.MaxConnections, 0, 10_000_000), "max-connections", "reset new connections beyond this many open ones (0: only the descriptor limit's bound)")
+	f.Var(newDuration(&pf.cfg.DrainTimeout, false, 24*time.Hour), "drain-timeout", "on SIGTERM, how long the drain lasts at most; then what is left is reset [$TERMINATION_DRAIN_DURATION_SECONDS]")
+	f.Var(newChoice(&pf.drainListeners, "inbound", "all"), "drain-listeners", "listeners that stop at the start of a drain: inbound (Istio's: outbound serves on), or all")
+	f.BoolVar(&pf.cfg.ExitOnZeroActive, "exit-on-zero-active-connections", false, "end the drain once no connection is open, after --minimum-drain-duration [$EXIT_ON_ZERO_ACTIVE_CONNECTIONS]")
+	f.Var(newDuration(&pf.cfg.MinimumDrain, true, 24*time.Hour), "minimum-drain-duration", "with --exit-on-zero-active-connections, drain at least this long [$MINIMUM_DRAIN_DURATION]")
+	f.Var(newHostPort(&pf.cfg.HealthAddr, true), "health-addr", "address of /healthz/ready (\"\" for none)")
+	f.Var(newHostPort(&pf.cfg.PrometheusAddr, true), "prometheus-addr", "address of /stats/prometheus (\"\" for none)")
+	f.Var(newHostPort(&pf.cfg.AdminAddr, true), "admin-addr", "address of the admin API, loopback unless --admin-allow-remote (\"\" for none)")
+	f.BoolVar(&pf.cfg.AdminRemote, "admin-allow-remote", false, "let --admin-addr listen beyond loopback (it serves profiles and changes the log level)")
+	f.StringVar(&pf.accessLog, "access-log", pf.accessLog, "where access log lines go: stdout, stderr, a file path, or off")
+	f.Var(newChoice(&pf.accessLogFormat, "text", "json"), "access-log-format", "text or json")
+	f.Var(newID(&pf.uid, &pf.uidSet, false), "uid", "after binding, run as this UID, a number or a user name (needs root)")
+	f.Var(newID(&pf.gid, &pf.gidSet, true), "gid", "after binding, run as this GID, a number or a group name (needs root)")
+	f.BoolVar(&pf.allowRoot, "allow-root", false, "run as UID 0 (no --uid, or --uid 0): the proxy then holds root's capabilities while it forwards traffic")
+	f.Var(newIDList(&pf.captureUIDs, false), "capture-uid", "UIDs the capture rules exempt (redirect's -u)")
+	f.Var(newIDList(&pf.captureGIDs, true), "capture-gid", "GIDs the capture rules exempt (redirect's -g)")
+	f.Var(newChoice(&pf.logLevel, "debug", "info", "warn", "error"), "log-level", "debug, info, warn or error")
 	f.BoolVar(&pf.logJSON, "log-json", false, "log as JSON lines")
-	f.IntVar(&pf.concurrency, "concurrency", 0, "threads running Go code at once (GOMAXPROCS); 0 leaves the runtime's choice, which follows the container's CPU limit")
-	f.IntVar(&pf.workers, "workers", 1, "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return runProxy(cmd.Context(), pf) }
+	f.Var(newCount(&pf.concurrency, 0, 1024), "concurrency", "threads running Go code at once (GOMAXPROCS); 0 leaves the runtime's choice, which follows the container's CPU limit")
+	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
+	var run *proxyRun
+	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
+		run, err = pf.check(cmd.Flags(), os.LookupEnv)
+		return err
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return run.serve(cmd.Context()) }
 	return cmd
 }
 
-func runProxy(ctx context.Context, pf *proxyFlags) error {
-	level := new(slog.LevelVar)
-	if err := level.UnmarshalText([]byte(pf.logLevel)); err != nil {
-		return usageError{fmt.Errorf("--log-level: %q is not debug, info, warn or error", pf.logLevel)}
+// proxyRun is a checked `shunt proxy` command line.
+type proxyRun struct {
+	cfg            proxy.Config
+	uid, gid       int // -1: keep
+	level          *slog.LevelVar
+	logJSON        bool
+	accessLog      string
+	workers        int
+	concurrency    int
+	targetUID      uint32
+	targetGID      uint32
+	captureUIDs    []uint32
+	captureGIDs    []uint32
+	allowRootGiven bool
+}
+
+// check validates the flags (and Istio's drain variables) without opening
+// or binding anything.
+func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool)) (*proxyRun, error) {
+	for _, e := range proxyEnv {
+		v, ok := getenv(e.env)
+		f := fs.Lookup(e.flag)
+		if !ok || v == "" || f.Changed {
+			continue
+		}
+		text := v
+		if e.seconds {
+			if _, err := strconv.ParseUint(v, 10, 32); err != nil {
+				return nil, usageError{fmt.Errorf("$%s: %s is not a whole number of seconds", e.env, clip.Quote(v))}
+			}
+			text += "s"
+		}
+		if err := f.Value.Set(text); err != nil {
+			return nil, usageError{fmt.Errorf("$%s: %s %s", e.env, clip.Quote(v), valueReason(f, err))}
+		}
 	}
-	opts := &slog.HandlerOptions{Level: level}
+	r := &proxyRun{cfg: pf.cfg, uid: -1, gid: -1, level: new(slog.LevelVar), logJSON: pf.logJSON,
+		accessLog: pf.accessLog, workers: pf.workers, concurrency: pf.concurrency,
+		captureUIDs: pf.captureUIDs, captureGIDs: pf.captureGIDs}
+	_ = r.level.UnmarshalText([]byte(pf.logLevel))
+	r.cfg.AccessLogFormat = pf.accessLogFormat
+	if pf.drainListeners == "all" {
+		r.cfg.DrainListeners = proxy.DrainAll
+	}
+	if r.cfg.OutboundPort == r.cfg.InboundPort {
+		return nil, usageError{fmt.Errorf("--outbound-port and --inbound-port are both %d: they must differ", r.cfg.OutboundPort)}
+	}
+	if r.cfg.AdminAddr != "" && !r.cfg.AdminRemote && !proxy.IsLoopbackAddr(r.cfg.AdminAddr) {
+		return nil, usageError{fmt.Errorf("--admin-addr: %s is not a loopback address: the admin API serves profiles and "+
+			"changes the log level; bind it to 127.0.0.1, or add --admin-allow-remote", clip.Quote(r.cfg.AdminAddr))}
+	}
+	if r.accessLog == "" {
+		r.accessLog = "off"
+	}
+	r.targetUID, r.targetGID = uint32(os.Getuid()), uint32(os.Getgid())
+	if pf.uidSet {
+		r.uid, r.targetUID = int(pf.uid), pf.uid
+	}
+	if pf.gidSet {
+		r.gid, r.targetGID = int(pf.gid), pf.gid
+	}
+	if r.targetUID == 0 && !pf.allowRoot {
+		why := "no --uid was given and shunt proxy was started as root"
+		if pf.uidSet {
+			why = "--uid is 0"
+		}
+		return nil, usageError{fmt.Errorf("%s: the proxy would forward traffic as root. Run it with --uid %d --gid %d, "+
+			"or add --allow-root if that is what you want", why, sidecar.ProxyUID, sidecar.ProxyGID)}
+	}
+	r.allowRootGiven = pf.allowRoot
+	if err := checkExempt(r.targetUID, r.targetGID, r.captureUIDs, r.captureGIDs); err != nil {
+		return nil, usageError{err}
+	}
+	if err := r.cfg.Validate(); err != nil {
+		return nil, usageError{err}
+	}
+	return r, nil
+}
+
+// serve opens the access log, binds, drops to the proxy's identity,
+// checks it holds, and serves until SIGTERM or SIGINT and the drain.
+func (r *proxyRun) serve(ctx context.Context) error {
+	opts := &slog.HandlerOptions{Level: r.level}
 	log := slog.New(slog.NewTextHandler(os.Stderr, opts))
-	if pf.logJSON {
+	if r.logJSON {
 		log = slog.New(slog.NewJSONHandler(os.Stderr, opts))
 	}
-	w, err := accessLogWriter(pf.accessLog)
-	if err != nil {
-		return usageError{err}
-	}
-	pf.cfg.AccessLog = w
 	ctl, isWorker, err := proxy.WorkerListeners()
 	if err != nil {
 		return err
 	}
 	if isWorker {
-		pf.cfg.HealthAddr, pf.cfg.PrometheusAddr, pf.cfg.AdminAddr = "", "", ""
+		r.cfg.HealthAddr, r.cfg.PrometheusAddr, r.cfg.AdminAddr = "", "", ""
 	}
-	if pf.concurrency < 0 {
-		return usageError{fmt.Errorf("--concurrency: %d is negative", pf.concurrency)}
+	if r.concurrency > 0 {
+		runtime.GOMAXPROCS(r.concurrency)
 	}
-	if pf.concurrency > 0 {
-		runtime.GOMAXPROCS(pf.concurrency)
+	w, closeLog, err := openAccessLog(r.accessLog)
+	if err != nil {
+		return err
 	}
-	if pf.workers < 1 {
-		return usageError{fmt.Errorf("--workers: %d is not a number of processes", pf.workers)}
-	}
-	// Refuse a captured identity before binding or starting anything.
-	if err := checkExempt(pf.uid, pf.gid, pf.captureUIDs, pf.captureGIDs); err != nil {
-		return usageError{err}
-	}
-	p, err := proxy.New(pf.cfg, log, level)
+	defer closeLog()
+	r.cfg.AccessLog = w
+	p, err := proxy.New(r.cfg, log, r.level)
 	if err != nil {
 		return usageError{err}
 	}
@@ -107,14 +212,16 @@ func runProxy(ctx context.Context, pf *proxyFlags) error {
 	} else {
 		err = p.Listen()
 	}
-	if err == nil && pf.workers > 1 && !isWorker {
-		err = startWorkers(p, pf.workers)
+	if err == nil && r.workers > 1 && !isWorker {
+		err = startWorkers(p, r.workers)
+	}
+	if err == nil {
+		err = dropPrivileges(r.uid, r.gid)
+	}
+	if err == nil {
+		err = checkIdentity(r.targetUID, r.targetGID, r.allowRootGiven)
 	}
 	if err != nil {
-		p.Close()
-		return err
-	}
-	if err := dropPrivileges(pf.uid, pf.gid); err != nil {
 		p.Close()
 		return err
 	}
@@ -135,25 +242,30 @@ func startWorkers(p *proxy.Proxy, n int) error {
 	return p.StartWorkers(n, exe, os.Args[1:])
 }
 
-func accessLogWriter(dest string) (io.Writer, error) {
+func openAccessLog(dest string) (io.Writer, func(), error) {
 	switch dest {
-	case "off", "":
-		return nil, nil
+	case "off":
+		return nil, func() {}, nil
 	case "stdout":
-		return os.Stdout, nil
+		return os.Stdout, func() {}, nil
 	case "stderr":
-		return os.Stderr, nil
+		return os.Stderr, func() {}, nil
 	}
 	f, err := os.OpenFile(dest, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
-		return nil, fmt.Errorf("--access-log: %w", err)
+		return nil, nil, fmt.Errorf("--access-log: %w", err)
 	}
-	return f, nil
+	return f, func() { f.Close() }, nil
 }
 
 // dropPrivileges becomes uid and gid (for every thread), with no
-// supplementary groups; -1 leaves an identity as it is.
+// supplementary groups; -1 leaves an identity as it is. A process that is
+// not root (a worker restarted by a supervisor that has dropped already)
+// cannot change and need not: checkIdentity says whether it is right.
 func dropPrivileges(uid, gid int) error {
+	if os.Geteuid() != 0 {
+		return nil
+	}
 	if gid >= 0 {
 		if err := syscall.Setgroups(nil); err != nil {
 			return fmt.Errorf("dropping supplementary groups: %w", err)
@@ -170,17 +282,55 @@ func dropPrivileges(uid, gid int) error {
 	return nil
 }
 
+// checkIdentity proves the process is who it was asked to be: real,
+// effective and saved IDs all the target, and, unless it runs as root,
+// no capability left.
+func checkIdentity(uid, gid uint32, allowRoot bool) error {
+	ru, eu, su := unix.Getresuid()
+	rg, eg, sg := unix.Getresgid()
+	for _, got := range []int{ru, eu, su} {
+		if uint32(got) != uid {
+			return fmt.Errorf("after dropping privileges the process runs as UIDs %d/%d/%d, not %d", ru, eu, su, uid)
+		}
+	}
+	for _, got := range []int{rg, eg, sg} {
+		if uint32(got) != gid {
+			return fmt.Errorf("after dropping privileges the process runs as GIDs %d/%d/%d, not %d", rg, eg, sg, gid)
+		}
+	}
+	if uid == 0 {
+		if !allowRoot {
+			return errors.New("the proxy runs as root without --allow-root")
+		}
+		return nil
+	}
+	caps, err := effectiveCaps()
+	if err != nil {
+		return err
+	}
+	if caps != 0 {
+		return fmt.Errorf("the proxy runs as UID %d but still holds capabilities %#x", uid, caps)
+	}
+	return nil
+}
+
+// effectiveCaps reads the process's effective capability set.
+func effectiveCaps() (uint64, error) {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0, fmt.Errorf("reading the process's capabilities: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "CapEff:"); ok {
+			return strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+		}
+	}
+	return 0, errors.New("reading the process's capabilities: no CapEff line in /proc/self/status")
+}
+
 // checkExempt refuses to run as an identity the capture rules capture: the
-// proxy's own upstream connections would be redirected back into it. The
-// identity is --uid/--gid where given, else the current one.
-func checkExempt(runUID, runGID int, uids, gids []uint) error {
-	uid, gid := uint(os.Getuid()), uint(os.Getgid())
-	if runUID >= 0 {
-		uid = uint(runUID)
-	}
-	if runGID >= 0 {
-		gid = uint(runGID)
-	}
+// proxy's own upstream connections would be redirected back into it.
+func checkExempt(uid, gid uint32, uids, gids []uint32) error {
 	if slices.Contains(uids, uid) || slices.Contains(gids, gid) {
 		return nil
 	}

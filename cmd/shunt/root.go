@@ -48,7 +48,7 @@ func newRootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd(), newDoctorCmd(),
 		newInjectCmd(), newWebhookCmd(), newCertsCmd(), newWaitCmd())
 	return root

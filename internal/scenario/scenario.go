@@ -222,7 +222,10 @@ func (s *Scenario) start(cmd *exec.Cmd) error {
 func (s *Scenario) startSidecar(ctx context.Context) error {
 	switch s.Opts.Sidecar {
 	case Shunt:
-		args := append([]string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--access-log", "stdout"}, s.Opts.ProxyArgs...)
+		// The scenario ends with SIGTERM once its requests are done: the
+		// sidecar stops both listeners and exits as soon as it is idle.
+		args := append([]string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--access-log", "stdout",
+			"--drain-listeners", "all"}, s.Opts.ProxyArgs...)
 		s.logf("sidecar: %s", strings.Join(args, " "))
 		s.proxy = s.Pod.NS.Command(args...)
 		s.proxy.Stdout = s.AccessLog
