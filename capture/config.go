@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
@@ -139,6 +140,9 @@ func (c *Config) Validate() error {
 			bad("%s must be set (1-65535)", p.name)
 		}
 	}
+	if c.OutboundPort == c.InboundPort && c.OutboundPort != 0 {
+		bad("outbound and inbound port are both %d: no proxy can serve both on one port", c.OutboundPort)
+	}
 	if len(c.ProxyUIDs) == 0 {
 		bad("at least one proxy UID is needed, or the proxy's own traffic would loop back into it")
 	}
@@ -190,13 +194,13 @@ func (c *Config) Validate() error {
 // bytes, no space, '/' or quote, and '+' only as the last byte (a wildcard).
 func ValidInterfaceName(name string) error {
 	if name == "" || len(name) > 15 {
-		return fmt.Errorf("interface name %q must be 1 to 15 characters", name)
+		return fmt.Errorf("interface name %s must be 1 to 15 characters", clip.Quote(name))
 	}
 	for i, r := range name {
 		switch {
 		case r == '+' && i == len(name)-1:
 		case r <= ' ' || r > '~' || strings.ContainsRune("/+\"'!", r):
-			return fmt.Errorf("interface name %q has a character an interface name cannot have: %q", name, r)
+			return fmt.Errorf("interface name %s has a character an interface name cannot have: %q", clip.Quote(name), r)
 		}
 	}
 	return nil

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/shunt-dev/shunt/internal/clip"
 )
 
 // PortRange is an inclusive range of TCP or UDP ports; a single port has Lo == Hi.
@@ -29,7 +31,7 @@ func (r PortRange) String() string {
 func ParsePort(s string) (uint16, error) {
 	n, err := strconv.ParseUint(strings.TrimSpace(s), 10, 32)
 	if err != nil || n == 0 || n > 65535 {
-		return 0, fmt.Errorf("%q is not a port (1-65535)", s)
+		return 0, fmt.Errorf("%s is not a port (1-65535)", clip.Quote(s))
 	}
 	return uint16(n), nil
 }
@@ -44,14 +46,14 @@ func ParsePortRange(s string) (PortRange, error) {
 	}
 	lo, err := ParsePort(s[:sep])
 	if err != nil {
-		return PortRange{}, fmt.Errorf("%q is not a port range: %w", s, err)
+		return PortRange{}, fmt.Errorf("%s is not a port range: %w", clip.Quote(s), err)
 	}
 	hi, err := ParsePort(s[sep+1:])
 	if err != nil {
-		return PortRange{}, fmt.Errorf("%q is not a port range: %w", s, err)
+		return PortRange{}, fmt.Errorf("%s is not a port range: %w", clip.Quote(s), err)
 	}
 	if lo > hi {
-		return PortRange{}, fmt.Errorf("%q is not a port range: %d is above %d", s, lo, hi)
+		return PortRange{}, fmt.Errorf("%s is not a port range: %d is above %d", clip.Quote(s), lo, hi)
 	}
 	return PortRange{lo, hi}, nil
 }

@@ -89,7 +89,7 @@ func Run(ctx context.Context, o Options) Report {
 	listeners, err := listeningPorts(o.NetNS)
 	r.Checks = append(r.Checks, proxyCheck(o, listeners, err))
 	r.Checks = append(r.Checks, identityCheck(o, listeners))
-	r.Checks = append(r.Checks, probeCheck(o))
+	r.Checks = append(r.Checks, probeChecks(o, listeners)...)
 	r.Checks = append(r.Checks, sysctlChecks(o.NetNS)...)
 	return r
 }

@@ -74,7 +74,12 @@ func TestDoctor(t *testing.T) {
 			startProxy(t, p)
 		}, []string{"shunt rules"}, "tcp dport 25"},
 		{"rules missing", func(t *testing.T, p *testnet.Pod) { startProxy(t, p) },
-			[]string{"shunt rules", "capture probe"}, "none of shunt's chains"},
+			[]string{"shunt rules", "capture probe (proxy over lo)", "capture probe (app)"}, "none of shunt's chains"},
+		{"no default route", func(t *testing.T, p *testnet.Pod) {
+			redirect(t, p)
+			startProxy(t, p)
+			p.NS.Run(t, "ip", "route", "del", "default")
+		}, nil, ""},
 		{"rules drifted", func(t *testing.T, p *testnet.Pod) { redirect(t, p, "-o", "25"); startProxy(t, p) },
 			[]string{"shunt rules"}, "dport 25"},
 		{"two backends", func(t *testing.T, p *testnet.Pod) {

@@ -176,22 +176,38 @@ func userName(uid uint32) string {
 	return ""
 }
 
-// probeCheck makes one real connection, as an app would, to a destination
-// the plan says is captured: it must be answered at once, locally (by the
-// sidecar, or refused by the kernel if none listens). Not captured, it
-// would wait for an answer from a host that does not exist.
-func probeCheck(o Options) Check {
-	c := Check{Name: "capture probe"}
+// probeChecks make real connections the plan says are captured: the
+// proxy's own call to 127.0.0.6 over lo (what Istio's validation probes,
+// needing no route), and an app's call to a made-up destination when the
+// namespace has a route to leave by. Each must be answered at once,
+// locally (by the sidecar, or refused by the kernel if none listens); not
+// captured, it would wait for an answer from a host that does not exist.
+func probeChecks(o Options, listeners map[uint16][]string) []Check {
 	cfg := o.config()
 	plan, err := capture.Build(cfg)
 	if err != nil {
-		c.Status, c.Detail = Fail, err.Error()
-		return c
+		return []Check{{Name: "capture probe", Status: Fail, Detail: err.Error()}}
 	}
-	probe, ok := validate.PickProbe(plan, cfg, 9)
-	if !ok {
-		c.Status, c.Detail = Info, "the configuration captures none of the probe's destinations; nothing to probe"
-		return c
+	probes := validate.PickProbes(plan, cfg, 9)
+	if len(probes) == 0 {
+		return []Check{{Name: "capture probe", Status: Info, Detail: "the configuration captures none of the probe's destinations; nothing to probe"}}
+	}
+	var checks []Check
+	for _, probe := range probes {
+		checks = append(checks, probeCheck(o, probe, len(listeners[probe.Port]) > 0))
+	}
+	return checks
+}
+
+// probeCheck makes one probe. The app's made-up destination is remote, so
+// even a refusal is proof that the kernel redirected it (to a port where
+// nothing listens). The proxy's call to 127.0.0.6 is local whatever
+// happens: only an accepted connection proves capture, and with nothing
+// listening on the inbound port a refusal proves nothing.
+func probeCheck(o Options, probe validate.Probe, portListens bool) Check {
+	c := Check{Name: "capture probe (app)"}
+	if probe.Hairpin {
+		c.Name = "capture probe (proxy over lo)"
 	}
 	start := time.Now()
 	conn, err := validate.DialAs(o.NetNS, probe, time.Second)
@@ -199,16 +215,27 @@ func probeCheck(o Options) Check {
 		conn.Close()
 	}
 	took := time.Since(start).Round(time.Microsecond)
+	refused := errors.Is(err, syscall.ECONNREFUSED)
 	switch {
-	case err == nil || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET):
+	case probe.Hairpin && refused && !portListens:
+		c.Status = Info
+		c.Detail = fmt.Sprintf("%s was refused, and nothing listens on port %d: capture cannot be told from a refusal", probe, probe.Port)
+	case probe.Hairpin && refused:
+		c.Status = Fail
+		c.Detail = fmt.Sprintf("%s was refused while the proxy listens on port %d: not captured", probe, probe.Port)
+		c.Hint = "the kernel is not redirecting the proxy's calls to the pod's own addresses: check the rules above"
+	case err == nil || refused || errors.Is(err, syscall.ECONNRESET):
 		// Reset: the sidecar took it and dropped it at once (its upstream,
 		// the probe's made-up destination, failed fast): still local.
 		c.Status = Pass
-		c.Detail = fmt.Sprintf("a connection as uid %d to %s was answered locally in %s: captured", probe.UID, probe.Dst, took)
+		c.Detail = fmt.Sprintf("%s was answered locally in %s: captured", probe, took)
+	case !probe.Hairpin && (errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)):
+		c.Status = Info
+		c.Detail = fmt.Sprintf("%s found no route out of the namespace, so it could not be probed (%v)", probe, err)
 	default:
 		c.Status = Fail
-		c.Detail = fmt.Sprintf("a connection as uid %d to %s was not captured: %v", probe.UID, probe.Dst, err)
-		c.Hint = "the kernel is not redirecting app connections: check the rules above"
+		c.Detail = fmt.Sprintf("%s was not captured: %v", probe, err)
+		c.Hint = "the kernel is not redirecting these connections: check the rules above"
 	}
 	return c
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/internal/clip"
 )
 
 // Keys that opt a pod or namespace in or out, and that record injection.
@@ -69,7 +70,7 @@ func (s setting) lookup(ann map[string]string, w *warnings) (value, field string
 	switch {
 	case sok:
 		if iok && strings.TrimSpace(iv) != strings.TrimSpace(sv) {
-			w.addf("annotations %s=%q and %s=%q disagree; %s wins", s.shunt, sv, s.istio, iv, s.shunt)
+			w.addf("annotations %s=%s and %s=%s disagree; %s wins", s.shunt, clip.Quote(sv), s.istio, clip.Quote(iv), s.shunt)
 		}
 		return sv, annotationField(s.shunt), true
 	case iok:
@@ -93,7 +94,7 @@ func checkCIDRs(v string, starOK bool) (string, error) {
 	for _, item := range items {
 		if _, err := netip.ParsePrefix(item); err != nil {
 			if _, aerr := netip.ParseAddr(item); aerr != nil {
-				return "", fmt.Errorf("%q is not an IP range (address/bits)", item)
+				return "", fmt.Errorf("%s is not an IP range (address/bits)", clip.Quote(item))
 			}
 		}
 	}
@@ -119,7 +120,7 @@ func checkPorts(v string, starOK bool, named map[string]int32) (string, error) {
 		}
 		p, ok := named[item]
 		if !ok {
-			return "", fmt.Errorf("no container of the pod declares a port named %q", item)
+			return "", fmt.Errorf("no container of the pod declares a port named %s", clip.Quote(item))
 		}
 		out = append(out, fmt.Sprint(p))
 	}
@@ -150,7 +151,7 @@ func checkInterfaces(v string) (string, error) {
 	items := capture.SplitList(v)
 	for _, name := range items {
 		if len(name) > 15 || strings.ContainsAny(name, "/ \t") {
-			return "", fmt.Errorf("%q is not an interface name", name)
+			return "", fmt.Errorf("%s is not an interface name", clip.Quote(name))
 		}
 	}
 	return strings.Join(items, ","), nil

@@ -6,6 +6,8 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/shunt-dev/shunt/internal/clip"
 )
 
 // Namespace is what is known of a pod's namespace when deciding.
@@ -108,5 +110,5 @@ func parseBool(v string) (bool, error) {
 	case "false", "no", "n", "disabled", "off":
 		return false, nil
 	}
-	return false, fmt.Errorf("%q is not true or false", v)
+	return false, fmt.Errorf("%s is not true or false", clip.Quote(v))
 }

@@ -15,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
@@ -93,7 +94,7 @@ func (t Template) sidecarMode(ann map[string]string) (SidecarMode, error) {
 	case Native, Classic:
 		return m, nil
 	}
-	return "", fmt.Errorf("%s: %q is not native or classic", annotationField(SidecarModeKey), v)
+	return "", fmt.Errorf("%s: %s is not native or classic", annotationField(SidecarModeKey), clip.Quote(v))
 }
 
 // captureArgs turns the pod's annotations into `shunt redirect` args in
@@ -119,7 +120,7 @@ func captureArgs(ann map[string]string, spec *corev1.PodSpec, w *warnings) ([]st
 		case interceptionMode:
 			out = strings.ToUpper(strings.TrimSpace(v))
 			if out != "REDIRECT" && out != "TPROXY" && out != "NONE" {
-				err = fmt.Errorf("%q is not an interception mode (REDIRECT, TPROXY or NONE)", v)
+				err = fmt.Errorf("%s is not an interception mode (REDIRECT, TPROXY or NONE)", clip.Quote(v))
 			}
 		case cidrList:
 			out, err = checkCIDRs(v, s.flag == "-i")
@@ -181,7 +182,7 @@ func (t Template) proxyResources(ann map[string]string, w *warnings) (corev1.Res
 		}
 		q, err := resource.ParseQuantity(strings.TrimSpace(v))
 		if err != nil {
-			errs = append(errs, fmt.Errorf("%s: %q is not a quantity", field, v))
+			errs = append(errs, fmt.Errorf("%s: %s is not a quantity", field, clip.Quote(v)))
 			continue
 		}
 		kind, name, _ := strings.Cut(s.flag, ".")

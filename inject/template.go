@@ -9,6 +9,7 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
@@ -65,12 +66,12 @@ func (t Template) Validate() error {
 	case strings.TrimSpace(t.Image) == "":
 		return fmt.Errorf("template: the image is empty")
 	case t.Mode != Native && t.Mode != Classic:
-		return fmt.Errorf("template: sidecar mode %q is not native or classic", t.Mode)
+		return fmt.Errorf("template: sidecar mode %s is not native or classic", clip.Quote(string(t.Mode)))
 	}
 	switch t.PullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
-		return fmt.Errorf("template: image pull policy %q is not Always, IfNotPresent or Never", t.PullPolicy)
+		return fmt.Errorf("template: image pull policy %s is not Always, IfNotPresent or Never", clip.Quote(string(t.PullPolicy)))
 	}
 	return nil
 }

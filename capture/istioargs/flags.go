@@ -207,3 +207,12 @@ func (s *Set) Given() bool {
 	}
 	return false
 }
+
+// EnvNames lists every environment variable the set reads, in flag order.
+func (s *Set) EnvNames() []string {
+	var names []string
+	for _, sp := range s.specs {
+		names = append(names, sp.envNames()...)
+	}
+	return append(names, envOwnerGroups, envOwnerGroupsExcl, envEnvoyUser, envLoopbackCIDR)
+}

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"github.com/spf13/pflag"
+
+	"github.com/shunt-dev/shunt/internal/clip"
 )
 
 // LogFlags are istio's logging flags, so that an istio-init command line
@@ -32,6 +34,20 @@ func registerLog(fs *pflag.FlagSet) *LogFlags {
 	return l
 }
 
+// CheckLogger checks the log flags without opening anything.
+func (s *Set) CheckLogger() error {
+	if s.log == nil {
+		return nil
+	}
+	if _, err := parseLevel(s.log.level); err != nil {
+		return fmt.Errorf("--log_output_level: %w", err)
+	}
+	if _, err := parseLevel(s.log.stacktrace); err != nil {
+		return fmt.Errorf("--log_stacktrace_level: %w", err)
+	}
+	return nil
+}
+
 // Logger builds the logger the log flags describe. Files it opens stay open
 // for the life of the process.
 func (s *Set) Logger() (*slog.Logger, error) {
@@ -39,13 +55,10 @@ func (s *Set) Logger() (*slog.Logger, error) {
 	if l == nil {
 		return slog.Default(), nil
 	}
-	level, err := parseLevel(l.level)
-	if err != nil {
-		return nil, fmt.Errorf("--log_output_level: %w", err)
+	if err := s.CheckLogger(); err != nil {
+		return nil, err
 	}
-	if _, err := parseLevel(l.stacktrace); err != nil {
-		return nil, fmt.Errorf("--log_stacktrace_level: %w", err)
-	}
+	level, _ := parseLevel(l.level)
 	var writers []io.Writer
 	targets := strings.Split(l.target, ",")
 	if l.rotate != "" {
@@ -96,7 +109,7 @@ func parseLevel(s string) (slog.Level, error) {
 		case "none":
 			l = slog.LevelError + 100
 		default:
-			return 0, fmt.Errorf("%q is not a log level (debug, info, warn, error, fatal, none)", lvl)
+			return 0, fmt.Errorf("%s is not a log level (debug, info, warn, error, fatal, none)", clip.Quote(lvl))
 		}
 		if scope == "default" || scope == "all" {
 			level = l

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/netns"
 )
 
@@ -60,13 +61,37 @@ func (s *Set) get(long string) value {
 	return value{sp.def, "--" + sp.long + " default", false}
 }
 
-// errs collects every problem, so one run reports them all.
-type errs []error
+// errs collects every problem, so one run reports them all; a setting
+// that is wrong many times over (a list of 200 bad ranges) is reported for
+// its first few and counted for the rest.
+type errs struct {
+	list []error
+	per  map[string]int
+}
+
+// mostPerSetting is how many of one setting's problems are spelled out.
+const mostPerSetting = 3
 
 func (e *errs) add(v value, err error) {
-	if err != nil {
-		*e = append(*e, fmt.Errorf("%s: %w", v.from, err))
+	if err == nil {
+		return
 	}
+	if e.per == nil {
+		e.per = map[string]int{}
+	}
+	if e.per[v.from]++; e.per[v.from] <= mostPerSetting {
+		e.list = append(e.list, fmt.Errorf("%s: %w", v.from, err))
+	}
+}
+
+func (e *errs) err() error {
+	list := e.list
+	for from, n := range e.per {
+		if n > mostPerSetting {
+			list = append(list, fmt.Errorf("%s: and %d more problems like these", from, n-mostPerSetting))
+		}
+	}
+	return errors.Join(list...)
 }
 
 // Config checks the capture settings and returns the Config they describe.
@@ -82,6 +107,11 @@ func (s *Set) Config() (capture.Config, error) {
 	port(fOutboundPort, &cfg.OutboundPort)
 	port(fInboundPort, &cfg.InboundPort)
 	port(fTunnelPort, &cfg.TunnelPort)
+	if cfg.OutboundPort == cfg.InboundPort && cfg.OutboundPort != 0 {
+		out, in := s.get(fOutboundPort), s.get(fInboundPort)
+		e.add(in, fmt.Errorf("%d is also the outbound port (%s): one listener cannot tell captured outbound "+
+			"connections from inbound ones, and no proxy serves both on one port", cfg.InboundPort, out.from))
+	}
 	ports := func(name string, all *bool, dst *[]capture.PortRange) {
 		v := s.get(name)
 		if all != nil && strings.TrimSpace(v.text) == "*" {
@@ -117,7 +147,7 @@ func (s *Set) Config() (capture.Config, error) {
 		cfg.InboundMode = m
 	case "":
 	default:
-		e.add(v, fmt.Errorf("%q is not an interception mode (REDIRECT or TPROXY)", v.text))
+		e.add(v, fmt.Errorf("%s is not an interception mode (REDIRECT or TPROXY)", clip.Quote(v.text)))
 	}
 	s.identities(&cfg, &e)
 	s.tproxy(&cfg, &e)
@@ -129,12 +159,12 @@ func (s *Set) Config() (capture.Config, error) {
 	cfg.DropInvalid = s.boolean(fDropInvalid, &e)
 	cfg.DualStack = s.boolean(fDualStack, &e)
 	s.envOnly(&cfg, &e)
-	if len(e) == 0 {
+	if len(e.list) == 0 {
 		if err := cfg.Validate(); err != nil {
-			e = append(e, err)
+			e.list = append(e.list, err)
 		}
 	}
-	return cfg, errors.Join(e...)
+	return cfg, e.err()
 }
 
 func (s *Set) prefixes(v value, e *errs) []netip.Prefix {
@@ -145,7 +175,7 @@ func (s *Set) prefixes(v value, e *errs) []netip.Prefix {
 			// A bare address is a range of one.
 			a, aerr := netip.ParseAddr(item)
 			if aerr != nil {
-				e.add(v, fmt.Errorf("%q is not a CIDR range", item))
+				e.add(v, fmt.Errorf("%s is not a CIDR range", clip.Quote(item)))
 				continue
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
@@ -178,7 +208,7 @@ func (s *Set) dnsServers(e *errs) []netip.Addr {
 	for _, item := range list {
 		a, err := netip.ParseAddr(item)
 		if err != nil || a.Zone() != "" {
-			e.add(v, fmt.Errorf("%q is not a name server address", item))
+			e.add(v, fmt.Errorf("%s is not a name server address", clip.Quote(item)))
 			continue
 		}
 		out = append(out, a.Unmap())
@@ -201,7 +231,7 @@ func (s *Set) boolean(name string, e *errs) bool {
 	}
 	b, err := strconv.ParseBool(v.text)
 	if err != nil {
-		e.add(v, fmt.Errorf("%q is not true or false", v.text))
+		e.add(v, fmt.Errorf("%s is not true or false", clip.Quote(v.text)))
 	}
 	return b
 }
@@ -212,13 +242,13 @@ func (s *Set) identities(cfg *capture.Config, e *errs) {
 	v := s.get(fProxyUID)
 	if v.text == "" {
 		cfg.ProxyUIDs = []uint32{defaultProxyUID(s.getenv)}
-	} else {
-		cfg.ProxyUIDs = ids(v, e, lookupUser, "user")
+	} else if cfg.ProxyUIDs = ids(v, e, lookupUser, "user"); len(cfg.ProxyUIDs) == 0 {
+		e.add(v, errors.New("names no UID: the proxy's own traffic would loop back into it"))
 	}
 	if v = s.get(fProxyGID); v.text == "" {
 		cfg.ProxyGIDs = cfg.ProxyUIDs
-	} else {
-		cfg.ProxyGIDs = ids(v, e, lookupGroup, "group")
+	} else if cfg.ProxyGIDs = ids(v, e, lookupGroup, "group"); len(cfg.ProxyGIDs) == 0 {
+		e.add(v, errors.New("names no GID"))
 	}
 }
 
@@ -242,7 +272,7 @@ func ids(v value, e *errs, lookup func(string) (uint32, error), kind string) []u
 		}
 		id, err := lookup(item)
 		if err != nil {
-			e.add(v, fmt.Errorf("%q is not a number and not a %s here", item, kind))
+			e.add(v, fmt.Errorf("%s is not a number and not a %s here", clip.Quote(item), kind))
 			continue
 		}
 		out = append(out, id)
@@ -272,13 +302,13 @@ func (s *Set) tproxy(cfg *capture.Config, e *errs) {
 	v := s.get(fTProxyMark)
 	mark, err := strconv.ParseUint(strings.TrimSpace(v.text), 0, 32)
 	if err != nil || mark == 0 {
-		e.add(v, fmt.Errorf("%q is not a packet mark (1 to 0xffffffff)", v.text))
+		e.add(v, fmt.Errorf("%s is not a packet mark (1 to 0xffffffff)", clip.Quote(v.text)))
 	}
 	cfg.TProxyMark = uint32(mark)
 	v = s.get(fTProxyRouteTable)
 	table, err := strconv.ParseUint(strings.TrimSpace(v.text), 10, 32)
 	if err != nil || table == 0 || table >= 253 && table <= 255 {
-		e.add(v, fmt.Errorf("%q is not a routing table shunt may use (1 to 2^32-1, not 253-255)", v.text))
+		e.add(v, fmt.Errorf("%s is not a routing table shunt may use (1 to 2^32-1, not 253-255)", clip.Quote(v.text)))
 	}
 	cfg.TProxyRouteTable = uint32(table)
 }
@@ -289,7 +319,7 @@ func (s *Set) envOnly(cfg *capture.Config, e *errs) {
 		v := value{text, "$" + envLoopbackCIDR, true}
 		p, err := netip.ParsePrefix(strings.TrimSpace(text))
 		if err != nil {
-			e.add(v, fmt.Errorf("%q is not a CIDR range", text))
+			e.add(v, fmt.Errorf("%s is not a CIDR range", clip.Quote(text)))
 		}
 		cfg.LoopbackCIDR = p.Masked()
 	}
@@ -302,7 +332,7 @@ func (s *Set) envOnly(cfg *capture.Config, e *errs) {
 		cfg.OwnerGroupsAll = true
 		cfg.OwnerGroupsExclude = ids(exc, e, lookupGroup, "group")
 	case strings.TrimSpace(exclude) != "":
-		e.add(exc, fmt.Errorf("only applies when %s is '*' (it is %q)", envOwnerGroups, include))
+		e.add(exc, fmt.Errorf("only applies when %s is '*' (it is %s)", envOwnerGroups, clip.Quote(include)))
 	default:
 		cfg.OwnerGroupsAll = false
 		cfg.OwnerGroupsInclude = ids(inc, e, lookupGroup, "group")
@@ -326,21 +356,21 @@ func (s *Set) Options() (Options, error) {
 	e.add(v, err)
 	v = s.get(fProbeTimeout)
 	if o.ProbeTimeout, err = time.ParseDuration(v.text); err != nil || o.ProbeTimeout <= 0 {
-		e.add(v, fmt.Errorf("%q is not a positive duration such as 5s", v.text))
+		e.add(v, fmt.Errorf("%s is not a positive duration such as 5s", clip.Quote(v.text)))
 	}
 	v = s.get(fForceBinary)
 	switch v.text {
 	case "", "iptables", "iptables-legacy", "iptables-nft":
 		o.IptablesBinary = v.text
 	default:
-		e.add(v, fmt.Errorf("%q is not iptables, iptables-legacy or iptables-nft", v.text))
+		e.add(v, fmt.Errorf("%s is not iptables, iptables-legacy or iptables-nft", clip.Quote(v.text)))
 	}
 	o.NetworkNS = s.get(fNetworkNamespace).text
 	if v = s.get(fPID); v.given {
 		pid, err := strconv.Atoi(v.text)
 		switch {
 		case err != nil || pid <= 0:
-			e.add(v, fmt.Errorf("%q is not a process ID", v.text))
+			e.add(v, fmt.Errorf("%s is not a process ID", clip.Quote(v.text)))
 		case o.NetworkNS != "":
 			e.add(v, errors.New("give --pid or --network-namespace, not both"))
 		default:
@@ -353,5 +383,5 @@ func (s *Set) Options() (Options, error) {
 	if o.CleanupOnly && o.SkipRuleApply {
 		e.add(s.get(fCleanupOnly), errors.New("cannot be combined with --skip-rule-apply"))
 	}
-	return o, errors.Join(e...)
+	return o, e.err()
 }

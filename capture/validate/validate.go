@@ -23,32 +23,70 @@ import (
 // ExitCode is the exit code of a failed validation (istio-iptables' own).
 const ExitCode = 126
 
-// candidates are documentation and private addresses a probe may be sent
-// to: in a pod they lead nowhere, so an answer can only be local.
-var candidates = []string{"192.0.2.1", "198.51.100.1", "10.255.255.254", "172.31.255.254", "192.168.255.254"}
+// appDestinations are documentation and private addresses an app probe may
+// be sent to: in a pod they lead nowhere, so an answer can only be local.
+// They need a route to leave by, which a namespace may not have.
+var appDestinations = []string{"192.0.2.1", "198.51.100.1", "10.255.255.254", "172.31.255.254", "192.168.255.254"}
 
-// Probe is a connection the plan captures: to Dst, as UID and GID.
+// Probe is a connection the plan captures: to Dst, as UID and GID; the
+// plan sends it to Port.
 type Probe struct {
 	Dst      netip.AddrPort
 	UID, GID uint32
+	Port     uint16 // the proxy port it lands on
+	Hairpin  bool   // the proxy's own call to 127.0.0.6 (or ::6) over lo
 }
 
-// PickProbe finds a connection the plan says is captured outbound: an app
-// identity the rules do not exempt, to a candidate address on port. ok is
-// false when the plan captures none of them.
-func PickProbe(plan *capture.Plan, cfg capture.Config, port uint16) (Probe, bool) {
+func (p Probe) String() string {
+	who := "an app"
+	if p.Hairpin {
+		who = "the proxy"
+	}
+	return fmt.Sprintf("a connection as %s (uid %d) to %s", who, p.UID, p.Dst)
+}
+
+// PickProbes lists connections the plan captures, the way Istio's
+// validation probes first: the proxy's own call to 127.0.0.6 (and ::6
+// with dual-stack) over lo, which the rules send to the inbound port and
+// which needs no route; then an app's call to a made-up destination,
+// which the rules send to the outbound port when the namespace has a
+// route to leave by.
+func PickProbes(plan *capture.Plan, cfg capture.Config, port uint16) []Probe {
+	var probes []Probe
+	pick := func(pkt trace.Packet, hairpin bool) bool {
+		res, err := trace.Trace(plan, pkt)
+		if err != nil || res.Outcome != trace.Redirected || res.TProxy {
+			return false
+		}
+		probes = append(probes, Probe{Dst: netip.AddrPortFrom(pkt.Dst, port), UID: pkt.UID, GID: pkt.GID, Port: res.Port, Hairpin: hairpin})
+		return true
+	}
+	if len(cfg.ProxyUIDs) > 0 && len(cfg.ProxyGIDs) > 0 {
+		hairpins := []string{"127.0.0.6"}
+		if cfg.DualStack {
+			hairpins = append(hairpins, "::6")
+		}
+		for _, h := range hairpins {
+			dst := netip.MustParseAddr(h)
+			src := netip.MustParseAddr("127.0.0.1")
+			if dst.Is6() {
+				src = netip.IPv6Loopback()
+			}
+			pick(trace.Packet{Direction: trace.Out, Proto: "tcp", Src: src, Dst: dst, DstPort: port,
+				UID: cfg.ProxyUIDs[0], GID: cfg.ProxyGIDs[0], OutIface: "lo"}, true)
+		}
+	}
 	id := uint32(65534)
 	for slices.Contains(cfg.ProxyUIDs, id) || slices.Contains(cfg.ProxyGIDs, id) {
 		id--
 	}
-	for _, cand := range candidates {
-		pkt := trace.Packet{Direction: trace.Out, Proto: "tcp", Src: netip.IPv4Unspecified(), Dst: netip.MustParseAddr(cand),
-			DstPort: port, UID: id, GID: id, OutIface: "eth0"}
-		if res, err := trace.Trace(plan, pkt); err == nil && res.Outcome == trace.Redirected && res.Port == cfg.OutboundPort {
-			return Probe{Dst: netip.AddrPortFrom(pkt.Dst, port), UID: id, GID: id}, true
+	for _, cand := range appDestinations {
+		if pick(trace.Packet{Direction: trace.Out, Proto: "tcp", Src: netip.IPv4Unspecified(), Dst: netip.MustParseAddr(cand),
+			DstPort: port, UID: id, GID: id, OutIface: "eth0"}, false) {
+			break
 		}
 	}
-	return Probe{}, false
+	return probes
 }
 
 // DialAs connects inside the namespace as the probe's identity (the
@@ -62,32 +100,42 @@ func DialAs(ns string, p Probe, timeout time.Duration) (net.Conn, error) {
 			unix.Setfsuid(0)
 			unix.Setfsgid(0)
 		}()
-		c, err = net.DialTimeout("tcp4", p.Dst.String(), timeout)
+		network := "tcp4"
+		if p.Dst.Addr().Is6() {
+			network = "tcp6"
+		}
+		c, err = net.DialTimeout(network, p.Dst.String(), timeout)
 		return err
 	})
 	return c, err
 }
 
-// Run listens on the outbound port inside the namespace, connects as an
-// app to a destination the plan captures, and checks that the connection
-// arrived there with that destination as its original one. The error says
-// in one line why capture does not work.
+// Run checks, as istio-iptables --run-validation does, that the rules in
+// the namespace capture: it listens on the port the first probe should
+// land on, makes the probe's connection, and checks it arrived there with
+// its destination as its original one. The error says in one line why
+// capture does not work.
 func Run(ns string, cfg capture.Config, probePort uint16, timeout time.Duration) error {
 	plan, err := capture.Build(cfg)
 	if err != nil {
 		return err
 	}
-	probe, ok := PickProbe(plan, cfg, probePort)
-	if !ok {
-		return errors.New("validation: the configuration captures no outbound connection to probe")
+	probes := PickProbes(plan, cfg, probePort)
+	if len(probes) == 0 {
+		return errors.New("validation: the configuration captures no connection to probe")
+	}
+	probe := probes[0]
+	network, wildcard := "tcp4", "0.0.0.0"
+	if probe.Dst.Addr().Is6() {
+		network, wildcard = "tcp6", "[::]"
 	}
 	var ln net.Listener
 	err = netns.Do(ns, func() (err error) {
-		ln, err = net.Listen("tcp4", fmt.Sprintf("0.0.0.0:%d", cfg.OutboundPort))
+		ln, err = net.Listen(network, fmt.Sprintf("%s:%d", wildcard, probe.Port))
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("validation: listening on the outbound port %d (validation runs before the proxy): %w", cfg.OutboundPort, err)
+		return fmt.Errorf("validation: listening on port %d, where the probe should land (validation runs before the proxy): %w", probe.Port, err)
 	}
 	defer ln.Close()
 	got := make(chan netip.AddrPort, 1)
@@ -103,16 +151,16 @@ func Run(ns string, cfg capture.Config, probePort uint16, timeout time.Duration)
 	}()
 	c, err := DialAs(ns, probe, timeout)
 	if err != nil {
-		return fmt.Errorf("validation: a connection as uid %d to %s was not captured: %v", probe.UID, probe.Dst, err)
+		return fmt.Errorf("validation: %s was not captured: %v", probe, err)
 	}
 	defer c.Close()
 	select {
 	case dst := <-got:
 		if dst != probe.Dst {
-			return fmt.Errorf("validation: the outbound listener got a connection for %s, not %s", dst, probe.Dst)
+			return fmt.Errorf("validation: port %d got a connection for %s, not %s", probe.Port, dst, probe.Dst)
 		}
 		return nil
 	case <-time.After(timeout):
-		return fmt.Errorf("validation: a connection as uid %d to %s did not reach port %d within %s", probe.UID, probe.Dst, cfg.OutboundPort, timeout)
+		return fmt.Errorf("validation: %s did not reach port %d within %s", probe, probe.Port, timeout)
 	}
 }

@@ -23,15 +23,17 @@ func newDoctorCmd() *cobra.Command {
 	}
 	set := istioargs.RegisterCapture(cmd.Flags())
 	ns := cmd.Flags().String("network-namespace", "", "network namespace file to check (default: the current one)")
-	pid := cmd.Flags().Int("pid", 0, "check this process's network namespace")
+	pid := 0
+	cmd.Flags().Var(newCount(&pid, 0, 1<<22), "pid", "check this process's network namespace")
 	asJSON := cmd.Flags().Bool("json", false, "print the report as JSON")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		o := doctor.Options{NetNS: *ns}
-		if *pid != 0 {
+	var o doctor.Options
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		o = doctor.Options{NetNS: *ns}
+		if pid != 0 {
 			if *ns != "" {
 				return usageError{errors.New("give --pid or --network-namespace, not both")}
 			}
-			o.NetNS = netns.PathForPID(*pid)
+			o.NetNS = netns.PathForPID(pid)
 		}
 		if set.Given() {
 			cfg, err := set.Config()
@@ -40,6 +42,9 @@ func newDoctorCmd() *cobra.Command {
 			}
 			o.Config = &cfg
 		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		report := doctor.Run(cmd.Context(), o)
 		if *asJSON {
 			enc := json.NewEncoder(cmd.OutOrStdout())

@@ -25,25 +25,27 @@ func newExplainCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	set := istioargs.RegisterCapture(cmd.Flags())
-	format := cmd.Flags().String("format", "text", "text (annotated listing), iptables (iptables-restore input), nft (the nftables table), json, or svg (a picture)")
+	format := "text"
+	cmd.Flags().Var(newChoice(&format, "text", "iptables", "nft", "json", "svg"), "format", "text (annotated listing), iptables (iptables-restore input), nft (the nftables table), json, or svg (a picture)")
+	var plan *capture.Plan
+	cmd.PreRunE = func(*cobra.Command, []string) (err error) {
+		plan, err = buildPlan(set)
+		return err
+	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		plan, err := buildPlan(set)
-		if err != nil {
-			return err
-		}
 		out := cmd.OutOrStdout()
-		switch *format {
+		switch format {
 		case "text":
 			return explainText(out, plan)
 		case "iptables", "nft":
-			return printRules(out, plan, *format == "nft")
+			return printRules(out, plan, format == "nft")
 		case "json":
 			return explainJSON(out, plan)
 		case "svg":
 			_, err := io.WriteString(out, picture.Plan(plan))
 			return err
 		}
-		return usageError{fmt.Errorf("--format: %q is not text, iptables, nft, json or svg", *format)}
+		return nil
 	}
 	return cmd
 }

@@ -24,7 +24,7 @@ import (
 // portValue is a TCP port, 1-65535.
 type portValue struct{ p *uint16 }
 
-func newPort(p *uint16) *portValue { return &portValue{p} }
+func newPort(p *uint16) *portValue  { return &portValue{p} }
 func (v *portValue) String() string { return strconv.Itoa(int(*v.p)) }
 func (v *portValue) Type() string   { return "port" }
 func (v *portValue) Set(s string) error {
@@ -71,8 +71,8 @@ type countValue struct {
 }
 
 func newCount(n *int, min, max int) *countValue { return &countValue{n, min, max} }
-func (v *countValue) String() string          { return strconv.Itoa(*v.n) }
-func (v *countValue) Type() string            { return "int" }
+func (v *countValue) String() string            { return strconv.Itoa(*v.n) }
+func (v *countValue) Type() string              { return "int" }
 func (v *countValue) Set(s string) error {
 	n, err := strconv.ParseInt(strings.TrimSpace(s), 10, 64)
 	if err != nil || n < int64(v.min) || n > int64(v.max) {
@@ -89,8 +89,8 @@ type choiceValue struct {
 }
 
 func newChoice(s *string, choices ...string) *choiceValue { return &choiceValue{s, choices} }
-func (v *choiceValue) String() string                    { return *v.s }
-func (v *choiceValue) Type() string                      { return "string" }
+func (v *choiceValue) String() string                     { return *v.s }
+func (v *choiceValue) Type() string                       { return "string" }
 func (v *choiceValue) Set(s string) error {
 	if !slices.Contains(v.choices, s) {
 		return fmt.Errorf("is not %s", orList(v.choices))
@@ -216,9 +216,11 @@ type hostPortValue struct {
 	loopbackOnly bool
 }
 
-func newHostPort(s *string, allowEmpty bool) *hostPortValue { return &hostPortValue{s: s, allowEmpty: allowEmpty} }
-func (v *hostPortValue) String() string                    { return *v.s }
-func (v *hostPortValue) Type() string                      { return "host:port" }
+func newHostPort(s *string, allowEmpty bool) *hostPortValue {
+	return &hostPortValue{s: s, allowEmpty: allowEmpty}
+}
+func (v *hostPortValue) String() string { return *v.s }
+func (v *hostPortValue) Type() string   { return "host:port" }
 func (v *hostPortValue) Set(s string) error {
 	if s == "" && v.allowEmpty {
 		*v.s = s

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -11,15 +13,18 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 
 	"github.com/shunt-dev/shunt/inject"
+	"github.com/shunt-dev/shunt/internal/clip"
 )
 
 // templateFlags registers what both `inject` and `webhook` put in a pod;
 // the returned function checks the flags and gives the template.
 func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 	t := inject.DefaultTemplate()
-	mode := fs.String("sidecar-mode", string(t.Mode), "native (proxy as an init container with restartPolicy Always; Kubernetes ≥ 1.29) or classic (proxy as the first container with a wait hook)")
+	mode, policy := new(string), new(string)
+	*mode, *policy = string(t.Mode), string(t.PullPolicy)
+	fs.Var(newChoice(mode, string(inject.Native), string(inject.Classic)), "sidecar-mode", "native (proxy as an init container with restartPolicy Always; Kubernetes ≥ 1.29) or classic (proxy as the first container with a wait hook)")
 	fs.StringVar(&t.Image, "image", t.Image, "image of the init step and the proxy; it must hold shunt and iptables/nftables")
-	policy := fs.String("image-pull-policy", string(t.PullPolicy), "Always, IfNotPresent or Never")
+	fs.Var(newChoice(policy, string(corev1.PullAlways), string(corev1.PullIfNotPresent), string(corev1.PullNever)), "image-pull-policy", "Always, IfNotPresent or Never")
 	fs.BoolVar(&t.NativeNftables, "nftables", false, "the init step uses shunt's nftables table instead of iptables")
 	type quantityFlag struct {
 		flag, annotation string
@@ -39,12 +44,15 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 		q.value = fs.String(q.flag, cur.String(), fmt.Sprintf("proxy %s (a pod may set its own with sidecar.istio.io/%s)", q.flag[len("proxy-"):], q.annotation))
 	}
 	return func() (inject.Template, error) {
+		if strings.TrimSpace(t.Image) == "" {
+			return t, usageError{errors.New("--image: give the image of the init step and the proxy")}
+		}
 		t.Mode = inject.SidecarMode(*mode)
 		t.PullPolicy = corev1.PullPolicy(*policy)
 		for _, q := range quantities {
 			v, err := resource.ParseQuantity(*q.value)
 			if err != nil {
-				return t, usageError{fmt.Errorf("--%s: %q is not a quantity", q.flag, *q.value)}
+				return t, usageError{fmt.Errorf("--%s: %s is not a quantity", q.flag, clip.Quote(*q.value))}
 			}
 			q.list[q.name] = v
 		}
@@ -72,14 +80,17 @@ func newInjectCmd() *cobra.Command {
 	output := cmd.Flags().StringP("output", "o", "-", "where to write; - for standard output")
 	quiet := cmd.Flags().BoolP("quiet", "q", false, "do not report each pod on standard error")
 	template := templateFlags(cmd.Flags())
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		t, err := template()
-		if err != nil {
+	var t inject.Template
+	cmd.PreRunE = func(*cobra.Command, []string) (err error) {
+		if t, err = template(); err != nil {
 			return err
 		}
 		if *file == "" {
-			return usageError{fmt.Errorf("-f: give a manifest file, or - for standard input")}
+			return usageError{fmt.Errorf("--filename (-f): give a manifest file, or - for standard input")}
 		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		in, err := readInput(cmd, *file)
 		if err != nil {
 			return err

@@ -31,10 +31,10 @@ func TestInjectCommand(t *testing.T) {
 		want string
 	}{
 		{[]string{"inject", "-f", bad}, `container "app" runs as UID 1337`},
-		{[]string{"inject"}, "-f: give a manifest file"},
+		{[]string{"inject"}, "--filename (-f): give a manifest file"},
 		{[]string{"inject", "-f", filepath.Join(dir, "missing.yaml")}, "no such file"},
-		{[]string{"inject", "-f", good, "--sidecar-mode", "sideways"}, `sidecar mode "sideways"`},
-		{[]string{"inject", "-f", good, "--image-pull-policy", "Sometimes"}, `pull policy "Sometimes"`},
+		{[]string{"inject", "-f", good, "--sidecar-mode", "sideways"}, `--sidecar-mode: "sideways" is not native or classic`},
+		{[]string{"inject", "-f", good, "--image-pull-policy", "Sometimes"}, `--image-pull-policy: "Sometimes" is not Always, IfNotPresent or Never`},
 		{[]string{"inject", "-f", good, "--proxy-cpu", "lots"}, `--proxy-cpu: "lots" is not a quantity`},
 		{[]string{"webhook", "--self-signed", "--cert", "x"}, "drop --cert and --key"},
 		{[]string{"webhook"}, "give --cert and --key"},

@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/shunt-dev/shunt/internal/clip"
+	"github.com/shunt-dev/shunt/internal/memlimit"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/sidecar"
 )
@@ -196,6 +197,9 @@ func (r *proxyRun) serve(ctx context.Context) error {
 	}
 	if r.concurrency > 0 {
 		runtime.GOMAXPROCS(r.concurrency)
+	}
+	if soft := memlimit.FromCgroup(); soft > 0 {
+		log.Debug("Go memory limit set from the container's", "bytes", soft)
 	}
 	w, closeLog, err := openAccessLog(r.accessLog)
 	if err != nil {

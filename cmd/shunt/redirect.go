@@ -31,16 +31,26 @@ func newRedirectCmd() *cobra.Command {
 		Args:    cobra.NoArgs,
 	}
 	set := istioargs.RegisterRedirect(cmd.Flags())
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		cfg, cfgErr := set.Config()
-		opts, optErr := set.Options()
-		log, logErr := set.Logger()
-		if err := errors.Join(cfgErr, optErr, logErr); err != nil {
+	var cfg capture.Config
+	var opts istioargs.Options
+	var plan *capture.Plan
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		var cfgErr, optErr error
+		cfg, cfgErr = set.Config()
+		opts, optErr = set.Options()
+		if err := errors.Join(cfgErr, optErr, set.CheckLogger()); err != nil {
 			return usageError{err}
 		}
-		plan, err := capture.Build(cfg)
-		if err != nil {
+		var err error
+		if plan, err = capture.Build(cfg); err != nil {
 			return usageError{err}
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		log, err := set.Logger()
+		if err != nil {
+			return err
 		}
 		warnIgnored(log, cfg)
 		if opts.DryRun {
@@ -110,7 +120,7 @@ func runValidation(log *slog.Logger, cfg capture.Config, opts istioargs.Options)
 	if err := validate.Run(opts.NetworkNS, cfg, opts.ProbePort, opts.ProbeTimeout); err != nil {
 		return validationError{err}
 	}
-	log.Info("validation passed: an app connection reached the outbound port with its original destination")
+	log.Info("validation passed: a captured connection reached the proxy's port with its original destination")
 	return nil
 }
 

@@ -171,7 +171,14 @@ func TestRunValidation(t *testing.T) {
 	}
 	bare := testnet.NewPod(t)
 	out, code := redirect(t, bare.NS, "--skip-rule-apply", "--run-validation", "--probe-timeout", "1s")
-	if code != 126 || !strings.Contains(out, "validation: a connection as uid 65534 to 192.0.2.1:15002") {
+	if code != 126 || !strings.Contains(out, "validation: a connection as the proxy (uid 1337) to 127.0.0.6:15002 was not captured") {
 		t.Errorf("without rules: exit %d, want 126\n%s", code, out)
+	}
+	// Capture needs no route: a namespace with only its link's subnet
+	// validates as well as any (the probe stays on lo, as Istio's does).
+	routeless := testnet.NewPod(t)
+	routeless.NS.Run(t, "ip", "route", "del", "default")
+	if out, code := redirect(t, routeless.NS, "--run-validation", "--probe-timeout", "2s"); code != 0 || !strings.Contains(out, "validation passed") {
+		t.Errorf("without a default route: exit %d\n%s", code, out)
 	}
 }

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -17,12 +18,16 @@ import (
 	"github.com/shunt-dev/shunt/capture/livetrace"
 	"github.com/shunt-dev/shunt/capture/picture"
 	"github.com/shunt-dev/shunt/capture/trace"
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/netns"
 )
 
 type packetFlags struct {
 	direction, proto, src, dst, in, out, state string
-	dport, sport, uid, gid, mark               uint32
+	dport, sport                               uint16
+	uid, gid                                   uint32
+	uidSet, gidSet                             bool
+	mark                                       uint32
 }
 
 func newTraceCmd() *cobra.Command {
@@ -34,55 +39,62 @@ func newTraceCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	set := istioargs.RegisterCapture(cmd.Flags())
-	var pf packetFlags
+	pf := packetFlags{direction: "out", proto: "tcp", in: "eth0"}
 	f := cmd.Flags()
-	f.StringVar(&pf.direction, "direction", "out", "out (sent by a process in the pod) or in (arriving at the pod)")
-	f.StringVar(&pf.proto, "proto", "tcp", "tcp or udp")
+	f.Var(newChoice(&pf.direction, "out", "in"), "direction", "out (sent by a process in the pod) or in (arriving at the pod)")
+	f.Var(newChoice(&pf.proto, "tcp", "udp"), "proto", "tcp or udp")
 	f.StringVar(&pf.src, "src", "", "source address (default 127.0.0.1 when --dst is loopback, else 0.0.0.0, an unspecified source)")
 	f.StringVar(&pf.dst, "dst", "", "destination address (required)")
-	f.Uint32Var(&pf.dport, "dport", 0, "destination port (required)")
-	f.Uint32Var(&pf.uid, "uid", 0, "UID of the sending process (out only)")
-	f.Uint32Var(&pf.gid, "gid", 0, "GID of the sending process (out only)")
+	f.Var(newPort(&pf.dport), "dport", "destination port (required)")
+	f.Var(newID(&pf.uid, &pf.uidSet, false), "uid", "UID of the sending process (out only)")
+	f.Var(newID(&pf.gid, &pf.gidSet, true), "gid", "GID of the sending process (out only)")
 	f.StringVar(&pf.in, "in-interface", "eth0", "interface the packet arrives on (in only)")
 	f.StringVar(&pf.out, "out-interface", "", "interface the packet leaves by (out only; default lo for a loopback --dst, else eth0)")
-	f.StringVar(&pf.state, "state", "", "conntrack state when not the first packet of a connection: INVALID, ESTABLISHED or RELATED")
-	f.Uint32Var(&pf.sport, "sport", 0, "source port (DNS answers come from 53)")
+	f.Var(newChoice(&pf.state, "", capture.StateInvalid, capture.StateEstablished, capture.StateRelated), "state", "conntrack state when not the first packet of a connection: INVALID, ESTABLISHED or RELATED")
+	f.Var(newPort(&pf.sport), "sport", "source port (DNS answers come from 53)")
 	f.Uint32Var(&pf.mark, "mark", 0, "the packet's mark as it enters (a socket's SO_MARK, say)")
 	all := f.Bool("all", false, "list every rule evaluated, not only those that matched")
 	live := f.Bool("live", false, "also make the connection for real in a namespace, trace it with the kernel's own tracing, and compare")
 	liveNS := f.String("network-namespace", "", "with --live: the namespace to make the connection in")
-	livePID := f.Int("pid", 0, "with --live: make it in this process's namespace")
-	format := f.String("format", "text", "text, json, or svg (the plan with the path highlighted)")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		plan, err := buildPlan(set)
-		if err != nil {
+	livePID := 0
+	f.Var(newCount(&livePID, 0, 1<<22), "pid", "with --live: make it in this process's namespace")
+	format := "text"
+	f.Var(newChoice(&format, "text", "json", "svg"), "format", "text, json, or svg (the plan with the path highlighted)")
+	var plan *capture.Plan
+	var pkt trace.Packet
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		var err error
+		if plan, err = buildPlan(set); err != nil {
 			return err
 		}
-		pkt, err := pf.packet()
-		if err != nil {
+		if pkt, err = pf.packet(); err != nil {
 			return usageError{err}
 		}
+		if livePID != 0 && *liveNS != "" {
+			return usageError{errors.New("--pid and --network-namespace: give one")}
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		res, err := trace.Trace(plan, pkt)
 		if err != nil {
 			return err
 		}
 		if *live {
 			ns := *liveNS
-			if *livePID != 0 {
-				ns = netns.PathForPID(*livePID)
+			if livePID != 0 {
+				ns = netns.PathForPID(livePID)
 			}
 			return traceLive(cmd.Context(), cmd.OutOrStdout(), ns, plan, res)
 		}
-		switch *format {
-		case "text":
-			return traceText(cmd.OutOrStdout(), res, *all)
+		switch format {
 		case "json":
 			return traceJSON(cmd.OutOrStdout(), res)
 		case "svg":
 			_, err := io.WriteString(cmd.OutOrStdout(), picture.Trace(plan, res))
 			return err
 		}
-		return usageError{fmt.Errorf("--format: %q is not text, json or svg", *format)}
+		return traceText(cmd.OutOrStdout(), res, *all)
 	}
 	return cmd
 }
@@ -90,34 +102,20 @@ func newTraceCmd() *cobra.Command {
 func (pf packetFlags) packet() (trace.Packet, error) {
 	p := trace.Packet{Direction: trace.Direction(pf.direction), Proto: pf.proto, UID: pf.uid, GID: pf.gid,
 		InIface: pf.in, OutIface: pf.out, State: pf.state}
-	if p.Direction != trace.Out && p.Direction != trace.In {
-		return p, fmt.Errorf("--direction: %q is not out or in", pf.direction)
-	}
-	if p.Proto != "tcp" && p.Proto != "udp" {
-		return p, fmt.Errorf("--proto: %q is not tcp or udp", pf.proto)
-	}
-	switch pf.state {
-	case "", capture.StateInvalid, capture.StateEstablished, capture.StateRelated:
-	default:
-		return p, fmt.Errorf("--state: %q is not INVALID, ESTABLISHED or RELATED", pf.state)
-	}
-	if pf.sport > 65535 {
-		return p, fmt.Errorf("--sport: %d is not a port (1-65535)", pf.sport)
-	}
-	p.SrcPort, p.Mark = uint16(pf.sport), pf.mark
+	p.SrcPort, p.Mark = pf.sport, pf.mark
 	var err error
 	if p.Dst, err = netip.ParseAddr(pf.dst); err != nil || p.Dst.Zone() != "" {
-		return p, fmt.Errorf("--dst: %q is not an IP address", pf.dst)
+		return p, fmt.Errorf("--dst: %s is not an IP address", clip.Quote(pf.dst))
 	}
 	p.Dst = p.Dst.Unmap()
-	if pf.dport == 0 || pf.dport > 65535 {
-		return p, fmt.Errorf("--dport: %d is not a port (1-65535)", pf.dport)
+	if pf.dport == 0 {
+		return p, errors.New("--dport: give the destination port (1-65535)")
 	}
-	p.DstPort = uint16(pf.dport)
+	p.DstPort = pf.dport
 	switch {
 	case pf.src != "":
 		if p.Src, err = netip.ParseAddr(pf.src); err != nil || p.Src.Unmap().Is4() != p.Dst.Is4() {
-			return p, fmt.Errorf("--src: %q is not an address of --dst's family", pf.src)
+			return p, fmt.Errorf("--src: %s is not an address of --dst's family", clip.Quote(pf.src))
 		}
 		p.Src = p.Src.Unmap()
 	case p.Dst.IsLoopback():

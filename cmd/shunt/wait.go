@@ -4,9 +4,12 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	neturl "net/url"
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/shunt-dev/shunt/internal/clip"
 )
 
 func newWaitCmd() *cobra.Command {
@@ -18,9 +21,17 @@ func newWaitCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	url := cmd.Flags().String("url", "http://127.0.0.1:15021/healthz/ready", "readiness URL")
-	timeout := cmd.Flags().Duration("timeout", time.Minute, "give up after this long")
+	timeout := time.Minute
+	cmd.Flags().Var(newDuration(&timeout, false, 24*time.Hour), "timeout", "give up after this long")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		u, err := neturl.Parse(*url)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return usageError{fmt.Errorf("--url: %s is not an http:// or https:// URL", clip.Quote(*url))}
+		}
+		return nil
+	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		ctx, cancel := context.WithTimeout(cmd.Context(), *timeout)
+		ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 		defer cancel()
 		client := &http.Client{Timeout: time.Second}
 		var last string
@@ -41,7 +52,7 @@ func newWaitCmd() *cobra.Command {
 			}
 			select {
 			case <-ctx.Done():
-				return fmt.Errorf("%s not ready after %s: %s", *url, *timeout, last)
+				return fmt.Errorf("%s not ready after %s: %s", *url, timeout, last)
 			case <-time.After(200 * time.Millisecond):
 			}
 		}

@@ -12,7 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/shunt-dev/shunt/inject"
 	"github.com/shunt-dev/shunt/inject/webhook"
+	"github.com/shunt-dev/shunt/internal/memlimit"
 )
 
 // defaultWebhookHosts are the names the in-cluster Service answers to.
@@ -31,33 +33,51 @@ func newWebhookCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	f := cmd.Flags()
-	addr := f.String("addr", ":15017", "HTTPS address of POST /inject")
-	monitor := f.String("monitor-addr", ":15014", "plain-HTTP address of /healthz, /readyz and /metrics (\"\" for none)")
+	addr, monitor := ":15017", ":15014"
+	f.Var(newHostPort(&addr, false), "addr", "HTTPS address of POST /inject")
+	f.Var(newHostPort(&monitor, true), "monitor-addr", "plain-HTTP address of /healthz, /readyz and /metrics (\"\" for none)")
 	certFile := f.String("cert", "", "serving certificate (PEM); re-read when it changes")
 	keyFile := f.String("key", "", "its private key (PEM)")
 	selfSigned := f.Bool("self-signed", false, "development: make a CA and a certificate for --hosts, print the CA as a caBundle")
 	hosts := f.StringSlice("hosts", []string{"localhost", "127.0.0.1"}, "with --self-signed: names and addresses the certificate is for")
 	caOut := f.String("ca-bundle-file", "", "with --self-signed: also write the CA (PEM) here")
-	poll := f.Duration("cert-poll", 2*time.Second, "how often the certificate files are checked for changes")
-	timeout := f.Duration("handler-timeout", 8*time.Second, "answer 503 when a review takes longer (keep it under the webhook's timeoutSeconds)")
-	readTimeout := f.Duration("read-timeout", 10*time.Second, "drop a client that takes longer to send its request (half of it for the headers)")
-	maxBody := f.Int64("max-body", webhook.DefaultMaxBody, "largest request body accepted, in bytes")
+	poll, timeout, readTimeout := 2*time.Second, 8*time.Second, 10*time.Second
+	f.Var(newDuration(&poll, false, time.Hour), "cert-poll", "how often the certificate files are checked for changes")
+	f.Var(newDuration(&timeout, false, time.Hour), "handler-timeout", "answer 503 when a review takes longer (keep it under the webhook's timeoutSeconds)")
+	f.Var(newDuration(&readTimeout, false, time.Hour), "read-timeout", "drop a client that takes longer to send its request (half of it for the headers)")
+	maxBody := int(webhook.DefaultMaxBody)
+	f.Var(newCount(&maxBody, 1024, 64<<20), "max-body", "largest request body accepted, in bytes")
+	memory := int(webhook.DefaultReviewMemory)
+	f.Var(newCount(&memory, 1<<20, 1<<34), "review-memory", "bytes of request bodies under review at once; beyond it reviews queue, then get 429 with Retry-After")
 	logJSON := f.Bool("log-json", false, "log as JSON lines")
 	template := templateFlags(f)
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
-		t, err := template()
-		if err != nil {
+	var t inject.Template
+	cmd.PreRunE = func(*cobra.Command, []string) (err error) {
+		if t, err = template(); err != nil {
 			return err
 		}
+		switch {
+		case *selfSigned && (*certFile != "" || *keyFile != ""):
+			return usageError{fmt.Errorf("--self-signed makes its own certificate: drop --cert and --key")}
+		case *selfSigned && len(*hosts) == 0:
+			return usageError{fmt.Errorf("--hosts: give at least one name or address")}
+		case !*selfSigned && (*certFile == "" || *keyFile == ""):
+			return usageError{fmt.Errorf("give --cert and --key, or --self-signed for development")}
+		case !*selfSigned && *caOut != "":
+			return usageError{fmt.Errorf("--ca-bundle-file only goes with --self-signed")}
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		var handler slog.Handler = slog.NewTextHandler(cmd.ErrOrStderr(), nil)
 		if *logJSON {
 			handler = slog.NewJSONHandler(cmd.ErrOrStderr(), nil)
 		}
 		log := slog.New(handler)
+		if soft := memlimit.FromCgroup(); soft > 0 {
+			log.Info("Go memory limit set from the container's", "bytes", soft)
+		}
 		if *selfSigned {
-			if *certFile != "" || *keyFile != "" {
-				return usageError{fmt.Errorf("--self-signed makes its own certificate: drop --cert and --key")}
-			}
 			dir, err := os.MkdirTemp("", "shunt-webhook-")
 			if err != nil {
 				return err
@@ -74,18 +94,16 @@ func newWebhookCmd() *cobra.Command {
 					return err
 				}
 			}
-		} else if *certFile == "" || *keyFile == "" {
-			return usageError{fmt.Errorf("give --cert and --key, or --self-signed for development")}
 		}
 		metrics := webhook.NewMetrics()
 		srv := &webhook.Server{
-			Handler:        &webhook.Handler{Template: t, Log: log, Metrics: metrics, MaxBody: *maxBody},
+			Handler:        &webhook.Handler{Template: t, Log: log, Metrics: metrics, MaxBody: int64(maxBody), Memory: int64(memory)},
 			Cert:           &webhook.Certificate{CertFile: *certFile, KeyFile: *keyFile, Log: log, Metrics: metrics},
-			CertPoll:       *poll,
-			HandlerTimeout: *timeout,
-			ReadTimeout:    *readTimeout,
+			CertPoll:       poll,
+			HandlerTimeout: timeout,
+			ReadTimeout:    readTimeout,
 		}
-		if err := srv.Listen(*addr, *monitor); err != nil {
+		if err := srv.Listen(addr, monitor); err != nil {
 			return err
 		}
 		https, mon := srv.Addrs()
@@ -125,10 +143,16 @@ func newCertsCmd() *cobra.Command {
 	}
 	dir := cmd.Flags().String("dir", "", "folder to write ca.crt, tls.crt and tls.key into")
 	hosts := cmd.Flags().StringSlice("hosts", defaultWebhookHosts, "names and addresses the certificate is for")
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+	cmd.PreRunE = func(*cobra.Command, []string) error {
 		if *dir == "" {
 			return usageError{fmt.Errorf("--dir: say where to write the files")}
 		}
+		if len(*hosts) == 0 {
+			return usageError{fmt.Errorf("--hosts: give at least one name or address")}
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if err := os.MkdirAll(*dir, 0o700); err != nil {
 			return err
 		}

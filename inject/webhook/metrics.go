@@ -10,14 +10,16 @@ import (
 
 // Outcomes of a request, the label values of shunt_webhook_requests_total.
 const (
-	outcomeInjected = "injected" // the pod was patched
-	outcomeSkipped  = "skipped"  // the pod opted out, or was injected already
-	outcomeDenied   = "denied"   // the pod was refused (UID collision, bad annotation, …)
-	outcomeIgnored  = "ignored"  // not a pod being created
-	outcomeBad      = "bad_request"
+	outcomeInjected  = "injected" // the pod was patched
+	outcomeSkipped   = "skipped"  // the pod opted out, or was injected already
+	outcomeDenied    = "denied"   // the pod was refused (UID collision, bad annotation, …)
+	outcomeIgnored   = "ignored"  // not a pod being created
+	outcomeBad       = "bad_request"
+	outcomeTimeout   = "timeout"   // answered 503: the review ran past the handler timeout
+	outcomeThrottled = "throttled" // answered 429: too many reviews under way
 )
 
-var outcomes = []string{outcomeInjected, outcomeSkipped, outcomeDenied, outcomeIgnored, outcomeBad}
+var outcomes = []string{outcomeInjected, outcomeSkipped, outcomeDenied, outcomeIgnored, outcomeBad, outcomeTimeout, outcomeThrottled}
 
 // latencyBuckets are the upper bounds of the handling-time histogram.
 var latencyBuckets = []time.Duration{

@@ -63,9 +63,11 @@ func (s *Server) Serve(ctx context.Context) error {
 		read = 10 * time.Second
 	}
 	mux := http.NewServeMux()
-	review := http.TimeoutHandler(s.Handler, timeout, "the review took too long\n")
-	mux.Handle("/inject", review)
-	mux.Handle("/inject/", review)
+	if s.Handler.Timeout <= 0 {
+		s.Handler.Timeout = timeout
+	}
+	mux.Handle("/inject", s.Handler)
+	mux.Handle("/inject/", s.Handler)
 	mux.HandleFunc("GET /healthz", healthz)
 	servers := []*http.Server{{
 		Handler:           mux,
@@ -75,6 +77,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		WriteTimeout:      timeout + 2*time.Second,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    64 << 10,
+		HTTP2:             http2Flow(),
 	}}
 	lns := []net.Listener{tls.NewListener(s.httpsLn, servers[0].TLSConfig)}
 	if s.monitorLn != nil {
@@ -113,6 +116,18 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// http2Flow sizes HTTP/2's receive windows so that a review waiting for
+// the memory budget can never starve one that holds it: the bodies of
+// waiting reviews sit unread in the connection's window, so the window is
+// made to hold every stream's worth at once. With Go's defaults (1 MiB a
+// connection, 1 MiB a stream) one waiting 4 MB review fills the
+// connection and the reviews under way stall until it gives up.
+func http2Flow() *http.HTTP2Config {
+	const streams, perStream = 16, 256 << 10
+	return &http.HTTP2Config{MaxConcurrentStreams: streams, MaxReceiveBufferPerStream: perStream,
+		MaxReceiveBufferPerConnection: streams*perStream + 1<<20}
 }
 
 func shutdown(servers []*http.Server) {
