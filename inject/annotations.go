@@ -19,14 +19,19 @@ const (
 	IstioStatus         = "sidecar.istio.io/status"   // Istio's injector has been here
 	AllowProxyUID       = "shunt.dev/allow-proxy-uid" // "true": inject even if a container runs as the proxy's UID/GID
 	SidecarModeKey      = "shunt.dev/sidecar-mode"    // "native" or "classic"
+	IstioTemplates      = "inject.istio.io/templates" // Istio's injection templates: sidecar, gateway, grpc-agent, …
+	IstioProxyName      = "istio-proxy"               // the container Istio's injector adds
+	IstioNativeSidecar  = "sidecar.istio.io/nativeSidecar"
 )
 
-// setting is one capture setting a pod can carry as an annotation, in Istio's
-// spelling and in shunt's (the name of the matching `shunt redirect` flag).
+// setting is one thing a pod can say with an annotation, in shunt's
+// spelling and in Istio's (and in Istio's older spelling, where it has
+// one); shunt's wins, then Istio's current one.
 type setting struct {
 	istio, shunt string
-	flag         string // istio-iptables flag the value becomes
+	flag         string // istio-iptables flag the value becomes, or what it sets
 	kind         valueKind
+	older        string // Istio's deprecated spelling, used when neither other is given
 }
 
 type valueKind uint8
@@ -38,45 +43,59 @@ const (
 	ifaceList
 	interceptionMode
 	quantity
+	boolean
+	port
 )
 
 // Capture settings, in the order their flags appear on the init container.
 var settings = []setting{
-	{"sidecar.istio.io/interceptionMode", "shunt.dev/inbound-mode", "-m", interceptionMode},
-	{"traffic.sidecar.istio.io/includeOutboundIPRanges", "shunt.dev/outbound-cidrs", "-i", cidrList},
-	{"traffic.sidecar.istio.io/excludeOutboundIPRanges", "shunt.dev/outbound-exclude-cidrs", "-x", cidrList},
-	{"traffic.sidecar.istio.io/includeInboundPorts", "shunt.dev/inbound-ports", "-b", inboundPortList},
-	{"traffic.sidecar.istio.io/excludeInboundPorts", "shunt.dev/inbound-exclude-ports", "-d", inboundPortList},
-	{"traffic.sidecar.istio.io/includeOutboundPorts", "shunt.dev/outbound-include-ports", "-q", portList},
-	{"traffic.sidecar.istio.io/excludeOutboundPorts", "shunt.dev/outbound-exclude-ports", "-o", portList},
-	{"traffic.sidecar.istio.io/excludeInterfaces", "shunt.dev/exclude-interfaces", "-c", ifaceList},
-	{"traffic.sidecar.istio.io/kubevirtInterfaces", "shunt.dev/kube-virt-interfaces", "-k", ifaceList},
+	{"sidecar.istio.io/interceptionMode", "shunt.dev/inbound-mode", "-m", interceptionMode, ""},
+	{"traffic.sidecar.istio.io/includeOutboundIPRanges", "shunt.dev/outbound-cidrs", "-i", cidrList, ""},
+	{"traffic.sidecar.istio.io/excludeOutboundIPRanges", "shunt.dev/outbound-exclude-cidrs", "-x", cidrList, ""},
+	{"traffic.sidecar.istio.io/includeInboundPorts", "shunt.dev/inbound-ports", "-b", inboundPortList, ""},
+	{"traffic.sidecar.istio.io/excludeInboundPorts", "shunt.dev/inbound-exclude-ports", "-d", inboundPortList, ""},
+	{"traffic.sidecar.istio.io/includeOutboundPorts", "shunt.dev/outbound-include-ports", "-q", portList, ""},
+	{"traffic.sidecar.istio.io/excludeOutboundPorts", "shunt.dev/outbound-exclude-ports", "-o", portList, ""},
+	{"traffic.sidecar.istio.io/excludeInterfaces", "shunt.dev/exclude-interfaces", "-c", ifaceList, ""},
+	// Istio's newer name wins over kubevirtInterfaces, as in Istio.
+	{"istio.io/reroute-virtual-interfaces", "shunt.dev/kube-virt-interfaces", "-k", ifaceList, "traffic.sidecar.istio.io/kubevirtInterfaces"},
 }
 
 // Proxy resource settings, Istio's annotations and shunt's.
 var resourceSettings = []setting{
-	{"sidecar.istio.io/proxyCPU", "shunt.dev/proxy-cpu", "requests.cpu", quantity},
-	{"sidecar.istio.io/proxyMemory", "shunt.dev/proxy-memory", "requests.memory", quantity},
-	{"sidecar.istio.io/proxyCPULimit", "shunt.dev/proxy-cpu-limit", "limits.cpu", quantity},
-	{"sidecar.istio.io/proxyMemoryLimit", "shunt.dev/proxy-memory-limit", "limits.memory", quantity},
+	{"sidecar.istio.io/proxyCPU", "shunt.dev/proxy-cpu", "requests.cpu", quantity, ""},
+	{"sidecar.istio.io/proxyMemory", "shunt.dev/proxy-memory", "requests.memory", quantity, ""},
+	{"sidecar.istio.io/proxyCPULimit", "shunt.dev/proxy-cpu-limit", "limits.cpu", quantity, ""},
+	{"sidecar.istio.io/proxyMemoryLimit", "shunt.dev/proxy-memory-limit", "limits.memory", quantity, ""},
 }
 
+// Settings of the proxy itself.
+var (
+	rewriteProbesSetting = setting{"sidecar.istio.io/rewriteAppHTTPProbers", "shunt.dev/rewrite-app-probes", "probe rewriting", boolean, ""}
+	statusPortSetting    = setting{"status.sidecar.istio.io/port", "shunt.dev/status-port", "status port", port, ""}
+)
+
 // lookup returns a setting's value from the annotations: shunt's spelling
-// wins over Istio's, and a disagreement between the two is reported as a
-// warning. field names where the value came from, for error messages.
+// wins over Istio's, Istio's over its older one, and a disagreement is
+// reported as a warning. field names where the value came from, for error
+// messages.
 func (s setting) lookup(ann map[string]string, w *warnings) (value, field string, ok bool) {
-	iv, iok := ann[s.istio]
-	sv, sok := ann[s.shunt]
-	switch {
-	case sok:
-		if iok && strings.TrimSpace(iv) != strings.TrimSpace(sv) {
-			w.addf("annotations %s=%s and %s=%s disagree; %s wins", s.shunt, clip.Quote(sv), s.istio, clip.Quote(iv), s.shunt)
+	var given []string
+	for _, key := range []string{s.shunt, s.istio, s.older} {
+		if _, ok := ann[key]; ok && key != "" {
+			given = append(given, key)
 		}
-		return sv, annotationField(s.shunt), true
-	case iok:
-		return iv, annotationField(s.istio), true
 	}
-	return "", "", false
+	if len(given) == 0 {
+		return "", "", false
+	}
+	first := given[0]
+	for _, other := range given[1:] {
+		if strings.TrimSpace(ann[other]) != strings.TrimSpace(ann[first]) {
+			w.addf("annotations %s=%s and %s=%s disagree; %s wins", first, clip.Quote(ann[first]), other, clip.Quote(ann[other]), first)
+		}
+	}
+	return ann[first], annotationField(first), true
 }
 
 func annotationField(key string) string { return fmt.Sprintf("metadata.annotations[%q]", key) }

@@ -7,6 +7,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/internal/clip"
 )
 
@@ -43,6 +44,10 @@ func Decide(meta *metav1.ObjectMeta, spec *corev1.PodSpec, ns Namespace) (Decisi
 	}
 	if _, ok := meta.Annotations[IstioStatus]; ok {
 		return Decision{false, "already carries Istio's sidecar (" + IstioStatus + ")"}, nil
+	}
+	if hasContainer(spec, IstioProxyName) {
+		return Decision{false, "already has Istio's proxy container (" + IstioProxyName +
+			"): Istio's injector fills it in (image: auto), and a second proxy would fight it for the traffic"}, nil
 	}
 	nsSays, nsKey := namespaceSays(ns.Labels)
 	if nsSays == "disabled" {
@@ -111,4 +116,50 @@ func parseBool(v string) (bool, error) {
 		return false, nil
 	}
 	return false, fmt.Errorf("%s is not true or false", clip.Quote(v))
+}
+
+func hasContainer(spec *corev1.PodSpec, name string) bool {
+	for _, list := range [][]corev1.Container{spec.InitContainers, spec.Containers} {
+		for _, c := range list {
+			if c.Name == name {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// templatesDecision reads Istio's inject.istio.io/templates: "sidecar" is
+// what shunt injects; a gateway and proxyless gRPC pods get no capture and
+// no sidecar; other (custom) templates are Istio's own and cannot be
+// applied. stop is true when the pod is to be left alone.
+func templatesDecision(ann map[string]string) (d Decision, warning string, stop bool) {
+	v, ok := ann[IstioTemplates]
+	if !ok {
+		return Decision{}, "", false
+	}
+	sidecar := false
+	var custom []string
+	for _, t := range capture.SplitList(v) {
+		switch t {
+		case "sidecar":
+			sidecar = true
+		case "gateway":
+			return Decision{false, IstioTemplates + "=" + v + ": a gateway runs its own proxy and is not captured; " +
+				"shunt injects sidecars only"}, "", true
+		case "grpc-agent", "grpc-simple":
+			return Decision{false, IstioTemplates + "=" + v + ": proxyless gRPC takes its configuration " +
+				"itself and needs neither capture nor a proxy"}, "", true
+		default:
+			custom = append(custom, t)
+		}
+	}
+	switch {
+	case len(custom) == 0:
+		return Decision{}, "", false
+	case sidecar:
+		return Decision{}, fmt.Sprintf("%s lists %s: custom templates are Istio's mesh configuration and shunt does not apply them; the sidecar is injected without them",
+			IstioTemplates, clip.Quote(strings.Join(custom, ","))), false
+	}
+	return Decision{false, fmt.Sprintf("%s=%s names no template shunt has (it injects the sidecar template only)", IstioTemplates, clip.Quote(v))}, "", true
 }

@@ -23,6 +23,7 @@ var templatePaths = map[string][]string{
 	"DaemonSet":             {"spec", "template"},
 	"Job":                   {"spec", "template"},
 	"CronJob":               {"spec", "jobTemplate", "spec", "template"},
+	"DeploymentConfig":      {"spec", "template"}, // OpenShift's apps.openshift.io/v1
 }
 
 // Report is what happened to one pod template of a manifest.
@@ -131,11 +132,17 @@ func (t Template) object(obj map[string]any, name string, ns Namespace, namespac
 		}
 		return changed, reports, errors.Join(errs...)
 	}
+	objName := nameOf(obj)
 	path, ok := templatePaths[kind]
 	if !ok {
-		return false, nil, nil
+		if !carriesPodTemplate(obj) {
+			return false, nil, nil
+		}
+		// A workload shunt does not know: say it was left alone.
+		api, _ := obj["apiVersion"].(string)
+		return false, []Report{{Object: fmt.Sprintf("%s (%s %q)", name, kind, objName),
+			Decision: Decision{false, fmt.Sprintf("%s %s is not a kind shunt injects; its pod template is left as it is", api, kind)}}}, nil
 	}
-	objName := nameOf(obj)
 	name = fmt.Sprintf("%s (%s %q)", name, kind, objName)
 	where := strings.Join(path, ".")
 	raw, ok := lookupPath(obj, path)
@@ -158,6 +165,17 @@ func (t Template) object(obj map[string]any, name string, ns Namespace, namespac
 		return false, []Report{report}, nil
 	}
 	return true, []Report{report}, Apply(raw, res.Patch)
+}
+
+// carriesPodTemplate says whether an object of an unknown kind holds a pod
+// template where workloads do (spec.template.spec.containers).
+func carriesPodTemplate(obj map[string]any) bool {
+	spec, ok := lookupPath(obj, []string{"spec", "template", "spec"})
+	if !ok {
+		return false
+	}
+	_, ok = spec["containers"].([]any)
+	return ok
 }
 
 func orRoot(where string) string {

@@ -184,7 +184,8 @@ func checkPodShape(t *testing.T, spec *corev1.PodSpec) {
 	if sc := proxy.SecurityContext; sc == nil || *sc.RunAsUser != 1337 || *sc.RunAsGroup != 1337 || *sc.Privileged {
 		t.Errorf("proxy security context %+v, want 1337/1337 unprivileged", sc)
 	}
-	if proxy.ReadinessProbe == nil || proxy.ReadinessProbe.HTTPGet.Port.IntValue() != 15021 {
+	status := statusPortOf(t, proxy)
+	if status != 0 && (proxy.ReadinessProbe == nil || proxy.ReadinessProbe.HTTPGet.Port.IntValue() != 15021) {
 		t.Error("proxy readiness probe is not on 15021")
 	}
 	if initStep == nil {
@@ -207,9 +208,31 @@ func checkPodShape(t *testing.T, spec *corev1.PodSpec) {
 	if err != nil {
 		t.Fatalf("redirect refuses the init args %q: %v", initStep.Args, err)
 	}
-	for _, p := range []uint16{15090, 15021, 15020} {
+	excluded := []uint16{15090, 15021}
+	if status != 0 {
+		excluded = append(excluded, status)
+	}
+	for _, p := range excluded {
 		if cfg.InboundAll && !slices.ContainsFunc(cfg.InboundExcludePorts, func(r capture.PortRange) bool { return r.Contains(p) }) {
 			t.Errorf("port %d is not excluded inbound: %q", p, initStep.Args)
 		}
 	}
+}
+
+// statusPortOf reads the proxy's --status-addr (0 for none).
+func statusPortOf(t *testing.T, proxy *corev1.Container) uint16 {
+	for i, a := range proxy.Args {
+		if a == "--status-addr" && i+1 < len(proxy.Args) {
+			if proxy.Args[i+1] == "" {
+				return 0
+			}
+			p, err := capture.ParsePort(strings.TrimPrefix(proxy.Args[i+1], ":"))
+			if err != nil {
+				t.Fatalf("--status-addr %q", proxy.Args[i+1])
+			}
+			return p
+		}
+	}
+	t.Fatalf("the proxy has no --status-addr: %q", proxy.Args)
+	return 0
 }

@@ -9,7 +9,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 )
 
-// Op is one JSON Patch (RFC 6902) operation. Injection only ever adds.
+// Op is one JSON Patch (RFC 6902) operation. Injection adds, and replaces
+// the probes it rewrites.
 type Op struct {
 	Op    string `json:"op"`
 	Path  string `json:"path"`
@@ -60,19 +61,19 @@ func prependOps(raw map[string]any, list string, cs []corev1.Container) []Op {
 	return ops
 }
 
-// Apply carries out add operations on a document decoded from JSON or YAML
-// into generic values, in place. It is what the API server does with the
-// webhook's patch, for the documents `shunt inject` rewrites.
+// Apply carries out add and replace operations on a document decoded from
+// JSON or YAML into generic values, in place. It is what the API server
+// does with the webhook's patch, for the documents `shunt inject` rewrites.
 func Apply(doc map[string]any, ops []Op) error {
 	for _, op := range ops {
-		if op.Op != "add" {
-			return fmt.Errorf("patch %s: only add is supported, not %q", op.Path, op.Op)
+		if op.Op != "add" && op.Op != "replace" {
+			return fmt.Errorf("patch %s: only add and replace are supported, not %q", op.Path, op.Op)
 		}
 		value, err := generic(op.Value)
 		if err != nil {
 			return fmt.Errorf("patch %s: %w", op.Path, err)
 		}
-		if err := add(doc, op.Path, value); err != nil {
+		if err := apply(doc, op.Op, op.Path, value); err != nil {
 			return fmt.Errorf("patch %s: %w", op.Path, err)
 		}
 	}
@@ -89,7 +90,9 @@ func generic(v any) (any, error) {
 	return out, json.Unmarshal(b, &out)
 }
 
-func add(doc map[string]any, path string, value any) error {
+// apply adds value at path (inserting into an array), or replaces what is
+// there (which must exist).
+func apply(doc map[string]any, op, path string, value any) error {
 	if !strings.HasPrefix(path, "/") {
 		return fmt.Errorf("not a JSON pointer")
 	}
@@ -122,11 +125,18 @@ func add(doc map[string]any, path string, value any) error {
 	last := segs[len(segs)-1]
 	switch p := cur.(type) {
 	case map[string]any:
+		if _, ok := p[last]; !ok && op == "replace" {
+			return fmt.Errorf("%q does not exist", last)
+		}
 		p[last] = value
 	case []any:
 		i, err := strconv.Atoi(last)
-		if err != nil || i < 0 || i > len(p) {
+		if err != nil || i < 0 || i > len(p) || (op == "replace" && i == len(p)) {
 			return fmt.Errorf("index %q is out of range", last)
+		}
+		if op == "replace" {
+			p[i] = value
+			return nil
 		}
 		set(append(p[:i:i], append([]any{value}, p[i:]...)...))
 	default:

@@ -38,6 +38,7 @@ type Template struct {
 	PullPolicy     corev1.PullPolicy
 	Mode           SidecarMode
 	NativeNftables bool // the init step uses shunt's nftables table instead of iptables
+	RewriteProbes  bool // app probes on captured ports go through the proxy's status port (Istio's rewriteAppHTTPProbe)
 	ProxyResources corev1.ResourceRequirements
 	InitResources  corev1.ResourceRequirements
 }
@@ -48,6 +49,7 @@ func DefaultTemplate() Template {
 		Image:          "shunt:latest",
 		PullPolicy:     corev1.PullIfNotPresent,
 		Mode:           Native,
+		RewriteProbes:  true,
 		ProxyResources: resources("100m", "128Mi", "2", "1Gi"),
 		InitResources:  resources("10m", "16Mi", "500m", "128Mi"),
 	}
@@ -80,10 +82,6 @@ func (t Template) Validate() error {
 var reservedPorts = []int32{sidecar.AdminPort, sidecar.OutboundPort, sidecar.ProbePort, sidecar.InboundPort,
 	sidecar.TunnelPort, sidecar.AgentPort, sidecar.HealthPort, sidecar.DNSPort, sidecar.PrometheusPort}
 
-// alwaysExcludedInbound are the proxy's own inbound ports: Prometheus, health
-// and agent, never captured so that they reach the proxy itself.
-var alwaysExcludedInbound = []int32{sidecar.PrometheusPort, sidecar.HealthPort, sidecar.AgentPort}
-
 func (t Template) initContainer(args []string) corev1.Container {
 	return corev1.Container{
 		Name:            InitName,
@@ -108,17 +106,29 @@ func (t Template) initContainer(args []string) corev1.Container {
 	}
 }
 
-func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.ResourceRequirements) corev1.Container {
+func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.ResourceRequirements, status int32, probers string) corev1.Container {
+	statusAddr := ""
+	if status != 0 {
+		statusAddr = fmt.Sprintf(":%d", status)
+	}
 	args := []string{"proxy",
 		"--outbound-port", strconv.Itoa(sidecar.OutboundPort),
 		"--inbound-port", strconv.Itoa(sidecar.InboundPort),
 		"--health-addr", fmt.Sprintf(":%d", sidecar.HealthPort),
-		"--prometheus-addr", fmt.Sprintf(":%d", sidecar.PrometheusPort)}
+		"--prometheus-addr", fmt.Sprintf(":%d", sidecar.PrometheusPort),
+		"--status-addr", statusAddr}
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 	if tproxy {
 		// IP_TRANSPARENT on the inbound listener needs CAP_NET_ADMIN.
 		args = append(args, "--tproxy")
 		caps.Add = []corev1.Capability{"NET_ADMIN"}
+	}
+	// The pod's address is where app probes go (the app may listen on it
+	// alone), as Istio's agent does.
+	env := []corev1.EnvVar{{Name: "INSTANCE_IP", ValueFrom: &corev1.EnvVarSource{
+		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}}}
+	if probers != "" {
+		env = append(env, corev1.EnvVar{Name: AppProbersEnv, Value: probers})
 	}
 	ready := &corev1.Probe{
 		ProbeHandler: corev1.ProbeHandler{HTTPGet: &corev1.HTTPGetAction{
@@ -127,12 +137,16 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.Resou
 		TimeoutSeconds:   1,
 		FailureThreshold: 30,
 	}
+	if status == 0 {
+		ready = nil // as Istio: no status port, no readiness
+	}
 	c := corev1.Container{
 		Name:            ProxyName,
 		Image:           t.Image,
 		ImagePullPolicy: t.PullPolicy,
 		Command:         []string{"shunt"},
 		Args:            args,
+		Env:             env,
 		Ports: []corev1.ContainerPort{
 			{Name: "shunt-prom", ContainerPort: sidecar.PrometheusPort, Protocol: corev1.ProtocolTCP},
 			{Name: "shunt-health", ContainerPort: sidecar.HealthPort, Protocol: corev1.ProtocolTCP},
@@ -155,9 +169,11 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.Resou
 		// The kubelet starts the next init container (and then the app) only
 		// once the startup probe passes.
 		c.RestartPolicy = ptr(corev1.ContainerRestartPolicyAlways)
-		startup := *ready
-		startup.PeriodSeconds, startup.FailureThreshold = 1, 600
-		c.StartupProbe = &startup
+		if ready != nil {
+			startup := *ready
+			startup.PeriodSeconds, startup.FailureThreshold = 1, 600
+			c.StartupProbe = &startup
+		}
 	case Classic:
 		// The kubelet starts the next container only when postStart returns.
 		c.Lifecycle = &corev1.Lifecycle{PostStart: &corev1.LifecycleHandler{Exec: &corev1.ExecAction{

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/pprof"
+	"net/netip"
 	"runtime"
 	"strings"
 )
@@ -24,6 +26,42 @@ func (p *Proxy) serveReady(w http.ResponseWriter, _ *http.Request) {
 		return
 	}
 	fmt.Fprintln(w, "ready")
+}
+
+// statusHandler is Istio's agent port: the app probes, readiness,
+// metrics, and /quitquitquit for a Job's last container to end the proxy.
+func (p *Proxy) statusHandler() http.Handler {
+	mux := http.NewServeMux()
+	source, target := p.cfg.InboundSource, p.cfg.AppProbeTarget
+	if !target.IsValid() {
+		target = netip.MustParseAddr("127.0.0.1")
+	}
+	if target.Is6() {
+		source = p.cfg.InboundSource6
+	}
+	_, port, _ := net.SplitHostPort(p.cfg.StatusAddr)
+	mux.Handle("GET /app-health/", &appProber{probes: p.cfg.AppProbes, target: target, source: source, statusPort: port})
+	mux.HandleFunc("GET /healthz/ready", p.serveReady)
+	mux.HandleFunc("GET /stats/prometheus", p.servePrometheus)
+	mux.HandleFunc("POST /quitquitquit", p.serveQuit)
+	return mux
+}
+
+// serveQuit stops the proxy at once, without a drain, when asked from
+// inside the pod: how a Job's app ends a classic sidecar (Istio's
+// /quitquitquit).
+func (p *Proxy) serveQuit(w http.ResponseWriter, r *http.Request) {
+	host, _, _ := net.SplitHostPort(r.RemoteAddr)
+	if a, err := netip.ParseAddr(host); err != nil || !a.Unmap().IsLoopback() {
+		http.Error(w, "only from loopback", http.StatusForbidden)
+		return
+	}
+	p.log.Info("asked to stop (/quitquitquit)", "from", r.RemoteAddr)
+	p.quitNow.Store(true)
+	if p.quit != nil {
+		p.quit()
+	}
+	fmt.Fprintln(w, "OK")
 }
 
 func (p *Proxy) prometheusHandler() http.Handler {

@@ -56,12 +56,19 @@ type Config struct {
 	ExitOnZeroActive bool
 	MinimumDrain     time.Duration
 
-	HealthAddr      string    // serves /healthz/ready; "" for none
-	PrometheusAddr  string    // serves /stats/prometheus; "" for none
-	AdminAddr       string    // serves the admin API; "" for none
-	AdminRemote     bool      // allow AdminAddr off loopback (it serves pprof and changes the log level)
-	AccessLog       io.Writer // one line per connection; nil for none
-	AccessLogFormat string    // "text" or "json"
+	HealthAddr string // serves /healthz/ready; "" for none
+	// StatusAddr serves Istio's agent port (15020): /app-health/… (the app
+	// probes injection rewrote, run from InboundSource against
+	// AppProbeTarget), /healthz/ready, /stats/prometheus, and
+	// POST /quitquitquit from loopback; "" for none.
+	StatusAddr      string
+	AppProbes       map[string]AppProbe
+	AppProbeTarget  netip.Addr // the pod's address; invalid for 127.0.0.1
+	PrometheusAddr  string     // serves /stats/prometheus; "" for none
+	AdminAddr       string     // serves the admin API; "" for none
+	AdminRemote     bool       // allow AdminAddr off loopback (it serves pprof and changes the log level)
+	AccessLog       io.Writer  // one line per connection; nil for none
+	AccessLogFormat string     // "text" or "json"
 
 	// OriginalDst finds where a captured connection was going; nil reads
 	// SO_ORIGINAL_DST (or, for TPROXY inbound, the local address).
@@ -107,6 +114,7 @@ func DefaultConfig() Config {
 		DrainTimeout:    5 * time.Second,
 		MinimumDrain:    5 * time.Second,
 		HealthAddr:      fmt.Sprintf(":%d", sidecar.HealthPort),
+		StatusAddr:      fmt.Sprintf(":%d", sidecar.AgentPort),
 		PrometheusAddr:  fmt.Sprintf(":%d", sidecar.PrometheusPort),
 		AdminAddr:       fmt.Sprintf("127.0.0.1:%d", sidecar.AdminPort),
 		AccessLogFormat: "text",
@@ -147,6 +155,9 @@ func (c *Config) Validate() error {
 	}
 	if c.AdminAddr != "" && !c.AdminRemote && !IsLoopbackAddr(c.AdminAddr) {
 		errs = append(errs, fmt.Errorf("admin address %s is not loopback: the admin API serves profiles and changes the log level", c.AdminAddr))
+	}
+	if len(c.AppProbes) > 0 && c.StatusAddr == "" {
+		errs = append(errs, errors.New("app probes are configured but no status address serves them"))
 	}
 	if c.AccessLogFormat != "text" && c.AccessLogFormat != "json" {
 		errs = append(errs, fmt.Errorf("access log format %q is not text or json", c.AccessLogFormat))

@@ -39,6 +39,8 @@ type Proxy struct {
 	stopping context.Context
 	stop     context.CancelCauseFunc
 	sup      *supervisor // when this process supervises workers
+	quit     context.CancelFunc
+	quitNow  atomic.Bool // POST /quitquitquit: stop without draining
 
 	lastLimitWarn atomic.Int64 // unix nanoseconds of the last over-limit warning
 }
@@ -105,7 +107,8 @@ func (p *Proxy) Listen() error {
 	for _, h := range []struct {
 		addr    string
 		handler http.Handler
-	}{{p.cfg.HealthAddr, p.healthHandler()}, {p.cfg.PrometheusAddr, p.prometheusHandler()}, {p.cfg.AdminAddr, p.adminHandler()}} {
+	}{{p.cfg.HealthAddr, p.healthHandler()}, {p.cfg.PrometheusAddr, p.prometheusHandler()}, {p.cfg.AdminAddr, p.adminHandler()},
+		{p.cfg.StatusAddr, p.statusHandler()}} {
 		if h.addr == "" {
 			continue
 		}
@@ -145,6 +148,8 @@ func (p *Proxy) Close() {
 // rest serve and live connections finish until the drain ends, and resets
 // what is left.
 func (p *Proxy) Serve(ctx context.Context) error {
+	ctx, p.quit = context.WithCancel(ctx)
+	defer p.quit()
 	if p.sup != nil {
 		return p.sup.serve(ctx)
 	}
@@ -202,6 +207,10 @@ func (p *Proxy) drain() {
 		} else {
 			serving = true
 		}
+	}
+	if p.quitNow.Load() {
+		p.log.Info("stopping without a drain (/quitquitquit)", "connections", p.active.Load())
+		return
 	}
 	p.log.Info("draining", "connections", p.active.Load(), "timeout", p.cfg.DrainTimeout,
 		"stopped", p.cfg.DrainListeners, "exit_on_zero_active_connections", p.cfg.ExitOnZeroActive)

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
 	"strconv"
 	"strings"
@@ -33,13 +34,25 @@ type sidecarPod struct {
 
 func newSidecarPod(t *testing.T, proxyArgs ...string) *sidecarPod {
 	t.Helper()
-	return newSidecarPodLimited(t, 0, proxyArgs...)
+	return newSidecarPodWith(t, sidecarOptions{}, proxyArgs...)
 }
 
 // newSidecarPodLimited is newSidecarPod with the proxy's descriptor limit
-// set to nofile (0 leaves it).
+// set to nofile.
 func newSidecarPodLimited(t *testing.T, nofile int, proxyArgs ...string) *sidecarPod {
 	t.Helper()
+	return newSidecarPodWith(t, sidecarOptions{nofile: nofile}, proxyArgs...)
+}
+
+// sidecarOptions are how a test's proxy process differs from the default.
+type sidecarOptions struct {
+	nofile int      // its descriptor limit; 0 leaves it
+	env    []string // added to its environment
+}
+
+func newSidecarPodWith(t *testing.T, o sidecarOptions, proxyArgs ...string) *sidecarPod {
+	t.Helper()
+	nofile := o.nofile
 	testnet.RequireRoot(t, "iptables-nft-save")
 	bin := testnet.ShuntBinary(t)
 	s := &sidecarPod{Pod: testnet.NewPod(t), access: &scenario.Buffer{}, stderr: &scenario.Buffer{}, exited: make(chan struct{})}
@@ -53,6 +66,7 @@ func newSidecarPodLimited(t *testing.T, nofile int, proxyArgs ...string) *sideca
 		line = fmt.Sprintf("ulimit -n %d && %s", nofile, line)
 	}
 	s.proc = exec.Command("ip", "netns", "exec", s.NS.Name, "sh", "-c", line)
+	s.proc.Env = append(os.Environ(), o.env...)
 	s.proc.Stdout, s.proc.Stderr = s.access, s.stderr
 	if err := s.proc.Start(); err != nil {
 		t.Fatal(err)

@@ -246,7 +246,11 @@ func (s *supervisor) drain() {
 		p.closeCapture(i)
 	}
 	s.keepers.Wait()
-	s.each(func(w *worker) { _ = w.cmd.Process.Signal(syscall.SIGTERM) })
+	sig := syscall.SIGTERM
+	if p.quitNow.Load() {
+		sig = syscall.SIGKILL // /quitquitquit: no drain
+	}
+	s.each(func(w *worker) { _ = w.cmd.Process.Signal(sig) })
 	limit := time.NewTimer(p.cfg.DrainTimeout + 5*time.Second)
 	defer limit.Stop()
 	s.each(func(w *worker) {

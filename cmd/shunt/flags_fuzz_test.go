@@ -48,6 +48,9 @@ func flagCases() []flagCase {
 	for _, e := range proxyEnv {
 		cases = append(cases, flagCase{cmd: "proxy", env: e.env})
 	}
+	for _, e := range []string{"ISTIO_KUBE_APP_PROBERS", "INSTANCE_IP"} {
+		cases = append(cases, flagCase{cmd: "proxy", env: e})
+	}
 	return cases
 }
 

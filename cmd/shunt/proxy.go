@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/signal"
 	"runtime"
@@ -78,6 +79,7 @@ func newProxyCmd() *cobra.Command {
 	f.BoolVar(&pf.cfg.ExitOnZeroActive, "exit-on-zero-active-connections", false, "end the drain once no connection is open, after --minimum-drain-duration [$EXIT_ON_ZERO_ACTIVE_CONNECTIONS]")
 	f.Var(newDuration(&pf.cfg.MinimumDrain, true, 24*time.Hour), "minimum-drain-duration", "with --exit-on-zero-active-connections, drain at least this long [$MINIMUM_DRAIN_DURATION]")
 	f.Var(newHostPort(&pf.cfg.HealthAddr, true), "health-addr", "address of /healthz/ready (\"\" for none)")
+	f.Var(newHostPort(&pf.cfg.StatusAddr, true), "status-addr", "address of Istio's agent port: the app probes injection rewrote (/app-health/…, from $ISTIO_KUBE_APP_PROBERS, against $INSTANCE_IP), /healthz/ready, /stats/prometheus, POST /quitquitquit (\"\" for none)")
 	f.Var(newHostPort(&pf.cfg.PrometheusAddr, true), "prometheus-addr", "address of /stats/prometheus (\"\" for none)")
 	f.Var(newHostPort(&pf.cfg.AdminAddr, true), "admin-addr", "address of the admin API, loopback unless --admin-allow-remote (\"\" for none)")
 	f.BoolVar(&pf.cfg.AdminRemote, "admin-allow-remote", false, "let --admin-addr listen beyond loopback (it serves profiles and changes the log level)")
@@ -155,6 +157,9 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 	if r.accessLog == "" {
 		r.accessLog = "off"
 	}
+	if err := r.appProbes(getenv); err != nil {
+		return nil, usageError{err}
+	}
 	r.targetUID, r.targetGID = uint32(os.Getuid()), uint32(os.Getgid())
 	if pf.uidSet {
 		r.uid, r.targetUID = int(pf.uid), pf.uid
@@ -178,6 +183,25 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 		return nil, usageError{err}
 	}
 	return r, nil
+}
+
+// appProbes reads the app probes injection moved to the proxy, and the
+// pod's address to run them against (both Istio's variables).
+func (r *proxyRun) appProbes(getenv func(string) (string, bool)) error {
+	text, _ := getenv("ISTIO_KUBE_APP_PROBERS")
+	probes, err := proxy.ParseAppProbes(text)
+	if err != nil {
+		return fmt.Errorf("$ISTIO_KUBE_APP_PROBERS: %s", clipMessage(err.Error()))
+	}
+	r.cfg.AppProbes = probes
+	if ip, ok := getenv("INSTANCE_IP"); ok && ip != "" {
+		a, err := netip.ParseAddr(ip)
+		if err != nil {
+			return fmt.Errorf("$INSTANCE_IP: %s is not an IP address", clip.Quote(ip))
+		}
+		r.cfg.AppProbeTarget = a.Unmap()
+	}
+	return nil
 }
 
 // serve opens the access log, binds, drops to the proxy's identity,

@@ -54,6 +54,8 @@ type Handler struct {
 	once   sync.Once
 	budget *semaphore.Weighted
 	memory int64
+	// beforeReview, in tests, runs between reading a review and deciding it.
+	beforeReview func()
 }
 
 var podResource = metav1.GroupVersionResource{Version: "v1", Resource: "pods"}
@@ -126,6 +128,9 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.Metrics.observe(outcomeBad, time.Since(start))
 		http.Error(w, err.Error(), http.StatusBadRequest)
 		return
+	}
+	if h.beforeReview != nil {
+		h.beforeReview()
 	}
 	resp, outcome, attrs := h.review(review.Request)
 	if ctx.Err() != nil {

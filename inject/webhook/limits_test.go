@@ -16,7 +16,7 @@ import (
 )
 
 // startLimited is startServer with a handler timeout and memory budget.
-func startLimited(t *testing.T, timeout time.Duration, memory int64) (client *http.Client, https string, m *Metrics) {
+func startLimited(t *testing.T, timeout time.Duration, memory int64) (client *http.Client, https string, m *Metrics, h *Handler) {
 	t.Helper()
 	dir := t.TempDir()
 	b, err := SelfSigned([]string{"localhost", "127.0.0.1"}, time.Hour)
@@ -26,7 +26,7 @@ func startLimited(t *testing.T, timeout time.Duration, memory int64) (client *ht
 	writeCert(t, dir, b)
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
 	m = NewMetrics()
-	h := newHandler()
+	h = newHandler()
 	h.Metrics, h.Timeout, h.Memory = m, timeout, memory
 	srv := &Server{Handler: h, Cert: &Certificate{CertFile: filepath.Join(dir, "tls.crt"), KeyFile: filepath.Join(dir, "tls.key"), Log: log, Metrics: m},
 		ReadTimeout: 30 * time.Second}
@@ -42,32 +42,23 @@ func startLimited(t *testing.T, timeout time.Duration, memory int64) (client *ht
 	client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
 		TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true}}
 	h1, _ := srv.Addrs()
-	return client, "https://" + h1.String(), m
+	return client, "https://" + h1.String(), m, h
 }
 
-// TestTimeoutOverHTTP2: reviews whose bodies stall past the handler
-// timeout get their 503, over HTTP/2, all of them, and are counted as
-// timeouts, not as bad requests.
+// TestTimeoutOverHTTP2: reviews that run past the handler timeout get
+// their 503, over HTTP/2 as the API server speaks it, every one, and are
+// counted as timeouts, not as what they would have been.
 func TestTimeoutOverHTTP2(t *testing.T) {
-	client, https, m := startLimited(t, 300*time.Millisecond, 0)
+	client, https, m, h := startLimited(t, 200*time.Millisecond, 0)
+	h.beforeReview = func() { time.Sleep(400 * time.Millisecond) }
 	body := review(t, "CREATE", "pods", appPod)
 	var wg sync.WaitGroup
 	for range 20 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			pr, pw := io.Pipe()
-			go func() {
-				_, _ = pw.Write(body[:len(body)/2])
-				time.Sleep(2 * time.Second) // stall past the timeout
-				_, _ = pw.Write(body[len(body)/2:])
-				pw.Close()
-			}()
-			req, _ := http.NewRequest(http.MethodPost, https+"/inject", pr)
-			req.Header.Set("Content-Type", "application/json")
-			req.ContentLength = int64(len(body))
 			start := time.Now()
-			resp, err := client.Do(req)
+			resp, err := client.Post(https+"/inject", "application/json", bytes.NewReader(body))
 			if err != nil {
 				t.Errorf("no answer: %v", err)
 				return
@@ -77,7 +68,7 @@ func TestTimeoutOverHTTP2(t *testing.T) {
 			if resp.StatusCode != http.StatusServiceUnavailable || resp.ProtoMajor != 2 || !strings.Contains(string(got), "took too long") {
 				t.Errorf("%s %d %q, want HTTP/2 503", resp.Proto, resp.StatusCode, got)
 			}
-			if took := time.Since(start); took > 1500*time.Millisecond {
+			if took := time.Since(start); took > 2*time.Second {
 				t.Errorf("the 503 came after %s", took)
 			}
 		}()
@@ -91,12 +82,36 @@ func TestTimeoutOverHTTP2(t *testing.T) {
 	}
 }
 
+// TestStalledBodyTimesOut: a client that stops sending its body is answered
+// 503 at the timeout and counted as a timeout. (Over HTTP/1.1: a Go HTTP/2
+// client that is still sending may lose a response that comes before its
+// body is done, which no server can help.)
+func TestStalledBodyTimesOut(t *testing.T) {
+	_, https, m, _ := startLimited(t, 300*time.Millisecond, 0)
+	body := review(t, "CREATE", "pods", appPod)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go func() { _, _ = pw.Write(body[:len(body)/2]) }()
+	req, _ := http.NewRequest(http.MethodPost, https+"/inject", pr)
+	req.Header.Set("Content-Type", "application/json")
+	req.ContentLength = int64(len(body))
+	client := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || m.Requests(outcomeTimeout) != 1 || m.Requests(outcomeBad) != 0 {
+		t.Errorf("%d; timeouts %d, bad requests %d", resp.StatusCode, m.Requests(outcomeTimeout), m.Requests(outcomeBad))
+	}
+}
+
 // TestBudgetQueuesThenThrottles: reviews beyond the memory budget wait
 // their turn; one that cannot get it within half the timeout is turned
 // away with 429 and Retry-After.
 func TestBudgetQueuesThenThrottles(t *testing.T) {
 	body := review(t, "CREATE", "pods", appPod)
-	client, https, m := startLimited(t, 400*time.Millisecond, int64(len(body)))
+	client, https, m, _ := startLimited(t, 400*time.Millisecond, int64(len(body)))
 	// Hold the whole budget with a review whose body stalls.
 	pr, pw := io.Pipe()
 	defer pw.Close()
@@ -105,8 +120,9 @@ func TestBudgetQueuesThenThrottles(t *testing.T) {
 	req.Header.Set("Content-Type", "application/json")
 	req.ContentLength = int64(len(body))
 	held := make(chan int, 1)
+	h1 := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	go func() {
-		resp, err := client.Do(req)
+		resp, err := h1.Do(req) // HTTP/1.1: see TestStalledBodyTimesOut
 		if err != nil {
 			held <- 0
 			return
