@@ -123,10 +123,9 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.Resou
 		args = append(args, "--tproxy")
 		caps.Add = []corev1.Capability{"NET_ADMIN"}
 	}
-	// The pod's address is where app probes go (the app may listen on it
-	// alone), as Istio's agent does.
-	env := []corev1.EnvVar{{Name: "INSTANCE_IP", ValueFrom: &corev1.EnvVarSource{
-		FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: "status.podIP"}}}}
+	// App probes go to the pod's address (the app may listen on it alone),
+	// which the proxy reads from its interfaces: no downward API needed.
+	var env []corev1.EnvVar
 	if probers != "" {
 		env = append(env, corev1.EnvVar{Name: AppProbersEnv, Value: probers})
 	}

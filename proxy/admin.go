@@ -34,7 +34,7 @@ func (p *Proxy) statusHandler() http.Handler {
 	mux := http.NewServeMux()
 	source, target := p.cfg.InboundSource, p.cfg.AppProbeTarget
 	if !target.IsValid() {
-		target = netip.MustParseAddr("127.0.0.1")
+		target = podAddr()
 	}
 	if target.Is6() {
 		source = p.cfg.InboundSource6
@@ -45,6 +45,35 @@ func (p *Proxy) statusHandler() http.Handler {
 	mux.HandleFunc("GET /stats/prometheus", p.servePrometheus)
 	mux.HandleFunc("POST /quitquitquit", p.serveQuit)
 	return mux
+}
+
+// podAddr is the pod's own address, where app probes go when none is
+// given: the first global unicast address of an interface that is up,
+// IPv4 before IPv6; loopback when there is none.
+func podAddr() netip.Addr {
+	var v6 netip.Addr
+	ifs, _ := net.Interfaces()
+	for _, ifc := range ifs {
+		if ifc.Flags&net.FlagUp == 0 || ifc.Flags&net.FlagLoopback != 0 {
+			continue
+		}
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			pfx, err := netip.ParsePrefix(a.String())
+			if err != nil || !pfx.Addr().IsGlobalUnicast() {
+				continue
+			}
+			if ip := pfx.Addr().Unmap(); ip.Is4() {
+				return ip
+			} else if !v6.IsValid() {
+				v6 = ip
+			}
+		}
+	}
+	if v6.IsValid() {
+		return v6
+	}
+	return netip.MustParseAddr("127.0.0.1")
 }
 
 // serveQuit stops the proxy at once, without a drain, when asked from

@@ -55,7 +55,8 @@ func TestAppProbesTestTheApp(t *testing.T) {
 	}
 	app := pod.Spec.Containers[0]
 	probes := map[string]*corev1.Probe{"http": app.ReadinessProbe, "tcp": app.LivenessProbe, "grpc": app.StartupProbe}
-	s := newSidecarPodWith(t, sidecarOptions{env: []string{inject.AppProbersEnv + "=" + probers, "INSTANCE_IP=10.1.0.5"}})
+	// No INSTANCE_IP: the proxy finds the pod's address on eth0.
+	s := newSidecarPodWith(t, sidecarOptions{env: []string{inject.AppProbersEnv + "=" + probers}})
 	kubelet := func(kind string) int {
 		g := probes[kind].HTTPGet
 		code, body, err := s.Peer.HTTPGet(fmt.Sprintf("http://10.1.0.5:%d%s", g.Port.IntValue(), g.Path))

@@ -63,7 +63,7 @@ type Config struct {
 	// POST /quitquitquit from loopback; "" for none.
 	StatusAddr      string
 	AppProbes       map[string]AppProbe
-	AppProbeTarget  netip.Addr // the pod's address; invalid for 127.0.0.1
+	AppProbeTarget  netip.Addr // the pod's address; invalid: read from the interfaces
 	PrometheusAddr  string     // serves /stats/prometheus; "" for none
 	AdminAddr       string     // serves the admin API; "" for none
 	AdminRemote     bool       // allow AdminAddr off loopback (it serves pprof and changes the log level)
