@@ -12,7 +12,7 @@ import (
 	"strings"
 
 	"github.com/shunt-dev/shunt/capture"
-	"github.com/shunt-dev/shunt/capture/iptables"
+	"github.com/shunt-dev/shunt/capture/backend"
 )
 
 // Status is a check's verdict.
@@ -40,7 +40,16 @@ type Options struct {
 	// Config is the capture the namespace should hold; nil checks only
 	// that shunt's rules are there.
 	Config *capture.Config
-	Runner iptables.Runner
+	// Backends are where shunt's rules may be; nil for every backend in
+	// the namespace.
+	Backends []backend.Backend
+}
+
+func (o Options) backends() []backend.Backend {
+	if o.Backends != nil {
+		return o.Backends
+	}
+	return backend.All(o.NetNS)
 }
 
 // Report is every check, in order.
@@ -77,15 +86,12 @@ func (r Report) Write(w io.Writer) {
 
 // Run runs every check.
 func Run(ctx context.Context, o Options) Report {
-	if o.Runner == nil {
-		o.Runner = iptables.Exec{NetNS: o.NetNS}
-	}
 	r := Report{NetNS: o.NetNS}
 	if r.NetNS == "" {
 		r.NetNS = "current"
 	}
-	st := readRules(ctx, o)
-	r.Checks = append(r.Checks, st.backendsCheck(), st.rulesCheck(o))
+	all := readBackends(ctx, o)
+	r.Checks = append(r.Checks, backendsCheck(all), rulesCheck(all, o))
 	listeners, err := listeningPorts(o.NetNS)
 	r.Checks = append(r.Checks, proxyCheck(o, listeners, err))
 	r.Checks = append(r.Checks, identityCheck(o, listeners))

@@ -66,41 +66,49 @@ func TestDoctor(t *testing.T) {
 		setup  func(*testing.T, *testnet.Pod)
 		failed []string // checks that must fail; every other must not
 		says   string   // in the failed checks' detail or diff
+		dual   bool     // the pod, and the doctor's configuration, are dual-stack
 	}{
-		{"healthy", func(t *testing.T, p *testnet.Pod) { redirect(t, p); startProxy(t, p) }, nil, ""},
-		{"healthy on native nftables", func(t *testing.T, p *testnet.Pod) { redirect(t, p, "--native-nftables"); startProxy(t, p) }, nil, ""},
+		{"healthy", func(t *testing.T, p *testnet.Pod) { redirect(t, p); startProxy(t, p) }, nil, "", false},
+		{"healthy on native nftables", func(t *testing.T, p *testnet.Pod) { redirect(t, p, "--native-nftables"); startProxy(t, p) }, nil, "", false},
 		{"native nftables drifted", func(t *testing.T, p *testnet.Pod) {
 			redirect(t, p, "--native-nftables", "-o", "25")
 			startProxy(t, p)
-		}, []string{"shunt rules"}, "tcp dport 25"},
+		}, []string{"shunt rules"}, "tcp dport 25", false},
 		{"rules missing", func(t *testing.T, p *testnet.Pod) { startProxy(t, p) },
-			[]string{"shunt rules", "capture probe (proxy over lo)", "capture probe (app)"}, "none of shunt's chains"},
+			[]string{"shunt rules", "capture probe (proxy over lo)", "capture probe (app)"}, "none of shunt's rules", false},
 		{"no default route", func(t *testing.T, p *testnet.Pod) {
 			redirect(t, p)
 			startProxy(t, p)
 			p.NS.Run(t, "ip", "route", "del", "default")
-		}, nil, ""},
+		}, nil, "", false},
 		{"rules drifted", func(t *testing.T, p *testnet.Pod) { redirect(t, p, "-o", "25"); startProxy(t, p) },
-			[]string{"shunt rules"}, "dport 25"},
+			[]string{"shunt rules"}, "dport 25", false},
+		{"IPv6 rules drifted on a dual-stack pod", func(t *testing.T, p *testnet.Pod) {
+			redirect(t, p, "--dual-stack")
+			p.NS.Run(t, "ip6tables-nft", "-t", "nat", "-I", "SHUNT_OUTPUT", "-d", "2001:db8::/32", "-j", "RETURN")
+			startProxy(t, p)
+		}, []string{"shunt rules"}, "[ip6tables nat] -A SHUNT_OUTPUT -d 2001:db8::/32 -j RETURN", true},
 		{"two backends", func(t *testing.T, p *testnet.Pod) {
 			redirect(t, p, "--force-iptables-binary", "iptables-nft")
 			p.NS.Run(t, "iptables-legacy", "-t", "nat", "-A", "OUTPUT", "-d", "198.51.100.9/32", "-j", "RETURN")
 			startProxy(t, p)
-		}, []string{"rule backends"}, "iptables-legacy and iptables-nft"},
+		}, []string{"rule backends"}, "iptables-legacy and iptables-nft", false},
 		{"proxy not listening", func(t *testing.T, p *testnet.Pod) { redirect(t, p) },
-			[]string{"proxy listening"}, "nothing listens on 15001 and 15006"},
+			[]string{"proxy listening"}, "nothing listens on 15001 and 15006", false},
 		{"app runs as the proxy's UID", func(t *testing.T, p *testnet.Pod) {
 			redirect(t, p)
 			startProxy(t, p)
 			startIn(t, p, "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "sleep", "60")
-		}, []string{"app identities"}, "(sleep) runs as uid 1337"},
+		}, []string{"app identities"}, "(sleep) runs as uid 1337", false},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			pod := testnet.NewPod(t)
 			tc.setup(t, pod)
 			time.Sleep(100 * time.Millisecond) // let started processes reach their steady state
-			r := doctor.Run(context.Background(), doctor.Options{NetNS: pod.NS.Path, Config: seedConfig()})
+			cfg := seedConfig()
+			cfg.DualStack = tc.dual
+			r := doctor.Run(context.Background(), doctor.Options{NetNS: pod.NS.Path, Config: cfg})
 			var out strings.Builder
 			r.Write(&out)
 			for _, c := range r.Checks {

@@ -1,10 +1,13 @@
 // Command capture measures how long `shunt redirect` takes to apply,
-// re-apply and clean up a plan with many excluded CIDRs, on each iptables
-// backend (and dual-stack, which doubles iptables' work), side by side and in alternating order, each run in a fresh
-// network namespace. Run as root: go run ./bench/capture
+// re-apply and clean up a plan with many excluded CIDRs, on each backend
+// (and dual-stack, which doubles iptables' work), side by side and in
+// alternating order, each run in a fresh network namespace; and what the
+// list costs every new captured connection (connect.go). Run as root:
+// go run ./bench/capture
 package main
 
 import (
+	"context"
 	"flag"
 	"fmt"
 	"os"
@@ -13,13 +16,16 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/shunt-dev/shunt/capture/backend"
 )
 
 // Targets and istio-iptables' times on the same plan on this machine kind.
 var (
-	target = map[string]time.Duration{"apply": 40 * time.Millisecond, "re-apply": 20 * time.Millisecond, "cleanup": 50 * time.Millisecond}
-	istio  = map[string]time.Duration{"apply": 45 * time.Millisecond, "cleanup": 2500 * time.Millisecond}
-	ops    = []string{"apply", "re-apply", "cleanup"}
+	target    = map[string]time.Duration{"apply": 40 * time.Millisecond, "re-apply": 20 * time.Millisecond, "cleanup": 50 * time.Millisecond}
+	nftTarget = map[string]time.Duration{"apply": 30 * time.Millisecond, "re-apply": 20 * time.Millisecond, "cleanup": 30 * time.Millisecond}
+	istio     = map[string]time.Duration{"apply": 45 * time.Millisecond, "cleanup": 2500 * time.Millisecond}
+	ops       = []string{"apply", "re-apply", "cleanup"}
 )
 
 type contender struct {
@@ -39,6 +45,8 @@ var contenders = []contender{
 func main() {
 	cidrs := flag.Int("cidrs", 1000, "excluded CIDRs in the plan")
 	rounds := flag.Int("rounds", 15, "rounds; each runs every contender once, in rotating order")
+	connRounds := flag.Int("connect-rounds", 5, "rounds of the connect-rate measurement (0: skip it)")
+	connEach := flag.Duration("connect-for", 2*time.Second, "how long each connect-rate run makes connections")
 	flag.Parse()
 	if os.Geteuid() != 0 {
 		fmt.Fprintln(os.Stderr, "bench/capture: run as root (it makes network namespaces)")
@@ -60,6 +68,9 @@ func main() {
 		}
 	}
 	report(*cidrs, *rounds, times)
+	if *connRounds > 0 {
+		reportConnect(*cidrs, *connRounds, *connEach, connectRates(bin, *cidrs, *connRounds, *connEach))
+	}
 }
 
 func build() (string, func()) {
@@ -104,11 +115,11 @@ func runOnce(bin string, args []string, c contender, round int) map[string]time.
 			os.Exit(1)
 		}
 	}
-	save, _ := exec.Command("ip", "netns", "exec", ns, "sh", "-c",
-		"iptables-legacy-save; iptables-nft-save; ip6tables-legacy-save; ip6tables-nft-save; nft list tables").Output()
-	if strings.Contains(string(save), "SHUNT_") || strings.Contains(string(save), "inet shunt") {
-		fmt.Fprintf(os.Stderr, "%s: shunt rules left after cleanup\n", c.name)
-		os.Exit(1)
+	for _, b := range backend.All("/var/run/netns/" + ns) {
+		if rules, err := b.Read(context.Background()); err != nil || !rules.Empty() {
+			fmt.Fprintf(os.Stderr, "%s: shunt rules left in %s after cleanup (%v)\n", c.name, b.Name(), err)
+			os.Exit(1)
+		}
 	}
 	return out
 }
@@ -126,8 +137,12 @@ func report(cidrs, rounds int, times map[string]map[string][]time.Duration) {
 			if v, ok := istio[op]; ok {
 				is, ratio = ms(v), fmt.Sprintf("%.1f×", float64(v)/float64(med))
 			}
-			fmt.Printf("| %s | %s | %s | %s | %s | %.2f | %s | %s |\n", c.name, op, ms(med), ms(p90), ms(target[op]),
-				float64(med)/float64(target[op]), is, ratio)
+			tgt := target[op]
+			if strings.HasPrefix(c.name, "native nft") || strings.HasPrefix(c.name, "nft ") {
+				tgt = nftTarget[op]
+			}
+			fmt.Printf("| %s | %s | %s | %s | %s | %.2f | %s | %s |\n", c.name, op, ms(med), ms(p90), ms(tgt),
+				float64(med)/float64(tgt), is, ratio)
 		}
 	}
 }

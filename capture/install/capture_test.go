@@ -2,6 +2,7 @@ package install_test
 
 import (
 	"context"
+	"github.com/shunt-dev/shunt/internal/kernelpod"
 	"net"
 	"net/netip"
 	"strconv"
@@ -12,29 +13,31 @@ import (
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
+func TestMain(m *testing.M) { testnet.Main(m) }
+
 // TestKernelCapturesBothFamilies: the seed's arguments with --dual-stack
 // capture IPv4 and IPv6 alike, leave the proxy's own traffic alone, and
 // let the proxy's ::6 passthrough reach the app.
 func TestKernelCapturesBothFamilies(t *testing.T) {
-	for _, b := range backends {
+	for _, b := range kernelpod.Backends {
 		t.Run(b, func(t *testing.T) {
-			p := newPod(t, b)
-			if res := p.mustSync(t, dualSeed(), false, false); !res.Changed {
+			p := kernelpod.New(t, b)
+			if res := p.MustSync(t, kernelpod.DualSeed(), false, false); !res.Changed {
 				t.Fatal("the first apply changed nothing")
 			}
 			for _, dst := range []string{"10.96.0.10", "fd00:96::10"} {
-				d := ap(dst, 80)
-				expectReply(t, p.ns, netip.Addr{}, d, 101, 101, "out "+d.String())
-				expectReply(t, p.ns, netip.Addr{}, d, 1337, 1337, "peer "+d.String())
+				d := kernelpod.AP(dst, 80)
+				kernelpod.ExpectReply(t, p.NS, netip.Addr{}, d, 101, 101, "out "+d.String())
+				kernelpod.ExpectReply(t, p.NS, netip.Addr{}, d, 1337, 1337, "peer "+d.String())
 			}
-			for _, self := range []netip.Addr{podIP, podIP6} {
+			for _, self := range []netip.Addr{kernelpod.PodIP, kernelpod.PodIP6} {
 				d := netip.AddrPortFrom(self, 8080)
-				expectReply(t, p.ns, netip.Addr{}, d, 1337, 1337, "in "+d.String())
-				expectReply(t, p.peer, netip.Addr{}, d, 0, 0, "in "+d.String())
-				expectReply(t, p.peer, netip.Addr{}, netip.AddrPortFrom(self, 15021), 0, 0, "app "+netip.AddrPortFrom(self, 15021).String())
+				kernelpod.ExpectReply(t, p.NS, netip.Addr{}, d, 1337, 1337, "in "+d.String())
+				kernelpod.ExpectReply(t, p.Peer, netip.Addr{}, d, 0, 0, "in "+d.String())
+				kernelpod.ExpectReply(t, p.Peer, netip.Addr{}, netip.AddrPortFrom(self, 15021), 0, 0, "app "+netip.AddrPortFrom(self, 15021).String())
 			}
-			expectReply(t, p.ns, netip.MustParseAddr("::6"), ap("fd00:1::5", 8080), 1337, 1337, "app [fd00:1::5]:8080")
-			expectReply(t, p.ns, netip.Addr{}, ap("::1", 8080), 101, 101, "app [::1]:8080")
+			kernelpod.ExpectReply(t, p.NS, netip.MustParseAddr("::6"), kernelpod.AP("fd00:1::5", 8080), 1337, 1337, "app [fd00:1::5]:8080")
+			kernelpod.ExpectReply(t, p.NS, netip.Addr{}, kernelpod.AP("::1", 8080), 101, 101, "app [::1]:8080")
 		})
 	}
 }
@@ -42,15 +45,15 @@ func TestKernelCapturesBothFamilies(t *testing.T) {
 // TestKernelIPv6AloneWithoutDualStack: without --dual-stack, IPv6 is not
 // captured on any backend (istio-iptables' iptables behaviour).
 func TestKernelIPv6AloneWithoutDualStack(t *testing.T) {
-	for _, b := range backends {
+	for _, b := range kernelpod.Backends {
 		t.Run(b, func(t *testing.T) {
-			p := newPod(t, b)
-			cfg := dualSeed()
+			p := kernelpod.New(t, b)
+			cfg := kernelpod.DualSeed()
 			cfg.DualStack = false
-			p.mustSync(t, cfg, false, false)
-			expectReply(t, p.ns, netip.Addr{}, ap("10.96.0.10", 80), 101, 101, "out 10.96.0.10:80")
-			expectReply(t, p.ns, netip.Addr{}, ap("fd00:96::10", 80), 101, 101, "peer [fd00:96::10]:80")
-			expectReply(t, p.peer, netip.Addr{}, ap("fd00:1::5", 8080), 0, 0, "app [fd00:1::5]:8080")
+			p.MustSync(t, cfg, false, false)
+			kernelpod.ExpectReply(t, p.NS, netip.Addr{}, kernelpod.AP("10.96.0.10", 80), 101, 101, "out 10.96.0.10:80")
+			kernelpod.ExpectReply(t, p.NS, netip.Addr{}, kernelpod.AP("fd00:96::10", 80), 101, 101, "peer [fd00:96::10]:80")
+			kernelpod.ExpectReply(t, p.Peer, netip.Addr{}, kernelpod.AP("fd00:1::5", 8080), 0, 0, "app [fd00:1::5]:8080")
 		})
 	}
 }
@@ -60,20 +63,20 @@ func TestKernelIPv6AloneWithoutDualStack(t *testing.T) {
 // destination, on both families, through the policy route shunt installs;
 // cleanup takes the route out again.
 func TestKernelTProxy(t *testing.T) {
-	for _, b := range backends {
+	for _, b := range kernelpod.Backends {
 		t.Run(b, func(t *testing.T) {
-			p := newPod(t, b)
-			cfg := dualSeed()
+			p := kernelpod.New(t, b)
+			cfg := kernelpod.DualSeed()
 			cfg.InboundMode = capture.ModeTProxy
-			seen := p.clientAddrListener(t, 15007)
+			seen := clientAddrListener(t, p.NS, 15007)
 			cfg.InboundPort = 15007
-			p.mustSync(t, cfg, false, false)
-			if rules := p.ns.Run(t, "ip", "rule"); !strings.Contains(rules, "fwmark 0x539 lookup 133") {
+			p.MustSync(t, cfg, false, false)
+			if rules := p.NS.Run(t, "ip", "rule"); !strings.Contains(rules, "fwmark 0x539 lookup 133") {
 				t.Fatalf("no policy rule for the TPROXY mark:\n%s", rules)
 			}
-			for _, c := range []struct{ client, dst netip.Addr }{{peerIP, podIP}, {peerIP6, podIP6}} {
+			for _, c := range []struct{ client, dst netip.Addr }{{kernelpod.PeerIP, kernelpod.PodIP}, {kernelpod.PeerIP6, kernelpod.PodIP6}} {
 				dst := netip.AddrPortFrom(c.dst, 8080)
-				if got, err := p.peer.Dial(netip.Addr{}, dst, 0, 0); err != nil || !strings.HasPrefix(got, "tproxy "+dst.String()+" from ") {
+				if got, err := p.Peer.Dial(netip.Addr{}, dst, 0, 0); err != nil || !strings.HasPrefix(got, "tproxy "+dst.String()+" from ") {
 					t.Fatalf("%s: got %q (%v)", dst, got, err)
 				}
 				from := <-seen
@@ -81,10 +84,10 @@ func TestKernelTProxy(t *testing.T) {
 					t.Errorf("the proxy saw the connection from %s, want the client %s", from, c.client)
 				}
 			}
-			expectReply(t, p.peer, netip.Addr{}, ap("10.1.0.5", 15021), 0, 0, "app 10.1.0.5:15021")
-			expectReply(t, p.ns, netip.Addr{}, ap("10.96.0.10", 80), 101, 101, "out 10.96.0.10:80")
-			p.mustSync(t, cfg, true, false)
-			if rules := p.ns.Run(t, "ip", "rule") + p.ns.Run(t, "ip", "-6", "rule"); strings.Contains(rules, "0x539") {
+			kernelpod.ExpectReply(t, p.Peer, netip.Addr{}, kernelpod.AP("10.1.0.5", 15021), 0, 0, "app 10.1.0.5:15021")
+			kernelpod.ExpectReply(t, p.NS, netip.Addr{}, kernelpod.AP("10.96.0.10", 80), 101, 101, "out 10.96.0.10:80")
+			p.MustSync(t, cfg, true, false)
+			if rules := p.NS.Run(t, "ip", "rule") + p.NS.Run(t, "ip", "-6", "rule"); strings.Contains(rules, "0x539") {
 				t.Errorf("cleanup left the policy rule:\n%s", rules)
 			}
 		})
@@ -93,11 +96,11 @@ func TestKernelTProxy(t *testing.T) {
 
 // clientAddrListener listens transparently on port (both families) and
 // answers "tproxy LOCAL from REMOTE", sending REMOTE on the channel.
-func (p *pod) clientAddrListener(t *testing.T, port int) chan netip.AddrPort {
+func clientAddrListener(t *testing.T, ns *testnet.NS, port int) chan netip.AddrPort {
 	seen := make(chan netip.AddrPort, 4)
 	for _, network := range []string{"tcp4", "tcp6"} {
 		var ln net.Listener
-		if err := p.ns.Do(func() (err error) {
+		if err := ns.Do(func() (err error) {
 			ln, err = testnet.Transparent.Listen(context.Background(), network, map[string]string{"tcp4": "0.0.0.0", "tcp6": "[::]"}[network]+":"+strconv.Itoa(port))
 			return err
 		}); err != nil {

@@ -7,12 +7,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/backend"
 	"github.com/shunt-dev/shunt/capture/iptables"
-	"github.com/shunt-dev/shunt/capture/nftables"
 	"github.com/shunt-dev/shunt/capture/route"
 )
 
@@ -45,10 +44,15 @@ type Result struct {
 // them, and come out again if the rules fail; on cleanup, rules go first.
 // Bad input and drift are refused before anything is touched.
 func Sync(ctx context.Context, req Request) (Result, error) {
-	exec := iptables.Exec{NetNS: req.NetNS}
-	skip6 := !exec.IPv6Enabled()
+	b, err := backend.Choose(ctx, backend.Choice{NetNS: req.NetNS, NativeNFT: req.NativeNFT,
+		Binary: req.IptablesBinary, LockWait: req.LockWait})
+	if err != nil {
+		return Result{}, err
+	}
+	opts := backend.Options{Reconcile: req.Reconcile, Force: req.Force}
+	skip6 := !iptables.Exec{NetNS: req.NetNS}.IPv6Enabled()
 	if req.Cleanup {
-		res, err := syncRules(ctx, req)
+		res, err := syncRules(ctx, b, nil, opts)
 		if err != nil {
 			return res, err
 		}
@@ -59,7 +63,7 @@ func Sync(ctx context.Context, req Request) (Result, error) {
 		return Result{}, errors.Join(fmt.Errorf("installing policy routing (no rules were changed): %w", err),
 			route.Undo(req.NetNS, added))
 	}
-	res, err := syncRules(ctx, req)
+	res, err := syncRules(ctx, b, req.Plan, opts)
 	if err != nil {
 		return res, errors.Join(err, route.Undo(req.NetNS, added))
 	}
@@ -71,44 +75,11 @@ func Sync(ctx context.Context, req Request) (Result, error) {
 	return res, nil
 }
 
-func syncRules(ctx context.Context, req Request) (Result, error) {
-	if req.NativeNFT {
-		var want *nftables.Table
-		if !req.Cleanup {
-			var err error
-			if want, err = nftables.Render(req.Plan); err != nil {
-				return Result{}, err
-			}
-		}
-		r, err := nftables.Sync(ctx, req.NetNS, want, nftables.Options{Reconcile: req.Reconcile, Force: req.Force})
-		return Result{Backend: "nft", Changed: r.Changed(), Transaction: r.Transaction}, err
-	}
-	want, err := iptables.RenderAll(req.Plan)
-	if err != nil {
-		return Result{}, err
-	}
-	r, err := iptables.Sync(ctx, iptables.Exec{NetNS: req.NetNS}, iptables.SyncRequest{
-		Want: want, Cleanup: req.Cleanup, Binary: req.IptablesBinary, LockWait: req.LockWait,
-		Options: iptables.ApplyOptions{Reconcile: req.Reconcile, Force: req.Force}})
-	res := Result{Backend: "iptables-" + r.Variant.Name, Changed: r.Changed(), Warnings: r.Warnings}
-	if r.Variant == iptables.System {
-		res.Backend = "iptables"
-	}
-	var tx strings.Builder
-	if r.Transaction != "" {
-		tx.WriteString("# " + r.Variant.Restore + "\n" + r.Transaction)
-	}
-	if r.Transaction6 != "" {
-		tx.WriteString("# " + r.Variant.For(capture.IPv6).Restore + "\n" + r.Transaction6)
-	}
-	res.Transaction = tx.String()
-	return res, err
+func syncRules(ctx context.Context, b backend.Backend, plan *capture.Plan, opts backend.Options) (Result, error) {
+	r, err := backend.Sync(ctx, b, plan, opts)
+	return Result{Backend: r.Backend, Changed: r.Changed(), Transaction: r.Transaction, Warnings: r.Warnings}, err
 }
 
 // IsDrift reports whether err says shunt's rules differ from the plan and
 // were left alone (a usage error: --reconcile replaces them).
-func IsDrift(err error) bool {
-	var a *iptables.DriftError
-	var b *nftables.DriftError
-	return errors.As(err, &a) || errors.As(err, &b)
-}
+func IsDrift(err error) bool { return backend.IsDrift(err) }

@@ -1,6 +1,7 @@
 package install_test
 
 import (
+	"github.com/shunt-dev/shunt/internal/kernelpod"
 	"net/netip"
 	"strings"
 	"testing"
@@ -34,10 +35,10 @@ COMMIT
 // wide is a configuration with every axis on: TPROXY, DNS, dual-stack,
 // drop-invalid, exclusions.
 func wide() capture.Config {
-	c := dualSeed()
+	c := kernelpod.DualSeed()
 	c.InboundMode = capture.ModeTProxy
 	c.RedirectDNS = true
-	c.DNSServers = []netip.Addr{peerIP, peerIP6}
+	c.DNSServers = []netip.Addr{kernelpod.PeerIP, kernelpod.PeerIP6}
 	c.DropInvalid = true
 	c.ExcludeInterfaces = []string{"eth1"}
 	c.OutboundExcludeCIDRs = []netip.Prefix{netip.MustParsePrefix("10.96.0.1/32"), netip.MustParsePrefix("fd00:96::1/128")}
@@ -50,68 +51,52 @@ func wide() capture.Config {
 // rules and a user's policy rule in the pod: afterwards the kernel holds
 // exactly what it held before.
 func TestKernelLifecycle(t *testing.T) {
-	for _, b := range backends {
+	for _, b := range kernelpod.Backends {
 		t.Run(b, func(t *testing.T) {
-			p := newPod(t, b)
+			p := kernelpod.New(t, b)
 			ipt := b
 			if b == "nft" {
 				ipt = "iptables-nft"
 			}
-			p.ns.Run(t, "sh", "-c", "nft -f - <<'EOF'\n"+kubeProxyTable+"EOF")
-			p.ns.Run(t, "sh", "-c", ipt+"-restore --noflush <<'EOF'\n"+userRules+"EOF")
-			p.ns.Run(t, "sh", "-c", "ip6"+ipt[2:]+"-restore --noflush <<'EOF'\n"+
+			p.NS.Run(t, "sh", "-c", "nft -f - <<'EOF'\n"+kubeProxyTable+"EOF")
+			p.NS.Run(t, "sh", "-c", ipt+"-restore --noflush <<'EOF'\n"+userRules+"EOF")
+			p.NS.Run(t, "sh", "-c", "ip6"+ipt[2:]+"-restore --noflush <<'EOF'\n"+
 				strings.ReplaceAll(userRules, "198.51.100.0/24", "2001:db8::/32")+"EOF")
-			p.ns.Run(t, "ip", "rule", "add", "fwmark", "7", "lookup", "77")
-			before := p.state(t)
+			p.NS.Run(t, "ip", "rule", "add", "fwmark", "7", "lookup", "77")
+			before := p.State(t)
 
 			a, other := wide(), wide()
 			other.InboundMode, other.RedirectDNS = capture.ModeRedirect, false
-			if res := p.mustSync(t, a, false, false); !res.Changed {
+			if res := p.MustSync(t, a, false, false); !res.Changed {
 				t.Fatal("the first apply changed nothing")
 			}
-			applied := p.state(t)
-			if res := p.mustSync(t, a, false, false); res.Changed {
+			applied := p.State(t)
+			if res := p.MustSync(t, a, false, false); res.Changed {
 				t.Errorf("re-apply was not a no-op; it ran:\n%s", res.Transaction)
 			}
-			if _, err := p.sync(t, other, false, false); !install.IsDrift(err) {
+			if _, err := p.Sync(t, other, false, false); !install.IsDrift(err) {
 				t.Fatalf("a different configuration without --reconcile: got %v, want a drift error", err)
 			}
-			if now := p.state(t); now != applied {
+			if now := p.State(t); now != applied {
 				t.Fatalf("a refused apply changed the kernel:\n%s", now)
 			}
-			if res := p.mustSync(t, other, false, true); !res.Changed {
+			if res := p.MustSync(t, other, false, true); !res.Changed {
 				t.Fatal("reconcile changed nothing")
 			}
-			expectReply(t, p.peer, netip.Addr{}, ap("10.1.0.5", 8080), 0, 0, "in 10.1.0.5:8080")
-			if res := p.mustSync(t, other, false, false); res.Changed {
+			kernelpod.ExpectReply(t, p.Peer, netip.Addr{}, kernelpod.AP("10.1.0.5", 8080), 0, 0, "in 10.1.0.5:8080")
+			if res := p.MustSync(t, other, false, false); res.Changed {
 				t.Errorf("re-apply after reconcile was not a no-op:\n%s", res.Transaction)
 			}
-			p.mustSync(t, a, false, true)
-			if res := p.mustSync(t, a, true, false); !res.Changed {
+			p.MustSync(t, a, false, true)
+			if res := p.MustSync(t, a, true, false); !res.Changed {
 				t.Fatal("cleanup changed nothing")
 			}
-			if after := p.state(t); after != before {
-				t.Errorf("cleanup did not restore the kernel:\n%s", lineDiff(before, after))
+			if after := p.State(t); after != before {
+				t.Errorf("cleanup did not restore the kernel:\n%s", kernelpod.LineDiff(before, after))
 			}
-			if res := p.mustSync(t, a, true, false); res.Changed {
+			if res := p.MustSync(t, a, true, false); res.Changed {
 				t.Errorf("a second cleanup was not a no-op:\n%s", res.Transaction)
 			}
 		})
 	}
-}
-
-func lineDiff(want, got string) string {
-	var b strings.Builder
-	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
-	for _, l := range g {
-		if !strings.Contains(want, l) {
-			b.WriteString("+ " + l + "\n")
-		}
-	}
-	for _, l := range w {
-		if !strings.Contains(got, l) {
-			b.WriteString("- " + l + "\n")
-		}
-	}
-	return b.String()
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/trace"
 	"github.com/shunt-dev/shunt/internal/captest"
+	"github.com/shunt-dev/shunt/internal/kernelpod"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
@@ -18,15 +19,15 @@ import (
 // IPv6, the listener that answers is the one the tracer says.
 func TestKernelMatchesTracer(t *testing.T) {
 	const configs, perConfig = 45, 12 // 540 probes per backend
-	for bi, b := range backends {
+	for bi, b := range kernelpod.Backends {
 		t.Run(b, func(t *testing.T) {
-			p := newPod(t, b)
+			p := kernelpod.New(t, b)
 			r := rand.New(rand.NewPCG(11, uint64(bi)))
 			probes, v6 := 0, 0
 			outcomes := map[string]int{}
 			for i := 0; i < configs; i++ {
-				cfg := captest.WideConfig(r, []string{"eth0", "eth1", "eth+", "tap0"}, peerIP)
-				p.mustSync(t, cfg, false, true)
+				cfg := captest.WideConfig(r, []string{"eth0", "eth1", "eth+", "tap0"}, kernelpod.PeerIP)
+				p.MustSync(t, cfg, false, true)
 				plan, _ := capture.Build(cfg)
 				for j := 0; j < perConfig; j++ {
 					pkt, from := kernelPacket(r, p, j%3 == 0)
@@ -65,14 +66,14 @@ func TestKernelMatchesTracer(t *testing.T) {
 
 // kernelPacket draws a TCP connection the pod's topology can make, in IPv6
 // when v6, and the namespace it starts from.
-func kernelPacket(r *rand.Rand, p *pod, v6 bool) (trace.Packet, *testnet.NS) {
-	pkt := captest.Packet(r, podIP, []string{"eth0"}, []string{"eth0", "eth1"})
+func kernelPacket(r *rand.Rand, p *kernelpod.Pod, v6 bool) (trace.Packet, *testnet.NS) {
+	pkt := captest.Packet(r, kernelpod.PodIP, []string{"eth0"}, []string{"eth0", "eth1"})
 	pkt.Proto = "tcp"
-	from := p.ns
+	from := p.NS
 	if pkt.Direction == trace.In {
-		pkt.Src, from = peerIP, p.peer
+		pkt.Src, from = kernelpod.PeerIP, p.Peer
 		if pkt.InIface == "eth1" {
-			pkt.Src, pkt.Dst, from = netip.MustParseAddr("10.2.0.1"), netip.MustParseAddr("10.2.0.5"), p.peer2
+			pkt.Src, pkt.Dst, from = netip.MustParseAddr("10.2.0.1"), netip.MustParseAddr("10.2.0.5"), p.Peer2
 		}
 	}
 	if v6 {
@@ -80,7 +81,7 @@ func kernelPacket(r *rand.Rand, p *pod, v6 bool) (trace.Packet, *testnet.NS) {
 	}
 	if pkt.Direction == trace.Out {
 		switch d := pkt.Dst; {
-		case d == podIP || d == podIP6 || d.IsLoopback():
+		case d == kernelpod.PodIP || d == kernelpod.PodIP6 || d.IsLoopback():
 			pkt.OutIface = "lo"
 		case strings.HasPrefix(d.String(), "192.168.") || strings.HasPrefix(d.String(), "203.0.113.") ||
 			strings.HasPrefix(d.String(), "fd00:192:") || strings.HasPrefix(d.String(), "fd00:203:"):
@@ -94,5 +95,5 @@ func kernelPacket(r *rand.Rand, p *pod, v6 bool) (trace.Packet, *testnet.NS) {
 
 // expected is the line the listener that the tracer predicts would answer.
 func expected(pkt trace.Packet, res trace.Result) string {
-	return captest.ExpectedReply(pkt, res, pkt.Dst == podIP || pkt.Dst == podIP6 || pkt.Dst.IsLoopback() || pkt.Direction == trace.In)
+	return captest.ExpectedReply(pkt, res, pkt.Dst == kernelpod.PodIP || pkt.Dst == kernelpod.PodIP6 || pkt.Dst.IsLoopback() || pkt.Direction == trace.In)
 }

@@ -42,10 +42,10 @@ func (e Exec) Run(ctx context.Context, stdin, name string, args ...string) (stri
 	return out.String(), nil
 }
 
-// legacyTables lists the legacy iptables (or ip6tables) tables the kernel
+// LegacyTables lists the legacy iptables (or ip6tables) tables the kernel
 // holds in the runner's namespace; an empty list means the legacy save
 // would print nothing, so it need not run.
-func (e Exec) legacyTables(family capture.Family) (string, error) {
+func (e Exec) LegacyTables(family capture.Family) (string, error) {
 	file := "/proc/thread-self/net/ip_tables_names"
 	if family == capture.IPv6 {
 		file = "/proc/thread-self/net/ip6_tables_names"
@@ -114,8 +114,8 @@ func VariantByBinary(name string) (Variant, error) {
 	return Variant{}, fmt.Errorf("%q is not iptables, iptables-legacy or iptables-nft", name)
 }
 
-// Backend applies rulesets through one variant.
-type Backend struct {
+// Restorer runs iptables-restore through one variant.
+type Restorer struct {
 	Runner  Runner
 	Variant Variant
 	// LockWait is how long iptables-restore waits for the xtables lock that
@@ -147,7 +147,7 @@ func Detect(ctx context.Context, r Runner) (Variant, string, error) {
 			continue
 		}
 		if lister, ok := r.(legacyLister); ok && v == Legacy {
-			if names, err := lister.legacyTables(capture.IPv4); err == nil && names == "" {
+			if names, err := lister.LegacyTables(capture.IPv4); err == nil && names == "" {
 				continue // no legacy table in this namespace: its save is empty
 			}
 		}
@@ -197,7 +197,7 @@ func Detect(ctx context.Context, r Runner) (Variant, string, error) {
 }
 
 type legacyLister interface {
-	legacyTables(capture.Family) (string, error)
+	LegacyTables(capture.Family) (string, error)
 }
 
 // systemDefault is the variant the plain iptables command runs.
@@ -211,42 +211,9 @@ func systemDefault() Variant {
 	return NFT
 }
 
-// ApplyOptions says what to do when shunt's rules are already present.
-type ApplyOptions struct {
-	// Reconcile replaces shunt's rules when they differ from the wanted
-	// ones; without it a difference is an error and nothing is touched.
-	Reconcile bool
-	// Force rewrites shunt's chains even when they look as wanted.
-	Force bool
-}
-
-// DriftError says shunt's rules in the kernel differ from the wanted ones
-// and the caller did not ask to replace them.
-type DriftError struct {
-	Variant string
-	Diff    string
-}
-
-func (e *DriftError) Error() string {
-	return fmt.Sprintf("shunt's rules in iptables-%s differ from this configuration (pass --reconcile to replace them):\n%s",
-		e.Variant, e.Diff)
-}
-
-// Result says what an Apply or Cleanup did.
-type Result struct {
-	Variant Variant
-	// Transaction and Transaction6 are the iptables-restore and
-	// ip6tables-restore input that was run; "" when the kernel already held
-	// what was wanted.
-	Transaction, Transaction6 string
-	// Warnings say what was wanted but could not be done, and why.
-	Warnings []string
-}
-
-// Changed reports whether anything was run.
-func (r Result) Changed() bool { return r.Transaction != "" || r.Transaction6 != "" }
-
-func (b *Backend) restore(ctx context.Context, text string) error {
+// Restore runs iptables-restore --noflush with text, waiting for the
+// xtables lock; "" runs nothing.
+func (b *Restorer) Restore(ctx context.Context, text string) error {
 	if text == "" {
 		return nil
 	}

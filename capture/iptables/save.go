@@ -97,3 +97,18 @@ func chainAndTarget(line string) (chain, target string, err error) {
 	}
 	return chain, target, nil
 }
+
+// CountNatRules counts the rules of an iptables-save output's nat table,
+// anyone's.
+func CountNatRules(text string) int {
+	n, inNat := 0, false
+	for _, line := range strings.Split(text, "\n") {
+		switch {
+		case strings.HasPrefix(line, "*"):
+			inNat = line == "*nat"
+		case inNat && strings.HasPrefix(line, "-A "):
+			n++
+		}
+	}
+	return n
+}

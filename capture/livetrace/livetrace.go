@@ -95,8 +95,8 @@ func connect(ns string, pkt trace.Packet, sport uint16) error {
 }
 
 var (
-	nftPacket = regexp.MustCompile(`^trace id (\w+) ip \w+ \w+ packet: .*tcp sport (\d+) `)
-	nftRule   = regexp.MustCompile(`^trace id (\w+) ip (\w+) (\S+) rule .*# handle (\d+) \(verdict`)
+	nftPacket = regexp.MustCompile(`^trace id (\w+) (?:ip|ip6|inet) \S+ \S+ packet: .*tcp sport (\d+) `)
+	nftRule   = regexp.MustCompile(`^trace id (\w+) (ip|ip6|inet) (\S+) (\S+) rule .*# handle (\d+) \(verdict`)
 )
 
 // viaNFTMonitor reads nftables' trace events (iptables-nft rules are
@@ -118,20 +118,18 @@ func viaNFTMonitor(ctx context.Context, ns string, pkt trace.Packet, sport uint1
 	_ = mon.Process.Kill()
 	_ = mon.Wait()
 	id := ""
-	var hits []struct {
-		table, chain string
-		handle       int
+	type hit struct {
+		family, table, chain string
+		handle               int
 	}
+	var hits []hit
 	for _, line := range strings.Split(out.String(), "\n") {
 		if m := nftPacket.FindStringSubmatch(line); m != nil && id == "" && m[2] == strconv.Itoa(int(sport)) {
 			id = m[1]
 		}
-		if m := nftRule.FindStringSubmatch(line); m != nil && m[1] == id && strings.HasPrefix(m[3], capture.ChainPrefix) {
-			h, _ := strconv.Atoi(m[4])
-			hits = append(hits, struct {
-				table, chain string
-				handle       int
-			}{m[2], m[3], h})
+		if m := nftRule.FindStringSubmatch(line); m != nil && m[1] == id && strings.HasPrefix(m[4], capture.ChainPrefix) {
+			h, _ := strconv.Atoi(m[5])
+			hits = append(hits, hit{m[2], m[3], m[4], h})
 		}
 	}
 	if id == "" {
@@ -140,16 +138,58 @@ func viaNFTMonitor(ctx context.Context, ns string, pkt trace.Packet, sport uint1
 	positions := map[string]map[int]int{} // table -> handle -> position in its chain
 	var steps []Step
 	for _, h := range hits {
-		if positions[h.table] == nil {
-			listing, err := iptables.Exec{NetNS: ns}.Run(ctx, "", "nft", "-a", "list", "table", "ip", h.table)
+		key := h.family + " " + h.table
+		if positions[key] == nil {
+			listing, err := iptables.Exec{NetNS: ns}.Run(ctx, "", "nft", "-a", "list", "table", h.family, h.table)
 			if err != nil {
 				return nil, err
 			}
-			positions[h.table] = handlePositions(listing)
+			positions[key] = handlePositions(listing)
 		}
-		steps = append(steps, Step{Table: h.table, Chain: h.chain, Position: positions[h.table][h.handle]})
+		table := h.table
+		if h.family == "inet" {
+			table = key // shunt's own table holds every hook: name it whole
+		}
+		steps = append(steps, Step{Table: table, Chain: h.chain, Position: positions[key][h.handle]})
 	}
 	return steps, nil
+}
+
+// RunNFT is Run for shunt's native nftables table: a table of its own,
+// shunt_trace, whose chain runs before any other on the output hook, marks
+// the one connection's packets for tracing (nftrace follows a packet
+// through every table), and nft monitor trace reports the rules of
+// shunt's table they match. shunt's table is not touched.
+func RunNFT(ctx context.Context, ns string, pkt trace.Packet) ([]Step, error) {
+	if pkt.Direction != trace.Out || pkt.Proto != "tcp" {
+		return nil, errors.New("live trace: only outbound TCP connections can be made from inside the namespace")
+	}
+	var err error
+	for attempt := 1; attempt <= 3; attempt++ {
+		var steps []Step
+		if steps, err = runNFTOnce(ctx, ns, pkt, time.Duration(attempt)*200*time.Millisecond); !errors.Is(err, errNoTrace) {
+			return steps, err
+		}
+	}
+	return nil, err
+}
+
+func runNFTOnce(ctx context.Context, ns string, pkt trace.Packet, wait time.Duration) ([]Step, error) {
+	sport := uint16(40000 + rand.IntN(20000))
+	runner := iptables.Exec{NetNS: ns}
+	l3 := "ip"
+	if pkt.Dst.Is6() {
+		l3 = "ip6"
+	}
+	script := fmt.Sprintf("table inet shunt_trace {\n"+
+		"\tchain trace {\n\t\ttype filter hook output priority -400; policy accept;\n"+
+		"\t\t%s daddr %s tcp dport %d tcp sport %d meta nftrace set 1 comment \"shunt: live trace\"\n\t}\n}\n",
+		l3, pkt.Dst, pkt.DstPort, sport)
+	if _, err := runner.Run(ctx, script, "nft", "-f", "-"); err != nil {
+		return nil, fmt.Errorf("live trace: adding the trace table: %w", err)
+	}
+	defer runner.Run(context.Background(), "", "nft", "delete", "table", "inet", "shunt_trace")
+	return viaNFTMonitor(ctx, ns, pkt, sport, wait)
 }
 
 // handlePositions maps each rule handle in an `nft -a list table` listing

@@ -25,7 +25,12 @@ const (
 // Table is shunt's table as nft lists it.
 type Table struct {
 	Comment string
+	Sets    []*Set
 	Chains  []*Chain
+	// Positions maps each chain's plan rules, by index, to the position
+	// of the table rule that holds them (runs of rules share a set rule);
+	// only a rendered table has them.
+	Positions map[string][]int
 }
 
 // Chain is one chain: a base chain has a Header ("type nat hook output
@@ -60,29 +65,149 @@ func baseChain(t capture.Table, h capture.Hook) (typ, hook, prio string) {
 // Render turns a Plan into shunt's table. It fails on a condition or
 // verdict it does not know.
 func Render(p *capture.Plan) (*Table, error) {
-	t := &Table{Comment: TableComment}
+	t := &Table{Comment: TableComment, Positions: map[string][]int{}}
 	for _, c := range p.Chains {
 		ch := &Chain{Name: c.Name, Comment: iptables.CommentPrefix + c.Purpose}
 		if c.Hook != "" {
 			typ, hook, prio := baseChain(c.Table, c.Hook)
 			ch.Header = fmt.Sprintf("type %s hook %s priority %s; policy accept;", typ, hook, prio)
 		}
-		for i, r := range c.Rules {
-			line, err := RenderRule(r)
-			if err != nil {
-				return nil, fmt.Errorf("chain %s rule %d (%s): %w", c.Name, i+1, r.Purpose, err)
+		for i := 0; i < len(c.Rules); {
+			run := runOf(c.Rules, i)
+			if err := t.renderRun(ch, c.Rules[i:i+run]); err != nil {
+				return nil, fmt.Errorf("chain %s rule %d (%s): %w", c.Name, i+1, c.Rules[i].Purpose, err)
 			}
-			ch.Rules = append(ch.Rules, line)
+			i += run
 		}
 		t.Chains = append(t.Chains, ch)
 	}
 	return t, nil
 }
 
+// runOf is how many rules from i on can be one set rule: 1, or the length
+// of a run of neighbours that differ only in one address range.
+func runOf(rules []capture.Rule, i int) int {
+	g, ok := groupKey(rules[i])
+	if !ok {
+		return 1
+	}
+	n := 1
+	for i+n < len(rules) {
+		h, ok := groupKey(rules[i+n])
+		if !ok || h.shape != g.shape {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+// renderRun renders a run of rules: one rule each, or, for a run of
+// neighbours that differ only in an address range, one rule per family
+// matching its ranges in a named set. It records the plan rules'
+// positions.
+func (t *Table) renderRun(ch *Chain, run []capture.Rule) error {
+	if len(run) == 1 {
+		line, err := t.renderOne(ch, run[0], -1, nil)
+		t.place(ch, line, 1)
+		return err
+	}
+	g, _ := groupKey(run[0])
+	byFamily := map[bool][]int{} // IPv4? -> indexes into run
+	for i, r := range run {
+		is4 := prefixOf(r.Conds[g.index]).Addr().Is4()
+		byFamily[is4] = append(byFamily[is4], i)
+	}
+	pos := make([]int, len(run))
+	for _, is4 := range []bool{true, false} {
+		idx := byFamily[is4]
+		if len(idx) == 0 {
+			continue
+		}
+		var ps []netip.Prefix
+		for _, i := range idx {
+			ps = append(ps, prefixOf(run[i].Conds[g.index]))
+		}
+		setAt := g.index
+		if len(idx) == 1 {
+			setAt, ps = -1, nil
+		}
+		line, err := t.renderOne(ch, run[idx[0]], setAt, ps)
+		if err != nil {
+			return err
+		}
+		ch.Rules = append(ch.Rules, line)
+		for _, i := range idx {
+			pos[i] = len(ch.Rules)
+		}
+	}
+	t.Positions[ch.Name] = append(t.Positions[ch.Name], pos...)
+	return nil
+}
+
+// place adds a rendered rule standing for n plan rules.
+func (t *Table) place(ch *Chain, line string, n int) {
+	ch.Rules = append(ch.Rules, line)
+	for range n {
+		t.Positions[ch.Name] = append(t.Positions[ch.Name], len(ch.Rules))
+	}
+}
+
+// renderOne renders r, matching the condition at setAt against a named
+// set of ps (setAt -1: none), and any port list of more than one range
+// against a named set; the sets are added to the table.
+func (t *Table) renderOne(ch *Chain, r capture.Rule, setAt int, ps []netip.Prefix) (string, error) {
+	overrides := map[int]string{}
+	pos := len(ch.Rules) + 1
+	if setAt >= 0 {
+		field := "daddr"
+		if _, ok := r.Conds[setAt].(capture.Source); ok {
+			field = "saddr"
+		}
+		typ, fam := "ipv4_addr", "4"
+		if ps[0].Addr().Is6() {
+			typ, fam = "ipv6_addr", "6"
+		}
+		name := fmt.Sprintf("%s_%d_%s%s", ch.Name, pos, field, fam)
+		t.Sets = append(t.Sets, &Set{Name: name, Type: typ, Comment: iptables.CommentPrefix + r.Purpose, Elements: addrElements(ps)})
+		overrides[setAt] = addr(ps[0], field) + "@" + name
+	}
+	for i, c := range r.Conds {
+		var list []capture.PortRange
+		var not bool
+		field := ""
+		switch c := c.(type) {
+		case capture.DestPorts:
+			list, not, field = c.Ports, c.Not, "dport"
+		case capture.SourcePorts:
+			list, not, field = c.Ports, c.Not, "sport"
+		}
+		if len(mergePorts(list)) < 2 {
+			continue
+		}
+		name := fmt.Sprintf("%s_%d_%s", ch.Name, pos, field)
+		t.Sets = append(t.Sets, &Set{Name: name, Type: "inet_service", Comment: iptables.CommentPrefix + r.Purpose, Elements: portElements(list)})
+		overrides[i] = protoOf(r) + " " + field + " " + neq(not) + "@" + name
+	}
+	return renderRule(r, overrides)
+}
+
+func protoOf(r capture.Rule) string {
+	for _, c := range r.Conds {
+		if p, ok := c.(capture.Proto); ok {
+			return p.Name
+		}
+	}
+	return ""
+}
+
 // RenderRule renders one rule as nft prints it: conditions in the rule's
 // order, a protocol only where no port match implies it, the verdict, and
 // the purpose as a comment.
-func RenderRule(r capture.Rule) (string, error) {
+func RenderRule(r capture.Rule) (string, error) { return renderRule(r, nil) }
+
+// renderRule is RenderRule with some conditions' text given.
+func renderRule(r capture.Rule, overrides map[int]string) (string, error) {
 	fam, err := capture.RuleFamily(r)
 	if err != nil {
 		return "", err
@@ -101,10 +226,12 @@ func RenderRule(r capture.Rule) (string, error) {
 		return "", fmt.Errorf("ports without a protocol")
 	}
 	var parts []string
-	for _, c := range r.Conds {
-		s, err := renderCond(c, proto, hasPorts)
-		if err != nil {
-			return "", err
+	for i, c := range r.Conds {
+		s, ok := overrides[i]
+		if !ok {
+			if s, err = renderCond(c, proto, hasPorts); err != nil {
+				return "", err
+			}
 		}
 		if s != "" {
 			parts = append(parts, s)
@@ -218,28 +345,10 @@ func iface(name string) string {
 	return `"` + name + `"`
 }
 
-// ports is one port or range, or an anonymous set, which nft keeps sorted
-// with touching ranges joined, and refuses overlaps in: so the list is
-// sorted and overlapping or adjacent ranges merged, as nft prints it.
+// ports is one port or range (a list of several is a named set, see
+// renderRun), merged as nft holds it.
 func ports(list []capture.PortRange) string {
-	sorted := slices.Clone(list)
-	slices.SortFunc(sorted, func(a, b capture.PortRange) int { return int(a.Lo) - int(b.Lo) })
-	var merged []capture.PortRange
-	for _, p := range sorted {
-		if n := len(merged); n > 0 && int(p.Lo) <= int(merged[n-1].Hi)+1 {
-			merged[n-1].Hi = max(merged[n-1].Hi, p.Hi)
-			continue
-		}
-		merged = append(merged, p)
-	}
-	s := make([]string, len(merged))
-	for i, p := range merged {
-		s[i] = strings.Replace(p.String(), ":", "-", 1)
-	}
-	if len(s) == 1 {
-		return s[0]
-	}
-	return "{ " + strings.Join(s, ", ") + " }"
+	return strings.Join(portElements(list), ", ")
 }
 
 func mark(v uint32) string { return fmt.Sprintf("0x%08x", v) }
@@ -257,15 +366,23 @@ func states(list []string) string {
 	return strings.Join(out, ",")
 }
 
-// String is the table exactly as `nft list table inet shunt` prints it.
+// String is the table as `nft list table inet shunt` prints it (but for
+// nft's wrapping of long element lists): sets, then chains.
 func (t *Table) String() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "table %s %s {\n", Family, TableName)
 	if t.Comment != "" {
 		fmt.Fprintf(&b, "\tcomment %q\n", t.Comment)
 	}
-	for i, c := range t.Chains {
-		if i > 0 {
+	blocks := 0
+	for _, s := range t.Sets {
+		if blocks++; blocks > 1 {
+			b.WriteString("\n")
+		}
+		b.WriteString(s.String())
+	}
+	for _, c := range t.Chains {
+		if blocks++; blocks > 1 {
 			b.WriteString("\n")
 		}
 		fmt.Fprintf(&b, "\tchain %s {\n", c.Name)

@@ -1,6 +1,8 @@
 package nftables_test
 
 import (
+	"sigs.k8s.io/knftables"
+
 	"context"
 	"flag"
 	"path/filepath"
@@ -54,25 +56,35 @@ func TestKernelListsWhatRenderMakes(t *testing.T) {
 	testnet.RequireRoot(t, "nft")
 	ns := testnet.NewNS(t, "nftgold")
 	ctx := context.Background()
-	for _, tc := range captest.GoldenCases {
-		want := goldenTable(t, tc.Mutate)
-		if _, err := nftables.Sync(ctx, ns.Path, want, nftables.Options{Reconcile: true}); err != nil {
-			t.Fatalf("%s: %v", tc.Name, err)
-		}
+	write := func(want *nftables.Table) {
+		t.Helper()
 		have, err := nftables.Read(ctx, ns.Path)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !nftables.Equal(have, want) {
+		if _, err := nftables.Run(ctx, ns.Path, func(tx *knftables.Transaction) {
+			if have != nil {
+				tx.Delete(&knftables.Table{})
+			}
+			if want != nil {
+				nftables.Build(tx, want)
+			}
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tc := range captest.GoldenCases {
+		want := goldenTable(t, tc.Mutate)
+		write(want)
+		have, err := nftables.Read(ctx, ns.Path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !nftables.Equal(have, want) || have.String() != want.String() {
 			t.Errorf("%s: the kernel lists something else:\n%s", tc.Name, nftables.Diff(have, want))
 		}
-		if res, err := nftables.Sync(ctx, ns.Path, want, nftables.Options{}); err != nil || res.Changed() {
-			t.Errorf("%s: re-apply ran %q (%v)", tc.Name, res.Transaction, err)
-		}
 	}
-	if _, err := nftables.Sync(ctx, ns.Path, nil, nftables.Options{}); err != nil {
-		t.Fatal(err)
-	}
+	write(nil)
 	if have, err := nftables.Read(ctx, ns.Path); have != nil || err != nil {
 		t.Errorf("cleanup left %v (%v)", have, err)
 	}

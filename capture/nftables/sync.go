@@ -18,16 +18,41 @@ import (
 func Parse(listing string) (*Table, error) {
 	t := &Table{}
 	var c *Chain
+	var set *Set
+	elements := "" // a set's elements, gathered over nft's wrapped lines
 	for n, raw := range strings.Split(listing, "\n") {
 		line := strings.TrimSpace(raw)
 		switch {
-		case line == "" || line == "}" && c == nil:
+		case elements != "":
+			elements += " " + line
+			if strings.HasSuffix(line, "}") {
+				set.Elements, elements = splitElements(elements), ""
+			}
+		case line == "" || line == "}" && c == nil && set == nil:
 		case strings.HasPrefix(line, "table "):
 			if line != "table "+Family+" "+TableName+" {" {
 				return nil, fmt.Errorf("line %d: %q is not shunt's table", n+1, line)
 			}
 		case line == "}":
-			c = nil
+			c, set = nil, nil
+		case strings.HasPrefix(line, "set ") && strings.HasSuffix(line, " {"):
+			set = &Set{Name: strings.TrimSuffix(strings.TrimPrefix(line, "set "), " {")}
+			t.Sets = append(t.Sets, set)
+		case set != nil:
+			switch {
+			case strings.HasPrefix(line, "type "):
+				set.Type = strings.TrimPrefix(line, "type ")
+			case strings.HasPrefix(line, "comment \""):
+				set.Comment = strings.TrimSuffix(strings.TrimPrefix(line, "comment \""), "\"")
+			case strings.HasPrefix(line, "elements = {"):
+				elements = line
+				if strings.HasSuffix(line, "}") {
+					set.Elements, elements = splitElements(elements), ""
+				}
+			case line == "flags interval":
+			default:
+				return nil, fmt.Errorf("line %d: %q is not what shunt's sets hold", n+1, line)
+			}
 		case strings.HasPrefix(line, "chain ") && strings.HasSuffix(line, " {"):
 			c = &Chain{Name: strings.TrimSuffix(strings.TrimPrefix(line, "chain "), " {")}
 			t.Chains = append(t.Chains, c)
@@ -49,50 +74,86 @@ func Parse(listing string) (*Table, error) {
 	return t, nil
 }
 
-// Equal reports whether two tables hold the same chains and rules.
-func Equal(a, b *Table) bool { return a.String() == b.String() }
+// splitElements reads "elements = { a, b, c }".
+func splitElements(text string) []string {
+	text = strings.TrimSuffix(strings.TrimPrefix(text, "elements = {"), "}")
+	var out []string
+	for _, e := range strings.Split(text, ",") {
+		if e = strings.TrimSpace(e); e != "" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
 
-// Diff shows, line by line, how have differs from want: "-" for a line
-// only the kernel has, "+" for one only the plan has.
+// Equal reports whether two tables hold the same sets, chains and rules;
+// the order of the sets and chains does not matter (nft lists them as they
+// were made).
+func Equal(a, b *Table) bool {
+	return a.Comment == b.Comment && slices.Equal(a.lines(), b.lines())
+}
+
+// lines are the table's contents as comparable lines, sorted by set and
+// chain name: what Equal compares and Diff shows.
+func (t *Table) lines() []string {
+	var out []string
+	sets := slices.Clone(t.Sets)
+	slices.SortFunc(sets, func(x, y *Set) int { return strings.Compare(x.Name, y.Name) })
+	for _, s := range sets {
+		out = append(out, fmt.Sprintf("set %s type %s comment %q", s.Name, s.Type, s.Comment))
+		for _, e := range s.Elements {
+			out = append(out, fmt.Sprintf("set %s element %s", s.Name, e))
+		}
+	}
+	chains := slices.Clone(t.Chains)
+	slices.SortFunc(chains, func(x, y *Chain) int { return strings.Compare(x.Name, y.Name) })
+	for _, c := range chains {
+		out = append(out, fmt.Sprintf("chain %s comment %q", c.Name, c.Comment))
+		if c.Header != "" {
+			out = append(out, fmt.Sprintf("chain %s %s", c.Name, c.Header))
+		}
+		for i, r := range c.Rules {
+			out = append(out, fmt.Sprintf("chain %s rule %d: %s", c.Name, i+1, r))
+		}
+	}
+	return out
+}
+
+// Chain is the table's chain of that name, or nil.
+func (t *Table) Chain(name string) *Chain {
+	for _, c := range t.Chains {
+		if c.Name == name {
+			return c
+		}
+	}
+	return nil
+}
+
+// Empty reports whether the table holds nothing: shunt's table is absent.
+func (t *Table) Empty() bool {
+	return t == nil || t.Comment == "" && len(t.Chains) == 0 && len(t.Sets) == 0
+}
+
+// Diff shows how have differs from want: "-" for what only the kernel
+// has, "+" for what only the plan has.
 func Diff(have, want *Table) string {
-	h, w := strings.Split(have.String(), "\n"), strings.Split(want.String(), "\n")
+	h, w := have.lines(), want.lines()
 	var b strings.Builder
 	for _, l := range h {
 		if !slices.Contains(w, l) {
-			fmt.Fprintf(&b, "- %s\n", strings.TrimSpace(l))
+			fmt.Fprintf(&b, "- %s\n", l)
 		}
 	}
 	for _, l := range w {
 		if !slices.Contains(h, l) {
-			fmt.Fprintf(&b, "+ %s\n", strings.TrimSpace(l))
+			fmt.Fprintf(&b, "+ %s\n", l)
 		}
 	}
-	if b.Len() == 0 {
-		return "  the same rules, in a different order\n"
+	if b.Len() == 0 && have.Comment != want.Comment {
+		fmt.Fprintf(&b, "- table comment %q\n+ table comment %q\n", have.Comment, want.Comment)
 	}
 	return b.String()
 }
-
-// DriftError says shunt's table differs from the wanted one and the caller
-// did not ask to replace it.
-type DriftError struct{ Diff string }
-
-func (e *DriftError) Error() string {
-	return "shunt's nftables table differs from this configuration (pass --reconcile to replace it):\n" + e.Diff
-}
-
-// Options say what to do when shunt's table is already there.
-type Options struct {
-	Reconcile bool // replace a table that differs
-	Force     bool // rewrite it even when it looks as wanted
-}
-
-// Result says what Sync did: Transaction is the nft input that ran, ""
-// when the kernel already held what was wanted.
-type Result struct{ Transaction string }
-
-// Changed reports whether anything was run.
-func (r Result) Changed() bool { return r.Transaction != "" }
 
 // Read returns shunt's table in the network namespace at path (the
 // caller's when empty), or nil when there is none.
@@ -111,9 +172,15 @@ var errNoTable = errors.New("no such table")
 
 // nft runs the nft command in the namespace at path and returns its output.
 func nft(ctx context.Context, path string, args ...string) (string, error) {
+	return nftStdin(ctx, path, "", args...)
+}
+
+// nftStdin is nft with stdin.
+func nftStdin(ctx context.Context, path, stdin string, args ...string) (string, error) {
 	var out, errb bytes.Buffer
 	err := netns.Do(path, func() error {
 		cmd := exec.CommandContext(ctx, "nft", args...)
+		cmd.Stdin = strings.NewReader(stdin)
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		return cmd.Run()
 	})
@@ -126,67 +193,42 @@ func nft(ctx context.Context, path string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// exists returns an empty Table when shunt's table is there, else nil.
-func exists(ctx context.Context, path string) (*Table, error) {
-	out, err := nft(ctx, path, "list", "tables", Family)
-	if err != nil {
-		return nil, err
+// Run makes one nft transaction in the namespace at path (the caller's
+// when empty) from what fill adds to a knftables transaction, and returns
+// its text. It runs `nft -f -` once: knftables.New would first run
+// `nft --version` and an `nft --check` (a whole transaction, aborted),
+// which triple a one-shot command's time in a fresh namespace.
+func Run(ctx context.Context, path string, fill func(*knftables.Transaction)) (string, error) {
+	tx := knftables.NewFake(knftables.InetFamily, TableName).NewTransaction()
+	fill(tx)
+	text := tx.String()
+	if i := strings.Index(text, "# ERROR: "); i >= 0 {
+		return text, errors.New(strings.TrimSpace(text[i+len("# ERROR: "):]))
 	}
-	for _, line := range strings.Split(out, "\n") {
-		if strings.TrimSpace(line) == "table "+Family+" "+TableName {
-			return &Table{}, nil
-		}
-	}
-	return nil, nil
+	_, err := nftStdin(ctx, path, text, "-f", "-")
+	return text, err
 }
 
-// Sync makes the namespace at path hold want (nil: no shunt table) in one
-// nft transaction: the table is deleted and made anew within it, so a
-// connection never sees a state between the old rules and the new ones.
-func Sync(ctx context.Context, path string, want *Table, opts Options) (Result, error) {
-	var have *Table
-	var err error
-	if want == nil {
-		have, err = exists(ctx, path) // cleanup need not read a big table
-	} else {
-		have, err = Read(ctx, path)
+// Delete deletes shunt's table in the namespace at path, in one nft run;
+// it reports whether there was one.
+func Delete(ctx context.Context, path string) (bool, error) {
+	_, err := nft(ctx, path, "delete", "table", Family, TableName)
+	if errors.Is(err, errNoTable) {
+		return false, nil
 	}
-	if err != nil {
-		return Result{}, err
-	}
-	switch {
-	case want == nil && have == nil:
-		return Result{}, nil
-	case want != nil && have != nil && Equal(have, want) && !opts.Force:
-		return Result{}, nil
-	case want != nil && have != nil && !opts.Reconcile && !opts.Force:
-		return Result{}, &DriftError{Diff: Diff(have, want)}
-	}
-	var res Result
-	err = netns.Do(path, func() error {
-		nft, err := knftables.New(knftables.InetFamily, TableName)
-		if err != nil {
-			return err
-		}
-		tx := nft.NewTransaction()
-		if have != nil {
-			tx.Delete(&knftables.Table{})
-		}
-		if want != nil {
-			build(tx, want)
-		}
-		res.Transaction = tx.String()
-		return nft.Run(ctx, tx)
-	})
-	if err != nil {
-		return Result{}, fmt.Errorf("applying shunt's nftables table (nothing was changed): %w", err)
-	}
-	return res, nil
+	return err == nil, err
 }
 
-// build adds the table, its chains and rules to a transaction.
-func build(tx *knftables.Transaction, t *Table) {
+// Build adds the table, its sets, chains and rules to a transaction.
+func Build(tx *knftables.Transaction, t *Table) {
 	tx.Add(&knftables.Table{Comment: knftables.PtrTo(t.Comment)})
+	for _, s := range t.Sets {
+		tx.Add(&knftables.Set{Name: s.Name, Type: s.Type, Flags: []knftables.SetFlag{knftables.IntervalFlag},
+			Comment: knftables.PtrTo(s.Comment)})
+		for _, e := range s.Elements {
+			tx.Add(&knftables.Element{Set: s.Name, Key: []string{e}})
+		}
+	}
 	for _, c := range t.Chains {
 		ch := &knftables.Chain{Name: c.Name, Comment: knftables.PtrTo(c.Comment)}
 		if c.Header != "" {
@@ -205,4 +247,42 @@ func build(tx *knftables.Transaction, t *Table) {
 			tx.Add(&knftables.Rule{Chain: c.Name, Rule: body, Comment: knftables.PtrTo(strings.TrimSuffix(comment, `"`))})
 		}
 	}
+}
+
+// Ruleset is `nft list ruleset` in the namespace at path: every table,
+// shunt's or not.
+func Ruleset(ctx context.Context, path string) (string, error) {
+	return nft(ctx, path, "list", "ruleset")
+}
+
+// NativeNatTables finds the tables of an `nft list ruleset` listing, not
+// made by iptables-nft, with a chain on a nat hook (shunt's own among
+// them). iptables-nft's tables are the xtables names in the ip and ip6
+// families.
+func NativeNatTables(ruleset string) []string {
+	var out []string
+	table := ""
+	for _, line := range strings.Split(ruleset, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[0] == "table":
+			table = f[1] + " " + f[2]
+			if (f[1] == "ip" || f[1] == "ip6") && isXtablesName(f[2]) {
+				table = ""
+			}
+		case table != "" && strings.Contains(line, "type nat hook"):
+			if len(out) == 0 || out[len(out)-1] != table {
+				out = append(out, table)
+			}
+		}
+	}
+	return out
+}
+
+func isXtablesName(name string) bool {
+	switch name {
+	case "filter", "nat", "mangle", "raw", "security":
+		return true
+	}
+	return false
 }

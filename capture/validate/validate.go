@@ -31,6 +31,7 @@ var appDestinations = []string{"192.0.2.1", "198.51.100.1", "10.255.255.254", "1
 // Probe is a connection the plan captures: to Dst, as UID and GID; the
 // plan sends it to Port.
 type Probe struct {
+	Src      netip.Addr // bound when valid: the hairpin's loopback (the kernel would pick ::6 for ::6, which capture lets through)
 	Dst      netip.AddrPort
 	UID, GID uint32
 	Port     uint16 // the proxy port it lands on
@@ -58,7 +59,11 @@ func PickProbes(plan *capture.Plan, cfg capture.Config, port uint16) []Probe {
 		if err != nil || res.Outcome != trace.Redirected || res.TProxy {
 			return false
 		}
-		probes = append(probes, Probe{Dst: netip.AddrPortFrom(pkt.Dst, port), UID: pkt.UID, GID: pkt.GID, Port: res.Port, Hairpin: hairpin})
+		p := Probe{Dst: netip.AddrPortFrom(pkt.Dst, port), UID: pkt.UID, GID: pkt.GID, Port: res.Port, Hairpin: hairpin}
+		if hairpin {
+			p.Src = pkt.Src
+		}
+		probes = append(probes, p)
 		return true
 	}
 	if len(cfg.ProxyUIDs) > 0 && len(cfg.ProxyGIDs) > 0 {
@@ -104,7 +109,11 @@ func DialAs(ns string, p Probe, timeout time.Duration) (net.Conn, error) {
 		if p.Dst.Addr().Is6() {
 			network = "tcp6"
 		}
-		c, err = net.DialTimeout(network, p.Dst.String(), timeout)
+		d := net.Dialer{Timeout: timeout}
+		if p.Src.IsValid() {
+			d.LocalAddr = &net.TCPAddr{IP: p.Src.AsSlice()}
+		}
+		c, err = d.Dial(network, p.Dst.String())
 		return err
 	})
 	return c, err

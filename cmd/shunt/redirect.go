@@ -2,7 +2,6 @@ package main
 
 import (
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -11,10 +10,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shunt-dev/shunt/capture"
+	"github.com/shunt-dev/shunt/capture/backend"
 	"github.com/shunt-dev/shunt/capture/install"
-	"github.com/shunt-dev/shunt/capture/iptables"
 	"github.com/shunt-dev/shunt/capture/istioargs"
-	"github.com/shunt-dev/shunt/capture/nftables"
 	"github.com/shunt-dev/shunt/capture/validate"
 )
 
@@ -97,17 +95,15 @@ func warnIgnored(log *slog.Logger, cfg capture.Config) {
 // printRules prints what would be applied: iptables-restore input, or the
 // nft table.
 func printRules(w io.Writer, plan *capture.Plan, nft bool) error {
-	var text fmt.Stringer
-	var err error
+	format := "iptables"
 	if nft {
-		text, err = nftables.Render(plan)
-	} else {
-		text, err = iptables.RenderAll(plan)
+		format = "nft"
 	}
+	rules, err := backend.Printer(format).Render(plan)
 	if err != nil {
 		return err
 	}
-	_, err = io.WriteString(w, text.String())
+	_, err = io.WriteString(w, rules.String())
 	return err
 }
 

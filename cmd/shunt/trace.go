@@ -13,9 +13,8 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/shunt-dev/shunt/capture"
-	"github.com/shunt-dev/shunt/capture/iptables"
+	"github.com/shunt-dev/shunt/capture/backend"
 	"github.com/shunt-dev/shunt/capture/istioargs"
-	"github.com/shunt-dev/shunt/capture/livetrace"
 	"github.com/shunt-dev/shunt/capture/picture"
 	"github.com/shunt-dev/shunt/capture/trace"
 	"github.com/shunt-dev/shunt/internal/clip"
@@ -184,24 +183,25 @@ func traceJSON(w io.Writer, res trace.Result) error {
 }
 
 // traceLive prints the model's path, then the kernel's for a real
-// connection, and says whether they agree; disagreement is an error.
+// connection through the backend holding shunt's rules, and says whether
+// they agree; disagreement is an error.
 func traceLive(ctx context.Context, w io.Writer, ns string, plan *capture.Plan, res trace.Result) error {
 	if err := traceText(w, res, false); err != nil {
 		return err
 	}
-	v, _, err := iptables.Detect(ctx, iptables.Exec{NetNS: ns})
+	b, _, err := backend.Holding(ctx, ns)
+	if err != nil {
+		return fmt.Errorf("live trace: %w", err)
+	}
+	kernel, err := b.Trace(ctx, res.Packet)
 	if err != nil {
 		return err
 	}
-	kernel, err := livetrace.Run(ctx, ns, v, res.Packet)
+	model, err := b.Model(plan, res)
 	if err != nil {
 		return err
 	}
-	model, err := livetrace.Model(plan, res)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(w, "kernel (iptables-%s): ", v.Name)
+	fmt.Fprintf(w, "kernel (%s): ", b.Name())
 	for i, s := range kernel {
 		if i > 0 {
 			fmt.Fprint(w, " → ")

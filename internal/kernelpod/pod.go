@@ -1,4 +1,7 @@
-package install_test
+// Package kernelpod is the capture kernel tests' pod: network namespaces
+// wired like a pod, its peers and listeners, and a Sync through any of
+// shunt's backends. Tests that use it skip, with a message, when not root.
+package kernelpod
 
 import (
 	"context"
@@ -14,42 +17,44 @@ import (
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
-func TestMain(m *testing.M) { testnet.Main(m) }
+// Backends are the three ways shunt can hold a pod's rules; every capture
+// kernel test runs on each.
+var Backends = []string{"iptables-legacy", "iptables-nft", "nft"}
 
-// backends are the three ways shunt can hold a pod's rules; every kernel
-// test runs on each.
-var backends = []string{"iptables-legacy", "iptables-nft", "nft"}
-
-// pod is testnet's Pod, dual-stack, with a second interface, eth1, to a
-// second peer. Peer answers for 10.96.0.0/12, 172.16.0.0/12,
-// 169.254.0.0/16 and their IPv6 twins (captest.V6Of); peer2 for
-// 192.168.0.0/16, 203.0.113.0/24 and theirs. The pod listens on 15001
-// ("out"), 15006 ("in", transparent for TPROXY) and, as the app, on every
-// port of captest.PortPool ("app"), on both families; the peers answer
-// "peer".
-type pod struct {
-	ns, peer, peer2 *testnet.NS
-	backend         string
+// Pod is the capture kernel tests' pod: testnet's Pod, dual-stack, with a
+// second interface, eth1, to a second peer. Peer answers for
+// 10.96.0.0/12, 172.16.0.0/12, 169.254.0.0/16 and their IPv6 twins
+// (captest.V6Of); Peer2 for 192.168.0.0/16, 203.0.113.0/24 and theirs. The pod
+// listens on 15001 ("out"), 15006 ("in", transparent for TPROXY) and, as
+// the app, on every port of PortPool ("app"), on both families; the peers
+// answer "peer". Backend is the backend every Sync goes through.
+type Pod struct {
+	NS, Peer, Peer2 *testnet.NS
+	Backend         string
 }
 
+// The pod's and its first peer's addresses.
 var (
-	podIP, podIP6 = netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("fd00:1::5")
-	peerIP        = netip.MustParseAddr("10.1.0.1")
-	peerIP6       = netip.MustParseAddr("fd00:1::1")
+	PodIP, PodIP6   = netip.MustParseAddr("10.1.0.5"), netip.MustParseAddr("fd00:1::5")
+	PodIP1          = netip.MustParseAddr("10.2.0.5")
+	PeerIP, PeerIP6 = netip.MustParseAddr("10.1.0.1"), netip.MustParseAddr("fd00:1::1")
 )
 
-func tools(backend string) []string {
+// Tools are the commands a backend needs.
+func Tools(backend string) []string {
 	if backend == "nft" {
 		return []string{"nft"}
 	}
 	return []string{backend + "-restore", backend + "-save", "ip6" + backend[2:] + "-restore"}
 }
 
-func newPod(t *testing.T, backend string) *pod {
-	testnet.RequireRoot(t, tools(backend)...)
+// New builds the pod for one backend; everything is removed when the
+// test ends. It skips the test when not root.
+func New(t *testing.T, backend string) *Pod {
+	testnet.RequireRoot(t, Tools(backend)...)
 	base := testnet.NewPod(t)
-	p := &pod{ns: base.NS, peer: base.Peer, peer2: testnet.NewNS(t, "peer2"), backend: backend}
-	testnet.Link(t, p.ns, "eth1", "10.2.0.5/24", p.peer2, "eth0", "10.2.0.1/24")
+	p := &Pod{NS: base.NS, Peer: base.Peer, Peer2: testnet.NewNS(t, "peer2"), Backend: backend}
+	testnet.Link(t, p.NS, "eth1", "10.2.0.5/24", p.Peer2, "eth0", "10.2.0.1/24")
 	for _, cmd := range [][]string{
 		{"pod", "ip", "-6", "addr", "add", "fd00:1::5/64", "dev", "eth0", "nodad"},
 		{"peer", "ip", "-6", "addr", "add", "fd00:1::1/64", "dev", "eth0", "nodad"},
@@ -68,40 +73,43 @@ func newPod(t *testing.T, backend string) *pod {
 		{"peer2", "ip", "-6", "route", "add", "local", "fd00:192::/32", "dev", "lo"},
 		{"peer2", "ip", "-6", "route", "add", "local", "fd00:203::/32", "dev", "lo"},
 	} {
-		ns := map[string]*testnet.NS{"pod": p.ns, "peer": p.peer, "peer2": p.peer2}[cmd[0]]
+		ns := map[string]*testnet.NS{"pod": p.NS, "peer": p.Peer, "peer2": p.Peer2}[cmd[0]]
 		ns.Run(t, cmd[1:]...)
 	}
-	for _, any := range []string{"0.0.0.0", "[::]"} {
-		p.ns.Listen(t, any+":15001", "out")
-		p.ns.Listen(t, any+":15006", "in")
+	for _, wildcard := range []string{"0.0.0.0", "[::]"} {
+		p.NS.Listen(t, wildcard+":15001", "out")
+		p.NS.Listen(t, wildcard+":15006", "in")
 		for _, port := range captest.PortPool {
-			addr := fmt.Sprintf("%s:%d", any, port)
-			p.ns.Listen(t, addr, "app")
-			p.peer.Listen(t, addr, "peer")
-			p.peer2.Listen(t, addr, "peer")
+			addr := fmt.Sprintf("%s:%d", wildcard, port)
+			p.NS.Listen(t, addr, "app")
+			p.Peer.Listen(t, addr, "peer")
+			p.Peer2.Listen(t, addr, "peer")
 		}
 	}
 	return p
 }
 
-func (p *pod) sync(t *testing.T, cfg capture.Config, cleanup, reconcile bool) (install.Result, error) {
+// Sync installs cfg's capture (or cleans up) through the pod's backend,
+// as `shunt redirect` does.
+func (p *Pod) Sync(t *testing.T, cfg capture.Config, cleanup, reconcile bool) (install.Result, error) {
 	t.Helper()
 	plan, err := capture.Build(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	req := install.Request{Plan: plan, Cleanup: cleanup, NetNS: p.ns.Path, Reconcile: reconcile}
-	if p.backend == "nft" {
+	req := install.Request{Plan: plan, Cleanup: cleanup, NetNS: p.NS.Path, Reconcile: reconcile}
+	if p.Backend == "nft" {
 		req.NativeNFT = true
 	} else {
-		req.IptablesBinary = p.backend
+		req.IptablesBinary = p.Backend
 	}
 	return install.Sync(context.Background(), req)
 }
 
-func (p *pod) mustSync(t *testing.T, cfg capture.Config, cleanup, reconcile bool) install.Result {
+// MustSync is Sync that fails the test on an error.
+func (p *Pod) MustSync(t *testing.T, cfg capture.Config, cleanup, reconcile bool) install.Result {
 	t.Helper()
-	res, err := p.sync(t, cfg, cleanup, reconcile)
+	res, err := p.Sync(t, cfg, cleanup, reconcile)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,12 +118,12 @@ func (p *pod) mustSync(t *testing.T, cfg capture.Config, cleanup, reconcile bool
 
 var counters = regexp.MustCompile(`\[\d+:\d+\]|counter packets \d+ bytes \d+`)
 
-// state is everything in the pod's kernel that a capture backend could
+// State is everything in the pod's kernel that a capture backend could
 // touch: every nftables table (iptables-nft's included), legacy iptables
 // of both families, policy rules, routes and addresses; counters taken
 // out, and empty built-in chains (which the kernel makes when a table is
 // first used, and which do nothing) too.
-func (p *pod) state(t *testing.T) string {
+func (p *Pod) State(t *testing.T) string {
 	t.Helper()
 	var b strings.Builder
 	for _, cmd := range [][]string{
@@ -123,7 +131,7 @@ func (p *pod) state(t *testing.T) string {
 		{"ip", "rule"}, {"ip", "-6", "rule"}, {"ip", "route", "show", "table", "all"}, {"ip", "-6", "route", "show", "table", "all"},
 		{"ip", "addr"},
 	} {
-		text := counters.ReplaceAllString(p.ns.Run(t, cmd...), "")
+		text := counters.ReplaceAllString(p.NS.Run(t, cmd...), "")
 		if cmd[0] == "nft" {
 			text = withoutEmptyChains(text)
 		}
@@ -174,7 +182,9 @@ func withoutEmptyChains(listing string) string {
 	return strings.Join(out, "\n")
 }
 
-func expectReply(t *testing.T, ns *testnet.NS, src netip.Addr, dst netip.AddrPort, uid, gid uint32, want string) {
+// ExpectReply connects from ns as uid:gid (from src, if valid) and checks
+// which listener answered.
+func ExpectReply(t *testing.T, ns *testnet.NS, src netip.Addr, dst netip.AddrPort, uid, gid uint32, want string) {
 	t.Helper()
 	got, err := ns.Dial(src, dst, uid, gid)
 	if err != nil || got != want {
@@ -182,13 +192,32 @@ func expectReply(t *testing.T, ns *testnet.NS, src netip.Addr, dst netip.AddrPor
 	}
 }
 
-func ap(s string, port uint16) netip.AddrPort {
+// AP is an address and port.
+func AP(s string, port uint16) netip.AddrPort {
 	return netip.AddrPortFrom(netip.MustParseAddr(s), port)
 }
 
-// dualSeed is the seed configuration with dual-stack on.
-func dualSeed() capture.Config {
+// DualSeed is the seed configuration with dual-stack on.
+func DualSeed() capture.Config {
 	c := captest.Seed()
 	c.DualStack = true
 	return c
+}
+
+// LineDiff shows the lines of got that want lacks ("+") and the other way
+// ("-"), for a failure message.
+func LineDiff(want, got string) string {
+	var b strings.Builder
+	w, g := strings.Split(want, "\n"), strings.Split(got, "\n")
+	for _, l := range g {
+		if !strings.Contains(want, l) {
+			b.WriteString("+ " + l + "\n")
+		}
+	}
+	for _, l := range w {
+		if !strings.Contains(got, l) {
+			b.WriteString("- " + l + "\n")
+		}
+	}
+	return b.String()
 }
