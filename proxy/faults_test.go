@@ -301,11 +301,7 @@ func TestSIGTERMUnderLoad(t *testing.T) {
 			if failedBefore > 0 {
 				t.Errorf("%d outbound connections failed during the drain (first: %v); %d served", failedBefore, firstFailure.Load(), okBefore)
 			}
-			select {
-			case <-s.exited:
-			case <-time.After(5 * time.Second):
-				t.Fatal("the proxy did not exit at the end of its drain")
-			}
+			s.waitExit(t, 5*time.Second, "the proxy did not exit at the end of its drain")
 			if took := time.Since(start); took < 1900*time.Millisecond {
 				t.Errorf("exited %s after SIGTERM, before its 2s drain", took)
 			}

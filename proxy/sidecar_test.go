@@ -110,6 +110,17 @@ func (s *sidecarPod) metric(t *testing.T, series string) float64 {
 	return 0
 }
 
+// waitExit waits for the proxy process to exit, failing the test with why
+// if it does not within d.
+func (s *sidecarPod) waitExit(t *testing.T, d time.Duration, why string) {
+	t.Helper()
+	select {
+	case <-s.exited:
+	case <-time.After(d):
+		t.Fatal(why)
+	}
+}
+
 // waitMetric waits until a series reads want.
 func (s *sidecarPod) waitMetric(t *testing.T, series string, want float64, within time.Duration) {
 	t.Helper()
@@ -388,11 +399,7 @@ func TestDrainAll(t *testing.T) {
 	roundTrip(t, live, "during the drain") // live connections keep working
 	live.CloseWrite()
 	_, _ = io.ReadAll(live)
-	select {
-	case <-s.exited:
-	case <-time.After(2 * time.Second):
-		t.Fatal("the proxy did not exit when its last connection ended")
-	}
+	s.waitExit(t, 2*time.Second, "the proxy did not exit when its last connection ended")
 	s.waitAccess(t, "10.96.0.10:7004 result=ok")
 }
 
@@ -407,11 +414,7 @@ func TestDrainTimeoutResetsWhatIsLeft(t *testing.T) {
 	if _, err := held.Read(make([]byte, 1)); !isReset(err) {
 		t.Errorf("held connection at the drain deadline: %v, want a reset", err)
 	}
-	select {
-	case <-s.exited:
-	case <-time.After(3 * time.Second):
-		t.Fatal("the proxy did not exit after its drain timeout")
-	}
+	s.waitExit(t, 3*time.Second, "the proxy did not exit after its drain timeout")
 	if d := time.Since(start); d < 250*time.Millisecond {
 		t.Errorf("reset after %s, before the 300ms drain timeout", d)
 	}
@@ -522,11 +525,7 @@ func TestWorkers(t *testing.T) {
 		t.Errorf("%d proxy processes, want a supervisor and 3 workers", n)
 	}
 	_ = s.proc.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-s.exited:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the supervisor did not exit after SIGTERM")
-	}
+	s.waitExit(t, 10*time.Second, "the supervisor did not exit after SIGTERM")
 }
 
 // inboundToApp connects from the peer to the app's port 8080 in the pod

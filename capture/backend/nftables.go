@@ -3,7 +3,8 @@ package backend
 import (
 	"context"
 	"fmt"
-	"sort"
+	"maps"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/knftables"
@@ -181,12 +182,7 @@ func (k fakeNFT) read(context.Context) (*nftables.Table, error) {
 	if ft.Comment != nil {
 		t.Comment = *ft.Comment
 	}
-	setNames := make([]string, 0, len(ft.Sets))
-	for name := range ft.Sets {
-		setNames = append(setNames, name)
-	}
-	sort.Strings(setNames)
-	for _, name := range setNames {
+	for _, name := range slices.Sorted(maps.Keys(ft.Sets)) {
 		fs := ft.Sets[name]
 		set := &nftables.Set{Name: name, Type: fs.Type}
 		if fs.Comment != nil {
@@ -197,12 +193,7 @@ func (k fakeNFT) read(context.Context) (*nftables.Table, error) {
 		}
 		t.Sets = append(t.Sets, set)
 	}
-	names := make([]string, 0, len(ft.Chains))
-	for name := range ft.Chains {
-		names = append(names, name)
-	}
-	sort.Strings(names)
-	for _, name := range names {
+	for _, name := range slices.Sorted(maps.Keys(ft.Chains)) {
 		fc := ft.Chains[name]
 		c := &nftables.Chain{Name: name}
 		if fc.Comment != nil {

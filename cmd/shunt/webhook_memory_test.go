@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/shunt-dev/shunt/internal/kubecluster"
 )
 
 // bigReview is an AdmissionReview of a pod carrying an annotation of n
@@ -39,7 +41,7 @@ func TestWebhookMemoryUnderConcurrentBigReviews(t *testing.T) {
 	if testing.Short() {
 		t.Skip("load test")
 	}
-	port := freePort(t)
+	port := kubecluster.FreePort(t)
 	cmd := exec.Command(shuntBin, "webhook", "--self-signed", "--addr", fmt.Sprintf("127.0.0.1:%d", port), "--monitor-addr", "")
 	stdout, _ := cmd.StdoutPipe()
 	var stderr bytes.Buffer
@@ -115,14 +117,4 @@ func TestWebhookMemoryUnderConcurrentBigReviews(t *testing.T) {
 	if peakKB == 0 || peakKB > 128<<10 {
 		t.Errorf("peak RSS %d KiB, over the 128 Mi limit", peakKB)
 	}
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().(*net.TCPAddr).Port
 }
