@@ -88,14 +88,15 @@ func splitElements(text string) []string {
 
 // Equal reports whether two tables hold the same sets, chains and rules;
 // the order of the sets and chains does not matter (nft lists them as they
-// were made).
+// were made), the order of a chain's rules does.
 func Equal(a, b *Table) bool {
-	return a.Comment == b.Comment && slices.Equal(a.lines(), b.lines())
+	return a.Comment == b.Comment && slices.Equal(a.lines(true), b.lines(true))
 }
 
 // lines are the table's contents as comparable lines, sorted by set and
-// chain name: what Equal compares and Diff shows.
-func (t *Table) lines() []string {
+// chain name; numbered gives each rule its position, for Equal (Diff
+// leaves them out, so that one inserted rule shows as one line).
+func (t *Table) lines(numbered bool) []string {
 	var out []string
 	sets := slices.Clone(t.Sets)
 	slices.SortFunc(sets, func(x, y *Set) int { return strings.Compare(x.Name, y.Name) })
@@ -113,7 +114,11 @@ func (t *Table) lines() []string {
 			out = append(out, fmt.Sprintf("chain %s %s", c.Name, c.Header))
 		}
 		for i, r := range c.Rules {
-			out = append(out, fmt.Sprintf("chain %s rule %d: %s", c.Name, i+1, r))
+			if numbered {
+				out = append(out, fmt.Sprintf("chain %s rule %d: %s", c.Name, i+1, r))
+			} else {
+				out = append(out, fmt.Sprintf("chain %s: %s", c.Name, r))
+			}
 		}
 	}
 	return out
@@ -137,22 +142,44 @@ func (t *Table) Empty() bool {
 // Diff shows how have differs from want: "-" for what only the kernel
 // has, "+" for what only the plan has.
 func Diff(have, want *Table) string {
-	h, w := have.lines(), want.lines()
 	var b strings.Builder
-	for _, l := range h {
-		if !slices.Contains(w, l) {
-			fmt.Fprintf(&b, "- %s\n", l)
-		}
+	extra, missing := multisetDiff(have.lines(false), want.lines(false))
+	for _, l := range extra {
+		fmt.Fprintf(&b, "- %s\n", l)
 	}
-	for _, l := range w {
-		if !slices.Contains(h, l) {
-			fmt.Fprintf(&b, "+ %s\n", l)
-		}
+	for _, l := range missing {
+		fmt.Fprintf(&b, "+ %s\n", l)
 	}
-	if b.Len() == 0 && have.Comment != want.Comment {
+	switch {
+	case b.Len() == 0 && have.Comment != want.Comment:
 		fmt.Fprintf(&b, "- table comment %q\n+ table comment %q\n", have.Comment, want.Comment)
+	case b.Len() == 0 && !Equal(have, want):
+		b.WriteString("  the same rules, in a different order\n")
 	}
 	return b.String()
+}
+
+// multisetDiff returns what have holds beyond want, and what want holds
+// beyond have, counting repeats.
+func multisetDiff(have, want []string) (extra, missing []string) {
+	count := map[string]int{}
+	for _, s := range want {
+		count[s]++
+	}
+	for _, s := range have {
+		if count[s] > 0 {
+			count[s]--
+		} else {
+			extra = append(extra, s)
+		}
+	}
+	for _, s := range want {
+		if count[s] > 0 {
+			count[s]--
+			missing = append(missing, s)
+		}
+	}
+	return extra, missing
 }
 
 // Read returns shunt's table in the network namespace at path (the

@@ -53,7 +53,8 @@ func TestSeedArgsCaptureRealTraffic(t *testing.T) {
 			}
 			if bin == "nft" {
 				errs, code := redirect(t, pod.NS, "--native-nftables", "-o", "25")
-				if code != exitUsage || !strings.Contains(errs, "nftables table differs") || !strings.Contains(errs, "+ tcp dport 25 return") {
+				if code != exitUsage || !strings.Contains(errs, "shunt's rules in nft differ") || !strings.Contains(errs, "+ chain SHUNT_OUTPUT: tcp dport 25 return") ||
+					strings.Contains(errs, "- chain") {
 					t.Errorf("a different configuration: exit %d: %s", code, errs)
 				}
 			}
