@@ -2,46 +2,95 @@ package proxy
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
-	"net/netip"
-	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
 )
 
-// Entry is one connection's access log record.
-type Entry struct {
-	Start         time.Time
-	Direction     Direction
-	OriginalDst   netip.AddrPort
-	Downstream    netip.AddrPort // the peer that connected
-	UpstreamLocal netip.AddrPort // the proxy's end of the upstream connection
-	BytesReceived int64          // from the downstream peer
-	BytesSent     int64          // back to it
-	Duration      time.Duration
-	Result        Result
-	Detail        string // why it failed or was reset, when it did
+// AccessLogFormat compiles an access log format as the command line and
+// Config give it: "text" or "envoy" (Envoy's default format), "istio"
+// (Istio's TEXT format), "json" (Istio's JSON fields), a JSON object of
+// format strings (Envoy's json_format), or a format string of Envoy's
+// command operators. A format string without a newline at its end gets
+// one, as Istio's accessLogFormat does.
+func AccessLogFormat(s string) (*accesslog.Format, error) {
+	switch s {
+	case "", "text", "envoy":
+		return accesslog.Compile(accesslog.EnvoyDefault)
+	case "istio":
+		return accesslog.Compile(accesslog.IstioDefault)
+	case "json":
+		return accesslog.CompileJSON(accesslog.JSONDefault)
+	}
+	if strings.HasPrefix(strings.TrimSpace(s), "{") {
+		fields, err := jsonFormatFields(s)
+		if err != nil {
+			return nil, err
+		}
+		return accesslog.CompileJSON(fields)
+	}
+	if !strings.Contains(s, "%") {
+		return nil, fmt.Errorf("%q is not text, envoy, istio, json, a JSON object or a format string with %%OPERATORS%%", s)
+	}
+	if !strings.HasSuffix(s, "\n") {
+		s += "\n"
+	}
+	return accesslog.Compile(s)
 }
 
-// accessLog writes entries through a buffer flushed every flushEvery, so a
-// busy proxy makes few write calls; Close flushes what is left.
+// jsonFormatFields reads a JSON object of string values, keeping its
+// keys' order.
+func jsonFormatFields(s string) ([]accesslog.Field, error) {
+	d := json.NewDecoder(strings.NewReader(s))
+	if _, err := d.Token(); err != nil {
+		return nil, fmt.Errorf("JSON format: %w", err)
+	}
+	var fields []accesslog.Field
+	for d.More() {
+		k, err := d.Token()
+		if err != nil {
+			return nil, fmt.Errorf("JSON format: %w", err)
+		}
+		var v string
+		if err := d.Decode(&v); err != nil {
+			return nil, fmt.Errorf("JSON format: key %q: its value must be a format string", k)
+		}
+		fields = append(fields, accesslog.Field{Key: k.(string), Format: v})
+	}
+	if _, err := d.Token(); err != nil {
+		return nil, fmt.Errorf("JSON format: %w", err)
+	}
+	if d.More() || d.InputOffset() < int64(len(bytes.TrimSpace([]byte(s)))) {
+		return nil, errors.New("JSON format: text after the object")
+	}
+	return fields, nil
+}
+
+// accessLog writes records through a buffer flushed every flushEvery, so
+// a busy proxy makes few write calls; Close flushes what is left.
 type accessLog struct {
-	mu   sync.Mutex
-	w    *bufio.Writer
-	json bool
-	buf  []byte
-	stop chan struct{}
-	done chan struct{}
+	mu     sync.Mutex
+	w      *bufio.Writer
+	format *accesslog.Format
+	buf    []byte
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 const flushEvery = 100 * time.Millisecond
 
-func newAccessLog(w io.Writer, format string) *accessLog {
+func newAccessLog(w io.Writer, format *accesslog.Format) *accessLog {
 	if w == nil {
 		return nil
 	}
-	l := &accessLog{w: bufio.NewWriterSize(w, 64<<10), json: format == "json", stop: make(chan struct{}), done: make(chan struct{})}
+	l := &accessLog{w: bufio.NewWriterSize(w, 64<<10), format: format, stop: make(chan struct{}), done: make(chan struct{})}
 	go l.flusher()
 	return l
 }
@@ -74,62 +123,14 @@ func (l *accessLog) Close() {
 	l.mu.Unlock()
 }
 
-func (l *accessLog) write(e *Entry) {
+func (l *accessLog) write(r *accesslog.Record) {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if l.json {
-		b, _ := json.Marshal(map[string]any{
-			"start_time": e.Start.UTC().Format(time.RFC3339Nano), "direction": e.Direction.String(),
-			"original_dst": e.OriginalDst.String(), "downstream_remote": e.Downstream.String(),
-			"upstream_local": e.UpstreamLocal.String(), "bytes_received": e.BytesReceived, "bytes_sent": e.BytesSent,
-			"duration_ms": e.Duration.Milliseconds(), "result": e.Result.String(), "detail": e.Detail,
-		})
-		l.writeLine(append(b, '\n'))
-		return
-	}
-	l.buf = formatText(l.buf[:0], e)
+	l.buf = l.format.Append(l.buf[:0], r)
 	l.writeLine(l.buf)
-}
-
-// formatText is the text line: Envoy's start-time bracket, then fields a
-// person and awk can both read.
-//
-//	[2026-11-21T15:04:05.123Z] outbound 10.96.0.10:10000 result=ok bytes_received=78 bytes_sent=230 duration_ms=3 upstream_local=10.1.0.5:41234 downstream_remote=10.1.0.5:55012
-func formatText(b []byte, e *Entry) []byte {
-	b = append(b, '[')
-	b = e.Start.UTC().AppendFormat(b, "2006-01-02T15:04:05.000Z")
-	b = append(b, "] "...)
-	b = append(b, e.Direction.String()...)
-	b = append(b, ' ')
-	b = appendAddr(b, e.OriginalDst)
-	b = append(b, " result="...)
-	b = append(b, e.Result.String()...)
-	b = append(b, " bytes_received="...)
-	b = strconv.AppendInt(b, e.BytesReceived, 10)
-	b = append(b, " bytes_sent="...)
-	b = strconv.AppendInt(b, e.BytesSent, 10)
-	b = append(b, " duration_ms="...)
-	b = strconv.AppendInt(b, e.Duration.Milliseconds(), 10)
-	b = append(b, " upstream_local="...)
-	b = appendAddr(b, e.UpstreamLocal)
-	b = append(b, " downstream_remote="...)
-	b = appendAddr(b, e.Downstream)
-	if e.Detail != "" {
-		b = append(b, " detail="...)
-		b = strconv.AppendQuote(b, e.Detail)
-	}
-	return append(b, '\n')
-}
-
-// appendAddr writes "-" for an address the connection never had.
-func appendAddr(b []byte, a netip.AddrPort) []byte {
-	if !a.IsValid() {
-		return append(b, '-')
-	}
-	return a.AppendTo(b)
 }
 
 // atomicWrite is the most a write to a pipe may carry and still not be

@@ -1,6 +1,10 @@
 // Package proxy is shunt's embedded sidecar: it accepts the connections the
 // capture rules redirect to it, recovers where each was going, and forwards
-// it there. It works at L4: bytes in, bytes out, half-close and reset kept.
+// it there, in Envoy's model: a listener's filter chain, chosen by the
+// destination port and what the first bytes speak, hands the connection to
+// a TCP proxy (bytes in, bytes out, half-close and reset kept) or to an
+// HTTP connection manager (requests parsed, routed to a cluster, sent over
+// pooled upstream connections, logged one by one).
 package proxy
 
 import (
@@ -39,6 +43,10 @@ type Config struct {
 	InboundSource6 netip.Addr
 	ConnectTimeout time.Duration
 	IdleTimeout    time.Duration // no byte either way for this long closes the connection
+	// StreamIdleTimeout bounds an HTTP request in flight that moves no
+	// byte either way: Envoy's stream_idle_timeout (5 minutes); before the
+	// response it is answered 408, after it reset.
+	StreamIdleTimeout time.Duration
 	// MaxConnections bounds open connections; beyond it new ones are reset
 	// at once. 0 is no limit of its own, but the descriptor limit always
 	// bounds it (see Limits).
@@ -67,8 +75,18 @@ type Config struct {
 	PrometheusAddr  string     // serves /stats/prometheus; "" for none
 	AdminAddr       string     // serves the admin API; "" for none
 	AdminRemote     bool       // allow AdminAddr off loopback (it serves pprof and changes the log level)
-	AccessLog       io.Writer  // one line per connection; nil for none
-	AccessLogFormat string     // "text" or "json"
+	AccessLog       io.Writer  // one line per request, and per TCP flow; nil for none
+	AccessLogFormat string     // see AccessLogFormat
+
+	// ProtocolDetectionTimeout is how long a captured connection's first
+	// bytes are waited for to tell HTTP from the rest; what has not said
+	// by then is TCP. 0 turns detection off: everything is TCP, except
+	// ports PortProtocols declares HTTP.
+	ProtocolDetectionTimeout time.Duration
+	// PortProtocols declares what destination ports speak, as Istio's
+	// port names do: HTTP ports go to L7 without detection, TCP ones are
+	// passed through at once (a server-first protocol waits for nothing).
+	PortProtocols map[uint16]Protocol
 
 	// OriginalDst finds where a captured connection was going; nil reads
 	// SO_ORIGINAL_DST (or, for TPROXY inbound, the local address).
@@ -98,26 +116,35 @@ func (s DrainScope) String() string {
 // stops says whether a drain stops dir's listener at its start.
 func (s DrainScope) stops(dir Direction) bool { return s == DrainAll || dir == Inbound }
 
+// DefaultProtocolDetectionTimeout is how long detection waits for a
+// client's first bytes. Istio's protocolDetectionTimeout is 0 (wait for
+// ever, so server-first protocols must be declared); shunt waits this
+// long and then passes the connection through as TCP.
+const DefaultProtocolDetectionTimeout = 100 * time.Millisecond
+
 // DefaultConfig is Istio's ports and drain and Envoy's defaults for its
 // TCP proxy.
 func DefaultConfig() Config {
 	return Config{
-		OutboundPort:    sidecar.OutboundPort,
-		InboundPort:     sidecar.InboundPort,
-		ListenAddr:      netip.IPv4Unspecified(),
-		ListenAddr6:     netip.IPv6Unspecified(),
-		InboundSource:   netip.MustParseAddr(sidecar.InboundPassthroughSource),
-		InboundSource6:  netip.MustParseAddr("::6"),
-		ConnectTimeout:  10 * time.Second,
-		IdleTimeout:     time.Hour,
-		MaxConnections:  100000,
-		DrainTimeout:    5 * time.Second,
-		MinimumDrain:    5 * time.Second,
-		HealthAddr:      fmt.Sprintf(":%d", sidecar.HealthPort),
-		StatusAddr:      fmt.Sprintf(":%d", sidecar.AgentPort),
-		PrometheusAddr:  fmt.Sprintf(":%d", sidecar.PrometheusPort),
-		AdminAddr:       fmt.Sprintf("127.0.0.1:%d", sidecar.AdminPort),
-		AccessLogFormat: "text",
+		OutboundPort:      sidecar.OutboundPort,
+		InboundPort:       sidecar.InboundPort,
+		ListenAddr:        netip.IPv4Unspecified(),
+		ListenAddr6:       netip.IPv6Unspecified(),
+		InboundSource:     netip.MustParseAddr(sidecar.InboundPassthroughSource),
+		InboundSource6:    netip.MustParseAddr("::6"),
+		ConnectTimeout:    10 * time.Second,
+		IdleTimeout:       time.Hour,
+		StreamIdleTimeout: 5 * time.Minute,
+		MaxConnections:    100000,
+		DrainTimeout:      5 * time.Second,
+		MinimumDrain:      5 * time.Second,
+		HealthAddr:        fmt.Sprintf(":%d", sidecar.HealthPort),
+		StatusAddr:        fmt.Sprintf(":%d", sidecar.AgentPort),
+		PrometheusAddr:    fmt.Sprintf(":%d", sidecar.PrometheusPort),
+		AdminAddr:         fmt.Sprintf("127.0.0.1:%d", sidecar.AdminPort),
+		AccessLogFormat:   "text",
+
+		ProtocolDetectionTimeout: DefaultProtocolDetectionTimeout,
 	}
 }
 
@@ -139,7 +166,8 @@ func (c *Config) Validate() error {
 	for _, d := range []struct {
 		name string
 		d    time.Duration
-	}{{"connect timeout", c.ConnectTimeout}, {"idle timeout", c.IdleTimeout}, {"drain timeout", c.DrainTimeout}} {
+	}{{"connect timeout", c.ConnectTimeout}, {"idle timeout", c.IdleTimeout}, {"stream idle timeout", c.StreamIdleTimeout},
+		{"drain timeout", c.DrainTimeout}} {
 		if d.d <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %s", d.name, d.d))
 		}
@@ -159,8 +187,11 @@ func (c *Config) Validate() error {
 	if len(c.AppProbes) > 0 && c.StatusAddr == "" {
 		errs = append(errs, errors.New("app probes are configured but no status address serves them"))
 	}
-	if c.AccessLogFormat != "text" && c.AccessLogFormat != "json" {
-		errs = append(errs, fmt.Errorf("access log format %q is not text or json", c.AccessLogFormat))
+	if _, err := AccessLogFormat(c.AccessLogFormat); err != nil {
+		errs = append(errs, fmt.Errorf("access log format: %w", err))
+	}
+	if c.ProtocolDetectionTimeout < 0 {
+		errs = append(errs, fmt.Errorf("protocol detection timeout %s is negative", c.ProtocolDetectionTimeout))
 	}
 	return errors.Join(errs...)
 }

@@ -28,13 +28,13 @@ const watchAfter = 10 * time.Millisecond
 // goroutine and its connection slot for the whole connect timeout.
 type dialWatch struct {
 	down   *net.TCPConn
-	cancel context.CancelCauseFunc
+	cancel func(cause error)
 	timer  *time.Timer
 	done   chan struct{} // closed when the watching ends
 	gone   bool          // written by the watcher before done is closed
 }
 
-func watchDownstream(down *net.TCPConn, cancel context.CancelCauseFunc) *dialWatch {
+func watchDownstream(down *net.TCPConn, cancel func(cause error)) *dialWatch {
 	w := &dialWatch{down: down, cancel: cancel, done: make(chan struct{})}
 	w.timer = time.AfterFunc(watchAfter, w.watch)
 	return w

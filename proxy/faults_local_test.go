@@ -78,8 +78,9 @@ func TestAbandonedDialsFreeTheirSlots(t *testing.T) {
 	lp.waitAccess(t, "result=downstream_closed")
 }
 
-// TestHalfClosedRequestKeepsItsDial: a client that sent its request and
-// half-closed is waiting for the answer; its dial goes on.
+// TestHalfClosedRequestKeepsItsDial: a TCP client that sent its request
+// and half-closed is waiting for the answer; its dial goes on. (An HTTP
+// client that half-closes is gone, as Envoy takes it.)
 func TestHalfClosedRequestKeepsItsDial(t *testing.T) {
 	var dialing atomic.Int64
 	lp := startLocal(t, func(c *proxy.Config) {
@@ -87,7 +88,7 @@ func TestHalfClosedRequestKeepsItsDial(t *testing.T) {
 		c.Dial = blackhole(&dialing)
 	})
 	c := lp.dial(t, proxy.Outbound)
-	if _, err := c.Write([]byte("GET / HTTP/1.0\r\n\r\n")); err != nil {
+	if _, err := c.Write([]byte("QUERY 1\n")); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.CloseWrite()
@@ -155,7 +156,7 @@ func TestDrainScopes(t *testing.T) {
 			c, err := net.DialTimeout("tcp4", out.String(), time.Second)
 			if tc.outboundServed {
 				if err != nil {
-					t.Fatalf("outbound during the drain: %v", err)
+					t.Fatalf("PassthroughCluster during the drain: %v", err)
 				}
 				roundTripLocal(t, c.(*net.TCPConn), "during the drain")
 				c.Close()
@@ -253,7 +254,7 @@ func TestResetsSayWhose(t *testing.T) {
 	if _, err := c.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
 		t.Errorf("the client got %v, want the upstream's reset", err)
 	}
-	lp.waitAccess(t, "result=reset", `detail="upstream: `, "connection reset by peer")
+	lp.waitAccess(t, "result=reset{upstream:", "connection_reset_by_peer", "flags=UR")
 }
 
 // TestResetInEachState: a reset from either side, before or after the

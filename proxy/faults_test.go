@@ -327,9 +327,9 @@ func TestRunsAsItsIdentity(t *testing.T) {
 		}
 	}
 	// The admin API listens on loopback only: from outside the pod the
-	// inbound capture takes the connection and finds nothing to hand it to.
-	if code, _, err := s.Peer.HTTPGet("http://10.1.0.5:15000/config_dump"); err == nil {
-		t.Errorf("the admin API answered %d from outside the pod", code)
+	// inbound capture takes the request and finds nothing to hand it to.
+	if code, body, _ := s.Peer.HTTPGet("http://10.1.0.5:15000/config_dump"); code != 503 || !strings.Contains(body, "connection failure") {
+		t.Errorf("from outside the pod: %d %q, want the proxy's 503 (nothing listens for it)", code, body)
 	}
 	if code, _, err := s.NS.HTTPGet("http://127.0.0.1:15000/config_dump"); code != 200 {
 		t.Errorf("the admin API on loopback: %d %v", code, err)

@@ -36,6 +36,10 @@ func startLocal(t *testing.T, mutate func(*proxy.Config)) *localProxy {
 	cfg.InboundSource = netip.MustParseAddr("127.0.0.1")
 	cfg.HealthAddr, cfg.PrometheusAddr, cfg.AdminAddr = "", "", ""
 	cfg.AccessLog = lp.access
+	cfg.AccessLogFormat = l4Format
+	// The L4 tests connect and wait: no protocol detection unless a test
+	// turns it on.
+	cfg.ProtocolDetectionTimeout = 0
 	// Stopping ends the test: stop both listeners and go once idle.
 	cfg.DrainListeners, cfg.DrainTimeout = proxy.DrainAll, time.Second
 	cfg.OriginalDst = func(*net.TCPConn, proxy.Direction) (netip.AddrPort, error) {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
 )
 
 // Proxy is the sidecar. Listen binds its sockets (do it before dropping
@@ -24,6 +26,11 @@ type Proxy struct {
 	level   *slog.LevelVar
 	metrics Metrics
 	access  *accessLog
+	format  *accesslog.Format
+
+	listeners [2]*listener // outbound and inbound
+	clusters  map[string]*cluster
+	connIDs   atomic.Uint64
 
 	capture  []capture // the outbound and inbound listeners, IPv4 and IPv6
 	http     []*http.Server
@@ -60,7 +67,14 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	if level == nil {
 		level = new(slog.LevelVar)
 	}
-	p := &Proxy{cfg: cfg, log: log, level: level}
+	format, err := AccessLogFormat(cfg.AccessLogFormat)
+	if err != nil {
+		return nil, fmt.Errorf("access log format: %w", err)
+	}
+	p := &Proxy{cfg: cfg, log: log, level: level, format: format}
+	p.clusters = sidecarClusters(&p.cfg)
+	ls := sidecarListeners(&p.cfg, p.clusters)
+	p.listeners = [2]*listener{ls[0], ls[1]}
 	p.stopping, p.stop = context.WithCancelCause(context.Background())
 	// No TCP keepalive from the proxy: the app and the upstream keep their
 	// own, which pass through; Go's default would cost four setsockopt
@@ -156,21 +170,22 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if len(p.capture) == 0 {
 		return errors.New("proxy: Serve before Listen")
 	}
-	p.access = newAccessLog(p.cfg.AccessLog, p.cfg.AccessLogFormat)
+	p.access = newAccessLog(p.cfg.AccessLog, p.format)
 	defer p.access.Close()
 	var acceptors sync.WaitGroup
 	for _, c := range p.capture {
 		acceptors.Add(1)
 		go func() {
 			defer acceptors.Done()
-			p.accept(c.ln, c.dir)
+			p.accept(c.ln, p.listeners[c.dir])
 		}()
 	}
-	p.serveHTTP()
+	p.serveAdmin()
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
-	go p.flows.sweep(p.cfg.IdleTimeout, stopSweep)
+	go p.flows.sweep(p.cfg.IdleTimeout, p.cfg.StreamIdleTimeout, stopSweep)
 	p.ready.Store(true)
+	p.warnDifferences()
 	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
 		"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
 	if p.cfg.MaxConnections == 0 || p.limits.Connections < p.cfg.MaxConnections {
@@ -189,7 +204,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.log.Warn("drain ended: reset the connections left", "connections", n)
 	}
 	p.conns.Wait()
-	p.closeHTTP()
+	p.closeAdmin()
 	p.log.Info("proxy stopped")
 	return nil
 }
@@ -242,19 +257,20 @@ func (p *Proxy) closeCapture(i int) {
 	}
 }
 
-func (p *Proxy) serveHTTP() {
+func (p *Proxy) serveAdmin() {
 	for i, srv := range p.http {
 		go func() { _ = srv.Serve(p.httpLn[i]) }()
 	}
 }
 
-func (p *Proxy) closeHTTP() {
+func (p *Proxy) closeAdmin() {
 	for _, srv := range p.http {
 		_ = srv.Close()
 	}
 }
 
-func (p *Proxy) accept(ln *net.TCPListener, dir Direction) {
+func (p *Proxy) accept(ln *net.TCPListener, lst *listener) {
+	dir := lst.dir
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := ln.AcceptTCP()
@@ -275,13 +291,14 @@ func (p *Proxy) accept(ln *net.TCPListener, dir Direction) {
 			reset(c)
 			p.warnOverLimit(dir)
 			p.metrics.record(dir, ResultOverLimit, 0, 0, 0)
-			p.access.write(&Entry{Start: time.Now(), Direction: dir, Downstream: addrPort(c.RemoteAddr()), Result: ResultOverLimit})
+			d := downstream{lst: lst, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
+			p.refuse(&d, ResultOverLimit, "")
 			continue
 		}
 		p.conns.Add(1)
 		go func() {
 			defer p.active.Add(-1)
-			p.serveConn(c, dir)
+			p.serveConn(c, lst)
 		}()
 	}
 }
@@ -317,4 +334,16 @@ func transparent(network, _ string, c syscall.RawConn) error {
 		return fmt.Errorf("IP_TRANSPARENT for TPROXY: %w", err)
 	}
 	return nil
+}
+
+// warnDifferences says, once at start, where this configuration behaves
+// unlike Istio's sidecar.
+func (p *Proxy) warnDifferences() {
+	var attrs []any
+	if t := p.cfg.ProtocolDetectionTimeout; t > 0 {
+		attrs = append(attrs, "protocol_detection", fmt.Sprintf("a client silent for %s is passed through as TCP (Istio waits for it; --protocol-detection-timeout 0 turns detection off)", t))
+	}
+	attrs = append(attrs, "http_1_0", "accepted (Envoy answers 426 unless Istio's PILOT_HTTP10 is set)",
+		"stale_pooled_connection", "a safe request (GET, HEAD, OPTIONS, TRACE) is sent again once on a fresh connection (Envoy needs a retry policy)")
+	p.log.Warn("where this sidecar differs from Istio's", attrs...)
 }

@@ -56,25 +56,31 @@ func (r *registry) closeAll(why Result) (n int) {
 	return n
 }
 
-// sweep closes flows that moved no byte for the idle timeout. It looks
-// every half timeout and closes a flow found quiet three looks in a row:
-// after one to one and a half timeouts of silence. The copy loops need no
-// timers of their own.
-func (r *registry) sweep(idle time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(max(idle/2, 5*time.Millisecond))
+// sweep closes flows that moved no byte for their idle timeout: idle for
+// TCP flows and HTTP connections between requests, stream for HTTP ones
+// with a request in flight. It looks every quarter of the shorter
+// timeout, so a flow goes between one and one and a quarter timeouts
+// after its last byte. The copy loops need no timers of their own.
+func (r *registry) sweep(idle, stream time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(max(min(idle, stream)/4, 5*time.Millisecond))
 	defer t.Stop()
 	for {
+		var now time.Time
 		select {
 		case <-stop:
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
 		r.each(func(f *flow) {
-			if a := f.activity.Load(); a != f.seen {
-				f.seen, f.quiet = a, 0
+			if a := f.activity.Load(); a != f.seen || f.quietAt.IsZero() {
+				f.seen, f.quietAt = a, now
 				return
 			}
-			if f.quiet++; f.quiet >= 3 {
+			limit := idle
+			if f.http && f.stage.Load() != stageIdle {
+				limit = stream
+			}
+			if now.Sub(f.quietAt) >= limit {
 				f.abort(ResultIdleTimeout)
 			}
 		})

@@ -61,7 +61,7 @@ func newSidecarPodWith(t *testing.T, o sidecarOptions, proxyArgs ...string) *sid
 		t.Fatalf("shunt redirect: %v: %s", err, out)
 	}
 	s.NS.Run(t, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000")
-	line := "exec " + bin + " proxy --uid 1337 --gid 1337 --access-log stdout " + strings.Join(proxyArgs, " ")
+	line := "exec " + bin + " proxy --uid 1337 --gid 1337 --access-log stdout --access-log-format '" + l4Format + "' " + strings.Join(proxyArgs, " ")
 	if nofile > 0 {
 		line = fmt.Sprintf("ulimit -n %d && %s", nofile, line)
 	}
@@ -200,11 +200,11 @@ func TestOutboundAndInboundWithOriginalDestination(t *testing.T) {
 	c := s.app(t, "10.96.0.10:7000")
 	roundTrip(t, c, "hello")
 	c.Close()
-	s.waitAccess(t, "outbound 10.96.0.10:7000 result=ok bytes_received=5 bytes_sent=5", "upstream_local=10.1.0.5:")
+	s.waitAccess(t, "PassthroughCluster 10.96.0.10:7000 result=- bytes_received=5 bytes_sent=5", "upstream_local=10.1.0.5:")
 
 	// Inbound: the app sees the connection come from 127.0.0.6.
 	inboundToApp(t, s.Pod)
-	s.waitAccess(t, "inbound 10.1.0.5:8080 result=ok", "downstream_remote=10.1.0.1:")
+	s.waitAccess(t, "InboundPassthroughCluster 10.1.0.5:8080 result=-", "downstream_remote=10.1.0.1:")
 	if v := s.metric(t, `shunt_proxy_connections_total{direction="inbound"}`); v != 1 {
 		t.Errorf("inbound connections_total = %v", v)
 	}
@@ -235,7 +235,7 @@ func TestHalfCloseIsPassedOn(t *testing.T) {
 	if err != nil || string(reply) != "got 300000 bytes" {
 		t.Fatalf("got %q, %v", reply, err)
 	}
-	s.waitAccess(t, "10.96.0.10:7001 result=ok bytes_received=300000 bytes_sent=16")
+	s.waitAccess(t, "10.96.0.10:7001 result=- bytes_received=300000 bytes_sent=16")
 }
 
 func TestResetIsPassedOn(t *testing.T) {
@@ -304,7 +304,7 @@ func TestLoopIsRefused(t *testing.T) {
 	if err := s.dialExpectingReset(t, "127.0.0.1:15001"); err != nil {
 		t.Fatalf("a connection to the proxy's own listener: %v", err)
 	}
-	s.waitAccess(t, "outbound 127.0.0.1:15001 result=loop_refused")
+	s.waitAccess(t, "BlackHoleCluster 127.0.0.1:15001 result=loop_refused")
 	if v := s.metric(t, `shunt_proxy_connections_closed_total{direction="outbound",result="loop_refused"}`); v != 1 {
 		t.Errorf("loops refused = %v", v)
 	}
@@ -400,7 +400,7 @@ func TestDrainAll(t *testing.T) {
 	live.CloseWrite()
 	_, _ = io.ReadAll(live)
 	s.waitExit(t, 2*time.Second, "the proxy did not exit when its last connection ended")
-	s.waitAccess(t, "10.96.0.10:7004 result=ok")
+	s.waitAccess(t, "10.96.0.10:7004 result=-")
 }
 
 func TestDrainTimeoutResetsWhatIsLeft(t *testing.T) {
@@ -489,7 +489,7 @@ func TestIPv6OriginalDestination(t *testing.T) {
 	c := s.app(t, "[fd00:96::10]:7010")
 	roundTrip(t, c, "over IPv6")
 	c.Close()
-	s.waitAccess(t, "outbound [fd00:96::10]:7010 result=ok bytes_received=9 bytes_sent=9", "upstream_local=[fd00:1::5]:")
+	s.waitAccess(t, "PassthroughCluster [fd00:96::10]:7010 result=- bytes_received=9 bytes_sent=9", "upstream_local=[fd00:1::5]:")
 }
 
 // TestWorkers: with --workers, connections are spread over worker
@@ -512,7 +512,7 @@ func TestWorkers(t *testing.T) {
 		}
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		n := strings.Count(s.access.String(), "10.96.0.10:7020 result=ok")
+		n := strings.Count(s.access.String(), "10.96.0.10:7020 result=-")
 		if n == 30 {
 			break
 		}

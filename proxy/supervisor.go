@@ -151,7 +151,7 @@ func (s *supervisor) spawn(slot int) (*worker, error) {
 // until ctx ends, then drains them.
 func (s *supervisor) serve(ctx context.Context) error {
 	p := s.p
-	p.serveHTTP()
+	p.serveAdmin()
 	p.ready.Store(true)
 	for _, w := range s.workers {
 		s.keepers.Add(1)
@@ -159,7 +159,7 @@ func (s *supervisor) serve(ctx context.Context) error {
 	}
 	<-ctx.Done()
 	s.drain()
-	p.closeHTTP()
+	p.closeAdmin()
 	return nil
 }
 

@@ -24,7 +24,7 @@ func TestTProxyInbound(t *testing.T) {
 
 	access := &scenario.Buffer{}
 	proc := exec.Command("ip", "netns", "exec", pod.NS.Name, testnet.ShuntBinary(t), "proxy", "--tproxy",
-		"--uid", "1337", "--gid", "1337", "--access-log", "stdout", "--log-level", "warn")
+		"--uid", "1337", "--gid", "1337", "--access-log", "stdout", "--access-log-format", l4Format, "--log-level", "warn")
 	proc.Stdout = access
 	if err := proc.Start(); err != nil {
 		t.Fatal(err)
@@ -39,7 +39,7 @@ func TestTProxyInbound(t *testing.T) {
 		}
 	}
 	inboundToApp(t, pod)
-	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(access.String(), "inbound 10.1.0.5:8080 result=ok"); time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(access.String(), "InboundPassthroughCluster 10.1.0.5:8080 result=-"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("access log:\n%s", access)
 		}

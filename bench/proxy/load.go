@@ -7,7 +7,6 @@ import (
 	"net"
 	"regexp"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,5 +108,3 @@ func connectionsPerSecond(s *scenario.Scenario, dur time.Duration) float64 {
 	wg.Wait()
 	return float64(done.Load()) / dur.Seconds()
 }
-
-func splitFields(s string) []string { return strings.Fields(s) }

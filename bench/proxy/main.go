@@ -1,21 +1,25 @@
 // Command proxy compares, in the seed scenario and side by side, no capture
-// ("direct"), capture into shunt's proxy, and capture into HAProxy: request
-// rate and latency through the unmodified nginx (wrk), bulk throughput
-// (iperf3), new connections per second, and the sidecar's CPU time per
-// proxied request. Contenders alternate within every round, each run in a
-// fresh scenario. Run as root: go run ./bench/proxy
+// ("direct"), capture into shunt's proxy at L4 and at L7, into HAProxy in
+// tcp and in http mode, and into Caddy: request rate and latency through
+// the unmodified nginx (wrk), the sidecar's and the backend's CPU time per
+// request, upstream connections opened per 1,000 requests, the sidecar's
+// memory, bulk throughput (iperf3) and new connections per second.
+// Contenders alternate within every round, each run in a fresh scenario.
+// Run as root: go run ./bench/proxy
 package main
 
 import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,19 +32,27 @@ type contender struct {
 	name    string
 	sidecar scenario.Sidecar
 	args    []string // extra shunt proxy flags
+	// httpOnly: it passes HTTP and nothing else (no bulk TCP run).
+	httpOnly bool
 }
 
 var contenders = []contender{
-	{"direct", scenario.Direct, nil},
-	{"shunt", scenario.Shunt, nil},
-	{"shunt --concurrency 1", scenario.Shunt, []string{"--concurrency", "1"}},
-	{"haproxy", scenario.HAProxy, nil},
+	{"direct", scenario.Direct, nil, false},
+	{"shunt L4", scenario.Shunt, []string{"--protocol-detection-timeout", "0"}, false},
+	{"shunt L7", scenario.Shunt, nil, false},
+	{"shunt L7 --concurrency 1", scenario.Shunt, []string{"--concurrency", "1"}, false},
+	{"haproxy tcp", scenario.HAProxy, nil, false},
+	{"haproxy http", scenario.HAProxyHTTP, nil, true},
+	{"caddy", scenario.Caddy, nil, true},
 }
 
 // sample is one contender's numbers from one round.
 type sample struct {
 	rps, p50, p99 float64 // wrk: requests/s, latency in µs
 	cpuPerReq     float64 // sidecar CPU µs per proxied request
+	backendCPU    float64 // the backend nginx's CPU µs per request
+	upstreamPerK  float64 // connections the backend accepted per 1,000 requests
+	rssMB, hwmMB  float64 // the sidecar's resident memory after the load, and its peak
 	gbps          float64 // iperf3
 	cps           float64 // new connections per second
 }
@@ -49,13 +61,20 @@ func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each runs every contender once, in rotating order")
 	dur := flag.Duration("duration", 5*time.Second, "length of each load run")
 	conns := flag.Int("connections", 16, "wrk connections")
+	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of each shunt contender's wrk run into this directory")
+	only := flag.String("only", "", "run only the contenders whose names contain this (direct always runs: the ratios need it)")
 	flag.Parse()
+	if *only != "" {
+		contenders = slices.DeleteFunc(contenders, func(c contender) bool {
+			return c.sidecar != scenario.Direct && !strings.Contains(c.name, *only)
+		})
+	}
 	if os.Geteuid() != 0 {
 		fail("run as root: it makes network namespaces")
 	}
-	for _, tool := range []string{"wrk", "iperf3", "nginx", "haproxy", "curl"} {
+	for _, tool := range []string{"wrk", "iperf3", "nginx", "haproxy", "caddy", "curl"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			fail(tool + " is not installed: apt-get install wrk iperf3 nginx-light haproxy curl")
+			fail(tool + " is not installed: .ci/deps bench")
 		}
 	}
 	bin := build()
@@ -65,8 +84,8 @@ func main() {
 		for i := range contenders {
 			c := contenders[(i+r)%len(contenders)]
 			s := measure(bin, c, r, *dur, *conns)
-			fmt.Fprintf(os.Stderr, "round %d %-22s %8.0f req/s p50 %6.0fµs p99 %6.0fµs %6.2f Gbit/s %7.0f conn/s cpu %5.0fµs/req\n",
-				r+1, c.name, s.rps, s.p50, s.p99, s.gbps, s.cps, s.cpuPerReq)
+			fmt.Fprintf(os.Stderr, "round %d %-24s %6.0f req/s p50 %5.0fµs p99 %6.0fµs cpu %4.0fµs/req backend %4.0fµs/req up %4.0f/1k rss %3.0f MB %5.2f Gbit/s %5.0f conn/s\n",
+				r+1, c.name, s.rps, s.p50, s.p99, s.cpuPerReq, s.backendCPU, s.upstreamPerK, s.rssMB, s.gbps, s.cps)
 			results[c.name] = append(results[c.name], s)
 		}
 	}
@@ -99,6 +118,36 @@ func init() {
 	}()
 }
 
+// profileDir, when set, receives a CPU profile of each shunt run under wrk.
+var profileDir string
+
+// profile fetches a CPU profile of the sidecar from its admin API while
+// the load runs; wait for it with the returned function.
+func profile(s *scenario.Scenario, c contender, round int, dur time.Duration) func() {
+	if profileDir == "" || c.sidecar != scenario.Shunt {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		secs := max(1, int(dur.Seconds())-1)
+		client := *s.Client()
+		client.Timeout = dur + 10*time.Second
+		resp, err := client.Get(fmt.Sprintf("http://127.0.0.1:15000/debug/pprof/profile?seconds=%d", secs))
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "profile:", err)
+			return
+		}
+		defer resp.Body.Close()
+		name := filepath.Join(profileDir, fmt.Sprintf("%s-round%d.pprof", strings.ReplaceAll(c.name, " ", "_"), round+1))
+		f, err := os.Create(name)
+		check(err)
+		defer f.Close()
+		_, _ = io.Copy(f, resp.Body)
+	}()
+	return func() { <-done }
+}
+
 func measure(bin string, c contender, round int, dur time.Duration, conns int) sample {
 	s, err := scenario.Start(context.Background(), scenario.Options{
 		Name: fmt.Sprintf("shunt-bench-%d-%d", os.Getpid(), round), Sidecar: c.sidecar, ShuntBin: bin,
@@ -113,13 +162,22 @@ func measure(bin string, c contender, round int, dur time.Duration, conns int) s
 		fail(fmt.Sprintf("%s: the scenario does not answer: %v %s", c.name, err, body))
 	}
 	var out sample
-	cpu0 := cpuTime(s.ProxyPID())
+	cpu0, backend0, accepts0 := cpuTime(s.ProxyPID()), cpuTimes(s.BackendPIDs()), passiveOpens(s)
 	var requests float64
+	profiled := profile(s, c, round, dur)
 	out.rps, out.p50, out.p99, requests = runWrk(s, dur, conns)
-	if pid := s.ProxyPID(); pid != 0 && requests > 0 {
-		out.cpuPerReq = float64((cpuTime(pid) - cpu0).Microseconds()) / requests
+	profiled()
+	if requests > 0 {
+		if pid := s.ProxyPID(); pid != 0 {
+			out.cpuPerReq = float64((cpuTime(pid) - cpu0).Microseconds()) / requests
+			out.rssMB, out.hwmMB = memory(pid)
+		}
+		out.backendCPU = float64((cpuTimes(s.BackendPIDs()) - backend0).Microseconds()) / requests
+		out.upstreamPerK = float64(passiveOpens(s)-accepts0) / requests * 1000
 	}
-	out.gbps = runIperf(s, dur)
+	if !c.httpOnly {
+		out.gbps = runIperf(s, dur)
+	}
 	out.cps = connectionsPerSecond(s, dur)
 	return out
 }
@@ -133,10 +191,65 @@ func cpuTime(pid int) time.Duration {
 	check(err)
 	// Fields after the command name, which is in parentheses.
 	i := slices.Index(data, ')')
-	fields := splitFields(string(data[i+2:]))
+	fields := strings.Fields(string(data[i+2:]))
 	utime, _ := strconv.ParseInt(fields[11], 10, 64)
 	stime, _ := strconv.ParseInt(fields[12], 10, 64)
 	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+}
+
+// cpuTimes sums the CPU time of processes.
+func cpuTimes(pids []int) time.Duration {
+	var total time.Duration
+	for _, pid := range pids {
+		total += cpuTime(pid)
+	}
+	return total
+}
+
+// memory is a process's resident set and its peak, in MB.
+func memory(pid int) (rss, hwm float64) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	check(err)
+	for _, line := range strings.Split(string(data), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(f[1], 64)
+		switch f[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			hwm = kb / 1024
+		}
+	}
+	return rss, hwm
+}
+
+// passiveOpens is how many connections the backend host has accepted
+// (its namespace's TCP PassiveOpens).
+func passiveOpens(s *scenario.Scenario) int64 {
+	out, err := s.Pod.Peer.Run("cat", "/proc/net/snmp")
+	check(err)
+	var names []string
+	for _, line := range strings.Split(out, "\n") {
+		if !strings.HasPrefix(line, "Tcp:") {
+			continue
+		}
+		f := strings.Fields(line)[1:]
+		if names == nil {
+			names = f
+			continue
+		}
+		for i, n := range names {
+			if n == "PassiveOpens" {
+				v, _ := strconv.ParseInt(f[i], 10, 64)
+				return v
+			}
+		}
+	}
+	fail("no PassiveOpens in the backend's /proc/net/snmp")
+	return 0
 }
 
 func report(results map[string][]sample, rounds int, dur time.Duration, conns int) {
@@ -150,27 +263,35 @@ func report(results map[string][]sample, rounds int, dur time.Duration, conns in
 	}
 	d := func(f func(sample) float64) float64 { return med("direct", f) }
 	fmt.Printf("seed scenario, %d rounds × %s per run, wrk -c%d through the pod's nginx; medians; ratios are to direct\n\n", rounds, dur, conns)
-	fmt.Println("| | req/s | ×direct | p50 µs | p99 µs | p99 added µs | bulk Gbit/s | ×direct | new conn/s | ×direct | sidecar CPU µs/req |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("| | req/s | ×direct | p50 µs | p50 added | p99 µs | p99 added | sidecar CPU µs/req | backend CPU µs/req | upstream conns /1k req | sidecar RSS MB (peak) | bulk Gbit/s | ×direct | new conn/s | ×direct |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, ct := range contenders {
 		c := ct.name
-		rps := med(c, func(s sample) float64 { return s.rps })
-		p99 := med(c, func(s sample) float64 { return s.p99 })
-		gbps := med(c, func(s sample) float64 { return s.gbps })
-		cps := med(c, func(s sample) float64 { return s.cps })
-		cpu := "-"
+		m := func(f func(sample) float64) float64 { return med(c, f) }
+		rps, p50, p99 := m(func(s sample) float64 { return s.rps }), m(func(s sample) float64 { return s.p50 }), m(func(s sample) float64 { return s.p99 })
+		gbps, cps := m(func(s sample) float64 { return s.gbps }), m(func(s sample) float64 { return s.cps })
+		cpu, rss := "-", "-"
 		if ct.sidecar != scenario.Direct {
-			cpu = fmt.Sprintf("%.0f", med(c, func(s sample) float64 { return s.cpuPerReq }))
+			cpu = fmt.Sprintf("%.0f", m(func(s sample) float64 { return s.cpuPerReq }))
+			rss = fmt.Sprintf("%.0f (%.0f)", m(func(s sample) float64 { return s.rssMB }), m(func(s sample) float64 { return s.hwmMB }))
 		}
-		fmt.Printf("| %s | %.0f | %.2f | %.0f | %.0f | %.0f | %.2f | %.2f | %.0f | %.2f | %s |\n", c,
-			rps, rps/d(func(s sample) float64 { return s.rps }),
-			med(c, func(s sample) float64 { return s.p50 }), p99, p99-d(func(s sample) float64 { return s.p99 }),
-			gbps, gbps/d(func(s sample) float64 { return s.gbps }), cps, cps/d(func(s sample) float64 { return s.cps }), cpu)
+		bulk := "n/a (HTTP only) | -"
+		if !ct.httpOnly {
+			bulk = fmt.Sprintf("%.2f | %.2f", gbps, gbps/d(func(s sample) float64 { return s.gbps }))
+		}
+		fmt.Printf("| %s | %.0f | %.2f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %s | %s | %.0f | %.2f |\n", c,
+			rps, rps/d(func(s sample) float64 { return s.rps }), p50, p50-d(func(s sample) float64 { return s.p50 }),
+			p99, p99-d(func(s sample) float64 { return s.p99 }), cpu, m(func(s sample) float64 { return s.backendCPU }),
+			m(func(s sample) float64 { return s.upstreamPerK }), rss, bulk, cps, cps/d(func(s sample) float64 { return s.cps }))
 	}
-	haCPU := med("haproxy", func(s sample) float64 { return s.cpuPerReq })
 	fmt.Println()
-	for _, c := range []string{"shunt", "shunt --concurrency 1"} {
-		fmt.Printf("%s: CPU per proxied request / HAProxy's: %.2f\n", c, med(c, func(s sample) float64 { return s.cpuPerReq })/haCPU)
+	for _, pair := range [][2]string{{"shunt L4", "haproxy tcp"}, {"shunt L7", "haproxy http"}, {"shunt L7 --concurrency 1", "haproxy http"}, {"shunt L7", "caddy"}} {
+		if results[pair[0]] == nil || results[pair[1]] == nil {
+			continue
+		}
+		a := med(pair[0], func(s sample) float64 { return s.cpuPerReq })
+		b := med(pair[1], func(s sample) float64 { return s.cpuPerReq })
+		fmt.Printf("%s: CPU per request / %s's: %.2f\n", pair[0], pair[1], a/b)
 	}
 }
 

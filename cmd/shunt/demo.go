@@ -89,7 +89,7 @@ func runDemo(ctx context.Context, out io.Writer, shuntBin string) error {
 		}
 		fmt.Fprintln(out, body)
 	}
-	step("the sidecar's access log: every connection with its original destination")
+	step("the sidecar's access log: each request, as Envoy logs it (the seed's format)")
 	waitForLines(ctx, s.AccessLog, 3)
 	fmt.Fprint(out, s.AccessLog.String())
 	uid := nginxWorkerUID(s.Pod.NS)

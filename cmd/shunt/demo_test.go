@@ -19,8 +19,10 @@ func TestDemo(t *testing.T) {
 	for _, want := range []string{
 		"upstream backend_ups { server backend-service:10000; }",
 		"hello from backend-service: /test",
-		"outbound 10.96.0.10:10000 result=ok",
-		"inbound 10.1.0.5:80 result=ok",
+		`"GET /test HTTP/1.0" 200 49 `,
+		" 10.96.0.10:10000 PassthroughCluster -",
+		`"GET /test HTTP/1.1" 200 49 `,
+		" 10.1.0.5:80 InboundPassthroughCluster -",
 		"verdict: REDIRECT → 15001",
 		"namespaces, processes and files removed",
 	} {

@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
@@ -15,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/shunt-dev/shunt/internal/clip"
+	"github.com/shunt-dev/shunt/proxy"
 )
 
 // Typed flag values: each checks its text when the flag is parsed and says
@@ -244,3 +246,54 @@ func (v *hostPortValue) Set(s string) error {
 
 var _ = []pflag.Value{(*portValue)(nil), (*durationValue)(nil), (*countValue)(nil), (*choiceValue)(nil),
 	(*idValue)(nil), (*idListValue)(nil), (*hostPortValue)(nil)}
+
+// accessLogFormatValue is an access log format (see proxy.AccessLogFormat),
+// compiled when set so that a bad operator is refused at once.
+type accessLogFormatValue struct{ s *string }
+
+func (v accessLogFormatValue) String() string { return *v.s }
+func (v accessLogFormatValue) Type() string   { return "format" }
+func (v accessLogFormatValue) Set(s string) error {
+	if _, err := proxy.AccessLogFormat(s); err != nil {
+		return errors.New(clip.Cut(err.Error()))
+	}
+	*v.s = s
+	return nil
+}
+
+// portProtocolsValue is PORT=PROTOCOL pairs, with Istio's protocol names,
+// comma-separated or repeated.
+// It keeps the names given; proxy.IstioProtocol says what each means.
+type portProtocolsValue struct{ m *map[uint16]string }
+
+func (v portProtocolsValue) String() string {
+	var parts []string
+	for _, p := range slices.Sorted(maps.Keys(*v.m)) {
+		parts = append(parts, fmt.Sprintf("%d=%s", p, (*v.m)[p]))
+	}
+	return strings.Join(parts, ",")
+}
+func (v portProtocolsValue) Type() string { return "port=protocol" }
+func (v portProtocolsValue) Set(s string) error {
+	next := maps.Clone(*v.m)
+	if next == nil {
+		next = map[uint16]string{}
+	}
+	for item := range strings.SplitSeq(s, ",") {
+		port, name, ok := strings.Cut(strings.TrimSpace(item), "=")
+		if !ok {
+			return fmt.Errorf("%s is not PORT=PROTOCOL", clip.Quote(item))
+		}
+		n, err := strconv.ParseUint(port, 10, 16)
+		if err != nil || n == 0 {
+			return fmt.Errorf("%s is not a port (1-65535)", clip.Quote(port))
+		}
+		name = strings.ToLower(strings.TrimSpace(name))
+		if _, err := proxy.IstioProtocol(name); err != nil {
+			return fmt.Errorf("port %d: %s is not a protocol Istio names (http, http2, grpc, grpc-web, tcp, tls, https, mongo, mysql, redis)", n, clip.Quote(name))
+		}
+		next[uint16(n)] = name
+	}
+	*v.m = next
+	return nil
+}

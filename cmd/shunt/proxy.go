@@ -38,6 +38,7 @@ type proxyFlags struct {
 	accessLogFormat          string
 	drainListeners           string
 	logJSON                  bool
+	portProtocols            map[uint16]string
 	workers                  int
 	concurrency              int
 }
@@ -84,7 +85,10 @@ func newProxyCmd() *cobra.Command {
 	f.Var(newHostPort(&pf.cfg.AdminAddr, true), "admin-addr", "address of the admin API, loopback unless --admin-allow-remote (\"\" for none)")
 	f.BoolVar(&pf.cfg.AdminRemote, "admin-allow-remote", false, "let --admin-addr listen beyond loopback (it serves profiles and changes the log level)")
 	f.StringVar(&pf.accessLog, "access-log", pf.accessLog, "where access log lines go: stdout, stderr, a file path, or off")
-	f.Var(newChoice(&pf.accessLogFormat, "text", "json"), "access-log-format", "text or json")
+	f.Var(accessLogFormatValue{&pf.accessLogFormat}, "access-log-format", "Envoy's format language: text (Envoy's default format), istio (Istio's), json, a JSON object of format strings, or a format string such as '[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS%'")
+	f.Var(newDuration(&pf.cfg.ProtocolDetectionTimeout, true, time.Minute), "protocol-detection-timeout", "how long to wait for a captured connection's first bytes to tell HTTP (proxied at L7) from the rest (passed through at L4); 0 turns detection off, everything is L4 [Istio's meshConfig.protocolDetectionTimeout, which waits for ever by default]")
+	f.Var(portProtocolsValue{&pf.portProtocols}, "port-protocol", "PORT=PROTOCOL, repeated or comma-separated: what a destination port speaks, with Istio's port-name protocols (http, http2, grpc → L7; tcp, tls, https, mysql, mongo, redis, … → L4 at once, no detection)")
+	f.Var(newDuration(&pf.cfg.StreamIdleTimeout, false, 24*time.Hour), "stream-idle-timeout", "an HTTP request in flight with no byte either way for this long is answered 408, or reset once its response has started (Envoy's stream_idle_timeout)")
 	f.Var(newID(&pf.uid, &pf.uidSet, false), "uid", "after binding, run as this UID, a number or a user name (needs root)")
 	f.Var(newID(&pf.gid, &pf.gidSet, true), "gid", "after binding, run as this GID, a number or a group name (needs root)")
 	f.BoolVar(&pf.allowRoot, "allow-root", false, "run as UID 0 (no --uid, or --uid 0): the proxy then holds root's capabilities while it forwards traffic")
@@ -144,6 +148,12 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 		captureUIDs: pf.captureUIDs, captureGIDs: pf.captureGIDs}
 	_ = r.level.UnmarshalText([]byte(pf.logLevel))
 	r.cfg.AccessLogFormat = pf.accessLogFormat
+	if len(pf.portProtocols) > 0 {
+		r.cfg.PortProtocols = map[uint16]proxy.Protocol{}
+		for port, name := range pf.portProtocols {
+			r.cfg.PortProtocols[port], _ = proxy.IstioProtocol(name)
+		}
+	}
 	if pf.drainListeners == "all" {
 		r.cfg.DrainListeners = proxy.DrainAll
 	}

@@ -1,8 +1,8 @@
 // Package scenario builds the seed scenario in network namespaces: a pod
 // running Debian's nginx with an unmodified config whose upstream is
 // backend-service:10000, a backend host answering for the service range,
-// the seed's istio-init capture rules, and a sidecar (shunt's proxy or
-// HAProxy) as UID 1337, or none. `shunt demo`, its test and the
+// the seed's istio-init capture rules, and a sidecar (shunt's proxy,
+// HAProxy or Caddy) as UID 1337, or none. `shunt demo`, its test and the
 // benchmarks all run it.
 package scenario
 
@@ -30,9 +30,11 @@ type Sidecar string
 
 // Sidecars.
 const (
-	Direct  Sidecar = "direct"  // no capture, no sidecar
-	Shunt   Sidecar = "shunt"   // shunt proxy
-	HAProxy Sidecar = "haproxy" // Debian's HAProxy in mode tcp, transparent destination
+	Direct      Sidecar = "direct"       // no capture, no sidecar
+	Shunt       Sidecar = "shunt"        // shunt proxy
+	HAProxy     Sidecar = "haproxy"      // Debian's HAProxy in mode tcp, transparent destination
+	HAProxyHTTP Sidecar = "haproxy-http" // HAProxy in mode http, transparent destination, http-reuse always
+	Caddy       Sidecar = "caddy"        // Debian's Caddy, reverse_proxy with keep-alive, to the scenario's fixed upstreams
 )
 
 // CaptureArgs are the seed's istio-init args.
@@ -44,6 +46,13 @@ const (
 	BackendURL = "http://backend-service:10000"
 )
 
+// SeedFormat is the access log format of the system shunt implements:
+// its sidecar's line for nginx's captured request reads
+// "GET /test HTTP/1.0" 200 40 1 <request ID> "curl/7.81.0" "-" <upstream> app_service -
+const SeedFormat = `[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE% ` +
+	`%BYTES_SENT% %DURATION% %REQ(X-REQUEST-ID)% "%REQ(USER-AGENT)%" "%REQ(X-FORWARDED-FOR)%" %UPSTREAM_HOST% ` +
+	`%UPSTREAM_CLUSTER% %RESPONSE_FLAGS%`
+
 // Options configure Start.
 type Options struct {
 	Name      string // prefix of the namespace names; unique on the machine
@@ -51,6 +60,9 @@ type Options struct {
 	ShuntBin  string    // the shunt binary, readable by UID 1337
 	ProxyArgs []string  // extra `shunt proxy` flags
 	Log       io.Writer // progress; nil for none
+	// AccessLogFormat is the sidecar's access log format; "" for
+	// SeedFormat.
+	AccessLogFormat string
 }
 
 // Scenario is a running seed scenario. Close tears it all down.
@@ -115,25 +127,6 @@ http {
         location / { return 200 "hello from backend-service: $request_uri, from $remote_addr\n"; }
     }
 }
-`
-
-const haproxyConf = `global
-    maxconn 9000
-defaults
-    mode tcp
-    timeout connect 10s
-    timeout client 1h
-    timeout server 1h
-frontend outbound
-    bind 0.0.0.0:15001
-    default_backend passthrough
-frontend inbound
-    bind 0.0.0.0:15006
-    default_backend passthrough_inbound
-backend passthrough
-    server passthrough 0.0.0.0:0
-backend passthrough_inbound
-    server passthrough 0.0.0.0:0 source 127.0.0.6
 `
 
 // Start builds the scenario. On error, whatever was built is torn down.
@@ -224,8 +217,12 @@ func (s *Scenario) startSidecar(ctx context.Context) error {
 	case Shunt:
 		// The scenario ends with SIGTERM once its requests are done: the
 		// sidecar stops both listeners and exits as soon as it is idle.
+		format := s.Opts.AccessLogFormat
+		if format == "" {
+			format = SeedFormat
+		}
 		args := append([]string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--access-log", "stdout",
-			"--drain-listeners", "all"}, s.Opts.ProxyArgs...)
+			"--access-log-format", format, "--drain-listeners", "all"}, s.Opts.ProxyArgs...)
 		s.logf("sidecar: %s", strings.Join(args, " "))
 		s.proxy = s.Pod.NS.Command(args...)
 		s.proxy.Stdout = s.AccessLog
@@ -234,18 +231,8 @@ func (s *Scenario) startSidecar(ctx context.Context) error {
 			return err
 		}
 		return s.waitReady(ctx)
-	case HAProxy:
-		path := filepath.Join(s.dir, "haproxy.cfg")
-		if err := os.WriteFile(path, []byte(haproxyConf), 0o644); err != nil {
-			return err
-		}
-		s.logf("sidecar: haproxy -f %s, as 1337", path)
-		s.proxy = s.Pod.NS.Command("setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", "haproxy", "-db", "-f", path)
-		s.proxy.Stdout, s.proxy.Stderr = s.AccessLog, os.Stderr
-		if err := s.start(s.proxy); err != nil {
-			return err
-		}
-		return waitTCP(s.Pod.NS, "127.0.0.1:15001")
+	case HAProxy, HAProxyHTTP, Caddy:
+		return s.startOtherSidecar()
 	}
 	return fmt.Errorf("unknown sidecar %q", s.Opts.Sidecar)
 }

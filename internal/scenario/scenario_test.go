@@ -28,7 +28,8 @@ func TestSeedScenario(t *testing.T) {
 				}
 			}
 			name := "shunt-seed-" + string(sc) + "-" + strconv.Itoa(os.Getpid())
-			s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: sc, ShuntBin: testnet.ShuntBinary(t)})
+			s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: sc, ShuntBin: testnet.ShuntBinary(t),
+				AccessLogFormat: scenario.SeedFormat + " %UPSTREAM_LOCAL_ADDRESS%"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -52,7 +53,10 @@ func TestSeedScenario(t *testing.T) {
 			}
 			s.Close() // flushes the access log
 			log := s.AccessLog.String()
-			for _, want := range []string{"outbound 10.96.0.10:10000 result=ok", "inbound 10.1.0.5:80 result=ok", "upstream_local=127.0.0.6:"} {
+			// nginx's HTTP/1.0 request out, curl's HTTP/1.1 in, each through
+			// the L7 sidecar; inbound handed to nginx from 127.0.0.6.
+			for _, want := range []string{`"GET /test HTTP/1.0" 200 49 `, " 10.96.0.10:10000 PassthroughCluster - ",
+				`"GET /test HTTP/1.1" 200 49 `, " 10.1.0.5:80 InboundPassthroughCluster - 127.0.0.6:"} {
 				if !strings.Contains(log, want) {
 					t.Errorf("access log lacks %q:\n%s", want, log)
 				}

@@ -54,34 +54,34 @@ type Flags uint32
 
 // The flags shunt sets, in Envoy's order.
 const (
-	NoHealthyUpstream          Flags = 1 << iota // UH
-	UpstreamConnectionFailure                    // UF
-	UpstreamOverflow                             // UO
-	NoRouteFound                                 // NR
-	UpstreamRetryLimitExceeded                   // URX
-	NoClusterFound                               // NC
-	DurationTimeout                              // DT
-	DownstreamConnectionTermination              // DC
-	FailedLocalHealthCheck                       // LH
-	UpstreamRequestTimeout                       // UT
-	LocalReset                                   // LR
-	UpstreamRemoteReset                          // UR
-	UpstreamConnectionTermination                // UC
-	DelayInjected                                // DI
-	FaultInjected                                // FI
-	RateLimited                                  // RL
-	UnauthorizedExternalService                  // UAEX
-	RateLimitServiceError                        // RLSE
-	InvalidEnvoyRequestHeaders                   // IH
-	StreamIdleTimeout                            // SI
-	DownstreamProtocolError                      // DPE
-	UpstreamProtocolError                        // UPE
-	UpstreamMaxStreamDurationReached             // UMSDR
-	OverloadManager                              // OM
-	DNSResolutionFailed                          // DF
-	NoFilterConfigFound                          // NFCF
-	DropOverLoad                                 // DO
-	DownstreamRemoteReset                        // DR
+	NoHealthyUpstream                Flags = 1 << iota // UH
+	UpstreamConnectionFailure                          // UF
+	UpstreamOverflow                                   // UO
+	NoRouteFound                                       // NR
+	UpstreamRetryLimitExceeded                         // URX
+	NoClusterFound                                     // NC
+	DurationTimeout                                    // DT
+	DownstreamConnectionTermination                    // DC
+	FailedLocalHealthCheck                             // LH
+	UpstreamRequestTimeout                             // UT
+	LocalReset                                         // LR
+	UpstreamRemoteReset                                // UR
+	UpstreamConnectionTermination                      // UC
+	DelayInjected                                      // DI
+	FaultInjected                                      // FI
+	RateLimited                                        // RL
+	UnauthorizedExternalService                        // UAEX
+	RateLimitServiceError                              // RLSE
+	InvalidEnvoyRequestHeaders                         // IH
+	StreamIdleTimeout                                  // SI
+	DownstreamProtocolError                            // DPE
+	UpstreamProtocolError                              // UPE
+	UpstreamMaxStreamDurationReached                   // UMSDR
+	OverloadManager                                    // OM
+	DNSResolutionFailed                                // DF
+	NoFilterConfigFound                                // NFCF
+	DropOverLoad                                       // DO
+	DownstreamRemoteReset                              // DR
 	flagCount
 )
 

@@ -151,6 +151,10 @@ func equalFold(b []byte, lower string) bool {
 	return true
 }
 
+// TokenChar reports whether c may appear in a token (a method, a header
+// name).
+func TokenChar(c byte) bool { return tchar(c) }
+
 // tchar reports whether c may appear in a token (a method, a header name).
 func tchar(c byte) bool {
 	return c < 0x80 && tcharTable[c]

@@ -31,7 +31,10 @@ func TestReadRequest(t *testing.T) {
 				want(t, "framing", RequestFraming(r), NoBody)
 			}},
 		{name: "HTTP/1.0 keep-alive", in: "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
-			check: func(t *testing.T, r *Request) { want(t, "close", r.Close, false); want(t, "keep-alive", r.KeepAlive, true) }},
+			check: func(t *testing.T, r *Request) {
+				want(t, "close", r.Close, false)
+				want(t, "keep-alive", r.KeepAlive, true)
+			}},
 		{name: "HTTP/1.1 persistent by default", in: "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
 			check: func(t *testing.T, r *Request) { want(t, "close", r.Close, false) }},
 		{name: "bare LF line ends", in: "GET / HTTP/1.1\nHost: a\nX: y\n\n",

@@ -1,0 +1,110 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Istio's names for the sidecar's built-in clusters.
+const (
+	PassthroughCluster        = "PassthroughCluster"
+	InboundPassthroughCluster = "InboundPassthroughCluster"
+	BlackHoleCluster          = "BlackHoleCluster"
+)
+
+// clusterKind is Envoy's cluster discovery type.
+type clusterKind uint8
+
+const (
+	originalDst     clusterKind = iota // the connection's original destination
+	staticEndpoints                    // a fixed list (STATIC, and DNS clusters once resolved)
+)
+
+// cluster is where a route or a TCP proxy sends traffic: Envoy's cluster,
+// a set of endpoints, how to pick one, and an HTTP/1 connection pool per
+// endpoint.
+type cluster struct {
+	name string
+	kind clusterKind
+	// source is the address upstream connections are made from
+	// (upstream_bind_config): 127.0.0.6 for the inbound passthrough, so
+	// the capture rules let them through; invalid for the kernel's choice.
+	source, source6 netip.Addr
+	connectTimeout  time.Duration
+
+	endpoints atomic.Pointer[[]netip.AddrPort] // staticEndpoints
+	next      atomic.Uint32                    // round robin
+
+	poolLimits poolLimits
+	mu         sync.Mutex
+	pools      map[netip.AddrPort]*pool
+}
+
+// errNoHealthyUpstream is a cluster with no endpoint to send to.
+var errNoHealthyUpstream = errors.New("no healthy upstream")
+
+// pick chooses the endpoint for a connection whose original destination
+// is dst.
+func (c *cluster) pick(dst netip.AddrPort) (netip.AddrPort, error) {
+	if c.kind == originalDst {
+		return dst, nil
+	}
+	eps := c.endpoints.Load()
+	if eps == nil || len(*eps) == 0 {
+		return netip.AddrPort{}, errNoHealthyUpstream
+	}
+	return (*eps)[int(c.next.Add(1)-1)%len(*eps)], nil
+}
+
+// sourceFor is the address to dial dst from, if the cluster binds one.
+func (c *cluster) sourceFor(dst netip.AddrPort) netip.Addr {
+	if dst.Addr().Is6() {
+		return c.source6
+	}
+	return c.source
+}
+
+// pool is the endpoint's HTTP/1 pool, made on first use.
+func (c *cluster) pool(ep netip.AddrPort) *pool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	pl := c.pools[ep]
+	if pl == nil {
+		if c.pools == nil {
+			c.pools = make(map[netip.AddrPort]*pool)
+		}
+		pl = &pool{addr: ep, limits: &c.poolLimits}
+		c.pools[ep] = pl
+	}
+	return pl
+}
+
+// sweepPools closes connections idle past the idle timeout and forgets
+// pools that are empty and unused (an original-destination cluster makes
+// one per address it has seen, as Envoy makes hosts).
+func (c *cluster) sweepPools(now time.Time) {
+	c.mu.Lock()
+	pools := make([]*pool, 0, len(c.pools))
+	for _, pl := range c.pools {
+		pools = append(pools, pl)
+	}
+	c.mu.Unlock()
+	for _, pl := range pools {
+		if pl.sweep(now) {
+			c.mu.Lock()
+			if pl.unused() {
+				delete(c.pools, pl.addr)
+			}
+			c.mu.Unlock()
+		}
+	}
+}
+
+// dialContext bounds a dial by the cluster's connect timeout.
+func (c *cluster) dialContext(parent context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(parent, c.connectTimeout)
+}

@@ -1,0 +1,189 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/shunt-dev/shunt/origdst"
+	"github.com/shunt-dev/shunt/proxy/accesslog"
+)
+
+// downstream is a captured connection on its way through the proxy.
+type downstream struct {
+	c      *net.TCPConn
+	lst    *listener
+	remote netip.AddrPort // the peer that connected
+	local  netip.AddrPort // where it was going: Envoy's downstream local address
+	id     uint64         // %CONNECTION_ID%
+	start  time.Time
+	sni    string
+	// bytes read from and written to the peer, for the connection metrics
+	received, sent int64
+}
+
+// serveConn takes a captured connection through the listener: where it
+// was going, which chain takes it, and that chain's handler.
+func (p *Proxy) serveConn(c *net.TCPConn, lst *listener) {
+	defer p.conns.Done()
+	s := &p.metrics.dir[lst.dir]
+	s.active.Add(1)
+	defer s.active.Add(-1)
+	d := downstream{c: c, lst: lst, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
+	r := p.route(&d)
+	p.metrics.record(lst.dir, r, d.received, d.sent, time.Since(d.start))
+}
+
+// route sends d to its chain's handler, or refuses it; it closes d.
+func (p *Proxy) route(d *downstream) Result {
+	dst, err := p.originalDst(d.c, d.lst.dir)
+	if err != nil {
+		reset(d.c)
+		p.log.Warn("cannot read the original destination", "direction", d.lst.dir, "from", d.remote, "err", err)
+		return p.refuse(d, ResultNoOriginalDst, err.Error())
+	}
+	d.local = dst
+	if p.isLoop(d.c, d.lst.dir, dst) {
+		// Not redirected: someone dialled the listener itself. Forwarding
+		// would connect the proxy to itself, again and again.
+		reset(d.c)
+		p.log.Warn("refused a connection to the proxy's own listener (a loop)", "direction", d.lst.dir, "from", d.remote, "to", dst)
+		return p.refuse(d, ResultLoop, "")
+	}
+	proto := p.protocolOf(d)
+	if proto == ProtocolHTTP2 {
+		proto = ProtocolTCP // until the HTTP/2 codec lands, h2c passes through at L4
+	}
+	fc := d.lst.chainFor(dst.Port(), proto)
+	if fc == nil {
+		reset(d.c)
+		return p.refuse(d, ResultNoChain, "")
+	}
+	if fc.http != nil {
+		return p.serveHTTP(d, fc.http)
+	}
+	return p.proxyTCP(d, fc.tcp)
+}
+
+// protocolOf is what d speaks: TCP when its port is declared so (nothing
+// waited for); otherwise what its first bytes say, HTTP where its port is
+// declared HTTP whatever they say (the codec judges them).
+func (p *Proxy) protocolOf(d *downstream) Protocol {
+	declared, ok := d.lst.declared(d.local.Port())
+	switch {
+	case ok && declared == ProtocolTCP:
+		return ProtocolTCP
+	case d.lst.detect == 0:
+		if ok {
+			return declared
+		}
+		return ProtocolTCP
+	}
+	det := detect(d.c, d.lst.detect)
+	d.sni = det.sni
+	if ok && !det.proto.isHTTP() {
+		return declared
+	}
+	return det.proto
+}
+
+// refuse logs a connection turned away before any handler took it.
+func (p *Proxy) refuse(d *downstream, r Result, detail string) Result {
+	rec := d.record()
+	rec.Duration = time.Since(d.start)
+	rec.Flags = r.flags(false)
+	rec.TerminationDetails = terminationDetails(r, detail)
+	if r == ResultLoop {
+		rec.UpstreamCluster = BlackHoleCluster
+	}
+	p.access.write(&rec)
+	return r
+}
+
+// record is the access log record of a TCP flow on d, so far.
+func (d *downstream) record() accesslog.Record {
+	return accesslog.Record{Start: d.start, DownstreamRemote: d.remote, DownstreamLocal: d.local, ConnectionID: d.id,
+		RequestedServerName: d.sni, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1}
+}
+
+// flags are Envoy's response flags for a connection that ended so;
+// upstreamSide says a reset came from the upstream.
+func (r Result) flags(upstreamSide bool) accesslog.Flags {
+	switch r {
+	case ResultConnectTimeout, ResultConnectRefused, ResultConnectUnreach, ResultConnectError:
+		return accesslog.UpstreamConnectionFailure
+	case ResultLoop, ResultNoHealthyUpstream:
+		return accesslog.NoHealthyUpstream
+	case ResultNoChain:
+		return accesslog.NoRouteFound
+	case ResultOverLimit:
+		return accesslog.OverloadManager
+	case ResultDownstreamClosed:
+		return accesslog.DownstreamConnectionTermination
+	case ResultReset:
+		if upstreamSide {
+			return accesslog.UpstreamRemoteReset
+		}
+		return accesslog.DownstreamRemoteReset
+	}
+	return 0
+}
+
+// terminationDetails is %CONNECTION_TERMINATION_DETAILS% for a result:
+// its name and what went wrong, spaces made underscores as Envoy's
+// details are, so the log's columns stay columns.
+func terminationDetails(r Result, detail string) string {
+	if r == ResultOK {
+		return ""
+	}
+	if detail == "" {
+		return r.String()
+	}
+	return r.String() + "{" + strings.ReplaceAll(detail, " ", "_") + "}"
+}
+
+// originalDst is where c was going: conntrack's record of the address
+// REDIRECT rewrote, or, for TPROXY, the socket's own local address.
+func (p *Proxy) originalDst(c *net.TCPConn, dir Direction) (netip.AddrPort, error) {
+	if p.cfg.OriginalDst != nil {
+		return p.cfg.OriginalDst(c, dir)
+	}
+	if dir == Inbound && p.cfg.TProxy {
+		return addrPort(c.LocalAddr()), nil
+	}
+	return origdst.Get(c)
+}
+
+// isLoop reports a connection to the proxy's own listener: not redirected
+// (its original destination is the listener itself), or under TPROXY,
+// addressed to the inbound port.
+func (p *Proxy) isLoop(c *net.TCPConn, dir Direction, dst netip.AddrPort) bool {
+	if dir == Inbound && p.cfg.TProxy {
+		return dst.Port() == p.cfg.InboundPort
+	}
+	return dst == addrPort(c.LocalAddr())
+}
+
+// dial connects to an endpoint of cl, from the cluster's source address
+// if it binds one.
+func (p *Proxy) dial(ctx context.Context, dir Direction, cl *cluster, dst netip.AddrPort) (*net.TCPConn, error) {
+	if p.cfg.Dial != nil {
+		return p.cfg.Dial(ctx, dir, dst)
+	}
+	network := "tcp4"
+	if dst.Addr().Is6() {
+		network = "tcp6"
+	}
+	if src := cl.sourceFor(dst); src.IsValid() {
+		return p.dialer.DialTCP(ctx, network, netip.AddrPortFrom(src, 0), dst)
+	}
+	// With no source to bind, DialTCP would still bind to port 0, a slower
+	// port choice than connect's own.
+	c, err := p.dialer.DialContext(ctx, network, dst.String())
+	if err != nil {
+		return nil, err
+	}
+	return c.(*net.TCPConn), nil
+}

@@ -1,0 +1,163 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
+	"github.com/shunt-dev/shunt/proxy/http1"
+)
+
+// httpManager is Envoy's HTTP connection manager on a filter chain: it
+// reads requests, routes each to a cluster, forwards it over a pooled
+// upstream connection and logs it.
+type httpManager struct {
+	statPrefix string
+	routes     *routeConfig
+	// rejectHTTP10 answers HTTP/1.0 with 426, as Envoy does unless
+	// accept_http_10 is set. The sidecar without a config file accepts
+	// HTTP/1.0 (nginx's proxy_pass speaks it), as Istio does with
+	// PILOT_HTTP10.
+	rejectHTTP10 bool
+}
+
+// h1conn is one downstream HTTP/1 connection and the request on it.
+type h1conn struct {
+	p    *Proxy
+	d    *downstream
+	hcm  *httpManager
+	f    *flow
+	src  countingConn // what br reads
+	br   *http1.Reader
+	req  http1.Request
+	resp http1.Response
+	body http1.Body // the request's
+	rec  accesslog.Record
+	// logged says the request's record has been written (a local reply
+	// writes its own).
+	logged bool
+	parsed bool  // a request was read (not a codec error)
+	sent   int64 // bytes written to the downstream
+	// vals holds the values of headers the proxy adds (x-request-id,
+	// x-forwarded-proto, x-envoy-upstream-service-time); the header views
+	// point into it.
+	vals [96]byte
+}
+
+// countingConn reads a connection, counting bytes for the metrics and
+// marking activity for the idle sweeper.
+type countingConn struct {
+	c   *net.TCPConn
+	n   int64
+	act *atomic.Int64
+}
+
+func (cc *countingConn) Read(p []byte) (int, error) {
+	n, err := cc.c.Read(p)
+	if n > 0 {
+		cc.n += int64(n)
+		cc.act.Add(int64(n))
+	}
+	return n, err
+}
+
+var h1conns = sync.Pool{New: func() any {
+	h := &h1conn{}
+	h.br = http1.NewReader(&h.src, 0)
+	return h
+}}
+
+// serveHTTP serves d's requests until it closes or must be closed; it
+// closes d.
+func (p *Proxy) serveHTTP(d *downstream, hcm *httpManager) Result {
+	h := h1conns.Get().(*h1conn)
+	h.p, h.d, h.hcm, h.sent = p, d, hcm, 0
+	h.f = &flow{down: d.c, http: true}
+	h.src = countingConn{c: d.c, act: &h.f.activity}
+	h.br.Reset(&h.src)
+	p.flows.add(h.f)
+	r := ResultOK
+	for {
+		more, res := h.serveRequest()
+		if res != ResultOK {
+			r = res
+		}
+		if !more || p.draining.Load() && h.f.stage.Load() == stageIdle {
+			break
+		}
+	}
+	p.flows.remove(h.f)
+	d.c.Close()
+	d.received, d.sent = h.src.n, h.sent
+	if why := h.f.aborted.Load(); why != 0 && r == ResultOK {
+		r = Result(why - 1)
+	}
+	h.p, h.d, h.hcm, h.f, h.src = nil, nil, nil, nil, countingConn{}
+	h.rec = accesslog.Record{}
+	h1conns.Put(h)
+	return r
+}
+
+// serveRequest reads one request and answers it; more says the
+// connection may carry another.
+func (h *h1conn) serveRequest() (more bool, r Result) {
+	h.f.stage.Store(stageIdle)
+	if err := h.br.ReadRequest(&h.req); err != nil {
+		return false, h.badRequest(err)
+	}
+	h.f.stage.Store(stageAwaiting)
+	h.parsed, h.logged = true, false
+	req := &h.req
+	h.rec = accesslog.Record{
+		Start: time.Now(), Protocol: req.Proto(), Scheme: "http",
+		Method: http1.View(req.Method), Path: http1.View(req.Target), Authority: http1.View(req.Host),
+		Request: req, DownstreamRemote: h.d.remote, DownstreamLocal: h.d.local, ConnectionID: h.d.id,
+		RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1,
+	}
+	h.body.Reset(h.br, http1.RequestFraming(req), req.ContentLength)
+	h.addRequestHeaders()
+	if req.Minor == 0 && h.hcm.rejectHTTP10 {
+		return h.localReply(426, 0, "http1.http10_not_allowed", "")
+	}
+	rt := h.hcm.routes.match(req.Host, req.Target, string(req.Method) == "CONNECT")
+	if rt == nil {
+		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
+	}
+	h.rec.RouteName, h.rec.UpstreamCluster = rt.name, rt.cluster.name
+	ep, err := rt.cluster.pick(h.d.local)
+	if err != nil {
+		return h.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
+	}
+	h.rec.UpstreamHost = ep
+	return h.forward(rt, ep)
+}
+
+// badRequest ends a connection whose next request could not be read:
+// nothing to log at a clean end or a peer gone mid-head; a local reply
+// for a request the proxy refuses.
+func (h *h1conn) badRequest(err error) Result {
+	var pe *http1.ProtocolError
+	var ve *http1.VersionError
+	code, details := 0, ""
+	switch {
+	case errors.As(err, &pe):
+		code, details = pe.Status, "http1.codec_error{"+underscores(pe.Reason)+"}"
+	case errors.As(err, &ve):
+		code, details = 505, "http1.codec_error{unsupported_version}"
+	case errors.Is(err, http1.ErrHeadTooLarge):
+		code, details = 431, "http1.headers_too_large"
+	case err == io.EOF || errors.Is(err, net.ErrClosed):
+		return ResultOK
+	default:
+		return ResultOK // the peer went away mid-head, or reset
+	}
+	h.parsed, h.logged = false, false
+	h.rec = accesslog.Record{Start: time.Now(), Protocol: "HTTP/1.1", DownstreamRemote: h.d.remote, DownstreamLocal: h.d.local,
+		ConnectionID: h.d.id, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1}
+	h.localReply(code, accesslog.DownstreamProtocolError, details, "")
+	return ResultOK
+}

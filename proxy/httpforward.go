@@ -1,0 +1,235 @@
+package proxy
+
+import (
+	"errors"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"syscall"
+	"time"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
+	"github.com/shunt-dev/shunt/proxy/http1"
+)
+
+// outcome is how one exchange with an upstream connection ended.
+type outcome struct {
+	more   bool // the downstream connection may carry another request
+	reuse  bool // the upstream connection goes back to its pool
+	retry  bool // a stale pooled connection: try again on a fresh one
+	result Result
+}
+
+// forward sends the request to ep over a pooled connection, or a new one,
+// and relays the response. A pooled connection the upstream had closed is
+// replaced, once, for a request that is safe to send again.
+func (h *h1conn) forward(rt *route, ep netip.AddrPort) (bool, Result) {
+	cl := rt.cluster
+	pl := cl.pool(ep)
+	for attempt := 1; ; attempt++ {
+		h.rec.AttemptCount = attempt
+		uc := pl.get()
+		if uc == nil {
+			var r Result
+			var detail string
+			if uc, r, detail = h.dialUpstream(cl, ep); uc == nil {
+				pl.drop(time.Now())
+				return h.connectFailed(r, detail)
+			}
+		}
+		h.rec.UpstreamLocal = uc.local
+		o := h.exchange(uc, rt)
+		if now := time.Now(); o.reuse {
+			pl.put(uc, now)
+		} else {
+			uc.c.Close()
+			pl.drop(now)
+		}
+		if o.retry && attempt == 1 {
+			continue
+		}
+		return o.more, o.result
+	}
+}
+
+// dialUpstream opens a new connection to ep.
+func (h *h1conn) dialUpstream(cl *cluster, ep netip.AddrPort) (*upstreamConn, Result, string) {
+	c, r, detail := h.p.connect(h.d, cl, ep)
+	if c == nil {
+		return nil, r, detail
+	}
+	uc := &upstreamConn{c: c, local: addrPort(c.LocalAddr())}
+	uc.src.c = c
+	uc.r = http1.NewReader(&uc.src, 0)
+	return uc, ResultOK, ""
+}
+
+// connectFailed answers a request whose upstream could not be reached.
+func (h *h1conn) connectFailed(r Result, detail string) (bool, Result) {
+	switch r {
+	case ResultDownstreamClosed:
+		h.rec.Flags |= accesslog.DownstreamConnectionTermination
+		h.rec.ResponseCodeDetails = "downstream_remote_disconnect"
+		h.log()
+		return false, r
+	case ResultDrained:
+		h.rec.ResponseCodeDetails = "drained"
+		h.log()
+		return false, r
+	}
+	h.rec.UpstreamFailureReason = underscores(detail)
+	return h.localReply(503, accesslog.UpstreamConnectionFailure,
+		"upstream_reset_before_response_started{connection_failure}",
+		"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: "+detail)
+}
+
+// safeToRetry: RFC 9110's safe methods, which a client expects may be
+// sent more than once.
+func safeToRetry(method []byte) bool {
+	switch string(method) {
+	case "GET", "HEAD", "OPTIONS", "TRACE":
+		return true
+	}
+	return false
+}
+
+// exchange sends the request on uc and relays the response.
+func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
+	h.logged = false
+	req := &h.req
+	uc.src.act = &h.f.activity
+	h.f.httpUp.Store(uc.c)
+	defer h.f.httpUp.Store(nil)
+	buf := getBuf()
+	defer putBuf(buf)
+
+	if req.Expect100 && h.body.Framing() != http1.NoBody {
+		// Envoy's default: the proxy says continue itself.
+		if !h.write([]byte("HTTP/1.1 100 Continue\r\n\r\n")) {
+			return h.downstreamGone()
+		}
+	}
+	out := h.appendUpstreamHead(buf.b[:0])
+	out, inline := h.inlineBody(out)
+	sentAt := time.Now()
+	if rt.timeout > 0 {
+		_ = uc.c.SetReadDeadline(sentAt.Add(rt.timeout))
+		defer uc.c.SetReadDeadline(time.Time{})
+	}
+	if _, err := uc.c.Write(out); err != nil {
+		return h.upstreamGone(uc, inline, err, false)
+	}
+	var body *pendingBody
+	if inline {
+		h.rec.RequestDuration = time.Since(h.rec.Start)
+	} else {
+		body = h.startBody(uc)
+	}
+	o := h.awaitResponse(uc, inline, body, sentAt)
+	if o.result == ResultOK && !o.retry && h.resp.Code != 0 {
+		o = h.respond(uc, buf, sentAt, inline)
+	}
+	if body != nil {
+		o = h.joinBody(body, o)
+	}
+	if !o.retry {
+		h.log()
+	}
+	return o
+}
+
+// awaitResponse reads the response head, skipping 100 Continue (the
+// proxy sent its own) and relaying other 1xx to an HTTP/1.1 client.
+func (h *h1conn) awaitResponse(uc *upstreamConn, inline bool, body *pendingBody, sentAt time.Time) outcome {
+	var w *dialWatch
+	if inline {
+		// Nothing reads the client while the upstream thinks: watch it,
+		// so a client that gives up stops the upstream too.
+		w = watchDownstream(h.d.c, func(error) { reset(uc.c) })
+	}
+	for {
+		err := uc.r.ReadResponse(&h.resp)
+		if err != nil {
+			gone := w != nil && w.stop()
+			if res, ok := body.poll(); ok && res.downstream != nil {
+				gone = true // the client left mid-body; the upstream was reset for it
+			}
+			h.resp.Code = 0
+			return h.upstreamGone(uc, inline, err, gone)
+		}
+		if h.resp.Code >= 200 || h.resp.Code == 101 {
+			break
+		}
+		if h.resp.Code != 100 && h.req.Minor == 1 {
+			if !h.write(h.appendDownstreamHead(nil, -1, false, false)) {
+				break
+			}
+		}
+	}
+	if w != nil {
+		w.stop()
+	}
+	h.f.stage.Store(stageResponding)
+	h.rec.ResponseDuration = time.Since(h.rec.Start)
+	return outcome{result: ResultOK}
+}
+
+// upstreamGone handles an upstream connection that failed before its
+// response: a stale pooled connection is retried, when the request is
+// safe to send again and all of it was in the failed write; otherwise
+// the client is answered with why (or, if it left, nothing).
+func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstreamLeft bool) outcome {
+	stale := uc.reused && inline && uc.r.Buffered() == 0 &&
+		(err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
+	if stale && safeToRetry(h.req.Method) {
+		return outcome{retry: true}
+	}
+	var pe *http1.ProtocolError
+	switch why := h.f.aborted.Load(); {
+	case downstreamLeft:
+		return h.downstreamGone()
+	case why == uint32(ResultDrained)+1:
+		h.rec.ResponseCodeDetails = "drained"
+		return outcome{result: ResultDrained}
+	case why == uint32(ResultIdleTimeout)+1:
+		h.localReply(408, accesslog.StreamIdleTimeout, "stream_idle_timeout", "stream timeout")
+		return outcome{result: ResultIdleTimeout}
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		h.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
+		return outcome{}
+	case errors.As(err, &pe) || errors.Is(err, http1.ErrHeadTooLarge):
+		h.localReply(502, accesslog.UpstreamProtocolError, "upstream_reset_before_response_started{protocol_error}",
+			"upstream connect error or disconnect/reset before headers. reset reason: protocol error")
+		return outcome{}
+	}
+	h.localReply(503, accesslog.UpstreamConnectionTermination,
+		"upstream_reset_before_response_started{connection_termination}",
+		"upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+	return outcome{}
+}
+
+// downstreamGone ends an exchange whose client left: logged as Envoy
+// logs it, DC, with no response.
+func (h *h1conn) downstreamGone() outcome {
+	h.rec.Flags |= accesslog.DownstreamConnectionTermination
+	if h.rec.ResponseCodeDetails == "" {
+		h.rec.ResponseCodeDetails = "downstream_remote_disconnect"
+	}
+	return outcome{result: ResultDownstreamClosed}
+}
+
+// write sends b to the client, counting it.
+func (h *h1conn) write(b []byte) bool {
+	n, err := h.d.c.Write(b)
+	h.sent += int64(n)
+	if n > 0 {
+		h.f.activity.Add(int64(n))
+	}
+	return err == nil
+}
+
+// isClosed says an error is a closed or reset connection's.
+func isClosed(err error) bool {
+	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}

@@ -1,0 +1,152 @@
+package proxy
+
+import (
+	"net"
+	"net/netip"
+	"sync"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/shunt-dev/shunt/proxy/http1"
+)
+
+// poolLimits bound a cluster's HTTP/1 pools.
+type poolLimits struct {
+	maxIdle     int           // idle connections kept per endpoint
+	idleTimeout time.Duration // an idle connection older than this is closed
+}
+
+// defaultPoolLimits: Envoy's upstream idle timeout (an hour); idle
+// connections per endpoint bounded, as Envoy's are not, so that a burst
+// cannot leave thousands open.
+var defaultPoolLimits = poolLimits{maxIdle: 128, idleTimeout: time.Hour}
+
+// upstreamConn is one HTTP/1 connection to an endpoint.
+type upstreamConn struct {
+	c         *net.TCPConn
+	src       countingConn // what r reads; counts toward the current client's flow
+	r         *http1.Reader
+	local     netip.AddrPort
+	idleSince time.Time
+	reused    bool // it has carried a request before this one
+}
+
+// pool holds one endpoint's idle HTTP/1 connections, newest on top.
+type pool struct {
+	addr     netip.AddrPort
+	limits   *poolLimits
+	mu       sync.Mutex
+	idle     []*upstreamConn
+	busy     int // connections handed out and not yet returned
+	lastUsed time.Time
+}
+
+// get takes the newest idle connection that is still open, or nil.
+func (pl *pool) get() *upstreamConn {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for len(pl.idle) > 0 {
+		uc := pl.idle[len(pl.idle)-1]
+		pl.idle[len(pl.idle)-1] = nil
+		pl.idle = pl.idle[:len(pl.idle)-1]
+		if uc.r.Buffered() == 0 && open(uc.c) {
+			uc.reused = true
+			pl.busy++
+			return uc
+		}
+		uc.c.Close()
+	}
+	pl.busy++ // the caller dials; put or drop returns it
+	return nil
+}
+
+// put returns a connection that finished its exchange cleanly.
+func (pl *pool) put(uc *upstreamConn, now time.Time) {
+	pl.mu.Lock()
+	pl.busy--
+	pl.lastUsed = now
+	if len(pl.idle) >= pl.limits.maxIdle {
+		pl.mu.Unlock()
+		uc.c.Close()
+		return
+	}
+	uc.idleSince = now
+	pl.idle = append(pl.idle, uc)
+	pl.mu.Unlock()
+}
+
+// drop accounts for a connection that was closed instead of returned (or
+// a dial that failed).
+func (pl *pool) drop(now time.Time) {
+	pl.mu.Lock()
+	pl.busy--
+	pl.lastUsed = now
+	pl.mu.Unlock()
+}
+
+// sweep closes connections idle past the timeout; it reports whether the
+// pool is now unused (nothing idle, nothing busy, for a while).
+func (pl *pool) sweep(now time.Time) bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	keep := pl.idle[:0]
+	for _, uc := range pl.idle {
+		if now.Sub(uc.idleSince) > pl.limits.idleTimeout {
+			uc.c.Close()
+			continue
+		}
+		keep = append(keep, uc)
+	}
+	clear(pl.idle[len(keep):])
+	pl.idle = keep
+	return pl.unusedLocked(now)
+}
+
+const poolForgetAfter = 5 * time.Second // Envoy's original-destination host cleanup interval
+
+func (pl *pool) unusedLocked(now time.Time) bool {
+	return len(pl.idle) == 0 && pl.busy == 0 && now.Sub(pl.lastUsed) > poolForgetAfter
+}
+
+func (pl *pool) unused() bool {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.unusedLocked(time.Now())
+}
+
+// closeIdle closes every idle connection (a drain's end).
+func (pl *pool) closeIdle() {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	for _, uc := range pl.idle {
+		uc.c.Close()
+	}
+	clear(pl.idle)
+	pl.idle = pl.idle[:0]
+}
+
+// open says whether an idle connection is still usable: no FIN, no reset
+// and no stray bytes from the upstream, by one non-blocking peek.
+func open(c *net.TCPConn) bool {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return false
+	}
+	alive := false
+	_ = raw.Control(func(fd uintptr) {
+		var b [1]byte
+		for {
+			_, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&b[0])), 1,
+				uintptr(unix.MSG_PEEK|unix.MSG_DONTWAIT), 0, 0)
+			if errno == syscall.EINTR {
+				continue
+			}
+			alive = errno == syscall.EAGAIN // nothing to read: neither data nor FIN
+			return
+		}
+	})
+	return alive
+}

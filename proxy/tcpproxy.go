@@ -1,0 +1,81 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
+)
+
+// tcpProxy is Envoy's tcp_proxy filter: connect to the cluster and move
+// bytes both ways until both sides are done.
+type tcpProxy struct {
+	statPrefix string
+	cluster    *cluster
+}
+
+// proxyTCP runs d through t and logs it; it closes d.
+func (p *Proxy) proxyTCP(d *downstream, t *tcpProxy) Result {
+	rec := d.record()
+	rec.UpstreamCluster = t.cluster.name
+	r := p.forwardTCP(d, t.cluster, &rec)
+	if rec.Flags == 0 {
+		rec.Flags = r.flags(false)
+	}
+	if rec.TerminationDetails == "" {
+		rec.TerminationDetails = terminationDetails(r, "")
+	}
+	rec.Duration = time.Since(d.start)
+	d.received, d.sent = rec.BytesReceived, rec.BytesSent
+	p.access.write(&rec)
+	return r
+}
+
+func (p *Proxy) forwardTCP(d *downstream, cl *cluster, rec *accesslog.Record) Result {
+	ep, err := cl.pick(d.local)
+	if err != nil {
+		reset(d.c)
+		return ResultNoHealthyUpstream
+	}
+	rec.UpstreamHost = ep
+	up, r, detail := p.connect(d, cl, ep)
+	if up == nil {
+		reset(d.c)
+		rec.UpstreamFailureReason = detail
+		return r
+	}
+	rec.UpstreamLocal = addrPort(up.LocalAddr())
+	f := &flow{down: d.c, up: up}
+	p.flows.add(f)
+	defer p.flows.remove(f)
+	return p.pump(f, rec)
+}
+
+// connect dials ep for d, giving up when d goes away or the drain ends;
+// on failure it returns nil, the result, and the error for the log.
+func (p *Proxy) connect(d *downstream, cl *cluster, ep netip.AddrPort) (*net.TCPConn, Result, string) {
+	ctx, cancel := context.WithCancelCause(p.stopping)
+	defer cancel(nil)
+	ctx, cancelTimeout := cl.dialContext(ctx)
+	defer cancelTimeout()
+	w := watchDownstream(d.c, cancel)
+	up, err := p.dial(ctx, d.lst.dir, cl, ep)
+	gone := w.stop()
+	if err == nil {
+		return up, ResultOK, ""
+	}
+	r := connectResult(err)
+	switch cause := context.Cause(ctx); {
+	case gone || errors.Is(cause, errDownstreamGone):
+		r = ResultDownstreamClosed
+	case errors.Is(cause, errDrainEnded):
+		r = ResultDrained
+	case errors.Is(cause, context.DeadlineExceeded):
+		r = ResultConnectTimeout
+	}
+	p.log.Debug("upstream connect failed", "direction", d.lst.dir, "to", ep, "result", r, "err", err)
+	return nil, r, err.Error()
+}
