@@ -108,3 +108,12 @@ func (c *cluster) sweepPools(now time.Time) {
 func (c *cluster) dialContext(parent context.Context) (context.Context, context.CancelFunc) {
 	return context.WithTimeout(parent, c.connectTimeout)
 }
+
+// closeIdle closes every idle pooled connection (the proxy is stopping).
+func (c *cluster) closeIdle() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, pl := range c.pools {
+		pl.closeIdle()
+	}
+}

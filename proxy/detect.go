@@ -37,10 +37,10 @@ func detect(c *net.TCPConn, wait time.Duration) detection {
 	}
 	buf := peekBufs.Get().(*[peekSize]byte)
 	defer peekBufs.Put(buf)
-	_ = c.SetReadDeadline(time.Now().Add(wait))
 	var n int
 	verdict, final := ProtocolTCP, false
-	_ = raw.Read(func(fd uintptr) bool {
+	// peek looks at what has arrived; it says whether that is enough.
+	peek := func(fd uintptr) bool {
 		for {
 			r, _, errno := syscall.Syscall6(syscall.SYS_RECVFROM, fd, uintptr(unsafe.Pointer(&buf[0])), peekSize,
 				uintptr(unix.MSG_PEEK|unix.MSG_DONTWAIT), 0, 0)
@@ -50,14 +50,23 @@ func detect(c *net.TCPConn, wait time.Duration) detection {
 			case errno == syscall.EAGAIN:
 				return false // nothing new yet: wait for more, or the deadline
 			case errno != 0 || r == 0:
+				final = true
 				return true // a reset, or a FIN: the TCP proxy passes either on
 			}
 			n = int(r)
 			verdict, final = classify(buf[:n])
 			return final || n == peekSize
 		}
-	})
-	_ = c.SetReadDeadline(time.Time{})
+	}
+	// Most clients have spoken by the time their connection is accepted:
+	// look once before paying for a deadline.
+	ready := false
+	_ = raw.Control(func(fd uintptr) { ready = peek(fd) })
+	if !ready {
+		_ = c.SetReadDeadline(time.Now().Add(wait))
+		_ = raw.Read(peek)
+		_ = c.SetReadDeadline(time.Time{})
+	}
 	d := detection{proto: verdict}
 	if !final && n == peekSize {
 		d.proto = fullVerdict(buf[:n])

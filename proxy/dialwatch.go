@@ -30,21 +30,36 @@ type dialWatch struct {
 	down   *net.TCPConn
 	cancel func(cause error)
 	timer  *time.Timer
-	done   chan struct{} // closed when the watching ends
-	gone   bool          // written by the watcher before done is closed
+	done   chan struct{} // the watcher's end (buffered: it never waits)
+	gone   bool          // written by the watcher before it signals done
 }
 
 func watchDownstream(down *net.TCPConn, cancel func(cause error)) *dialWatch {
-	w := &dialWatch{down: down, cancel: cancel, done: make(chan struct{})}
+	w := &dialWatch{down: down, cancel: cancel, done: make(chan struct{}, 1)}
 	w.timer = time.AfterFunc(watchAfter, w.watch)
 	return w
+}
+
+// newIdleWatch makes a watch to start later, and again (rearm): an HTTP
+// connection keeps one for all its requests.
+func newIdleWatch() *dialWatch {
+	w := &dialWatch{done: make(chan struct{}, 1)}
+	w.timer = time.AfterFunc(time.Hour, w.watch)
+	w.timer.Stop()
+	return w
+}
+
+// rearm starts watching down again, 10 ms from now.
+func (w *dialWatch) rearm(down *net.TCPConn, cancel func(cause error)) {
+	w.down, w.cancel, w.gone = down, cancel, false
+	w.timer.Reset(watchAfter)
 }
 
 // watch runs on the timer's goroutine: it peeks at the downstream,
 // waiting in the runtime's poller, until it sees the peer go or is
 // stopped by a read deadline.
 func (w *dialWatch) watch() {
-	defer close(w.done)
+	defer func() { w.done <- struct{}{} }()
 	raw, err := w.down.SyscallConn()
 	if err != nil {
 		return

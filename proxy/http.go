@@ -42,6 +42,10 @@ type h1conn struct {
 	logged bool
 	parsed bool  // a request was read (not a codec error)
 	sent   int64 // bytes written to the downstream
+	// watch notices a client that leaves while its request waits for the
+	// upstream; resetUp, its action, resets that upstream.
+	watch   *dialWatch
+	resetUp func(error)
 	// vals holds the values of headers the proxy adds (x-request-id,
 	// x-forwarded-proto, x-envoy-upstream-service-time); the header views
 	// point into it.
@@ -66,8 +70,13 @@ func (cc *countingConn) Read(p []byte) (int, error) {
 }
 
 var h1conns = sync.Pool{New: func() any {
-	h := &h1conn{}
+	h := &h1conn{watch: newIdleWatch()}
 	h.br = http1.NewReader(&h.src, 0)
+	h.resetUp = func(error) {
+		if up := h.f.httpUp.Load(); up != nil {
+			reset(up)
+		}
+	}
 	return h
 }}
 

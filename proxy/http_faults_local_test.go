@@ -196,3 +196,35 @@ func TestDetection(t *testing.T) {
 		lp.waitAccess(t, "PassthroughCluster", "sni=api.example.com")
 	})
 }
+
+// TestClientLeavesWhileWaiting: a client that goes away while its request
+// waits for a slow upstream takes the upstream request with it (the
+// upstream sees its connection end, long before it would have answered),
+// logged DC as Envoy logs it.
+func TestClientLeavesWhileWaiting(t *testing.T) {
+	upstreamSaw := make(chan time.Duration, 1)
+	slow := rawServer(t, func(c net.Conn) {
+		if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+			return
+		}
+		start := time.Now()
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		c.Read(make([]byte, 1)) // returns when the proxy drops the request
+		upstreamSaw <- time.Since(start)
+	})
+	lp := startHTTP(t, nil, nil)
+	lp.to(slow)
+	c := lp.dial(t, proxy.Outbound)
+	io.WriteString(c, "GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+	time.Sleep(100 * time.Millisecond)
+	c.Close()
+	select {
+	case took := <-upstreamSaw:
+		if took > 2*time.Second {
+			t.Errorf("the upstream connection lived %s after the client left", took)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upstream never saw the request end")
+	}
+	lp.waitAccess(t, `"GET /slow HTTP/1.1" 0 DC downstream_remote_disconnect`)
+}

@@ -33,7 +33,7 @@ type backend struct {
 	conns atomic.Int64
 }
 
-func newBackend(t *testing.T, h http.Handler) *backend {
+func newBackend(t testing.TB, h http.Handler) *backend {
 	t.Helper()
 	b := &backend{}
 	b.Server = httptest.NewUnstartedServer(h)
@@ -53,7 +53,7 @@ func (b *backend) addr() netip.AddrPort {
 
 // startHTTP runs a local proxy with detection on, every connection going
 // to b.
-func startHTTP(t *testing.T, b *backend, mutate func(*proxy.Config)) *localProxy {
+func startHTTP(t testing.TB, b *backend, mutate func(*proxy.Config)) *localProxy {
 	t.Helper()
 	lp := startLocal(t, func(c *proxy.Config) {
 		c.ProtocolDetectionTimeout = 200 * time.Millisecond
@@ -395,7 +395,7 @@ func TestLocalReplies(t *testing.T) {
 }
 
 // rawServer accepts connections on loopback and hands each to serve.
-func rawServer(t *testing.T, serve func(net.Conn)) netip.AddrPort {
+func rawServer(t testing.TB, serve func(net.Conn)) netip.AddrPort {
 	t.Helper()
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {

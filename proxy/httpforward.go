@@ -146,7 +146,8 @@ func (h *h1conn) awaitResponse(uc *upstreamConn, inline bool, body *pendingBody,
 	if inline {
 		// Nothing reads the client while the upstream thinks: watch it,
 		// so a client that gives up stops the upstream too.
-		w = watchDownstream(h.d.c, func(error) { reset(uc.c) })
+		w = h.watch
+		w.rearm(h.d.c, h.resetUp)
 	}
 	for {
 		err := uc.r.ReadResponse(&h.resp)

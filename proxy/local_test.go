@@ -27,7 +27,7 @@ type localProxy struct {
 	served chan error
 }
 
-func startLocal(t *testing.T, mutate func(*proxy.Config)) *localProxy {
+func startLocal(t testing.TB, mutate func(*proxy.Config)) *localProxy {
 	t.Helper()
 	lp := &localProxy{access: &scenario.Buffer{}, logs: &scenario.Buffer{}, served: make(chan error, 1)}
 	cfg := proxy.DefaultConfig()

@@ -52,7 +52,7 @@ func (pl *pool) get() *upstreamConn {
 		uc := pl.idle[len(pl.idle)-1]
 		pl.idle[len(pl.idle)-1] = nil
 		pl.idle = pl.idle[:len(pl.idle)-1]
-		if uc.r.Buffered() == 0 && open(uc.c) {
+		if uc.r.Buffered() == 0 && (time.Since(uc.idleSince) < recentlyIdle || open(uc.c)) {
 			uc.reused = true
 			pl.busy++
 			return uc
@@ -127,6 +127,12 @@ func (pl *pool) closeIdle() {
 	clear(pl.idle)
 	pl.idle = pl.idle[:0]
 }
+
+// recentlyIdle: a connection back in the pool for less than this is
+// taken without looking whether the upstream closed it. Servers close idle
+// keep-alive connections after seconds (Node's 5 s is the shortest
+// common default); one that closes sooner costs a safe request a retry.
+const recentlyIdle = 500 * time.Millisecond
 
 // open says whether an idle connection is still usable: no FIN, no reset
 // and no stray bytes from the upstream, by one non-blocking peek.

@@ -184,6 +184,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
 	go p.flows.sweep(p.cfg.IdleTimeout, p.cfg.StreamIdleTimeout, stopSweep)
+	go p.sweepPools(stopSweep)
 	p.ready.Store(true)
 	p.warnDifferences()
 	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
@@ -204,6 +205,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.log.Warn("drain ended: reset the connections left", "connections", n)
 	}
 	p.conns.Wait()
+	for _, cl := range p.clusters {
+		cl.closeIdle()
+	}
 	p.closeAdmin()
 	p.log.Info("proxy stopped")
 	return nil
@@ -346,4 +350,22 @@ func (p *Proxy) warnDifferences() {
 	attrs = append(attrs, "http_1_0", "accepted (Envoy answers 426 unless Istio's PILOT_HTTP10 is set)",
 		"stale_pooled_connection", "a safe request (GET, HEAD, OPTIONS, TRACE) is sent again once on a fresh connection (Envoy needs a retry policy)")
 	p.log.Warn("where this sidecar differs from Istio's", attrs...)
+}
+
+// sweepPools closes upstream connections idle past their timeout, and
+// forgets original-destination endpoints unused for a while, every
+// poolForgetAfter.
+func (p *Proxy) sweepPools(stop <-chan struct{}) {
+	t := time.NewTicker(poolForgetAfter)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			for _, cl := range p.clusters {
+				cl.sweepPools(now)
+			}
+		}
+	}
 }
