@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
 
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
@@ -165,7 +167,7 @@ spec:
 		t.Fatalf("shunt inject: %v", err)
 	}
 	manifest := filepath.Join(dir, "pod.yaml")
-	os.WriteFile(manifest, injected, 0o644)
+	os.WriteFile(manifest, forPodman(t, injected), 0o644)
 	name := "shop-" + id
 	t.Cleanup(func() { p.run("pod", "rm", "-f", "-t", "0", name) })
 	p.must("kube", "play", "--network", network, manifest)
@@ -199,4 +201,38 @@ spec:
 		}
 	}
 	t.Logf("proxy access log: %s", strings.TrimSpace(logs("shunt-proxy")))
+}
+
+// forPodman stands in for the downward API fields podman kube play does
+// not implement (it has a pod's name, not its namespace, address or
+// service account): the namespace and service account "default", and no
+// INSTANCE_IP (the proxy reads the pod's address from its interfaces).
+func forPodman(t *testing.T, manifest []byte) []byte {
+	t.Helper()
+	var pod corev1.Pod
+	if err := yaml.Unmarshal(manifest, &pod); err != nil {
+		t.Fatalf("the injected pod: %v", err)
+	}
+	fix := func(cs []corev1.Container) {
+		for i := range cs {
+			var env []corev1.EnvVar
+			for _, e := range cs[i].Env {
+				ref := e.ValueFrom
+				switch {
+				case ref == nil || ref.FieldRef == nil || ref.FieldRef.FieldPath == "metadata.name":
+					env = append(env, e)
+				case ref.FieldRef.FieldPath == "metadata.namespace", ref.FieldRef.FieldPath == "spec.serviceAccountName":
+					env = append(env, corev1.EnvVar{Name: e.Name, Value: "default"})
+				}
+			}
+			cs[i].Env = env
+		}
+	}
+	fix(pod.Spec.InitContainers)
+	fix(pod.Spec.Containers)
+	out, err := yaml.Marshal(&pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
 }

@@ -156,7 +156,11 @@ func (t Template) object(obj map[string]any, name string, ns Namespace, namespac
 	if labels, ok := namespaces[namespaceOf(obj)]; ok {
 		ns.Labels = labels
 	}
-	res, err := t.Pod(&pod.ObjectMeta, &pod.Spec, raw, ns)
+	workload := objName // the workload's own name; a Pod's is derived from its name
+	if kind == "Pod" {
+		workload = ""
+	}
+	res, err := t.Pod(&pod.ObjectMeta, &pod.Spec, raw, ns, strings.TrimSuffix(workload, "*"))
 	if err != nil {
 		return false, nil, prefixErrors(fmt.Sprintf("%s: in %s: ", name, orRoot(where)), err)
 	}

@@ -42,7 +42,10 @@ func statusValue(mode SidecarMode, interception string) string {
 // Pod injects one pod. meta and spec are the pod's, decoded; raw is the same
 // pod as generic JSON, which the patch paths are computed against. Errors
 // name the field, relative to the pod.
-func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[string]any, ns Namespace) (Result, error) {
+//
+// workload names the workload the pod belongs to (a Deployment's name,
+// say); "" derives it from the pod's owner or name.
+func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[string]any, ns Namespace, workload string) (Result, error) {
 	var res Result
 	if spec.OS != nil && spec.OS.Name == corev1.Windows {
 		res.Decision = Decision{false, "Windows pods have no iptables"}
@@ -86,7 +89,10 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	if cp.interception != "NONE" {
 		initCs = append(initCs, t.initContainer(args))
 	}
-	proxy := t.proxyContainer(mode, cp.interception == "TPROXY", proxyRes, status, probes.env())
+	if workload == "" {
+		workload = workloadOf(meta)
+	}
+	proxy := t.proxyContainer(mode, cp.interception == "TPROXY", proxyRes, status, probes.env(), proxyIdentity{workload, meta.Labels})
 	if mode == Native {
 		initCs = append(initCs, proxy)
 	} else {

@@ -1,12 +1,14 @@
 package inject
 
 import (
+	"encoding/json"
 	"fmt"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/resource"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/shunt-dev/shunt/internal/clip"
@@ -106,7 +108,7 @@ func (t Template) initContainer(args []string) corev1.Container {
 	}
 }
 
-func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.ResourceRequirements, status int32, probers string) corev1.Container {
+func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.ResourceRequirements, status int32, probers string, id proxyIdentity) corev1.Container {
 	statusAddr := ""
 	if status != 0 {
 		statusAddr = fmt.Sprintf(":%d", status)
@@ -123,9 +125,7 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.Resou
 		args = append(args, "--tproxy")
 		caps.Add = []corev1.Capability{"NET_ADMIN"}
 	}
-	// App probes go to the pod's address (the app may listen on it alone),
-	// which the proxy reads from its interfaces: no downward API needed.
-	var env []corev1.EnvVar
+	env := id.env()
 	if probers != "" {
 		env = append(env, corev1.EnvVar{Name: AppProbersEnv, Value: probers})
 	}
@@ -183,3 +183,55 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.Resou
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// proxyIdentity is what the proxy is told of its pod, for Istio's metric
+// labels: the workload's name (known at injection), the pod's labels, and
+// through the downward API its name, namespace, address and service
+// account.
+type proxyIdentity struct {
+	workload string
+	labels   map[string]string
+}
+
+func (id proxyIdentity) env() []corev1.EnvVar {
+	field := func(name, path string) corev1.EnvVar {
+		return corev1.EnvVar{Name: name, ValueFrom: &corev1.EnvVarSource{FieldRef: &corev1.ObjectFieldSelector{APIVersion: "v1", FieldPath: path}}}
+	}
+	env := []corev1.EnvVar{
+		field(sidecar.PodNameEnv, "metadata.name"),
+		field(sidecar.PodNamespaceEnv, "metadata.namespace"),
+		field(sidecar.InstanceIPEnv, "status.podIP"),
+		field(sidecar.ServiceAccountEnv, "spec.serviceAccountName"),
+	}
+	if id.workload != "" {
+		env = append(env, corev1.EnvVar{Name: sidecar.WorkloadNameEnv, Value: id.workload})
+	}
+	if len(id.labels) > 0 {
+		b, _ := json.Marshal(id.labels) // map keys come out sorted
+		env = append(env, corev1.EnvVar{Name: sidecar.LabelsJSONEnv, Value: string(b)})
+	}
+	return env
+}
+
+// workloadOf names the workload a pod belongs to: its controller (a
+// ReplicaSet without its template hash: the Deployment), else its name
+// or generateName, as Istio's injection does.
+func workloadOf(meta *metav1.ObjectMeta) string {
+	for _, o := range meta.OwnerReferences {
+		if o.Controller == nil || !*o.Controller {
+			continue
+		}
+		if o.Kind == "ReplicaSet" {
+			if hash := meta.Labels["pod-template-hash"]; hash != "" {
+				if base, ok := strings.CutSuffix(o.Name, "-"+hash); ok {
+					return base
+				}
+			}
+		}
+		return o.Name
+	}
+	if meta.Name != "" {
+		return sidecar.WorkloadOfPod(meta.Name, meta.Labels)
+	}
+	return sidecar.WorkloadOfPod(meta.GenerateName, meta.Labels)
+}

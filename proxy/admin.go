@@ -10,6 +10,10 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // healthHandler serves /healthz/ready: 200 once the listeners accept, 503
@@ -99,14 +103,18 @@ func (p *Proxy) prometheusHandler() http.Handler {
 	return mux
 }
 
-func (p *Proxy) servePrometheus(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+func (p *Proxy) servePrometheus(w http.ResponseWriter, r *http.Request) {
+	var g prometheus.Gatherer = p.registry
 	if p.sup != nil {
-		p.sup.writeMetrics(w)
-		return
+		g = gathererFunc(p.sup.gather)
 	}
-	p.metrics.WritePrometheus(w)
+	promhttp.HandlerFor(g, promhttp.HandlerOpts{ErrorLog: slogPrinter{p.log}}).ServeHTTP(w, r)
 }
+
+// slogPrinter passes the Prometheus handler's errors to the proxy's log.
+type slogPrinter struct{ log *slog.Logger }
+
+func (s slogPrinter) Println(v ...any) { s.log.Warn("metrics", "err", fmt.Sprint(v...)) }
 
 // adminHandler is the loopback admin API, named after Envoy's endpoints.
 func (p *Proxy) adminHandler() http.Handler {
@@ -175,4 +183,12 @@ func (p *Proxy) serveSetLevel(w http.ResponseWriter, r *http.Request) {
 	}
 	p.log.Info("log level changed", "level", l)
 	fmt.Fprintf(w, "level: %s\n", strings.ToLower(l.String()))
+}
+
+// Gather is what /stats/prometheus serves, as metric families.
+func (p *Proxy) Gather() ([]*dto.MetricFamily, error) {
+	if p.sup != nil {
+		return p.sup.gather()
+	}
+	return p.registry.Gather()
 }

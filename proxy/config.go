@@ -88,6 +88,10 @@ type Config struct {
 	// passed through at once (a server-first protocol waits for nothing).
 	PortProtocols map[uint16]Protocol
 
+	// Workload is the pod's identity in Istio's metric labels; nil reads
+	// it from the environment (WorkloadFromEnv).
+	Workload *Workload
+
 	// OriginalDst finds where a captured connection was going; nil reads
 	// SO_ORIGINAL_DST (or, for TPROXY inbound, the local address).
 	OriginalDst func(c *net.TCPConn, dir Direction) (netip.AddrPort, error)

@@ -20,6 +20,9 @@ type flow struct {
 	httpUp   atomic.Pointer[net.TCPConn] // HTTP: the request's upstream, nil between requests
 	stage    atomic.Uint32               // HTTP: idle, awaiting a response, or responding
 	activity atomic.Int64                // bytes moved either way, as the copy loops report them
+	rx, tx   atomic.Int64                // L4: bytes from the client, and back to it
+	tcp      *tcpSeries                  // L4: its Istio series while open (reporter only after the start)
+	reported [2]int64                    // rx and tx already added to tcp (reporter only)
 	ended    atomic.Int32                // halves that have seen their source's FIN
 	aborted  atomic.Uint32               // Result+1 when the sweeper or a drain closed it
 	shard    uint32                      // its registry shard
@@ -111,6 +114,11 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) halfResult {
 		total += int64(n)
 		if n > 0 {
 			f.activity.Add(int64(n))
+			if dst == f.up {
+				f.rx.Add(int64(n))
+			} else {
+				f.tx.Add(int64(n))
+			}
 		}
 		switch {
 		case eof:
@@ -193,4 +201,16 @@ func addrPort(a net.Addr) netip.AddrPort {
 		return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	}
 	return netip.AddrPort{}
+}
+
+// reportTCP adds what f moved since its last report to series.
+func (f *flow) reportTCP(series *tcpSeries) {
+	rx, tx := f.rx.Load(), f.tx.Load()
+	if d := rx - f.reported[0]; d > 0 {
+		series.received.Add(float64(d))
+	}
+	if d := tx - f.reported[1]; d > 0 {
+		series.sent.Add(float64(d))
+	}
+	f.reported = [2]int64{rx, tx}
 }

@@ -48,12 +48,13 @@ func (h *h1conn) localReply(code int, flags accesslog.Flags, details, body strin
 	return keep, ResultOK
 }
 
-// log writes the request's record, once.
+// log counts the request in Istio's metrics and writes its record, once.
 func (h *h1conn) log() {
 	if h.logged {
 		return
 	}
 	h.logged = true
 	h.rec.Duration = time.Since(h.rec.Start)
+	h.p.istio.request(h.d.lst.dir, &h.rec, nil, false)
 	h.p.access.write(&h.rec)
 }

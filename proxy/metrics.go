@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"fmt"
-	"io"
 	"runtime"
 	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Direction is which listener a connection came through.
@@ -94,51 +94,46 @@ func (m *Metrics) Active(d Direction) int64 { return m.dir[d].active.Load() }
 // Closed is how many connections in a direction ended with a result.
 func (m *Metrics) Closed(d Direction, r Result) uint64 { return m.dir[d].closed[r].Load() }
 
-// WritePrometheus writes the metrics in Prometheus' text format.
-func (m *Metrics) WritePrometheus(w io.Writer) {
-	type series struct{ name, kind, help string }
-	head := func(s series) { fmt.Fprintf(w, "# HELP %s %s\n# TYPE %s %s\n", s.name, s.help, s.name, s.kind) }
-	each := func(f func(d Direction, s *perDirection)) {
-		for _, d := range []Direction{Outbound, Inbound} {
-			f(d, &m.dir[d])
-		}
-	}
-	head(series{"shunt_proxy_connections_total", "counter", "Connections accepted."})
-	each(func(d Direction, s *perDirection) {
-		fmt.Fprintf(w, "shunt_proxy_connections_total{direction=%q} %d\n", d, s.accepted.Load())
-	})
-	head(series{"shunt_proxy_connections_active", "gauge", "Connections open now."})
-	each(func(d Direction, s *perDirection) {
-		fmt.Fprintf(w, "shunt_proxy_connections_active{direction=%q} %d\n", d, s.active.Load())
-	})
-	head(series{"shunt_proxy_connections_closed_total", "counter",
-		"Connections ended, by result; connect_* results are upstream connect failures by reason, loop_refused the loops refused."})
-	each(func(d Direction, s *perDirection) {
+// Metrics' series, as the Prometheus client describes them.
+var (
+	descConnections = prometheus.NewDesc("shunt_proxy_connections_total", "Connections accepted.", []string{"direction"}, nil)
+	descActive      = prometheus.NewDesc("shunt_proxy_connections_active", "Connections open now.", []string{"direction"}, nil)
+	descClosed      = prometheus.NewDesc("shunt_proxy_connections_closed_total",
+		"Connections ended, by result; connect_* results are upstream connect failures by reason, loop_refused the loops refused. "+
+			"An HTTP connection counts once, however many requests it carried.", []string{"direction", "result"}, nil)
+	descBytes = prometheus.NewDesc("shunt_proxy_bytes_total",
+		"Bytes forwarded; upstream is from the connecting peer, downstream back to it.", []string{"direction", "flow"}, nil)
+	descGoroutines = prometheus.NewDesc("shunt_proxy_goroutines", "Goroutines in the proxy process.", nil, nil)
+	descPipes      = prometheus.NewDesc("shunt_proxy_pipes", "Pipes open for splicing, in use or pooled.", nil, nil)
+	descFallbacks  = prometheus.NewDesc("shunt_proxy_splice_fallbacks_total",
+		"Bulk transfers copied through a buffer because no pipe could be had.", nil, nil)
+	descDuration = prometheus.NewDesc("shunt_proxy_connection_duration_seconds", "How long connections lasted.", []string{"direction"}, nil)
+)
+
+// Describe and Collect make Metrics a Prometheus collector: the counters
+// stay plain atomics on the hot path, read at scrape time.
+func (m *Metrics) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(m, ch) }
+
+func (m *Metrics) Collect(ch chan<- prometheus.Metric) {
+	for _, d := range []Direction{Outbound, Inbound} {
+		s, dir := &m.dir[d], d.String()
+		ch <- prometheus.MustNewConstMetric(descConnections, prometheus.CounterValue, float64(s.accepted.Load()), dir)
+		ch <- prometheus.MustNewConstMetric(descActive, prometheus.GaugeValue, float64(s.active.Load()), dir)
 		for r := Result(0); r < resultCount; r++ {
-			fmt.Fprintf(w, "shunt_proxy_connections_closed_total{direction=%q,result=%q} %d\n", d, r, s.closed[r].Load())
+			ch <- prometheus.MustNewConstMetric(descClosed, prometheus.CounterValue, float64(s.closed[r].Load()), dir, r.String())
 		}
-	})
-	head(series{"shunt_proxy_bytes_total", "counter", "Bytes forwarded; upstream is from the connecting peer, downstream back to it."})
-	each(func(d Direction, s *perDirection) {
-		fmt.Fprintf(w, "shunt_proxy_bytes_total{direction=%q,flow=\"upstream\"} %d\n", d, s.bytesUp.Load())
-		fmt.Fprintf(w, "shunt_proxy_bytes_total{direction=%q,flow=\"downstream\"} %d\n", d, s.bytesDn.Load())
-	})
-	head(series{"shunt_proxy_goroutines", "gauge", "Goroutines in the proxy process; two per open connection."})
-	fmt.Fprintf(w, "shunt_proxy_goroutines %d\n", runtime.NumGoroutine())
-	head(series{"shunt_proxy_pipes", "gauge", "Pipes open for splicing, in use or pooled."})
-	fmt.Fprintf(w, "shunt_proxy_pipes %d\n", pipesLive.Load())
-	head(series{"shunt_proxy_splice_fallbacks_total", "counter", "Bulk transfers copied through a buffer because no pipe could be had."})
-	fmt.Fprintf(w, "shunt_proxy_splice_fallbacks_total %d\n", spliceFallbacks.Load())
-	head(series{"shunt_proxy_connection_duration_seconds", "histogram", "How long connections lasted."})
-	each(func(d Direction, s *perDirection) {
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.bytesUp.Load()), dir, "upstream")
+		ch <- prometheus.MustNewConstMetric(descBytes, prometheus.CounterValue, float64(s.bytesDn.Load()), dir, "downstream")
+		buckets := make(map[float64]uint64, len(durationBuckets))
 		var cum uint64
 		for i, b := range durationBuckets {
 			cum += s.buckets[i].Load()
-			fmt.Fprintf(w, "shunt_proxy_connection_duration_seconds_bucket{direction=%q,le=\"%g\"} %d\n", d, b.Seconds(), cum)
+			buckets[b.Seconds()] = cum
 		}
 		cum += s.buckets[len(durationBuckets)].Load()
-		fmt.Fprintf(w, "shunt_proxy_connection_duration_seconds_bucket{direction=%q,le=\"+Inf\"} %d\n", d, cum)
-		fmt.Fprintf(w, "shunt_proxy_connection_duration_seconds_sum{direction=%q} %g\n", d, time.Duration(s.sumNanos.Load()).Seconds())
-		fmt.Fprintf(w, "shunt_proxy_connection_duration_seconds_count{direction=%q} %d\n", d, cum)
-	})
+		ch <- prometheus.MustNewConstHistogram(descDuration, cum, time.Duration(s.sumNanos.Load()).Seconds(), buckets, dir)
+	}
+	ch <- prometheus.MustNewConstMetric(descGoroutines, prometheus.GaugeValue, float64(runtime.NumGoroutine()))
+	ch <- prometheus.MustNewConstMetric(descPipes, prometheus.GaugeValue, float64(pipesLive.Load()))
+	ch <- prometheus.MustNewConstMetric(descFallbacks, prometheus.CounterValue, float64(spliceFallbacks.Load()))
 }

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -15,18 +16,21 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 )
 
 // Proxy is the sidecar. Listen binds its sockets (do it before dropping
 // privileges); Serve runs it until its context ends, then drains.
 type Proxy struct {
-	cfg     Config
-	log     *slog.Logger
-	level   *slog.LevelVar
-	metrics Metrics
-	access  *accessLog
-	format  *accesslog.Format
+	cfg      Config
+	log      *slog.Logger
+	level    *slog.LevelVar
+	metrics  Metrics
+	istio    *istioMetrics
+	registry *prometheus.Registry // what /stats/prometheus serves
+	access   *accessLog
+	format   *accesslog.Format
 
 	listeners [2]*listener // outbound and inbound
 	clusters  map[string]*cluster
@@ -72,6 +76,15 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 		return nil, fmt.Errorf("access log format: %w", err)
 	}
 	p := &Proxy{cfg: cfg, log: log, level: level, format: format}
+	self := cfg.Workload
+	if self == nil {
+		w := WorkloadFromEnv(os.Getenv, LabelsFile)
+		self = &w
+	}
+	p.istio = newIstioMetrics(*self)
+	p.registry = prometheus.NewRegistry()
+	p.registry.MustRegister(&p.metrics)
+	p.registry.MustRegister(p.istio.collectors()...)
 	p.clusters = sidecarClusters(&p.cfg)
 	ls := sidecarListeners(&p.cfg, p.clusters)
 	p.listeners = [2]*listener{ls[0], ls[1]}
@@ -184,7 +197,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
 	go p.flows.sweep(p.cfg.IdleTimeout, p.cfg.StreamIdleTimeout, stopSweep)
-	go p.sweepPools(stopSweep)
+	go p.housekeeping(stopSweep)
 	p.ready.Store(true)
 	p.warnDifferences()
 	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
@@ -352,10 +365,11 @@ func (p *Proxy) warnDifferences() {
 	p.log.Warn("where this sidecar differs from Istio's", attrs...)
 }
 
-// sweepPools closes upstream connections idle past their timeout, and
-// forgets original-destination endpoints unused for a while, every
-// poolForgetAfter.
-func (p *Proxy) sweepPools(stop <-chan struct{}) {
+// housekeeping runs every 5 s: it adds what open TCP flows moved to
+// Istio's byte counters (Istio's tcpReportingDuration), closes upstream
+// connections idle past their timeout, and forgets original-destination
+// endpoints unused for a while.
+func (p *Proxy) housekeeping(stop <-chan struct{}) {
 	t := time.NewTicker(poolForgetAfter)
 	defer t.Stop()
 	for {
@@ -363,6 +377,11 @@ func (p *Proxy) sweepPools(stop <-chan struct{}) {
 		case <-stop:
 			return
 		case now := <-t.C:
+			p.flows.each(func(f *flow) {
+				if f.tcp != nil {
+					f.reportTCP(f.tcp)
+				}
+			})
 			for _, cl := range p.clusters {
 				cl.sweepPools(now)
 			}

@@ -110,6 +110,34 @@ func (s *sidecarPod) metric(t *testing.T, series string) float64 {
 	return 0
 }
 
+// metricSum adds up the samples of a metric whose labels contain every
+// part given (label="value", as printed).
+func (s *sidecarPod) metricSum(t *testing.T, name string, parts ...string) float64 {
+	t.Helper()
+	_, body, err := s.NS.HTTPGet("http://127.0.0.1:15090/stats/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := 0.0
+lines:
+	for _, line := range strings.Split(body, "\n") {
+		if !strings.HasPrefix(line, name+"{") {
+			continue
+		}
+		for _, p := range parts {
+			if !strings.Contains(line, p) {
+				continue lines
+			}
+		}
+		f, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum += f
+	}
+	return sum
+}
+
 // waitExit waits for the proxy process to exit, failing the test with why
 // if it does not within d.
 func (s *sidecarPod) waitExit(t *testing.T, d time.Duration, why string) {
@@ -243,6 +271,7 @@ func TestResetIsPassedOn(t *testing.T) {
 	// The upstream resets: the app must see a reset, not a clean close.
 	ln := s.Peer.Listener(t, "0.0.0.0:7002")
 	serverSaw := make(chan error, 1)
+	accepted := make(chan struct{})
 	go func() {
 		for i := 0; i < 2; i++ {
 			c, err := ln.AcceptTCP()
@@ -254,6 +283,7 @@ func TestResetIsPassedOn(t *testing.T) {
 				c.Close()
 				continue
 			}
+			close(accepted)
 			_, err = c.Read(make([]byte, 10))
 			serverSaw <- err
 		}
@@ -261,9 +291,15 @@ func TestResetIsPassedOn(t *testing.T) {
 	if err := s.dialExpectingReset(t, "10.96.0.10:7002"); err != nil {
 		t.Errorf("after the upstream reset: %v", err)
 	}
-	// The app resets: the upstream must see a reset.
+	// The app resets once the proxy has connected upstream (a silent
+	// client is first given the protocol detection wait): the upstream must
+	// see a reset.
 	c2 := s.app(t, "10.96.0.10:7002")
-	time.Sleep(100 * time.Millisecond)
+	select {
+	case <-accepted:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the proxy never connected upstream for a silent client")
+	}
 	_ = c2.SetLinger(0)
 	c2.Close()
 	select {
@@ -510,6 +546,10 @@ func TestWorkers(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the supervisor's metrics do not add up to 30 connections")
 		}
+	}
+	// Istio's series, from three processes, merged as metric families.
+	if v := s.metricSum(t, "istio_tcp_connections_closed_total", `reporter="source"`, `request_protocol="tcp"`); v != 30 {
+		t.Errorf("istio_tcp_connections_closed_total summed over the workers: %v, want 30", v)
 	}
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		n := strings.Count(s.access.String(), "10.96.0.10:7020 result=-")

@@ -3,17 +3,20 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // A proxy can run as several worker processes sharing its listeners: each
@@ -45,6 +48,7 @@ type supervisor struct {
 	keepers  sync.WaitGroup
 	running  atomic.Int64
 	restarts atomic.Uint64
+	own      *prometheus.Registry // the supervisor's own series
 }
 
 // worker is the supervisor's side of one worker process.
@@ -86,7 +90,12 @@ func (p *Proxy) StartWorkers(n int, exe string, args []string) error {
 	if n < 1 || n > MaxWorkers {
 		return fmt.Errorf("%d workers: between 1 and %d", n, MaxWorkers)
 	}
-	s := &supervisor{p: p, exe: exe, args: args, workers: make([]*worker, n)}
+	s := &supervisor{p: p, exe: exe, args: args, workers: make([]*worker, n), own: prometheus.NewRegistry()}
+	s.own.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "shunt_proxy_workers_running", Help: "Worker processes running."},
+			func() float64 { return float64(s.running.Load()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shunt_proxy_worker_restarts_total", Help: "Workers restarted after they exited."},
+			func() float64 { return float64(s.restarts.Load()) }))
 	var dirs []string
 	for _, c := range p.capture {
 		f, err := c.ln.File()
@@ -284,43 +293,28 @@ func (s *supervisor) closeFiles() {
 // ready says whether some worker is running to serve.
 func (s *supervisor) ready() bool { return s.running.Load() > 0 }
 
-// writeMetrics is WritePrometheus for a supervisor: every series summed
-// over the workers (all of them are counters, gauges of counts, or
-// histogram buckets, so sums are right), then the supervisor's own.
-func (s *supervisor) writeMetrics(w io.Writer) {
-	var order []string
-	sums := map[string]float64{}
+// gather is the supervisor's metrics: every worker's families merged
+// (summed series by series), then the supervisor's own.
+func (s *supervisor) gather() ([]*dto.MetricFamily, error) {
+	var sets [][]*dto.MetricFamily
 	s.each(func(wk *worker) {
 		text, err := wk.request("metrics")
+		if err == nil && strings.HasPrefix(text, "# error") {
+			err = errors.New(strings.TrimPrefix(strings.TrimSpace(text), "# error "))
+		}
+		var mfs []*dto.MetricFamily
+		if err == nil {
+			mfs, err = decodeFamilies(strings.TrimSuffix(strings.TrimSpace(text), "# EOF"))
+		}
 		if err != nil {
 			s.p.log.Warn("worker metrics", "worker", wk.slot, "err", err)
 			return
 		}
-		for _, line := range strings.Split(strings.TrimSpace(text), "\n") {
-			key, val, isSample := line, 0.0, !strings.HasPrefix(line, "#")
-			if isSample {
-				sp := strings.LastIndexByte(line, ' ')
-				key = line[:sp]
-				val, _ = strconv.ParseFloat(line[sp+1:], 64)
-			}
-			if _, seen := sums[key]; !seen {
-				order = append(order, key)
-				sums[key] = 0
-			}
-			if isSample {
-				sums[key] += val
-			}
-		}
+		sets = append(sets, mfs)
 	})
-	for _, key := range order {
-		if strings.HasPrefix(key, "#") {
-			fmt.Fprintln(w, key)
-		} else {
-			fmt.Fprintf(w, "%s %s\n", key, strconv.FormatFloat(sums[key], 'g', -1, 64))
-		}
+	own, err := s.own.Gather()
+	if err != nil {
+		return nil, err
 	}
-	fmt.Fprintf(w, "# HELP shunt_proxy_workers_running Worker processes running.\n# TYPE shunt_proxy_workers_running gauge\n")
-	fmt.Fprintf(w, "shunt_proxy_workers_running %d\n", s.running.Load())
-	fmt.Fprintf(w, "# HELP shunt_proxy_worker_restarts_total Workers restarted after they exited.\n# TYPE shunt_proxy_worker_restarts_total counter\n")
-	fmt.Fprintf(w, "shunt_proxy_worker_restarts_total %d\n", s.restarts.Load())
+	return mergeFamilies(append(sets, own)...), nil
 }

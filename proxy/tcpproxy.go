@@ -48,10 +48,18 @@ func (p *Proxy) forwardTCP(d *downstream, cl *cluster, rec *accesslog.Record) Re
 		return r
 	}
 	rec.UpstreamLocal = addrPort(up.LocalAddr())
-	f := &flow{down: d.c, up: up}
+	f := &flow{down: d.c, up: up, tcp: p.istio.tcp(d.lst.dir, cl.name, 0)}
+	f.tcp.opened.Inc()
 	p.flows.add(f)
-	defer p.flows.remove(f)
-	return p.pump(f, rec)
+	r = p.pump(f, rec)
+	p.flows.remove(f) // the reporter is done with it
+	if r != ResultOK && rec.Flags == 0 {
+		rec.Flags = r.flags(false)
+	}
+	end := p.istio.tcp(d.lst.dir, cl.name, rec.Flags)
+	f.reportTCP(end)
+	end.closed.Inc()
+	return r
 }
 
 // connect dials ep for d, giving up when d goes away or the drain ends;

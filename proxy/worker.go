@@ -88,7 +88,12 @@ func (p *Proxy) answerSupervisor(ctl *net.UnixConn, orphaned func()) {
 		var b strings.Builder
 		switch cmd := strings.TrimSpace(line); {
 		case cmd == "metrics":
-			p.metrics.WritePrometheus(&b)
+			line, err := encodeFamilies(p.registry)
+			if err != nil {
+				fmt.Fprintf(&b, "# error %v\n", err)
+			} else {
+				b.WriteString(line + "\n")
+			}
 		case strings.HasPrefix(cmd, "level "):
 			if err := p.level.UnmarshalText([]byte(strings.TrimPrefix(cmd, "level "))); err != nil {
 				fmt.Fprintf(&b, "# error %v\n", err)

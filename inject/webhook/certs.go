@@ -65,8 +65,7 @@ func (c *Certificate) reload() (bool, error) {
 	c.lastCert, c.lastKey = certPEM, keyPEM
 	c.current.Store(&pair)
 	if c.Metrics != nil {
-		c.Metrics.certReloads.Add(1)
-		c.Metrics.certNotAfter.Store(pair.Leaf.NotAfter.Unix())
+		c.Metrics.certLoaded(pair.Leaf.NotAfter)
 	}
 	c.Log.Info("serving certificate loaded", "file", c.CertFile, "subject", pair.Leaf.Subject.String(),
 		"dns", pair.Leaf.DNSNames, "not_after", pair.Leaf.NotAfter.Format(time.RFC3339))
@@ -87,7 +86,7 @@ func (c *Certificate) Watch(ctx context.Context, interval time.Duration) {
 				// mismatched pair in between is normal and retried.
 				c.Log.Warn("certificate files changed but cannot be loaded; keeping the previous pair", "error", err)
 				if c.Metrics != nil {
-					c.Metrics.reloadFailure.Add(1)
+					c.Metrics.reloadFailure.Inc()
 				}
 			}
 		}

@@ -236,7 +236,7 @@ func (h *Handler) review(req *admissionv1.AdmissionRequest) (*admissionv1.Admiss
 	}
 	// The webhook's namespaceSelector and objectSelector chose this pod, so
 	// the namespace counts as opted in; the pod can still opt out.
-	res, err := h.Template.Pod(&pod.ObjectMeta, &pod.Spec, raw, inject.Namespace{Default: true})
+	res, err := h.Template.Pod(&pod.ObjectMeta, &pod.Spec, raw, inject.Namespace{Default: true}, "")
 	attrs = append(attrs, "reason", res.Decision.Reason)
 	resp.Warnings = res.Warnings
 	if err != nil {

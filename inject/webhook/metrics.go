@@ -1,11 +1,12 @@
 package webhook
 
 import (
-	"fmt"
-	"io"
-	"sync"
-	"sync/atomic"
+	"net/http"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // Outcomes of a request, the label values of shunt_webhook_requests_total.
@@ -21,78 +22,73 @@ const (
 
 var outcomes = []string{outcomeInjected, outcomeSkipped, outcomeDenied, outcomeIgnored, outcomeBad, outcomeTimeout, outcomeThrottled}
 
-// latencyBuckets are the upper bounds of the handling-time histogram.
-var latencyBuckets = []time.Duration{
-	100 * time.Microsecond, 250 * time.Microsecond, 500 * time.Microsecond,
-	time.Millisecond, 2500 * time.Microsecond, 5 * time.Millisecond,
-	10 * time.Millisecond, 25 * time.Millisecond, 50 * time.Millisecond,
-	100 * time.Millisecond, 250 * time.Millisecond, time.Second,
-}
+// latencyBuckets are the upper bounds of the handling-time histogram, in
+// seconds.
+var latencyBuckets = []float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1}
 
-// Metrics counts requests and how long they took, for Prometheus.
+// Metrics counts requests and how long they took, and the serving
+// certificate's reloads, in a registry of its own.
 type Metrics struct {
-	mu       sync.Mutex
-	requests map[string]uint64
-	buckets  []uint64 // one per latencyBuckets, then +Inf
-	sum      time.Duration
-
-	certReloads   atomic.Uint64
-	certNotAfter  atomic.Int64 // unix seconds
-	reloadFailure atomic.Uint64
+	reg           *prometheus.Registry
+	requests      *prometheus.CounterVec
+	latency       prometheus.Histogram
+	certReloads   prometheus.Counter
+	reloadFailure prometheus.Counter
+	certNotAfter  prometheus.Gauge
 }
 
-// NewMetrics returns zeroed metrics.
+// NewMetrics returns zeroed metrics, every outcome's series present.
 func NewMetrics() *Metrics {
-	return &Metrics{requests: map[string]uint64{}, buckets: make([]uint64, len(latencyBuckets)+1)}
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "shunt_webhook_requests_total",
+			Help: "Admission requests, by outcome."}, []string{"outcome"}),
+		latency: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "shunt_webhook_request_duration_seconds",
+			Help: "Time from reading a request to writing its answer.", Buckets: latencyBuckets}),
+		certReloads: prometheus.NewCounter(prometheus.CounterOpts{Name: "shunt_webhook_certificate_reloads_total",
+			Help: "Serving certificates loaded, the first included."}),
+		reloadFailure: prometheus.NewCounter(prometheus.CounterOpts{Name: "shunt_webhook_certificate_reload_failures_total",
+			Help: "Changed certificate files that could not be loaded (the previous certificate stays)."}),
+		certNotAfter: prometheus.NewGauge(prometheus.GaugeOpts{Name: "shunt_webhook_certificate_expiry_timestamp_seconds",
+			Help: "When the serving certificate expires."}),
+	}
+	for _, o := range outcomes {
+		m.requests.WithLabelValues(o)
+	}
+	m.reg.MustRegister(m.requests, m.latency, m.certReloads, m.reloadFailure, m.certNotAfter)
+	return m
 }
 
 func (m *Metrics) observe(outcome string, took time.Duration) {
 	if m == nil {
 		return
 	}
-	i := 0
-	for i < len(latencyBuckets) && took > latencyBuckets[i] {
-		i++
-	}
-	m.mu.Lock()
-	m.requests[outcome]++
-	m.buckets[i]++
-	m.sum += took
-	m.mu.Unlock()
+	m.requests.WithLabelValues(outcome).Inc()
+	m.latency.Observe(took.Seconds())
+}
+
+// certLoaded counts a certificate loaded and records when it expires.
+func (m *Metrics) certLoaded(notAfter time.Time) {
+	m.certReloads.Inc()
+	m.certNotAfter.Set(float64(notAfter.Unix()))
 }
 
 // Requests is how many requests ended with outcome.
 func (m *Metrics) Requests(outcome string) uint64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.requests[outcome]
+	return uint64(value(m.requests.WithLabelValues(outcome)))
 }
 
-// WritePrometheus writes the metrics in Prometheus' text format.
-func (m *Metrics) WritePrometheus(w io.Writer) {
-	m.mu.Lock()
-	requests := make(map[string]uint64, len(m.requests))
-	for k, v := range m.requests {
-		requests[k] = v
-	}
-	buckets := append([]uint64(nil), m.buckets...)
-	sum := m.sum
-	m.mu.Unlock()
+// Handler serves the metrics in Prometheus' exposition formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{})
+}
 
-	fmt.Fprintf(w, "# HELP shunt_webhook_requests_total Admission requests, by outcome.\n# TYPE shunt_webhook_requests_total counter\n")
-	for _, o := range outcomes {
-		fmt.Fprintf(w, "shunt_webhook_requests_total{outcome=%q} %d\n", o, requests[o])
+// value reads a counter's or gauge's value.
+func value(c prometheus.Metric) float64 {
+	var d dto.Metric
+	_ = c.Write(&d)
+	if d.Counter != nil {
+		return d.Counter.GetValue()
 	}
-	fmt.Fprintf(w, "# HELP shunt_webhook_request_duration_seconds Time from reading a request to writing its answer.\n# TYPE shunt_webhook_request_duration_seconds histogram\n")
-	var cum uint64
-	for i, b := range latencyBuckets {
-		cum += buckets[i]
-		fmt.Fprintf(w, "shunt_webhook_request_duration_seconds_bucket{le=\"%g\"} %d\n", b.Seconds(), cum)
-	}
-	cum += buckets[len(latencyBuckets)]
-	fmt.Fprintf(w, "shunt_webhook_request_duration_seconds_bucket{le=\"+Inf\"} %d\n", cum)
-	fmt.Fprintf(w, "shunt_webhook_request_duration_seconds_sum %g\nshunt_webhook_request_duration_seconds_count %d\n", sum.Seconds(), cum)
-	fmt.Fprintf(w, "# HELP shunt_webhook_certificate_reloads_total Serving certificates loaded, the first included.\n# TYPE shunt_webhook_certificate_reloads_total counter\nshunt_webhook_certificate_reloads_total %d\n", m.certReloads.Load())
-	fmt.Fprintf(w, "# HELP shunt_webhook_certificate_reload_failures_total Changed certificate files that could not be loaded (the previous certificate stays).\n# TYPE shunt_webhook_certificate_reload_failures_total counter\nshunt_webhook_certificate_reload_failures_total %d\n", m.reloadFailure.Load())
-	fmt.Fprintf(w, "# HELP shunt_webhook_certificate_expiry_timestamp_seconds When the serving certificate expires.\n# TYPE shunt_webhook_certificate_expiry_timestamp_seconds gauge\nshunt_webhook_certificate_expiry_timestamp_seconds %d\n", m.certNotAfter.Load())
+	return d.Gauge.GetValue()
 }

@@ -84,10 +84,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		mon := http.NewServeMux()
 		mon.HandleFunc("GET /healthz", healthz)
 		mon.HandleFunc("GET /readyz", healthz)
-		mon.HandleFunc("GET /metrics", func(w http.ResponseWriter, _ *http.Request) {
-			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-			s.Handler.Metrics.WritePrometheus(w)
-		})
+		mon.Handle("GET /metrics", s.Handler.Metrics.Handler())
 		servers = append(servers, &http.Server{Handler: mon, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second, WriteTimeout: 10 * time.Second})
 		lns = append(lns, s.monitorLn)
 	}

@@ -135,7 +135,7 @@ func TestReloadsChangedCertificate(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "tls.key"), []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	for m.reloadFailure.Load() == 0 {
+	for value(m.reloadFailure) == 0 {
 		if time.Now().After(deadline) {
 			t.Fatal("the broken key was not noticed")
 		}
@@ -146,8 +146,8 @@ func TestReloadsChangedCertificate(t *testing.T) {
 	} else {
 		r.Body.Close()
 	}
-	if m.certReloads.Load() != 2 {
-		t.Errorf("%d reloads, want 2", m.certReloads.Load())
+	if value(m.certReloads) != 2 {
+		t.Errorf("%v reloads, want 2", value(m.certReloads))
 	}
 	if r, err := http.Get(monitor + "/metrics"); err == nil {
 		b, _ := io.ReadAll(r.Body)
