@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -77,22 +78,44 @@ func jsonFormatFields(s string) ([]accesslog.Field, error) {
 // a busy proxy makes few write calls; Close flushes what is left.
 type accessLog struct {
 	mu     sync.Mutex
-	w      *bufio.Writer
+	w    *bufio.Writer
+	file io.Closer // a file the proxy opened, closed with it
+	buf  []byte
+	stop chan struct{}
+	done chan struct{}
+}
+
+// logger is one access_log entry: a format and where it writes.
+type logger struct {
+	sink   *accessLog
 	format *accesslog.Format
-	buf    []byte
-	stop   chan struct{}
-	done   chan struct{}
+}
+
+// writeAll writes r to every logger.
+func writeAll(logs []logger, r *accesslog.Record) {
+	for _, l := range logs {
+		l.sink.write(l.format, r)
+	}
 }
 
 const flushEvery = 100 * time.Millisecond
 
-func newAccessLog(w io.Writer, format *accesslog.Format) *accessLog {
-	if w == nil {
-		return nil
+// newAccessLog makes a sink on w; start runs its flusher.
+func newAccessLog(w io.Writer) *accessLog {
+	l := &accessLog{w: bufio.NewWriterSize(w, 64<<10), stop: make(chan struct{}), done: make(chan struct{})}
+	if f, ok := w.(*os.File); ok && f != os.Stdout && f != os.Stderr {
+		l.file = f
 	}
-	l := &accessLog{w: bufio.NewWriterSize(w, 64<<10), format: format, stop: make(chan struct{}), done: make(chan struct{})}
-	go l.flusher()
 	return l
+}
+
+func (l *accessLog) start() { go l.flusher() }
+
+// closeFile closes the file the sink writes to, if the proxy opened it.
+func (l *accessLog) closeFile() {
+	if l.file != nil {
+		l.file.Close()
+	}
 }
 
 func (l *accessLog) flusher() {
@@ -111,11 +134,8 @@ func (l *accessLog) flusher() {
 	}
 }
 
-// Close stops the flusher and writes out the buffer.
+// Close stops the flusher (started) and writes out the buffer.
 func (l *accessLog) Close() {
-	if l == nil {
-		return
-	}
 	close(l.stop)
 	<-l.done
 	l.mu.Lock()
@@ -123,13 +143,10 @@ func (l *accessLog) Close() {
 	l.mu.Unlock()
 }
 
-func (l *accessLog) write(r *accesslog.Record) {
-	if l == nil {
-		return
-	}
+func (l *accessLog) write(format *accesslog.Format, r *accesslog.Record) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.buf = l.format.Append(l.buf[:0], r)
+	l.buf = format.Append(l.buf[:0], r)
 	l.writeLine(l.buf)
 }
 

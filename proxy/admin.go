@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -10,6 +11,10 @@ import (
 	"net/netip"
 	"runtime"
 	"strings"
+
+	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -120,13 +125,15 @@ func (s slogPrinter) Println(v ...any) { s.log.Warn("metrics", "err", fmt.Sprint
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
-		fmt.Fprint(w, "/config_dump  the proxy's configuration (JSON)\n"+
+		fmt.Fprint(w, "/config_dump  the configuration it runs, as Envoy's resources (Envoy's JSON)\n"+
+			"/server_info  its settings beyond them: limits, workers, threads, drain (JSON)\n"+
 			"/stats        the metrics (Prometheus text)\n"+
 			"/ready        readiness, as /healthz/ready\n"+
 			"/logging      the log level; POST /logging?level=debug|info|warn|error changes it\n"+
 			"/debug/pprof/ Go profiles of the running proxy\n")
 	})
-	mux.HandleFunc("GET /config_dump", p.serveConfig)
+	mux.HandleFunc("GET /config_dump", p.serveConfigDump)
+	mux.HandleFunc("GET /server_info", p.serveConfig)
 	mux.HandleFunc("GET /stats", p.servePrometheus)
 	mux.HandleFunc("GET /ready", p.serveReady)
 	mux.HandleFunc("GET /logging", func(w http.ResponseWriter, _ *http.Request) {
@@ -158,6 +165,37 @@ func (p *Proxy) serveConfig(w http.ResponseWriter, _ *http.Request) {
 		"minimum_drain_duration": c.MinimumDrain.String(), "effective_max_connections": p.limits.Connections,
 		"descriptor_limit": p.limits.Descriptors, "max_pipes": p.limits.Pipes,
 	})
+}
+
+// serveConfigDump prints the configuration as Envoy's /config_dump does:
+// the bootstrap, then its static listeners and clusters.
+func (p *Proxy) serveConfigDump(w http.ResponseWriter, _ *http.Request) {
+	dump := &adminv3.ConfigDump{}
+	var listeners []*adminv3.ListenersConfigDump_StaticListener
+	for _, l := range p.bootstrap.GetStaticResources().GetListeners() {
+		listeners = append(listeners, &adminv3.ListenersConfigDump_StaticListener{Listener: typed(l)})
+	}
+	var clusters []*adminv3.ClustersConfigDump_StaticCluster
+	for _, c := range p.bootstrap.GetStaticResources().GetClusters() {
+		clusters = append(clusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: typed(c)})
+	}
+	dump.Configs = []*anypb.Any{
+		typed(&adminv3.BootstrapConfigDump{Bootstrap: p.bootstrap}),
+		typed(&adminv3.ListenersConfigDump{StaticListeners: listeners}),
+		typed(&adminv3.ClustersConfigDump{StaticClusters: clusters}),
+	}
+	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(dump)
+	if err != nil {
+		http.Error(w, err.Error(), 500)
+		return
+	}
+	// protojson varies its spacing on purpose; print it one stable way.
+	var compact, out bytes.Buffer
+	_ = json.Compact(&compact, b)
+	_ = json.Indent(&out, compact.Bytes(), "", "  ")
+	out.WriteByte('\n')
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(out.Bytes())
 }
 
 func (p *Proxy) workerCount() int {

@@ -37,6 +37,7 @@ type cluster struct {
 	connectTimeout  time.Duration
 
 	endpoints atomic.Pointer[[]netip.AddrPort] // staticEndpoints
+	dns       *dnsCluster                      // STRICT_DNS, LOGICAL_DNS: how endpoints are found
 	next      atomic.Uint32                    // round robin
 
 	poolLimits poolLimits

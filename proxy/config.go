@@ -16,6 +16,8 @@ import (
 	"net/netip"
 	"time"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
@@ -87,6 +89,18 @@ type Config struct {
 	// port names do: HTTP ports go to L7 without detection, TCP ones are
 	// passed through at once (a server-first protocol waits for nothing).
 	PortProtocols map[uint16]Protocol
+
+	// Bootstrap is an Envoy configuration to run (shunt proxy --config)
+	// instead of Istio's sidecar, which the capture settings above
+	// describe; see envoyconfig.Load.
+	Bootstrap *bootstrapv3.Bootstrap
+	// AccessLogPath is what the sidecar's configuration names as its
+	// access log's path (/config_dump shows it); AccessLog is where it
+	// writes. /dev/stdout when empty.
+	AccessLogPath string
+	// Resolve looks up the names of DNS clusters; nil asks the system's
+	// resolver.
+	Resolve func(ctx context.Context, host string) ([]netip.Addr, error)
 
 	// Workload is the pod's identity in Istio's metric labels; nil reads
 	// it from the environment (WorkloadFromEnv).

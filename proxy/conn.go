@@ -28,6 +28,9 @@ type flow struct {
 	shard    uint32                      // its registry shard
 	seen     int64                       // activity at the sweeper's last look (sweeper only)
 	quietAt  time.Time                   // when the sweeper first saw it quiet (sweeper only)
+	// idle and stream are its handler's idle timeouts (see sweep); 0
+	// for none.
+	idle, stream time.Duration
 }
 
 // An HTTP connection's stages, for the sweeper and the drain.

@@ -17,8 +17,9 @@ import (
 // http_inspector and tls_inspector read them. The bytes are peeked, not
 // read: whichever handler takes the connection sees them all.
 type detection struct {
-	proto Protocol
-	sni   string // a TLS ClientHello's server name
+	proto    Protocol
+	sni      string // a TLS ClientHello's server name
+	timedOut bool   // the client said too little before the wait ended
 }
 
 // peekSize bounds what detection looks at: a request line or a
@@ -67,7 +68,7 @@ func detect(c *net.TCPConn, wait time.Duration) detection {
 		_ = raw.Read(peek)
 		_ = c.SetReadDeadline(time.Time{})
 	}
-	d := detection{proto: verdict}
+	d := detection{proto: verdict, timedOut: !final && n < peekSize}
 	if !final && n == peekSize {
 		d.proto = fullVerdict(buf[:n])
 	}

@@ -38,21 +38,25 @@ func (p *Proxy) serveConn(c *net.TCPConn, lst *listener) {
 
 // route sends d to its chain's handler, or refuses it; it closes d.
 func (p *Proxy) route(d *downstream) Result {
-	dst, err := p.originalDst(d.c, d.lst.dir)
+	dst, err := p.originalDst(d.c, d.lst)
 	if err != nil {
 		reset(d.c)
 		p.log.Warn("cannot read the original destination", "direction", d.lst.dir, "from", d.remote, "err", err)
 		return p.refuse(d, ResultNoOriginalDst, err.Error())
 	}
 	d.local = dst
-	if p.isLoop(d.c, d.lst.dir, dst) {
+	if p.isLoop(d.c, d.lst, dst) {
 		// Not redirected: someone dialled the listener itself. Forwarding
 		// would connect the proxy to itself, again and again.
 		reset(d.c)
 		p.log.Warn("refused a connection to the proxy's own listener (a loop)", "direction", d.lst.dir, "from", d.remote, "to", dst)
 		return p.refuse(d, ResultLoop, "")
 	}
-	proto := p.protocolOf(d)
+	proto, timedOut := p.protocolOf(d)
+	if timedOut && d.lst.closeOnTimeout {
+		d.c.Close()
+		return p.refuse(d, ResultListenerFilterTimeout, "")
+	}
 	if proto == ProtocolHTTP2 {
 		proto = ProtocolTCP // until the HTTP/2 codec lands, h2c passes through at L4
 	}
@@ -68,25 +72,33 @@ func (p *Proxy) route(d *downstream) Result {
 }
 
 // protocolOf is what d speaks: TCP when its port is declared so (nothing
-// waited for); otherwise what its first bytes say, HTTP where its port is
-// declared HTTP whatever they say (the codec judges them).
-func (p *Proxy) protocolOf(d *downstream) Protocol {
+// waited for); otherwise what its first bytes say, as far as the
+// listener's inspectors look (TCP where none does), HTTP where its port
+// is declared HTTP whatever they say (the codec judges them). timedOut
+// says the client stayed silent past the inspectors' timeout.
+func (p *Proxy) protocolOf(d *downstream) (proto Protocol, timedOut bool) {
 	declared, ok := d.lst.declared(d.local.Port())
 	switch {
 	case ok && declared == ProtocolTCP:
-		return ProtocolTCP
-	case d.lst.detect == 0:
+		return ProtocolTCP, false
+	case !d.lst.inspectHTTP && !d.lst.inspectTLS:
 		if ok {
-			return declared
+			return declared, false
 		}
-		return ProtocolTCP
+		return ProtocolTCP, false
 	}
 	det := detect(d.c, d.lst.detect)
-	d.sni = det.sni
-	if ok && !det.proto.isHTTP() {
-		return declared
+	if d.lst.inspectTLS {
+		d.sni = det.sni
 	}
-	return det.proto
+	proto = det.proto
+	if proto.isHTTP() && !d.lst.inspectHTTP || proto == ProtocolTLS && !d.lst.inspectTLS {
+		proto = ProtocolTCP
+	}
+	if ok && !proto.isHTTP() {
+		return declared, false
+	}
+	return proto, det.timedOut
 }
 
 // refuse logs a connection turned away before any handler took it.
@@ -98,7 +110,7 @@ func (p *Proxy) refuse(d *downstream, r Result, detail string) Result {
 	if r == ResultLoop {
 		rec.UpstreamCluster = BlackHoleCluster
 	}
-	p.access.write(&rec)
+	writeAll(d.lst.logs, &rec)
 	return r
 }
 
@@ -146,22 +158,26 @@ func terminationDetails(r Result, detail string) string {
 
 // originalDst is where c was going: conntrack's record of the address
 // REDIRECT rewrote, or, for TPROXY, the socket's own local address.
-func (p *Proxy) originalDst(c *net.TCPConn, dir Direction) (netip.AddrPort, error) {
-	if p.cfg.OriginalDst != nil {
-		return p.cfg.OriginalDst(c, dir)
-	}
-	if dir == Inbound && p.cfg.TProxy {
+func (p *Proxy) originalDst(c *net.TCPConn, l *listener) (netip.AddrPort, error) {
+	switch {
+	case !l.useOriginalDst || l.transparent:
 		return addrPort(c.LocalAddr()), nil
+	case p.cfg.OriginalDst != nil:
+		return p.cfg.OriginalDst(c, l.dir)
 	}
 	return origdst.Get(c)
 }
 
-// isLoop reports a connection to the proxy's own listener: not redirected
-// (its original destination is the listener itself), or under TPROXY,
-// addressed to the inbound port.
-func (p *Proxy) isLoop(c *net.TCPConn, dir Direction, dst netip.AddrPort) bool {
-	if dir == Inbound && p.cfg.TProxy {
-		return dst.Port() == p.cfg.InboundPort
+// isLoop reports a connection to a capture listener itself: not
+// redirected (its original destination is the listener), or under TPROXY,
+// addressed to the listener's port. A listener that does not look for an
+// original destination takes connections to itself: no loop.
+func (p *Proxy) isLoop(c *net.TCPConn, l *listener, dst netip.AddrPort) bool {
+	switch {
+	case l.transparent:
+		return dst.Port() == l.port
+	case !l.useOriginalDst:
+		return false
 	}
 	return dst == addrPort(c.LocalAddr())
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,18 @@ type httpManager struct {
 	// HTTP/1.0 (nginx's proxy_pass speaks it), as Istio does with
 	// PILOT_HTTP10.
 	rejectHTTP10 bool
+	// codec is the protocol the manager speaks: ProtocolAny to serve what
+	// the client speaks (AUTO), ProtocolHTTP1 for HTTP/1 only.
+	codec Protocol
+	// generateRequestID adds x-request-id to requests without one.
+	generateRequestID bool
+	// upgrades are the Upgrade types (lower case; "connect" for CONNECT)
+	// it tunnels; others are answered 403, as Envoy does.
+	upgrades map[string]bool
+	// idle closes a connection idle between requests; streamIdle bounds a
+	// request that moves no byte (stream_idle_timeout). 0 for none.
+	idle, streamIdle time.Duration
+	logs             []logger
 }
 
 // h1conn is one downstream HTTP/1 connection and the request on it.
@@ -85,7 +98,7 @@ var h1conns = sync.Pool{New: func() any {
 func (p *Proxy) serveHTTP(d *downstream, hcm *httpManager) Result {
 	h := h1conns.Get().(*h1conn)
 	h.p, h.d, h.hcm, h.sent = p, d, hcm, 0
-	h.f = &flow{down: d.c, http: true}
+	h.f = &flow{down: d.c, http: true, idle: hcm.idle, stream: hcm.streamIdle}
 	h.src = countingConn{c: d.c, act: &h.f.activity}
 	h.br.Reset(&h.src)
 	p.flows.add(h.f)
@@ -132,7 +145,14 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	if req.Minor == 0 && h.hcm.rejectHTTP10 {
 		return h.localReply(426, 0, "http1.http10_not_allowed", "")
 	}
-	rt := h.hcm.routes.match(req.Host, req.Target, string(req.Method) == "CONNECT")
+	connect := string(req.Method) == "CONNECT"
+	if len(req.Upgrade) > 0 && strings.EqualFold(string(req.Upgrade), "h2c") {
+		req.Upgrade = nil // as Envoy: an h2c upgrade is not taken, the request goes on as HTTP/1.1
+	}
+	if (connect || len(req.Upgrade) > 0) && !h.hcm.upgrades[upgradeType(req.Upgrade, connect)] {
+		return h.localReply(403, 0, "upgrade_failed", "")
+	}
+	rt := h.hcm.routes.match(req.Host, req.Target, connect)
 	if rt == nil {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
@@ -169,4 +189,13 @@ func (h *h1conn) badRequest(err error) Result {
 		ConnectionID: h.d.id, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1}
 	h.localReply(code, accesslog.DownstreamProtocolError, details, "")
 	return ResultOK
+}
+
+// upgradeType is the upgrade_configs type a request asks for: its
+// Upgrade header in lower case, or "connect".
+func upgradeType(upgrade []byte, connect bool) string {
+	if connect {
+		return "connect"
+	}
+	return strings.ToLower(string(upgrade))
 }

@@ -273,7 +273,7 @@ func (h *h1conn) tunnel(uc *upstreamConn) outcome {
 		h.br.Discard(len(b))
 	}
 	h.p.flows.remove(h.f)
-	f := &flow{down: h.d.c, up: uc.c}
+	f := &flow{down: h.d.c, up: uc.c, idle: h.hcm.idle}
 	h.p.flows.add(f)
 	var rec accesslog.Record
 	r := h.p.pump(f, &rec)

@@ -15,7 +15,7 @@ import (
 // log and the upstream see them alike.
 func (h *h1conn) addRequestHeaders() {
 	req := &h.req
-	if _, ok := req.Get("x-request-id"); !ok {
+	if _, ok := req.Get("x-request-id"); !ok && h.hcm.generateRequestID {
 		id := appendUUID(h.vals[:0])
 		req.Headers = append(req.Headers, http1.Header{Name: xRequestID, Value: id})
 	}

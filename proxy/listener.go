@@ -2,7 +2,7 @@ package proxy
 
 import (
 	"fmt"
-	"maps"
+	"net/netip"
 	"slices"
 	"time"
 )
@@ -11,13 +11,33 @@ import (
 // use_original_dst: filter chains, chosen by the connection's original
 // destination port and the protocol its first bytes speak.
 type listener struct {
-	name   string // Istio's: virtualOutbound, virtualInbound
-	dir    Direction
-	chains []*filterChain
-	// detect is how long to wait for a client's first bytes to tell HTTP
-	// from the rest; 0 turns detection off (every connection is TCP,
-	// unless a chain names a protocol for its port).
-	detect time.Duration
+	name string // Istio's: virtualOutbound, virtualInbound
+	// dir is the traffic direction, for the metrics (Istio's reporter).
+	dir Direction
+	// addrs are where it listens: its address and additional_addresses;
+	// with optionalExtra, the additional ones may fail to bind (the
+	// sidecar's IPv6 in a namespace without IPv6).
+	addrs         []netip.AddrPort
+	optionalExtra bool
+	// useOriginalDst reads where a connection was going from the
+	// kernel's NAT (SO_ORIGINAL_DST); otherwise that is the address it
+	// was accepted on. transparent binds with IP_TRANSPARENT (TPROXY:
+	// the accepted address is the original destination).
+	useOriginalDst, transparent bool
+	chains                      []*filterChain
+	// inspectHTTP and inspectTLS are Envoy's http_inspector and
+	// tls_inspector: they wait up to detect for a client's first bytes;
+	// closeOnTimeout closes a connection that stays silent that long
+	// (continue_on_listener_filters_timeout false), else it is TCP.
+	inspectHTTP, inspectTLS bool
+	detect                  time.Duration
+	closeOnTimeout          bool
+	// logs are its chains' loggers: a connection refused before a chain
+	// took it is logged to each.
+	logs []logger
+	// port is the port it is bound to (the configured one, or the one
+	// the kernel chose for 0).
+	port uint16
 }
 
 // filterChain is one way through a listener: a match and a handler, a
@@ -64,20 +84,32 @@ func IstioProtocol(name string) (Protocol, error) {
 	return 0, fmt.Errorf("%q is not a protocol Istio names (http, http2, grpc, grpc-web, tcp, tls, https, mongo, mysql, redis)", name)
 }
 
-// chainFor picks the chain for a connection to port that speaks proto:
-// the first chain naming the port, else the first that takes proto.
+// chainFor picks the chain for a connection to port that speaks proto,
+// the most specific first, as Envoy does: a chain naming the port over
+// one naming none, then one naming the protocol over one taking any; the
+// first of equals.
 func (l *listener) chainFor(port uint16, proto Protocol) *filterChain {
+	var best *filterChain
+	bestRank := 0
 	for _, fc := range l.chains {
-		if len(fc.ports) > 0 && slices.Contains(fc.ports, port) && fc.takes(proto) {
-			return fc
+		rank := 1
+		if len(fc.ports) > 0 {
+			if !slices.Contains(fc.ports, port) {
+				continue
+			}
+			rank = 3
+		}
+		if !fc.takes(proto) {
+			continue
+		}
+		if fc.protocol != ProtocolAny {
+			rank++
+		}
+		if rank > bestRank {
+			best, bestRank = fc, rank
 		}
 	}
-	for _, fc := range l.chains {
-		if len(fc.ports) == 0 && fc.takes(proto) {
-			return fc
-		}
-	}
-	return nil
+	return best
 }
 
 func (fc *filterChain) takes(proto Protocol) bool {
@@ -99,41 +131,4 @@ func (l *listener) declared(port uint16) (Protocol, bool) {
 		}
 	}
 	return 0, false
-}
-
-// sidecarListeners are Istio's sidecar's two capture listeners, as shunt
-// runs them without a configuration file: outbound to the original
-// destination (PassthroughCluster), inbound to the app from
-// InboundSource (InboundPassthroughCluster); HTTP, detected or declared,
-// through an HTTP connection manager, the rest through a TCP proxy.
-func sidecarListeners(cfg *Config, clusters map[string]*cluster) []*listener {
-	mk := func(name string, dir Direction, cl *cluster, route string) *listener {
-		l := &listener{name: name, dir: dir, detect: cfg.ProtocolDetectionTimeout}
-		hcm := &httpManager{statPrefix: name, routes: passthroughRoutes(route, cl)}
-		tcp := &tcpProxy{statPrefix: name, cluster: cl}
-		for _, port := range slices.Sorted(maps.Keys(cfg.PortProtocols)) {
-			proto := cfg.PortProtocols[port]
-			fc := &filterChain{name: fmt.Sprintf("%s-%d", name, port), ports: []uint16{port}, protocol: proto, tcp: tcp}
-			if proto.isHTTP() {
-				fc.tcp, fc.http = nil, hcm
-			}
-			l.chains = append(l.chains, fc)
-		}
-		l.chains = append(l.chains,
-			&filterChain{name: name + "-catchall-http", protocol: ProtocolHTTP1, http: hcm},
-			&filterChain{name: name + "-catchall-tcp", protocol: ProtocolTCP, tcp: tcp})
-		return l
-	}
-	return []*listener{
-		mk("virtualOutbound", Outbound, clusters[PassthroughCluster], "allow_any"),
-		mk("virtualInbound", Inbound, clusters[InboundPassthroughCluster], "default"),
-	}
-}
-
-// sidecarClusters are the clusters sidecarListeners use.
-func sidecarClusters(cfg *Config) map[string]*cluster {
-	out := &cluster{name: PassthroughCluster, kind: originalDst, connectTimeout: cfg.ConnectTimeout, poolLimits: defaultPoolLimits}
-	in := &cluster{name: InboundPassthroughCluster, kind: originalDst, connectTimeout: cfg.ConnectTimeout,
-		source: cfg.InboundSource, source6: cfg.InboundSource6, poolLimits: defaultPoolLimits}
-	return map[string]*cluster{out.name: out, in.name: in}
 }

@@ -56,5 +56,5 @@ func (h *h1conn) log() {
 	h.logged = true
 	h.rec.Duration = time.Since(h.rec.Start)
 	h.p.istio.request(h.d.lst.dir, &h.rec, nil, false)
-	h.p.access.write(&h.rec)
+	writeAll(h.hcm.logs, &h.rec)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,8 +17,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/shunt-dev/shunt/proxy/accesslog"
 )
 
 // Proxy is the sidecar. Listen binds its sockets (do it before dropping
@@ -29,23 +30,25 @@ type Proxy struct {
 	metrics  Metrics
 	istio    *istioMetrics
 	registry *prometheus.Registry // what /stats/prometheus serves
-	access   *accessLog
-	format   *accesslog.Format
-
-	listeners [2]*listener // outbound and inbound
+	// bootstrap is the configuration it runs, in Envoy's resources: the
+	// file's, or the sidecar's own (sidecarBootstrap).
+	bootstrap *bootstrapv3.Bootstrap
+	listeners []*listener
 	clusters  map[string]*cluster
+	sinks     map[string]*accessLog
 	connIDs   atomic.Uint64
 
-	capture  []capture // the outbound and inbound listeners, IPv4 and IPv6
-	http     []*http.Server
-	httpLn   []net.Listener
-	dialer   net.Dialer
-	limits   Limits
-	active   atomic.Int64 // connections open, both directions
-	conns    sync.WaitGroup
-	flows    registry
-	ready    atomic.Bool
-	draining atomic.Bool
+	capture   []capture // the outbound and inbound listeners, IPv4 and IPv6
+	http      []*http.Server
+	adminAddr netip.AddrPort
+	httpLn    []net.Listener
+	dialer    net.Dialer
+	limits    Limits
+	active    atomic.Int64 // connections open, both directions
+	conns     sync.WaitGroup
+	flows     registry
+	ready     atomic.Bool
+	draining  atomic.Bool
 	// stopping ends when the drain does: dials still pending give up.
 	stopping context.Context
 	stop     context.CancelCauseFunc
@@ -58,7 +61,7 @@ type Proxy struct {
 
 type capture struct {
 	ln     *net.TCPListener
-	dir    Direction
+	lst    *listener
 	closed bool // by the drain
 }
 
@@ -71,11 +74,19 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	if level == nil {
 		level = new(slog.LevelVar)
 	}
-	format, err := AccessLogFormat(cfg.AccessLogFormat)
-	if err != nil {
-		return nil, fmt.Errorf("access log format: %w", err)
+	p := &Proxy{cfg: cfg, log: log, level: level}
+	b, builtin := cfg.Bootstrap, cfg.Bootstrap == nil
+	if builtin {
+		var err error
+		if b, err = sidecarBootstrap(&p.cfg); err != nil {
+			return nil, err
+		}
 	}
-	p := &Proxy{cfg: cfg, log: log, level: level, format: format}
+	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout})
+	if err != nil {
+		return nil, err
+	}
+	p.bootstrap, p.listeners, p.clusters, p.sinks = b, res.listeners, res.clusters, res.sinks
 	self := cfg.Workload
 	if self == nil {
 		w := WorkloadFromEnv(os.Getenv, LabelsFile)
@@ -85,9 +96,6 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	p.registry = prometheus.NewRegistry()
 	p.registry.MustRegister(&p.metrics)
 	p.registry.MustRegister(p.istio.collectors()...)
-	p.clusters = sidecarClusters(&p.cfg)
-	ls := sidecarListeners(&p.cfg, p.clusters)
-	p.listeners = [2]*listener{ls[0], ls[1]}
 	p.stopping, p.stop = context.WithCancelCause(context.Background())
 	// No TCP keepalive from the proxy: the app and the upstream keep their
 	// own, which pass through; Go's default would cost four setsockopt
@@ -104,32 +112,31 @@ func (p *Proxy) Limits() Limits { return p.limits }
 // Metrics are the proxy's live counters.
 func (p *Proxy) Metrics() *Metrics { return &p.metrics }
 
-// Listen binds the capture listeners (IPv4, and IPv6 where the namespace
-// has it) and the health, Prometheus and admin endpoints.
+// Listen binds the listeners (the sidecar's: outbound and inbound, IPv4,
+// and IPv6 where the namespace has it) and the health, Prometheus and
+// admin endpoints.
 func (p *Proxy) Listen() error {
-	for _, l := range []struct {
-		port uint16
-		dir  Direction
-	}{{p.cfg.OutboundPort, Outbound}, {p.cfg.InboundPort, Inbound}} {
+	for _, l := range p.listeners {
 		lc := net.ListenConfig{KeepAlive: -1}
-		if l.dir == Inbound && p.cfg.TProxy {
+		if l.transparent {
 			lc.Control = transparent
 		}
-		ln, err := lc.Listen(context.Background(), "tcp4", netip.AddrPortFrom(p.cfg.ListenAddr, l.port).String())
-		if err != nil {
-			p.Close()
-			return fmt.Errorf("%s listener: %w", l.dir, err)
+		for i, a := range l.addrs {
+			network := "tcp4"
+			if a.Addr().Is6() {
+				network = "tcp6"
+			}
+			ln, err := lc.Listen(context.Background(), network, a.String())
+			if err != nil && i > 0 && l.optionalExtra {
+				p.log.Debug("no listener on an additional address", "listener", l.name, "address", a, "err", err)
+				continue
+			}
+			if err != nil {
+				p.Close()
+				return fmt.Errorf("listener %s: %w", l.name, err)
+			}
+			p.adopt(ln.(*net.TCPListener), l)
 		}
-		p.capture = append(p.capture, capture{ln: ln.(*net.TCPListener), dir: l.dir})
-		if !p.cfg.ListenAddr6.IsValid() {
-			continue
-		}
-		ln6, err := lc.Listen(context.Background(), "tcp6", netip.AddrPortFrom(p.cfg.ListenAddr6, l.port).String())
-		if err != nil {
-			p.log.Debug("no IPv6 listener", "direction", l.dir, "err", err)
-			continue
-		}
-		p.capture = append(p.capture, capture{ln: ln6.(*net.TCPListener), dir: l.dir})
 	}
 	for _, h := range []struct {
 		addr    string
@@ -144,16 +151,41 @@ func (p *Proxy) Listen() error {
 			p.Close()
 			return fmt.Errorf("listening on %s: %w", h.addr, err)
 		}
+		if h.addr == p.cfg.AdminAddr {
+			p.adminAddr = addrPort(ln.Addr())
+		}
 		p.httpLn = append(p.httpLn, ln)
 		p.http = append(p.http, &http.Server{Handler: h.handler, ReadHeaderTimeout: 5 * time.Second})
 	}
 	return nil
 }
 
-// Addr is the address a capture listener is bound to.
+// AdminAddr is where the admin API listens, once Listen has bound it.
+func (p *Proxy) AdminAddr() netip.AddrPort { return p.adminAddr }
+
+// adopt serves ln as one of l's sockets.
+func (p *Proxy) adopt(ln *net.TCPListener, l *listener) {
+	if l.port == 0 {
+		l.port = addrPort(ln.Addr()).Port()
+	}
+	p.capture = append(p.capture, capture{ln: ln, lst: l})
+}
+
+// Addr is the address the first listener of a traffic direction is bound
+// to (the sidecar's: outbound, inbound).
 func (p *Proxy) Addr(dir Direction) netip.AddrPort {
 	for _, c := range p.capture {
-		if c.dir == dir {
+		if c.lst.dir == dir {
+			return addrPort(c.ln.Addr())
+		}
+	}
+	return netip.AddrPort{}
+}
+
+// ListenerAddr is the address the named listener is bound to.
+func (p *Proxy) ListenerAddr(name string) netip.AddrPort {
+	for _, c := range p.capture {
+		if c.lst.name == name {
 			return addrPort(c.ln.Addr())
 		}
 	}
@@ -183,25 +215,40 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if len(p.capture) == 0 {
 		return errors.New("proxy: Serve before Listen")
 	}
-	p.access = newAccessLog(p.cfg.AccessLog, p.format)
-	defer p.access.Close()
+	for _, s := range p.sinks {
+		s.start()
+		defer s.closeFile()
+		defer s.Close()
+	}
+	p.resolveAll(ctx)
+	dnsCtx, stopDNS := context.WithCancel(ctx)
+	defer stopDNS()
+	p.refreshDNS(dnsCtx)
 	var acceptors sync.WaitGroup
 	for _, c := range p.capture {
 		acceptors.Add(1)
 		go func() {
 			defer acceptors.Done()
-			p.accept(c.ln, p.listeners[c.dir])
+			p.accept(c.ln, c.lst)
 		}()
 	}
 	p.serveAdmin()
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
-	go p.flows.sweep(p.cfg.IdleTimeout, p.cfg.StreamIdleTimeout, stopSweep)
+	go p.flows.sweep(p.shortestIdle(), stopSweep)
 	go p.housekeeping(stopSweep)
 	p.ready.Store(true)
 	p.warnDifferences()
-	p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
-		"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
+	if p.cfg.Bootstrap == nil {
+		p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
+			"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
+	} else {
+		for _, c := range p.capture {
+			p.log.Info("listener listening", "listener", c.lst.name, "address", addrPort(c.ln.Addr()))
+		}
+		p.log.Info("proxy running its configuration", "listeners", len(p.listeners), "clusters", len(p.clusters),
+			"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
+	}
 	if p.cfg.MaxConnections == 0 || p.limits.Connections < p.cfg.MaxConnections {
 		p.log.Info("the descriptor limit bounds the connections", "max_connections", p.limits.Connections,
 			"descriptors", p.limits.Descriptors, "reserved", p.limits.Reserve, "pipes", p.limits.Pipes)
@@ -234,7 +281,7 @@ func (p *Proxy) drain() {
 	start := time.Now()
 	serving := false
 	for i, c := range p.capture {
-		if p.cfg.DrainListeners.stops(c.dir) {
+		if p.cfg.DrainListeners.stops(c.lst.dir) {
 			p.closeCapture(i)
 		} else {
 			serving = true
@@ -356,6 +403,9 @@ func transparent(network, _ string, c syscall.RawConn) error {
 // warnDifferences says, once at start, where this configuration behaves
 // unlike Istio's sidecar.
 func (p *Proxy) warnDifferences() {
+	if p.cfg.Bootstrap != nil {
+		return // the file says what runs
+	}
 	var attrs []any
 	if t := p.cfg.ProtocolDetectionTimeout; t > 0 {
 		attrs = append(attrs, "protocol_detection", fmt.Sprintf("a client silent for %s is passed through as TCP (Istio waits for it; --protocol-detection-timeout 0 turns detection off)", t))
@@ -387,4 +437,42 @@ func (p *Proxy) housekeeping(stop <-chan struct{}) {
 			}
 		}
 	}
+}
+
+// shortestIdle is the shortest idle timeout any handler has, which paces
+// the sweeper.
+func (p *Proxy) shortestIdle() time.Duration {
+	shortest := time.Hour
+	consider := func(d time.Duration) {
+		if d > 0 && d < shortest {
+			shortest = d
+		}
+	}
+	for _, l := range p.listeners {
+		for _, fc := range l.chains {
+			if fc.http != nil {
+				consider(fc.http.idle)
+				consider(fc.http.streamIdle)
+			}
+			if fc.tcp != nil {
+				consider(fc.tcp.idle)
+			}
+		}
+	}
+	return shortest
+}
+
+// openLog is where a file access log at path writes: for the sidecar's
+// own configuration, Config.AccessLog; for a file's, the path (standard
+// output and error by their /dev names).
+func (p *Proxy) openLog(path string) (io.Writer, error) {
+	switch {
+	case p.cfg.Bootstrap == nil:
+		return p.cfg.AccessLog, nil
+	case path == "/dev/stdout":
+		return os.Stdout, nil
+	case path == "/dev/stderr":
+		return os.Stderr, nil
+	}
+	return os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 }

@@ -61,8 +61,8 @@ func (r *registry) closeAll(why Result) (n int) {
 // with a request in flight. It looks every quarter of the shorter
 // timeout, so a flow goes between one and one and a quarter timeouts
 // after its last byte. The copy loops need no timers of their own.
-func (r *registry) sweep(idle, stream time.Duration, stop <-chan struct{}) {
-	t := time.NewTicker(max(min(idle, stream)/4, 5*time.Millisecond))
+func (r *registry) sweep(shortest time.Duration, stop <-chan struct{}) {
+	t := time.NewTicker(max(shortest/4, 5*time.Millisecond))
 	defer t.Stop()
 	for {
 		var now time.Time
@@ -76,11 +76,11 @@ func (r *registry) sweep(idle, stream time.Duration, stop <-chan struct{}) {
 				f.seen, f.quietAt = a, now
 				return
 			}
-			limit := idle
+			limit := f.idle
 			if f.http && f.stage.Load() != stageIdle {
-				limit = stream
+				limit = f.stream
 			}
-			if now.Sub(f.quietAt) >= limit {
+			if limit > 0 && now.Sub(f.quietAt) >= limit {
 				f.abort(ResultIdleTimeout)
 			}
 		})

@@ -474,8 +474,13 @@ func TestConnectionLimit(t *testing.T) {
 func TestAdminAPI(t *testing.T) {
 	s := newSidecarPod(t, "--concurrency", "1")
 	code, body, err := s.NS.HTTPGet("http://127.0.0.1:15000/config_dump")
-	if err != nil || code != 200 || !strings.Contains(body, `"outbound_port": 15001`) || !strings.Contains(body, `"gomaxprocs": 1`) {
+	if err != nil || code != 200 || !strings.Contains(body, `"name": "virtualOutbound"`) || !strings.Contains(body, `"port_value": 15001`) ||
+		!strings.Contains(body, `"@type": "type.googleapis.com/envoy.admin.v3.ClustersConfigDump"`) {
 		t.Errorf("config_dump: %d %v\n%s", code, err, body)
+	}
+	code, body, err = s.NS.HTTPGet("http://127.0.0.1:15000/server_info")
+	if err != nil || code != 200 || !strings.Contains(body, `"outbound_port": 15001`) || !strings.Contains(body, `"gomaxprocs": 1`) {
+		t.Errorf("server_info: %d %v\n%s", code, err, body)
 	}
 	var out string
 	if err := s.NS.Do(func() error {

@@ -104,7 +104,7 @@ func (p *Proxy) StartWorkers(n int, exe string, args []string) error {
 			return err
 		}
 		s.files = append(s.files, f)
-		dirs = append(dirs, c.dir.String())
+		dirs = append(dirs, c.lst.name)
 	}
 	s.dirs = strings.Join(dirs, ",")
 	for i := range n {

@@ -15,13 +15,15 @@ import (
 type tcpProxy struct {
 	statPrefix string
 	cluster    *cluster
+	idle       time.Duration // idle_timeout: no byte either way for this long closes it; 0 for none
+	logs       []logger
 }
 
 // proxyTCP runs d through t and logs it; it closes d.
 func (p *Proxy) proxyTCP(d *downstream, t *tcpProxy) Result {
 	rec := d.record()
 	rec.UpstreamCluster = t.cluster.name
-	r := p.forwardTCP(d, t.cluster, &rec)
+	r := p.forwardTCP(d, t, &rec)
 	if rec.Flags == 0 {
 		rec.Flags = r.flags(false)
 	}
@@ -30,11 +32,12 @@ func (p *Proxy) proxyTCP(d *downstream, t *tcpProxy) Result {
 	}
 	rec.Duration = time.Since(d.start)
 	d.received, d.sent = rec.BytesReceived, rec.BytesSent
-	p.access.write(&rec)
+	writeAll(t.logs, &rec)
 	return r
 }
 
-func (p *Proxy) forwardTCP(d *downstream, cl *cluster, rec *accesslog.Record) Result {
+func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Result {
+	cl := t.cluster
 	ep, err := cl.pick(d.local)
 	if err != nil {
 		reset(d.c)
@@ -48,7 +51,7 @@ func (p *Proxy) forwardTCP(d *downstream, cl *cluster, rec *accesslog.Record) Re
 		return r
 	}
 	rec.UpstreamLocal = addrPort(up.LocalAddr())
-	f := &flow{down: d.c, up: up, tcp: p.istio.tcp(d.lst.dir, cl.name, 0)}
+	f := &flow{down: d.c, up: up, tcp: p.istio.tcp(d.lst.dir, cl.name, 0), idle: t.idle}
 	f.tcp.opened.Inc()
 	p.flows.add(f)
 	r = p.pump(f, rec)

@@ -16,8 +16,9 @@ import (
 // it is ready, and answers its requests.
 
 // WorkerEnv tells a process started by a supervisor that it is a worker,
-// and which inherited descriptors are which: "outbound,inbound,…" in the
-// order of descriptors 4 and up; descriptor 3 is its control socket.
+// and which inherited descriptors are which: the names of their listeners
+// ("virtualOutbound,virtualInbound,…") in the order of descriptors 4 and
+// up; descriptor 3 is its control socket.
 const WorkerEnv = "SHUNT_PROXY_WORKER"
 
 // WorkerListeners takes the listeners a supervisor passed down, and the
@@ -37,18 +38,24 @@ func WorkerListeners() (ctl *net.UnixConn, ok bool, err error) {
 // AdoptListeners makes p serve the capture listeners inherited from a
 // supervisor, instead of binding its own.
 func (p *Proxy) AdoptListeners() error {
-	for i, d := range strings.Split(os.Getenv(WorkerEnv), ",") {
-		f := os.NewFile(uintptr(4+i), "listener-"+d)
+	for i, name := range strings.Split(os.Getenv(WorkerEnv), ",") {
+		var lst *listener
+		for _, l := range p.listeners {
+			if l.name == name {
+				lst = l
+			}
+		}
+		f := os.NewFile(uintptr(4+i), "listener-"+name)
 		ln, err := net.FileListener(f)
 		f.Close()
 		if err != nil {
 			return fmt.Errorf("inherited listener %d: %w", i, err)
 		}
-		dir := Outbound
-		if d == Inbound.String() {
-			dir = Inbound
+		if lst == nil {
+			ln.Close()
+			return fmt.Errorf("inherited listener %d: this configuration has no listener %q", i, name)
 		}
-		p.capture = append(p.capture, capture{ln: ln.(*net.TCPListener), dir: dir})
+		p.adopt(ln.(*net.TCPListener), lst)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -23,6 +24,7 @@ import (
 	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/internal/memlimit"
 	"github.com/shunt-dev/shunt/proxy"
+	"github.com/shunt-dev/shunt/proxy/envoyconfig"
 	"github.com/shunt-dev/shunt/sidecar"
 )
 
@@ -41,7 +43,13 @@ type proxyFlags struct {
 	portProtocols            map[uint16]string
 	workers                  int
 	concurrency              int
+	config                   string
+	validate                 bool
 }
+
+// sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
+var sidecarOnlyFlags = []string{"outbound-port", "inbound-port", "tproxy", "port-protocol", "protocol-detection-timeout",
+	"access-log", "access-log-format", "stream-idle-timeout", "connect-timeout"}
 
 // proxyEnv are Istio's environment variables for the drain, read when the
 // flag is not given; seconds marks one given in whole seconds.
@@ -63,7 +71,9 @@ func newProxyCmd() *cobra.Command {
 			"it refuses to run as an identity the capture rules would capture, and as root unless --allow-root.\n" +
 			"On SIGTERM it drains as Istio's sidecar does: inbound stops at once, outbound serves on\n" +
 			"until --drain-timeout (TERMINATION_DRAIN_DURATION_SECONDS), then what is left is reset.",
-		Example: "  shunt proxy --uid 1337 --gid 1337",
+		Example: "  shunt proxy --uid 1337 --gid 1337\n" +
+			"  shunt proxy --config envoy.yaml --uid 1337 --gid 1337   # run an Envoy bootstrap's static_resources\n" +
+			"  shunt proxy --config envoy.yaml --validate              # exit 0 if it would run, 2 listing every problem",
 		Args:    cobra.NoArgs,
 	}
 	pf := &proxyFlags{cfg: proxy.DefaultConfig(), captureUIDs: []uint32{sidecar.ProxyUID}, captureGIDs: []uint32{sidecar.ProxyGID},
@@ -97,13 +107,22 @@ func newProxyCmd() *cobra.Command {
 	f.Var(newChoice(&pf.logLevel, "debug", "info", "warn", "error"), "log-level", "debug, info, warn or error")
 	f.BoolVar(&pf.logJSON, "log-json", false, "log as JSON lines")
 	f.Var(newCount(&pf.concurrency, 0, 1024), "concurrency", "threads running Go code at once (GOMAXPROCS); 0 leaves the runtime's choice, which follows the container's CPU limit")
+	f.StringVar(&pf.config, "config", "", "run this Envoy bootstrap (YAML or JSON: static_resources' listeners and clusters, admin) instead of Istio's sidecar; a field shunt does not implement is refused with its path")
+	f.BoolVar(&pf.validate, "validate", false, "with --config: check the file as envoy --mode validate does, bind nothing; exit 0 if it would run, else 2 listing every problem")
 	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)
 		return err
 	}
-	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return run.serve(cmd.Context()) }
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		if pf.validate {
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %d listeners, %d clusters\n", pf.config,
+				len(run.cfg.Bootstrap.GetStaticResources().GetListeners()), len(run.cfg.Bootstrap.GetStaticResources().GetClusters()))
+			return nil
+		}
+		return run.serve(cmd.Context())
+	}
 	return cmd
 }
 
@@ -157,7 +176,18 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 	if pf.drainListeners == "all" {
 		r.cfg.DrainListeners = proxy.DrainAll
 	}
-	if r.cfg.OutboundPort == r.cfg.InboundPort {
+	if pf.validate && pf.config == "" {
+		return nil, usageError{errors.New("--validate checks a --config file: give one")}
+	}
+	if pf.config != "" {
+		if err := r.loadConfig(pf.config, fs); err != nil {
+			return nil, err
+		}
+		if pf.validate {
+			return r, nil // the rest is about running it
+		}
+	}
+	if r.cfg.Bootstrap == nil && r.cfg.OutboundPort == r.cfg.InboundPort {
 		return nil, usageError{fmt.Errorf("--outbound-port and --inbound-port are both %d: they must differ", r.cfg.OutboundPort)}
 	}
 	if r.cfg.AdminAddr != "" && !r.cfg.AdminRemote && !proxy.IsLoopbackAddr(r.cfg.AdminAddr) {
@@ -193,6 +223,38 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 		return nil, usageError{err}
 	}
 	return r, nil
+}
+
+// loadConfig reads and checks an Envoy bootstrap, refusing the flags that
+// shape the sidecar it replaces; its admin address is the admin API's
+// unless --admin-addr says otherwise.
+func (r *proxyRun) loadConfig(file string, fs *pflag.FlagSet) error {
+	for _, name := range sidecarOnlyFlags {
+		if fs.Changed(name) {
+			return usageError{fmt.Errorf("--%s shapes Istio's sidecar, which --config replaces: say it in the file", name)}
+		}
+	}
+	b, err := envoyconfig.Load(file)
+	if err == nil {
+		err = proxy.CheckBootstrap(b)
+	}
+	var ps envoyconfig.Problems
+	if errors.As(err, &ps) {
+		lines := make([]string, len(ps))
+		for i, p := range ps {
+			lines[i] = "  " + clipMessage(p.String())
+		}
+		return usageError{fmt.Errorf("%s: %d problem(s):\n%s", file, len(ps), strings.Join(lines, "\n"))}
+	}
+	if err != nil {
+		return usageError{fmt.Errorf("--config: %w", err)}
+	}
+	r.cfg.Bootstrap = b
+	r.accessLog = "off" // the file's access_log entries say where lines go
+	if a := b.GetAdmin().GetAddress().GetSocketAddress(); a != nil && !fs.Changed("admin-addr") {
+		r.cfg.AdminAddr = net.JoinHostPort(a.GetAddress(), strconv.Itoa(int(a.GetPortValue())))
+	}
+	return nil
 }
 
 // appProbes reads the app probes injection moved to the proxy, and the

@@ -1,0 +1,143 @@
+package proxy
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"sync"
+	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+)
+
+// hostPort is a DNS cluster's endpoint as configured: a name (or an IP)
+// and a port; path is where the configuration says it, for messages.
+type hostPort struct {
+	host string
+	port uint16
+	path string
+}
+
+// dnsCluster is how a STRICT_DNS or LOGICAL_DNS cluster finds its
+// endpoints: every address of every name (strict), or the first address
+// of its one name (logical), looked up again every refresh.
+type dnsCluster struct {
+	hosts   []hostPort
+	logical bool
+	family  clusterv3.Cluster_DnsLookupFamily
+	refresh time.Duration
+}
+
+// resolveFunc looks a name up.
+type resolveFunc func(ctx context.Context, host string) ([]netip.Addr, error)
+
+func systemResolve(ctx context.Context, host string) ([]netip.Addr, error) {
+	return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+}
+
+// lookupTimeout bounds one round of lookups.
+const lookupTimeout = 5 * time.Second
+
+// resolveAll looks up every DNS cluster's endpoints once, in parallel, as
+// Envoy warms its clusters before its listeners take connections.
+func (p *Proxy) resolveAll(ctx context.Context) {
+	var wg sync.WaitGroup
+	for _, cl := range p.clusters {
+		if cl.dns != nil {
+			wg.Go(func() { p.resolve(ctx, cl) })
+		}
+	}
+	wg.Wait()
+}
+
+// refreshDNS looks DNS clusters up again every refresh until ctx ends.
+func (p *Proxy) refreshDNS(ctx context.Context) {
+	for _, cl := range p.clusters {
+		if cl.dns == nil {
+			continue
+		}
+		go func() {
+			t := time.NewTicker(cl.dns.refresh)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					p.resolve(ctx, cl)
+				}
+			}
+		}()
+	}
+}
+
+// resolve updates cl's endpoints. A failed lookup keeps what the name
+// resolved to before, as Envoy does; a name that resolves to nothing
+// leaves the cluster without its endpoints (UH).
+func (p *Proxy) resolve(ctx context.Context, cl *cluster) {
+	ctx, cancel := context.WithTimeout(ctx, lookupTimeout)
+	defer cancel()
+	resolve := p.cfg.Resolve
+	if resolve == nil {
+		resolve = systemResolve
+	}
+	var eps []netip.AddrPort
+	failed := false
+	for _, h := range cl.dns.hosts {
+		var addrs []netip.Addr
+		if ip, err := netip.ParseAddr(h.host); err == nil {
+			addrs = []netip.Addr{ip}
+		} else if addrs, err = resolve(ctx, h.host); err != nil {
+			p.log.Warn("DNS lookup failed", "cluster", cl.name, "host", h.host, "err", err)
+			failed = true
+			continue
+		}
+		addrs = byFamily(addrs, cl.dns.family)
+		if cl.dns.logical && len(addrs) > 1 {
+			addrs = addrs[:1]
+		}
+		for _, a := range addrs {
+			eps = append(eps, netip.AddrPortFrom(a.Unmap(), h.port))
+		}
+	}
+	if failed && len(eps) == 0 {
+		return
+	}
+	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	if old := cl.endpoints.Load(); old == nil || !slices.Equal(*old, eps) {
+		cl.endpoints.Store(&eps)
+		p.log.Debug("cluster endpoints", "cluster", cl.name, "endpoints", eps)
+	}
+}
+
+// byFamily keeps the addresses dns_lookup_family asks for: V4_ONLY and
+// V6_ONLY one family; AUTO IPv6 if there is any, else IPv4;
+// V4_PREFERRED the reverse; ALL both.
+func byFamily(addrs []netip.Addr, family clusterv3.Cluster_DnsLookupFamily) []netip.Addr {
+	var v4, v6 []netip.Addr
+	for _, a := range addrs {
+		if a.Unmap().Is4() {
+			v4 = append(v4, a.Unmap())
+		} else {
+			v6 = append(v6, a)
+		}
+	}
+	switch family {
+	case clusterv3.Cluster_V4_ONLY:
+		return v4
+	case clusterv3.Cluster_V6_ONLY:
+		return v6
+	case clusterv3.Cluster_V4_PREFERRED:
+		if len(v4) > 0 {
+			return v4
+		}
+		return v6
+	case clusterv3.Cluster_ALL:
+		return append(v4, v6...)
+	}
+	if len(v6) > 0 {
+		return v6
+	}
+	return v4
+}

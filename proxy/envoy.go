@@ -1,0 +1,476 @@
+package proxy
+
+import (
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
+	"github.com/shunt-dev/shunt/proxy/envoyconfig"
+)
+
+// Envoy's defaults, where a configuration leaves a field unset.
+const (
+	envoyConnectTimeout   = 5 * time.Second
+	envoyRouteTimeout     = 15 * time.Second
+	envoyStreamIdle       = 5 * time.Minute
+	envoyDNSRefresh       = 5 * time.Second
+	envoyListenerFilters  = 15 * time.Second
+	foreverListenerFilter = 24 * time.Hour // listener_filters_timeout 0: wait for the client
+)
+
+// resources are what a bootstrap runs: its listeners, clusters, and the
+// access log sinks its loggers write to.
+type resources struct {
+	listeners []*listener
+	clusters  map[string]*cluster
+	sinks     map[string]*accessLog // by destination
+	loggers   map[string]logger     // by destination and format
+	admin     string                // the bootstrap's admin address, if any
+	problems  envoyconfig.Problems
+	opt       buildOptions
+}
+
+// buildOptions say how a bootstrap's outside world is reached.
+type buildOptions struct {
+	// open is where a file access log at path writes.
+	open func(path string) (io.Writer, error)
+	// builtin marks the sidecar's own configuration: its listeners'
+	// additional (IPv6) addresses may fail to bind, as a namespace may
+	// have no IPv6.
+	builtin bool
+	// idle is the idle timeout of TCP proxies and HTTP connections that
+	// set none (the command line's --idle-timeout; Envoy's is 1 hour).
+	idle time.Duration
+}
+
+func (r *resources) add(path, format string, args ...any) {
+	r.problems = append(r.problems, envoyconfig.Problem{Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// build turns a checked bootstrap into what the proxy runs, or returns
+// envoyconfig.Problems naming every field it cannot run.
+func build(b *bootstrapv3.Bootstrap, opt buildOptions) (*resources, error) {
+	r := &resources{clusters: map[string]*cluster{}, sinks: map[string]*accessLog{}, loggers: map[string]logger{}, opt: opt}
+	if a := b.GetAdmin().GetAddress(); a != nil {
+		ap, ok := r.socketAddress(a, "admin.address")
+		if ok {
+			r.admin = ap.String()
+		}
+	}
+	for i, c := range b.GetStaticResources().GetClusters() {
+		r.cluster(c, fmt.Sprintf("static_resources.clusters[%d]", i))
+	}
+	names := map[string]bool{}
+	for i, l := range b.GetStaticResources().GetListeners() {
+		path := fmt.Sprintf("static_resources.listeners[%d]", i)
+		if names[l.GetName()] {
+			r.add(path+".name", "invalid: a second listener named %q", l.GetName())
+		}
+		names[l.GetName()] = true
+		r.listener(l, path)
+	}
+	if len(r.problems) > 0 {
+		for _, s := range r.sinks {
+			s.closeFile()
+		}
+		return nil, r.problems
+	}
+	return r, nil
+}
+
+// socketAddress reads an Address that must be an IP and a port.
+func (r *resources) socketAddress(a *corev3.Address, path string) (netip.AddrPort, bool) {
+	sa := a.GetSocketAddress()
+	if sa == nil {
+		r.add(path, "invalid: a socket_address is needed")
+		return netip.AddrPort{}, false
+	}
+	ip, err := netip.ParseAddr(sa.GetAddress())
+	if err != nil {
+		r.add(path+".socket_address.address", "invalid: %q is not an IP address", sa.GetAddress())
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip.Unmap(), uint16(sa.GetPortValue())), true
+}
+
+func (r *resources) cluster(c *clusterv3.Cluster, path string) {
+	name := c.GetName()
+	if _, dup := r.clusters[name]; dup {
+		r.add(path+".name", "invalid: a second cluster named %q", name)
+		return
+	}
+	cl := &cluster{name: name, connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits}
+	bind := c.GetUpstreamBindConfig()
+	sources := []*corev3.SocketAddress{bind.GetSourceAddress()}
+	for _, e := range bind.GetExtraSourceAddresses() {
+		sources = append(sources, e.GetAddress())
+	}
+	for i, ba := range sources {
+		p := path + ".upstream_bind_config.source_address"
+		if i > 0 {
+			p = fmt.Sprintf("%s.upstream_bind_config.extra_source_addresses[%d].address", path, i-1)
+		}
+		if ba == nil {
+			continue
+		}
+		ip, err := netip.ParseAddr(ba.GetAddress())
+		switch {
+		case err != nil:
+			r.add(p+".address", "invalid: %q is not an IP address", ba.GetAddress())
+		case ba.GetPortValue() != 0:
+			r.add(p+".port_value", "not implemented by shunt: only port 0 (the kernel's choice)")
+		case ip.Unmap().Is4() && !cl.source.IsValid():
+			cl.source = ip.Unmap()
+		case ip.Is6() && !ip.Is4In6() && !cl.source6.IsValid():
+			cl.source6 = ip
+		default:
+			r.add(p, "invalid: a second source address of the same family")
+		}
+	}
+	typ := c.GetType()
+	provided := c.GetLbPolicy() == clusterv3.Cluster_CLUSTER_PROVIDED
+	switch {
+	case typ == clusterv3.Cluster_ORIGINAL_DST && !provided:
+		r.add(path+".lb_policy", "invalid: an ORIGINAL_DST cluster takes lb_policy CLUSTER_PROVIDED, as Envoy requires")
+	case typ != clusterv3.Cluster_ORIGINAL_DST && provided:
+		r.add(path+".lb_policy", "invalid: CLUSTER_PROVIDED is for ORIGINAL_DST clusters")
+	}
+	var hosts []hostPort
+	for i, group := range c.GetLoadAssignment().GetEndpoints() {
+		for j, lbe := range group.GetLbEndpoints() {
+			p := fmt.Sprintf("%s.load_assignment.endpoints[%d].lb_endpoints[%d].endpoint.address", path, i, j)
+			sa := lbe.GetEndpoint().GetAddress().GetSocketAddress()
+			if sa == nil {
+				r.add(p, "invalid: a socket_address is needed")
+				continue
+			}
+			hosts = append(hosts, hostPort{host: sa.GetAddress(), port: uint16(sa.GetPortValue()), path: p})
+		}
+	}
+	switch typ {
+	case clusterv3.Cluster_ORIGINAL_DST:
+		cl.kind = originalDst
+		if len(hosts) > 0 {
+			r.add(path+".load_assignment", "invalid: an ORIGINAL_DST cluster has no endpoints of its own")
+		}
+	case clusterv3.Cluster_STATIC:
+		cl.kind = staticEndpoints
+		eps := make([]netip.AddrPort, 0, len(hosts))
+		for _, h := range hosts {
+			ip, err := netip.ParseAddr(h.host)
+			if err != nil {
+				r.add(h.path+".socket_address.address", "invalid: %q is not an IP address (a STATIC cluster's endpoints are; STRICT_DNS resolves names)", h.host)
+				continue
+			}
+			eps = append(eps, netip.AddrPortFrom(ip.Unmap(), h.port))
+		}
+		cl.endpoints.Store(&eps)
+	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
+		cl.kind = staticEndpoints
+		logical := typ == clusterv3.Cluster_LOGICAL_DNS
+		if logical && len(hosts) != 1 {
+			r.add(path+".load_assignment", "invalid: a LOGICAL_DNS cluster has exactly one endpoint (it has %d)", len(hosts))
+		}
+		cl.dns = &dnsCluster{hosts: hosts, logical: logical, family: c.GetDnsLookupFamily(),
+			refresh: durationOr(c.GetDnsRefreshRate(), envoyDNSRefresh)}
+		empty := []netip.AddrPort{}
+		cl.endpoints.Store(&empty)
+	}
+	r.clusters[name] = cl
+}
+
+// durationOr is d, or def when d is unset.
+func durationOr(d *durationpb.Duration, def time.Duration) time.Duration {
+	if d == nil {
+		return def
+	}
+	return d.AsDuration()
+}
+
+func (r *resources) listener(l *listenerv3.Listener, path string) {
+	lst := &listener{name: l.GetName(), dir: Outbound, useOriginalDst: l.GetUseOriginalDst().GetValue(),
+		transparent: l.GetTransparent().GetValue(), optionalExtra: r.opt.builtin}
+	if l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND {
+		lst.dir = Inbound
+	}
+	if ap, ok := r.socketAddress(l.GetAddress(), path+".address"); ok {
+		lst.addrs = append(lst.addrs, ap)
+	}
+	for i, a := range l.GetAdditionalAddresses() {
+		if ap, ok := r.socketAddress(a.GetAddress(), fmt.Sprintf("%s.additional_addresses[%d].address", path, i)); ok {
+			lst.addrs = append(lst.addrs, ap)
+		}
+	}
+	for i, lf := range l.GetListenerFilters() {
+		p := fmt.Sprintf("%s.listener_filters[%d]", path, i)
+		if lf.GetTypedConfig() == nil {
+			r.add(p, "invalid: no typed_config (name %q alone does not say which filter)", lf.GetName())
+			continue
+		}
+		switch lf.GetTypedConfig().MessageName() {
+		case "envoy.extensions.filters.listener.original_dst.v3.OriginalDst":
+			lst.useOriginalDst = true
+		case "envoy.extensions.filters.listener.http_inspector.v3.HttpInspector":
+			lst.inspectHTTP = true
+		case "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":
+			lst.inspectTLS = true
+		}
+	}
+	if lst.inspectHTTP || lst.inspectTLS {
+		lst.detect = durationOr(l.GetListenerFiltersTimeout(), envoyListenerFilters)
+		if lst.detect == 0 {
+			lst.detect = foreverListenerFilter
+		}
+		lst.closeOnTimeout = !l.GetContinueOnListenerFiltersTimeout()
+	}
+	for i, fc := range l.GetFilterChains() {
+		if c := r.filterChain(fc, fmt.Sprintf("%s.filter_chains[%d]", path, i)); c != nil {
+			lst.chains = append(lst.chains, c)
+		}
+	}
+	if len(l.GetFilterChains()) == 0 {
+		r.add(path+".filter_chains", "invalid: a listener needs a filter chain")
+	}
+	seen := map[logger]bool{}
+	for _, fc := range lst.chains {
+		var logs []logger
+		if fc.http != nil {
+			logs = fc.http.logs
+		} else if fc.tcp != nil {
+			logs = fc.tcp.logs
+		}
+		for _, lg := range logs {
+			if !seen[lg] {
+				seen[lg] = true
+				lst.logs = append(lst.logs, lg)
+			}
+		}
+	}
+	r.listeners = append(r.listeners, lst)
+}
+
+// applicationProtocols are the values Envoy's http_inspector sets.
+var applicationProtocols = []string{"http/1.0", "http/1.1", "h2c"}
+
+func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filterChain {
+	c := &filterChain{name: fc.GetName()}
+	m := fc.GetFilterChainMatch()
+	if p := m.GetDestinationPort(); p != nil {
+		c.ports = []uint16{uint16(p.GetValue())}
+	}
+	for i, ap := range m.GetApplicationProtocols() {
+		if !slices.Contains(applicationProtocols, ap) {
+			r.add(fmt.Sprintf("%s.filter_chain_match.application_protocols[%d]", path, i),
+				"not implemented by shunt: %q (it matches %s, which http_inspector sets)", ap, strings.Join(applicationProtocols, ", "))
+			continue
+		}
+		c.protocol = ProtocolHTTP1
+	}
+	if m.GetTransportProtocol() != "" {
+		r.add(path+".filter_chain_match.transport_protocol", "not implemented by shunt")
+	}
+	filters := fc.GetFilters()
+	if len(filters) != 1 {
+		r.add(path+".filters", "not implemented by shunt: %d filters (shunt runs one, an http_connection_manager or a tcp_proxy)", len(filters))
+		return nil
+	}
+	fpath := path + ".filters[0].typed_config"
+	tc := filters[0].GetTypedConfig()
+	if tc == nil {
+		r.add(path+".filters[0]", "invalid: no typed_config")
+		return nil
+	}
+	msg, err := tc.UnmarshalNew()
+	if err != nil {
+		r.add(fpath, "invalid: %v", err)
+		return nil
+	}
+	switch f := msg.(type) {
+	case *hcmv3.HttpConnectionManager:
+		c.http = r.httpManager(f, fpath)
+		if c.protocol == ProtocolAny && len(c.ports) > 0 {
+			c.protocol = ProtocolHTTP1 // a port declared HTTP: no detection
+		}
+	case *tcpproxyv3.TcpProxy:
+		c.tcp = r.tcpProxy(f, fpath)
+		if c.protocol == ProtocolAny && len(c.ports) > 0 {
+			c.protocol = ProtocolTCP // a port declared TCP: no detection
+		}
+	default:
+		r.add(fpath, "not implemented by shunt: %s as a listener's filter", tc.MessageName())
+		return nil
+	}
+	if c.http == nil && c.tcp == nil {
+		return nil
+	}
+	return c
+}
+
+func (r *resources) tcpProxy(t *tcpproxyv3.TcpProxy, path string) *tcpProxy {
+	cl := r.clusters[t.GetCluster()]
+	if cl == nil {
+		r.add(path+".cluster", "invalid: no cluster named %q", t.GetCluster())
+		return nil
+	}
+	return &tcpProxy{statPrefix: t.GetStatPrefix(), cluster: cl, idle: durationOr(t.GetIdleTimeout(), r.opt.idle),
+		logs: r.accessLogs(t.GetAccessLog(), path+".access_log")}
+}
+
+func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *httpManager {
+	m := &httpManager{statPrefix: h.GetStatPrefix(), rejectHTTP10: !h.GetHttpProtocolOptions().GetAcceptHttp_10(),
+		generateRequestID: h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue(),
+		streamIdle:        durationOr(h.GetStreamIdleTimeout(), envoyStreamIdle), idle: r.opt.idle,
+		upgrades: map[string]bool{}, logs: r.accessLogs(h.GetAccessLog(), path+".access_log")}
+	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP1 {
+		m.codec = ProtocolHTTP1
+	}
+	for _, u := range h.GetUpgradeConfigs() {
+		m.upgrades[strings.ToLower(u.GetUpgradeType())] = true
+	}
+	filters := h.GetHttpFilters()
+	for i, f := range filters {
+		if f.GetTypedConfig().MessageName() != "envoy.extensions.filters.http.router.v3.Router" || i != len(filters)-1 {
+			r.add(fmt.Sprintf("%s.http_filters[%d]", path, i), "invalid: shunt runs the router filter alone (with its typed_config)")
+		}
+	}
+	if len(filters) == 0 {
+		r.add(path+".http_filters", "invalid: the router filter is needed, last")
+	}
+	rc := h.GetRouteConfig()
+	if rc == nil {
+		r.add(path, "invalid: an inline route_config is needed (rds is not implemented by shunt)")
+		return nil
+	}
+	m.routes = r.routeConfig(rc, path+".route_config")
+	return m
+}
+
+func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string) *routeConfig {
+	out := &routeConfig{name: rc.GetName()}
+	for i, vh := range rc.GetVirtualHosts() {
+		vpath := fmt.Sprintf("%s.virtual_hosts[%d]", path, i)
+		v := &virtualHost{name: vh.GetName()}
+		for _, d := range vh.GetDomains() {
+			v.domains = append(v.domains, strings.ToLower(d))
+		}
+		for j, rt := range vh.GetRoutes() {
+			rpath := fmt.Sprintf("%s.routes[%d]", vpath, j)
+			action := rt.GetRoute()
+			if action == nil {
+				r.add(rpath, "not implemented by shunt: a route without a route action (redirect, direct_response)")
+				continue
+			}
+			cl := r.clusters[action.GetCluster()]
+			if cl == nil {
+				r.add(rpath+".route.cluster", "invalid: no cluster named %q", action.GetCluster())
+				continue
+			}
+			m := rt.GetMatch()
+			out := &route{name: rt.GetName(), prefix: m.GetPrefix(), path: m.GetPath(), connect: m.GetConnectMatcher() != nil,
+				cluster: cl, timeout: durationOr(action.GetTimeout(), envoyRouteTimeout)}
+			v.routes = append(v.routes, out)
+		}
+		out.hosts = append(out.hosts, v)
+	}
+	return out
+}
+
+// accessLogs are the loggers of a TCP proxy or HTTP connection manager.
+func (r *resources) accessLogs(logs []*accesslogv3.AccessLog, path string) []logger {
+	var out []logger
+	for i, l := range logs {
+		p := fmt.Sprintf("%s[%d].typed_config", path, i)
+		msg, err := l.GetTypedConfig().UnmarshalNew()
+		if err != nil {
+			r.add(p, "invalid: %v", err)
+			continue
+		}
+		var dest string
+		var format *corev3.SubstitutionFormatString
+		switch a := msg.(type) {
+		case *filev3.FileAccessLog:
+			dest, format = a.GetPath(), a.GetLogFormat()
+		case *streamv3.StdoutAccessLog:
+			dest, format = "/dev/stdout", a.GetLogFormat()
+		case *streamv3.StderrAccessLog:
+			dest, format = "/dev/stderr", a.GetLogFormat()
+		}
+		key, _ := proto.MarshalOptions{Deterministic: true}.Marshal(format)
+		key = append([]byte(dest+"\x00"), key...)
+		if lg, ok := r.loggers[string(key)]; ok {
+			out = append(out, lg) // the same logger as another handler's: one line each, not two, for a refusal
+			continue
+		}
+		f, err := compileFormat(format)
+		if err != nil {
+			r.add(p+".log_format", "invalid: %v", err)
+			continue
+		}
+		sink := r.sinks[dest]
+		if sink == nil {
+			w, err := r.opt.open(dest)
+			if err != nil {
+				r.add(p, "cannot open the access log: %v", err)
+				continue
+			}
+			sink = newAccessLog(w)
+			r.sinks[dest] = sink
+		}
+		lg := logger{sink: sink, format: f}
+		r.loggers[string(key)] = lg
+		out = append(out, lg)
+	}
+	return out
+}
+
+// compileFormat compiles a log_format: Envoy's default when unset.
+func compileFormat(f *corev3.SubstitutionFormatString) (*accesslog.Format, error) {
+	switch {
+	case f == nil:
+		return accesslog.Compile(accesslog.EnvoyDefault)
+	case f.GetJsonFormat() != nil:
+		m := f.GetJsonFormat().AsMap()
+		keys := make([]string, 0, len(m))
+		for k := range m {
+			keys = append(keys, k)
+		}
+		slices.Sort(keys)
+		fields := make([]accesslog.Field, 0, len(keys))
+		for _, k := range keys {
+			s, ok := m[k].(string)
+			if !ok {
+				return nil, fmt.Errorf("json_format: %q: shunt takes format strings as values", k)
+			}
+			fields = append(fields, accesslog.Field{Key: k, Format: s})
+		}
+		return accesslog.CompileJSON(fields)
+	case f.GetTextFormatSource() != nil:
+		return accesslog.Compile(f.GetTextFormatSource().GetInlineString())
+	}
+	return accesslog.Compile(f.GetTextFormat())
+}
+
+// CheckBootstrap says whether the proxy can run b, without opening or
+// binding anything: nil, or envoyconfig.Problems naming every field it
+// cannot run.
+func CheckBootstrap(b *bootstrapv3.Bootstrap) error {
+	_, err := build(b, buildOptions{open: func(string) (io.Writer, error) { return io.Discard, nil }})
+	return err
+}

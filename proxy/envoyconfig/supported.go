@@ -1,0 +1,80 @@
+package envoyconfig
+
+import (
+	// The extensions shunt runs; importing them registers their types so
+	// that typed_config resolves.
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+)
+
+// supported lists, per message, the fields shunt implements; a field set
+// in a configuration and not listed here is refused with its path. A
+// message not listed at all is an extension shunt does not run.
+var supported = map[string][]string{
+	"envoy.config.bootstrap.v3.Bootstrap":                  {"node", "static_resources", "admin"},
+	"envoy.config.bootstrap.v3.Bootstrap.StaticResources":  {"listeners", "clusters"},
+	"envoy.config.bootstrap.v3.Admin":                      {"address"},
+	"envoy.config.core.v3.Node":                            {"id", "cluster", "metadata"},
+	"envoy.config.core.v3.Address":                         {"socket_address"},
+	"envoy.config.core.v3.SocketAddress":                   {"address", "port_value", "protocol"},
+	"envoy.config.core.v3.BindConfig":                      {"source_address", "extra_source_addresses"},
+	"envoy.config.core.v3.ExtraSourceAddress":              {"address"},
+	"envoy.config.core.v3.Http1ProtocolOptions":            {"accept_http_10"},
+	"envoy.config.core.v3.DataSource":                      {"inline_string"},
+	"envoy.config.core.v3.SubstitutionFormatString":        {"text_format", "text_format_source", "json_format"},
+	"envoy.config.listener.v3.Listener":                    {"name", "address", "additional_addresses", "filter_chains", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst", "traffic_direction", "transparent"},
+	"envoy.config.listener.v3.AdditionalAddress":           {"address"},
+	"envoy.config.listener.v3.FilterChain":                 {"name", "filter_chain_match", "filters"},
+	"envoy.config.listener.v3.FilterChainMatch":            {"destination_port", "application_protocols"},
+	"envoy.config.listener.v3.Filter":                      {"name", "typed_config"},
+	"envoy.config.listener.v3.ListenerFilter":              {"name", "typed_config"},
+	"envoy.config.accesslog.v3.AccessLog":                  {"name", "typed_config"},
+	"envoy.config.route.v3.RouteConfiguration":             {"name", "virtual_hosts"},
+	"envoy.config.route.v3.VirtualHost":                    {"name", "domains", "routes"},
+	"envoy.config.route.v3.Route":                          {"name", "match", "route"},
+	"envoy.config.route.v3.RouteMatch":                     {"prefix", "path", "connect_matcher"},
+	"envoy.config.route.v3.RouteMatch.ConnectMatcher":      {},
+	"envoy.config.route.v3.RouteAction":                    {"cluster", "timeout"},
+	"envoy.config.cluster.v3.Cluster":                      {"name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "upstream_bind_config"},
+	"envoy.config.endpoint.v3.ClusterLoadAssignment":       {"cluster_name", "endpoints"},
+	"envoy.config.endpoint.v3.LocalityLbEndpoints":         {"lb_endpoints"},
+	"envoy.config.endpoint.v3.LbEndpoint":                  {"endpoint"},
+	"envoy.config.endpoint.v3.Endpoint":                    {"address"},
+	"envoy.extensions.filters.listener.original_dst.v3.OriginalDst":     {},
+	"envoy.extensions.filters.listener.http_inspector.v3.HttpInspector": {},
+	"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":   {},
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {
+		"stat_prefix", "codec_type", "route_config", "http_filters", "access_log", "stream_idle_timeout",
+		"generate_request_id", "http_protocol_options", "upgrade_configs"},
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": {"upgrade_type"},
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                          {"name", "typed_config"},
+	"envoy.extensions.filters.http.router.v3.Router":                                                  {},
+	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                                          {"stat_prefix", "cluster", "access_log", "idle_timeout"},
+	"envoy.extensions.access_loggers.file.v3.FileAccessLog":                                           {"path", "log_format"},
+	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog":                                       {"log_format"},
+	"envoy.extensions.access_loggers.stream.v3.StderrAccessLog":                                       {"log_format"},
+}
+
+// enumValues restricts enum fields to the values shunt implements.
+var enumValues = map[string][]string{
+	"envoy.config.cluster.v3.Cluster.type":      {"STATIC", "STRICT_DNS", "LOGICAL_DNS", "ORIGINAL_DST"},
+	"envoy.config.cluster.v3.Cluster.lb_policy": {"ROUND_ROBIN", "CLUSTER_PROVIDED"},
+	"envoy.config.core.v3.SocketAddress.protocol": {"TCP"},
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.codec_type": {"AUTO", "HTTP1"},
+}
+
+// leaves are messages taken whole: protobuf's well-known types.
+func isLeaf(fullName string) bool {
+	switch fullName {
+	case "google.protobuf.Duration", "google.protobuf.Struct", "google.protobuf.Value", "google.protobuf.BoolValue",
+		"google.protobuf.UInt32Value", "google.protobuf.UInt64Value", "google.protobuf.StringValue", "google.protobuf.Timestamp":
+		return true
+	}
+	return false
+}
