@@ -77,7 +77,7 @@ func jsonFormatFields(s string) ([]accesslog.Field, error) {
 // accessLog writes records through a buffer flushed every flushEvery, so
 // a busy proxy makes few write calls; Close flushes what is left.
 type accessLog struct {
-	mu     sync.Mutex
+	mu   sync.Mutex
 	w    *bufio.Writer
 	file io.Closer // a file the proxy opened, closed with it
 	buf  []byte

@@ -83,4 +83,3 @@ func podLabels(jsonLabels, file string) map[string]string {
 	}
 	return labels
 }
-

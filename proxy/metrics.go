@@ -29,21 +29,21 @@ type Result uint8
 
 // Results. Each is a label value of shunt_proxy_connections_closed_total.
 const (
-	ResultOK                Result = iota // both sides closed cleanly
-	ResultReset                           // one side reset; the reset was passed on
-	ResultIdleTimeout                     // no byte either way for the idle timeout
-	ResultDrained                         // still open at the end of a drain
-	ResultConnectTimeout                  // the upstream did not answer in time
-	ResultConnectRefused                  // the upstream refused
-	ResultConnectUnreach                  // no route to the upstream
-	ResultConnectError                    // any other failure to connect
-	ResultLoop                            // the original destination was the proxy itself
-	ResultOverLimit                       // the connection limit was reached
-	ResultNoOriginalDst                   // the original destination could not be read
-	ResultDownstreamClosed                // the downstream went away while the upstream was being dialled
-	ResultNoChain                         // no filter chain of the listener takes it
-	ResultNoHealthyUpstream               // its cluster has no endpoint
-	ResultListenerFilterTimeout           // silent past the listener filters' timeout, which does not continue
+	ResultOK                    Result = iota // both sides closed cleanly
+	ResultReset                               // one side reset; the reset was passed on
+	ResultIdleTimeout                         // no byte either way for the idle timeout
+	ResultDrained                             // still open at the end of a drain
+	ResultConnectTimeout                      // the upstream did not answer in time
+	ResultConnectRefused                      // the upstream refused
+	ResultConnectUnreach                      // no route to the upstream
+	ResultConnectError                        // any other failure to connect
+	ResultLoop                                // the original destination was the proxy itself
+	ResultOverLimit                           // the connection limit was reached
+	ResultNoOriginalDst                       // the original destination could not be read
+	ResultDownstreamClosed                    // the downstream went away while the upstream was being dialled
+	ResultNoChain                             // no filter chain of the listener takes it
+	ResultNoHealthyUpstream                   // its cluster has no endpoint
+	ResultListenerFilterTimeout               // silent past the listener filters' timeout, which does not continue
 	resultCount
 )
 

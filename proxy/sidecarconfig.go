@@ -206,4 +206,3 @@ func listenerFilter(name string, m proto.Message) *listenerv3.ListenerFilter {
 func networkFilter(name string, a *anypb.Any) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
 }
-

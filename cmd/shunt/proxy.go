@@ -74,7 +74,7 @@ func newProxyCmd() *cobra.Command {
 		Example: "  shunt proxy --uid 1337 --gid 1337\n" +
 			"  shunt proxy --config envoy.yaml --uid 1337 --gid 1337   # run an Envoy bootstrap's static_resources\n" +
 			"  shunt proxy --config envoy.yaml --validate              # exit 0 if it would run, 2 listing every problem",
-		Args:    cobra.NoArgs,
+		Args: cobra.NoArgs,
 	}
 	pf := &proxyFlags{cfg: proxy.DefaultConfig(), captureUIDs: []uint32{sidecar.ProxyUID}, captureGIDs: []uint32{sidecar.ProxyGID},
 		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1}
