@@ -63,7 +63,19 @@ type Options struct {
 	// AccessLogFormat is the sidecar's access log format; "" for
 	// SeedFormat.
 	AccessLogFormat string
+	// EnvoyConfig, if set, is an Envoy bootstrap shunt proxy runs
+	// (--config) instead of Istio's sidecar: outbound is captured to
+	// EnvoyPort, inbound not at all, and backend-headless-service
+	// resolves to the backend host.
+	EnvoyConfig string
 }
+
+// EnvoyPort is where the seed's Envoy configuration listens.
+const EnvoyPort = "10000"
+
+// envoyCaptureArgs capture the pod's outbound TCP to the seed's Envoy
+// listener, and leave inbound alone (-b "").
+var envoyCaptureArgs = []string{"-p", EnvoyPort, "-u", "1337", "-m", "REDIRECT", "-i", "*", "-b", "", "-d", "15090,15021,15020"}
 
 // Scenario is a running seed scenario. Close tears it all down.
 type Scenario struct {
@@ -158,7 +170,7 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if err = os.MkdirAll(s.hostsDir(), 0o755); err != nil {
 		return s, err
 	}
-	if err = os.WriteFile(filepath.Join(s.hostsDir(), "hosts"), []byte("127.0.0.1 localhost\n"+ServiceIP+" backend-service\n"), 0o644); err != nil {
+	if err = os.WriteFile(filepath.Join(s.hostsDir(), "hosts"), []byte("127.0.0.1 localhost\n"+ServiceIP+" backend-service\n"+netlab.PeerIP+" backend-headless-service\n"), 0o644); err != nil {
 		return s, err
 	}
 	if err = s.startNginx(s.Pod.Peer, "backend", backendNginxConf, "10.1.0.1:10000"); err != nil {
@@ -170,8 +182,12 @@ func Start(ctx context.Context, o Options) (s *Scenario, err error) {
 	if o.Sidecar == Direct {
 		return s, nil
 	}
-	s.logf("capture: shunt redirect %s", strings.Join(CaptureArgs, " "))
-	args := append([]string{"redirect", "--network-namespace", s.Pod.NS.Path, "--log_output_level", "warn"}, CaptureArgs...)
+	capture := CaptureArgs
+	if o.EnvoyConfig != "" {
+		capture = envoyCaptureArgs
+	}
+	s.logf("capture: shunt redirect %s", strings.Join(capture, " "))
+	args := append([]string{"redirect", "--network-namespace", s.Pod.NS.Path, "--log_output_level", "warn"}, capture...)
 	if _, err = netlab.Run(o.ShuntBin, args...); err != nil {
 		return s, err
 	}
@@ -221,8 +237,16 @@ func (s *Scenario) startSidecar(ctx context.Context) error {
 		if format == "" {
 			format = SeedFormat
 		}
-		args := append([]string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--access-log", "stdout",
-			"--access-log-format", format, "--drain-listeners", "all"}, s.Opts.ProxyArgs...)
+		args := []string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--access-log", "stdout",
+			"--access-log-format", format, "--drain-listeners", "all"}
+		if s.Opts.EnvoyConfig != "" {
+			file := filepath.Join(s.dir, "envoy.yaml")
+			if err := os.WriteFile(file, []byte(s.Opts.EnvoyConfig), 0o644); err != nil {
+				return err
+			}
+			args = []string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--config", file, "--drain-listeners", "all"}
+		}
+		args = append(args, s.Opts.ProxyArgs...)
 		s.logf("sidecar: %s", strings.Join(args, " "))
 		s.proxy = s.Pod.NS.Command(args...)
 		s.proxy.Stdout = s.AccessLog

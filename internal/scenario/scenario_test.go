@@ -64,3 +64,35 @@ func TestSeedScenario(t *testing.T) {
 		})
 	}
 }
+
+// TestSeedEnvoyConfig runs the seed's Envoy configuration unmodified with
+// shunt proxy --config: nginx's outbound request captured to its listener
+// on 10000, routed to app_service, whose STRICT_DNS endpoint
+// backend-headless-service the pod's resolver names.
+func TestSeedEnvoyConfig(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	config, err := os.ReadFile("../../proxy/envoyconfig/testdata/seed.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := "shunt-seedcfg-" + strconv.Itoa(os.Getpid())
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
+		ShuntBin: testnet.ShuntBinary(t), EnvoyConfig: string(config)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for range 3 {
+		body, err := s.Outbound()
+		if err != nil || !strings.HasPrefix(body, "hello from backend-service: /test, from 10.1.0.5") {
+			t.Fatalf("outbound: %q, %v", body, err)
+		}
+	}
+	s.Close() // flushes the access log
+	log := s.AccessLog.String()
+	// Envoy's default format: nginx's HTTP/1.0 request, the endpoint the
+	// name resolved to.
+	if n := strings.Count(log, `"GET /test HTTP/1.0" 200 - 0 49 `); n != 3 || !strings.Contains(log, `"backend_ups" "10.1.0.1:10000"`) {
+		t.Errorf("access log (%d requests):\n%s", n, log)
+	}
+}
