@@ -3,6 +3,7 @@ package proxy
 import (
 	"context"
 	"errors"
+	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,10 @@ type cluster struct {
 	poolLimits poolLimits
 	mu         sync.Mutex
 	pools      map[netip.AddrPort]*pool
+	// upstreamProtocol and transports: requests that came over HTTP/2
+	// go upstream through net/http's pools (HTTP/1.1, HTTP/2).
+	upstreamProtocol upstreamProtocol
+	transports       [2]atomic.Pointer[http.Transport]
 }
 
 // errNoHealthyUpstream is a cluster with no endpoint to send to.
@@ -112,6 +117,7 @@ func (c *cluster) dialContext(parent context.Context) (context.Context, context.
 
 // closeIdle closes every idle pooled connection (the proxy is stopping).
 func (c *cluster) closeIdle() {
+	c.closeTransports()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, pl := range c.pools {

@@ -181,6 +181,9 @@ func isPeerError(err error) bool {
 
 // reset closes c with a TCP reset rather than a FIN.
 func reset(c *net.TCPConn) {
+	if c == nil {
+		return // an HTTP/2 connection's flow has no one upstream
+	}
 	_ = c.SetLinger(0)
 	_ = c.Close()
 }

@@ -57,13 +57,13 @@ func (p *Proxy) route(d *downstream) Result {
 		d.c.Close()
 		return p.refuse(d, ResultListenerFilterTimeout, "")
 	}
-	if proto == ProtocolHTTP2 {
-		proto = ProtocolTCP // until the HTTP/2 codec lands, h2c passes through at L4
-	}
 	fc := d.lst.chainFor(dst.Port(), proto)
 	if fc == nil {
 		reset(d.c)
 		return p.refuse(d, ResultNoChain, "")
+	}
+	if fc.http != nil && proto == ProtocolHTTP2 && fc.http.codec != ProtocolHTTP1 {
+		return p.serveH2(d, fc.http, nil, nil, nil)
 	}
 	if fc.http != nil {
 		return p.serveHTTP(d, fc.http)
@@ -78,14 +78,17 @@ func (p *Proxy) route(d *downstream) Result {
 // says the client stayed silent past the inspectors' timeout.
 func (p *Proxy) protocolOf(d *downstream) (proto Protocol, timedOut bool) {
 	declared, ok := d.lst.declared(d.local.Port())
+	inspect := d.lst.inspectHTTP || d.lst.inspectTLS
 	switch {
-	case ok && declared == ProtocolTCP:
+	case ok && declared == ProtocolTCP, !ok && !inspect:
 		return ProtocolTCP, false
-	case !d.lst.inspectHTTP && !d.lst.inspectTLS:
-		if ok {
-			return declared, false
+	case !inspect:
+		// A port declared HTTP: its client speaks first; its first bytes
+		// say HTTP/1 or HTTP/2.
+		if detect(d.c, declaredHTTPWait).proto == ProtocolHTTP2 {
+			return ProtocolHTTP2, false
 		}
-		return ProtocolTCP, false
+		return declared, false
 	}
 	det := detect(d.c, d.lst.detect)
 	if d.lst.inspectTLS {
@@ -96,6 +99,9 @@ func (p *Proxy) protocolOf(d *downstream) (proto Protocol, timedOut bool) {
 		proto = ProtocolTCP
 	}
 	if ok && !proto.isHTTP() {
+		return declared, false
+	}
+	if ok && proto == ProtocolHTTP1 && declared.isHTTP() {
 		return declared, false
 	}
 	return proto, det.timedOut
@@ -203,3 +209,8 @@ func (p *Proxy) dial(ctx context.Context, dir Direction, cl *cluster, dst netip.
 	}
 	return c.(*net.TCPConn), nil
 }
+
+// declaredHTTPWait bounds the wait for the first bytes of a connection to
+// a port declared HTTP, to tell HTTP/1 from HTTP/2 (a silent one is given
+// to the HTTP/1 codec, which waits on).
+const declaredHTTPWait = 10 * time.Second

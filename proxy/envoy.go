@@ -18,6 +18,7 @@ import (
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
@@ -143,6 +144,24 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		default:
 			r.add(p, "invalid: a second source address of the same family")
 		}
+	}
+	for name, opts := range c.GetTypedExtensionProtocolOptions() {
+		p := path + ".typed_extension_protocol_options." + name
+		msg, err := opts.UnmarshalNew()
+		hpo, ok := msg.(*upstreamhttpv3.HttpProtocolOptions)
+		switch {
+		case err != nil:
+			r.add(p, "invalid: %v", err)
+		case !ok || name != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions":
+			r.add(p, "invalid: shunt takes envoy.extensions.upstreams.http.v3.HttpProtocolOptions under its own name")
+		case hpo.GetUseDownstreamProtocolConfig() != nil:
+			cl.upstreamProtocol = upstreamDownstream
+		default:
+			cl.upstreamProtocol = upstreamHTTP1
+		}
+	}
+	if c.GetTypedExtensionProtocolOptions() == nil {
+		cl.upstreamProtocol = upstreamHTTP1 // Envoy's default
 	}
 	typ := c.GetType()
 	provided := c.GetLbPolicy() == clusterv3.Cluster_CLUSTER_PROVIDED

@@ -26,7 +26,7 @@ func TestRealWorldConfigs(t *testing.T) {
 		},
 		"dynamic.yaml": {
 			"dynamic_resources: not implemented",
-			"static_resources.clusters[0].typed_extension_protocol_options: not implemented",
+			"static_resources.clusters[0].typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.explicit_http_config.http2_protocol_options: not implemented",
 		},
 		"filters-and-retries.yaml": {
 			"static_resources.clusters[0].circuit_breakers: not implemented",

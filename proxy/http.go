@@ -114,7 +114,7 @@ func (p *Proxy) serveHTTP(d *downstream, hcm *httpManager) Result {
 	}
 	p.flows.remove(h.f)
 	d.c.Close()
-	d.received, d.sent = h.src.n, h.sent
+	d.received, d.sent = d.received+h.src.n, d.sent+h.sent
 	if why := h.f.aborted.Load(); why != 0 && r == ResultOK {
 		r = Result(why - 1)
 	}
@@ -147,7 +147,10 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	}
 	connect := string(req.Method) == "CONNECT"
 	if len(req.Upgrade) > 0 && strings.EqualFold(string(req.Upgrade), "h2c") {
-		req.Upgrade = nil // as Envoy: an h2c upgrade is not taken, the request goes on as HTTP/1.1
+		if settings, ok := h.h2cSettings(); ok {
+			return false, h.upgradeToH2(settings)
+		}
+		req.Upgrade = nil // a request with a body, or an HTTP/1-only manager: it goes on as HTTP/1.1
 	}
 	if (connect || len(req.Upgrade) > 0) && !h.hcm.upgrades[upgradeType(req.Upgrade, connect)] {
 		return h.localReply(403, 0, "upgrade_failed", "")

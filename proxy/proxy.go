@@ -41,6 +41,8 @@ type Proxy struct {
 	capture   []capture // the outbound and inbound listeners, IPv4 and IPv6
 	http      []*http.Server
 	adminAddr netip.AddrPort
+	h2mu      sync.Mutex
+	h2        map[time.Duration]*h2Server
 	httpLn    []net.Listener
 	dialer    net.Dialer
 	limits    Limits
@@ -278,6 +280,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 func (p *Proxy) drain() {
 	p.draining.Store(true)
 	p.ready.Store(false)
+	p.goAway()
 	start := time.Now()
 	serving := false
 	for i, c := range p.capture {

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strconv"
@@ -232,8 +233,21 @@ func (c *checker) message(obj map[string]any, md protoreflect.MessageDescriptor,
 // field checks v as the value of fd, and returns what is left of it
 // (a list without its refused elements); false drops it.
 func (c *checker) field(v any, fd protoreflect.FieldDescriptor, path string) (any, bool) {
-	if v == nil || fd.IsMap() {
+	if v == nil {
 		return v, true
+	}
+	if fd.IsMap() {
+		m, ok := v.(map[string]any)
+		if !ok {
+			c.add(path, "must be an object")
+			return nil, false
+		}
+		for _, k := range slices.Sorted(maps.Keys(m)) {
+			if !c.single(m[k], fd.MapValue(), path+"."+k) {
+				delete(m, k)
+			}
+		}
+		return m, true
 	}
 	if !fd.IsList() {
 		return v, c.single(v, fd, path)

@@ -11,6 +11,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
 // supported lists, per message, the fields shunt implements; a field set
@@ -41,7 +42,11 @@ var supported = map[string][]string{
 	"envoy.config.route.v3.RouteMatch":                                  {"prefix", "path", "connect_matcher"},
 	"envoy.config.route.v3.RouteMatch.ConnectMatcher":                   {},
 	"envoy.config.route.v3.RouteAction":                                 {"cluster", "timeout"},
-	"envoy.config.cluster.v3.Cluster":                                   {"name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "upstream_bind_config"},
+	"envoy.config.cluster.v3.Cluster":                                   {"name", "type", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "upstream_bind_config", "typed_extension_protocol_options"},
+	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":                         {"explicit_http_config", "use_downstream_protocol_config"},
+	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig":      {"http_protocol_options"},
+	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig": {"http_protocol_options", "http2_protocol_options"},
+	"envoy.config.core.v3.Http2ProtocolOptions":                                      {},
 	"envoy.config.endpoint.v3.ClusterLoadAssignment":                    {"cluster_name", "endpoints"},
 	"envoy.config.endpoint.v3.LocalityLbEndpoints":                      {"lb_endpoints"},
 	"envoy.config.endpoint.v3.LbEndpoint":                               {"endpoint"},

@@ -1,0 +1,440 @@
+package proxy
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/net/http2"
+
+	"github.com/shunt-dev/shunt/proxy/accesslog"
+	"github.com/shunt-dev/shunt/proxy/http1"
+)
+
+// This file is the HTTP connection manager's HTTP/2 side: h2c with prior
+// knowledge (the preface, detected) or by an HTTP/1.1 Upgrade: h2c. Each
+// stream is a request, routed like an HTTP/1 one and sent upstream in the
+// protocol its cluster speaks (the downstream's, by default, as Istio's
+// passthrough clusters do): gRPC keeps its streams, trailers and
+// grpc-status end to end.
+
+// h2conn is a downstream HTTP/2 connection.
+type h2conn struct {
+	p   *Proxy
+	d   *downstream
+	hcm *httpManager
+	f   *flow
+	rx  atomic.Int64 // bytes from the client
+	tx  atomic.Int64 // bytes to it
+}
+
+// countedConn counts a downstream connection's bytes for the metrics and
+// marks activity for the sweeper.
+type countedConn struct {
+	*net.TCPConn
+	h   *h2conn
+	pre []byte // bytes read already (an upgrade's), served first
+}
+
+func (c *countedConn) Read(b []byte) (int, error) {
+	var n int
+	var err error
+	if len(c.pre) > 0 {
+		n = copy(b, c.pre)
+		c.pre = c.pre[n:]
+	} else {
+		n, err = c.TCPConn.Read(b)
+	}
+	c.h.rx.Add(int64(n))
+	c.h.f.activity.Add(int64(n))
+	return n, err
+}
+
+func (c *countedConn) Write(b []byte) (int, error) {
+	n, err := c.TCPConn.Write(b)
+	c.h.tx.Add(int64(n))
+	c.h.f.activity.Add(int64(n))
+	return n, err
+}
+
+// h2Server is an HTTP/2 server and the http.Server whose Shutdown sends
+// its connections GOAWAY (a drain).
+type h2Server struct {
+	srv  *http2.Server
+	base *http.Server
+}
+
+// h2Server is the proxy's HTTP/2 server for an idle timeout (the server
+// applies it between streams).
+func (p *Proxy) h2Server(idle time.Duration) *h2Server {
+	p.h2mu.Lock()
+	defer p.h2mu.Unlock()
+	if s := p.h2[idle]; s != nil {
+		return s
+	}
+	s := &h2Server{srv: &http2.Server{IdleTimeout: idle, MaxConcurrentStreams: 1000}, base: &http.Server{}}
+	_ = http2.ConfigureServer(s.base, s.srv)
+	if p.h2 == nil {
+		p.h2 = map[time.Duration]*h2Server{}
+	}
+	p.h2[idle] = s
+	return s
+}
+
+// goAway tells every HTTP/2 client to finish its streams and open no more
+// (the drain has begun).
+func (p *Proxy) goAway() {
+	p.h2mu.Lock()
+	defer p.h2mu.Unlock()
+	for _, s := range p.h2 {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel() // start the graceful shutdown, do not wait for it
+		_ = s.base.Shutdown(ctx)
+	}
+}
+
+// serveH2 serves d as HTTP/2 until it closes; upgrade is the HTTP/1.1
+// request that asked for h2c (with its HTTP2-Settings and what was read
+// past it), or nil for prior knowledge. It closes d.
+func (p *Proxy) serveH2(d *downstream, hcm *httpManager, upgrade *http.Request, settings, pre []byte) Result {
+	h := &h2conn{p: p, d: d, hcm: hcm, f: &flow{down: d.c}}
+	p.flows.add(h.f)
+	defer p.flows.remove(h.f)
+	ctx, cancel := context.WithCancel(p.stopping)
+	defer cancel()
+	s := p.h2Server(hcm.idle)
+	s.srv.ServeConn(&countedConn{TCPConn: d.c, h: h, pre: pre}, &http2.ServeConnOpts{
+		Context: ctx, Handler: h, BaseConfig: s.base, UpgradeRequest: upgrade, Settings: settings})
+	d.c.Close()
+	d.received, d.sent = d.received+h.rx.Load(), d.sent+h.tx.Load()
+	if why := h.f.aborted.Load(); why != 0 {
+		return Result(why - 1)
+	}
+	return ResultOK
+}
+
+// headerView lets the access log read an http.Header.
+type headerView http.Header
+
+func (hv headerView) Get(lowerName string) ([]byte, bool) {
+	v, ok := hv[http.CanonicalHeaderKey(lowerName)]
+	if !ok || len(v) == 0 {
+		return nil, false
+	}
+	return []byte(v[0]), true
+}
+
+// h2stream is one request on an HTTP/2 connection.
+type h2stream struct {
+	h    *h2conn
+	w    http.ResponseWriter
+	r    *http.Request
+	rec  accesslog.Record
+	grpc bool
+	body countingBody
+}
+
+// countingBody counts a request body's bytes as the upstream reads them.
+type countingBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n += int64(n)
+	return n, err
+}
+
+func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s := &h2stream{h: h, w: w, r: r, grpc: strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")}
+	target := r.RequestURI
+	if target == "" {
+		target = r.URL.RequestURI()
+	}
+	s.rec = accesslog.Record{Start: time.Now(), Protocol: "HTTP/2", Scheme: "http", Method: r.Method, Path: target,
+		Authority: r.Host, Request: headerView(r.Header), DownstreamRemote: h.d.remote, DownstreamLocal: h.d.local,
+		ConnectionID: h.d.id, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1}
+	if r.ProtoMajor == 1 {
+		s.rec.Protocol = "HTTP/1.1" // the request that asked for the upgrade
+	}
+	if h.hcm.generateRequestID && r.Header.Get("X-Request-Id") == "" {
+		r.Header.Set("X-Request-Id", string(appendUUID(nil)))
+	}
+	if r.Header.Get("X-Forwarded-Proto") == "" {
+		r.Header.Set("X-Forwarded-Proto", "http")
+	}
+	if r.Method == http.MethodConnect {
+		s.localReply(403, 0, "upgrade_failed", "")
+		return
+	}
+	rt := h.hcm.routes.match([]byte(r.Host), []byte(target), false)
+	if rt == nil {
+		s.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
+		return
+	}
+	s.rec.RouteName, s.rec.UpstreamCluster = rt.name, rt.cluster.name
+	ep, err := rt.cluster.pick(h.d.local)
+	if err != nil {
+		s.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
+		return
+	}
+	s.rec.UpstreamHost = ep
+	s.forward(rt, ep)
+}
+
+// forward sends the stream's request to ep and relays the response,
+// trailers and all.
+func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
+	r, h := s.r, s.h
+	ctx := r.Context()
+	if rt.timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeoutCause(ctx, rt.timeout, errRouteTimeout)
+		defer cancel()
+	}
+	out := r.Clone(ctx)
+	out.RequestURI = ""
+	out.URL.Scheme, out.URL.Host = "http", ep.String()
+	out.Close = false
+	removeHopByHop(out.Header)
+	s.body.ReadCloser = r.Body
+	out.Body = &s.body
+	if r.ContentLength == 0 {
+		out.Body = nil
+	}
+	var local netip.AddrPort
+	out = out.WithContext(withLocalAddr(out.Context(), &local))
+	sentAt := time.Now()
+	resp, err := rt.cluster.transport(h.p, h.d.lst.dir, s.h2Upstream(rt.cluster)).RoundTrip(out)
+	s.rec.UpstreamLocal = local
+	s.rec.BytesReceived = s.body.n
+	if err != nil {
+		s.upstreamFailed(ctx, err)
+		return
+	}
+	defer resp.Body.Close()
+	s.rec.ResponseDuration = time.Since(s.rec.Start)
+	hdr := s.w.Header()
+	for k, v := range resp.Header {
+		hdr[k] = v
+	}
+	removeHopByHop(hdr)
+	hdr.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sentAt).Milliseconds(), 10))
+	s.w.WriteHeader(resp.StatusCode)
+	s.rec.ResponseCode = resp.StatusCode
+	s.rec.Response = headerView(resp.Header)
+	s.rec.ResponseCodeDetails = "via_upstream"
+	rc := http.NewResponseController(s.w)
+	buf := getBuf()
+	n, copyErr := streamBody(s.w, rc, resp.Body, buf.b[:cap(buf.b)])
+	putBuf(buf)
+	s.rec.BytesSent = n
+	s.rec.ResponseTxDuration = time.Since(s.rec.Start) - s.rec.ResponseDuration
+	if copyErr != nil {
+		s.rec.Flags |= accesslog.UpstreamConnectionTermination
+		s.rec.ResponseCodeDetails = "upstream_reset_after_response_started{connection_termination}"
+		if ctx.Err() != nil && r.Context().Err() != nil {
+			s.rec.Flags = accesslog.DownstreamConnectionTermination
+			s.rec.ResponseCodeDetails = "downstream_remote_disconnect"
+		}
+		s.log(resp)
+		panic(http.ErrAbortHandler) // resets the stream: the client must not take it for whole
+	}
+	for k, v := range resp.Trailer {
+		hdr[http.TrailerPrefix+k] = v
+	}
+	s.rec.Trailers = headerView(resp.Trailer)
+	s.log(resp)
+}
+
+// errRouteTimeout is the cause of a request's context past its route's
+// timeout.
+var errRouteTimeout = errors.New("upstream request timeout")
+
+// streamBody copies an upstream body to the client, flushing each read
+// so that a stream (gRPC's, server-sent events) flows as it comes.
+func streamBody(w io.Writer, rc *http.ResponseController, body io.Reader, buf []byte) (int64, error) {
+	var n int64
+	for {
+		m, err := body.Read(buf)
+		if m > 0 {
+			if _, werr := w.Write(buf[:m]); werr != nil {
+				return n, werr
+			}
+			n += int64(m)
+			_ = rc.Flush()
+		}
+		if err == io.EOF {
+			return n, nil
+		}
+		if err != nil {
+			return n, err
+		}
+	}
+}
+
+// h2Upstream says whether the request goes upstream as HTTP/2: as the
+// cluster's protocol options say, else as it came.
+func (s *h2stream) h2Upstream(cl *cluster) bool {
+	return cl.upstreamProtocol == upstreamDownstream && s.r.ProtoMajor == 2
+}
+
+// upstreamFailed answers a request that got no response.
+func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
+	var op *net.OpError
+	switch {
+	case s.r.Context().Err() != nil:
+		s.rec.Flags |= accesslog.DownstreamConnectionTermination
+		s.rec.ResponseCodeDetails = "downstream_remote_disconnect"
+		s.log(nil)
+	case errors.Is(context.Cause(ctx), errRouteTimeout):
+		s.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
+	case errors.As(err, &op) && op.Op == "dial":
+		detail := op.Err.Error()
+		s.rec.UpstreamFailureReason = underscores(detail)
+		s.localReply(503, accesslog.UpstreamConnectionFailure, "upstream_reset_before_response_started{connection_failure}",
+			"upstream connect error or disconnect/reset before headers. reset reason: connection failure, transport failure reason: "+detail)
+	default:
+		s.localReply(503, accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}",
+			"upstream connect error or disconnect/reset before headers. reset reason: connection termination")
+	}
+}
+
+// localReply answers the stream itself: for gRPC as Envoy does, a
+// trailers-only response (HTTP 200) whose grpc-status says why.
+func (s *h2stream) localReply(code int, flags accesslog.Flags, details, body string) {
+	hdr := s.w.Header()
+	hdr.Set("Server", "shunt")
+	s.rec.Flags |= flags
+	s.rec.ResponseCodeDetails = details
+	if s.grpc {
+		hdr.Set("Content-Type", "application/grpc")
+		hdr.Set("Grpc-Status", strconv.Itoa(grpcStatusOf(code)))
+		if body == "" {
+			body = http.StatusText(code)
+		}
+		hdr.Set("Grpc-Message", body)
+		s.w.WriteHeader(200)
+		s.rec.ResponseCode = 200
+		s.rec.Response = headerView(hdr)
+		s.log(nil)
+		return
+	}
+	if body != "" {
+		hdr.Set("Content-Type", "text/plain")
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(body)))
+	s.w.WriteHeader(code)
+	if s.r.Method != http.MethodHead {
+		_, _ = io.WriteString(s.w, body)
+	}
+	s.rec.ResponseCode = code
+	s.rec.BytesSent = int64(len(body))
+	s.log(nil)
+}
+
+// grpcStatusOf maps an HTTP status to gRPC's, as gRPC's spec (and Envoy)
+// do.
+func grpcStatusOf(code int) int {
+	switch code {
+	case 400:
+		return 13 // INTERNAL
+	case 401:
+		return 16 // UNAUTHENTICATED
+	case 403:
+		return 7 // PERMISSION_DENIED
+	case 404:
+		return 12 // UNIMPLEMENTED
+	case 429, 502, 503, 504:
+		return 14 // UNAVAILABLE
+	}
+	return 2 // UNKNOWN
+}
+
+// log counts the stream in Istio's metrics and writes its record.
+func (s *h2stream) log(resp *http.Response) {
+	s.rec.Duration = time.Since(s.rec.Start)
+	var status []byte
+	if resp != nil && s.grpc {
+		v := resp.Trailer.Get("Grpc-Status")
+		if v == "" {
+			v = resp.Header.Get("Grpc-Status")
+		}
+		status = []byte(v)
+	} else if s.grpc {
+		status = []byte(s.w.Header().Get("Grpc-Status"))
+	}
+	s.h.p.istio.request(s.h.d.lst.dir, &s.rec, status, s.grpc)
+	writeAll(s.h.hcm.logs, &s.rec)
+}
+
+// hopByHop are the headers that concern one connection only (RFC 9110
+// 7.6.1), and HTTP/2 forbids.
+var hopByHop = []string{"Connection", "Keep-Alive", "Proxy-Connection", "Transfer-Encoding", "Upgrade"}
+
+func removeHopByHop(h http.Header) {
+	for _, f := range h.Values("Connection") {
+		for _, name := range strings.Split(f, ",") {
+			h.Del(strings.TrimSpace(name))
+		}
+	}
+	for _, k := range hopByHop {
+		h.Del(k)
+	}
+	if te := h.Get("Te"); te != "" && !strings.EqualFold(te, "trailers") {
+		h.Del("Te")
+	}
+}
+
+// h2cSettings are the HTTP2-Settings of a request that asks to upgrade to
+// h2c, when the manager may take it: HTTP/1.1, no body (the client sends
+// its preface only after the 101), a codec that is not HTTP/1 only.
+func (h *h1conn) h2cSettings() ([]byte, bool) {
+	req := &h.req
+	v, ok := req.Get("http2-settings")
+	if !ok || req.Minor != 1 || h.hcm.codec == ProtocolHTTP1 || h.body.Framing() != http1.NoBody {
+		return nil, false
+	}
+	settings, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(string(v), "="))
+	return settings, err == nil
+}
+
+// upgradeToH2 answers 101 and serves the connection as HTTP/2, the
+// upgrading request its first stream.
+func (h *h1conn) upgradeToH2(settings []byte) Result {
+	req := &h.req
+	target := string(req.Target)
+	u, err := url.ParseRequestURI(target)
+	if err != nil {
+		_, r := h.localReply(400, accesslog.DownstreamProtocolError, "http1.codec_error{invalid_target}", "")
+		return r
+	}
+	hr := &http.Request{Method: string(req.Method), URL: u, RequestURI: target, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{}, Host: string(req.Host), Body: http.NoBody}
+	for _, hd := range req.Headers {
+		name := strings.ToLower(string(hd.Name))
+		if req.HopByHop(hd.Name) || name == "host" || name == "http2-settings" || name == "upgrade" || name == "connection" {
+			continue
+		}
+		hr.Header.Add(name, string(hd.Value))
+	}
+	if !h.write([]byte("HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: h2c\r\n\r\n")) {
+		return ResultOK
+	}
+	pre := append([]byte(nil), h.br.Peek()...)
+	h.br.Discard(len(pre))
+	h.logged = true // the stream logs itself
+	h.p.flows.remove(h.f)
+	defer h.p.flows.add(h.f)
+	return h.p.serveH2(h.d, h.hcm, hr, settings, pre)
+}
