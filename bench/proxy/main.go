@@ -55,7 +55,14 @@ type sample struct {
 	rssMB, hwmMB  float64 // the sidecar's resident memory after the load, and its peak
 	gbps          float64 // iperf3
 	cps           float64 // new connections per second
+	// HTTP/2 and gRPC (direct and shunt only: the other sidecars'
+	// configurations here speak HTTP/1)
+	h2rps, h2cpu     float64 // h2load to an h2c backend: requests/s, sidecar CPU µs per request
+	grpcRps, grpcCPU float64 // unary gRPC calls/s, sidecar CPU µs per call
 }
+
+// speaksH2 says the contender is run with the HTTP/2 and gRPC loads.
+func (c contender) speaksH2() bool { return c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt }
 
 func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each runs every contender once, in rotating order")
@@ -72,7 +79,7 @@ func main() {
 	if os.Geteuid() != 0 {
 		fail("run as root: it makes network namespaces")
 	}
-	for _, tool := range []string{"wrk", "iperf3", "nginx", "haproxy", "caddy", "curl"} {
+	for _, tool := range []string{"wrk", "iperf3", "nginx", "haproxy", "caddy", "curl", "h2load"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			fail(tool + " is not installed: .ci/deps bench")
 		}
@@ -84,8 +91,8 @@ func main() {
 		for i := range contenders {
 			c := contenders[(i+r)%len(contenders)]
 			s := measure(bin, c, r, *dur, *conns)
-			fmt.Fprintf(os.Stderr, "round %d %-24s %6.0f req/s p50 %5.0fµs p99 %6.0fµs cpu %4.0fµs/req backend %4.0fµs/req up %4.0f/1k rss %3.0f MB %5.2f Gbit/s %5.0f conn/s\n",
-				r+1, c.name, s.rps, s.p50, s.p99, s.cpuPerReq, s.backendCPU, s.upstreamPerK, s.rssMB, s.gbps, s.cps)
+			fmt.Fprintf(os.Stderr, "round %d %-24s %6.0f req/s p50 %5.0fµs p99 %6.0fµs cpu %4.0fµs/req backend %4.0fµs/req up %4.0f/1k rss %3.0f MB %5.2f Gbit/s %5.0f conn/s h2 %6.0f req/s %4.0fµs grpc %6.0f/s %4.0fµs\n",
+				r+1, c.name, s.rps, s.p50, s.p99, s.cpuPerReq, s.backendCPU, s.upstreamPerK, s.rssMB, s.gbps, s.cps, s.h2rps, s.h2cpu, s.grpcRps, s.grpcCPU)
 			results[c.name] = append(results[c.name], s)
 		}
 	}
@@ -179,7 +186,25 @@ func measure(bin string, c contender, round int, dur time.Duration, conns int) s
 		out.gbps = runIperf(s, dur)
 	}
 	out.cps = connectionsPerSecond(s, dur)
+	if c.speaksH2() {
+		stop := startH2Backends(s)
+		defer stop()
+		var n float64
+		cpu0 := cpuTime(s.ProxyPID())
+		out.h2rps, n = runH2load(s, dur)
+		out.h2cpu = perRequest(cpuTime(s.ProxyPID())-cpu0, n)
+		cpu0 = cpuTime(s.ProxyPID())
+		out.grpcRps, n = runGRPC(s, dur)
+		out.grpcCPU = perRequest(cpuTime(s.ProxyPID())-cpu0, n)
+	}
 	return out
+}
+
+func perRequest(cpu time.Duration, n float64) float64 {
+	if n == 0 {
+		return 0
+	}
+	return float64(cpu.Microseconds()) / n
 }
 
 // cpuTime is a process's user plus system time, all threads.
@@ -283,6 +308,27 @@ func report(results map[string][]sample, rounds int, dur time.Duration, conns in
 			rps, rps/d(func(s sample) float64 { return s.rps }), p50, p50-d(func(s sample) float64 { return s.p50 }),
 			p99, p99-d(func(s sample) float64 { return s.p99 }), cpu, m(func(s sample) float64 { return s.backendCPU }),
 			m(func(s sample) float64 { return s.upstreamPerK }), rss, bulk, cps, cps/d(func(s sample) float64 { return s.cps }))
+	}
+	fmt.Println()
+	fmt.Printf("HTTP/2 and gRPC to the backend host at the service address, from the pod: h2load -c16 -m10 (h2c), and unary gRPC calls, 32 concurrent on one connection\n\n")
+	fmt.Println("| | h2 req/s | ×direct | sidecar CPU µs/req | gRPC calls/s | ×direct | sidecar CPU µs/call |")
+	fmt.Println("|---|---|---|---|---|---|---|")
+	for _, ct := range contenders {
+		if !ct.speaksH2() {
+			continue
+		}
+		c := ct.name
+		m := func(f func(sample) float64) float64 { return med(c, f) }
+		h2, g := m(func(s sample) float64 { return s.h2rps }), m(func(s sample) float64 { return s.grpcRps })
+		cpu := func(f func(sample) float64) string {
+			if ct.sidecar == scenario.Direct {
+				return "-"
+			}
+			return fmt.Sprintf("%.0f", m(f))
+		}
+		fmt.Printf("| %s | %.0f | %.2f | %s | %.0f | %.2f | %s |\n", c, h2, h2/d(func(s sample) float64 { return s.h2rps }),
+			cpu(func(s sample) float64 { return s.h2cpu }), g, g/d(func(s sample) float64 { return s.grpcRps }),
+			cpu(func(s sample) float64 { return s.grpcCPU }))
 	}
 	fmt.Println()
 	for _, pair := range [][2]string{{"shunt L4", "haproxy tcp"}, {"shunt L7", "haproxy http"}, {"shunt L7 --concurrency 1", "haproxy http"}, {"shunt L7", "caddy"}} {

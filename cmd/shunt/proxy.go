@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -117,7 +118,7 @@ func newProxyCmd() *cobra.Command {
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
 		if pf.validate {
-			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %d listeners, %d clusters\n", pf.config,
+			fmt.Fprintf(cmd.OutOrStdout(), "%s: OK: %d listeners, %d clusters\n", clip.Quote(pf.config),
 				len(run.cfg.Bootstrap.GetStaticResources().GetListeners()), len(run.cfg.Bootstrap.GetStaticResources().GetClusters()))
 			return nil
 		}
@@ -228,9 +229,9 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 // loadConfig reads and checks an Envoy bootstrap, refusing the flags that
 // shape the sidecar it replaces; its admin address is the admin API's
 // unless --admin-addr says otherwise.
-func (r *proxyRun) loadConfig(file string, fs *pflag.FlagSet) error {
+func (r *proxyRun) loadConfig(file string, flags *pflag.FlagSet) error {
 	for _, name := range sidecarOnlyFlags {
-		if fs.Changed(name) {
+		if flags.Changed(name) {
 			return usageError{fmt.Errorf("--%s shapes Istio's sidecar, which --config replaces: say it in the file", name)}
 		}
 	}
@@ -244,14 +245,21 @@ func (r *proxyRun) loadConfig(file string, fs *pflag.FlagSet) error {
 		for i, p := range ps {
 			lines[i] = "  " + clipMessage(p.String())
 		}
-		return usageError{fmt.Errorf("%s: %d problem(s):\n%s", file, len(ps), strings.Join(lines, "\n"))}
+		return usageError{fmt.Errorf("--config %s: %d problem(s):\n%s", clip.Quote(file), len(ps), strings.Join(lines, "\n"))}
+	}
+	var pe *fs.PathError
+	if errors.As(err, &pe) {
+		err = pe.Err // without the path, which the message quotes clipped
+		if errors.Is(err, syscall.EINVAL) {
+			err = errors.New("not a usable file name")
+		}
 	}
 	if err != nil {
-		return usageError{fmt.Errorf("--config: %w", err)}
+		return usageError{fmt.Errorf("--config %s: %v", clip.Quote(file), err)}
 	}
 	r.cfg.Bootstrap = b
 	r.accessLog = "off" // the file's access_log entries say where lines go
-	if a := b.GetAdmin().GetAddress().GetSocketAddress(); a != nil && !fs.Changed("admin-addr") {
+	if a := b.GetAdmin().GetAddress().GetSocketAddress(); a != nil && !flags.Changed("admin-addr") {
 		r.cfg.AdminAddr = net.JoinHostPort(a.GetAddress(), strconv.Itoa(int(a.GetPortValue())))
 	}
 	return nil
