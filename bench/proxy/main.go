@@ -62,7 +62,9 @@ type sample struct {
 }
 
 // speaksH2 says the contender is run with the HTTP/2 and gRPC loads.
-func (c contender) speaksH2() bool { return c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt }
+func (c contender) speaksH2() bool {
+	return c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt
+}
 
 func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each runs every contender once, in rotating order")
