@@ -60,7 +60,9 @@ func TestH2C(t *testing.T) {
 		fmt.Fprintf(w, "%s %s %s id=%t body=%d", r.Proto, r.Method, r.URL.Path, r.Header.Get("X-Request-Id") != "", len(body))
 		w.Header().Set("X-Checksum", "abc")
 	}))
-	lp := startHTTP(t, b, nil)
+	// A drain long enough for the GOAWAY's graceful close (a second at
+	// most, the server's wait for the client to close first).
+	lp := startHTTP(t, b, func(c *proxy.Config) { c.DrainTimeout = 10 * time.Second })
 	client := h2cClient()
 	defer client.CloseIdleConnections()
 	url := "http://" + lp.Addr(proxy.Outbound).String()
@@ -97,8 +99,8 @@ func TestH2C(t *testing.T) {
 	if n := b.conns.Load(); n != 1 {
 		t.Errorf("20 concurrent streams took %d upstream connections, want 1 (multiplexed)", n)
 	}
-	// A drain sends GOAWAY: the client closes its idle connection, and the
-	// drain ends without resetting it.
+	// A drain sends GOAWAY: the idle connection is closed gracefully, and
+	// the drain ends without resetting it.
 	lp.stop()
 	select {
 	case <-lp.served:
