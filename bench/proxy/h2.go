@@ -12,9 +12,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/shunt-dev/shunt/internal/scenario"
 )
@@ -92,9 +94,12 @@ func runGRPC(s *scenario.Scenario, dur time.Duration) (rps, total float64) {
 	for range 32 {
 		wg.Go(func() {
 			for ctx.Err() == nil {
-				if _, err := hc.Check(ctx, &healthpb.HealthCheckRequest{}); err == nil {
+				_, err := hc.Check(ctx, &healthpb.HealthCheckRequest{})
+				switch status.Code(err) {
+				case codes.OK:
 					done.Add(1)
-				} else if ctx.Err() == nil {
+				case codes.DeadlineExceeded, codes.Canceled: // the run's end
+				default:
 					fail("gRPC Check: " + err.Error())
 				}
 			}

@@ -34,7 +34,6 @@ backend passthrough_inbound
 const caddyConf = `{
 	admin off
 	auto_https off
-	persist_config off
 	storage file_system {{dir}}/caddy
 }
 :15001 {
