@@ -101,3 +101,34 @@ func TestDryRunTouchesNothing(t *testing.T) {
 		t.Errorf("dry run: code %d, output:\n%s", code, out)
 	}
 }
+
+// TestProxyConfigFlags: --config and --validate, as a user meets them.
+func TestProxyConfigFlags(t *testing.T) {
+	seed := "../../proxy/envoyconfig/testdata/seed.yaml"
+	if out, errs, code := shunt(t, nil, "proxy", "--config", seed, "--validate"); code != 0 || !strings.Contains(out, "OK: 1 listeners, 1 clusters") {
+		t.Errorf("the seed: code %d %q %q", code, out, errs)
+	}
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	b, err := os.ReadFile(seed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "ROUND_ROBIN", "MAGLEV", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := shunt(t, nil, "proxy", "--config", bad, "--validate"); code != exitUsage ||
+		!strings.Contains(errs, "static_resources.clusters[0].lb_policy: MAGLEV is not implemented by shunt") {
+		t.Errorf("a refused field: code %d %q", code, errs)
+	}
+	for _, args := range [][]string{
+		{"--validate"},
+		{"--config", seed, "--tproxy", "--validate"},
+		{"--config", seed, "--port-protocol", "80=http", "--validate"},
+		{"--protocol-detection", "off", "--protocol-detection-timeout", "1s", "--uid", "1337", "--gid", "1337"},
+		{"--protocol-detection", "maybe"},
+	} {
+		if _, errs, code := shunt(t, nil, append([]string{"proxy"}, args...)...); code != exitUsage || errs == "" {
+			t.Errorf("%v: code %d %q", args, code, errs)
+		}
+	}
+}

@@ -46,10 +46,11 @@ type proxyFlags struct {
 	concurrency              int
 	config                   string
 	validate                 bool
+	detection                string
 }
 
 // sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
-var sidecarOnlyFlags = []string{"outbound-port", "inbound-port", "tproxy", "port-protocol", "protocol-detection-timeout",
+var sidecarOnlyFlags = []string{"outbound-port", "inbound-port", "tproxy", "port-protocol", "protocol-detection", "protocol-detection-timeout",
 	"access-log", "access-log-format", "stream-idle-timeout", "connect-timeout"}
 
 // proxyEnv are Istio's environment variables for the drain, read when the
@@ -78,7 +79,7 @@ func newProxyCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	pf := &proxyFlags{cfg: proxy.DefaultConfig(), captureUIDs: []uint32{sidecar.ProxyUID}, captureGIDs: []uint32{sidecar.ProxyGID},
-		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1}
+		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1, detection: "on"}
 	f := cmd.Flags()
 	f.Var(newPort(&pf.cfg.OutboundPort), "outbound-port", "port captured outbound connections arrive on")
 	f.Var(newPort(&pf.cfg.InboundPort), "inbound-port", "port captured inbound connections arrive on")
@@ -98,6 +99,7 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&pf.accessLog, "access-log", pf.accessLog, "where access log lines go: stdout, stderr, a file path, or off")
 	f.Var(accessLogFormatValue{&pf.accessLogFormat}, "access-log-format", "Envoy's format language: text (Envoy's default format), istio (Istio's), json, a JSON object of format strings, or a format string such as '[%START_TIME%] \"%REQ(:METHOD)% %REQ(:PATH)% %PROTOCOL%\" %RESPONSE_CODE% %RESPONSE_FLAGS%'")
 	f.Var(newDuration(&pf.cfg.ProtocolDetectionTimeout, true, time.Minute), "protocol-detection-timeout", "how long to wait for a captured connection's first bytes to tell HTTP (proxied at L7) from the rest (passed through at L4); 0 turns detection off, everything is L4 [Istio's meshConfig.protocolDetectionTimeout, which waits for ever by default]")
+	f.Var(newChoice(&pf.detection, "on", "off"), "protocol-detection", "on: a captured connection's first bytes say HTTP (L7) or not (L4); off: every captured connection is L4, except on ports --port-protocol declares HTTP")
 	f.Var(portProtocolsValue{&pf.portProtocols}, "port-protocol", "PORT=PROTOCOL, repeated or comma-separated: what a destination port speaks, with Istio's port-name protocols (http, http2, grpc → L7; tcp, tls, https, mysql, mongo, redis, … → L4 at once, no detection)")
 	f.Var(newDuration(&pf.cfg.StreamIdleTimeout, false, 24*time.Hour), "stream-idle-timeout", "an HTTP request in flight with no byte either way for this long is answered 408, or reset once its response has started (Envoy's stream_idle_timeout)")
 	f.Var(newID(&pf.uid, &pf.uidSet, false), "uid", "after binding, run as this UID, a number or a user name (needs root)")
@@ -176,6 +178,12 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 	}
 	if pf.drainListeners == "all" {
 		r.cfg.DrainListeners = proxy.DrainAll
+	}
+	if pf.detection == "off" {
+		if fs.Changed("protocol-detection-timeout") && r.cfg.ProtocolDetectionTimeout > 0 {
+			return nil, usageError{errors.New("--protocol-detection off and --protocol-detection-timeout: the timeout is detection's; give one or the other")}
+		}
+		r.cfg.ProtocolDetectionTimeout = 0
 	}
 	if pf.validate && pf.config == "" {
 		return nil, usageError{errors.New("--validate checks a --config file: give one")}
