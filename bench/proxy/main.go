@@ -38,7 +38,7 @@ type contender struct {
 
 var contenders = []contender{
 	{"direct", scenario.Direct, nil, false},
-	{"shunt L4", scenario.Shunt, []string{"--protocol-detection-timeout", "0"}, false},
+	{"shunt L4", scenario.Shunt, []string{"--protocol-detection", "off"}, false},
 	{"shunt L7", scenario.Shunt, nil, false},
 	{"shunt L7 --concurrency 1", scenario.Shunt, []string{"--concurrency", "1"}, false},
 	{"haproxy tcp", scenario.HAProxy, nil, false},
