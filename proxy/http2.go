@@ -202,15 +202,15 @@ func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
 		ctx, cancel = context.WithTimeoutCause(ctx, rt.timeout, errRouteTimeout)
 		defer cancel()
 	}
-	out := r.Clone(ctx)
-	out.RequestURI = ""
-	out.URL.Scheme, out.URL.Host = "http", ep.String()
-	out.Close = false
+	// The stream owns r: its header map and URL go upstream as they are.
+	u := *r.URL
+	u.Scheme, u.Host = "http", ep.String()
+	out := (&http.Request{Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header,
+		ContentLength: r.ContentLength, Host: r.Host, Trailer: r.Trailer}).WithContext(ctx)
 	removeHopByHop(out.Header)
-	s.body.ReadCloser = r.Body
-	out.Body = &s.body
-	if r.ContentLength == 0 {
-		out.Body = nil
+	if r.ContentLength != 0 {
+		s.body.ReadCloser = r.Body
+		out.Body = &s.body
 	}
 	var local netip.AddrPort
 	out = out.WithContext(withLocalAddr(out.Context(), &local))
@@ -236,7 +236,7 @@ func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
 	s.rec.ResponseCodeDetails = "via_upstream"
 	rc := http.NewResponseController(s.w)
 	buf := getBuf()
-	n, copyErr := streamBody(s.w, rc, resp.Body, buf.b[:cap(buf.b)])
+	n, copyErr := streamBody(s.w, rc, resp.Body, buf.b[:cap(buf.b)], resp.ContentLength)
 	putBuf(buf)
 	s.rec.BytesSent = n
 	s.rec.ResponseTxDuration = time.Since(s.rec.Start) - s.rec.ResponseDuration
@@ -262,8 +262,10 @@ func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
 var errRouteTimeout = errors.New("upstream request timeout")
 
 // streamBody copies an upstream body to the client, flushing each read
-// so that a stream (gRPC's, server-sent events) flows as it comes.
-func streamBody(w io.Writer, rc *http.ResponseController, body io.Reader, buf []byte) (int64, error) {
+// so that a stream (gRPC's, server-sent events) flows as it comes; the
+// last bytes of a body of known length are not flushed, they go out with
+// the end of the stream.
+func streamBody(w io.Writer, rc *http.ResponseController, body io.Reader, buf []byte, length int64) (int64, error) {
 	var n int64
 	for {
 		m, err := body.Read(buf)
@@ -272,7 +274,9 @@ func streamBody(w io.Writer, rc *http.ResponseController, body io.Reader, buf []
 				return n, werr
 			}
 			n += int64(m)
-			_ = rc.Flush()
+			if n != length {
+				_ = rc.Flush()
+			}
 		}
 		if err == io.EOF {
 			return n, nil
