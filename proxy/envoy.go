@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -383,32 +385,251 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 
 func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string) *routeConfig {
 	out := &routeConfig{name: rc.GetName()}
+	rcMut := r.mutations(rc, path)
 	for i, vh := range rc.GetVirtualHosts() {
 		vpath := fmt.Sprintf("%s.virtual_hosts[%d]", path, i)
 		v := &virtualHost{name: vh.GetName()}
 		for _, d := range vh.GetDomains() {
 			v.domains = append(v.domains, strings.ToLower(d))
 		}
+		vhMut := r.mutations(vh, vpath)
 		for j, rt := range vh.GetRoutes() {
-			rpath := fmt.Sprintf("%s.routes[%d]", vpath, j)
-			action := rt.GetRoute()
-			if action == nil {
-				r.add(rpath, "not implemented by shunt: a route without a route action (redirect, direct_response)")
-				continue
+			if x := r.route(rt, fmt.Sprintf("%s.routes[%d]", vpath, j), vhMut, rcMut); x != nil {
+				v.routes = append(v.routes, x)
 			}
-			cl := r.clusters[action.GetCluster()]
-			if cl == nil {
-				r.add(rpath+".route.cluster", "invalid: no cluster named %q", action.GetCluster())
-				continue
-			}
-			m := rt.GetMatch()
-			out := &route{name: rt.GetName(), prefix: m.GetPrefix(), path: m.GetPath(), connect: m.GetConnectMatcher() != nil,
-				cluster: cl, timeout: durationOr(action.GetTimeout(), envoyRouteTimeout)}
-			v.routes = append(v.routes, out)
 		}
 		out.hosts = append(out.hosts, v)
 	}
+	out.index()
 	return out
+}
+
+// headerMutating is what carries header mutations: a route, a virtual
+// host, a route configuration.
+type headerMutating interface {
+	GetRequestHeadersToAdd() []*corev3.HeaderValueOption
+	GetRequestHeadersToRemove() []string
+	GetResponseHeadersToAdd() []*corev3.HeaderValueOption
+	GetResponseHeadersToRemove() []string
+}
+
+// mutations are one level's header mutations.
+type mutations struct {
+	reqAdd, respAdd       []headerAdd
+	reqRemove, respRemove []string
+}
+
+func (r *resources) mutations(m headerMutating, path string) mutations {
+	adds := func(opts []*corev3.HeaderValueOption, field string) []headerAdd {
+		var out []headerAdd
+		for i, o := range opts {
+			p := fmt.Sprintf("%s.%s[%d]", path, field, i)
+			name, value := strings.ToLower(o.GetHeader().GetKey()), o.GetHeader().GetValue()
+			if strings.Contains(value, "%") {
+				r.add(p+".header.value", "not implemented by shunt: command operators (%%…%%) in header values")
+				continue
+			}
+			if o.GetAppend() != nil {
+				r.add(p+".append", "not implemented by shunt: the deprecated append; say append_action")
+				continue
+			}
+			out = append(out, headerAdd{name: name, value: value, nameB: []byte(name), valueB: []byte(value),
+				action: addAction(o.GetAppendAction())})
+		}
+		return out
+	}
+	lower := func(names []string) []string {
+		out := make([]string, len(names))
+		for i, n := range names {
+			out[i] = strings.ToLower(n)
+		}
+		return out
+	}
+	return mutations{reqAdd: adds(m.GetRequestHeadersToAdd(), "request_headers_to_add"),
+		respAdd:    adds(m.GetResponseHeadersToAdd(), "response_headers_to_add"),
+		reqRemove:  lower(m.GetRequestHeadersToRemove()),
+		respRemove: lower(m.GetResponseHeadersToRemove())}
+}
+
+func (r *resources) route(rt *routev3.Route, rpath string, outer ...mutations) *route {
+	out := &route{name: rt.GetName()}
+	if !r.routeMatch(out, rt.GetMatch(), rpath+".match") {
+		return nil
+	}
+	mut := r.mutations(rt, rpath)
+	for _, m := range append([]mutations{mut}, outer...) { // most specific first, as Envoy applies them
+		out.requestAdd = append(out.requestAdd, m.reqAdd...)
+		out.requestRemove = append(out.requestRemove, m.reqRemove...)
+		out.responseAdd = append(out.responseAdd, m.respAdd...)
+		out.responseRemove = append(out.responseRemove, m.respRemove...)
+	}
+	switch {
+	case rt.GetRedirect() != nil:
+		rd := rt.GetRedirect()
+		out.redirect = &redirectAction{scheme: rd.GetSchemeRedirect(), host: rd.GetHostRedirect(), port: rd.GetPortRedirect(),
+			path: rd.GetPathRedirect(), prefixRewrite: rd.GetPrefixRewrite(), stripQuery: rd.GetStripQuery(),
+			code: redirectCodes[rd.GetResponseCode()]}
+		_, out.redirect.rewritePrefix = rd.GetPathRewriteSpecifier().(*routev3.RedirectAction_PrefixRewrite)
+		if rd.GetHttpsRedirect() {
+			out.redirect.scheme = "https"
+		}
+		return out
+	case rt.GetDirectResponse() != nil:
+		dr := rt.GetDirectResponse()
+		body := dr.GetBody().GetInlineString()
+		if b := dr.GetBody().GetInlineBytes(); b != nil {
+			body = string(b)
+		}
+		out.direct = &directResponse{code: int(dr.GetStatus()), body: body}
+		return out
+	case rt.GetRoute() == nil:
+		r.add(rpath, "invalid: a route needs route, redirect or direct_response")
+		return nil
+	}
+	a := rt.GetRoute()
+	apath := rpath + ".route"
+	out.timeout = durationOr(a.GetTimeout(), envoyRouteTimeout)
+	switch spec := a.GetClusterSpecifier().(type) {
+	case *routev3.RouteAction_Cluster:
+		if out.cluster = r.clusters[spec.Cluster]; out.cluster == nil {
+			r.add(apath+".cluster", "invalid: no cluster named %q", spec.Cluster)
+			return nil
+		}
+	case *routev3.RouteAction_ClusterHeader:
+		out.clusterHeader = strings.ToLower(spec.ClusterHeader)
+	case *routev3.RouteAction_WeightedClusters:
+		for i, w := range spec.WeightedClusters.GetClusters() {
+			cl := r.clusters[w.GetName()]
+			if cl == nil {
+				r.add(fmt.Sprintf("%s.weighted_clusters.clusters[%d].name", apath, i), "invalid: no cluster named %q", w.GetName())
+				return nil
+			}
+			if w.GetWeight().GetValue() > 0 {
+				out.weighted = append(out.weighted, weightedCluster{cluster: cl, weight: uint64(w.GetWeight().GetValue())})
+				out.totalWeight += uint64(w.GetWeight().GetValue())
+			}
+		}
+		if tw := spec.WeightedClusters.GetTotalWeight(); tw != nil && uint64(tw.GetValue()) != out.totalWeight {
+			r.add(apath+".weighted_clusters.total_weight", "invalid: %d, but the weights add up to %d", tw.GetValue(), out.totalWeight)
+			return nil
+		}
+		if out.totalWeight == 0 {
+			r.add(apath+".weighted_clusters", "invalid: no cluster has a weight")
+			return nil
+		}
+	default:
+		r.add(apath, "invalid: a route action needs cluster, cluster_header or weighted_clusters")
+		return nil
+	}
+	if a.GetPrefixRewrite() != "" {
+		out.rewritePrefix, out.prefixRewrite = true, a.GetPrefixRewrite()
+		if out.regex != nil {
+			r.add(apath+".prefix_rewrite", "invalid: prefix_rewrite needs a prefix or path_separated_prefix match")
+		}
+	}
+	if rr := a.GetRegexRewrite(); rr != nil {
+		re, err := regexp.Compile(rr.GetPattern().GetRegex())
+		if err != nil {
+			r.add(apath+".regex_rewrite.pattern.regex", "invalid: %v", err)
+			return nil
+		}
+		out.regexRewrite, out.regexSubstitution = re, envoySubstitution(rr.GetSubstitution())
+	}
+	if h := a.GetHostRewriteLiteral(); h != "" {
+		out.hostRewrite, out.hostRewriteB = h, []byte(h)
+	}
+	return out
+}
+
+// redirectCodes are the statuses of RedirectAction's response codes.
+var redirectCodes = map[routev3.RedirectAction_RedirectResponseCode]int{
+	routev3.RedirectAction_MOVED_PERMANENTLY: 301, routev3.RedirectAction_FOUND: 302, routev3.RedirectAction_SEE_OTHER: 303,
+	routev3.RedirectAction_TEMPORARY_REDIRECT: 307, routev3.RedirectAction_PERMANENT_REDIRECT: 308}
+
+// envoySubstitution turns RE2's \1 in a substitution into Go's ${1}.
+var backref = regexp.MustCompile(`\\(\d)`)
+
+func envoySubstitution(s string) string {
+	s = strings.ReplaceAll(s, "$", "$$")
+	return backref.ReplaceAllString(s, "$${$1}")
+}
+
+func (r *resources) routeMatch(out *route, m *routev3.RouteMatch, path string) bool {
+	switch spec := m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		out.prefix = spec.Prefix
+	case *routev3.RouteMatch_Path:
+		out.path, out.exactPath = spec.Path, true
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		out.separatedPrefix = spec.PathSeparatedPrefix
+	case *routev3.RouteMatch_SafeRegex:
+		re, err := wholeRegex(spec.SafeRegex.GetRegex())
+		if err != nil {
+			r.add(path+".safe_regex.regex", "invalid: %v", err)
+			return false
+		}
+		out.regex = re
+	case *routev3.RouteMatch_ConnectMatcher_:
+		out.connect = true
+	default:
+		r.add(path, "invalid: a match needs prefix, path, path_separated_prefix, safe_regex or connect_matcher")
+		return false
+	}
+	if cs := m.GetCaseSensitive(); cs != nil && !cs.GetValue() {
+		out.caseInsensitive = true
+	}
+	out.grpc = m.GetGrpc() != nil
+	ok := true
+	for i, h := range m.GetHeaders() {
+		hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
+		switch {
+		case h.GetStringMatch() != nil:
+			hm.value = r.stringMatcher(h.GetStringMatch(), fmt.Sprintf("%s.headers[%d].string_match", path, i))
+			ok = ok && hm.value != nil
+		default:
+			_, isPresent := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch)
+			hm.absent = isPresent && !h.GetPresentMatch()
+		}
+		out.headers = append(out.headers, hm)
+	}
+	for i, q := range m.GetQueryParameters() {
+		qm := queryMatcher{name: q.GetName()}
+		if q.GetStringMatch() != nil {
+			qm.value = r.stringMatcher(q.GetStringMatch(), fmt.Sprintf("%s.query_parameters[%d].string_match", path, i))
+			ok = ok && qm.value != nil
+		}
+		out.queries = append(out.queries, qm)
+	}
+	return ok
+}
+
+func (r *resources) stringMatcher(m *matcherv3.StringMatcher, path string) *stringMatcher {
+	sm := &stringMatcher{ignoreCase: m.GetIgnoreCase()}
+	switch spec := m.GetMatchPattern().(type) {
+	case *matcherv3.StringMatcher_Exact:
+		sm.exact, sm.hasExact = spec.Exact, true
+	case *matcherv3.StringMatcher_Prefix:
+		sm.prefix = spec.Prefix
+	case *matcherv3.StringMatcher_Suffix:
+		sm.suffix = spec.Suffix
+	case *matcherv3.StringMatcher_Contains:
+		sm.contains = spec.Contains
+	case *matcherv3.StringMatcher_SafeRegex:
+		expr := spec.SafeRegex.GetRegex()
+		if sm.ignoreCase {
+			expr = "(?i)" + expr
+		}
+		re, err := wholeRegex(expr)
+		if err != nil {
+			r.add(path+".safe_regex.regex", "invalid: %v", err)
+			return nil
+		}
+		sm.regex = re
+	default:
+		r.add(path, "invalid: a string match needs exact, prefix, suffix, contains or safe_regex")
+		return nil
+	}
+	return sm
 }
 
 // accessLogs are the loggers of a TCP proxy or HTTP connection manager.

@@ -59,6 +59,11 @@ type h1conn struct {
 	// upstream; resetUp, its action, resets that upstream.
 	watch   *dialWatch
 	resetUp func(error)
+	// rt is the request's route, for its response header mutations.
+	rt *route
+	// newTarget holds a rewritten request target; location a redirect's.
+	newTarget []byte
+	location  string
 	// vals holds the values of headers the proxy adds (x-request-id,
 	// x-forwarded-proto, x-envoy-upstream-service-time); the header views
 	// point into it.
@@ -118,7 +123,7 @@ func (p *Proxy) serveHTTP(d *downstream, hcm *httpManager) Result {
 	if why := h.f.aborted.Load(); why != 0 && r == ResultOK {
 		r = Result(why - 1)
 	}
-	h.p, h.d, h.hcm, h.f, h.src = nil, nil, nil, nil, countingConn{}
+	h.p, h.d, h.hcm, h.f, h.src, h.rt = nil, nil, nil, nil, countingConn{}, nil
 	h.rec = accesslog.Record{}
 	h1conns.Put(h)
 	return r
@@ -155,17 +160,82 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	if (connect || len(req.Upgrade) > 0) && !h.hcm.upgrades[upgradeType(req.Upgrade, connect)] {
 		return h.localReply(403, 0, "upgrade_failed", "")
 	}
-	rt := h.hcm.routes.match(req.Host, req.Target, connect)
+	rt := h.hcm.routes.match(h, req.Host, connect)
 	if rt == nil {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
-	h.rec.RouteName, h.rec.UpstreamCluster = rt.name, rt.cluster.name
-	ep, err := rt.cluster.pick(h.d.local)
+	h.rec.RouteName = rt.name
+	switch {
+	case rt.direct != nil:
+		return h.localReply(rt.direct.code, 0, "direct_response", rt.direct.body)
+	case rt.redirect != nil:
+		h.location = rt.redirect.location(req.Target, http1.View(req.Host), matchedPrefix(rt))
+		return h.localReply(rt.redirect.code, 0, "redirect", "")
+	}
+	cl := rt.clusterFor(h, h.p.clusters)
+	if cl == nil {
+		return h.localReply(503, accesslog.NoClusterFound, "cluster_not_found", "")
+	}
+	h.rec.UpstreamCluster = cl.name
+	h.rewrite(rt)
+	ep, err := cl.pick(h.d.local)
 	if err != nil {
 		return h.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 	}
 	h.rec.UpstreamHost = ep
-	return h.forward(rt, ep)
+	h.rt = rt
+	return h.forward(rt, cl, ep)
+}
+
+// header is a request header by lower-case name, pseudo-headers included
+// (requestView).
+func (h *h1conn) header(name string) ([]byte, bool) {
+	switch name {
+	case ":method":
+		return h.req.Method, true
+	case ":authority":
+		return h.req.Host, len(h.req.Host) > 0
+	case ":path":
+		return h.req.Target, true
+	case ":scheme":
+		return schemeHTTP, true
+	}
+	return h.req.Get(name)
+}
+
+func (h *h1conn) target() []byte { return h.req.Target }
+
+// rewrite applies the route's rewrites and header mutations to the
+// request: the path (the original kept in x-envoy-original-path, as
+// Envoy does), the authority, the headers.
+func (h *h1conn) rewrite(rt *route) {
+	req := &h.req
+	if t, ok := rt.rewritePath(req.Target, h.newTarget[:0]); ok {
+		h.newTarget = t
+		req.Headers = append(req.Headers, http1.Header{Name: xEnvoyOriginalPath, Value: req.Target})
+		req.Target = t
+		h.rec.Path = http1.View(t)
+	}
+	if rt.hostRewrite != "" {
+		for i := range req.Headers {
+			if strings.EqualFold(http1.View(req.Headers[i].Name), "host") {
+				req.Headers[i].Value = rt.hostRewriteB
+			}
+		}
+		req.Host = rt.hostRewriteB
+		h.rec.Authority = rt.hostRewrite
+	}
+	if len(rt.requestAdd) > 0 || len(rt.requestRemove) > 0 {
+		applyRequestMutations(req, rt.requestAdd, rt.requestRemove)
+	}
+}
+
+// matchedPrefix is how much of the path a route's prefix match took.
+func matchedPrefix(rt *route) int {
+	if rt.separatedPrefix != "" {
+		return len(rt.separatedPrefix)
+	}
+	return len(rt.prefix)
 }
 
 // badRequest ends a connection whose next request could not be read:

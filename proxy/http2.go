@@ -139,8 +139,9 @@ type h2stream struct {
 	w    http.ResponseWriter
 	r    *http.Request
 	rec  accesslog.Record
-	grpc bool
-	body countingBody
+	grpc    bool
+	body    countingBody
+	targetB []byte // the request's target, for matching
 }
 
 // countingBody counts a request body's bytes as the upstream reads them.
@@ -177,24 +178,81 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.localReply(403, 0, "upgrade_failed", "")
 		return
 	}
-	rt := h.hcm.routes.match([]byte(r.Host), []byte(target), false)
+	s.targetB = []byte(target)
+	rt := h.hcm.routes.match(s, []byte(r.Host), false)
 	if rt == nil {
 		s.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 		return
 	}
-	s.rec.RouteName, s.rec.UpstreamCluster = rt.name, rt.cluster.name
-	ep, err := rt.cluster.pick(h.d.local)
+	s.rec.RouteName = rt.name
+	switch {
+	case rt.direct != nil:
+		s.localReply(rt.direct.code, 0, "direct_response", rt.direct.body)
+		return
+	case rt.redirect != nil:
+		s.w.Header().Set("Location", rt.redirect.location(s.targetB, r.Host, matchedPrefix(rt)))
+		s.localReply(rt.redirect.code, 0, "redirect", "")
+		return
+	}
+	cl := rt.clusterFor(s, h.p.clusters)
+	if cl == nil {
+		s.localReply(503, accesslog.NoClusterFound, "cluster_not_found", "")
+		return
+	}
+	s.rec.UpstreamCluster = cl.name
+	s.rewrite(rt)
+	ep, err := cl.pick(h.d.local)
 	if err != nil {
 		s.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 		return
 	}
 	s.rec.UpstreamHost = ep
-	s.forward(rt, ep)
+	s.forward(rt, cl, ep)
+}
+
+// header is a request header by lower-case name (requestView).
+func (s *h2stream) header(name string) ([]byte, bool) {
+	switch name {
+	case ":method":
+		return []byte(s.r.Method), true
+	case ":authority":
+		return []byte(s.r.Host), s.r.Host != ""
+	case ":path":
+		return s.targetB, true
+	case ":scheme":
+		return schemeHTTP, true
+	}
+	v := s.r.Header.Values(name)
+	if len(v) == 0 {
+		return nil, false
+	}
+	return []byte(v[0]), true
+}
+
+func (s *h2stream) target() []byte { return s.targetB }
+
+// rewrite applies the route's rewrites and header mutations to the
+// stream's request.
+func (s *h2stream) rewrite(rt *route) {
+	r := s.r
+	if t, ok := rt.rewritePath(s.targetB, nil); ok {
+		r.Header.Set("X-Envoy-Original-Path", string(s.targetB))
+		u, err := url.ParseRequestURI(string(t))
+		if err == nil {
+			r.URL.Path, r.URL.RawPath, r.URL.RawQuery = u.Path, u.RawPath, u.RawQuery
+		}
+		s.rec.Path = string(t)
+	}
+	if rt.hostRewrite != "" {
+		r.Host = rt.hostRewrite
+		s.rec.Authority = rt.hostRewrite
+	}
+	applyHeaderMutations(r.Header, rt.requestAdd, rt.requestRemove)
 }
 
 // forward sends the stream's request to ep and relays the response,
 // trailers and all.
-func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
+func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 	r, h := s.r, s.h
 	ctx := r.Context()
 	if rt.timeout > 0 {
@@ -215,7 +273,7 @@ func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
 	var local netip.AddrPort
 	out = out.WithContext(withLocalAddr(out.Context(), &local))
 	sentAt := time.Now()
-	resp, err := rt.cluster.transport(h.p, h.d.lst.dir, s.h2Upstream(rt.cluster)).RoundTrip(out)
+	resp, err := cl.transport(h.p, h.d.lst.dir, s.h2Upstream(cl)).RoundTrip(out)
 	s.rec.UpstreamLocal = local
 	s.rec.BytesReceived = s.body.n
 	if err != nil {
@@ -229,6 +287,7 @@ func (s *h2stream) forward(rt *route, ep netip.AddrPort) {
 		hdr[k] = v
 	}
 	removeHopByHop(hdr)
+	applyHeaderMutations(hdr, rt.responseAdd, rt.responseRemove)
 	hdr.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sentAt).Milliseconds(), 10))
 	s.w.WriteHeader(resp.StatusCode)
 	s.rec.ResponseCode = resp.StatusCode

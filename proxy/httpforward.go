@@ -24,8 +24,7 @@ type outcome struct {
 // forward sends the request to ep over a pooled connection, or a new one,
 // and relays the response. A pooled connection the upstream had closed is
 // replaced, once, for a request that is safe to send again.
-func (h *h1conn) forward(rt *route, ep netip.AddrPort) (bool, Result) {
-	cl := rt.cluster
+func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Result) {
 	pl := cl.pool(ep)
 	for attempt := 1; ; attempt++ {
 		h.rec.AttemptCount = attempt

@@ -27,6 +27,7 @@ func (h *h1conn) addRequestHeaders() {
 var (
 	xRequestID         = []byte("x-request-id")
 	xForwardedProto    = []byte("x-forwarded-proto")
+	xEnvoyOriginalPath = []byte("x-envoy-original-path")
 	xUpstreamSvcTime   = []byte("x-envoy-upstream-service-time")
 	schemeHTTP         = []byte("http")
 	transferEncoding   = []byte("transfer-encoding")
@@ -106,6 +107,10 @@ func (h *h1conn) appendUpstreamHead(b []byte) []byte {
 func (h *h1conn) appendDownstreamHead(b []byte, serviceMs int64, chunkedOut, closeAfter bool) []byte {
 	resp := &h.resp
 	b = http1.AppendStatusLine(b, 1, resp.Code, resp.Reason)
+	rt := h.rt
+	if rt != nil && len(rt.responseAdd)+len(rt.responseRemove) > 0 {
+		applyHeadMutations(&resp.Head, rt.responseAdd, rt.responseRemove)
+	}
 	for _, hd := range resp.Headers {
 		if resp.HopByHop(hd.Name) {
 			continue

@@ -28,6 +28,10 @@ func (h *h1conn) localReply(code int, flags accesslog.Flags, details, body strin
 	out = append(out, "date: "...)
 	out = time.Now().UTC().AppendFormat(out, http.TimeFormat)
 	out = append(out, "\r\nserver: shunt\r\n"...)
+	if h.location != "" {
+		out = append(append(append(out, "location: "...), h.location...), "\r\n"...)
+		h.location = ""
+	}
 	switch {
 	case !keep:
 		out = append(out, "connection: close\r\n"...)

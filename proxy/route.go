@@ -2,8 +2,12 @@ package proxy
 
 import (
 	"bytes"
+	"regexp"
+	"slices"
 	"strings"
 	"time"
+
+	"github.com/shunt-dev/shunt/proxy/http1"
 )
 
 // routeConfig is Envoy's RouteConfiguration: virtual hosts chosen by the
@@ -11,6 +15,10 @@ import (
 type routeConfig struct {
 	name  string
 	hosts []*virtualHost
+	// The domains, indexed (see index).
+	exact              map[string]*virtualHost
+	suffixes, prefixes []wildcard
+	any                *virtualHost
 }
 
 type virtualHost struct {
@@ -19,51 +27,101 @@ type virtualHost struct {
 	routes  []*route
 }
 
-// route is one route: a match on the path and where it goes.
+// route is one route: Envoy's RouteMatch and what to do with what it
+// matches.
 type route struct {
-	name   string
-	prefix string // match: path prefix ("/" for any)
-	path   string // match: exact path, when set
+	name string
+	// The path match: one of prefix ("/" for any), path (exact;
+	// exactPath for path ""), separatedPrefix (a prefix ending at a "/"
+	// or the path's end), regex (the whole path); caseInsensitive is
+	// case_sensitive false.
+	prefix, path, separatedPrefix string
+	exactPath, caseInsensitive    bool
+	regex                         *regexp.Regexp
 	// connect matches CONNECT requests (Envoy's connect_matcher), which
 	// path matches never do.
 	connect bool
-	// cluster is where matched requests go.
-	cluster *cluster
+	headers []headerMatcher
+	queries []queryMatcher
+	grpc    bool // only gRPC requests (content-type application/grpc…)
+
+	// Where it goes: cluster, a weighted pick (weighted), or the cluster
+	// a request header names (clusterHeader); or no upstream at all
+	// (redirect, direct).
+	cluster       *cluster
+	weighted      []weightedCluster
+	totalWeight   uint64
+	clusterHeader string
+	redirect      *redirectAction
+	direct        *directResponse
+	// Rewrites on the way: the path's prefix (prefixRewrite, replacing
+	// the matched prefix), or regexRewrite; the authority.
+	prefixRewrite     string
+	rewritePrefix     bool // prefix_rewrite is set (it may be "")
+	regexRewrite      *regexp.Regexp
+	regexSubstitution string
+	hostRewrite       string
+	hostRewriteB      []byte
+	// Header mutations, this route's, its virtual host's and its route
+	// configuration's together, most specific first.
+	requestAdd     []headerAdd
+	requestRemove  []string
+	responseAdd    []headerAdd
+	responseRemove []string
 	// timeout bounds the wait for the upstream's response (Envoy's route
 	// timeout); 0 for none, Istio's default.
 	timeout time.Duration
 }
 
-// passthroughRoutes is Istio's route for a passthrough chain: every
-// request to cl (outbound "allow_any", inbound "default").
-func passthroughRoutes(name string, cl *cluster) *routeConfig {
-	return &routeConfig{name: name, hosts: []*virtualHost{{name: name, domains: []string{"*"},
-		routes: []*route{{name: name, prefix: "/", connect: true, cluster: cl}}}}}
+// weightedCluster is one cluster of a weighted_clusters split.
+type weightedCluster struct {
+	cluster *cluster
+	weight  uint64
+}
+
+// headerAdd is Envoy's HeaderValueOption: a header and what to do if the
+// message has it already.
+type headerAdd struct {
+	name, value   string // name in lower case
+	nameB, valueB []byte // the same, for HTTP/1 heads
+	action        addAction
+}
+
+// addAction is Envoy's HeaderAppendAction.
+type addAction uint8
+
+const (
+	appendIfExistsOrAdd addAction = iota // APPEND_IF_EXISTS_OR_ADD, the default
+	addIfAbsent                          // ADD_IF_ABSENT
+	overwriteIfExistsOrAdd               // OVERWRITE_IF_EXISTS_OR_ADD
+	overwriteIfExists                    // OVERWRITE_IF_EXISTS
+)
+
+// redirectAction is Envoy's RedirectAction.
+type redirectAction struct {
+	scheme, host, path, prefixRewrite string
+	port                              uint32
+	rewritePrefix, stripQuery         bool
+	code                              int
+}
+
+// directResponse is Envoy's DirectResponseAction.
+type directResponse struct {
+	code int
+	body string
 }
 
 // match finds the route for a request, or nil (NR). An absolute-form
 // target is matched by its path.
-func (rc *routeConfig) match(authority, target []byte, connect bool) *route {
+func (rc *routeConfig) match(r requestView, authority []byte, connect bool) *route {
 	vh := rc.virtualHost(authority)
 	if vh == nil {
 		return nil
 	}
-	path := pathOf(target)
-	for _, r := range vh.routes {
-		switch {
-		case connect:
-			if r.connect {
-				return r
-			}
-			continue
-		case r.path != "":
-			if string(path) == r.path {
-				return r
-			}
-			continue
-		}
-		if len(path) >= len(r.prefix) && string(path[:len(r.prefix)]) == r.prefix {
-			return r
+	path := pathOf(r.target())
+	for _, rt := range vh.routes {
+		if rt.matches(r, path, connect) {
+			return rt
 		}
 	}
 	return nil
@@ -89,44 +147,85 @@ func pathOf(target []byte) []byte {
 }
 
 // virtualHost picks a virtual host as Envoy does: an exact domain, then
-// the longest suffix wildcard, then the longest prefix wildcard, then "*".
-// A port in the authority is tried with and without.
+// the longest suffix wildcard, then the longest prefix wildcard, then "*";
+// the authority is tried as it is, then without its port. It allocates
+// nothing.
 func (rc *routeConfig) virtualHost(authority []byte) *virtualHost {
 	if len(rc.hosts) == 1 && len(rc.hosts[0].domains) == 1 && rc.hosts[0].domains[0] == "*" {
 		return rc.hosts[0] // the passthrough routes: no need to look
 	}
-	host := strings.ToLower(string(authority))
-	candidates := []string{host}
-	if i := strings.LastIndexByte(host, ':'); i >= 0 && !strings.HasSuffix(host, "]") {
-		candidates = append(candidates, host[:i])
+	var buf [256]byte
+	host := authority
+	if len(host) <= len(buf) {
+		host = buf[:len(host)]
+		for i, c := range authority {
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			host[i] = c
+		}
 	}
-	var best *virtualHost
-	bestRank, bestLen := 0, -1
+	candidates := [2][]byte{host, nil}
+	if i := bytes.LastIndexByte(host, ':'); i >= 0 && !bytes.HasSuffix(host, []byte("]")) {
+		candidates[1] = host[:i]
+	}
+	for _, h := range candidates {
+		if h == nil {
+			continue
+		}
+		if vh := rc.exact[string(h)]; vh != nil {
+			return vh
+		}
+	}
+	for _, h := range candidates {
+		for _, w := range rc.suffixes { // longest first
+			if h != nil && len(h) > len(w.domain) && strings.EqualFold(http1.View(h[len(h)-len(w.domain):]), w.domain) {
+				return w.vh
+			}
+		}
+	}
+	for _, h := range candidates {
+		for _, w := range rc.prefixes {
+			if h != nil && len(h) > len(w.domain) && strings.EqualFold(http1.View(h[:len(w.domain)]), w.domain) {
+				return w.vh
+			}
+		}
+	}
+	return rc.any
+}
+
+// wildcard is a domain with a "*" at one end: the rest of it, and its
+// virtual host.
+type wildcard struct {
+	domain string
+	vh     *virtualHost
+}
+
+// index sorts the virtual hosts' domains for virtualHost (once, when the
+// configuration is built): exact ones by
+// name, wildcards longest first (the first virtual host to name a domain
+// keeps it, as Envoy refuses duplicates).
+func (rc *routeConfig) index() {
+	rc.exact = map[string]*virtualHost{}
 	for _, vh := range rc.hosts {
 		for _, d := range vh.domains {
-			for _, h := range candidates {
-				rank, n := domainMatch(d, h)
-				if rank > bestRank || rank == bestRank && rank > 0 && n > bestLen {
-					best, bestRank, bestLen = vh, rank, n
+			switch {
+			case d == "*":
+				if rc.any == nil {
+					rc.any = vh
+				}
+			case strings.HasPrefix(d, "*"):
+				rc.suffixes = append(rc.suffixes, wildcard{d[1:], vh})
+			case strings.HasSuffix(d, "*"):
+				rc.prefixes = append(rc.prefixes, wildcard{d[:len(d)-1], vh})
+			default:
+				if rc.exact[d] == nil {
+					rc.exact[d] = vh
 				}
 			}
 		}
 	}
-	return best
-}
-
-// domainMatch ranks how d matches host: 4 exact, 3 suffix wildcard, 2
-// prefix wildcard, 1 "*", 0 not at all; n is the length matched.
-func domainMatch(d, host string) (rank, n int) {
-	switch {
-	case d == "*":
-		return 1, 0
-	case d == host:
-		return 4, len(d)
-	case strings.HasPrefix(d, "*") && strings.HasSuffix(host, d[1:]) && len(host) > len(d)-1:
-		return 3, len(d)
-	case strings.HasSuffix(d, "*") && strings.HasPrefix(host, d[:len(d)-1]) && len(host) > len(d)-1:
-		return 2, len(d)
-	}
-	return 0, 0
+	longestFirst := func(a, b wildcard) int { return len(b.domain) - len(a.domain) }
+	slices.SortStableFunc(rc.suffixes, longestFirst)
+	slices.SortStableFunc(rc.prefixes, longestFirst)
 }
