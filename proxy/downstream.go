@@ -62,6 +62,11 @@ func (p *Proxy) route(d *downstream) Result {
 		reset(d.c)
 		return p.refuse(d, ResultNoChain, "")
 	}
+	if fc.http != nil && fc.http.codec != ProtocolHTTP1 && proto != ProtocolHTTP2 && !d.lst.inspectHTTP {
+		// codec_type AUTO: the connection manager tells HTTP/2 by its
+		// preface, with or without an http_inspector before it.
+		proto = detect(d.c, declaredHTTPWait).proto
+	}
 	if fc.http != nil && proto == ProtocolHTTP2 && fc.http.codec != ProtocolHTTP1 {
 		return p.serveH2(d, fc.http, nil, nil, nil)
 	}

@@ -393,8 +393,9 @@ func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string) *ro
 			v.domains = append(v.domains, strings.ToLower(d))
 		}
 		vhMut := r.mutations(vh, vpath)
+		vhRetry := r.retryPolicy(vh.GetRetryPolicy(), vpath+".retry_policy")
 		for j, rt := range vh.GetRoutes() {
-			if x := r.route(rt, fmt.Sprintf("%s.routes[%d]", vpath, j), vhMut, rcMut); x != nil {
+			if x := r.route(rt, fmt.Sprintf("%s.routes[%d]", vpath, j), vhRetry, vhMut, rcMut); x != nil {
 				v.routes = append(v.routes, x)
 			}
 		}
@@ -451,7 +452,7 @@ func (r *resources) mutations(m headerMutating, path string) mutations {
 		respRemove: lower(m.GetResponseHeadersToRemove())}
 }
 
-func (r *resources) route(rt *routev3.Route, rpath string, outer ...mutations) *route {
+func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy, outer ...mutations) *route {
 	out := &route{name: rt.GetName()}
 	if !r.routeMatch(out, rt.GetMatch(), rpath+".match") {
 		return nil
@@ -489,6 +490,10 @@ func (r *resources) route(rt *routev3.Route, rpath string, outer ...mutations) *
 	a := rt.GetRoute()
 	apath := rpath + ".route"
 	out.timeout = durationOr(a.GetTimeout(), envoyRouteTimeout)
+	out.retry = vhRetry
+	if a.GetRetryPolicy() != nil {
+		out.retry = r.retryPolicy(a.GetRetryPolicy(), apath+".retry_policy")
+	}
 	switch spec := a.GetClusterSpecifier().(type) {
 	case *routev3.RouteAction_Cluster:
 		if out.cluster = r.clusters[spec.Cluster]; out.cluster == nil {
@@ -537,6 +542,42 @@ func (r *resources) route(rt *routev3.Route, rpath string, outer ...mutations) *
 	}
 	if h := a.GetHostRewriteLiteral(); h != "" {
 		out.hostRewrite, out.hostRewriteB = h, []byte(h)
+	}
+	return out
+}
+
+// retryPolicy reads a RetryPolicy, with Envoy's defaults: one retry,
+// back-off from 25 ms to ten times that.
+func (r *resources) retryPolicy(p *routev3.RetryPolicy, path string) *retryPolicy {
+	if p == nil {
+		return nil
+	}
+	on, err := parseRetryOn(p.GetRetryOn())
+	if err != nil {
+		r.add(path+".retry_on", "not implemented by shunt: %v", err)
+		return nil
+	}
+	out := &retryPolicy{on: on, numRetries: 1, perTry: durationOr(p.GetPerTryTimeout(), 0),
+		backoffBase: 25 * time.Millisecond, hostAttempts: int(max(1, p.GetHostSelectionRetryMaxAttempts()))}
+	if n := p.GetNumRetries(); n != nil {
+		out.numRetries = int(n.GetValue())
+	}
+	for _, c := range p.GetRetriableStatusCodes() {
+		out.statusCodes = append(out.statusCodes, int(c))
+	}
+	if b := p.GetRetryBackOff(); b != nil {
+		out.backoffBase = durationOr(b.GetBaseInterval(), out.backoffBase)
+		out.backoffMax = durationOr(b.GetMaxInterval(), 0)
+	}
+	if out.backoffMax == 0 {
+		out.backoffMax = 10 * out.backoffBase
+	}
+	for i, hp := range p.GetRetryHostPredicate() {
+		if hp.GetTypedConfig().MessageName() != "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" {
+			r.add(fmt.Sprintf("%s.retry_host_predicate[%d]", path, i), "not implemented by shunt: only previous_hosts")
+			continue
+		}
+		out.previousHosts = true
 	}
 	return out
 }

@@ -40,7 +40,6 @@ func TestRealWorldConfigs(t *testing.T) {
 			"http_filters[0].typed_config.@type: envoy.extensions.filters.http.cors.v3.Cors is not an extension shunt runs",
 			"http_filters[1].typed_config.@type: envoy.extensions.filters.http.lua.v3.Lua is not an extension shunt runs",
 			"virtual_hosts[0].cors: not implemented",
-			"routes[1].route.retry_policy: not implemented",
 			"use_remote_address: not implemented",
 			"static_resources.listeners[0].per_connection_buffer_limit_bytes: not implemented",
 		},

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -59,8 +60,15 @@ type h1conn struct {
 	// upstream; resetUp, its action, resets that upstream.
 	watch   *dialWatch
 	resetUp func(error)
-	// rt is the request's route, for its response header mutations.
+	// rt is the request's route, for its response header mutations and
+	// retry policy.
 	rt *route
+	// The request's retries: how many are left, its head and body kept
+	// to send again, the endpoints tried, the route's deadline.
+	retriesLeft int
+	resend      []byte
+	tried       []netip.AddrPort
+	deadline    time.Time
 	// newTarget holds a rewritten request target; location a redirect's.
 	newTarget []byte
 	location  string

@@ -253,29 +253,15 @@ func (s *h2stream) rewrite(rt *route) {
 // forward sends the stream's request to ep and relays the response,
 // trailers and all.
 func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
-	r, h := s.r, s.h
+	r := s.r
 	ctx := r.Context()
 	if rt.timeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeoutCause(ctx, rt.timeout, errRouteTimeout)
 		defer cancel()
 	}
-	// The stream owns r: its header map and URL go upstream as they are.
-	u := *r.URL
-	u.Scheme, u.Host = "http", ep.String()
-	out := (&http.Request{Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header,
-		ContentLength: r.ContentLength, Host: r.Host, Trailer: r.Trailer}).WithContext(ctx)
-	removeHopByHop(out.Header)
-	if r.ContentLength != 0 {
-		s.body.ReadCloser = r.Body
-		out.Body = &s.body
-	}
-	var local netip.AddrPort
-	out = out.WithContext(withLocalAddr(out.Context(), &local))
-	sentAt := time.Now()
-	resp, err := cl.transport(h.p, h.d.lst.dir, s.h2Upstream(cl)).RoundTrip(out)
-	s.rec.UpstreamLocal = local
-	s.rec.BytesReceived = s.body.n
+	removeHopByHop(r.Header)
+	resp, sentAt, err := s.attempts(ctx, rt, cl, ep)
 	if err != nil {
 		s.upstreamFailed(ctx, err)
 		return
@@ -315,6 +301,88 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 	s.rec.Trailers = headerView(resp.Trailer)
 	s.log(resp)
 }
+
+// attempts sends the request, trying again as the route's retry policy
+// says (a request with a body goes once: it is not kept); the response is
+// the last attempt's.
+func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep netip.AddrPort) (*http.Response, time.Time, error) {
+	r, h, pol := s.r, s.h, rt.retry
+	left := 0
+	if pol != nil {
+		left = pol.numRetries
+	}
+	replayable := r.ContentLength == 0
+	var tried []netip.AddrPort
+	for attempt := 1; ; attempt++ {
+		s.rec.AttemptCount = attempt
+		tried = append(tried, ep)
+		// The stream owns r: its header map and URL go upstream as they are.
+		u := *r.URL
+		u.Scheme, u.Host = "http", ep.String()
+		tryCtx, cancel := context.WithCancelCause(ctx)
+		var perTry *time.Timer
+		if pol != nil && pol.perTry > 0 {
+			perTry = time.AfterFunc(pol.perTry, func() { cancel(errPerTryTimeout) })
+		}
+		var local netip.AddrPort
+		out := (&http.Request{Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header,
+			ContentLength: r.ContentLength, Host: r.Host, Trailer: r.Trailer}).WithContext(withLocalAddr(tryCtx, &local))
+		if r.ContentLength != 0 {
+			s.body.ReadCloser = r.Body
+			out.Body = &s.body
+		}
+		sentAt := time.Now()
+		resp, err := cl.transport(h.p, h.d.lst.dir, s.h2Upstream(cl)).RoundTrip(out)
+		if perTry != nil {
+			perTry.Stop()
+		}
+		s.rec.UpstreamLocal, s.rec.BytesReceived = local, s.body.n
+		retry := false
+		switch {
+		case err != nil && pol != nil && ctx.Err() == nil:
+			f := failReset
+			var op *net.OpError
+			if errors.Is(context.Cause(tryCtx), errPerTryTimeout) {
+				f = failPerTry
+			} else if errors.As(err, &op) && op.Op == "dial" {
+				f = failConnect
+			}
+			retry = pol.retriesFailure(f)
+		case err == nil && pol != nil:
+			grpc := resp.Header.Get("Grpc-Status")
+			retry = pol.retriesStatus(resp.StatusCode, []byte(grpc))
+		}
+		if retry && left > 0 && (replayable || err != nil && s.body.n == 0) {
+			if resp != nil {
+				resp.Body.Close()
+			}
+			cancel(nil)
+			left--
+			pol.backoff(attempt)
+			next, perr := pol.repick(cl, h.d.local, tried)
+			if perr == nil {
+				ep = next
+				s.rec.UpstreamHost = ep
+				continue
+			}
+		}
+		if retry {
+			s.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
+		}
+		if err != nil {
+			cancel(nil)
+			if errors.Is(context.Cause(tryCtx), errPerTryTimeout) {
+				err = errPerTryTimeout
+			}
+			return nil, sentAt, err
+		}
+		context.AfterFunc(ctx, func() { cancel(nil) }) // the try's context lives as long as the stream's
+		return resp, sentAt, nil
+	}
+}
+
+// errPerTryTimeout ends an attempt past its per_try_timeout.
+var errPerTryTimeout = errors.New("upstream per-try timeout")
 
 // errRouteTimeout is the cause of a request's context past its route's
 // timeout.
@@ -360,7 +428,7 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 		s.rec.Flags |= accesslog.DownstreamConnectionTermination
 		s.rec.ResponseCodeDetails = "downstream_remote_disconnect"
 		s.log(nil)
-	case errors.Is(context.Cause(ctx), errRouteTimeout):
+	case errors.Is(context.Cause(ctx), errRouteTimeout), errors.Is(err, errPerTryTimeout):
 		s.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
 	case errors.As(err, &op) && op.Op == "dial":
 		detail := op.Err.Error()

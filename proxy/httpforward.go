@@ -18,6 +18,9 @@ type outcome struct {
 	more   bool // the downstream connection may carry another request
 	reuse  bool // the upstream connection goes back to its pool
 	retry  bool // a stale pooled connection: try again on a fresh one
+	// policyRetry: the route's retry policy tries again (the response or
+	// failure is not the client's).
+	policyRetry bool
 	result Result
 }
 
@@ -25,15 +28,37 @@ type outcome struct {
 // and relays the response. A pooled connection the upstream had closed is
 // replaced, once, for a request that is safe to send again.
 func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Result) {
+	pol := rt.retry
+	h.retriesLeft, h.resend, h.tried = 0, h.resend[:0], h.tried[:0]
+	if pol != nil {
+		h.retriesLeft = pol.numRetries
+	}
+	h.deadline = time.Time{}
+	if rt.timeout > 0 {
+		h.deadline = h.rec.Start.Add(rt.timeout)
+	}
 	pl := cl.pool(ep)
+	retries := 0
 	for attempt := 1; ; attempt++ {
 		h.rec.AttemptCount = attempt
+		h.tried = append(h.tried, ep)
 		uc := pl.get()
 		if uc == nil {
 			var r Result
 			var detail string
 			if uc, r, detail = h.dialUpstream(cl, ep); uc == nil {
 				pl.drop(time.Now())
+				connectFailure := r != ResultDownstreamClosed && r != ResultDrained
+				if connectFailure && pol != nil && pol.retriesFailure(failConnect) {
+					if h.retriesLeft > 0 { // nothing was sent: the request is whole
+						h.retriesLeft--
+						retries++
+						if ep, pl = h.nextEndpoint(pol, cl, retries); pl != nil {
+							continue
+						}
+					}
+					h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
+				}
 				return h.connectFailed(r, detail)
 			}
 		}
@@ -45,11 +70,31 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 			uc.c.Close()
 			pl.drop(now)
 		}
-		if o.retry && attempt == 1 {
-			continue
+		switch {
+		case o.retry && attempt == 1:
+			continue // a stale pooled connection
+		case o.policyRetry:
+			h.retriesLeft--
+			retries++
+			if ep, pl = h.nextEndpoint(pol, cl, retries); pl != nil {
+				continue
+			}
+			return h.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 		}
 		return o.more, o.result
 	}
+}
+
+// nextEndpoint waits out the retry back-off and picks the endpoint for
+// retry n; nil pool when the cluster has none left.
+func (h *h1conn) nextEndpoint(pol *retryPolicy, cl *cluster, n int) (netip.AddrPort, *pool) {
+	pol.backoff(n)
+	ep, err := pol.repick(cl, h.d.local, h.tried)
+	if err != nil {
+		return ep, nil
+	}
+	h.rec.UpstreamHost = ep
+	return ep, cl.pool(ep)
 }
 
 // dialUpstream opens a new connection to ep.
@@ -109,11 +154,17 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 			return h.downstreamGone()
 		}
 	}
-	out := h.appendUpstreamHead(buf.b[:0])
-	out, inline := h.inlineBody(out)
+	out, inline := h.resend, true
+	if len(out) == 0 {
+		out = h.appendUpstreamHead(buf.b[:0])
+		out, inline = h.inlineBody(out)
+		if inline && h.retriesLeft > 0 {
+			h.resend = append(h.resend[:0], out...) // for another try
+		}
+	}
 	sentAt := time.Now()
-	if rt.timeout > 0 {
-		_ = uc.c.SetReadDeadline(sentAt.Add(rt.timeout))
+	if d := rt.retry.tryDeadline(sentAt, h.deadline); !d.IsZero() {
+		_ = uc.c.SetReadDeadline(d)
 		defer uc.c.SetReadDeadline(time.Time{})
 	}
 	if _, err := uc.c.Write(out); err != nil {
@@ -126,13 +177,22 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 		body = h.startBody(uc)
 	}
 	o := h.awaitResponse(uc, inline, body, sentAt)
-	if o.result == ResultOK && !o.retry && h.resp.Code != 0 {
+	if o.result == ResultOK && !o.retry && !o.policyRetry && h.resp.Code != 0 {
+		if pol := rt.retry; pol != nil && h.resp.Code >= 200 {
+			grpc, _ := h.resp.Get("grpc-status")
+			if pol.retriesStatus(h.resp.Code, grpc) {
+				if h.retriesLeft > 0 && inline {
+					return outcome{policyRetry: true} // the response is dropped with its connection
+				}
+				h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
+			}
+		}
 		o = h.respond(uc, buf, sentAt, inline)
 	}
 	if body != nil {
 		o = h.joinBody(body, o)
 	}
-	if !o.retry {
+	if !o.retry && !o.policyRetry {
 		h.log()
 	}
 	return o
@@ -184,6 +244,21 @@ func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstre
 		(err == io.EOF || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 	if stale && safeToRetry(h.req.Method) {
 		return outcome{retry: true}
+	}
+	if pol := h.rt.retry; pol != nil && !downstreamLeft && h.f.aborted.Load() == 0 {
+		f := failReset
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			f = failPerTry
+			if !h.deadline.IsZero() && !time.Now().Before(h.deadline) {
+				f = 255 // the route's own timeout: not retried
+			}
+		}
+		if f != 255 && pol.retriesFailure(f) {
+			if h.retriesLeft > 0 && inline {
+				return outcome{policyRetry: true}
+			}
+			h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
+		}
 	}
 	var pe *http1.ProtocolError
 	switch why := h.f.aborted.Load(); {

@@ -69,8 +69,9 @@ type route struct {
 	responseAdd    []headerAdd
 	responseRemove []string
 	// timeout bounds the wait for the upstream's response (Envoy's route
-	// timeout); 0 for none, Istio's default.
+	// timeout), across retries; 0 for none, Istio's default.
 	timeout time.Duration
+	retry   *retryPolicy
 }
 
 // weightedCluster is one cluster of a weighted_clusters split.

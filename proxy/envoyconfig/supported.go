@@ -11,6 +11,7 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 )
 
@@ -37,12 +38,16 @@ var supported = map[string][]string{
 	"envoy.config.listener.v3.ListenerFilter":                                        {"name", "typed_config"},
 	"envoy.config.accesslog.v3.AccessLog":                                            {"name", "typed_config"},
 	"envoy.config.route.v3.RouteConfiguration":                                       {"name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
-	"envoy.config.route.v3.VirtualHost":                                              {"name", "domains", "routes", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
+	"envoy.config.route.v3.VirtualHost":                                              {"name", "domains", "routes", "retry_policy", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
 	"envoy.config.route.v3.Route":                                                    {"name", "match", "route", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
 	"envoy.config.route.v3.RouteMatch":                                               {"prefix", "path", "connect_matcher", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters", "grpc"},
 	"envoy.config.route.v3.RouteMatch.ConnectMatcher":                                {},
-	"envoy.config.route.v3.RouteAction":                                              {"cluster", "timeout", "weighted_clusters", "cluster_header", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"},
+	"envoy.config.route.v3.RouteAction":                                              {"cluster", "timeout", "retry_policy", "weighted_clusters", "cluster_header", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"},
 	"envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions":                         {},
+	"envoy.config.route.v3.RetryPolicy":                                              {"retry_on", "num_retries", "per_try_timeout", "retry_back_off", "retriable_status_codes", "retry_host_predicate", "host_selection_retry_max_attempts"},
+	"envoy.config.route.v3.RetryPolicy.RetryBackOff":                                 {"base_interval", "max_interval"},
+	"envoy.config.route.v3.RetryPolicy.RetryHostPredicate":                           {"name", "typed_config"},
+	"envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate":           {},
 	"envoy.config.route.v3.HeaderMatcher":                                            {"name", "string_match", "present_match", "invert_match"},
 	"envoy.config.route.v3.QueryParameterMatcher":                                    {"name", "string_match", "present_match"},
 	"envoy.config.route.v3.WeightedCluster":                                          {"clusters", "total_weight"},

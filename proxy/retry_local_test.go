@@ -1,0 +1,180 @@
+package proxy_test
+
+import (
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// retryConfig routes everything to cluster "up" (the endpoints given)
+// with the retry policy given, logging flags and attempts.
+func retryConfig(logFile string, policy string, endpoints ...uint16) string {
+	eps := ""
+	for _, p := range endpoints {
+		eps += fmt.Sprintf("\n        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}", p)
+	}
+	return fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: listener_0
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: retries
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format: {text_format_source: {inline_string: "%%REQ(:PATH)%% %%RESPONSE_CODE%% %%RESPONSE_FLAGS%% attempts=%%UPSTREAM_REQUEST_ATTEMPT_COUNT%%\n"}}
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route:
+                  cluster: up
+                  retry_policy: %s
+  clusters:
+  - name: up
+    type: STATIC
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:%s
+`, logFile, policy, eps)
+}
+
+// flaky is a backend whose first fail requests on a path fail as the
+// path says: /503 answers 503, /slow waits a second, /reset resets.
+type flaky struct {
+	calls atomic.Int64
+	fail  int64
+	bodies atomic.Value // the last request body seen
+}
+
+func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := f.calls.Add(1)
+	body, _ := io.ReadAll(r.Body)
+	f.bodies.Store(string(body))
+	if n <= f.fail {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/slow"):
+			time.Sleep(time.Second)
+		case strings.HasPrefix(r.URL.Path, "/reset"):
+			c, _, _ := http.NewResponseController(w).Hijack()
+			c.(*net.TCPConn).SetLinger(0)
+			c.Close()
+			return
+		default:
+			w.WriteHeader(503)
+			io.WriteString(w, "try again")
+			return
+		}
+	}
+	fmt.Fprintf(w, "ok after %d", n)
+}
+
+func TestRetries(t *testing.T) {
+	for _, tc := range []struct {
+		name, policy, path, body string
+		fail                     int64
+		code                     int
+		log                      string
+	}{
+		{"5xx turned into a 200", "{retry_on: 5xx, num_retries: 2}", "/503", "", 2, 200, "/503 200 - attempts=3"},
+		{"stops at num_retries, URX", "{retry_on: 5xx, num_retries: 2}", "/503", "", 5, 503, "/503 503 URX attempts=3"},
+		{"retriable-status-codes", "{retry_on: retriable-status-codes, retriable_status_codes: [503]}", "/503", "", 1, 200, "/503 200 - attempts=2"},
+		{"not a condition the policy names", "{retry_on: connect-failure, num_retries: 3}", "/503", "", 1, 503, "/503 503 - attempts=1"},
+		{"a reset before the response", "{retry_on: reset, num_retries: 1}", "/reset", "", 1, 200, "/reset 200 - attempts=2"},
+		{"per_try_timeout", "{retry_on: 5xx, num_retries: 1, per_try_timeout: 0.2s}", "/slow", "", 1, 200, "/slow 200 - attempts=2"},
+		{"a body sent again whole", "{retry_on: 5xx, num_retries: 1}", "/503", "the request body", 1, 200, "/503 200 - attempts=2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f := &flaky{fail: tc.fail}
+			_, port := backendPort(t, f.ServeHTTP)
+			logFile := filepath.Join(t.TempDir(), "access.log")
+			cp := startConfig(t, retryConfig(logFile, tc.policy, port), nil)
+			cp.logFile = logFile
+			k := cp.keepAlive(t)
+			headers := ""
+			method := "GET"
+			if tc.body != "" {
+				method, headers = "POST", fmt.Sprintf("Content-Length: %d\r\n", len(tc.body))
+			}
+			_ = k.c.SetDeadline(time.Now().Add(10 * time.Second))
+			fmt.Fprintf(k.c, "%s %s HTTP/1.1\r\nHost: x\r\n%s\r\n%s", method, tc.path, headers, tc.body)
+			resp, err := http.ReadResponse(k.br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.ReadAll(resp.Body)
+			if resp.StatusCode != tc.code {
+				t.Errorf("%d, want %d", resp.StatusCode, tc.code)
+			}
+			if tc.body != "" && f.bodies.Load() != tc.body {
+				t.Errorf("the retried request's body: %q", f.bodies.Load())
+			}
+			cp.waitLog(t, tc.log)
+		})
+	}
+}
+
+// TestRetryToAnotherHost: a connect failure is retried on another
+// endpoint, previous_hosts keeping it off the dead one.
+func TestRetryToAnotherHost(t *testing.T) {
+	ln, _ := net.Listen("tcp4", "127.0.0.1:0")
+	dead := uint16(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	f := &flaky{}
+	_, alive := backendPort(t, f.ServeHTTP)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	policy := `{retry_on: connect-failure, num_retries: 2, host_selection_retry_max_attempts: 5,
+                    retry_host_predicate: [{name: envoy.retry_host_predicates.previous_hosts, typed_config: {"@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate}}]}`
+	cp := startConfig(t, retryConfig(logFile, policy, dead, alive), nil)
+	cp.logFile = logFile
+	k := cp.keepAlive(t)
+	for range 10 {
+		if resp, body := k.do("GET", "/x", ""); resp.StatusCode != 200 {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	b, _ := os.ReadFile(logFile)
+	if strings.Contains(string(b), "attempts=3") {
+		t.Errorf("a retry went back to the dead endpoint:\n%s", b)
+	}
+}
+
+// TestRetriesOverHTTP2: an HTTP/2 stream is retried as an HTTP/1 request
+// is.
+func TestRetriesOverHTTP2(t *testing.T) {
+	f := &flaky{fail: 1}
+	_, port := backendPort(t, f.ServeHTTP)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	cp := startConfig(t, retryConfig(logFile, "{retry_on: gateway-error, num_retries: 1}", port), nil)
+	cp.logFile = logFile
+	client := h2cClient()
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("http://" + cp.ListenerAddr("listener_0").String() + "/503")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 || string(body) != "ok after 2" {
+		t.Fatalf("%s %d %q", resp.Proto, resp.StatusCode, body)
+	}
+	cp.waitLog(t, "/503 200 - attempts=2")
+}
