@@ -135,10 +135,10 @@ func (hv headerView) Get(lowerName string) ([]byte, bool) {
 
 // h2stream is one request on an HTTP/2 connection.
 type h2stream struct {
-	h    *h2conn
-	w    http.ResponseWriter
-	r    *http.Request
-	rec  accesslog.Record
+	h       *h2conn
+	w       http.ResponseWriter
+	r       *http.Request
+	rec     accesslog.Record
 	grpc    bool
 	body    countingBody
 	targetB []byte // the request's target, for matching

@@ -15,13 +15,13 @@ import (
 
 // outcome is how one exchange with an upstream connection ended.
 type outcome struct {
-	more   bool // the downstream connection may carry another request
-	reuse  bool // the upstream connection goes back to its pool
-	retry  bool // a stale pooled connection: try again on a fresh one
+	more  bool // the downstream connection may carry another request
+	reuse bool // the upstream connection goes back to its pool
+	retry bool // a stale pooled connection: try again on a fresh one
 	// policyRetry: the route's retry policy tries again (the response or
 	// failure is not the client's).
 	policyRetry bool
-	result Result
+	result      Result
 }
 
 // forward sends the request to ep over a pooled connection, or a new one,

@@ -60,8 +60,8 @@ static_resources:
 // flaky is a backend whose first fail requests on a path fail as the
 // path says: /503 answers 503, /slow waits a second, /reset resets.
 type flaky struct {
-	calls atomic.Int64
-	fail  int64
+	calls  atomic.Int64
+	fail   int64
 	bodies atomic.Value // the last request body seen
 }
 

@@ -92,10 +92,10 @@ type headerAdd struct {
 type addAction uint8
 
 const (
-	appendIfExistsOrAdd addAction = iota // APPEND_IF_EXISTS_OR_ADD, the default
-	addIfAbsent                          // ADD_IF_ABSENT
-	overwriteIfExistsOrAdd               // OVERWRITE_IF_EXISTS_OR_ADD
-	overwriteIfExists                    // OVERWRITE_IF_EXISTS
+	appendIfExistsOrAdd    addAction = iota // APPEND_IF_EXISTS_OR_ADD, the default
+	addIfAbsent                             // ADD_IF_ABSENT
+	overwriteIfExistsOrAdd                  // OVERWRITE_IF_EXISTS_OR_ADD
+	overwriteIfExists                       // OVERWRITE_IF_EXISTS
 )
 
 // redirectAction is Envoy's RedirectAction.
