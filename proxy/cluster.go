@@ -37,9 +37,13 @@ type cluster struct {
 	source, source6 netip.Addr
 	connectTimeout  time.Duration
 
-	endpoints atomic.Pointer[[]netip.AddrPort] // staticEndpoints
-	dns       *dnsCluster                      // STRICT_DNS, LOGICAL_DNS: how endpoints are found
-	next      atomic.Uint32                    // round robin
+	endpoints atomic.Pointer[endpointSet] // staticEndpoints
+	dns       *dnsCluster                   // STRICT_DNS, LOGICAL_DNS: how endpoints are found
+	next      atomic.Uint32                 // round robin
+	lb        lbPolicy
+	// hashTableSize is RING_HASH's minimum ring size (1024) or MAGLEV's
+	// table size (65537).
+	hashTableSize uint64
 
 	poolLimits poolLimits
 	mu         sync.Mutex
@@ -54,16 +58,39 @@ type cluster struct {
 var errNoHealthyUpstream = errors.New("no healthy upstream")
 
 // pick chooses the endpoint for a connection whose original destination
-// is dst.
+// is dst, by the cluster's policy (the hash policies at random: no key).
 func (c *cluster) pick(dst netip.AddrPort) (netip.AddrPort, error) {
+	return c.pickKey(dst, 0, false)
+}
+
+// pickKey is pick with a request's hash key, for RING_HASH and MAGLEV.
+func (c *cluster) pickKey(dst netip.AddrPort, key uint64, hasKey bool) (netip.AddrPort, error) {
 	if c.kind == originalDst {
 		return dst, nil
 	}
-	eps := c.endpoints.Load()
-	if eps == nil || len(*eps) == 0 {
+	s := c.endpoints.Load()
+	if s == nil || len(s.use) == 0 {
 		return netip.AddrPort{}, errNoHealthyUpstream
 	}
-	return (*eps)[int(c.next.Add(1)-1)%len(*eps)], nil
+	return c.pickFrom(s, key, hasKey).addr, nil
+}
+
+// begin counts a request in flight to ep (LEAST_REQUEST weighs by it);
+// call the returned function when it ends.
+func (c *cluster) begin(ep netip.AddrPort) func() {
+	if c.lb != lbLeastRequest {
+		return func() {}
+	}
+	s := c.endpoints.Load()
+	if s == nil {
+		return func() {}
+	}
+	e := s.byAddr[ep]
+	if e == nil {
+		return func() {}
+	}
+	e.active.Add(1)
+	return func() { e.active.Add(-1) }
 }
 
 // sourceFor is the address to dial dst from, if the cluster binds one.

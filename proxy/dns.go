@@ -14,9 +14,10 @@ import (
 // hostPort is a DNS cluster's endpoint as configured: a name (or an IP)
 // and a port; path is where the configuration says it, for messages.
 type hostPort struct {
-	host string
-	port uint16
-	path string
+	host             string
+	port             uint16
+	weight, priority uint32
+	path             string
 }
 
 // dnsCluster is how a STRICT_DNS or LOGICAL_DNS cluster finds its
@@ -82,7 +83,7 @@ func (p *Proxy) resolve(ctx context.Context, cl *cluster) {
 	if resolve == nil {
 		resolve = systemResolve
 	}
-	var eps []netip.AddrPort
+	var eps []*endpoint
 	failed := false
 	for _, h := range cl.dns.hosts {
 		var addrs []netip.Addr
@@ -98,16 +99,17 @@ func (p *Proxy) resolve(ctx context.Context, cl *cluster) {
 			addrs = addrs[:1]
 		}
 		for _, a := range addrs {
-			eps = append(eps, netip.AddrPortFrom(a.Unmap(), h.port))
+			eps = append(eps, &endpoint{addr: netip.AddrPortFrom(a.Unmap(), h.port), weight: h.weight, priority: h.priority})
 		}
 	}
 	if failed && len(eps) == 0 {
 		return
 	}
-	slices.SortFunc(eps, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	if old := cl.endpoints.Load(); old == nil || !slices.Equal(*old, eps) {
-		cl.endpoints.Store(&eps)
-		p.log.Debug("cluster endpoints", "cluster", cl.name, "endpoints", eps)
+	slices.SortFunc(eps, func(a, b *endpoint) int { return a.addr.Compare(b.addr) })
+	if old := cl.endpoints.Load(); old == nil || !sameEndpoints(old.all, eps) {
+		set := newEndpointSet(eps)
+		cl.endpoints.Store(set)
+		p.log.Debug("cluster endpoints", "cluster", cl.name, "endpoints", len(set.all))
 	}
 }
 
@@ -140,4 +142,13 @@ func byFamily(addrs []netip.Addr, family clusterv3.Cluster_DnsLookupFamily) []ne
 		return v6
 	}
 	return v4
+}
+
+// sameEndpoints says two sorted endpoint lists name the same endpoints
+// with the same weights and priorities (a lookup that changed nothing
+// keeps the set, its counters and its ring).
+func sameEndpoints(a, b []*endpoint) bool {
+	return slices.EqualFunc(a, b, func(x, y *endpoint) bool {
+		return x.addr == y.addr && x.weight == y.weight && x.priority == y.priority
+	})
 }

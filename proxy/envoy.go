@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"io"
+	"math/big"
 	"net/netip"
 	"regexp"
 	"slices"
@@ -165,6 +166,27 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 	if c.GetTypedExtensionProtocolOptions() == nil {
 		cl.upstreamProtocol = upstreamHTTP1 // Envoy's default
 	}
+	cl.lb = map[clusterv3.Cluster_LbPolicy]lbPolicy{clusterv3.Cluster_LEAST_REQUEST: lbLeastRequest, clusterv3.Cluster_RANDOM: lbRandom,
+		clusterv3.Cluster_RING_HASH: lbRingHash, clusterv3.Cluster_MAGLEV: lbMaglev}[c.GetLbPolicy()]
+	switch cl.lb {
+	case lbRingHash:
+		cl.hashTableSize = 1024
+		if n := c.GetRingHashLbConfig().GetMinimumRingSize(); n != nil {
+			cl.hashTableSize = min(n.GetValue(), 8<<20)
+		}
+	case lbMaglev:
+		cl.hashTableSize = 65537
+		if n := c.GetMaglevLbConfig().GetTableSize(); n != nil {
+			if !big.NewInt(int64(n.GetValue())).ProbablyPrime(20) || n.GetValue() > 5000011 {
+				r.add(path+".maglev_lb_config.table_size", "invalid: %d is not a prime of at most 5000011, as Envoy requires", n.GetValue())
+			}
+			cl.hashTableSize = n.GetValue()
+		}
+	case lbLeastRequest:
+		if n := c.GetLeastRequestLbConfig().GetChoiceCount(); n != nil && n.GetValue() != 2 {
+			r.add(path+".least_request_lb_config.choice_count", "not implemented by shunt: %d (shunt picks the less loaded of 2)", n.GetValue())
+		}
+	}
 	typ := c.GetType()
 	provided := c.GetLbPolicy() == clusterv3.Cluster_CLUSTER_PROVIDED
 	switch {
@@ -182,7 +204,8 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 				r.add(p, "invalid: a socket_address is needed")
 				continue
 			}
-			hosts = append(hosts, hostPort{host: sa.GetAddress(), port: uint16(sa.GetPortValue()), path: p})
+			hosts = append(hosts, hostPort{host: sa.GetAddress(), port: uint16(sa.GetPortValue()), path: p,
+				weight: max(1, lbe.GetLoadBalancingWeight().GetValue()), priority: group.GetPriority()})
 		}
 	}
 	switch typ {
@@ -193,16 +216,16 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		}
 	case clusterv3.Cluster_STATIC:
 		cl.kind = staticEndpoints
-		eps := make([]netip.AddrPort, 0, len(hosts))
+		eps := make([]*endpoint, 0, len(hosts))
 		for _, h := range hosts {
 			ip, err := netip.ParseAddr(h.host)
 			if err != nil {
 				r.add(h.path+".socket_address.address", "invalid: %q is not an IP address (a STATIC cluster's endpoints are; STRICT_DNS resolves names)", h.host)
 				continue
 			}
-			eps = append(eps, netip.AddrPortFrom(ip.Unmap(), h.port))
+			eps = append(eps, &endpoint{addr: netip.AddrPortFrom(ip.Unmap(), h.port), weight: h.weight, priority: h.priority})
 		}
-		cl.endpoints.Store(&eps)
+		cl.endpoints.Store(newEndpointSet(eps))
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cl.kind = staticEndpoints
 		logical := typ == clusterv3.Cluster_LOGICAL_DNS
@@ -211,8 +234,7 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		}
 		cl.dns = &dnsCluster{hosts: hosts, logical: logical, family: c.GetDnsLookupFamily(),
 			refresh: durationOr(c.GetDnsRefreshRate(), envoyDNSRefresh)}
-		empty := []netip.AddrPort{}
-		cl.endpoints.Store(&empty)
+		cl.endpoints.Store(newEndpointSet(nil))
 	}
 	r.clusters[name] = cl
 }
@@ -491,6 +513,27 @@ func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy,
 	apath := rpath + ".route"
 	out.timeout = durationOr(a.GetTimeout(), envoyRouteTimeout)
 	out.retry = vhRetry
+	for i, hp := range a.GetHashPolicy() {
+		p := fmt.Sprintf("%s.hash_policy[%d]", apath, i)
+		h := hashPolicy{terminal: hp.GetTerminal()}
+		switch {
+		case hp.GetHeader() != nil:
+			h.kind, h.name = hashHeader, strings.ToLower(hp.GetHeader().GetHeaderName())
+		case hp.GetCookie() != nil:
+			if hp.GetCookie().GetTtl() != nil {
+				r.add(p+".cookie.ttl", "not implemented by shunt: generating the cookie")
+			}
+			h.kind, h.name = hashCookie, hp.GetCookie().GetName()
+		case hp.GetConnectionProperties().GetSourceIp():
+			h.kind = hashSourceIP
+		case hp.GetQueryParameter() != nil:
+			h.kind, h.name = hashQuery, hp.GetQueryParameter().GetName()
+		default:
+			r.add(p, "invalid: a hash policy needs header, cookie, connection_properties.source_ip or query_parameter")
+			continue
+		}
+		out.hashPolicies = append(out.hashPolicies, h)
+	}
 	if a.GetRetryPolicy() != nil {
 		out.retry = r.retryPolicy(a.GetRetryPolicy(), apath+".retry_policy")
 	}

@@ -30,7 +30,6 @@ func TestRealWorldConfigs(t *testing.T) {
 		"filters-and-retries.yaml": {
 			"static_resources.clusters[0].circuit_breakers: not implemented",
 			"static_resources.clusters[0].health_checks: not implemented",
-			"static_resources.clusters[0].lb_policy: LEAST_REQUEST is not implemented",
 			"static_resources.clusters[0].outlier_detection: not implemented",
 			"static_resources.clusters[1].eds_cluster_config: not implemented",
 			"static_resources.clusters[1].type: EDS is not implemented",

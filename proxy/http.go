@@ -186,12 +186,14 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	}
 	h.rec.UpstreamCluster = cl.name
 	h.rewrite(rt)
-	ep, err := cl.pick(h.d.local)
+	key, hasKey := rt.hashKey(h, h.d.remote.Addr())
+	ep, err := cl.pickKey(h.d.local, key, hasKey)
 	if err != nil {
 		return h.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 	}
 	h.rec.UpstreamHost = ep
 	h.rt = rt
+	defer cl.begin(ep)()
 	return h.forward(rt, cl, ep)
 }
 

@@ -201,12 +201,14 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.rec.UpstreamCluster = cl.name
 	s.rewrite(rt)
-	ep, err := cl.pick(h.d.local)
+	key, hasKey := rt.hashKey(s, h.d.remote.Addr())
+	ep, err := cl.pickKey(h.d.local, key, hasKey)
 	if err != nil {
 		s.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 		return
 	}
 	s.rec.UpstreamHost = ep
+	defer cl.begin(ep)()
 	s.forward(rt, cl, ep)
 }
 

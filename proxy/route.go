@@ -72,6 +72,9 @@ type route struct {
 	// timeout), across retries; 0 for none, Istio's default.
 	timeout time.Duration
 	retry   *retryPolicy
+	// hashPolicies make the request's key for RING_HASH and MAGLEV
+	// clusters.
+	hashPolicies []hashPolicy
 }
 
 // weightedCluster is one cluster of a weighted_clusters split.

@@ -113,11 +113,11 @@ func TestProxyConfigFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "ROUND_ROBIN", "MAGLEV", 1)), 0o644); err != nil {
+	if err := os.WriteFile(bad, []byte(strings.Replace(string(b), "ROUND_ROBIN", "LOAD_BALANCING_POLICY_CONFIG", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	if _, errs, code := shunt(t, nil, "proxy", "--config", bad, "--validate"); code != exitUsage ||
-		!strings.Contains(errs, "static_resources.clusters[0].lb_policy: MAGLEV is not implemented by shunt") {
+		!strings.Contains(errs, "static_resources.clusters[0].lb_policy: LOAD_BALANCING_POLICY_CONFIG is not implemented by shunt") {
 		t.Errorf("a refused field: code %d %q", code, errs)
 	}
 	for _, args := range [][]string{

@@ -33,8 +33,10 @@ func TestRefusals(t *testing.T) {
 		name, from, to string
 		want           []string // path: message fragments, one per problem
 	}{
-		{"cluster lb policy", "lb_policy: ROUND_ROBIN", "lb_policy: MAGLEV",
-			[]string{"static_resources.clusters[0].lb_policy: MAGLEV is not implemented by shunt"}},
+		{"cluster lb policy", "lb_policy: ROUND_ROBIN", "lb_policy: CLUSTER_PROVIDED_NOT",
+			[]string{"static_resources.clusters[0].lb_policy"}},
+		{"cluster lb policy shunt lacks", "lb_policy: ROUND_ROBIN", "lb_policy: LOAD_BALANCING_POLICY_CONFIG",
+			[]string{"static_resources.clusters[0].lb_policy: LOAD_BALANCING_POLICY_CONFIG is not implemented by shunt"}},
 		{"cluster type", "type: STRICT_DNS", "type: EDS",
 			[]string{"static_resources.clusters[0].type: EDS is not implemented"}},
 		{"unknown field", "stat_prefix: ingress_http", "stat_prefix: ingress_http\n          stat_prefx: x",
@@ -43,10 +45,10 @@ func TestRefusals(t *testing.T) {
 			[]string{hcm + ".use_remote_address: not implemented by shunt"}},
 		{"unknown extension", "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router", "type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors",
 			[]string{hcm + ".http_filters[0].typed_config.@type: envoy.extensions.filters.http.cors.v3.Cors is not an extension shunt runs"}},
-		{"route retry policy", "cluster: app_service\n", "cluster: app_service\n                  retry_policy: {retry_on: 5xx}\n",
-			[]string{hcm + ".route_config.virtual_hosts[0].routes[0].route.retry_policy: not implemented"}},
-		{"two at once", "lb_policy: ROUND_ROBIN", "lb_policy: RANDOM\n    circuit_breakers: {}",
-			[]string{"static_resources.clusters[0].circuit_breakers: not implemented", "static_resources.clusters[0].lb_policy: RANDOM"}},
+		{"route mirror policy", "cluster: app_service\n", "cluster: app_service\n                  request_mirror_policies: [{cluster: app_service}]\n",
+			[]string{hcm + ".route_config.virtual_hosts[0].routes[0].route.request_mirror_policies: not implemented"}},
+		{"two at once", "lb_policy: ROUND_ROBIN", "lb_policy: LOAD_BALANCING_POLICY_CONFIG\n    circuit_breakers: {}",
+			[]string{"static_resources.clusters[0].circuit_breakers: not implemented", "static_resources.clusters[0].lb_policy: LOAD_BALANCING_POLICY_CONFIG"}},
 		{"wrong value type", "port_value: 10000", "port_value: ten",
 			[]string{"static_resources.listeners[0].address.socket_address.port_value: invalid: ten is not a number"}},
 		{"alternatives", "prefix: \"/\"", "prefix: \"/\"\n                  path: /x",
