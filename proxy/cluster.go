@@ -38,8 +38,8 @@ type cluster struct {
 	connectTimeout  time.Duration
 
 	endpoints atomic.Pointer[endpointSet] // staticEndpoints
-	dns       *dnsCluster                   // STRICT_DNS, LOGICAL_DNS: how endpoints are found
-	next      atomic.Uint32                 // round robin
+	dns       *dnsCluster                 // STRICT_DNS, LOGICAL_DNS: how endpoints are found
+	next      atomic.Uint32               // round robin
 	lb        lbPolicy
 	// hashTableSize is RING_HASH's minimum ring size (1024) or MAGLEV's
 	// table size (65537).
