@@ -46,6 +46,7 @@ type cluster struct {
 	hashTableSize uint64
 
 	poolLimits poolLimits
+	cb         breakers
 	mu         sync.Mutex
 	pools      map[netip.AddrPort]*pool
 	// upstreamProtocol and transports: requests that came over HTTP/2
@@ -110,7 +111,7 @@ func (c *cluster) pool(ep netip.AddrPort) *pool {
 		if c.pools == nil {
 			c.pools = make(map[netip.AddrPort]*pool)
 		}
-		pl = &pool{addr: ep, limits: &c.poolLimits}
+		pl = &pool{addr: ep, limits: &c.poolLimits, open: &c.cb.connections}
 		c.pools[ep] = pl
 	}
 	return pl

@@ -141,6 +141,8 @@ func (r Result) flags(upstreamSide bool) accesslog.Flags {
 		return accesslog.NoHealthyUpstream
 	case ResultNoChain:
 		return accesslog.NoRouteFound
+	case ResultUpstreamOverflow:
+		return accesslog.UpstreamOverflow
 	case ResultOverLimit:
 		return accesslog.OverloadManager
 	case ResultDownstreamClosed:

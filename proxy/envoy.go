@@ -120,7 +120,32 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		r.add(path+".name", "invalid: a second cluster named %q", name)
 		return
 	}
-	cl := &cluster{name: name, connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits}
+	cl := &cluster{name: name, connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits,
+		cb: defaultBreakers()}
+	for i, th := range c.GetCircuitBreakers().GetThresholds() {
+		p := fmt.Sprintf("%s.circuit_breakers.thresholds[%d]", path, i)
+		if th.GetPriority() != corev3.RoutingPriority_DEFAULT {
+			r.add(p+".priority", "not implemented by shunt: HIGH (routes have no priority in shunt)")
+			continue
+		}
+		set := func(v interface{ GetValue() uint32 }, limit *int64) {
+			if v != nil {
+				*limit = int64(v.GetValue())
+			}
+		}
+		if th.GetMaxConnections() != nil {
+			set(th.GetMaxConnections(), &cl.cb.maxConnections)
+		}
+		if th.GetMaxPendingRequests() != nil {
+			set(th.GetMaxPendingRequests(), &cl.cb.maxPending)
+		}
+		if th.GetMaxRequests() != nil {
+			set(th.GetMaxRequests(), &cl.cb.maxRequests)
+		}
+		if th.GetMaxRetries() != nil {
+			set(th.GetMaxRetries(), &cl.cb.maxRetries)
+		}
+	}
 	bind := c.GetUpstreamBindConfig()
 	sources := []*corev3.SocketAddress{bind.GetSourceAddress()}
 	for _, e := range bind.GetExtraSourceAddresses() {

@@ -63,6 +63,7 @@ type h1conn struct {
 	// rt is the request's route, for its response header mutations and
 	// retry policy.
 	rt *route
+	cl *cluster
 	// The request's retries: how many are left, its head and body kept
 	// to send again, the endpoints tried, the route's deadline.
 	retriesLeft int
@@ -131,7 +132,7 @@ func (p *Proxy) serveHTTP(d *downstream, hcm *httpManager) Result {
 	if why := h.f.aborted.Load(); why != 0 && r == ResultOK {
 		r = Result(why - 1)
 	}
-	h.p, h.d, h.hcm, h.f, h.src, h.rt = nil, nil, nil, nil, countingConn{}, nil
+	h.p, h.d, h.hcm, h.f, h.src, h.rt, h.cl = nil, nil, nil, nil, countingConn{}, nil, nil
 	h.rec = accesslog.Record{}
 	h1conns.Put(h)
 	return r
@@ -192,7 +193,12 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		return h.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 	}
 	h.rec.UpstreamHost = ep
-	h.rt = rt
+	h.rt, h.cl = rt, cl
+	if !acquire(&cl.cb.requests, cl.cb.maxRequests) {
+		cl.cb.rqOverflow.Add(1)
+		return h.overflow()
+	}
+	defer cl.cb.requests.Add(-1)
 	defer cl.begin(ep)()
 	return h.forward(rt, cl, ep)
 }

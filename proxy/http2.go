@@ -208,6 +208,12 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rec.UpstreamHost = ep
+	if !acquire(&cl.cb.requests, cl.cb.maxRequests) {
+		cl.cb.rqOverflow.Add(1)
+		s.overflow()
+		return
+	}
+	defer cl.cb.requests.Add(-1)
 	defer cl.begin(ep)()
 	s.forward(rt, cl, ep)
 }
@@ -430,6 +436,8 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 		s.rec.Flags |= accesslog.DownstreamConnectionTermination
 		s.rec.ResponseCodeDetails = "downstream_remote_disconnect"
 		s.log(nil)
+	case errors.Is(err, errOverflow):
+		s.overflow()
 	case errors.Is(context.Cause(ctx), errRouteTimeout), errors.Is(err, errPerTryTimeout):
 		s.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
 	case errors.As(err, &op) && op.Op == "dial":
@@ -441,6 +449,12 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 		s.localReply(503, accesslog.UpstreamConnectionTermination, "upstream_reset_before_response_started{connection_termination}",
 			"upstream connect error or disconnect/reset before headers. reset reason: connection termination")
 	}
+}
+
+// overflow answers a stream a circuit breaker turned away.
+func (s *h2stream) overflow() {
+	s.localReply(503, accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}",
+		"upstream connect error or disconnect/reset before headers. reset reason: overflow")
 }
 
 // localReply answers the stream itself: for gRPC as Envoy does, a

@@ -48,12 +48,17 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 			var detail string
 			if uc, r, detail = h.dialUpstream(cl, ep); uc == nil {
 				pl.drop(time.Now())
+				if r == ResultUpstreamOverflow {
+					return h.overflow()
+				}
 				connectFailure := r != ResultDownstreamClosed && r != ResultDrained
 				if connectFailure && pol != nil && pol.retriesFailure(failConnect) {
-					if h.retriesLeft > 0 { // nothing was sent: the request is whole
+					if h.retriesLeft > 0 && acquireRetry(cl) { // nothing was sent: the request is whole
 						h.retriesLeft--
 						retries++
-						if ep, pl = h.nextEndpoint(pol, cl, retries); pl != nil {
+						ep, pl = h.nextEndpoint(pol, cl, retries)
+						cl.cb.retries.Add(-1)
+						if pl != nil {
 							continue
 						}
 					}
@@ -67,7 +72,7 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 		if now := time.Now(); o.reuse {
 			pl.put(uc, now)
 		} else {
-			uc.c.Close()
+			pl.closeConn(uc)
 			pl.drop(now)
 		}
 		switch {
@@ -76,7 +81,9 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 		case o.policyRetry:
 			h.retriesLeft--
 			retries++
-			if ep, pl = h.nextEndpoint(pol, cl, retries); pl != nil {
+			ep, pl = h.nextEndpoint(pol, cl, retries)
+			cl.cb.retries.Add(-1) // the retry has its endpoint; it is a request like the others now
+			if pl != nil {
 				continue
 			}
 			return h.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
@@ -97,16 +104,34 @@ func (h *h1conn) nextEndpoint(pol *retryPolicy, cl *cluster, n int) (netip.AddrP
 	return ep, cl.pool(ep)
 }
 
-// dialUpstream opens a new connection to ep.
+// dialUpstream opens a new connection to ep, within the cluster's
+// max_pending_requests (requests waiting for a connection) and
+// max_connections.
 func (h *h1conn) dialUpstream(cl *cluster, ep netip.AddrPort) (*upstreamConn, Result, string) {
+	if !acquire(&cl.cb.pending, cl.cb.maxPending) {
+		cl.cb.rqOverflow.Add(1)
+		return nil, ResultUpstreamOverflow, ""
+	}
+	defer cl.cb.pending.Add(-1)
+	if !cl.cb.newConnection() {
+		return nil, ResultUpstreamOverflow, ""
+	}
 	c, r, detail := h.p.connect(h.d, cl, ep)
 	if c == nil {
+		cl.cb.connections.Add(-1)
 		return nil, r, detail
 	}
 	uc := &upstreamConn{c: c, local: addrPort(c.LocalAddr())}
 	uc.src.c = c
 	uc.r = http1.NewReader(&uc.src, 0)
 	return uc, ResultOK, ""
+}
+
+// overflow answers a request a circuit breaker turned away, as Envoy
+// does.
+func (h *h1conn) overflow() (bool, Result) {
+	return h.localReply(503, accesslog.UpstreamOverflow, "upstream_reset_before_response_started{overflow}",
+		"upstream connect error or disconnect/reset before headers. reset reason: overflow")
 }
 
 // connectFailed answers a request whose upstream could not be reached.
@@ -181,7 +206,7 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 		if pol := rt.retry; pol != nil && h.resp.Code >= 200 {
 			grpc, _ := h.resp.Get("grpc-status")
 			if pol.retriesStatus(h.resp.Code, grpc) {
-				if h.retriesLeft > 0 && inline {
+				if h.retriesLeft > 0 && inline && acquireRetry(h.cl) {
 					return outcome{policyRetry: true} // the response is dropped with its connection
 				}
 				h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
@@ -254,7 +279,7 @@ func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstre
 			}
 		}
 		if f != 255 && pol.retriesFailure(f) {
-			if h.retriesLeft > 0 && inline {
+			if h.retriesLeft > 0 && inline && acquireRetry(h.cl) {
 				return outcome{policyRetry: true}
 			}
 			h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
@@ -307,4 +332,14 @@ func (h *h1conn) write(b []byte) bool {
 // isClosed says an error is a closed or reset connection's.
 func isClosed(err error) bool {
 	return errors.Is(err, net.ErrClosed) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
+}
+
+// acquireRetry takes a place in the cluster's max_retries (given back once
+// the retry has its endpoint); none left, the retry is not made.
+func acquireRetry(cl *cluster) bool {
+	if acquire(&cl.cb.retries, cl.cb.maxRetries) {
+		return true
+	}
+	cl.cb.retryOverflow.Add(1)
+	return false
 }

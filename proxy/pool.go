@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 	"unsafe"
@@ -42,6 +43,17 @@ type pool struct {
 	idle     []*upstreamConn
 	busy     int // connections handed out and not yet returned
 	lastUsed time.Time
+	// open counts the cluster's connections (max_connections): every
+	// connection the pool closes gives its place back.
+	open *atomic.Int64
+}
+
+// closeConn closes a pooled connection and gives its place back.
+func (pl *pool) closeConn(uc *upstreamConn) {
+	uc.c.Close()
+	if pl.open != nil {
+		pl.open.Add(-1)
+	}
 }
 
 // get takes the newest idle connection that is still open, or nil.
@@ -57,7 +69,7 @@ func (pl *pool) get() *upstreamConn {
 			pl.busy++
 			return uc
 		}
-		uc.c.Close()
+		pl.closeConn(uc)
 	}
 	pl.busy++ // the caller dials; put or drop returns it
 	return nil
@@ -70,7 +82,7 @@ func (pl *pool) put(uc *upstreamConn, now time.Time) {
 	pl.lastUsed = now
 	if len(pl.idle) >= pl.limits.maxIdle {
 		pl.mu.Unlock()
-		uc.c.Close()
+		pl.closeConn(uc)
 		return
 	}
 	uc.idleSince = now
@@ -95,7 +107,7 @@ func (pl *pool) sweep(now time.Time) bool {
 	keep := pl.idle[:0]
 	for _, uc := range pl.idle {
 		if now.Sub(uc.idleSince) > pl.limits.idleTimeout {
-			uc.c.Close()
+			pl.closeConn(uc)
 			continue
 		}
 		keep = append(keep, uc)
@@ -122,7 +134,7 @@ func (pl *pool) closeIdle() {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
 	for _, uc := range pl.idle {
-		uc.c.Close()
+		pl.closeConn(uc)
 	}
 	clear(pl.idle)
 	pl.idle = pl.idle[:0]

@@ -98,6 +98,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	p.registry = prometheus.NewRegistry()
 	p.registry.MustRegister(&p.metrics)
 	p.registry.MustRegister(p.istio.collectors()...)
+	p.registry.MustRegister(clusterStats{p})
 	p.stopping, p.stop = context.WithCancelCause(context.Background())
 	// No TCP keepalive from the proxy: the app and the upstream keep their
 	// own, which pass through; Go's default would cost four setsockopt

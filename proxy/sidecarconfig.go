@@ -58,6 +58,10 @@ func sidecarBootstrap(cfg *Config) (*bootstrapv3.Bootstrap, error) {
 				UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
 					HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})}
 		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
+		// As Istio's passthrough clusters: no circuit breaking.
+		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
+			MaxConnections: wrapperspb.UInt32(unlimited), MaxPendingRequests: wrapperspb.UInt32(unlimited),
+			MaxRequests: wrapperspb.UInt32(unlimited), MaxRetries: wrapperspb.UInt32(unlimited)}}}
 		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
 		c.ConnectTimeout = durationpb.New(cfg.ConnectTimeout)
 	}

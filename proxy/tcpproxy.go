@@ -44,6 +44,11 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 		return ResultNoHealthyUpstream
 	}
 	rec.UpstreamHost = ep
+	if !cl.cb.newConnection() {
+		reset(d.c)
+		return ResultUpstreamOverflow
+	}
+	defer cl.cb.connections.Add(-1)
 	up, r, detail := p.connect(d, cl, ep)
 	if up == nil {
 		reset(d.c)

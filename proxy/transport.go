@@ -39,13 +39,17 @@ func (c *cluster) transport(p *Proxy, dir Direction, h2 bool) *http.Transport {
 			if err != nil {
 				return nil, err
 			}
+			if !c.cb.newConnection() {
+				return nil, errOverflow
+			}
 			ctx, cancel := c.dialContext(ctx)
 			defer cancel()
 			conn, err := p.dial(ctx, dir, c, ap)
 			if err != nil {
+				c.cb.connections.Add(-1)
 				return nil, err // not a typed nil in the interface
 			}
-			return conn, nil
+			return &countedUpstream{Conn: conn, b: &c.cb}, nil
 		},
 		MaxIdleConnsPerHost: c.poolLimits.maxIdle,
 		IdleConnTimeout:     c.poolLimits.idleTimeout,
