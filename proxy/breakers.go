@@ -82,12 +82,24 @@ var (
 		"Requests refused by the cluster's max_requests or max_pending_requests circuit breaker (503 UO).", []string{"cluster_name"}, nil)
 	retryOverflowDesc = prometheus.NewDesc("envoy_cluster_upstream_rq_retry_overflow",
 		"Retries not made because of the cluster's max_retries circuit breaker.", []string{"cluster_name"}, nil)
+	ejectedDesc = prometheus.NewDesc("envoy_cluster_outlier_detection_ejections_active",
+		"Endpoints outlier detection has ejected now.", []string{"cluster_name"}, nil)
+	ejectionsDesc = prometheus.NewDesc("envoy_cluster_outlier_detection_ejections_enforced_total",
+		"Ejections outlier detection has made.", []string{"cluster_name"}, nil)
+	healthyDesc = prometheus.NewDesc("envoy_cluster_membership_healthy",
+		"Endpoints neither a health check nor outlier detection excludes.", []string{"cluster_name"}, nil)
+	membersDesc = prometheus.NewDesc("envoy_cluster_membership_total",
+		"Endpoints of the cluster.", []string{"cluster_name"}, nil)
 )
 
 func (cs clusterStats) Describe(ch chan<- *prometheus.Desc) {
 	ch <- cxOverflowDesc
 	ch <- rqOverflowDesc
 	ch <- retryOverflowDesc
+	ch <- ejectedDesc
+	ch <- ejectionsDesc
+	ch <- healthyDesc
+	ch <- membersDesc
 }
 
 func (cs clusterStats) Collect(ch chan<- prometheus.Metric) {
@@ -95,5 +107,22 @@ func (cs clusterStats) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(cxOverflowDesc, prometheus.CounterValue, float64(cl.cb.cxOverflow.Load()), cl.name)
 		ch <- prometheus.MustNewConstMetric(rqOverflowDesc, prometheus.CounterValue, float64(cl.cb.rqOverflow.Load()), cl.name)
 		ch <- prometheus.MustNewConstMetric(retryOverflowDesc, prometheus.CounterValue, float64(cl.cb.retryOverflow.Load()), cl.name)
+		ch <- prometheus.MustNewConstMetric(ejectionsDesc, prometheus.CounterValue, float64(cl.ejectionsTotal.Load()), cl.name)
+		s := cl.endpoints.Load()
+		if s == nil {
+			continue
+		}
+		ejected, healthy := 0, 0
+		for _, e := range s.all {
+			if e.health.ejected.Load() {
+				ejected++
+			}
+			if e.healthy() {
+				healthy++
+			}
+		}
+		ch <- prometheus.MustNewConstMetric(ejectedDesc, prometheus.GaugeValue, float64(ejected), cl.name)
+		ch <- prometheus.MustNewConstMetric(healthyDesc, prometheus.GaugeValue, float64(healthy), cl.name)
+		ch <- prometheus.MustNewConstMetric(membersDesc, prometheus.GaugeValue, float64(len(s.all)), cl.name)
 	}
 }

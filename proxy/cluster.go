@@ -41,6 +41,12 @@ type cluster struct {
 	dns       *dnsCluster                 // STRICT_DNS, LOGICAL_DNS: how endpoints are found
 	next      atomic.Uint32               // round robin
 	lb        lbPolicy
+	// panicThreshold is healthy_panic_threshold (50%); outlier and hc are
+	// the cluster's outlier detection and active health checks, if any.
+	panicThreshold int
+	outlier        *outlierDetector
+	hc             *healthCheck
+	ejectionsTotal atomic.Uint64
 	// hashTableSize is RING_HASH's minimum ring size (1024) or MAGLEV's
 	// table size (65537).
 	hashTableSize uint64

@@ -107,9 +107,10 @@ func (p *Proxy) resolve(ctx context.Context, cl *cluster) {
 	}
 	slices.SortFunc(eps, func(a, b *endpoint) int { return a.addr.Compare(b.addr) })
 	if old := cl.endpoints.Load(); old == nil || !sameEndpoints(old.all, eps) {
-		set := newEndpointSet(eps)
-		cl.endpoints.Store(set)
-		p.log.Debug("cluster endpoints", "cluster", cl.name, "endpoints", len(set.all))
+		cl.mu.Lock()
+		cl.setEndpoints(eps)
+		cl.mu.Unlock()
+		p.log.Debug("cluster endpoints", "cluster", cl.name, "endpoints", len(eps))
 	}
 }
 

@@ -121,7 +121,18 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		return
 	}
 	cl := &cluster{name: name, connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits,
-		cb: defaultBreakers()}
+		cb: defaultBreakers(), panicThreshold: 50}
+	if pt := c.GetCommonLbConfig().GetHealthyPanicThreshold(); pt != nil {
+		cl.panicThreshold = int(pt.GetValue())
+	}
+	cl.outlier = r.outlierDetection(c.GetOutlierDetection(), path+".outlier_detection")
+	for i, hc := range c.GetHealthChecks() {
+		if i > 0 {
+			r.add(fmt.Sprintf("%s.health_checks[%d]", path, i), "not implemented by shunt: more than one health check")
+			break
+		}
+		cl.hc = r.healthCheck(hc, fmt.Sprintf("%s.health_checks[%d]", path, i))
+	}
 	for i, th := range c.GetCircuitBreakers().GetThresholds() {
 		p := fmt.Sprintf("%s.circuit_breakers.thresholds[%d]", path, i)
 		if th.GetPriority() != corev3.RoutingPriority_DEFAULT {
@@ -250,7 +261,7 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 			}
 			eps = append(eps, &endpoint{addr: netip.AddrPortFrom(ip.Unmap(), h.port), weight: h.weight, priority: h.priority})
 		}
-		cl.endpoints.Store(newEndpointSet(eps))
+		cl.setEndpoints(eps)
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
 		cl.kind = staticEndpoints
 		logical := typ == clusterv3.Cluster_LOGICAL_DNS
@@ -259,7 +270,7 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		}
 		cl.dns = &dnsCluster{hosts: hosts, logical: logical, family: c.GetDnsLookupFamily(),
 			refresh: durationOr(c.GetDnsRefreshRate(), envoyDNSRefresh)}
-		cl.endpoints.Store(newEndpointSet(nil))
+		cl.setEndpoints(nil)
 	}
 	r.clusters[name] = cl
 }
@@ -822,4 +833,70 @@ func compileFormat(f *corev3.SubstitutionFormatString) (*accesslog.Format, error
 func CheckBootstrap(b *bootstrapv3.Bootstrap) error {
 	_, err := build(b, buildOptions{open: func(string) (io.Writer, error) { return io.Discard, nil }})
 	return err
+}
+
+// outlierDetection reads an OutlierDetection, with Envoy's defaults.
+func (r *resources) outlierDetection(o *clusterv3.OutlierDetection, path string) *outlierDetector {
+	if o == nil {
+		return nil
+	}
+	u32 := func(v interface{ GetValue() uint32 }, isNil bool, def uint32) uint32 {
+		if isNil {
+			return def
+		}
+		return v.GetValue()
+	}
+	d := &outlierDetector{
+		consec5xx:              int32(u32(o.GetConsecutive_5Xx(), o.GetConsecutive_5Xx() == nil, 5)),
+		consecGateway:          int32(u32(o.GetConsecutiveGatewayFailure(), o.GetConsecutiveGatewayFailure() == nil, 5)),
+		consecLocal:            int32(u32(o.GetConsecutiveLocalOriginFailure(), o.GetConsecutiveLocalOriginFailure() == nil, 5)),
+		enforce5xx:             int(u32(o.GetEnforcingConsecutive_5Xx(), o.GetEnforcingConsecutive_5Xx() == nil, 100)),
+		enforceGateway:         int(u32(o.GetEnforcingConsecutiveGatewayFailure(), o.GetEnforcingConsecutiveGatewayFailure() == nil, 0)),
+		enforceLocal:           int(u32(o.GetEnforcingConsecutiveLocalOriginFailure(), o.GetEnforcingConsecutiveLocalOriginFailure() == nil, 100)),
+		splitLocal:             o.GetSplitExternalLocalOriginErrors(),
+		interval:               durationOr(o.GetInterval(), 10*time.Second),
+		baseEjection:           durationOr(o.GetBaseEjectionTime(), 30*time.Second),
+		maxEjection:            durationOr(o.GetMaxEjectionTime(), 300*time.Second),
+		maxEjectionPercent:     int(u32(o.GetMaxEjectionPercent(), o.GetMaxEjectionPercent() == nil, 10)),
+		successRateMinHosts:    int64(u32(o.GetSuccessRateMinimumHosts(), o.GetSuccessRateMinimumHosts() == nil, 5)),
+		successRateVolume:      int64(u32(o.GetSuccessRateRequestVolume(), o.GetSuccessRateRequestVolume() == nil, 100)),
+		successRateStdevFactor: float64(u32(o.GetSuccessRateStdevFactor(), o.GetSuccessRateStdevFactor() == nil, 1900)) / 1000,
+		enforceSuccessRate:     int(u32(o.GetEnforcingSuccessRate(), o.GetEnforcingSuccessRate() == nil, 100)),
+	}
+	if d.interval <= 0 {
+		r.add(path+".interval", "invalid: it must be positive")
+		return nil
+	}
+	return d
+}
+
+// healthCheck reads a HealthCheck (HTTP or TCP).
+func (r *resources) healthCheck(hc *corev3.HealthCheck, path string) *healthCheck {
+	out := &healthCheck{interval: durationOr(hc.GetInterval(), 0), timeout: durationOr(hc.GetTimeout(), 0),
+		unhealthyThreshold: int(hc.GetUnhealthyThreshold().GetValue()), healthyThreshold: int(hc.GetHealthyThreshold().GetValue())}
+	if out.interval <= 0 || out.timeout <= 0 {
+		r.add(path, "invalid: interval and timeout are needed, positive")
+		return nil
+	}
+	out.unhealthyThreshold, out.healthyThreshold = max(1, out.unhealthyThreshold), max(1, out.healthyThreshold)
+	switch {
+	case hc.GetHttpHealthCheck() != nil:
+		h := hc.GetHttpHealthCheck()
+		out.path, out.host = h.GetPath(), h.GetHost()
+		if out.path == "" {
+			r.add(path+".http_health_check.path", "invalid: a path is needed")
+			return nil
+		}
+		for _, rg := range h.GetExpectedStatuses() {
+			out.expected = append(out.expected, [2]int{int(rg.GetStart()), int(rg.GetEnd())})
+		}
+		if out.expected == nil {
+			out.expected = [][2]int{{200, 201}}
+		}
+	case hc.GetTcpHealthCheck() != nil:
+	default:
+		r.add(path, "not implemented by shunt: a health check other than http_health_check or tcp_health_check")
+		return nil
+	}
+	return out
 }

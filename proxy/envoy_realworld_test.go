@@ -28,8 +28,6 @@ func TestRealWorldConfigs(t *testing.T) {
 			"static_resources.clusters[0].typed_extension_protocol_options.envoy.extensions.upstreams.http.v3.HttpProtocolOptions.explicit_http_config.http2_protocol_options: not implemented",
 		},
 		"filters-and-retries.yaml": {
-			"static_resources.clusters[0].health_checks: not implemented",
-			"static_resources.clusters[0].outlier_detection: not implemented",
 			"static_resources.clusters[1].eds_cluster_config: not implemented",
 			"static_resources.clusters[1].type: EDS is not implemented",
 			"static_resources.listeners[0].address.socket_address.ipv4_compat: not implemented",

@@ -345,6 +345,12 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			perTry.Stop()
 		}
 		s.rec.UpstreamLocal, s.rec.BytesReceived = local, s.body.n
+		switch {
+		case err == nil:
+			cl.reportAddr(ep, resp.StatusCode, false)
+		case ctx.Err() == nil && !errors.Is(err, errOverflow):
+			cl.reportAddr(ep, 0, true)
+		}
 		retry := false
 		switch {
 		case err != nil && pol != nil && ctx.Err() == nil:

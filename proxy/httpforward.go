@@ -51,6 +51,9 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 				if r == ResultUpstreamOverflow {
 					return h.overflow()
 				}
+				if r != ResultDownstreamClosed && r != ResultDrained {
+					cl.reportAddr(ep, 0, true)
+				}
 				connectFailure := r != ResultDownstreamClosed && r != ResultDrained
 				if connectFailure && pol != nil && pol.retriesFailure(failConnect) {
 					if h.retriesLeft > 0 && acquireRetry(cl) { // nothing was sent: the request is whole
@@ -69,6 +72,9 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 		}
 		h.rec.UpstreamLocal = uc.local
 		o := h.exchange(uc, rt)
+		if cl.outlier != nil && !o.retry {
+			cl.reportAddr(ep, h.resp.Code, h.resp.Code == 0 && o.result != ResultDownstreamClosed)
+		}
 		if now := time.Now(); o.reuse {
 			pl.put(uc, now)
 		} else {
@@ -166,6 +172,7 @@ func safeToRetry(method []byte) bool {
 // exchange sends the request on uc and relays the response.
 func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 	h.logged = false
+	h.resp.Code = 0
 	req := &h.req
 	uc.src.act = &h.f.activity
 	h.f.httpUp.Store(uc.c)

@@ -28,13 +28,31 @@ type endpoint struct {
 	weight   uint32 // load_balancing_weight (1 by default)
 	priority uint32
 	active   atomic.Int64 // requests in flight (LEAST_REQUEST)
+	health   endpointHealth
 }
 
+// endpointHealth is what active health checking and outlier detection
+// know of an endpoint; an endpoint is healthy when neither excludes it.
+type endpointHealth struct {
+	hcFailed atomic.Bool // the active health check says unhealthy
+	ejected  atomic.Bool // outlier detection took it out
+	// outlier detection's counters (see outlier.go)
+	consec5xx, consecGateway, consecLocal atomic.Int32
+	requests, successes                   atomic.Int64 // this interval's, for success-rate ejection
+	ejections                             int          // times ejected, for the growing ejection time (detector's lock)
+	ejectedAt                             int64        // unix nanoseconds (detector's lock)
+	hcSuccesses, hcFailures               int          // consecutive, the checker's own
+	hcChecked                             bool         // checked at least once
+}
+
+func (e *endpoint) healthy() bool { return !e.health.hcFailed.Load() && !e.health.ejected.Load() }
+
 // endpointSet is a cluster's endpoints at one time, ready to pick from:
-// those of the lowest priority that has any (Envoy fails over to the
-// next priority only when a level has no healthy endpoint, and shunt
-// knows no unhealthy ones yet), a weighted round-robin order, and for
-// the hash policies a ring or a Maglev table, built on first use.
+// the healthy ones of the lowest priority that has any — or, when fewer
+// than the panic threshold (50%) of that level are healthy, all of it,
+// as Envoy's panic mode — a weighted round-robin order, and for the hash
+// policies a ring or a Maglev table, built on first use. A change of
+// health makes a new set (cluster.refresh).
 type endpointSet struct {
 	all    []*endpoint
 	use    []*endpoint
@@ -51,24 +69,48 @@ type ringEntry struct {
 	ep   int32
 }
 
-// newEndpointSet indexes endpoints (weights 0 count as 1).
-func newEndpointSet(eps []*endpoint) *endpointSet {
+// newEndpointSet indexes endpoints (weights 0 count as 1) with Envoy's
+// default panic threshold.
+func newEndpointSet(eps []*endpoint) *endpointSet { return newEndpointSetPanic(eps, 50) }
+
+// newEndpointSetPanic indexes endpoints; panic is healthy_panic_threshold
+// in percent (0: never panic: no healthy endpoint, no endpoint).
+func newEndpointSetPanic(eps []*endpoint, panic int) *endpointSet {
 	s := &endpointSet{all: eps, byAddr: make(map[netip.AddrPort]*endpoint, len(eps))}
 	if len(eps) == 0 {
 		return s
 	}
-	lowest := eps[0].priority
+	levels := map[uint32][]*endpoint{}
 	for _, e := range eps {
-		lowest = min(lowest, e.priority)
 		if e.weight == 0 {
 			e.weight = 1
 		}
 		s.byAddr[e.addr] = e
+		levels[e.priority] = append(levels[e.priority], e)
 	}
-	for _, e := range eps {
-		if e.priority == lowest {
-			s.use = append(s.use, e)
+	priorities := make([]uint32, 0, len(levels))
+	for p := range levels {
+		priorities = append(priorities, p)
+	}
+	slices.Sort(priorities)
+	for _, p := range priorities {
+		var healthy []*endpoint
+		for _, e := range levels[p] {
+			if e.healthy() {
+				healthy = append(healthy, e)
+			}
 		}
+		if len(healthy) == 0 {
+			continue // fail over to the next priority
+		}
+		s.use = healthy
+		if len(healthy)*100 < len(levels[p])*panic {
+			s.use = levels[p] // panic: all of the level
+		}
+		break
+	}
+	if s.use == nil && panic > 0 {
+		s.use = levels[priorities[0]] // nothing healthy anywhere: panic
 	}
 	s.order = weightedOrder(s.use)
 	return s
@@ -396,3 +438,6 @@ func indexByte(b []byte, c byte) int {
 	}
 	return -1
 }
+
+// randPercent is a random number in [0, 100).
+func randPercent() uint64 { return rand.Uint64N(100) }

@@ -227,6 +227,14 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	dnsCtx, stopDNS := context.WithCancel(ctx)
 	defer stopDNS()
 	p.refreshDNS(dnsCtx)
+	for _, cl := range p.clusters {
+		if cl.hc != nil {
+			p.runHealthChecks(dnsCtx, cl)
+		}
+		if cl.outlier != nil {
+			go cl.detectOutliers(dnsCtx)
+		}
+	}
 	var acceptors sync.WaitGroup
 	for _, c := range p.capture {
 		acceptors.Add(1)
