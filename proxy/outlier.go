@@ -42,22 +42,22 @@ func (c *cluster) refresh() {
 // row, or succeed much less often than the others, are ejected for a
 // time that grows with each ejection.
 type outlierDetector struct {
-	consec5xx, consecGateway, consecLocal          int32 // thresholds (0: off)
-	enforce5xx, enforceGateway, enforceLocal       int   // enforcing_* percentages
-	splitLocal                                     bool  // split_external_local_origin_errors
-	interval, baseEjection, maxEjection            time.Duration
-	maxEjectionPercent                             int
-	successRateMinHosts, successRateVolume         int64
-	successRateStdevFactor                         float64
-	enforceSuccessRate                             int
-	mu                                             sync.Mutex
+	consec5xx, consecGateway, consecLocal    int32 // thresholds (0: off)
+	enforce5xx, enforceGateway, enforceLocal int   // enforcing_* percentages
+	splitLocal                               bool  // split_external_local_origin_errors
+	interval, baseEjection, maxEjection      time.Duration
+	maxEjectionPercent                       int
+	successRateMinHosts, successRateVolume   int64
+	successRateStdevFactor                   float64
+	enforceSuccessRate                       int
+	mu                                       sync.Mutex
 }
 
 // outcome kinds an attempt reports to the detector.
 const (
 	outcomeSuccess = iota
-	outcome5xx      // an upstream 5xx (502, 503, 504 also a gateway failure)
-	outcomeLocal    // no response: connect failure, timeout, reset
+	outcome5xx     // an upstream 5xx (502, 503, 504 also a gateway failure)
+	outcomeLocal   // no response: connect failure, timeout, reset
 )
 
 // report counts an attempt's outcome against ep, and ejects it when a
