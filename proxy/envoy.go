@@ -18,11 +18,15 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shunt-dev/shunt/proxy/accesslog"
@@ -424,9 +428,27 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 		m.upgrades[strings.ToLower(u.GetUpgradeType())] = true
 	}
 	filters := h.GetHttpFilters()
+	var specs []filterSpec
 	for i, f := range filters {
-		if f.GetTypedConfig().MessageName() != "envoy.extensions.filters.http.router.v3.Router" || i != len(filters)-1 {
-			r.add(fmt.Sprintf("%s.http_filters[%d]", path, i), "invalid: shunt runs the router filter alone (with its typed_config)")
+		p := fmt.Sprintf("%s.http_filters[%d]", path, i)
+		name := f.GetTypedConfig().MessageName()
+		switch {
+		case name == "envoy.extensions.filters.http.router.v3.Router":
+			if i != len(filters)-1 {
+				r.add(p, "invalid: the router filter goes last")
+			}
+		case i == len(filters)-1:
+			r.add(p, "invalid: the last filter must be the router")
+		default:
+			msg, err := f.GetTypedConfig().UnmarshalNew()
+			if err != nil {
+				r.add(p, "invalid: %v", err)
+				continue
+			}
+			if r.httpFilter(msg, p+".typed_config") == nil {
+				continue // refused, with its path
+			}
+			specs = append(specs, filterSpec{name: f.GetName(), msg: msg, path: p + ".typed_config"})
 		}
 	}
 	if len(filters) == 0 {
@@ -437,11 +459,11 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 		r.add(path, "invalid: an inline route_config is needed (rds is not implemented by shunt)")
 		return nil
 	}
-	m.routes = r.routeConfig(rc, path+".route_config")
+	m.routes = r.routeConfig(rc, path+".route_config", specs)
 	return m
 }
 
-func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string) *routeConfig {
+func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string, specs []filterSpec) *routeConfig {
 	out := &routeConfig{name: rc.GetName()}
 	rcMut := r.mutations(rc, path)
 	for i, vh := range rc.GetVirtualHosts() {
@@ -453,7 +475,9 @@ func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string) *ro
 		vhMut := r.mutations(vh, vpath)
 		vhRetry := r.retryPolicy(vh.GetRetryPolicy(), vpath+".retry_policy")
 		for j, rt := range vh.GetRoutes() {
-			if x := r.route(rt, fmt.Sprintf("%s.routes[%d]", vpath, j), vhRetry, vhMut, rcMut); x != nil {
+			rpath := fmt.Sprintf("%s.routes[%d]", vpath, j)
+			if x := r.route(rt, rpath, vhRetry, vhMut, rcMut); x != nil {
+				x.filters = r.routeFilters(specs, rt.GetTypedPerFilterConfig(), vh.GetTypedPerFilterConfig(), rpath, vpath)
 				v.routes = append(v.routes, x)
 			}
 		}
@@ -899,4 +923,98 @@ func (r *resources) healthCheck(hc *corev3.HealthCheck, path string) *healthChec
 		return nil
 	}
 	return out
+}
+
+// filterSpec is an HTTP filter of a connection manager, before the
+// router: its name (what typed_per_filter_config keys on) and config.
+type filterSpec struct {
+	name string
+	msg  proto.Message
+	path string
+}
+
+// routeFilters builds a route's filters: each of the manager's, as the
+// route's typed_per_filter_config, else its virtual host's, else the
+// manager's own configures it. Each route gets its own instance (a
+// local rate limit's bucket is per route, as Envoy's).
+func (r *resources) routeFilters(specs []filterSpec, route, vhost map[string]*anypb.Any, rpath, vpath string) []httpFilter {
+	var out []httpFilter
+	for _, sp := range specs {
+		msg, path := sp.msg, sp.path
+		for _, o := range []struct {
+			m    map[string]*anypb.Any
+			path string
+		}{{route, rpath}, {vhost, vpath}} {
+			if a, ok := o.m[sp.name]; ok {
+				m, err := a.UnmarshalNew()
+				if err != nil {
+					r.add(o.path+".typed_per_filter_config."+sp.name, "invalid: %v", err)
+					return nil
+				}
+				msg, path = m, o.path+".typed_per_filter_config."+sp.name
+				break
+			}
+		}
+		if f := r.httpFilter(msg, path); f != nil {
+			out = append(out, f)
+		}
+	}
+	return out
+}
+
+// httpFilter makes a fault or local rate limit filter.
+func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
+	pct := func(p *typev3.FractionalPercent) fraction {
+		if p == nil {
+			return fraction{1, 1}
+		}
+		den := map[typev3.FractionalPercent_DenominatorType]uint64{typev3.FractionalPercent_HUNDRED: 100,
+			typev3.FractionalPercent_TEN_THOUSAND: 10000, typev3.FractionalPercent_MILLION: 1000000}[p.GetDenominator()]
+		return fraction{uint64(p.GetNumerator()), den}
+	}
+	switch m := msg.(type) {
+	case *faultv3.HTTPFault:
+		f := &faultFilter{maxActive: int64(m.GetMaxActiveFaults().GetValue())}
+		for i, h := range m.GetHeaders() {
+			hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
+			if h.GetStringMatch() != nil {
+				hm.value = r.stringMatcher(h.GetStringMatch(), fmt.Sprintf("%s.headers[%d].string_match", path, i))
+			}
+			f.headers = append(f.headers, hm)
+		}
+		if d := m.GetDelay(); d != nil {
+			f.hasDelay, f.delay, f.headerDelay, f.delayPercent = true, durationOr(d.GetFixedDelay(), 0), d.GetHeaderDelay() != nil, pct(d.GetPercentage())
+		}
+		if a := m.GetAbort(); a != nil {
+			f.hasAbort, f.abortStatus, f.headerAbort, f.abortPercent = true, int(a.GetHttpStatus()), a.GetHeaderAbort() != nil, pct(a.GetPercentage())
+			f.abortGRPC = -1
+			if _, ok := a.GetErrorType().(*faultv3.FaultAbort_GrpcStatus); ok {
+				f.abortGRPC = int(a.GetGrpcStatus())
+			}
+		}
+		return f
+	case *localratelimitv3.LocalRateLimit:
+		tb := m.GetTokenBucket()
+		if tb == nil || durationOr(tb.GetFillInterval(), 0) <= 0 {
+			r.add(path+".token_bucket", "invalid: a token bucket with a fill_interval is needed")
+			return nil
+		}
+		l := &rateLimiter{maxTokens: int64(tb.GetMaxTokens()), perFill: int64(tb.GetTokensPerFill().GetValue()),
+			fillInterval: tb.GetFillInterval().AsDuration(), status: 429, enabled: fraction{0, 100}, enforced: fraction{0, 100}}
+		if tb.GetTokensPerFill() == nil {
+			l.perFill = 1
+		}
+		if s := m.GetStatus(); s != nil {
+			l.status = int(s.GetCode())
+		}
+		if e := m.GetFilterEnabled(); e != nil {
+			l.enabled = pct(e.GetDefaultValue())
+		}
+		if e := m.GetFilterEnforced(); e != nil {
+			l.enforced = pct(e.GetDefaultValue())
+		}
+		return l
+	}
+	r.add(path, "not implemented by shunt: %s as an HTTP filter (shunt runs fault, local_ratelimit and the router)", msg.ProtoReflect().Descriptor().FullName())
+	return nil
 }

@@ -236,7 +236,7 @@ func TestConfigProblems(t *testing.T) {
 		{"listener on a name", []string{"address: 127.0.0.1\n        port_value: 0", "address: localhost\n        port_value: 0"},
 			[]string{`static_resources.listeners[0].address.socket_address.address: invalid: "localhost" is not an IP address`}},
 		{"no router", []string{"envoy.extensions.filters.http.router.v3.Router", "envoy.extensions.access_loggers.stream.v3.StderrAccessLog"},
-			[]string{"http_filters[0]: invalid: shunt runs the router filter alone"}},
+			[]string{"http_filters[0]: invalid: the last filter must be the router"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b, err := envoyconfig.Parse([]byte(seedConfig(t, filepath.Join(t.TempDir(), "log"), tc.edits...)))

@@ -174,6 +174,16 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
 	h.rec.RouteName = rt.name
+	for _, f := range rt.filters {
+		delay, ans := f.decide(h)
+		if delay > 0 {
+			h.rec.Flags |= accesslog.DelayInjected
+			time.Sleep(delay)
+		}
+		if ans.code > 0 {
+			return h.localReply(ans.code, ans.flags, ans.details, ans.body)
+		}
+	}
 	switch {
 	case rt.direct != nil:
 		return h.localReply(rt.direct.code, 0, "direct_response", rt.direct.body)

@@ -142,6 +142,8 @@ type h2stream struct {
 	grpc    bool
 	body    countingBody
 	targetB []byte // the request's target, for matching
+	// grpcStatus is the status a fault abort asks for, if any.
+	grpcStatus int
 }
 
 // countingBody counts a request body's bytes as the upstream reads them.
@@ -185,6 +187,20 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rec.RouteName = rt.name
+	for _, f := range rt.filters {
+		delay, ans := f.decide(s)
+		if delay > 0 {
+			s.rec.Flags |= accesslog.DelayInjected
+			time.Sleep(delay)
+		}
+		if ans.code > 0 {
+			if ans.grpcStatus >= 0 && s.grpc && ans.flags == accesslog.FaultInjected {
+				s.grpcStatus = ans.grpcStatus
+			}
+			s.localReply(ans.code, ans.flags, ans.details, ans.body)
+			return
+		}
+	}
 	switch {
 	case rt.direct != nil:
 		s.localReply(rt.direct.code, 0, "direct_response", rt.direct.body)
@@ -472,7 +488,11 @@ func (s *h2stream) localReply(code int, flags accesslog.Flags, details, body str
 	s.rec.ResponseCodeDetails = details
 	if s.grpc {
 		hdr.Set("Content-Type", "application/grpc")
-		hdr.Set("Grpc-Status", strconv.Itoa(grpcStatusOf(code)))
+		status := grpcStatusOf(code)
+		if s.grpcStatus > 0 {
+			status = s.grpcStatus
+		}
+		hdr.Set("Grpc-Status", strconv.Itoa(status))
 		if body == "" {
 			body = http.StatusText(code)
 		}

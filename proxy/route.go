@@ -75,6 +75,9 @@ type route struct {
 	// hashPolicies make the request's key for RING_HASH and MAGLEV
 	// clusters.
 	hashPolicies []hashPolicy
+	// filters are the HTTP filters before the router, as this route
+	// configures them (typed_per_filter_config over the manager's).
+	filters []httpFilter
 }
 
 // weightedCluster is one cluster of a weighted_clusters split.

@@ -5,6 +5,8 @@ import (
 	// that typed_config resolves.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
@@ -38,12 +40,22 @@ var supported = map[string][]string{
 	"envoy.config.listener.v3.ListenerFilter":                                        {"name", "typed_config"},
 	"envoy.config.accesslog.v3.AccessLog":                                            {"name", "typed_config"},
 	"envoy.config.route.v3.RouteConfiguration":                                       {"name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
-	"envoy.config.route.v3.VirtualHost":                                              {"name", "domains", "routes", "retry_policy", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
-	"envoy.config.route.v3.Route":                                                    {"name", "match", "route", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
+	"envoy.config.route.v3.VirtualHost":                                              {"name", "domains", "routes", "typed_per_filter_config", "retry_policy", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
+	"envoy.config.route.v3.Route":                                                    {"name", "match", "route", "typed_per_filter_config", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
 	"envoy.config.route.v3.RouteMatch":                                               {"prefix", "path", "connect_matcher", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters", "grpc"},
 	"envoy.config.route.v3.RouteMatch.ConnectMatcher":                                {},
 	"envoy.config.route.v3.RouteAction":                                              {"cluster", "timeout", "hash_policy", "retry_policy", "weighted_clusters", "cluster_header", "prefix_rewrite", "regex_rewrite", "host_rewrite_literal"},
 	"envoy.config.route.v3.RouteMatch.GrpcRouteMatchOptions":                         {},
+	"envoy.extensions.filters.http.fault.v3.HTTPFault":                               {"delay", "abort", "headers", "max_active_faults"},
+	"envoy.extensions.filters.common.fault.v3.FaultDelay":                            {"fixed_delay", "header_delay", "percentage"},
+	"envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay":                {},
+	"envoy.extensions.filters.http.fault.v3.FaultAbort":                              {"http_status", "grpc_status", "header_abort", "percentage"},
+	"envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort":                  {},
+	"envoy.type.v3.FractionalPercent":                                                {"numerator", "denominator"},
+	"envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit":                {"stat_prefix", "status", "token_bucket", "filter_enabled", "filter_enforced"},
+	"envoy.type.v3.TokenBucket":                                                      {"max_tokens", "tokens_per_fill", "fill_interval"},
+	"envoy.config.core.v3.RuntimeFractionalPercent":                                  {"default_value"},
+	"envoy.type.v3.HttpStatus":                                                       {"code"},
 	"envoy.config.cluster.v3.OutlierDetection":                                       {"consecutive_5xx", "interval", "base_ejection_time", "max_ejection_percent", "enforcing_consecutive_5xx", "enforcing_success_rate", "success_rate_minimum_hosts", "success_rate_request_volume", "success_rate_stdev_factor", "consecutive_gateway_failure", "enforcing_consecutive_gateway_failure", "split_external_local_origin_errors", "consecutive_local_origin_failure", "enforcing_consecutive_local_origin_failure", "max_ejection_time"},
 	"envoy.config.core.v3.HealthCheck":                                               {"timeout", "interval", "unhealthy_threshold", "healthy_threshold", "http_health_check", "tcp_health_check"},
 	"envoy.config.core.v3.HealthCheck.HttpHealthCheck":                               {"host", "path", "expected_statuses"},
