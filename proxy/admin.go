@@ -172,26 +172,27 @@ func (p *Proxy) serveConfig(w http.ResponseWriter, _ *http.Request) {
 func (p *Proxy) serveConfigDump(w http.ResponseWriter, _ *http.Request) {
 	dump := &adminv3.ConfigDump{}
 	var listeners []*adminv3.ListenersConfigDump_StaticListener
-	for _, l := range p.bootstrap.GetStaticResources().GetListeners() {
+	b := p.gen.Load().bootstrap
+	for _, l := range b.GetStaticResources().GetListeners() {
 		listeners = append(listeners, &adminv3.ListenersConfigDump_StaticListener{Listener: typed(l)})
 	}
 	var clusters []*adminv3.ClustersConfigDump_StaticCluster
-	for _, c := range p.bootstrap.GetStaticResources().GetClusters() {
+	for _, c := range b.GetStaticResources().GetClusters() {
 		clusters = append(clusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: typed(c)})
 	}
 	dump.Configs = []*anypb.Any{
-		typed(&adminv3.BootstrapConfigDump{Bootstrap: p.bootstrap}),
+		typed(&adminv3.BootstrapConfigDump{Bootstrap: b}),
 		typed(&adminv3.ListenersConfigDump{StaticListeners: listeners}),
 		typed(&adminv3.ClustersConfigDump{StaticClusters: clusters}),
 	}
-	b, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(dump)
+	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(dump)
 	if err != nil {
 		http.Error(w, err.Error(), 500)
 		return
 	}
 	// protojson varies its spacing on purpose; print it one stable way.
 	var compact, out bytes.Buffer
-	_ = json.Compact(&compact, b)
+	_ = json.Compact(&compact, raw)
 	_ = json.Indent(&out, compact.Bytes(), "", "  ")
 	out.WriteByte('\n')
 	w.Header().Set("Content-Type", "application/json")

@@ -103,7 +103,7 @@ func (cs clusterStats) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (cs clusterStats) Collect(ch chan<- prometheus.Metric) {
-	for _, cl := range cs.p.clusters {
+	for _, cl := range cs.p.gen.Load().clusters {
 		ch <- prometheus.MustNewConstMetric(cxOverflowDesc, prometheus.CounterValue, float64(cl.cb.cxOverflow.Load()), cl.name)
 		ch <- prometheus.MustNewConstMetric(rqOverflowDesc, prometheus.CounterValue, float64(cl.cb.rqOverflow.Load()), cl.name)
 		ch <- prometheus.MustNewConstMetric(retryOverflowDesc, prometheus.CounterValue, float64(cl.cb.retryOverflow.Load()), cl.name)

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"context"
 	"errors"
 	"net/http"
@@ -47,6 +48,12 @@ type cluster struct {
 	outlier        *outlierDetector
 	hc             *healthCheck
 	ejectionsTotal atomic.Uint64
+	// config is the cluster's configuration (a reload keeps a cluster
+	// whose configuration is the same); bgCtx and stopBG its background
+	// work's context.
+	config *clusterv3.Cluster
+	bgCtx  context.Context
+	stopBG context.CancelFunc
 	// hashTableSize is RING_HASH's minimum ring size (1024) or MAGLEV's
 	// table size (65537).
 	hashTableSize uint64

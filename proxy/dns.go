@@ -42,9 +42,9 @@ const lookupTimeout = 5 * time.Second
 
 // resolveAll looks up every DNS cluster's endpoints once, in parallel, as
 // Envoy warms its clusters before its listeners take connections.
-func (p *Proxy) resolveAll(ctx context.Context) {
+func (p *Proxy) resolveAll(ctx context.Context, clusters map[string]*cluster) {
 	var wg sync.WaitGroup
-	for _, cl := range p.clusters {
+	for _, cl := range clusters {
 		if cl.dns != nil {
 			wg.Go(func() { p.resolve(ctx, cl) })
 		}
@@ -52,13 +52,15 @@ func (p *Proxy) resolveAll(ctx context.Context) {
 	wg.Wait()
 }
 
-// refreshDNS looks DNS clusters up again every refresh until ctx ends.
-func (p *Proxy) refreshDNS(ctx context.Context) {
-	for _, cl := range p.clusters {
+// refreshDNS looks DNS clusters up again every refresh until their
+// background context ends.
+func (p *Proxy) refreshDNS(clusters map[string]*cluster) {
+	for _, cl := range clusters {
 		if cl.dns == nil {
 			continue
 		}
 		go func() {
+			ctx := cl.bgCtx
 			t := time.NewTicker(cl.dns.refresh)
 			defer t.Stop()
 			for {

@@ -13,25 +13,28 @@ import (
 
 // downstream is a captured connection on its way through the proxy.
 type downstream struct {
-	c      *net.TCPConn
-	lst    *listener
-	remote netip.AddrPort // the peer that connected
-	local  netip.AddrPort // where it was going: Envoy's downstream local address
-	id     uint64         // %CONNECTION_ID%
-	start  time.Time
-	sni    string
+	c   *net.TCPConn
+	lst *listener
+	// capture is the socket it came in on, whose listener a reload may
+	// have replaced since (see h1conn.stale).
+	capture *capture
+	remote  netip.AddrPort // the peer that connected
+	local   netip.AddrPort // where it was going: Envoy's downstream local address
+	id      uint64         // %CONNECTION_ID%
+	start   time.Time
+	sni     string
 	// bytes read from and written to the peer, for the connection metrics
 	received, sent int64
 }
 
 // serveConn takes a captured connection through the listener: where it
 // was going, which chain takes it, and that chain's handler.
-func (p *Proxy) serveConn(c *net.TCPConn, lst *listener) {
+func (p *Proxy) serveConn(c *net.TCPConn, cp *capture, lst *listener) {
 	defer p.conns.Done()
 	s := &p.metrics.dir[lst.dir]
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	d := downstream{c: c, lst: lst, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
+	d := downstream{c: c, lst: lst, capture: cp, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
 	r := p.route(&d)
 	p.metrics.record(lst.dir, r, d.received, d.sent, time.Since(d.start))
 }

@@ -66,6 +66,11 @@ type buildOptions struct {
 	// idle is the idle timeout of TCP proxies and HTTP connections that
 	// set none (the command line's --idle-timeout; Envoy's is 1 hour).
 	idle time.Duration
+	// previous are the clusters of the configuration a reload replaces:
+	// one whose configuration is unchanged is kept; sinks likewise, by
+	// destination.
+	previous map[string]*cluster
+	sinks    map[string]*accessLog
 }
 
 func (r *resources) add(path, format string, args ...any) {
@@ -122,6 +127,10 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 	name := c.GetName()
 	if _, dup := r.clusters[name]; dup {
 		r.add(path+".name", "invalid: a second cluster named %q", name)
+		return
+	}
+	if prev := r.opt.previous[name]; sameCluster(prev, c) {
+		r.clusters[name] = prev
 		return
 	}
 	cl := &cluster{name: name, connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits,
@@ -276,6 +285,7 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 			refresh: durationOr(c.GetDnsRefreshRate(), envoyDNSRefresh)}
 		cl.setEndpoints(nil)
 	}
+	cl.config = c
 	r.clusters[name] = cl
 }
 
@@ -420,7 +430,7 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 	m := &httpManager{statPrefix: h.GetStatPrefix(), rejectHTTP10: !h.GetHttpProtocolOptions().GetAcceptHttp_10(),
 		generateRequestID: h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue(),
 		streamIdle:        durationOr(h.GetStreamIdleTimeout(), envoyStreamIdle), idle: r.opt.idle,
-		upgrades: map[string]bool{}, logs: r.accessLogs(h.GetAccessLog(), path+".access_log")}
+		upgrades: map[string]bool{}, logs: r.accessLogs(h.GetAccessLog(), path+".access_log"), clusters: r.clusters}
 	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP1 {
 		m.codec = ProtocolHTTP1
 	}
@@ -808,6 +818,10 @@ func (r *resources) accessLogs(logs []*accesslogv3.AccessLog, path string) []log
 			continue
 		}
 		sink := r.sinks[dest]
+		if sink == nil && r.opt.sinks[dest] != nil {
+			sink = r.opt.sinks[dest]
+			r.sinks[dest] = sink
+		}
 		if sink == nil {
 			w, err := r.opt.open(dest)
 			if err != nil {

@@ -37,6 +37,8 @@ type httpManager struct {
 	// request that moves no byte (stream_idle_timeout). 0 for none.
 	idle, streamIdle time.Duration
 	logs             []logger
+	// clusters are its configuration's, for cluster_header.
+	clusters map[string]*cluster
 }
 
 // h1conn is one downstream HTTP/1 connection and the request on it.
@@ -191,7 +193,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		h.location = rt.redirect.location(req.Target, http1.View(req.Host), matchedPrefix(rt))
 		return h.localReply(rt.redirect.code, 0, "redirect", "")
 	}
-	cl := rt.clusterFor(h, h.p.clusters)
+	cl := rt.clusterFor(h, h.hcm.clusters)
 	if cl == nil {
 		return h.localReply(503, accesslog.NoClusterFound, "cluster_not_found", "")
 	}
@@ -297,4 +299,11 @@ func upgradeType(upgrade []byte, connect bool) string {
 		return "connect"
 	}
 	return strings.ToLower(string(upgrade))
+}
+
+// stale says a reload replaced the configuration this connection came in
+// on: its response says Connection: close, so that the client's next
+// request takes the new one.
+func (h *h1conn) stale() bool {
+	return h.d.capture != nil && h.d.capture.lst.Load() != h.d.lst
 }

@@ -210,7 +210,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.localReply(rt.redirect.code, 0, "redirect", "")
 		return
 	}
-	cl := rt.clusterFor(s, h.p.clusters)
+	cl := rt.clusterFor(s, h.hcm.clusters)
 	if cl == nil {
 		s.localReply(503, accesslog.NoClusterFound, "cluster_not_found", "")
 		return

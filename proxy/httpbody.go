@@ -169,7 +169,7 @@ func (h *h1conn) respond(uc *upstreamConn, buf *httpBuf, sentAt time.Time, inlin
 	}
 	unknownLength := framing == http1.Chunked || framing == http1.UntilClose
 	chunkedOut := unknownLength && req.Minor == 1
-	closeAfter := req.Close || unknownLength && req.Minor == 0 || h.p.draining.Load()
+	closeAfter := req.Close || unknownLength && req.Minor == 0 || h.p.draining.Load() || h.stale()
 	out := h.appendDownstreamHead(buf.b[:0], time.Since(sentAt).Milliseconds(), chunkedOut, closeAfter && !tunnel)
 	h.rec.ResponseCode = resp.Code
 	h.rec.Response = resp

@@ -15,7 +15,7 @@ import (
 // is wholly read and did not ask to close.
 func (h *h1conn) localReply(code int, flags accesslog.Flags, details, body string) (bool, Result) {
 	parsed := h.parsed
-	keep := parsed && !h.req.Close && (h.body.Framing() == http1.NoBody || h.body.Done()) && !h.p.draining.Load()
+	keep := parsed && !h.req.Close && (h.body.Framing() == http1.NoBody || h.body.Done()) && !h.p.draining.Load() && !h.stale()
 	b := getBuf()
 	defer putBuf(b)
 	out := http1.AppendStatusLine(b.b[:0], 1, code, []byte(http.StatusText(code)))

@@ -17,7 +17,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -30,15 +29,15 @@ type Proxy struct {
 	metrics  Metrics
 	istio    *istioMetrics
 	registry *prometheus.Registry // what /stats/prometheus serves
-	// bootstrap is the configuration it runs, in Envoy's resources: the
-	// file's, or the sidecar's own (sidecarBootstrap).
-	bootstrap *bootstrapv3.Bootstrap
-	listeners []*listener
-	clusters  map[string]*cluster
-	sinks     map[string]*accessLog
+	// gen is the configuration it runs (a reload swaps it).
+	gen      atomic.Pointer[generation]
+	reloadMu sync.Mutex
+	// bg is the context of the clusters' background work (DNS, health
+	// checks, outlier detection) while serving.
+	bg context.Context
 	connIDs   atomic.Uint64
 
-	capture   []capture // the outbound and inbound listeners, IPv4 and IPv6
+	capture  []*capture // the listeners' sockets (the sidecar's: outbound and inbound, IPv4 and IPv6)
 	http      []*http.Server
 	adminAddr netip.AddrPort
 	h2mu      sync.Mutex
@@ -62,8 +61,10 @@ type Proxy struct {
 }
 
 type capture struct {
-	ln     *net.TCPListener
-	lst    *listener
+	ln  *net.TCPListener
+	lst atomic.Pointer[listener] // the configuration its new connections get (a reload swaps it)
+	// name is its listener's, which a reload keeps.
+	name   string
 	closed bool // by the drain
 }
 
@@ -88,7 +89,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	if err != nil {
 		return nil, err
 	}
-	p.bootstrap, p.listeners, p.clusters, p.sinks = b, res.listeners, res.clusters, res.sinks
+	p.gen.Store(&generation{bootstrap: b, listeners: res.listeners, clusters: res.clusters, sinks: res.sinks})
 	self := cfg.Workload
 	if self == nil {
 		w := WorkloadFromEnv(os.Getenv, LabelsFile)
@@ -100,6 +101,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	p.registry.MustRegister(p.istio.collectors()...)
 	p.registry.MustRegister(clusterStats{p})
 	p.stopping, p.stop = context.WithCancelCause(context.Background())
+	p.bg = p.stopping
 	// No TCP keepalive from the proxy: the app and the upstream keep their
 	// own, which pass through; Go's default would cost four setsockopt
 	// calls on every socket. The connect timeout is the dial's context's.
@@ -119,7 +121,7 @@ func (p *Proxy) Metrics() *Metrics { return &p.metrics }
 // and IPv6 where the namespace has it) and the health, Prometheus and
 // admin endpoints.
 func (p *Proxy) Listen() error {
-	for _, l := range p.listeners {
+	for _, l := range p.gen.Load().listeners {
 		lc := net.ListenConfig{KeepAlive: -1}
 		if l.transparent {
 			lc.Control = transparent
@@ -171,14 +173,16 @@ func (p *Proxy) adopt(ln *net.TCPListener, l *listener) {
 	if l.port == 0 {
 		l.port = addrPort(ln.Addr()).Port()
 	}
-	p.capture = append(p.capture, capture{ln: ln, lst: l})
+	c := &capture{ln: ln, name: l.name}
+	c.lst.Store(l)
+	p.capture = append(p.capture, c)
 }
 
 // Addr is the address the first listener of a traffic direction is bound
 // to (the sidecar's: outbound, inbound).
 func (p *Proxy) Addr(dir Direction) netip.AddrPort {
 	for _, c := range p.capture {
-		if c.lst.dir == dir {
+		if c.lst.Load().dir == dir {
 			return addrPort(c.ln.Addr())
 		}
 	}
@@ -188,7 +192,7 @@ func (p *Proxy) Addr(dir Direction) netip.AddrPort {
 // ListenerAddr is the address the named listener is bound to.
 func (p *Proxy) ListenerAddr(name string) netip.AddrPort {
 	for _, c := range p.capture {
-		if c.lst.name == name {
+		if c.name == name {
 			return addrPort(c.ln.Addr())
 		}
 	}
@@ -218,29 +222,26 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if len(p.capture) == 0 {
 		return errors.New("proxy: Serve before Listen")
 	}
-	for _, s := range p.sinks {
+	g := p.gen.Load()
+	for _, s := range g.sinks {
 		s.start()
-		defer s.closeFile()
-		defer s.Close()
 	}
-	p.resolveAll(ctx)
-	dnsCtx, stopDNS := context.WithCancel(ctx)
-	defer stopDNS()
-	p.refreshDNS(dnsCtx)
-	for _, cl := range p.clusters {
-		if cl.hc != nil {
-			p.runHealthChecks(dnsCtx, cl)
+	defer func() {
+		for _, s := range p.gen.Load().sinks {
+			s.Close()
+			s.closeFile()
 		}
-		if cl.outlier != nil {
-			go cl.detectOutliers(dnsCtx)
-		}
-	}
+	}()
+	bgCtx, stopBG := context.WithCancel(ctx)
+	defer stopBG()
+	p.bg = bgCtx
+	p.startClusters(bgCtx, g.clusters)
 	var acceptors sync.WaitGroup
 	for _, c := range p.capture {
 		acceptors.Add(1)
 		go func() {
 			defer acceptors.Done()
-			p.accept(c.ln, c.lst)
+			p.accept(c)
 		}()
 	}
 	p.serveAdmin()
@@ -255,9 +256,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
 	} else {
 		for _, c := range p.capture {
-			p.log.Info("listener listening", "listener", c.lst.name, "address", addrPort(c.ln.Addr()))
+			p.log.Info("listener listening", "listener", c.name, "address", addrPort(c.ln.Addr()))
 		}
-		p.log.Info("proxy running its configuration", "listeners", len(p.listeners), "clusters", len(p.clusters),
+		p.log.Info("proxy running its configuration", "listeners", len(g.listeners), "clusters", len(g.clusters),
 			"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
 	}
 	if p.cfg.MaxConnections == 0 || p.limits.Connections < p.cfg.MaxConnections {
@@ -276,7 +277,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.log.Warn("drain ended: reset the connections left", "connections", n)
 	}
 	p.conns.Wait()
-	for _, cl := range p.clusters {
+	for _, cl := range p.gen.Load().clusters {
 		cl.closeIdle()
 	}
 	p.closeAdmin()
@@ -293,7 +294,7 @@ func (p *Proxy) drain() {
 	start := time.Now()
 	serving := false
 	for i, c := range p.capture {
-		if p.cfg.DrainListeners.stops(c.lst.dir) {
+		if p.cfg.DrainListeners.stops(c.lst.Load().dir) {
 			p.closeCapture(i)
 		} else {
 			serving = true
@@ -345,8 +346,9 @@ func (p *Proxy) closeAdmin() {
 	}
 }
 
-func (p *Proxy) accept(ln *net.TCPListener, lst *listener) {
-	dir := lst.dir
+func (p *Proxy) accept(cp *capture) {
+	ln := cp.ln
+	dir := cp.lst.Load().dir
 	backoff := 5 * time.Millisecond
 	for {
 		c, err := ln.AcceptTCP()
@@ -361,20 +363,21 @@ func (p *Proxy) accept(ln *net.TCPListener, lst *listener) {
 			continue
 		}
 		backoff = 5 * time.Millisecond
+		lst := cp.lst.Load() // the configuration in force as it arrived
 		p.metrics.dir[dir].accepted.Add(1)
 		if n := p.active.Add(1); n > int64(p.limits.Connections) {
 			p.active.Add(-1)
 			reset(c)
 			p.warnOverLimit(dir)
 			p.metrics.record(dir, ResultOverLimit, 0, 0, 0)
-			d := downstream{lst: lst, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
+			d := downstream{lst: cp.lst.Load(), remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
 			p.refuse(&d, ResultOverLimit, "")
 			continue
 		}
 		p.conns.Add(1)
 		go func() {
 			defer p.active.Add(-1)
-			p.serveConn(c, lst)
+			p.serveConn(c, cp, lst)
 		}()
 	}
 }
@@ -444,7 +447,7 @@ func (p *Proxy) housekeeping(stop <-chan struct{}) {
 					f.reportTCP(f.tcp)
 				}
 			})
-			for _, cl := range p.clusters {
+			for _, cl := range p.gen.Load().clusters {
 				cl.sweepPools(now)
 			}
 		}
@@ -460,7 +463,7 @@ func (p *Proxy) shortestIdle() time.Duration {
 			shortest = d
 		}
 	}
-	for _, l := range p.listeners {
+	for _, l := range p.gen.Load().listeners {
 		for _, fc := range l.chains {
 			if fc.http != nil {
 				consider(fc.http.idle)

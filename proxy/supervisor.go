@@ -104,7 +104,7 @@ func (p *Proxy) StartWorkers(n int, exe string, args []string) error {
 			return err
 		}
 		s.files = append(s.files, f)
-		dirs = append(dirs, c.lst.name)
+		dirs = append(dirs, c.name)
 	}
 	s.dirs = strings.Join(dirs, ",")
 	for i := range n {
@@ -317,4 +317,13 @@ func (s *supervisor) gather() ([]*dto.MetricFamily, error) {
 		return nil, err
 	}
 	return mergeFamilies(append(sets, own)...), nil
+}
+
+// SignalWorkers passes SIGHUP on to the workers (each reloads its
+// configuration file); without workers it does nothing.
+func (p *Proxy) SignalWorkers() {
+	if p.sup == nil {
+		return
+	}
+	p.sup.each(func(w *worker) { _ = w.cmd.Process.Signal(syscall.SIGHUP) })
 }

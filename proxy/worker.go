@@ -40,7 +40,7 @@ func WorkerListeners() (ctl *net.UnixConn, ok bool, err error) {
 func (p *Proxy) AdoptListeners() error {
 	for i, name := range strings.Split(os.Getenv(WorkerEnv), ",") {
 		var lst *listener
-		for _, l := range p.listeners {
+		for _, l := range p.gen.Load().listeners {
 			if l.name == name {
 				lst = l
 			}

@@ -4,11 +4,17 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // shuntBin is the shunt binary built once for the tests that run it as a
@@ -130,5 +136,84 @@ func TestProxyConfigFlags(t *testing.T) {
 		if _, errs, code := shunt(t, nil, append([]string{"proxy"}, args...)...); code != exitUsage || errs == "" {
 			t.Errorf("%v: code %d %q", args, code, errs)
 		}
+	}
+}
+
+// TestProxyReloadsItsConfig: shunt proxy --config picks up a changed file
+// by itself, and keeps the configuration in force when the new one is
+// bad (the error logged), SIGHUP or not.
+func TestProxyReloadsItsConfig(t *testing.T) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := ln.Addr().(*net.TCPAddr).Port
+	ln.Close()
+	file := filepath.Join(t.TempDir(), "envoy.yaml")
+	config := func(body string) string {
+		return fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: l
+    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: reload
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config:
+            virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: "/"}, direct_response: {status: 200, body: {inline_string: %s}}}]}]
+`, port, body)
+	}
+	if err := os.WriteFile(file, []byte(config("one")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	uid, gid := strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
+	cmd := exec.Command(shuntBin, "proxy", "--config", file, "--allow-root", "--capture-uid", uid, "--capture-gid", gid,
+		"--health-addr", "", "--status-addr", "", "--prometheus-addr", "", "--admin-addr", "", "--drain-timeout", "1s")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("stderr:\n%s", stderr.String())
+		}
+	}()
+	get := func() string {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	waitFor := func(want string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); get() != want; time.Sleep(50 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the proxy never answered %q", want)
+			}
+		}
+	}
+	waitFor("one")
+	if err := os.WriteFile(file, []byte(config("two")), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("two")
+	if err := os.WriteFile(file, []byte(strings.Replace(config("three"), "stat_prefix: reload", "stat_prefx: reload", 1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	_ = cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(1500 * time.Millisecond)
+	if got := get(); got != "two" || !strings.Contains(stderr.String(), "the configuration was not reloaded") ||
+		!strings.Contains(stderr.String(), "stat_prefx: unknown field") {
+		t.Errorf("after a bad file: %q; stderr:\n%s", got, stderr.String())
 	}
 }

@@ -143,6 +143,7 @@ type proxyRun struct {
 	captureUIDs    []uint32
 	captureGIDs    []uint32
 	allowRootGiven bool
+	configFile     string
 }
 
 // check validates the flags (and Istio's drain variables) without opening
@@ -265,7 +266,7 @@ func (r *proxyRun) loadConfig(file string, flags *pflag.FlagSet) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--config %s: %v", clip.Quote(file), err)}
 	}
-	r.cfg.Bootstrap = b
+	r.cfg.Bootstrap, r.configFile = b, file
 	r.accessLog = "off" // the file's access_log entries say where lines go
 	if a := b.GetAdmin().GetAddress().GetSocketAddress(); a != nil && !flags.Changed("admin-addr") {
 		r.cfg.AdminAddr = net.JoinHostPort(a.GetAddress(), strconv.Itoa(int(a.GetPortValue())))
@@ -343,6 +344,12 @@ func (r *proxyRun) serve(ctx context.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	switch {
+	case r.configFile != "" && r.workers > 1 && !isWorker:
+		go forwardHUP(ctx, p) // the workers watch the file themselves
+	case r.configFile != "":
+		go watchConfig(ctx, p, r.configFile, log)
+	}
 	if isWorker {
 		return p.ServeWorker(ctx, ctl)
 	}
