@@ -1,9 +1,9 @@
 package proxy
 
 import (
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"context"
 	"errors"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"net/http"
 	"net/netip"
 	"sync"

@@ -34,10 +34,10 @@ type Proxy struct {
 	reloadMu sync.Mutex
 	// bg is the context of the clusters' background work (DNS, health
 	// checks, outlier detection) while serving.
-	bg context.Context
-	connIDs   atomic.Uint64
+	bg      context.Context
+	connIDs atomic.Uint64
 
-	capture  []*capture // the listeners' sockets (the sidecar's: outbound and inbound, IPv4 and IPv6)
+	capture   []*capture // the listeners' sockets (the sidecar's: outbound and inbound, IPv4 and IPv6)
 	http      []*http.Server
 	adminAddr netip.AddrPort
 	h2mu      sync.Mutex
