@@ -582,6 +582,16 @@ func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy,
 	a := rt.GetRoute()
 	apath := rpath + ".route"
 	out.timeout = durationOr(a.GetTimeout(), envoyRouteTimeout)
+	out.idleTimeout = durationOr(a.GetIdleTimeout(), 0)
+	if msd := a.GetMaxStreamDuration(); msd != nil {
+		if msd.GetMaxStreamDuration() != nil {
+			r.add(apath+".max_stream_duration.max_stream_duration", "not implemented by shunt (the route's timeout bounds a request)")
+		}
+		if msd.GetGrpcTimeoutHeaderMax() != nil {
+			out.honourGRPCTimeout, out.grpcTimeoutMax = true, msd.GetGrpcTimeoutHeaderMax().AsDuration()
+			out.grpcTimeoutOffset = durationOr(msd.GetGrpcTimeoutHeaderOffset(), 0)
+		}
+	}
 	out.retry = vhRetry
 	for i, hp := range a.GetHashPolicy() {
 		p := fmt.Sprintf("%s.hash_policy[%d]", apath, i)

@@ -279,9 +279,9 @@ func (s *h2stream) rewrite(rt *route) {
 func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 	r := s.r
 	ctx := r.Context()
-	if rt.timeout > 0 {
+	if t := rt.timeoutFor(s); t > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeoutCause(ctx, rt.timeout, errRouteTimeout)
+		ctx, cancel = context.WithTimeoutCause(ctx, t, errRouteTimeout)
 		defer cancel()
 	}
 	removeHopByHop(r.Header)

@@ -34,8 +34,12 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 		h.retriesLeft = pol.numRetries
 	}
 	h.deadline = time.Time{}
-	if rt.timeout > 0 {
-		h.deadline = h.rec.Start.Add(rt.timeout)
+	if t := rt.timeoutFor(h); t > 0 {
+		h.deadline = h.rec.Start.Add(t)
+	}
+	if rt.idleTimeout > 0 {
+		h.f.stream = rt.idleTimeout
+		defer func() { h.f.stream = h.hcm.streamIdle }()
 	}
 	pl := cl.pool(ep)
 	retries := 0

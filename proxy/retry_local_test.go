@@ -178,3 +178,22 @@ func TestRetriesOverHTTP2(t *testing.T) {
 	}
 	cp.waitLog(t, "/503 200 - attempts=2")
 }
+
+// TestGRPCTimeoutHonoured: where the route says so (max_stream_duration's
+// grpc_timeout_header_max), a request's grpc-timeout is its timeout.
+func TestGRPCTimeoutHonoured(t *testing.T) {
+	f := &flaky{fail: 100}
+	_, port := backendPort(t, f.ServeHTTP)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	c := retryConfig(logFile, "{retry_on: connect-failure, num_retries: 0}", port)
+	c = strings.Replace(c, "                  cluster: up\n", "                  cluster: up\n                  timeout: 0s\n                  max_stream_duration: {grpc_timeout_header_max: 0s}\n", 1)
+	cp := startConfig(t, c, nil)
+	cp.logFile = logFile
+	k := cp.keepAlive(t)
+	start := time.Now()
+	resp, _ := k.do("GET", "/slow", "Grpc-Timeout: 200m\r\n")
+	if elapsed := time.Since(start); resp.StatusCode != 504 || elapsed > 900*time.Millisecond {
+		t.Fatalf("%d after %s, want 504 at about 200 ms (the backend takes a second)", resp.StatusCode, elapsed)
+	}
+	cp.waitLog(t, "/slow 504 UT attempts=1")
+}

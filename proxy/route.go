@@ -71,7 +71,14 @@ type route struct {
 	// timeout bounds the wait for the upstream's response (Envoy's route
 	// timeout), across retries; 0 for none, Istio's default.
 	timeout time.Duration
-	retry   *retryPolicy
+	// idleTimeout replaces the manager's stream_idle_timeout for this
+	// route's requests (0: the manager's).
+	idleTimeout time.Duration
+	// honourGRPCTimeout: a request's grpc-timeout is its timeout, within
+	// grpcTimeoutMax (0: none) less grpcTimeoutOffset.
+	honourGRPCTimeout                 bool
+	grpcTimeoutMax, grpcTimeoutOffset time.Duration
+	retry                             *retryPolicy
 	// hashPolicies make the request's key for RING_HASH and MAGLEV
 	// clusters.
 	hashPolicies []hashPolicy
