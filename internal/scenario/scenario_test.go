@@ -2,10 +2,14 @@ package scenario_test
 
 import (
 	"context"
+	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/shunt-dev/shunt/internal/scenario"
@@ -94,5 +98,85 @@ func TestSeedEnvoyConfig(t *testing.T) {
 	// name resolved to.
 	if n := strings.Count(log, `"GET /test HTTP/1.0" 200 - 0 49 `); n != 3 || !strings.Contains(log, `"backend_ups" "10.1.0.1:10000"`) {
 		t.Errorf("access log (%d requests):\n%s", n, log)
+	}
+}
+
+// TestSeedCanaryWithRetries: the caller's sidecar splits nginx's /test
+// between two versions of the backend by weight (Envoy's
+// weighted_clusters), and retries the new version's failures (its every
+// third request answers 503): through the capture rules, nginx's
+// requests all succeed, both versions answer.
+func TestSeedCanaryWithRetries(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	config := `
+static_resources:
+  listeners:
+  - name: listener_0
+    address: {socket_address: {address: 0.0.0.0, port_value: 10000}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: canary
+          http_protocol_options: {accept_http_10: true}
+          access_log:
+          - name: envoy.access_loggers.stdout
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
+              log_format: {text_format_source: {inline_string: "%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_CLUSTER% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config:
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/test"}
+                route:
+                  weighted_clusters: {clusters: [{name: v1, weight: 50}, {name: v2, weight: 50}]}
+                  retry_policy: {retry_on: 5xx, num_retries: 2}
+  clusters:
+  - name: v1
+    type: STATIC
+    load_assignment: {cluster_name: v1, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.1.0.1, port_value: 10000}}}}]}]}
+  - name: v2
+    type: STATIC
+    load_assignment: {cluster_name: v2, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.1.0.1, port_value: 10001}}}}]}]}
+`
+	name := "shunt-canary-" + strconv.Itoa(os.Getpid())
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
+		ShuntBin: testnet.ShuntBinary(t), EnvoyConfig: config})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ln net.Listener
+	if err := s.Pod.Peer.Do(func() (err error) { ln, err = net.Listen("tcp4", "10.1.0.1:10001"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int64
+	v2 := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1)%3 == 0 {
+			w.WriteHeader(503)
+			return
+		}
+		fmt.Fprintf(w, "hello from v2: %s\n", r.URL.Path)
+	})}
+	go v2.Serve(ln)
+	defer v2.Close()
+	seen := map[string]int{}
+	for range 40 {
+		body, err := s.Outbound()
+		if err != nil || !strings.HasPrefix(body, "hello from") {
+			t.Fatalf("through the canary split: %q, %v", body, err)
+		}
+		seen[strings.Fields(body)[2]]++
+	}
+	if seen["backend-service:"] < 8 || seen["v2:"] < 8 {
+		t.Errorf("a 50/50 split over 40 requests: %v", seen)
+	}
+	s.Close()
+	if log := s.AccessLog.String(); !strings.Contains(log, "/test 200 v2 attempts=2") {
+		t.Errorf("no retried request in the log:\n%s", log)
 	}
 }
