@@ -583,6 +583,20 @@ func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy,
 	apath := rpath + ".route"
 	out.timeout = durationOr(a.GetTimeout(), envoyRouteTimeout)
 	out.idleTimeout = durationOr(a.GetIdleTimeout(), 0)
+	for i, m := range a.GetRequestMirrorPolicies() {
+		cl := r.clusters[m.GetCluster()]
+		if cl == nil {
+			r.add(fmt.Sprintf("%s.request_mirror_policies[%d].cluster", apath, i), "invalid: no cluster named %q", m.GetCluster())
+			continue
+		}
+		f := fraction{1, 1}
+		if rf := m.GetRuntimeFraction(); rf != nil {
+			f = fraction{uint64(rf.GetDefaultValue().GetNumerator()), map[typev3.FractionalPercent_DenominatorType]uint64{
+				typev3.FractionalPercent_HUNDRED: 100, typev3.FractionalPercent_TEN_THOUSAND: 10000,
+				typev3.FractionalPercent_MILLION: 1000000}[rf.GetDefaultValue().GetDenominator()]}
+		}
+		out.mirrors = append(out.mirrors, mirrorPolicy{cluster: cl, fraction: f})
+	}
 	if msd := a.GetMaxStreamDuration(); msd != nil {
 		if msd.GetMaxStreamDuration() != nil {
 			r.add(apath+".max_stream_duration.max_stream_duration", "not implemented by shunt (the route's timeout bounds a request)")

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -256,5 +257,37 @@ func TestVirtualHostsByDomain(t *testing.T) {
 		if resp.StatusCode != 200 || body != want {
 			t.Errorf("%s: %d %q, want %q", host, resp.StatusCode, body, want)
 		}
+	}
+}
+
+// TestRequestMirroring: a route's requests are copied to the mirror
+// cluster, authority "-shadow", and the client sees only the main
+// cluster's answer.
+func TestRequestMirroring(t *testing.T) {
+	var shadows atomic.Int64
+	var shadowHost atomic.Value
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) {
+		shadows.Add(1)
+		shadowHost.Store(r.Host)
+		w.WriteHeader(500) // the mirror's answer goes nowhere
+	})
+	routes := `
+              - match: {prefix: "/"}
+                route: {cluster: a, request_mirror_policies: [{cluster: shadow}]}`
+	config, _ := routingConfig(t, filepath.Join(t.TempDir(), "log"), "", routes)
+	config += fmt.Sprintf(`  - name: shadow
+    type: STATIC
+    load_assignment: {cluster_name: shadow, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+`, port)
+	cp := startConfig(t, config, nil)
+	k := cp.keepAlive(t)
+	for range 10 {
+		if resp, body := k.do("GET", "/orders", ""); resp.StatusCode != 200 || !strings.HasPrefix(body, "a GET /orders") {
+			t.Fatalf("%d %q", resp.StatusCode, body)
+		}
+	}
+	eventually(t, "10 shadow requests", func() bool { return shadows.Load() == 10 })
+	if h := shadowHost.Load(); h != "shop.example-shadow:8080" {
+		t.Errorf("the shadow's authority: %v", h)
 	}
 }

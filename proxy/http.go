@@ -206,6 +206,9 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	}
 	h.rec.UpstreamHost = ep
 	h.rt, h.cl = rt, cl
+	if len(rt.mirrors) > 0 {
+		h.mirrorH1(rt)
+	}
 	if !acquire(&cl.cb.requests, cl.cb.maxRequests) {
 		cl.cb.rqOverflow.Add(1)
 		return h.overflow()

@@ -224,6 +224,11 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rec.UpstreamHost = ep
+	if r.ContentLength == 0 {
+		for _, m := range rt.mirrors { // a request with a body is not copied
+			h.p.shadow(m, h.d.lst.dir, r.Method, target, r.Host, r.Header.Clone(), nil)
+		}
+	}
 	if !acquire(&cl.cb.requests, cl.cb.maxRequests) {
 		cl.cb.rqOverflow.Add(1)
 		s.overflow()

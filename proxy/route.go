@@ -79,6 +79,7 @@ type route struct {
 	honourGRPCTimeout                 bool
 	grpcTimeoutMax, grpcTimeoutOffset time.Duration
 	retry                             *retryPolicy
+	mirrors                           []mirrorPolicy
 	// hashPolicies make the request's key for RING_HASH and MAGLEV
 	// clusters.
 	hashPolicies []hashPolicy
