@@ -3,6 +3,7 @@ package proxy
 import (
 	"errors"
 	"net"
+	"strconv"
 	"sync"
 	"sync/atomic"
 
@@ -20,6 +21,21 @@ type breakers struct {
 	connections, pending, requests, retries atomic.Int64
 	// overflows by kind, for the metrics: cx, rq_pending, rq_retry.
 	cxOverflow, rqOverflow, retryOverflow atomic.Uint64
+}
+
+// clusterCounters are a cluster's request and connection counters, as
+// Envoy's cluster stats name them.
+type clusterCounters struct {
+	rqTotal, rqRetry, rqTimeout atomic.Uint64
+	rqClass                     [6]atomic.Uint64 // by status class: 1xx … 5xx
+	cxTotal, cxConnectFail      atomic.Uint64
+}
+
+// response counts an upstream response's status.
+func (c *clusterCounters) response(code int) {
+	if code >= 100 && code < 600 {
+		c.rqClass[code/100].Add(1)
+	}
 }
 
 // Envoy's defaults, where a cluster sets no circuit_breakers; Istio's
@@ -90,6 +106,18 @@ var (
 		"Endpoints neither a health check nor outlier detection excludes.", []string{"cluster_name"}, nil)
 	membersDesc = prometheus.NewDesc("envoy_cluster_membership_total",
 		"Endpoints of the cluster.", []string{"cluster_name"}, nil)
+	rqTotalDesc = prometheus.NewDesc("envoy_cluster_upstream_rq_total",
+		"Requests sent upstream (each try).", []string{"cluster_name"}, nil)
+	rqRetryDesc = prometheus.NewDesc("envoy_cluster_upstream_rq_retry",
+		"Retries made.", []string{"cluster_name"}, nil)
+	rqTimeoutDesc = prometheus.NewDesc("envoy_cluster_upstream_rq_timeout",
+		"Requests whose route timeout passed (504 UT).", []string{"cluster_name"}, nil)
+	rqClassDesc = prometheus.NewDesc("envoy_cluster_upstream_rq_xx",
+		"Upstream responses by status class.", []string{"cluster_name", "envoy_response_code_class"}, nil)
+	cxTotalDesc = prometheus.NewDesc("envoy_cluster_upstream_cx_total",
+		"Connections opened to the cluster's endpoints.", []string{"cluster_name"}, nil)
+	cxFailDesc = prometheus.NewDesc("envoy_cluster_upstream_cx_connect_fail",
+		"Connections that could not be opened.", []string{"cluster_name"}, nil)
 )
 
 func (cs clusterStats) Describe(ch chan<- *prometheus.Desc) {
@@ -100,6 +128,9 @@ func (cs clusterStats) Describe(ch chan<- *prometheus.Desc) {
 	ch <- ejectionsDesc
 	ch <- healthyDesc
 	ch <- membersDesc
+	for _, d := range []*prometheus.Desc{rqTotalDesc, rqRetryDesc, rqTimeoutDesc, rqClassDesc, cxTotalDesc, cxFailDesc} {
+		ch <- d
+	}
 }
 
 func (cs clusterStats) Collect(ch chan<- prometheus.Metric) {
@@ -108,6 +139,17 @@ func (cs clusterStats) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(rqOverflowDesc, prometheus.CounterValue, float64(cl.cb.rqOverflow.Load()), cl.name)
 		ch <- prometheus.MustNewConstMetric(retryOverflowDesc, prometheus.CounterValue, float64(cl.cb.retryOverflow.Load()), cl.name)
 		ch <- prometheus.MustNewConstMetric(ejectionsDesc, prometheus.CounterValue, float64(cl.ejectionsTotal.Load()), cl.name)
+		st := &cl.stats
+		for _, m := range []struct {
+			d *prometheus.Desc
+			v uint64
+		}{{rqTotalDesc, st.rqTotal.Load()}, {rqRetryDesc, st.rqRetry.Load()}, {rqTimeoutDesc, st.rqTimeout.Load()},
+			{cxTotalDesc, st.cxTotal.Load()}, {cxFailDesc, st.cxConnectFail.Load()}} {
+			ch <- prometheus.MustNewConstMetric(m.d, prometheus.CounterValue, float64(m.v), cl.name)
+		}
+		for class := 1; class <= 5; class++ {
+			ch <- prometheus.MustNewConstMetric(rqClassDesc, prometheus.CounterValue, float64(st.rqClass[class].Load()), cl.name, strconv.Itoa(class))
+		}
 		s := cl.endpoints.Load()
 		if s == nil {
 			continue

@@ -60,6 +60,7 @@ type cluster struct {
 
 	poolLimits poolLimits
 	cb         breakers
+	stats      clusterCounters
 	mu         sync.Mutex
 	pools      map[netip.AddrPort]*pool
 	// upstreamProtocol and transports: requests that came over HTTP/2

@@ -144,6 +144,7 @@ type h2stream struct {
 	targetB []byte // the request's target, for matching
 	// grpcStatus is the status a fault abort asks for, if any.
 	grpcStatus int
+	cl         *cluster // the request's cluster, once routed
 }
 
 // countingBody counts a request body's bytes as the upstream reads them.
@@ -224,6 +225,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rec.UpstreamHost = ep
+	s.cl = cl
 	if r.ContentLength == 0 {
 		for _, m := range rt.mirrors { // a request with a body is not copied
 			h.p.shadow(m, h.d.lst.dir, r.Method, target, r.Host, r.Header.Clone(), nil)
@@ -361,6 +363,10 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			out.Body = &s.body
 		}
 		sentAt := time.Now()
+		cl.stats.rqTotal.Add(1)
+		if attempt > 1 {
+			cl.stats.rqRetry.Add(1)
+		}
 		resp, err := cl.transport(h.p, h.d.lst.dir, s.h2Upstream(cl)).RoundTrip(out)
 		if perTry != nil {
 			perTry.Stop()
@@ -368,6 +374,7 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 		s.rec.UpstreamLocal, s.rec.BytesReceived = local, s.body.n
 		switch {
 		case err == nil:
+			cl.stats.response(resp.StatusCode)
 			cl.reportAddr(ep, resp.StatusCode, false)
 		case ctx.Err() == nil && !errors.Is(err, errOverflow):
 			cl.reportAddr(ep, 0, true)
@@ -466,6 +473,7 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 	case errors.Is(err, errOverflow):
 		s.overflow()
 	case errors.Is(context.Cause(ctx), errRouteTimeout), errors.Is(err, errPerTryTimeout):
+		s.cl.stats.rqTimeout.Add(1)
 		s.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
 	case errors.As(err, &op) && op.Op == "dial":
 		detail := op.Err.Error()

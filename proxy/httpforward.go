@@ -61,6 +61,7 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 				connectFailure := r != ResultDownstreamClosed && r != ResultDrained
 				if connectFailure && pol != nil && pol.retriesFailure(failConnect) {
 					if h.retriesLeft > 0 && acquireRetry(cl) { // nothing was sent: the request is whole
+						cl.stats.rqRetry.Add(1)
 						h.retriesLeft--
 						retries++
 						ep, pl = h.nextEndpoint(pol, cl, retries)
@@ -75,7 +76,9 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 			}
 		}
 		h.rec.UpstreamLocal = uc.local
+		cl.stats.rqTotal.Add(1)
 		o := h.exchange(uc, rt)
+		cl.stats.response(h.resp.Code)
 		if cl.outlier != nil && !o.retry {
 			cl.reportAddr(ep, h.resp.Code, h.resp.Code == 0 && o.result != ResultDownstreamClosed)
 		}
@@ -89,6 +92,7 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 		case o.retry && attempt == 1:
 			continue // a stale pooled connection
 		case o.policyRetry:
+			cl.stats.rqRetry.Add(1)
 			h.retriesLeft--
 			retries++
 			ep, pl = h.nextEndpoint(pol, cl, retries)
@@ -129,8 +133,12 @@ func (h *h1conn) dialUpstream(cl *cluster, ep netip.AddrPort) (*upstreamConn, Re
 	c, r, detail := h.p.connect(h.d, cl, ep)
 	if c == nil {
 		cl.cb.connections.Add(-1)
+		if r != ResultDownstreamClosed && r != ResultDrained {
+			cl.stats.cxConnectFail.Add(1)
+		}
 		return nil, r, detail
 	}
+	cl.stats.cxTotal.Add(1)
 	uc := &upstreamConn{c: c, local: addrPort(c.LocalAddr())}
 	uc.src.c = c
 	uc.r = http1.NewReader(&uc.src, 0)
@@ -307,6 +315,7 @@ func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstre
 		h.localReply(408, accesslog.StreamIdleTimeout, "stream_idle_timeout", "stream timeout")
 		return outcome{result: ResultIdleTimeout}
 	case errors.Is(err, os.ErrDeadlineExceeded):
+		h.cl.stats.rqTimeout.Add(1)
 		h.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
 		return outcome{}
 	case errors.As(err, &pe) || errors.Is(err, http1.ErrHeadTooLarge):

@@ -128,6 +128,10 @@ func TestRetries(t *testing.T) {
 				t.Errorf("the retried request's body: %q", f.bodies.Load())
 			}
 			cp.waitLog(t, tc.log)
+			attempts := tc.log[strings.LastIndex(tc.log, "=")+1:]
+			if total, retries := gauge(t, cp, "envoy_cluster_upstream_rq_total"), gauge(t, cp, "envoy_cluster_upstream_rq_retry"); fmt.Sprint(total) != attempts || total != retries+1 {
+				t.Errorf("upstream_rq_total %v, upstream_rq_retry %v, for %s tries", total, retries, attempts)
+			}
 		})
 	}
 }
@@ -196,4 +200,7 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 		t.Fatalf("%d after %s, want 504 at about 200 ms (the backend takes a second)", resp.StatusCode, elapsed)
 	}
 	cp.waitLog(t, "/slow 504 UT attempts=1")
+	if v := gauge(t, cp, "envoy_cluster_upstream_rq_timeout"); v != 1 {
+		t.Errorf("upstream_rq_timeout %v", v)
+	}
 }

@@ -53,8 +53,12 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 	if up == nil {
 		reset(d.c)
 		rec.UpstreamFailureReason = detail
+		if r != ResultDownstreamClosed && r != ResultDrained {
+			cl.stats.cxConnectFail.Add(1)
+		}
 		return r
 	}
+	cl.stats.cxTotal.Add(1)
 	rec.UpstreamLocal = addrPort(up.LocalAddr())
 	f := &flow{down: d.c, up: up, tcp: p.istio.tcp(d.lst.dir, cl.name, 0), idle: t.idle}
 	f.tcp.opened.Inc()

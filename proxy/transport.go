@@ -47,8 +47,10 @@ func (c *cluster) transport(p *Proxy, dir Direction, h2 bool) *http.Transport {
 			conn, err := p.dial(ctx, dir, c, ap)
 			if err != nil {
 				c.cb.connections.Add(-1)
+				c.stats.cxConnectFail.Add(1)
 				return nil, err // not a typed nil in the interface
 			}
+			c.stats.cxTotal.Add(1)
 			return &countedUpstream{Conn: conn, b: &c.cb}, nil
 		},
 		MaxIdleConnsPerHost: c.poolLimits.maxIdle,
