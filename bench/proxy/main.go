@@ -34,16 +34,21 @@ type contender struct {
 	args    []string // extra shunt proxy flags
 	// httpOnly: it passes HTTP and nothing else (no bulk TCP run).
 	httpOnly bool
+	// envoyConfig, if set, is run with --config (nginx's outbound
+	// captured to its listener): only the HTTP load applies.
+	envoyConfig string
 }
 
 var contenders = []contender{
-	{"direct", scenario.Direct, nil, false},
-	{"shunt L4", scenario.Shunt, []string{"--protocol-detection", "off"}, false},
-	{"shunt L7", scenario.Shunt, nil, false},
-	{"shunt L7 --concurrency 1", scenario.Shunt, []string{"--concurrency", "1"}, false},
-	{"haproxy tcp", scenario.HAProxy, nil, false},
-	{"haproxy http", scenario.HAProxyHTTP, nil, true},
-	{"caddy", scenario.Caddy, nil, true},
+	{"direct", scenario.Direct, nil, false, ""},
+	{"shunt L4", scenario.Shunt, []string{"--protocol-detection", "off"}, false, ""},
+	{"shunt L7", scenario.Shunt, nil, false, ""},
+	{"shunt L7 --concurrency 1", scenario.Shunt, []string{"--concurrency", "1"}, false, ""},
+	{"haproxy tcp", scenario.HAProxy, nil, false, ""},
+	{"haproxy http", scenario.HAProxyHTTP, nil, true, ""},
+	{"caddy", scenario.Caddy, nil, true, ""},
+	{"shunt L7 --config, 1 route", scenario.Shunt, nil, true, routeTable(0)},
+	{"shunt L7 --config, 500 routes", scenario.Shunt, nil, true, routeTable(50)},
 }
 
 // sample is one contender's numbers from one round.
@@ -63,7 +68,7 @@ type sample struct {
 
 // speaksH2 says the contender is run with the HTTP/2 and gRPC loads.
 func (c contender) speaksH2() bool {
-	return c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt
+	return c.envoyConfig == "" && (c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt)
 }
 
 func main() {
@@ -162,7 +167,7 @@ func measure(bin string, c contender, round int, dur time.Duration, conns int) s
 		Name: fmt.Sprintf("shunt-bench-%d-%d", os.Getpid(), round), Sidecar: c.sidecar, ShuntBin: bin,
 		// No access log: the HAProxy configuration logs nothing either
 		// (and Istio leaves Envoy's off by default).
-		ProxyArgs: append([]string{"--log-level", "warn", "--access-log", "off"}, c.args...),
+		ProxyArgs: proxyArgs(c), EnvoyConfig: c.envoyConfig,
 	})
 	check(err)
 	current.Store(s)
@@ -186,6 +191,9 @@ func measure(bin string, c contender, round int, dur time.Duration, conns int) s
 	}
 	if !c.httpOnly {
 		out.gbps = runIperf(s, dur)
+	}
+	if c.envoyConfig != "" {
+		return out // everything the pod sends goes to the configuration's HTTP listener
 	}
 	out.cps = connectionsPerSecond(s, dur)
 	if c.speaksH2() {
@@ -306,10 +314,14 @@ func report(results map[string][]sample, rounds int, dur time.Duration, conns in
 		if !ct.httpOnly {
 			bulk = fmt.Sprintf("%.2f | %.2f", gbps, gbps/d(func(s sample) float64 { return s.gbps }))
 		}
-		fmt.Printf("| %s | %.0f | %.2f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %s | %s | %.0f | %.2f |\n", c,
+		conns := fmt.Sprintf("%.0f | %.2f", cps, cps/d(func(s sample) float64 { return s.cps }))
+		if ct.envoyConfig != "" {
+			conns = "n/a (its HTTP listener takes everything) | -"
+		}
+		fmt.Printf("| %s | %.0f | %.2f | %.0f | %.0f | %.0f | %.0f | %s | %.0f | %.1f | %s | %s | %s |\n", c,
 			rps, rps/d(func(s sample) float64 { return s.rps }), p50, p50-d(func(s sample) float64 { return s.p50 }),
 			p99, p99-d(func(s sample) float64 { return s.p99 }), cpu, m(func(s sample) float64 { return s.backendCPU }),
-			m(func(s sample) float64 { return s.upstreamPerK }), rss, bulk, cps, cps/d(func(s sample) float64 { return s.cps }))
+			m(func(s sample) float64 { return s.upstreamPerK }), rss, bulk, conns)
 	}
 	fmt.Println()
 	fmt.Printf("HTTP/2 and gRPC to the backend host at the service address, from the pod: h2load -c16 -m10 (h2c), and unary gRPC calls, 32 concurrent on one connection\n\n")
@@ -333,6 +345,12 @@ func report(results map[string][]sample, rounds int, dur time.Duration, conns in
 			cpu(func(s sample) float64 { return s.grpcCPU }))
 	}
 	fmt.Println()
+	if results["shunt L7 --config, 500 routes"] != nil && results["shunt L7 --config, 1 route"] != nil {
+		big, one := "shunt L7 --config, 500 routes", "shunt L7 --config, 1 route"
+		rps := med(big, func(s sample) float64 { return s.rps }) / med(one, func(s sample) float64 { return s.rps })
+		cpu := med(big, func(s sample) float64 { return s.cpuPerReq }) / med(one, func(s sample) float64 { return s.cpuPerReq })
+		fmt.Printf("500 routes (51 virtual hosts; the request's found by domain, its route the 4th, after a prefix, a regex and a header miss) / 1 route: req/s %.2f, CPU per request %.2f\n", rps, cpu)
+	}
 	for _, pair := range [][2]string{{"shunt L4", "haproxy tcp"}, {"shunt L7", "haproxy http"}, {"shunt L7 --concurrency 1", "haproxy http"}, {"shunt L7", "caddy"}} {
 		if results[pair[0]] == nil || results[pair[1]] == nil {
 			continue
