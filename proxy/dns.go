@@ -59,19 +59,7 @@ func (p *Proxy) refreshDNS(clusters map[string]*cluster) {
 		if cl.dns == nil {
 			continue
 		}
-		go func() {
-			ctx := cl.bgCtx
-			t := time.NewTicker(cl.dns.refresh)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					p.resolve(ctx, cl)
-				}
-			}
-		}()
+		go every(cl.bgCtx, cl.dns.refresh, func() { p.resolve(cl.bgCtx, cl) })
 	}
 }
 
@@ -154,4 +142,18 @@ func sameEndpoints(a, b []*endpoint) bool {
 	return slices.EqualFunc(a, b, func(x, y *endpoint) bool {
 		return x.addr == y.addr && x.weight == y.weight && x.priority == y.priority
 	})
+}
+
+// every runs fn every period until ctx ends.
+func every(ctx context.Context, period time.Duration, fn func()) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn()
+		}
+	}
 }

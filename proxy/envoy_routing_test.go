@@ -47,36 +47,15 @@ func routingConfig(t *testing.T, logFile string, vhosts, routes string) (string,
       endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]`, name, name, port)
 	}
 	clusters += "\n  - {name: c, type: STATIC}"
-	return fmt.Sprintf(`
-static_resources:
-  listeners:
-  - name: listener_0
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: routing
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: %s
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}
-          route_config:
+	return hcmYAML(logFile, "", "", `
             name: routes
             request_headers_to_add: [{header: {key: x-level, value: config}}]
             response_headers_to_add: [{header: {key: x-level-resp, value: config}}]
-            virtual_hosts:%s
+            virtual_hosts:`+vhosts+`
             - name: main
               domains: ["*"]
               request_headers_to_add: [{header: {key: x-level, value: vhost}}]
-              routes:%s
-  clusters:%s
-`, logFile, vhosts, routes, clusters), eps
+              routes:`+routes, clusters), eps
 }
 
 // keepAlive is a client connection to the listener that sends requests

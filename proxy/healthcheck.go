@@ -28,18 +28,7 @@ type healthCheck struct {
 // is done before it returns (Envoy warms a cluster with it).
 func (p *Proxy) runHealthChecks(ctx context.Context, cl *cluster) {
 	p.healthRound(ctx, cl)
-	go func() {
-		t := time.NewTicker(cl.hc.interval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				p.healthRound(ctx, cl)
-			}
-		}
-	}()
+	go every(ctx, cl.hc.interval, func() { p.healthRound(ctx, cl) })
 }
 
 // healthRound checks every endpoint once, in parallel, and rebuilds the

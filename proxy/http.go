@@ -176,15 +176,8 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
 	h.rec.RouteName = rt.name
-	for _, f := range rt.filters {
-		delay, ans := f.decide(h)
-		if delay > 0 {
-			h.rec.Flags |= accesslog.DelayInjected
-			time.Sleep(delay)
-		}
-		if ans.code > 0 {
-			return h.localReply(ans.code, ans.flags, ans.details, ans.body)
-		}
+	if ans, ok := rt.runFilters(h, &h.rec); ok {
+		return h.localReply(ans.code, ans.flags, ans.details, ans.body)
 	}
 	switch {
 	case rt.direct != nil:

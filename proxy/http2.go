@@ -188,19 +188,12 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rec.RouteName = rt.name
-	for _, f := range rt.filters {
-		delay, ans := f.decide(s)
-		if delay > 0 {
-			s.rec.Flags |= accesslog.DelayInjected
-			time.Sleep(delay)
+	if ans, ok := rt.runFilters(s, &s.rec); ok {
+		if ans.grpcStatus >= 0 && s.grpc && ans.flags == accesslog.FaultInjected {
+			s.grpcStatus = ans.grpcStatus
 		}
-		if ans.code > 0 {
-			if ans.grpcStatus >= 0 && s.grpc && ans.flags == accesslog.FaultInjected {
-				s.grpcStatus = ans.grpcStatus
-			}
-			s.localReply(ans.code, ans.flags, ans.details, ans.body)
-			return
-		}
+		s.localReply(ans.code, ans.flags, ans.details, ans.body)
+		return
 	}
 	switch {
 	case rt.direct != nil:

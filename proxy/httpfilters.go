@@ -152,3 +152,19 @@ func (l *rateLimiter) decide(requestView) (time.Duration, localAnswer) {
 	}
 	return 0, localAnswer{code: l.status, grpcStatus: 14, flags: accesslog.RateLimited, details: "local_rate_limited", body: "local_rate_limited"}
 }
+
+// runFilters runs the route's filters on a request: it waits out their
+// delays (flag DI) and returns the first local answer, if one answers.
+func (rt *route) runFilters(r requestView, rec *accesslog.Record) (localAnswer, bool) {
+	for _, f := range rt.filters {
+		delay, ans := f.decide(r)
+		if delay > 0 {
+			rec.Flags |= accesslog.DelayInjected
+			time.Sleep(delay)
+		}
+		if ans.code > 0 {
+			return ans, true
+		}
+	}
+	return localAnswer{}, false
+}

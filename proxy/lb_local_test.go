@@ -14,33 +14,18 @@ func lbConfig(logFile, lbPolicy, hashPolicy string, endpoints []string) string {
 	for _, e := range endpoints {
 		eps += "\n        - " + e
 	}
-	return fmt.Sprintf(`
-static_resources:
-  listeners:
-  - name: listener_0
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: lb
-          access_log: [{name: envoy.access_loggers.file, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: "%s"}}]
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
+	return hcmYAML(logFile, "", "", `
             virtual_hosts:
             - name: all
               domains: ["*"]
-              routes: [{match: {prefix: "/"}, route: {cluster: up, hash_policy: %s}}]
-  clusters:
+              routes: [{match: {prefix: "/"}, route: {cluster: up, hash_policy: `+hashPolicy+`}}]`, `
   - name: up
     type: STATIC
-    lb_policy: %s
+    lb_policy: `+lbPolicy+`
     load_assignment:
       cluster_name: up
       endpoints:
-      - lb_endpoints:%s
-`, logFile, hashPolicy, lbPolicy, eps)
+      - lb_endpoints:`+eps)
 }
 
 // namedBackends start n backends that answer with their index, and

@@ -133,17 +133,7 @@ func (c *cluster) eject(ep *endpoint, enforce int) {
 // whose ejection time is over (base_ejection_time × times ejected, at
 // most max_ejection_time) and judges success rates.
 func (c *cluster) detectOutliers(ctx context.Context) {
-	d := c.outlier
-	t := time.NewTicker(d.interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case now := <-t.C:
-			c.outlierInterval(now)
-		}
-	}
+	every(ctx, c.outlier.interval, func() { c.outlierInterval(time.Now()) })
 }
 
 func (c *cluster) outlierInterval(now time.Time) {

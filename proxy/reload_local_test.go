@@ -88,7 +88,7 @@ func TestReload(t *testing.T) {
 	}
 	// A configuration that cannot run: refused, the old one stays.
 	var ps envoyconfig.Problems
-	bad := strings.Replace(sameClusters(1, 0), "stat_prefix: routing", "stat_prefix: routing\n          use_remote_address: true", 1)
+	bad := strings.Replace(sameClusters(1, 0), "stat_prefix: test", "stat_prefix: test\n          use_remote_address: true", 1)
 	if err := reload(bad); !errors.As(err, &ps) {
 		t.Fatalf("a bad configuration: %v", err)
 	}

@@ -20,25 +20,7 @@ func retryConfig(logFile string, policy string, endpoints ...uint16) string {
 	for _, p := range endpoints {
 		eps += fmt.Sprintf("\n        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}", p)
 	}
-	return fmt.Sprintf(`
-static_resources:
-  listeners:
-  - name: listener_0
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: retries
-          access_log:
-          - name: envoy.access_loggers.file
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
-              path: %s
-              log_format: {text_format_source: {inline_string: "%%REQ(:PATH)%% %%RESPONSE_CODE%% %%RESPONSE_FLAGS%% attempts=%%UPSTREAM_REQUEST_ATTEMPT_COUNT%%\n"}}
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
+	return hcmYAML(logFile, "%REQ(:PATH)% %RESPONSE_CODE% %RESPONSE_FLAGS% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT%\n", "", `
             virtual_hosts:
             - name: all
               domains: ["*"]
@@ -46,15 +28,13 @@ static_resources:
               - match: {prefix: "/"}
                 route:
                   cluster: up
-                  retry_policy: %s
-  clusters:
+                  retry_policy: `+policy, `
   - name: up
     type: STATIC
     load_assignment:
       cluster_name: up
       endpoints:
-      - lb_endpoints:%s
-`, logFile, policy, eps)
+      - lb_endpoints:`+eps)
 }
 
 // flaky is a backend whose first fail requests on a path fail as the
