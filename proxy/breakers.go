@@ -15,6 +15,11 @@ import (
 // flag UO instead of adding to the load, and a retry is not made.
 type breakers struct {
 	maxConnections, maxPending, maxRequests, maxRetries int64
+	// retryBudget, when set, replaces maxRetries: retries in flight may
+	// be budgetPercent of the requests in flight, at least minRetries.
+	retryBudget   bool
+	budgetPercent float64
+	minRetries    int64
 	// connections open to the cluster's endpoints (HTTP/1 pools, the
 	// HTTP/2 side's pools and TCP flows), requests waiting for a new
 	// connection, requests in flight, retries in flight.

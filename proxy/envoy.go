@@ -169,6 +169,15 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		if th.GetMaxRetries() != nil {
 			set(th.GetMaxRetries(), &cl.cb.maxRetries)
 		}
+		if rb := th.GetRetryBudget(); rb != nil {
+			cl.cb.retryBudget, cl.cb.budgetPercent, cl.cb.minRetries = true, 20, 3
+			if bp := rb.GetBudgetPercent(); bp != nil {
+				cl.cb.budgetPercent = bp.GetValue()
+			}
+			if mr := rb.GetMinRetryConcurrency(); mr != nil {
+				cl.cb.minRetries = int64(mr.GetValue())
+			}
+		}
 	}
 	bind := c.GetUpstreamBindConfig()
 	sources := []*corev3.SocketAddress{bind.GetSourceAddress()}
@@ -708,6 +717,15 @@ func (r *resources) retryPolicy(p *routev3.RetryPolicy, path string) *retryPolic
 	}
 	if out.backoffMax == 0 {
 		out.backoffMax = 10 * out.backoffBase
+	}
+	for i, h := range p.GetRetriableHeaders() {
+		hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
+		if h.GetStringMatch() != nil {
+			if hm.value = r.stringMatcher(h.GetStringMatch(), fmt.Sprintf("%s.retriable_headers[%d].string_match", path, i)); hm.value == nil {
+				continue
+			}
+		}
+		out.headers = append(out.headers, hm)
 	}
 	for i, hp := range p.GetRetryHostPredicate() {
 		if hp.GetTypedConfig().MessageName() != "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate" {

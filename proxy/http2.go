@@ -385,9 +385,9 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			retry = pol.retriesFailure(f)
 		case err == nil && pol != nil:
 			grpc := resp.Header.Get("Grpc-Status")
-			retry = pol.retriesStatus(resp.StatusCode, []byte(grpc))
+			retry = pol.retriesStatus(resp.StatusCode, []byte(grpc)) || pol.retriesHeaders(headerView(resp.Header))
 		}
-		if retry && left > 0 && (replayable || err != nil && s.body.n == 0) {
+		if retry && left > 0 && (replayable || err != nil && s.body.n == 0) && acquireRetry(cl) {
 			if resp != nil {
 				resp.Body.Close()
 			}
@@ -395,6 +395,7 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			left--
 			pol.backoff(attempt)
 			next, perr := pol.repick(cl, h.d.local, tried)
+			cl.cb.retries.Add(-1)
 			if perr == nil {
 				ep = next
 				s.rec.UpstreamHost = ep

@@ -224,7 +224,7 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 	if o.result == ResultOK && !o.retry && !o.policyRetry && h.resp.Code != 0 {
 		if pol := rt.retry; pol != nil && h.resp.Code >= 200 {
 			grpc, _ := h.resp.Get("grpc-status")
-			if pol.retriesStatus(h.resp.Code, grpc) {
+			if pol.retriesStatus(h.resp.Code, grpc) || pol.retriesHeaders(&h.resp) {
 				if h.retriesLeft > 0 && inline && acquireRetry(h.cl) {
 					return outcome{policyRetry: true} // the response is dropped with its connection
 				}
@@ -357,7 +357,11 @@ func isClosed(err error) bool {
 // acquireRetry takes a place in the cluster's max_retries (given back once
 // the retry has its endpoint); none left, the retry is not made.
 func acquireRetry(cl *cluster) bool {
-	if acquire(&cl.cb.retries, cl.cb.maxRetries) {
+	limit := cl.cb.maxRetries
+	if cl.cb.retryBudget {
+		limit = max(cl.cb.minRetries, int64(float64(cl.cb.requests.Load())*cl.cb.budgetPercent/100))
+	}
+	if acquire(&cl.cb.retries, limit) {
 		return true
 	}
 	cl.cb.retryOverflow.Add(1)

@@ -25,6 +25,33 @@ type retryPolicy struct {
 	// hostAttempts times.
 	previousHosts bool
 	hostAttempts  int
+	// headers are retriable_headers: a response that has any is tried
+	// again (retry_on retriable-headers).
+	headers []headerMatcher
+}
+
+// responseHeaders is what retriable_headers reads of a response.
+type responseHeaders interface {
+	Get(lowerName string) ([]byte, bool)
+}
+
+// respView lets a header matcher read a response's headers.
+type respView struct{ h responseHeaders }
+
+func (r respView) header(name string) ([]byte, bool) { return r.h.Get(name) }
+func (r respView) target() []byte                    { return nil }
+
+// retriesHeaders says whether a response's headers ask for a retry.
+func (p *retryPolicy) retriesHeaders(h responseHeaders) bool {
+	if p.on&retryRetriableHeaders == 0 {
+		return false
+	}
+	for i := range p.headers {
+		if p.headers[i].match(respView{h}) {
+			return true
+		}
+	}
+	return false
 }
 
 // retryOn is a retry_on set.
@@ -42,6 +69,7 @@ const (
 	retryGRPCDeadlineExceeded
 	retryGRPCResourceExhausted
 	retryGRPCUnavailable
+	retryRetriableHeaders
 )
 
 var retryOnNames = map[string]retryOn{
@@ -49,6 +77,7 @@ var retryOnNames = map[string]retryOn{
 	"refused-stream": retryRefusedStream, "retriable-4xx": retryRetriable4xx, "retriable-status-codes": retryStatusCodes,
 	"cancelled": retryGRPCCancelled, "deadline-exceeded": retryGRPCDeadlineExceeded,
 	"resource-exhausted": retryGRPCResourceExhausted, "unavailable": retryGRPCUnavailable,
+	"retriable-headers": retryRetriableHeaders,
 }
 
 // parseRetryOn reads a retry_on list ("5xx,reset").

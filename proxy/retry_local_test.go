@@ -53,6 +53,10 @@ func (f *flaky) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case strings.HasPrefix(r.URL.Path, "/slow"):
 			time.Sleep(time.Second)
+		case strings.HasPrefix(r.URL.Path, "/header"):
+			w.Header().Set("X-Try-Again", "1")
+			io.WriteString(w, "not this one")
+			return
 		case strings.HasPrefix(r.URL.Path, "/reset"):
 			c, _, _ := http.NewResponseController(w).Hijack()
 			c.(*net.TCPConn).SetLinger(0)
@@ -81,6 +85,7 @@ func TestRetries(t *testing.T) {
 		{"a reset before the response", "{retry_on: reset, num_retries: 1}", "/reset", "", 1, 200, "/reset 200 - attempts=2"},
 		{"per_try_timeout", "{retry_on: 5xx, num_retries: 1, per_try_timeout: 0.2s}", "/slow", "", 1, 200, "/slow 200 - attempts=2"},
 		{"a body sent again whole", "{retry_on: 5xx, num_retries: 1}", "/503", "the request body", 1, 200, "/503 200 - attempts=2"},
+		{"retriable-headers", "{retry_on: retriable-headers, retriable_headers: [{name: x-try-again, present_match: true}]}", "/header", "", 1, 200, "/header 200 - attempts=2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := &flaky{fail: tc.fail}
@@ -182,5 +187,23 @@ func TestGRPCTimeoutHonoured(t *testing.T) {
 	cp.waitLog(t, "/slow 504 UT attempts=1")
 	if v := gauge(t, cp, "envoy_cluster_upstream_rq_timeout"); v != 1 {
 		t.Errorf("upstream_rq_timeout %v", v)
+	}
+}
+
+// TestRetryBudget: a cluster's retry_budget bounds retries in flight as
+// a share of requests in flight; at 0% with no minimum, none is made.
+func TestRetryBudget(t *testing.T) {
+	f := &flaky{fail: 1}
+	_, port := backendPort(t, f.ServeHTTP)
+	logFile := filepath.Join(t.TempDir(), "access.log")
+	cp := startConfig(t, breakerConfig(logFile, "{retry_on: 5xx, num_retries: 3}",
+		"{retry_budget: {budget_percent: {value: 0}, min_retry_concurrency: 0}}", port), nil)
+	cp.logFile = logFile
+	if resp, _ := cp.keepAlive(t).do("GET", "/503", ""); resp.StatusCode != 503 {
+		t.Fatalf("%d: a retry was made past a budget of none", resp.StatusCode)
+	}
+	cp.waitLog(t, "/503 503 URX attempts=1")
+	if v := gauge(t, cp, "envoy_cluster_upstream_rq_retry_overflow"); v != 1 {
+		t.Errorf("upstream_rq_retry_overflow %v", v)
 	}
 }
