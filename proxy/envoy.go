@@ -496,6 +496,7 @@ func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string, spe
 		for j, rt := range vh.GetRoutes() {
 			rpath := fmt.Sprintf("%s.routes[%d]", vpath, j)
 			if x := r.route(rt, rpath, vhRetry, vhMut, rcMut); x != nil {
+				x.includeAttemptCount = vh.GetIncludeRequestAttemptCount()
 				x.filters = r.routeFilters(specs, rt.GetTypedPerFilterConfig(), vh.GetTypedPerFilterConfig(), rpath, vpath)
 				v.routes = append(v.routes, x)
 			}

@@ -70,6 +70,7 @@ type h1conn struct {
 	// to send again, the endpoints tried, the route's deadline.
 	retriesLeft int
 	resend      []byte
+	resent      bool // resend holds the request's body (maybe empty) for another try
 	tried       []netip.AddrPort
 	deadline    time.Time
 	// newTarget holds a rewritten request target; location a redirect's.

@@ -355,6 +355,9 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			s.body.ReadCloser = r.Body
 			out.Body = &s.body
 		}
+		if rt.includeAttemptCount {
+			r.Header.Set("X-Envoy-Attempt-Count", strconv.Itoa(attempt))
+		}
 		sentAt := time.Now()
 		cl.stats.rqTotal.Add(1)
 		if attempt > 1 {

@@ -29,7 +29,7 @@ type outcome struct {
 // replaced, once, for a request that is safe to send again.
 func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Result) {
 	pol := rt.retry
-	h.retriesLeft, h.resend, h.tried = 0, h.resend[:0], h.tried[:0]
+	h.retriesLeft, h.resend, h.resent, h.tried = 0, h.resend[:0], false, h.tried[:0]
 	if pol != nil {
 		h.retriesLeft = pol.numRetries
 	}
@@ -198,12 +198,18 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 			return h.downstreamGone()
 		}
 	}
-	out, inline := h.resend, true
-	if len(out) == 0 {
-		out = h.appendUpstreamHead(buf.b[:0])
+	// The head is written for each try (its x-envoy-attempt-count may
+	// differ); a body that came whole with it is kept for the next try.
+	out, inline := h.appendUpstreamHead(buf.b[:0]), true
+	if h.rec.AttemptCount > 1 && h.resent {
+		out = append(out, h.resend...)
+	} else {
+		head := len(out)
 		out, inline = h.inlineBody(out)
-		if inline && h.retriesLeft > 0 {
-			h.resend = append(h.resend[:0], out...) // for another try
+		if inline {
+			// Kept for another try: the retry policy's, or the one a stale
+			// pooled connection gets.
+			h.resend, h.resent = append(h.resend[:0], out[head:]...), true
 		}
 	}
 	sentAt := time.Now()

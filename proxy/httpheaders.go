@@ -90,6 +90,10 @@ func (h *h1conn) appendUpstreamHead(b []byte) []byte {
 		b = h.d.local.AppendTo(append(append(b, hostHeader...), ": "...))
 		b = append(b, "\r\n"...)
 	}
+	if h.rt != nil && h.rt.includeAttemptCount {
+		b = strconv.AppendInt(append(b, "x-envoy-attempt-count: "...), int64(h.rec.AttemptCount), 10)
+		b = append(b, "\r\n"...)
+	}
 	if req.Chunked {
 		b = http1.AppendHeader(b, transferEncoding, chunked)
 	}

@@ -34,7 +34,7 @@ func startLocal(t testing.TB, mutate func(*proxy.Config)) *localProxy {
 	cfg.OutboundPort, cfg.InboundPort = 0, 0
 	cfg.ListenAddr, cfg.ListenAddr6 = netip.MustParseAddr("127.0.0.1"), netip.Addr{}
 	cfg.InboundSource = netip.MustParseAddr("127.0.0.1")
-	cfg.HealthAddr, cfg.PrometheusAddr, cfg.AdminAddr = "", "", ""
+	cfg.HealthAddr, cfg.PrometheusAddr, cfg.AdminAddr, cfg.StatusAddr = "", "", "", ""
 	cfg.AccessLog = lp.access
 	cfg.AccessLogFormat = l4Format
 	// The L4 tests connect and wait: no protocol detection unless a test

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -205,5 +206,32 @@ func TestRetryBudget(t *testing.T) {
 	cp.waitLog(t, "/503 503 URX attempts=1")
 	if v := gauge(t, cp, "envoy_cluster_upstream_rq_retry_overflow"); v != 1 {
 		t.Errorf("upstream_rq_retry_overflow %v", v)
+	}
+}
+
+// TestAttemptCountHeader: with include_request_attempt_count, each try
+// tells the upstream which it is.
+func TestAttemptCountHeader(t *testing.T) {
+	var seen []string
+	var mu sync.Mutex
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.Header.Get("X-Envoy-Attempt-Count"))
+		n := len(seen)
+		mu.Unlock()
+		if n < 3 {
+			w.WriteHeader(503)
+		}
+	})
+	c := retryConfig(filepath.Join(t.TempDir(), "log"), "{retry_on: 5xx, num_retries: 2}", port)
+	c = strings.Replace(c, "            - name: all\n", "            - name: all\n              include_request_attempt_count: true\n", 1)
+	cp := startConfig(t, c, nil)
+	if resp, _ := cp.keepAlive(t).do("GET", "/x", ""); resp.StatusCode != 200 {
+		t.Fatalf("%d", resp.StatusCode)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(seen, ",") != "1,2,3" {
+		t.Errorf("x-envoy-attempt-count per try: %v", seen)
 	}
 }

@@ -80,6 +80,9 @@ type route struct {
 	grpcTimeoutMax, grpcTimeoutOffset time.Duration
 	retry                             *retryPolicy
 	mirrors                           []mirrorPolicy
+	// includeAttemptCount adds x-envoy-attempt-count to upstream requests
+	// (the virtual host's include_request_attempt_count).
+	includeAttemptCount bool
 	// hashPolicies make the request's key for RING_HASH and MAGLEV
 	// clusters.
 	hashPolicies []hashPolicy

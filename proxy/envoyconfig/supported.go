@@ -40,7 +40,7 @@ var supported = map[string][]string{
 	"envoy.config.listener.v3.ListenerFilter":                                        {"name", "typed_config"},
 	"envoy.config.accesslog.v3.AccessLog":                                            {"name", "typed_config"},
 	"envoy.config.route.v3.RouteConfiguration":                                       {"name", "virtual_hosts", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
-	"envoy.config.route.v3.VirtualHost":                                              {"name", "domains", "routes", "typed_per_filter_config", "retry_policy", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
+	"envoy.config.route.v3.VirtualHost":                                              {"name", "domains", "routes", "include_request_attempt_count", "typed_per_filter_config", "retry_policy", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
 	"envoy.config.route.v3.Route":                                                    {"name", "match", "route", "typed_per_filter_config", "redirect", "direct_response", "request_headers_to_add", "request_headers_to_remove", "response_headers_to_add", "response_headers_to_remove"},
 	"envoy.config.route.v3.RouteMatch":                                               {"prefix", "path", "connect_matcher", "safe_regex", "path_separated_prefix", "case_sensitive", "headers", "query_parameters", "grpc"},
 	"envoy.config.route.v3.RouteMatch.ConnectMatcher":                                {},
