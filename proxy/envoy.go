@@ -439,7 +439,8 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 	m := &httpManager{statPrefix: h.GetStatPrefix(), rejectHTTP10: !h.GetHttpProtocolOptions().GetAcceptHttp_10(),
 		generateRequestID: h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue(),
 		streamIdle:        durationOr(h.GetStreamIdleTimeout(), envoyStreamIdle), idle: r.opt.idle,
-		upgrades: map[string]bool{}, logs: r.accessLogs(h.GetAccessLog(), path+".access_log"), clusters: r.clusters}
+		upgrades: map[string]bool{}, logs: r.accessLogs(h.GetAccessLog(), path+".access_log"), clusters: r.clusters,
+		requestTimeout: durationOr(h.GetRequestTimeout(), 0)}
 	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP1 {
 		m.codec = ProtocolHTTP1
 	}

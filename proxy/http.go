@@ -39,6 +39,9 @@ type httpManager struct {
 	logs             []logger
 	// clusters are its configuration's, for cluster_header.
 	clusters map[string]*cluster
+	// requestTimeout bounds the arrival of a request's body, from its
+	// head (request_timeout; 0 for none): past it, 408.
+	requestTimeout time.Duration
 }
 
 // h1conn is one downstream HTTP/1 connection and the request on it.

@@ -224,6 +224,11 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 	if inline {
 		h.rec.RequestDuration = time.Since(h.rec.Start)
 	} else {
+		if t := h.hcm.requestTimeout; t > 0 {
+			// request_timeout: the rest of the body must arrive in time.
+			_ = h.d.c.SetReadDeadline(h.rec.Start.Add(t))
+			defer h.d.c.SetReadDeadline(time.Time{})
+		}
 		body = h.startBody(uc)
 	}
 	o := h.awaitResponse(uc, inline, body, sentAt)
@@ -263,6 +268,11 @@ func (h *h1conn) awaitResponse(uc *upstreamConn, inline bool, body *pendingBody,
 		if err != nil {
 			gone := w != nil && w.stop()
 			if res, ok := body.poll(); ok && res.downstream != nil {
+				if errors.Is(res.downstream, os.ErrDeadlineExceeded) {
+					h.resp.Code = 0
+					h.localReply(408, 0, "request_overall_timeout", "request timeout")
+					return outcome{}
+				}
 				gone = true // the client left mid-body; the upstream was reset for it
 			}
 			h.resp.Code = 0

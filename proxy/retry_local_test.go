@@ -235,3 +235,22 @@ func TestAttemptCountHeader(t *testing.T) {
 		t.Errorf("x-envoy-attempt-count per try: %v", seen)
 	}
 }
+
+// TestRequestTimeout: the connection manager's request_timeout bounds
+// the arrival of a request's body: a client that stalls mid-body gets
+// 408.
+func TestRequestTimeout(t *testing.T) {
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { io.ReadAll(r.Body) })
+	logFile := filepath.Join(t.TempDir(), "log")
+	c := strings.Replace(retryConfig(logFile, "{retry_on: 5xx}", port), "          stat_prefix: test\n", "          stat_prefix: test\n          request_timeout: 0.3s\n", 1)
+	cp := startConfig(t, c, nil)
+	cp.logFile = logFile
+	k := cp.keepAlive(t)
+	_ = k.c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(k.c, "POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nonly the start")
+	resp, err := http.ReadResponse(k.br, nil)
+	if err != nil || resp.StatusCode != 408 {
+		t.Fatalf("%v %v, want 408", resp, err)
+	}
+	cp.waitLog(t, "/upload 408 ")
+}

@@ -104,7 +104,7 @@ var supported = map[string][]string{
 	"envoy.extensions.filters.listener.http_inspector.v3.HttpInspector":              {},
 	"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":                {},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {
-		"stat_prefix", "codec_type", "route_config", "http_filters", "access_log", "stream_idle_timeout",
+		"stat_prefix", "request_timeout", "codec_type", "route_config", "http_filters", "access_log", "stream_idle_timeout",
 		"generate_request_id", "http_protocol_options", "upgrade_configs"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig": {"upgrade_type"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                          {"name", "typed_config"},
