@@ -234,8 +234,10 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}()
 	bgCtx, stopBG := context.WithCancel(ctx)
 	defer stopBG()
+	p.reloadMu.Lock() // a reload waits for the first clusters to start
 	p.bg = bgCtx
 	p.startClusters(bgCtx, g.clusters)
+	p.reloadMu.Unlock()
 	var acceptors sync.WaitGroup
 	for _, c := range p.capture {
 		acceptors.Add(1)
