@@ -13,11 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/envoytest"
 	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
@@ -265,28 +265,9 @@ func TestConfigProblems(t *testing.T) {
 
 // hcmYAML is a bootstrap whose listener_0, on a free loopback port, runs
 // an HTTP connection manager: its access log to logFile (in logFormat;
-// "" for Envoy's default), filters before the router (flow entries, each
-// followed by ", "), routeConfig (route_config's fields, indented to
-// match) and clusters (static_resources.clusters' entries).
+// "" for Envoy's default), filters before the router, routeConfig and
+// clusters (see envoytest.HCM).
 func hcmYAML(logFile, logFormat, filters, routeConfig, clusters string) string {
-	format := ""
-	if logFormat != "" {
-		format = ", log_format: {text_format_source: {inline_string: " + strconv.Quote(logFormat) + "}}"
-	}
-	return fmt.Sprintf(`
-static_resources:
-  listeners:
-  - name: listener_0
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: test
-          access_log: [{name: envoy.access_loggers.file, typed_config: {"@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog, path: %s%s}}]
-          http_filters: [%s{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:%s
-  clusters:%s
-`, strconv.Quote(logFile), format, filters, routeConfig, clusters)
+	return envoytest.HCM{AccessLogs: []string{envoytest.FileLog(logFile, logFormat)}, Filters: filters,
+		RouteConfig: routeConfig, Clusters: clusters}.YAML()
 }

@@ -2,11 +2,10 @@ package proxy
 
 import (
 	"bytes"
-	"fmt"
 	"io"
-	"strings"
 	"testing"
 
+	"github.com/shunt-dev/shunt/internal/envoytest"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
 	"github.com/shunt-dev/shunt/proxy/http1"
 )
@@ -15,37 +14,9 @@ import (
 // routes each, prefix, header and regex matches over 3 clusters.
 func bigRouteConfig(tb testing.TB) *routeConfig {
 	tb.Helper()
-	var vhosts strings.Builder
-	for v := range 50 {
-		fmt.Fprintf(&vhosts, "\n            - name: svc%d\n              domains: [\"svc%d.shop.svc.cluster.local\", \"svc%d\"]\n              routes:", v, v, v)
-		for r := range 10 {
-			cluster := []string{"a", "b", "c"}[r%3]
-			switch r % 3 {
-			case 0:
-				fmt.Fprintf(&vhosts, "\n              - {match: {prefix: \"/api/v%d/\"}, route: {cluster: %s}}", r, cluster)
-			case 1:
-				fmt.Fprintf(&vhosts, "\n              - {match: {prefix: \"/api/\", headers: [{name: x-version, string_match: {exact: \"v%d\"}}]}, route: {cluster: %s}}", r, cluster)
-			default:
-				fmt.Fprintf(&vhosts, "\n              - {match: {safe_regex: {regex: \"/items/[0-9]+/r%d\"}}, route: {cluster: %s}}", r, cluster)
-			}
-		}
-	}
-	config := `
-static_resources:
-  listeners:
-  - name: l
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: big
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
-            virtual_hosts:` + vhosts.String() + `
-  clusters: [{name: a, type: STATIC}, {name: b, type: STATIC}, {name: c, type: STATIC}]
-`
+	config := envoytest.HCM{RouteConfig: `
+            virtual_hosts:` + envoytest.VirtualHosts(50),
+		Clusters: "\n  - {name: a, type: STATIC}\n  - {name: b, type: STATIC}\n  - {name: c, type: STATIC}"}.YAML()
 	b, err := envoyconfig.Parse([]byte(config))
 	if err != nil {
 		tb.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/shunt-dev/shunt/internal/envoytest"
 	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
@@ -108,25 +109,9 @@ func TestSeedEnvoyConfig(t *testing.T) {
 // requests all succeed, both versions answer.
 func TestSeedCanaryWithRetries(t *testing.T) {
 	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
-	config := `
-static_resources:
-  listeners:
-  - name: listener_0
-    address: {socket_address: {address: 0.0.0.0, port_value: 10000}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: canary
-          http_protocol_options: {accept_http_10: true}
-          access_log:
-          - name: envoy.access_loggers.stdout
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.access_loggers.stream.v3.StdoutAccessLog
-              log_format: {text_format_source: {inline_string: "%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_CLUSTER% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT%\n"}}
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config:
+	config := envoytest.HCM{Address: "0.0.0.0", Port: 10000, Fields: []string{"http_protocol_options: {accept_http_10: true}"},
+		AccessLogs: []string{envoytest.StdoutLog("%REQ(:PATH)% %RESPONSE_CODE% %UPSTREAM_CLUSTER% attempts=%UPSTREAM_REQUEST_ATTEMPT_COUNT%\n")},
+		RouteConfig: `
             virtual_hosts:
             - name: backend
               domains: ["*"]
@@ -134,15 +119,8 @@ static_resources:
               - match: {prefix: "/test"}
                 route:
                   weighted_clusters: {clusters: [{name: v1, weight: 50}, {name: v2, weight: 50}]}
-                  retry_policy: {retry_on: 5xx, num_retries: 2}
-  clusters:
-  - name: v1
-    type: STATIC
-    load_assignment: {cluster_name: v1, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.1.0.1, port_value: 10000}}}}]}]}
-  - name: v2
-    type: STATIC
-    load_assignment: {cluster_name: v2, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 10.1.0.1, port_value: 10001}}}}]}]}
-`
+                  retry_policy: {retry_on: 5xx, num_retries: 2}`,
+		Clusters: envoytest.StaticCluster("v1", "10.1.0.1", 10000) + envoytest.StaticCluster("v2", "10.1.0.1", 10001)}.YAML()
 	name := "shunt-canary-" + strconv.Itoa(os.Getpid())
 	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
 		ShuntBin: testnet.ShuntBinary(t), EnvoyConfig: config})
