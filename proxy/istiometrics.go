@@ -180,11 +180,7 @@ func (m *istioMetrics) newRequestSeries(k requestKey) *requestSeries {
 	values := append(m.peerValues(k.dir, service, name), proto, strconv.Itoa(k.code), k.grpcStatus, k.flags.String(), securityPolicy(k.dir))
 	s := &requestSeries{count: m.requests.WithLabelValues(values...), duration: m.duration.WithLabelValues(values...),
 		reqBytes: m.reqBytes.WithLabelValues(values...), rspBytes: m.respBytes.WithLabelValues(values...)}
-	next := make(map[requestKey]*requestSeries, len(cur)+1)
-	for kk, v := range cur {
-		next[kk] = v
-	}
-	next[k] = s
+	next := withEntry(cur, k, s)
 	m.requestS.Store(&next)
 	return s
 }
@@ -208,11 +204,7 @@ func (m *istioMetrics) tcp(dir Direction, serviceName string, flags accesslog.Fl
 	values := append(m.peerValues(dir, "unknown", name), "tcp", flags.String(), securityPolicy(dir))
 	s := &tcpSeries{sent: m.tcpSent.WithLabelValues(values...), received: m.tcpRecv.WithLabelValues(values...),
 		opened: m.tcpOpened.WithLabelValues(values...), closed: m.tcpClosed.WithLabelValues(values...)}
-	next := make(map[tcpKey]*tcpSeries, len(cur)+1)
-	for kk, v := range cur {
-		next[kk] = v
-	}
-	next[k] = s
+	next := withEntry(cur, k, s)
 	m.tcpS.Store(&next)
 	return s
 }
@@ -233,4 +225,15 @@ func serviceOf(authority string) string {
 		return authority[:i]
 	}
 	return authority
+}
+
+// withEntry is a copy of m with k set to v: the series maps are read
+// without a lock and replaced whole.
+func withEntry[K comparable, V any](m map[K]V, k K, v V) map[K]V {
+	next := make(map[K]V, len(m)+1)
+	for kk, vv := range m {
+		next[kk] = vv
+	}
+	next[k] = v
+	return next
 }
