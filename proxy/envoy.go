@@ -28,6 +28,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
@@ -152,23 +153,11 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 			r.add(p+".priority", "not implemented by shunt: HIGH (routes have no priority in shunt)")
 			continue
 		}
-		set := func(v interface{ GetValue() uint32 }, limit *int64) {
-			if v != nil {
-				*limit = int64(v.GetValue())
-			}
-		}
-		if th.GetMaxConnections() != nil {
-			set(th.GetMaxConnections(), &cl.cb.maxConnections)
-		}
-		if th.GetMaxPendingRequests() != nil {
-			set(th.GetMaxPendingRequests(), &cl.cb.maxPending)
-		}
-		if th.GetMaxRequests() != nil {
-			set(th.GetMaxRequests(), &cl.cb.maxRequests)
-		}
-		if th.GetMaxRetries() != nil {
-			set(th.GetMaxRetries(), &cl.cb.maxRetries)
-		}
+		cb := &cl.cb
+		cb.maxConnections = int64(u32Or(th.GetMaxConnections(), uint32(cb.maxConnections)))
+		cb.maxPending = int64(u32Or(th.GetMaxPendingRequests(), uint32(cb.maxPending)))
+		cb.maxRequests = int64(u32Or(th.GetMaxRequests(), uint32(cb.maxRequests)))
+		cb.maxRetries = int64(u32Or(th.GetMaxRetries(), uint32(cb.maxRetries)))
 		if rb := th.GetRetryBudget(); rb != nil {
 			cl.cb.retryBudget, cl.cb.budgetPercent, cl.cb.minRetries = true, 20, 3
 			if bp := rb.GetBudgetPercent(); bp != nil {
@@ -600,13 +589,7 @@ func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy,
 			r.add(fmt.Sprintf("%s.request_mirror_policies[%d].cluster", apath, i), "invalid: no cluster named %q", m.GetCluster())
 			continue
 		}
-		f := fraction{1, 1}
-		if rf := m.GetRuntimeFraction(); rf != nil {
-			f = fraction{uint64(rf.GetDefaultValue().GetNumerator()), map[typev3.FractionalPercent_DenominatorType]uint64{
-				typev3.FractionalPercent_HUNDRED: 100, typev3.FractionalPercent_TEN_THOUSAND: 10000,
-				typev3.FractionalPercent_MILLION: 1000000}[rf.GetDefaultValue().GetDenominator()]}
-		}
-		out.mirrors = append(out.mirrors, mirrorPolicy{cluster: cl, fraction: f})
+		out.mirrors = append(out.mirrors, mirrorPolicy{cluster: cl, fraction: fractionOf(m.GetRuntimeFraction().GetDefaultValue())})
 	}
 	if msd := a.GetMaxStreamDuration(); msd != nil {
 		if msd.GetMaxStreamDuration() != nil {
@@ -922,28 +905,22 @@ func (r *resources) outlierDetection(o *clusterv3.OutlierDetection, path string)
 	if o == nil {
 		return nil
 	}
-	u32 := func(v interface{ GetValue() uint32 }, isNil bool, def uint32) uint32 {
-		if isNil {
-			return def
-		}
-		return v.GetValue()
-	}
 	d := &outlierDetector{
-		consec5xx:              int32(u32(o.GetConsecutive_5Xx(), o.GetConsecutive_5Xx() == nil, 5)),
-		consecGateway:          int32(u32(o.GetConsecutiveGatewayFailure(), o.GetConsecutiveGatewayFailure() == nil, 5)),
-		consecLocal:            int32(u32(o.GetConsecutiveLocalOriginFailure(), o.GetConsecutiveLocalOriginFailure() == nil, 5)),
-		enforce5xx:             int(u32(o.GetEnforcingConsecutive_5Xx(), o.GetEnforcingConsecutive_5Xx() == nil, 100)),
-		enforceGateway:         int(u32(o.GetEnforcingConsecutiveGatewayFailure(), o.GetEnforcingConsecutiveGatewayFailure() == nil, 0)),
-		enforceLocal:           int(u32(o.GetEnforcingConsecutiveLocalOriginFailure(), o.GetEnforcingConsecutiveLocalOriginFailure() == nil, 100)),
+		consec5xx:              int32(u32Or(o.GetConsecutive_5Xx(), 5)),
+		consecGateway:          int32(u32Or(o.GetConsecutiveGatewayFailure(), 5)),
+		consecLocal:            int32(u32Or(o.GetConsecutiveLocalOriginFailure(), 5)),
+		enforce5xx:             int(u32Or(o.GetEnforcingConsecutive_5Xx(), 100)),
+		enforceGateway:         int(u32Or(o.GetEnforcingConsecutiveGatewayFailure(), 0)),
+		enforceLocal:           int(u32Or(o.GetEnforcingConsecutiveLocalOriginFailure(), 100)),
 		splitLocal:             o.GetSplitExternalLocalOriginErrors(),
 		interval:               durationOr(o.GetInterval(), 10*time.Second),
 		baseEjection:           durationOr(o.GetBaseEjectionTime(), 30*time.Second),
 		maxEjection:            durationOr(o.GetMaxEjectionTime(), 300*time.Second),
-		maxEjectionPercent:     int(u32(o.GetMaxEjectionPercent(), o.GetMaxEjectionPercent() == nil, 10)),
-		successRateMinHosts:    int64(u32(o.GetSuccessRateMinimumHosts(), o.GetSuccessRateMinimumHosts() == nil, 5)),
-		successRateVolume:      int64(u32(o.GetSuccessRateRequestVolume(), o.GetSuccessRateRequestVolume() == nil, 100)),
-		successRateStdevFactor: float64(u32(o.GetSuccessRateStdevFactor(), o.GetSuccessRateStdevFactor() == nil, 1900)) / 1000,
-		enforceSuccessRate:     int(u32(o.GetEnforcingSuccessRate(), o.GetEnforcingSuccessRate() == nil, 100)),
+		maxEjectionPercent:     int(u32Or(o.GetMaxEjectionPercent(), 10)),
+		successRateMinHosts:    int64(u32Or(o.GetSuccessRateMinimumHosts(), 5)),
+		successRateVolume:      int64(u32Or(o.GetSuccessRateRequestVolume(), 100)),
+		successRateStdevFactor: float64(u32Or(o.GetSuccessRateStdevFactor(), 1900)) / 1000,
+		enforceSuccessRate:     int(u32Or(o.GetEnforcingSuccessRate(), 100)),
 	}
 	if d.interval <= 0 {
 		r.add(path+".interval", "invalid: it must be positive")
@@ -1022,14 +999,6 @@ func (r *resources) routeFilters(specs []filterSpec, route, vhost map[string]*an
 
 // httpFilter makes a fault or local rate limit filter.
 func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
-	pct := func(p *typev3.FractionalPercent) fraction {
-		if p == nil {
-			return fraction{1, 1}
-		}
-		den := map[typev3.FractionalPercent_DenominatorType]uint64{typev3.FractionalPercent_HUNDRED: 100,
-			typev3.FractionalPercent_TEN_THOUSAND: 10000, typev3.FractionalPercent_MILLION: 1000000}[p.GetDenominator()]
-		return fraction{uint64(p.GetNumerator()), den}
-	}
 	switch m := msg.(type) {
 	case *faultv3.HTTPFault:
 		f := &faultFilter{maxActive: int64(m.GetMaxActiveFaults().GetValue())}
@@ -1041,10 +1010,10 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 			f.headers = append(f.headers, hm)
 		}
 		if d := m.GetDelay(); d != nil {
-			f.hasDelay, f.delay, f.headerDelay, f.delayPercent = true, durationOr(d.GetFixedDelay(), 0), d.GetHeaderDelay() != nil, pct(d.GetPercentage())
+			f.hasDelay, f.delay, f.headerDelay, f.delayPercent = true, durationOr(d.GetFixedDelay(), 0), d.GetHeaderDelay() != nil, fractionOf(d.GetPercentage())
 		}
 		if a := m.GetAbort(); a != nil {
-			f.hasAbort, f.abortStatus, f.headerAbort, f.abortPercent = true, int(a.GetHttpStatus()), a.GetHeaderAbort() != nil, pct(a.GetPercentage())
+			f.hasAbort, f.abortStatus, f.headerAbort, f.abortPercent = true, int(a.GetHttpStatus()), a.GetHeaderAbort() != nil, fractionOf(a.GetPercentage())
 			f.abortGRPC = -1
 			if _, ok := a.GetErrorType().(*faultv3.FaultAbort_GrpcStatus); ok {
 				f.abortGRPC = int(a.GetGrpcStatus())
@@ -1066,13 +1035,31 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 			l.status = int(s.GetCode())
 		}
 		if e := m.GetFilterEnabled(); e != nil {
-			l.enabled = pct(e.GetDefaultValue())
+			l.enabled = fractionOf(e.GetDefaultValue())
 		}
 		if e := m.GetFilterEnforced(); e != nil {
-			l.enforced = pct(e.GetDefaultValue())
+			l.enforced = fractionOf(e.GetDefaultValue())
 		}
 		return l
 	}
 	r.add(path, "not implemented by shunt: %s as an HTTP filter (shunt runs fault, local_ratelimit and the router)", msg.ProtoReflect().Descriptor().FullName())
 	return nil
+}
+
+// u32Or is a wrapper's value, or def when it is unset.
+func u32Or(v *wrapperspb.UInt32Value, def uint32) uint32 {
+	if v == nil {
+		return def
+	}
+	return v.GetValue()
+}
+
+// fractionOf is a FractionalPercent; unset is all.
+func fractionOf(p *typev3.FractionalPercent) fraction {
+	if p == nil {
+		return fraction{1, 1}
+	}
+	den := map[typev3.FractionalPercent_DenominatorType]uint64{typev3.FractionalPercent_HUNDRED: 100,
+		typev3.FractionalPercent_TEN_THOUSAND: 10000, typev3.FractionalPercent_MILLION: 1000000}[p.GetDenominator()]
+	return fraction{uint64(p.GetNumerator()), den}
 }

@@ -31,10 +31,7 @@ type localAnswer struct {
 type fraction struct{ numerator, denominator uint64 }
 
 func (f fraction) hit() bool {
-	if f.denominator == 0 || f.numerator >= f.denominator {
-		return f.numerator > 0 || f.denominator == 0
-	}
-	return rand.Uint64N(f.denominator) < f.numerator
+	return f.denominator == 0 || rand.Uint64N(f.denominator) < f.numerator
 }
 
 // faultFilter is Envoy's envoy.filters.http.fault: a delay and an abort,

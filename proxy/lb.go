@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
 	"net/netip"
@@ -391,7 +392,7 @@ func (rt *route) hashKey(r requestView, source netip.Addr) (key uint64, ok bool)
 func cookieValue(header []byte, name string) ([]byte, bool) {
 	for len(header) > 0 {
 		var part []byte
-		if i := indexByte(header, ';'); i >= 0 {
+		if i := bytes.IndexByte(header, ';'); i >= 0 {
 			part, header = header[:i], header[i+1:]
 		} else {
 			part, header = header, nil
@@ -407,36 +408,12 @@ func cookieValue(header []byte, name string) ([]byte, bool) {
 }
 
 // queryValue finds a query parameter's raw value in a target.
-func queryValue(target []byte, name string) ([]byte, bool) {
-	i := indexByte(target, '?')
-	if i < 0 {
-		return nil, false
-	}
-	q := target[i+1:]
-	for len(q) > 0 {
-		var kv []byte
-		if j := indexByte(q, '&'); j >= 0 {
-			kv, q = q[:j], q[j+1:]
-		} else {
-			kv, q = q, nil
-		}
-		if len(kv) >= len(name) && string(kv[:len(name)]) == name && (len(kv) == len(name) || kv[len(name)] == '=') {
-			if len(kv) == len(name) {
-				return nil, true
-			}
-			return kv[len(name)+1:], true
-		}
-	}
-	return nil, false
-}
-
-func indexByte(b []byte, c byte) int {
-	for i, x := range b {
-		if x == c {
-			return i
-		}
-	}
-	return -1
+func queryValue(target []byte, name string) (value []byte, found bool) {
+	queryParams(target, func(k, v []byte) bool {
+		value, found = v, string(k) == name
+		return !found
+	})
+	return value, found
 }
 
 // randPercent is a random number in [0, 100).

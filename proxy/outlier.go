@@ -149,8 +149,8 @@ func (c *cluster) outlierInterval(now time.Time) {
 		if !h.ejected.Load() {
 			continue
 		}
-		for_ := min(d.baseEjection*time.Duration(h.ejections), max(d.maxEjection, d.baseEjection))
-		if now.UnixNano()-h.ejectedAt >= int64(for_) {
+		ejectedFor := min(d.baseEjection*time.Duration(h.ejections), max(d.maxEjection, d.baseEjection))
+		if now.UnixNano()-h.ejectedAt >= int64(ejectedFor) {
 			h.ejected.Store(false)
 			changed = true
 		}

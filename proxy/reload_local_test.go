@@ -60,7 +60,7 @@ func TestReload(t *testing.T) {
 	}
 	// The same clusters, other weights: every reload keeps them.
 	sameClusters := func(wa, wb int) string {
-		return strings.Replace(first, "{name: a, weight: 1}, {name: b, weight: 0}", "{name: a, weight: "+itoa(wa)+"}, {name: b, weight: "+itoa(wb)+"}", 1)
+		return strings.Replace(first, "{name: a, weight: 1}, {name: b, weight: 0}", "{name: a, weight: "+strconv.Itoa(wa)+"}, {name: b, weight: "+strconv.Itoa(wb)+"}", 1)
 	}
 	for i := range 10 {
 		wa, wb := 1, 0
@@ -106,5 +106,3 @@ func TestReload(t *testing.T) {
 		t.Errorf("config_dump does not show the configuration in force")
 	}
 }
-
-func itoa(n int) string { return strconv.Itoa(n) }

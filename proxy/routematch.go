@@ -98,34 +98,37 @@ type queryMatcher struct {
 }
 
 func (m *queryMatcher) match(target []byte) bool {
-	q := target
-	if i := bytes.IndexByte(q, '?'); i >= 0 {
-		q = q[i+1:]
-	} else {
-		return false
+	found := false
+	queryParams(target, func(k, v []byte) bool {
+		found = string(k) == m.name && (m.value == nil || m.value.match(v)) // no value matcher: present
+		return !found
+	})
+	return found
+}
+
+// queryParams calls fn with each raw key and value of a target's query,
+// in order, while fn returns true.
+func queryParams(target []byte, fn func(k, v []byte) bool) {
+	i := bytes.IndexByte(target, '?')
+	if i < 0 {
+		return
 	}
+	q := target[i+1:]
 	for len(q) > 0 {
-		var kv []byte
-		if i := bytes.IndexByte(q, '&'); i >= 0 {
-			kv, q = q[:i], q[i+1:]
+		kv := q
+		if j := bytes.IndexByte(q, '&'); j >= 0 {
+			kv, q = q[:j], q[j+1:]
 		} else {
-			kv, q = q, nil
+			q = nil
 		}
 		k, v := kv, []byte(nil)
-		if i := bytes.IndexByte(kv, '='); i >= 0 {
-			k, v = kv[:i], kv[i+1:]
+		if j := bytes.IndexByte(kv, '='); j >= 0 {
+			k, v = kv[:j], kv[j+1:]
 		}
-		if string(k) != m.name {
-			continue
-		}
-		if m.value == nil {
-			return true // present
-		}
-		if m.value.match(v) {
-			return true
+		if !fn(k, v) {
+			return
 		}
 	}
-	return false
 }
 
 // matches says whether rt takes the request; path is the target's path.

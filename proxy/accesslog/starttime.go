@@ -6,6 +6,10 @@ import (
 	"time"
 )
 
+// strftimeLayouts are the conversions Go's time layouts spell.
+var strftimeLayouts = map[byte]string{'e': "_2", 'T': "15:04:05", 'F': "2006-01-02", 'a': "Mon", 'A': "Monday",
+	'b': "Jan", 'h': "Jan", 'B': "January", 'z': "-0700", 'Z': "MST"}
+
 // startTime compiles %START_TIME(FORMAT)%: strftime's conversions as Envoy
 // takes them (UTC), with %s for epoch seconds and %f / %1f…%9f for the
 // fraction of the second. The default is %Y-%m-%dT%H:%M:%S.%3fZ.
@@ -36,6 +40,10 @@ func startTime(layout string) (op, error) {
 			digits = int(c - '0')
 			i++
 		}
+		if l, ok := strftimeLayouts[layout[i]]; ok {
+			pieces = append(pieces, goLayout(l))
+			continue
+		}
 		switch layout[i] {
 		case 'Y':
 			pieces = append(pieces, pad(4, func(t time.Time) int { return t.Year() }))
@@ -45,8 +53,6 @@ func startTime(layout string) (op, error) {
 			pieces = append(pieces, pad(2, func(t time.Time) int { return int(t.Month()) }))
 		case 'd':
 			pieces = append(pieces, pad(2, func(t time.Time) int { return t.Day() }))
-		case 'e':
-			pieces = append(pieces, goLayout("_2"))
 		case 'H':
 			pieces = append(pieces, pad(2, func(t time.Time) int { return t.Hour() }))
 		case 'M':
@@ -55,22 +61,6 @@ func startTime(layout string) (op, error) {
 			pieces = append(pieces, pad(2, func(t time.Time) int { return t.Second() }))
 		case 'j':
 			pieces = append(pieces, pad(3, func(t time.Time) int { return t.YearDay() }))
-		case 'T':
-			pieces = append(pieces, goLayout("15:04:05"))
-		case 'F':
-			pieces = append(pieces, goLayout("2006-01-02"))
-		case 'a':
-			pieces = append(pieces, goLayout("Mon"))
-		case 'A':
-			pieces = append(pieces, goLayout("Monday"))
-		case 'b', 'h':
-			pieces = append(pieces, goLayout("Jan"))
-		case 'B':
-			pieces = append(pieces, goLayout("January"))
-		case 'z':
-			pieces = append(pieces, goLayout("-0700"))
-		case 'Z':
-			pieces = append(pieces, goLayout("MST"))
 		case 's':
 			pieces = append(pieces, func(b []byte, t time.Time) []byte { return strconv.AppendInt(b, t.Unix(), 10) })
 		case 'f':
