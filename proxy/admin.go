@@ -127,14 +127,16 @@ func (p *Proxy) adminHandler() http.Handler {
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "/config_dump  the configuration it runs, as Envoy's resources (Envoy's JSON)\n"+
 			"/server_info  its settings beyond them: limits, workers, threads, drain (JSON)\n"+
-			"/stats        the metrics (Prometheus text)\n"+
+			"/stats        Envoy's stats by Envoy's names (?filter=RE, ?usedonly, ?format=json|prometheus)\n"+
+			"/stats/prometheus  all metrics, Istio's and shunt's too (Prometheus text)\n"+
 			"/ready        readiness, as /healthz/ready\n"+
 			"/logging      the log level; POST /logging?level=debug|info|warn|error changes it\n"+
 			"/debug/pprof/ Go profiles of the running proxy\n")
 	})
 	mux.HandleFunc("GET /config_dump", p.serveConfigDump)
 	mux.HandleFunc("GET /server_info", p.serveConfig)
-	mux.HandleFunc("GET /stats", p.servePrometheus)
+	mux.HandleFunc("GET /stats", p.serveStats)
+	mux.HandleFunc("GET /stats/prometheus", p.servePrometheus)
 	mux.HandleFunc("GET /ready", p.serveReady)
 	mux.HandleFunc("GET /logging", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "level: %s\n", strings.ToLower(p.level.Level().String()))

@@ -60,7 +60,7 @@ type cluster struct {
 
 	poolLimits poolLimits
 	cb         breakers
-	stats      clusterCounters
+	stats      *clusterCounters // kept across reloads, by name
 	mu         sync.Mutex
 	pools      map[netip.AddrPort]*pool
 	// upstreamProtocol and transports: requests that came over HTTP/2

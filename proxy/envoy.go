@@ -72,6 +72,9 @@ type buildOptions struct {
 	// destination.
 	previous map[string]*cluster
 	sinks    map[string]*accessLog
+	// store keeps the stats of clusters, routes and connection managers
+	// by name, across reloads; nil for a new one.
+	store *statStore
 }
 
 func (r *resources) add(path, format string, args ...any) {
@@ -81,6 +84,9 @@ func (r *resources) add(path, format string, args ...any) {
 // build turns a checked bootstrap into what the proxy runs, or returns
 // envoyconfig.Problems naming every field it cannot run.
 func build(b *bootstrapv3.Bootstrap, opt buildOptions) (*resources, error) {
+	if opt.store == nil {
+		opt.store = newStatStore()
+	}
 	r := &resources{clusters: map[string]*cluster{}, sinks: map[string]*accessLog{}, loggers: map[string]logger{}, opt: opt}
 	if a := b.GetAdmin().GetAddress(); a != nil {
 		ap, ok := r.socketAddress(a, "admin.address")
@@ -134,7 +140,7 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		r.clusters[name] = prev
 		return
 	}
-	cl := &cluster{name: name, connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits,
+	cl := &cluster{name: name, stats: r.opt.store.cluster(name), connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits,
 		cb: defaultBreakers(), panicThreshold: 50}
 	if pt := c.GetCommonLbConfig().GetHealthyPanicThreshold(); pt != nil {
 		cl.panicThreshold = int(pt.GetValue())
@@ -429,7 +435,7 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 		generateRequestID: h.GetGenerateRequestId() == nil || h.GetGenerateRequestId().GetValue(),
 		streamIdle:        durationOr(h.GetStreamIdleTimeout(), envoyStreamIdle), idle: r.opt.idle,
 		upgrades: map[string]bool{}, logs: r.accessLogs(h.GetAccessLog(), path+".access_log"), clusters: r.clusters,
-		requestTimeout: durationOr(h.GetRequestTimeout(), 0)}
+		requestTimeout: durationOr(h.GetRequestTimeout(), 0), stats: r.opt.store.hcm(h.GetStatPrefix())}
 	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP1 {
 		m.codec = ProtocolHTTP1
 	}
@@ -487,6 +493,9 @@ func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string, spe
 			rpath := fmt.Sprintf("%s.routes[%d]", vpath, j)
 			if x := r.route(rt, rpath, vhRetry, vhMut, rcMut); x != nil {
 				x.includeAttemptCount = vh.GetIncludeRequestAttemptCount()
+				if p := rt.GetStatPrefix(); p != "" {
+					x.stats = r.opt.store.route(vh.GetName(), p)
+				}
 				x.filters = r.routeFilters(specs, rt.GetTypedPerFilterConfig(), vh.GetTypedPerFilterConfig(), rpath, vpath)
 				v.routes = append(v.routes, x)
 			}

@@ -42,6 +42,19 @@ type httpManager struct {
 	// requestTimeout bounds the arrival of a request's body, from its
 	// head (request_timeout; 0 for none): past it, 408.
 	requestTimeout time.Duration
+	stats          *hcmStats // http.<stat_prefix>.*, kept across reloads
+}
+
+// done counts a finished request in the manager's stats, and in its
+// route's and its cluster's.
+func (m *httpManager) done(rt *route, cl *cluster, rec *accesslog.Record) {
+	m.stats.done(rec)
+	if rt != nil {
+		rt.stats.done(rec)
+	}
+	if cl != nil {
+		cl.stats.done(rec)
+	}
 }
 
 // h1conn is one downstream HTTP/1 connection and the request on it.
@@ -69,6 +82,9 @@ type h1conn struct {
 	// retry policy.
 	rt *route
 	cl *cluster
+	// matched is the route the request matched, for its stats: unlike
+	// rt, also one that answers directly.
+	matched *route
 	// The request's retries: how many are left, its head and body kept
 	// to send again, the endpoints tried, the route's deadline.
 	retriesLeft int
@@ -152,7 +168,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		return false, h.badRequest(err)
 	}
 	h.f.stage.Store(stageAwaiting)
-	h.parsed, h.logged = true, false
+	h.parsed, h.logged, h.matched, h.cl = true, false, nil, nil
 	req := &h.req
 	h.rec = accesslog.Record{
 		Start: time.Now(), Protocol: req.Proto(), Scheme: "http",
@@ -179,7 +195,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	if rt == nil {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
-	h.rec.RouteName = rt.name
+	h.rec.RouteName, h.matched = rt.name, rt
 	if ans, ok := rt.runFilters(h, &h.rec); ok {
 		return h.localReply(ans.code, ans.flags, ans.details, ans.body)
 	}

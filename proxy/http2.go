@@ -145,6 +145,7 @@ type h2stream struct {
 	// grpcStatus is the status a fault abort asks for, if any.
 	grpcStatus int
 	cl         *cluster // the request's cluster, once routed
+	rt         *route   // the request's route, once matched
 }
 
 // countingBody counts a request body's bytes as the upstream reads them.
@@ -187,7 +188,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 		return
 	}
-	s.rec.RouteName = rt.name
+	s.rec.RouteName, s.rt = rt.name, rt
 	if ans, ok := rt.runFilters(s, &s.rec); ok {
 		if ans.grpcStatus >= 0 && s.grpc && ans.flags == accesslog.FaultInjected {
 			s.grpcStatus = ans.grpcStatus
@@ -359,9 +360,11 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			r.Header.Set("X-Envoy-Attempt-Count", strconv.Itoa(attempt))
 		}
 		sentAt := time.Now()
-		cl.stats.rqTotal.Add(1)
+		cl.stats.try()
+		rt.stats.try()
 		if attempt > 1 {
-			cl.stats.rqRetry.Add(1)
+			cl.stats.retried()
+			rt.stats.retried()
 		}
 		resp, err := cl.transport(h.p, h.d.lst.dir, s.h2Upstream(cl)).RoundTrip(out)
 		if perTry != nil {
@@ -371,6 +374,7 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 		switch {
 		case err == nil:
 			cl.stats.response(resp.StatusCode)
+			rt.stats.response(resp.StatusCode)
 			cl.reportAddr(ep, resp.StatusCode, false)
 		case ctx.Err() == nil && !errors.Is(err, errOverflow):
 			cl.reportAddr(ep, 0, true)
@@ -390,7 +394,7 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			grpc := resp.Header.Get("Grpc-Status")
 			retry = pol.retriesStatus(resp.StatusCode, []byte(grpc)) || pol.retriesHeaders(headerView(resp.Header))
 		}
-		if retry && left > 0 && (replayable || err != nil && s.body.n == 0) && acquireRetry(cl) {
+		if retry && left > 0 && (replayable || err != nil && s.body.n == 0) && acquireRetry(cl, rt.stats) {
 			if resp != nil {
 				resp.Body.Close()
 			}
@@ -470,7 +474,8 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 	case errors.Is(err, errOverflow):
 		s.overflow()
 	case errors.Is(context.Cause(ctx), errRouteTimeout), errors.Is(err, errPerTryTimeout):
-		s.cl.stats.rqTimeout.Add(1)
+		s.cl.stats.timedOut()
+		s.rt.stats.timedOut()
 		s.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
 	case errors.As(err, &op) && op.Op == "dial":
 		detail := op.Err.Error()
@@ -558,6 +563,7 @@ func (s *h2stream) log(resp *http.Response) {
 		status = []byte(s.w.Header().Get("Grpc-Status"))
 	}
 	s.h.p.istio.request(s.h.d.lst.dir, &s.rec, status, s.grpc)
+	s.h.hcm.done(s.rt, s.cl, &s.rec)
 	writeAll(s.h.hcm.logs, &s.rec)
 }
 

@@ -60,8 +60,9 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 				}
 				connectFailure := r != ResultDownstreamClosed && r != ResultDrained
 				if connectFailure && pol != nil && pol.retriesFailure(failConnect) {
-					if h.retriesLeft > 0 && acquireRetry(cl) { // nothing was sent: the request is whole
-						cl.stats.rqRetry.Add(1)
+					if h.retriesLeft > 0 && acquireRetry(cl, rt.stats) { // nothing was sent: the request is whole
+						cl.stats.retried()
+						rt.stats.retried()
 						h.retriesLeft--
 						retries++
 						ep, pl = h.nextEndpoint(pol, cl, retries)
@@ -76,9 +77,11 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 			}
 		}
 		h.rec.UpstreamLocal = uc.local
-		cl.stats.rqTotal.Add(1)
+		cl.stats.try()
+		rt.stats.try()
 		o := h.exchange(uc, rt)
 		cl.stats.response(h.resp.Code)
+		rt.stats.response(h.resp.Code)
 		if cl.outlier != nil && !o.retry {
 			cl.reportAddr(ep, h.resp.Code, h.resp.Code == 0 && o.result != ResultDownstreamClosed)
 		}
@@ -92,7 +95,8 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 		case o.retry && attempt == 1:
 			continue // a stale pooled connection
 		case o.policyRetry:
-			cl.stats.rqRetry.Add(1)
+			cl.stats.retried()
+			rt.stats.retried()
 			h.retriesLeft--
 			retries++
 			ep, pl = h.nextEndpoint(pol, cl, retries)
@@ -236,7 +240,7 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 		if pol := rt.retry; pol != nil && h.resp.Code >= 200 {
 			grpc, _ := h.resp.Get("grpc-status")
 			if pol.retriesStatus(h.resp.Code, grpc) || pol.retriesHeaders(&h.resp) {
-				if h.retriesLeft > 0 && inline && acquireRetry(h.cl) {
+				if h.retriesLeft > 0 && inline && acquireRetry(h.cl, h.rt.stats) {
 					return outcome{policyRetry: true} // the response is dropped with its connection
 				}
 				h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
@@ -314,7 +318,7 @@ func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstre
 			}
 		}
 		if f != 255 && pol.retriesFailure(f) {
-			if h.retriesLeft > 0 && inline && acquireRetry(h.cl) {
+			if h.retriesLeft > 0 && inline && acquireRetry(h.cl, h.rt.stats) {
 				return outcome{policyRetry: true}
 			}
 			h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
@@ -331,7 +335,8 @@ func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstre
 		h.localReply(408, accesslog.StreamIdleTimeout, "stream_idle_timeout", "stream timeout")
 		return outcome{result: ResultIdleTimeout}
 	case errors.Is(err, os.ErrDeadlineExceeded):
-		h.cl.stats.rqTimeout.Add(1)
+		h.cl.stats.timedOut()
+		h.rt.stats.timedOut()
 		h.localReply(504, accesslog.UpstreamRequestTimeout, "upstream_response_timeout", "upstream request timeout")
 		return outcome{}
 	case errors.As(err, &pe) || errors.Is(err, http1.ErrHeadTooLarge):
@@ -371,8 +376,9 @@ func isClosed(err error) bool {
 }
 
 // acquireRetry takes a place in the cluster's max_retries (given back once
-// the retry has its endpoint); none left, the retry is not made.
-func acquireRetry(cl *cluster) bool {
+// the retry has its endpoint); none left, the retry is not made, and
+// counted as an overflow of the cluster and of the route's stats.
+func acquireRetry(cl *cluster, rs *rqStats) bool {
 	limit := cl.cb.maxRetries
 	if cl.cb.retryBudget {
 		limit = max(cl.cb.minRetries, int64(float64(cl.cb.requests.Load())*cl.cb.budgetPercent/100))
@@ -381,5 +387,6 @@ func acquireRetry(cl *cluster) bool {
 		return true
 	}
 	cl.cb.retryOverflow.Add(1)
+	rs.overflowed()
 	return false
 }

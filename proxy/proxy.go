@@ -32,6 +32,7 @@ type Proxy struct {
 	// gen is the configuration it runs (a reload swaps it).
 	gen      atomic.Pointer[generation]
 	reloadMu sync.Mutex
+	stats    *statStore // Envoy's stats by name, across reloads
 	// bg is the context of the clusters' background work (DNS, health
 	// checks, outlier detection) while serving.
 	bg      context.Context
@@ -77,7 +78,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	if level == nil {
 		level = new(slog.LevelVar)
 	}
-	p := &Proxy{cfg: cfg, log: log, level: level}
+	p := &Proxy{cfg: cfg, log: log, level: level, stats: newStatStore()}
 	b, builtin := cfg.Bootstrap, cfg.Bootstrap == nil
 	if builtin {
 		var err error
@@ -85,7 +86,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 			return nil, err
 		}
 	}
-	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout})
+	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout, store: p.stats})
 	if err != nil {
 		return nil, err
 	}
@@ -99,7 +100,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	p.registry = prometheus.NewRegistry()
 	p.registry.MustRegister(&p.metrics)
 	p.registry.MustRegister(p.istio.collectors()...)
-	p.registry.MustRegister(clusterStats{p})
+	p.registry.MustRegister(envoyStats{p})
 	p.stopping, p.stop = context.WithCancelCause(context.Background())
 	p.bg = p.stopping
 	// No TCP keepalive from the proxy: the app and the upstream keep their

@@ -31,6 +31,9 @@ type virtualHost struct {
 // matches.
 type route struct {
 	name string
+	// stats are vhost.<virtual host>.route.<stat_prefix>.*, nil without
+	// a stat_prefix.
+	stats *rqStats
 	// The path match: one of prefix ("/" for any), path (exact;
 	// exactPath for path ""), separatedPrefix (a prefix ending at a "/"
 	// or the path's end), regex (the whole path); caseInsensitive is
