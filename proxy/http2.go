@@ -148,15 +148,20 @@ type h2stream struct {
 	rt         *route   // the request's route, once matched
 }
 
-// countingBody counts a request body's bytes as the upstream reads them.
+// countingBody counts a request body's bytes as the upstream reads them;
+// whole, if set, is called at its end.
 type countingBody struct {
 	io.ReadCloser
-	n int64
+	n     int64
+	whole func() bool
 }
 
 func (b *countingBody) Read(p []byte) (int, error) {
 	n, err := b.ReadCloser.Read(p)
 	b.n += int64(n)
+	if err == io.EOF && b.whole != nil {
+		b.whole()
+	}
 	return n, err
 }
 
@@ -285,8 +290,26 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 		ctx, cancel = context.WithTimeoutCause(ctx, t, errRouteTimeout)
 		defer cancel()
 	}
+	stopRequestTimer := func() bool { return false }
+	if t := s.h.hcm.requestTimeout; t > 0 && r.ContentLength != 0 {
+		// request_timeout: the body must be whole in time, unless the
+		// response starts first.
+		var cancel context.CancelCauseFunc
+		ctx, cancel = context.WithCancelCause(ctx)
+		defer cancel(nil)
+		timer := time.AfterFunc(time.Until(s.rec.Start.Add(t)), func() { cancel(errRequestTimeout) })
+		stopRequestTimer = timer.Stop
+		s.body.whole = timer.Stop
+		defer timer.Stop()
+	}
+	if r.ContentLength != 0 {
+		// A timeout ends the body too: the upstream's writer may be
+		// waiting on a client that sends no more.
+		defer context.AfterFunc(ctx, func() { r.Body.Close() })()
+	}
 	removeHopByHop(r.Header)
 	resp, sentAt, err := s.attempts(ctx, rt, cl, ep)
+	stopRequestTimer()
 	if err != nil {
 		s.upstreamFailed(ctx, err)
 		return
@@ -347,7 +370,12 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 		tryCtx, cancel := context.WithCancelCause(ctx)
 		var perTry *time.Timer
 		if pol != nil && pol.perTry > 0 {
-			perTry = time.AfterFunc(pol.perTry, func() { cancel(errPerTryTimeout) })
+			perTry = time.AfterFunc(pol.perTry, func() {
+				cancel(errPerTryTimeout)
+				if !replayable {
+					r.Body.Close() // as forward does at a timeout
+				}
+			})
 		}
 		var local netip.AddrPort
 		out := (&http.Request{Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header,
@@ -431,6 +459,10 @@ var errPerTryTimeout = errors.New("upstream per-try timeout")
 // timeout.
 var errRouteTimeout = errors.New("upstream request timeout")
 
+// errRequestTimeout is the cause of a request's context whose body did
+// not arrive within the connection manager's request_timeout.
+var errRequestTimeout = errors.New("request timeout")
+
 // streamBody copies an upstream body to the client, flushing each read
 // so that a stream (gRPC's, server-sent events) flows as it comes; the
 // last bytes of a body of known length are not flushed, they go out with
@@ -473,6 +505,8 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 		s.log(nil)
 	case errors.Is(err, errOverflow):
 		s.overflow()
+	case errors.Is(context.Cause(ctx), errRequestTimeout):
+		s.localReply(408, 0, "request_overall_timeout", "request timeout")
 	case errors.Is(context.Cause(ctx), errRouteTimeout), errors.Is(err, errPerTryTimeout):
 		s.cl.stats.timedOut()
 		s.rt.stats.timedOut()

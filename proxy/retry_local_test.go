@@ -238,9 +238,15 @@ func TestAttemptCountHeader(t *testing.T) {
 
 // TestRequestTimeout: the connection manager's request_timeout bounds
 // the arrival of a request's body: a client that stalls mid-body gets
-// 408.
+// 408, over HTTP/1 and HTTP/2; a body that arrives in time is answered
+// however long the upstream then takes.
 func TestRequestTimeout(t *testing.T) {
-	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { io.ReadAll(r.Body) })
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) {
+		io.ReadAll(r.Body)
+		if r.URL.Path == "/slow" {
+			time.Sleep(500 * time.Millisecond)
+		}
+	})
 	logFile := filepath.Join(t.TempDir(), "log")
 	c := strings.Replace(retryConfig(logFile, "{retry_on: 5xx}", port), "          stat_prefix: test\n", "          stat_prefix: test\n          request_timeout: 0.3s\n", 1)
 	cp := startConfig(t, c, nil)
@@ -253,4 +259,38 @@ func TestRequestTimeout(t *testing.T) {
 		t.Fatalf("%v %v, want 408", resp, err)
 	}
 	cp.waitLog(t, "/upload 408 ")
+
+	// HTTP/2: a stream whose body stalls; one whose body is whole at
+	// once, answered after the timeout.
+	url := "http://" + cp.ListenerAddr("listener_0").String()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.WriteString(pw, "only the start")
+	resp, err = h2cClient().Post(url+"/upload-h2", "text/plain", pr)
+	if err != nil || resp.StatusCode != 408 || resp.Proto != "HTTP/2.0" {
+		t.Fatalf("a stalled HTTP/2 body: %v %v, want 408 over HTTP/2", resp, err)
+	}
+	cp.waitLog(t, "/upload-h2 408 ")
+	if resp, err := h2cClient().Post(url+"/slow", "text/plain", strings.NewReader("whole")); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("a whole body, a slow answer: %v %v, want 200", resp, err)
+	}
+}
+
+// TestRouteTimeoutStalledH2Body: the route timeout answers 504 a stream
+// whose client stops sending its body; the upstream's writer, waiting on
+// that body, does not hold the answer back.
+func TestRouteTimeoutStalledH2Body(t *testing.T) {
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { io.ReadAll(r.Body) })
+	logFile := filepath.Join(t.TempDir(), "log")
+	c := strings.Replace(retryConfig(logFile, "{retry_on: 5xx}", port), "                  cluster: up\n", "                  cluster: up\n                  timeout: 0.3s\n", 1)
+	cp := startConfig(t, c, nil)
+	cp.logFile = logFile
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go io.WriteString(pw, "only the start")
+	resp, err := h2cClient().Post("http://"+cp.ListenerAddr("listener_0").String()+"/upload", "text/plain", pr)
+	if err != nil || resp.StatusCode != 504 {
+		t.Fatalf("%v %v, want 504", resp, err)
+	}
+	cp.waitLog(t, "/upload 504 UT")
 }
