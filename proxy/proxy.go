@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -38,7 +39,14 @@ type Proxy struct {
 	bg      context.Context
 	connIDs atomic.Uint64
 
-	capture   []*capture // the listeners' sockets (the sidecar's: outbound and inbound, IPv4 and IPv6)
+	// capture are the listeners' sockets (the sidecar's: outbound and
+	// inbound, IPv4 and IPv6); a reload adds and removes some. capMu
+	// guards the slice, serving says acceptors run (new sockets get one).
+	capture   []*capture
+	capMu     sync.Mutex
+	serving   bool
+	acceptors sync.WaitGroup
+	adopted   bool // the sockets came from a supervisor
 	http      []*http.Server
 	adminAddr netip.AddrPort
 	h2mu      sync.Mutex
@@ -123,25 +131,13 @@ func (p *Proxy) Metrics() *Metrics { return &p.metrics }
 // admin endpoints.
 func (p *Proxy) Listen() error {
 	for _, l := range p.gen.Load().listeners {
-		lc := net.ListenConfig{KeepAlive: -1}
-		if l.transparent {
-			lc.Control = transparent
+		lns, err := p.bind(l)
+		if err != nil {
+			p.Close()
+			return err
 		}
-		for i, a := range l.addrs {
-			network := "tcp4"
-			if a.Addr().Is6() {
-				network = "tcp6"
-			}
-			ln, err := lc.Listen(context.Background(), network, a.String())
-			if err != nil && i > 0 && l.optionalExtra {
-				p.log.Debug("no listener on an additional address", "listener", l.name, "address", a, "err", err)
-				continue
-			}
-			if err != nil {
-				p.Close()
-				return fmt.Errorf("listener %s: %w", l.name, err)
-			}
-			p.adopt(ln.(*net.TCPListener), l)
+		for _, ln := range lns {
+			p.adopt(ln, l)
 		}
 	}
 	for _, h := range []struct {
@@ -166,23 +162,74 @@ func (p *Proxy) Listen() error {
 	return nil
 }
 
+// bind opens l's sockets, one per address; an additional address that
+// may fail (the sidecar's IPv6) is left out when it does.
+func (p *Proxy) bind(l *listener) ([]*net.TCPListener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	if l.transparent {
+		lc.Control = transparent
+	}
+	var out []*net.TCPListener
+	for i, a := range l.addrs {
+		network := "tcp4"
+		if a.Addr().Is6() {
+			network = "tcp6"
+		}
+		ln, err := lc.Listen(context.Background(), network, a.String())
+		if err != nil && i > 0 && l.optionalExtra {
+			p.log.Debug("no listener on an additional address", "listener", l.name, "address", a, "err", err)
+			continue
+		}
+		if err != nil {
+			for _, o := range out {
+				o.Close()
+			}
+			return nil, fmt.Errorf("listener %s: %w", l.name, err)
+		}
+		out = append(out, ln.(*net.TCPListener))
+	}
+	return out, nil
+}
+
 // AdminAddr is where the admin API listens, once Listen has bound it.
 func (p *Proxy) AdminAddr() netip.AddrPort { return p.adminAddr }
 
-// adopt serves ln as one of l's sockets.
+// adopt serves ln as one of l's sockets: at once when the proxy is
+// serving (a reload's new listener), else from Serve.
 func (p *Proxy) adopt(ln *net.TCPListener, l *listener) {
 	if l.port == 0 {
 		l.port = addrPort(ln.Addr()).Port()
 	}
 	c := &capture{ln: ln, name: l.name}
 	c.lst.Store(l)
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
 	p.capture = append(p.capture, c)
+	if p.serving {
+		p.startAccepting(c)
+	}
+}
+
+// startAccepting runs c's acceptor; capMu is held.
+func (p *Proxy) startAccepting(c *capture) {
+	p.acceptors.Add(1)
+	go func() {
+		defer p.acceptors.Done()
+		p.accept(c)
+	}()
+}
+
+// captures are the listeners' sockets now.
+func (p *Proxy) captures() []*capture {
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
+	return slices.Clone(p.capture)
 }
 
 // Addr is the address the first listener of a traffic direction is bound
 // to (the sidecar's: outbound, inbound).
 func (p *Proxy) Addr(dir Direction) netip.AddrPort {
-	for _, c := range p.capture {
+	for _, c := range p.captures() {
 		if c.lst.Load().dir == dir {
 			return addrPort(c.ln.Addr())
 		}
@@ -192,7 +239,7 @@ func (p *Proxy) Addr(dir Direction) netip.AddrPort {
 
 // ListenerAddr is the address the named listener is bound to.
 func (p *Proxy) ListenerAddr(name string) netip.AddrPort {
-	for _, c := range p.capture {
+	for _, c := range p.captures() {
 		if c.name == name {
 			return addrPort(c.ln.Addr())
 		}
@@ -202,7 +249,7 @@ func (p *Proxy) ListenerAddr(name string) netip.AddrPort {
 
 // Close releases every socket Listen bound; Serve does it itself.
 func (p *Proxy) Close() {
-	for _, c := range p.capture {
+	for _, c := range p.captures() {
 		c.ln.Close()
 	}
 	for _, ln := range p.httpLn {
@@ -220,7 +267,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if p.sup != nil {
 		return p.sup.serve(ctx)
 	}
-	if len(p.capture) == 0 {
+	if len(p.captures()) == 0 {
 		return errors.New("proxy: Serve before Listen")
 	}
 	g := p.gen.Load()
@@ -239,14 +286,12 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	p.bg = bgCtx
 	p.startClusters(bgCtx, g.clusters)
 	p.reloadMu.Unlock()
-	var acceptors sync.WaitGroup
+	p.capMu.Lock()
+	p.serving = true
 	for _, c := range p.capture {
-		acceptors.Add(1)
-		go func() {
-			defer acceptors.Done()
-			p.accept(c)
-		}()
+		p.startAccepting(c)
 	}
+	p.capMu.Unlock()
 	p.serveAdmin()
 	stopSweep := make(chan struct{})
 	defer close(stopSweep)
@@ -258,7 +303,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 		p.log.Info("proxy listening", "outbound", p.Addr(Outbound), "inbound", p.Addr(Inbound),
 			"max_connections", p.limits.Connections, "descriptors", p.limits.Descriptors)
 	} else {
-		for _, c := range p.capture {
+		for _, c := range p.captures() {
 			p.log.Info("listener listening", "listener", c.name, "address", addrPort(c.ln.Addr()))
 		}
 		p.log.Info("proxy running its configuration", "listeners", len(g.listeners), "clusters", len(g.clusters),
@@ -271,10 +316,10 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	<-ctx.Done()
 
 	p.drain()
-	for i := range p.capture {
-		p.closeCapture(i)
+	for _, c := range p.captures() {
+		p.closeCapture(c)
 	}
-	acceptors.Wait()
+	p.acceptors.Wait()
 	p.stop(errDrainEnded) // dials still pending give up
 	if n := p.flows.closeAll(ResultDrained); n > 0 {
 		p.log.Warn("drain ended: reset the connections left", "connections", n)
@@ -296,9 +341,9 @@ func (p *Proxy) drain() {
 	p.goAway()
 	start := time.Now()
 	serving := false
-	for i, c := range p.capture {
+	for _, c := range p.captures() {
 		if p.cfg.DrainListeners.stops(c.lst.Load().dir) {
-			p.closeCapture(i)
+			p.closeCapture(c)
 		} else {
 			serving = true
 		}
@@ -330,10 +375,12 @@ func (p *Proxy) drain() {
 }
 
 // closeCapture closes a capture listener once.
-func (p *Proxy) closeCapture(i int) {
-	if !p.capture[i].closed {
-		p.capture[i].closed = true
-		p.capture[i].ln.Close()
+func (p *Proxy) closeCapture(c *capture) {
+	p.capMu.Lock()
+	defer p.capMu.Unlock()
+	if !c.closed {
+		c.closed = true
+		c.ln.Close()
 	}
 }
 

@@ -97,7 +97,7 @@ func (p *Proxy) StartWorkers(n int, exe string, args []string) error {
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "shunt_proxy_worker_restarts_total", Help: "Workers restarted after they exited."},
 			func() float64 { return float64(s.restarts.Load()) }))
 	var dirs []string
-	for _, c := range p.capture {
+	for _, c := range p.captures() {
 		f, err := c.ln.File()
 		if err != nil {
 			s.closeFiles()
@@ -251,8 +251,8 @@ func (s *supervisor) drain() {
 	s.draining = true
 	s.mu.Unlock()
 	s.closeFiles()
-	for i := range p.capture {
-		p.closeCapture(i)
+	for _, c := range p.captures() {
+		p.closeCapture(c)
 	}
 	s.keepers.Wait()
 	sig := syscall.SIGTERM

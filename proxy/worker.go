@@ -57,6 +57,7 @@ func (p *Proxy) AdoptListeners() error {
 		}
 		p.adopt(ln.(*net.TCPListener), lst)
 	}
+	p.adopted = true
 	return nil
 }
 
