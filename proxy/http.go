@@ -82,8 +82,9 @@ type h1conn struct {
 	// retry policy.
 	rt *route
 	cl *cluster
-	// matched is the route the request matched, for its stats: unlike
-	// rt, also one that answers directly.
+	// matched is the route the request matched, once past the filters,
+	// for its stats and the response headers of the router's own
+	// replies: unlike rt, also one that answers directly.
 	matched *route
 	// The request's retries: how many are left, its head and body kept
 	// to send again, the endpoints tried, the route's deadline.
@@ -195,10 +196,11 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	if rt == nil {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
-	h.rec.RouteName, h.matched = rt.name, rt
+	h.rec.RouteName = rt.name
 	if ans, ok := rt.runFilters(h, &h.rec); ok {
 		return h.localReply(ans.code, ans.flags, ans.details, ans.body)
 	}
+	h.matched = rt // the router's from here: its replies get the route's response headers
 	switch {
 	case rt.direct != nil:
 		return h.localReply(rt.direct.code, 0, "direct_response", rt.direct.body)

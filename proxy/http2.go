@@ -145,7 +145,7 @@ type h2stream struct {
 	// grpcStatus is the status a fault abort asks for, if any.
 	grpcStatus int
 	cl         *cluster // the request's cluster, once routed
-	rt         *route   // the request's route, once matched
+	rt         *route   // the request's route, once past the filters
 }
 
 // countingBody counts a request body's bytes as the upstream reads them;
@@ -193,7 +193,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 		return
 	}
-	s.rec.RouteName, s.rt = rt.name, rt
+	s.rec.RouteName = rt.name
 	if ans, ok := rt.runFilters(s, &s.rec); ok {
 		if ans.grpcStatus >= 0 && s.grpc && ans.flags == accesslog.FaultInjected {
 			s.grpcStatus = ans.grpcStatus
@@ -201,6 +201,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.localReply(ans.code, ans.flags, ans.details, ans.body)
 		return
 	}
+	s.rt = rt // the router's from here: its replies get the route's response headers
 	switch {
 	case rt.direct != nil:
 		s.localReply(rt.direct.code, 0, "direct_response", rt.direct.body)
@@ -532,6 +533,9 @@ func (s *h2stream) overflow() {
 // trailers-only response (HTTP 200) whose grpc-status says why.
 func (s *h2stream) localReply(code int, flags accesslog.Flags, details, body string) {
 	hdr := s.w.Header()
+	if s.rt != nil { // the router's reply (a direct response, say): as Envoy, with the route's response headers
+		applyHeaderMutations(hdr, s.rt.responseAdd, nil)
+	}
 	hdr.Set("Server", "shunt")
 	s.rec.Flags |= flags
 	s.rec.ResponseCodeDetails = details

@@ -32,6 +32,16 @@ func (h *h1conn) localReply(code int, flags accesslog.Flags, details, body strin
 		out = append(append(append(out, "location: "...), h.location...), "\r\n"...)
 		h.location = ""
 	}
+	if rt := h.matched; rt != nil {
+		// The router's reply (a direct response, a redirect, a 503): as
+		// Envoy, with the route's response headers, but not over the
+		// reply's own.
+		for _, a := range rt.responseAdd {
+			if a.action != overwriteIfExists && !localReplyHeaders[a.name] {
+				out = http1.AppendHeader(out, a.nameB, a.valueB)
+			}
+		}
+	}
 	switch {
 	case !keep:
 		out = append(out, "connection: close\r\n"...)
@@ -51,6 +61,10 @@ func (h *h1conn) localReply(code int, flags accesslog.Flags, details, body strin
 	h.log()
 	return keep, ResultOK
 }
+
+// localReplyHeaders are the headers a local reply has of its own.
+var localReplyHeaders = map[string]bool{"content-length": true, "content-type": true, "date": true, "server": true,
+	"location": true, "connection": true}
 
 // log counts the request in Istio's metrics and writes its record, once.
 func (h *h1conn) log() {
