@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"slices"
 	"strconv"
 	"sync/atomic"
 
@@ -23,91 +24,85 @@ type statDesc[T any] struct {
 	get  func(*T) uint64
 }
 
-func stat[T any](scope, name, help string, labels []string, kind prometheus.ValueType, get func(*T) uint64) statDesc[T] {
-	return statDesc[T]{prometheus.NewDesc("envoy_"+scope+name, help, labels, nil), kind, get}
+// statScope is where a family of stats lives: the Prometheus name's
+// prefix after envoy_, and the tags the dotted name's parts became.
+type statScope struct {
+	prefix string
+	labels []string
 }
 
 var (
-	clusterLabels = []string{"cluster_name"}
-	routeLabels   = []string{"envoy_virtual_host", "envoy_route"}
-	hcmLabels     = []string{"envoy_http_conn_manager_prefix"}
+	clusterScope = statScope{"cluster_", []string{"cluster_name"}}
+	routeScope   = statScope{"vhost_route_", []string{"envoy_virtual_host", "envoy_route"}}
+	hcmScope     = statScope{"http_", []string{"envoy_http_conn_manager_prefix"}}
 )
 
-// rqStatDescs are the stats an rqStats keeps, under a scope.
-func rqStatDescs(scope string, labels []string) []statDesc[rqStats] {
-	c := prometheus.CounterValue
-	return []statDesc[rqStats]{
-		stat(scope, "upstream_rq_total", "Requests sent upstream (each try).", labels, c, func(s *rqStats) uint64 { return s.total.Load() }),
-		stat(scope, "upstream_rq_retry", "Retries made.", labels, c, func(s *rqStats) uint64 { return s.retry.Load() }),
-		stat(scope, "upstream_rq_timeout", "Requests whose route or per-try timeout passed (504 UT).", labels, c, func(s *rqStats) uint64 { return s.timeout.Load() }),
-		stat(scope, "upstream_rq_retry_success", "Requests a retry answered.", labels, c, func(s *rqStats) uint64 { return s.retrySuccess.Load() }),
-		stat(scope, "upstream_rq_retry_limit_exceeded", "Requests not retried again for num_retries (URX).", labels, c, func(s *rqStats) uint64 { return s.retryLimit.Load() }),
-	}
+// statSpec is a stat's name, help and reader.
+type statSpec[T any] struct {
+	name, help string
+	get        func(*T) uint64
 }
+
+func stats[T any](sc statScope, kind prometheus.ValueType, specs ...statSpec[T]) []statDesc[T] {
+	out := make([]statDesc[T], len(specs))
+	for i, s := range specs {
+		out[i] = statDesc[T]{prometheus.NewDesc("envoy_"+sc.prefix+s.name, s.help, sc.labels, nil), kind, s.get}
+	}
+	return out
+}
+
+// rqStatSpecs are the stats an rqStats keeps.
+var rqStatSpecs = []statSpec[rqStats]{
+	{"upstream_rq_total", "Requests sent upstream (each try).", func(s *rqStats) uint64 { return s.total.Load() }},
+	{"upstream_rq_retry", "Retries made.", func(s *rqStats) uint64 { return s.retry.Load() }},
+	{"upstream_rq_timeout", "Requests whose route or per-try timeout passed (504 UT).", func(s *rqStats) uint64 { return s.timeout.Load() }},
+	{"upstream_rq_retry_success", "Requests a retry answered.", func(s *rqStats) uint64 { return s.retrySuccess.Load() }},
+	{"upstream_rq_retry_limit_exceeded", "Requests not retried again for num_retries (URX).", func(s *rqStats) uint64 { return s.retryLimit.Load() }},
+}
+
+const retryOverflowHelp = "Retries not made for the cluster's max_retries or retry budget."
 
 var (
-	clusterRq = rqStatDescs("cluster_", clusterLabels)
-	routeRq   = append(rqStatDescs("vhost_route_", routeLabels),
-		stat("vhost_route_", "upstream_rq_retry_overflow", "Retries not made for the cluster's max_retries or retry budget.", routeLabels,
-			prometheus.CounterValue, func(s *rqStats) uint64 { return s.retryOverflow.Load() }))
-	clusterOwn = []statDesc[cluster]{
-		stat("cluster_", "upstream_cx_overflow", "Connections refused by the cluster's max_connections circuit breaker.", clusterLabels,
-			prometheus.CounterValue, func(c *cluster) uint64 { return c.cb.cxOverflow.Load() }),
-		stat("cluster_", "upstream_rq_pending_overflow", "Requests refused by the cluster's max_requests or max_pending_requests circuit breaker (503 UO).", clusterLabels,
-			prometheus.CounterValue, func(c *cluster) uint64 { return c.cb.rqOverflow.Load() }),
-		stat("cluster_", "upstream_rq_retry_overflow", "Retries not made for the cluster's max_retries or retry budget.", clusterLabels,
-			prometheus.CounterValue, func(c *cluster) uint64 { return c.cb.retryOverflow.Load() }),
-		stat("cluster_", "outlier_detection_ejections_enforced_total", "Ejections outlier detection has made.", clusterLabels,
-			prometheus.CounterValue, func(c *cluster) uint64 { return c.ejectionsTotal.Load() }),
-		stat("cluster_", "upstream_cx_total", "Connections opened to the cluster's endpoints.", clusterLabels,
-			prometheus.CounterValue, func(c *cluster) uint64 { return c.stats.cxTotal.Load() }),
-		stat("cluster_", "upstream_cx_connect_fail", "Connections that could not be opened.", clusterLabels,
-			prometheus.CounterValue, func(c *cluster) uint64 { return c.stats.cxConnectFail.Load() }),
-	}
-	clusterMembers = []statDesc[endpointCounts]{
-		stat("cluster_", "outlier_detection_ejections_active", "Endpoints outlier detection has ejected now.", clusterLabels,
-			prometheus.GaugeValue, func(e *endpointCounts) uint64 { return e.ejected }),
-		stat("cluster_", "membership_healthy", "Endpoints neither a health check nor outlier detection excludes.", clusterLabels,
-			prometheus.GaugeValue, func(e *endpointCounts) uint64 { return e.healthy }),
-		stat("cluster_", "membership_total", "Endpoints of the cluster.", clusterLabels,
-			prometheus.GaugeValue, func(e *endpointCounts) uint64 { return e.total }),
-	}
-	hcmOwn = []statDesc[hcmStats]{
-		stat("http_", "downstream_rq_total", "Requests the connection manager answered.", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.rqTotal.Load() }),
-		stat("http_", "downstream_rq_timeout", "Requests whose body outlasted request_timeout (408).", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.rqTimeout.Load() }),
-		stat("http_", "no_route", "Requests no route matched (404 NR).", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.noRoute.Load() }),
-		stat("http_", "no_cluster", "Requests whose route's cluster does not exist (503 NC).", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.noCluster.Load() }),
-		stat("http_", "rq_redirect", "Requests answered with a redirect.", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.redirect.Load() }),
-		stat("http_", "rq_direct_response", "Requests answered with a direct response.", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.direct.Load() }),
-		stat("http_", "rq_total", "Requests a route matched.", hcmLabels,
-			prometheus.CounterValue, func(s *hcmStats) uint64 { return s.routed.Load() }),
-	}
-	clusterClass   = classDesc("cluster_", "upstream_rq_xx", clusterLabels)
-	clusterCode    = codeDesc("cluster_", clusterLabels)
-	clusterTime    = timeDesc("cluster_", clusterLabels)
-	routeClass     = classDesc("vhost_route_", "upstream_rq_xx", routeLabels)
-	routeCode      = codeDesc("vhost_route_", routeLabels)
-	routeTime      = timeDesc("vhost_route_", routeLabels)
-	hcmClass       = classDesc("http_", "downstream_rq_xx", hcmLabels)
-	responseLabels = func(l []string, tag string) []string { return append(append([]string{}, l...), tag) }
+	clusterRq = stats(clusterScope, prometheus.CounterValue, rqStatSpecs...)
+	routeRq   = stats(routeScope, prometheus.CounterValue, append(rqStatSpecs,
+		statSpec[rqStats]{"upstream_rq_retry_overflow", retryOverflowHelp, func(s *rqStats) uint64 { return s.retryOverflow.Load() }})...)
+	clusterOwn = stats(clusterScope, prometheus.CounterValue, []statSpec[cluster]{
+		{"upstream_cx_overflow", "Connections refused by the cluster's max_connections circuit breaker.", func(c *cluster) uint64 { return c.cb.cxOverflow.Load() }},
+		{"upstream_rq_pending_overflow", "Requests refused by the cluster's max_requests or max_pending_requests circuit breaker (503 UO).",
+			func(c *cluster) uint64 { return c.cb.rqOverflow.Load() }},
+		{"upstream_rq_retry_overflow", retryOverflowHelp, func(c *cluster) uint64 { return c.cb.retryOverflow.Load() }},
+		{"outlier_detection_ejections_enforced_total", "Ejections outlier detection has made.", func(c *cluster) uint64 { return c.ejectionsTotal.Load() }},
+		{"upstream_cx_total", "Connections opened to the cluster's endpoints.", func(c *cluster) uint64 { return c.stats.cxTotal.Load() }},
+		{"upstream_cx_connect_fail", "Connections that could not be opened.", func(c *cluster) uint64 { return c.stats.cxConnectFail.Load() }},
+	}...)
+	clusterMembers = stats(clusterScope, prometheus.GaugeValue, []statSpec[endpointCounts]{
+		{"outlier_detection_ejections_active", "Endpoints outlier detection has ejected now.", func(e *endpointCounts) uint64 { return e.ejected }},
+		{"membership_healthy", "Endpoints neither a health check nor outlier detection excludes.", func(e *endpointCounts) uint64 { return e.healthy }},
+		{"membership_total", "Endpoints of the cluster.", func(e *endpointCounts) uint64 { return e.total }},
+	}...)
+	hcmOwn = stats(hcmScope, prometheus.CounterValue, []statSpec[hcmStats]{
+		{"downstream_rq_total", "Requests the connection manager answered.", func(s *hcmStats) uint64 { return s.rqTotal.Load() }},
+		{"downstream_rq_timeout", "Requests whose body outlasted request_timeout (408).", func(s *hcmStats) uint64 { return s.rqTimeout.Load() }},
+		{"no_route", "Requests no route matched (404 NR).", func(s *hcmStats) uint64 { return s.noRoute.Load() }},
+		{"no_cluster", "Requests whose route's cluster does not exist (503 NC).", func(s *hcmStats) uint64 { return s.noCluster.Load() }},
+		{"rq_redirect", "Requests answered with a redirect.", func(s *hcmStats) uint64 { return s.redirect.Load() }},
+		{"rq_direct_response", "Requests answered with a direct response.", func(s *hcmStats) uint64 { return s.direct.Load() }},
+		{"rq_total", "Requests a route matched.", func(s *hcmStats) uint64 { return s.routed.Load() }},
+	}...)
+	clusterClass = clusterScope.desc("upstream_rq_xx", "Responses by status class.", "envoy_response_code_class")
+	clusterCode  = clusterScope.desc("upstream_rq", "Upstream responses by status code.", "envoy_response_code")
+	clusterTime  = clusterScope.desc("upstream_rq_time", rqTimeHelp)
+	routeClass   = routeScope.desc("upstream_rq_xx", "Responses by status class.", "envoy_response_code_class")
+	routeCode    = routeScope.desc("upstream_rq", "Upstream responses by status code.", "envoy_response_code")
+	routeTime    = routeScope.desc("upstream_rq_time", rqTimeHelp)
+	hcmClass     = hcmScope.desc("downstream_rq_xx", "Responses by status class.", "envoy_response_code_class")
 )
 
-func classDesc(scope, name string, labels []string) *prometheus.Desc {
-	return prometheus.NewDesc("envoy_"+scope+name, "Responses by status class.", responseLabels(labels, "envoy_response_code_class"), nil)
-}
+const rqTimeHelp = "Time of requests an upstream answered, retries included (ms)."
 
-func codeDesc(scope string, labels []string) *prometheus.Desc {
-	return prometheus.NewDesc("envoy_"+scope+"upstream_rq", "Upstream responses by status code.", responseLabels(labels, "envoy_response_code"), nil)
-}
-
-func timeDesc(scope string, labels []string) *prometheus.Desc {
-	return prometheus.NewDesc("envoy_"+scope+"upstream_rq_time", "Time of requests an upstream answered, retries included (ms).", labels, nil)
+// desc describes one stat of the scope, with more tags if any.
+func (sc statScope) desc(name, help string, tags ...string) *prometheus.Desc {
+	return prometheus.NewDesc("envoy_"+sc.prefix+name, help, append(slices.Clone(sc.labels), tags...), nil)
 }
 
 // endpointCounts are a cluster's endpoints now.

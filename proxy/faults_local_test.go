@@ -293,6 +293,16 @@ func TestResetInEachState(t *testing.T) {
 				t.Fatal("the upstream was never dialled")
 			}
 			defer up.Close()
+			// A byte through first: the proxy's connect has returned, so a
+			// reset now is one of the flow, not of the dial.
+			if _, err := client.Write([]byte("x")); err != nil {
+				t.Fatal(err)
+			}
+			_ = up.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, err := io.ReadFull(up, make([]byte, 1)); err != nil {
+				t.Fatalf("the first byte: %v", err)
+			}
+			_ = up.SetReadDeadline(time.Time{})
 			resetter, other := up, client
 			if !tc.upstreamResets {
 				resetter, other = client, up

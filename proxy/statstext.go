@@ -17,13 +17,12 @@ import (
 // back into Envoy's dotted names: the scope's tags go into the name
 // where Envoy's tag extraction took them from.
 var statScopes = []struct {
-	family string   // the families' prefix
-	tags   []string // the tags, in the dotted name's order
-	format string   // the dotted name's scope
+	scope  statScope
+	format string // the dotted name's scope, its tags in order
 }{
-	{"envoy_vhost_route_", routeLabels, "vhost.%s.route.%s."},
-	{"envoy_cluster_", clusterLabels, "cluster.%s."},
-	{"envoy_http_", hcmLabels, "http.%s."},
+	{routeScope, "vhost.%s.route.%s."},
+	{clusterScope, "cluster.%s."},
+	{hcmScope, "http.%s."},
 }
 
 // dottedStat is one stat under its Envoy name.
@@ -40,13 +39,13 @@ func dottedStats(families []*dto.MetricFamily) []dottedStat {
 	var out []dottedStat
 	for _, mf := range families {
 		for _, sc := range statScopes {
-			rest, ok := strings.CutPrefix(mf.GetName(), sc.family)
+			rest, ok := strings.CutPrefix(mf.GetName(), "envoy_"+sc.scope.prefix)
 			if !ok {
 				continue
 			}
 			rest = strings.Replace(rest, "outlier_detection_", "outlier_detection.", 1)
 			for _, m := range mf.GetMetric() {
-				out = append(out, dottedMetric(sc.format, sc.tags, rest, m))
+				out = append(out, dottedMetric(sc.format, sc.scope.labels, rest, m))
 			}
 			break
 		}
