@@ -417,11 +417,13 @@ func (p *Proxy) accept(cp *capture) {
 		p.metrics.dir[dir].accepted.Add(1)
 		if n := p.active.Add(1); n > int64(p.limits.Connections) {
 			p.active.Add(-1)
-			reset(c)
 			p.warnOverLimit(dir)
+			// Counted and logged before the reset, so that a client that
+			// sees the reset finds it counted.
 			p.metrics.record(dir, ResultOverLimit, 0, 0, 0)
 			d := downstream{lst: cp.lst.Load(), remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
 			p.refuse(&d, ResultOverLimit, "")
+			reset(c)
 			continue
 		}
 		p.conns.Add(1)
