@@ -78,14 +78,6 @@ func (s *rqStats) done(rec *accesslog.Record) {
 	}
 }
 
-// code is how many answers had status code.
-func (s *rqStats) code(code int) uint64 {
-	if c := s.codes.Load(); c != nil && code >= 100 && code <= 599 {
-		return c[code-100].Load()
-	}
-	return 0
-}
-
 // msHistogram is a histogram of durations in milliseconds over Envoy's
 // buckets, lock-free to observe.
 type msHistogram struct {
