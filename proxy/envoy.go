@@ -41,6 +41,7 @@ const (
 	envoyStreamIdle       = 5 * time.Minute
 	envoyDNSRefresh       = 5 * time.Second
 	envoyListenerFilters  = 15 * time.Second
+	envoyBufferLimit      = 1 << 20        // per_connection_buffer_limit_bytes
 	foreverListenerFilter = 24 * time.Hour // listener_filters_timeout 0: wait for the client
 )
 
@@ -54,6 +55,9 @@ type resources struct {
 	admin     string                // the bootstrap's admin address, if any
 	problems  envoyconfig.Problems
 	opt       buildOptions
+	// bufferLimit is the listener being built's
+	// per_connection_buffer_limit_bytes.
+	bufferLimit int64
 }
 
 // buildOptions say how a bootstrap's outside world is reached.
@@ -307,6 +311,10 @@ func (r *resources) listener(l *listenerv3.Listener, path string) {
 	if l.GetTrafficDirection() == corev3.TrafficDirection_INBOUND {
 		lst.dir = Inbound
 	}
+	r.bufferLimit = envoyBufferLimit
+	if v := l.GetPerConnectionBufferLimitBytes(); v != nil {
+		r.bufferLimit = int64(v.GetValue())
+	}
 	if ap, ok := r.socketAddress(l.GetAddress(), path+".address"); ok {
 		lst.addrs = append(lst.addrs, ap)
 	}
@@ -489,10 +497,12 @@ func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string, spe
 		}
 		vhMut := r.mutations(vh, vpath)
 		vhRetry := r.retryPolicy(vh.GetRetryPolicy(), vpath+".retry_policy")
+		vhLimit := r.bodyBufferLimit(vh, vpath, r.bufferLimit)
 		for j, rt := range vh.GetRoutes() {
 			rpath := fmt.Sprintf("%s.routes[%d]", vpath, j)
 			if x := r.route(rt, rpath, vhRetry, vhMut, rcMut); x != nil {
 				x.includeAttemptCount = vh.GetIncludeRequestAttemptCount()
+				x.bodyLimit = r.bodyBufferLimit(rt, rpath, vhLimit)
 				if p := rt.GetStatPrefix(); p != "" {
 					x.stats = r.opt.store.route(vh.GetName(), p)
 				}
@@ -504,6 +514,30 @@ func (r *resources) routeConfig(rc *routev3.RouteConfiguration, path string, spe
 	}
 	out.index()
 	return out
+}
+
+// bodyLimited is what sets a bound on a request body kept for retries: a
+// route, a virtual host.
+type bodyLimited interface {
+	GetPerRequestBufferLimitBytes() *wrapperspb.UInt32Value
+	GetRequestBodyBufferLimit() *wrapperspb.UInt64Value
+}
+
+// bodyBufferLimit is the most of a request body kept for retries at m, by
+// Envoy's precedence: its request_body_buffer_limit; else its
+// per_request_buffer_limit_bytes, within the listener's
+// per_connection_buffer_limit_bytes; else what it inherits.
+func (r *resources) bodyBufferLimit(m bodyLimited, path string, inherited int64) int64 {
+	perRequest, body := m.GetPerRequestBufferLimitBytes(), m.GetRequestBodyBufferLimit()
+	switch {
+	case perRequest != nil && body != nil:
+		r.add(path+".request_body_buffer_limit", "invalid: only one of per_request_buffer_limit_bytes and request_body_buffer_limit may be set")
+	case body != nil:
+		return int64(min(body.GetValue(), 1<<62))
+	case perRequest != nil:
+		return min(int64(perRequest.GetValue()), r.bufferLimit)
+	}
+	return inherited
 }
 
 // headerMutating is what carries header mutations: a route, a virtual

@@ -37,7 +37,6 @@ func TestRealWorldConfigs(t *testing.T) {
 			"http_filters[1].typed_config.@type: envoy.extensions.filters.http.lua.v3.Lua is not an extension shunt runs",
 			"virtual_hosts[0].cors: not implemented",
 			"use_remote_address: not implemented",
-			"static_resources.listeners[0].per_connection_buffer_limit_bytes: not implemented",
 		},
 	} {
 		t.Run(file, func(t *testing.T) {

@@ -141,6 +141,7 @@ type h2stream struct {
 	rec     accesslog.Record
 	grpc    bool
 	body    countingBody
+	kept    *keptBody // the body kept for retries, under a retry policy
 	targetB []byte // the request's target, for matching
 	// grpcStatus is the status a fault abort asks for, if any.
 	grpcStatus int
@@ -307,6 +308,10 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 		// A timeout ends the body too: the upstream's writer may be
 		// waiting on a client that sends no more.
 		defer context.AfterFunc(ctx, func() { r.Body.Close() })()
+		if rt.retry != nil {
+			s.kept = newKeptBody(r.Body, rt.bodyLimit, s.body.whole)
+			defer s.kept.stop()
+		}
 	}
 	removeHopByHop(r.Header)
 	resp, sentAt, err := s.attempts(ctx, rt, cl, ep)
@@ -352,15 +357,17 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 }
 
 // attempts sends the request, trying again as the route's retry policy
-// says (a request with a body goes once: it is not kept); the response is
-// the last attempt's.
+// says; under a policy the request's body is kept for the next try up to
+// the route's bound, past which the try that has it is the last. The
+// response is the last attempt's.
 func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep netip.AddrPort) (*http.Response, time.Time, error) {
 	r, h, pol := s.r, s.h, rt.retry
 	left := 0
 	if pol != nil {
 		left = pol.numRetries
 	}
-	replayable := r.ContentLength == 0
+	kept := s.kept
+	body, _ := kept.restart()
 	var tried []netip.AddrPort
 	for attempt := 1; ; attempt++ {
 		s.rec.AttemptCount = attempt
@@ -371,17 +378,18 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 		tryCtx, cancel := context.WithCancelCause(ctx)
 		var perTry *time.Timer
 		if pol != nil && pol.perTry > 0 {
-			perTry = time.AfterFunc(pol.perTry, func() {
-				cancel(errPerTryTimeout)
-				if !replayable {
-					r.Body.Close() // as forward does at a timeout
-				}
-			})
+			perTry = time.AfterFunc(pol.perTry, func() { cancel(errPerTryTimeout) })
 		}
 		var local netip.AddrPort
 		out := (&http.Request{Method: r.Method, URL: &u, Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1, Header: r.Header,
 			ContentLength: r.ContentLength, Host: r.Host, Trailer: r.Trailer}).WithContext(withLocalAddr(tryCtx, &local))
-		if r.ContentLength != 0 {
+		switch {
+		case kept != nil:
+			out.Body = body
+			// A try given up ends its body: its transport may wait for
+			// that before it returns.
+			defer context.AfterFunc(tryCtx, body.end)()
+		case r.ContentLength != 0:
 			s.body.ReadCloser = r.Body
 			out.Body = &s.body
 		}
@@ -400,6 +408,9 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			perTry.Stop()
 		}
 		s.rec.UpstreamLocal, s.rec.BytesReceived = local, s.body.n
+		if kept != nil {
+			s.rec.BytesReceived = kept.received()
+		}
 		switch {
 		case err == nil:
 			cl.stats.response(resp.StatusCode)
@@ -423,20 +434,25 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			grpc := resp.Header.Get("Grpc-Status")
 			retry = pol.retriesStatus(resp.StatusCode, []byte(grpc)) || pol.retriesHeaders(headerView(resp.Header))
 		}
-		if retry && left > 0 && (replayable || err != nil && s.body.n == 0) && acquireRetry(cl, rt.stats) {
-			if resp != nil {
-				resp.Body.Close()
-			}
-			cancel(nil)
-			left--
-			pol.backoff(attempt)
-			next, perr := pol.repick(cl, h.d.local, tried)
-			cl.cb.retries.Add(-1)
-			if perr == nil {
-				ep = next
+		if retry && left > 0 && acquireRetry(cl, rt.stats) {
+			nextBody, ok := kept.restart()
+			if ok {
+				if resp != nil {
+					resp.Body.Close()
+				}
+				cancel(nil)
+				left--
+				pol.backoff(attempt)
+				next, perr := pol.repick(cl, h.d.local, tried)
+				cl.cb.retries.Add(-1)
+				if perr != nil {
+					return nil, sentAt, errNoHealthyUpstream
+				}
+				ep, body = next, nextBody
 				s.rec.UpstreamHost = ep
 				continue
 			}
+			cl.cb.retries.Add(-1) // the body outgrew its bound: this try was the last
 		}
 		if retry {
 			s.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
@@ -506,6 +522,8 @@ func (s *h2stream) upstreamFailed(ctx context.Context, err error) {
 		s.log(nil)
 	case errors.Is(err, errOverflow):
 		s.overflow()
+	case errors.Is(err, errNoHealthyUpstream):
+		s.localReply(503, accesslog.NoHealthyUpstream, "no_healthy_upstream", "no healthy upstream")
 	case errors.Is(context.Cause(ctx), errRequestTimeout):
 		s.localReply(408, 0, "request_overall_timeout", "request timeout")
 	case errors.Is(context.Cause(ctx), errRouteTimeout), errors.Is(err, errPerTryTimeout):

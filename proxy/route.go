@@ -82,7 +82,10 @@ type route struct {
 	honourGRPCTimeout                 bool
 	grpcTimeoutMax, grpcTimeoutOffset time.Duration
 	retry                             *retryPolicy
-	mirrors                           []mirrorPolicy
+	// bodyLimit is the most of a request body kept so that a retry can
+	// send it again; a longer body goes once.
+	bodyLimit int64
+	mirrors   []mirrorPolicy
 	// includeAttemptCount adds x-envoy-attempt-count to upstream requests
 	// (the virtual host's include_request_attempt_count).
 	includeAttemptCount bool
