@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,9 +40,9 @@ func probe(t *testing.T, a *appProber, path string, header http.Header) (int, st
 func port(addr net.Addr) string { return strconv.Itoa(addr.(*net.TCPAddr).Port) }
 
 func TestHTTPProbe(t *testing.T) {
-	var seen *http.Request
+	var seenP atomic.Pointer[http.Request] // the last request the app saw
 	app := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen = r
+		seenP.Store(r)
 		switch r.URL.Path {
 		case "/ok":
 			w.Write([]byte("fine"))
@@ -69,6 +70,7 @@ func TestHTTPProbe(t *testing.T) {
 	if code, body := probe(t, a, "/app-health/web/readyz", http.Header{"User-Agent": {"kube-probe/1.33"}}); code != 200 || body != "fine" {
 		t.Errorf("readyz: %d %q", code, body)
 	}
+	seen := seenP.Load()
 	if seen.Header.Get("X-Probe") != "kubelet" || seen.Header.Get("User-Agent") != "kube-probe/1.33" {
 		t.Errorf("headers the app saw: %v", seen.Header)
 	}

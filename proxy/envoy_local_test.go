@@ -55,7 +55,7 @@ func seedConfig(t *testing.T, logFile string, edits ...string) string {
 }
 
 // startConfig runs config; names resolve through hosts.
-func startConfig(t *testing.T, config string, hosts map[string][]netip.Addr) *configProxy {
+func startConfig(t testing.TB, config string, hosts map[string][]netip.Addr) *configProxy {
 	t.Helper()
 	b, err := envoyconfig.Parse([]byte(config))
 	if err != nil {
@@ -128,7 +128,7 @@ func (cp *configProxy) waitLog(t *testing.T, want string) string {
 	}
 }
 
-func backendPort(t *testing.T, h http.HandlerFunc) (*httptest.Server, uint16) {
+func backendPort(t testing.TB, h http.HandlerFunc) (*httptest.Server, uint16) {
 	srv := httptest.NewServer(h)
 	t.Cleanup(srv.Close)
 	return srv, netip.MustParseAddrPort(srv.Listener.Addr().String()).Port()

@@ -91,8 +91,12 @@ type h1conn struct {
 	retriesLeft int
 	resend      []byte
 	resent      bool // resend holds the request's body (maybe empty) for another try
-	tried       []netip.AddrPort
-	deadline    time.Time
+	// kept is a body that did not come whole with its head, kept for
+	// retries under a retry policy; keptTry the try that sends it next.
+	kept     *keptBody
+	keptTry  *bodyTry
+	tried    []netip.AddrPort
+	deadline time.Time
 	// newTarget holds a rewritten request target; location a redirect's.
 	newTarget []byte
 	location  string

@@ -142,7 +142,7 @@ type h2stream struct {
 	grpc    bool
 	body    countingBody
 	kept    *keptBody // the body kept for retries, under a retry policy
-	targetB []byte // the request's target, for matching
+	targetB []byte    // the request's target, for matching
 	// grpcStatus is the status a fault abort asks for, if any.
 	grpcStatus int
 	cl         *cluster // the request's cluster, once routed
@@ -309,7 +309,7 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 		// waiting on a client that sends no more.
 		defer context.AfterFunc(ctx, func() { r.Body.Close() })()
 		if rt.retry != nil {
-			s.kept = newKeptBody(r.Body, rt.bodyLimit, s.body.whole)
+			s.kept = newKeptBody(r.Body, rt.bodyLimit, r.ContentLength, s.body.whole)
 			defer s.kept.stop()
 		}
 	}

@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/shunt-dev/shunt/proxy/accesslog"
@@ -52,15 +54,16 @@ type pendingBody struct {
 	ch   chan bodyResult
 	res  bodyResult
 	done bool
+	read atomic.Bool // the client's body has been read to its end
 }
 
-// startBody copies the request body to uc on a goroutine. It reports how
+// startBody copies the request body, read from src, to uc on a goroutine. It reports how
 // the copy ended before it resets the upstream for a client that left,
 // so that the upstream's failure is seen for what it is.
-func (h *h1conn) startBody(uc *upstreamConn) *pendingBody {
+func (h *h1conn) startBody(uc *upstreamConn, src io.Reader) *pendingBody {
 	pb := &pendingBody{ch: make(chan bodyResult, 1)}
 	go func() {
-		res := h.sendBody(uc)
+		res := h.sendBody(uc, src, &pb.read)
 		pb.ch <- res
 		if res.downstream != nil {
 			// The request cannot be completed: the upstream must not take
@@ -94,9 +97,10 @@ func (pb *pendingBody) wait() bodyResult {
 	return pb.res
 }
 
-// sendBody copies the request body to the upstream, re-framing chunked
-// bodies, until the body ends or either side fails.
-func (h *h1conn) sendBody(uc *upstreamConn) bodyResult {
+// sendBody copies the request body from src (the body itself, or a try
+// of it kept) to the upstream, re-framing chunked bodies, until the body
+// ends or either side fails.
+func (h *h1conn) sendBody(uc *upstreamConn, src io.Reader, read *atomic.Bool) bodyResult {
 	buf := getBuf()
 	defer putBuf(buf)
 	var res bodyResult
@@ -107,7 +111,10 @@ func (h *h1conn) sendBody(uc *upstreamConn) bodyResult {
 		if chunkedOut {
 			p = p[http1.ChunkHeadroom:]
 		}
-		n, err := h.body.Read(p)
+		n, err := src.Read(p)
+		if err == io.EOF {
+			read.Store(true)
+		}
 		if n > 0 {
 			out := p[:n]
 			if chunkedOut {
@@ -121,7 +128,7 @@ func (h *h1conn) sendBody(uc *upstreamConn) bodyResult {
 			h.f.activity.Add(int64(n))
 		}
 		if err != nil {
-			if h.body.Done() {
+			if err == io.EOF {
 				if chunkedOut {
 					if _, werr := uc.c.Write(http1.AppendLastChunk(b[:0], h.body.Trailers())); werr != nil {
 						res.upstream = werr
@@ -137,11 +144,16 @@ func (h *h1conn) sendBody(uc *upstreamConn) bodyResult {
 
 // joinBody waits for the request body's copy and folds how it ended into
 // the exchange's outcome. A body still arriving after the response ended
-// is cut off by closing the client's connection.
+// is cut off: the read of it ends at once, and the connection with the
+// response (closed, not reset, so that the client reads the response).
 func (h *h1conn) joinBody(body *pendingBody, o outcome) outcome {
 	res, done := body.poll()
-	if !done {
-		reset(h.d.c)
+	switch {
+	case done:
+	case body.read.Load():
+		res = body.wait() // all read: the copy ends with its last write
+	default:
+		_ = h.d.c.SetReadDeadline(time.Unix(1, 0))
 		res = body.wait()
 		o.more = false
 	}

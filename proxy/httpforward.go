@@ -27,7 +27,12 @@ type outcome struct {
 // forward sends the request to ep over a pooled connection, or a new one,
 // and relays the response. A pooled connection the upstream had closed is
 // replaced, once, for a request that is safe to send again.
-func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Result) {
+func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (more bool, r Result) {
+	defer func() {
+		if h.kept != nil && !h.finishKept() {
+			more = false // the body was not read to its end
+		}
+	}()
 	pol := rt.retry
 	h.retriesLeft, h.resend, h.resent, h.tried = 0, h.resend[:0], false, h.tried[:0]
 	if pol != nil {
@@ -110,6 +115,37 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (bool, Resul
 	}
 }
 
+// takeRetry takes a retry of the request, if it has retries left, the
+// circuit breakers allow one, and its body can be sent again: all of it
+// was in the try's first write (inline), or it is kept, within its bound
+// (and then starts over for the next try).
+func (h *h1conn) takeRetry(inline bool) bool {
+	if h.retriesLeft <= 0 || !inline && h.kept == nil || !acquireRetry(h.cl, h.rt.stats) {
+		return false
+	}
+	if inline {
+		return true
+	}
+	if t, ok := h.kept.restart(); ok {
+		h.keptTry = t
+		return true
+	}
+	h.cl.cb.retries.Add(-1) // the body outgrew its bound: this try is the last
+	return false
+}
+
+// finishKept ends the request's kept body, stopping a read of the client
+// still under way; it says whether the body was read to its end (the
+// connection may carry another request).
+func (h *h1conn) finishKept() bool {
+	whole := h.kept.finish(func() { _ = h.d.c.SetReadDeadline(time.Now()) })
+	if whole {
+		_ = h.d.c.SetReadDeadline(time.Time{})
+	}
+	h.kept, h.keptTry = nil, nil
+	return whole
+}
+
 // nextEndpoint waits out the retry back-off and picks the endpoint for
 // retry n; nil pool when the cluster has none left.
 func (h *h1conn) nextEndpoint(pol *retryPolicy, cl *cluster, n int) (netip.AddrPort, *pool) {
@@ -134,7 +170,9 @@ func (h *h1conn) dialUpstream(cl *cluster, ep netip.AddrPort) (*upstreamConn, Re
 	if !cl.cb.newConnection() {
 		return nil, ResultUpstreamOverflow, ""
 	}
-	c, r, detail := h.p.connect(h.d, cl, ep)
+	// A kept body's reader watches the client already (and must not
+	// have its reads cut short by the watch's end).
+	c, r, detail := h.p.connect(h.d, cl, ep, h.kept == nil)
 	if c == nil {
 		cl.cb.connections.Add(-1)
 		if r != ResultDownstreamClosed && r != ResultDrained {
@@ -196,7 +234,7 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 	buf := getBuf()
 	defer putBuf(buf)
 
-	if req.Expect100 && h.body.Framing() != http1.NoBody {
+	if req.Expect100 && h.body.Framing() != http1.NoBody && h.kept == nil {
 		// Envoy's default: the proxy says continue itself.
 		if !h.write([]byte("HTTP/1.1 100 Continue\r\n\r\n")) {
 			return h.downstreamGone()
@@ -205,15 +243,22 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 	// The head is written for each try (its x-envoy-attempt-count may
 	// differ); a body that came whole with it is kept for the next try.
 	out, inline := h.appendUpstreamHead(buf.b[:0]), true
-	if h.rec.AttemptCount > 1 && h.resent {
+	switch {
+	case h.rec.AttemptCount > 1 && h.resent:
 		out = append(out, h.resend...)
-	} else {
+	case h.kept != nil:
+		inline = false // a retry of a kept body
+	default:
 		head := len(out)
 		out, inline = h.inlineBody(out)
-		if inline {
+		switch {
+		case inline:
 			// Kept for another try: the retry policy's, or the one a stale
 			// pooled connection gets.
 			h.resend, h.resent = append(h.resend[:0], out[head:]...), true
+		case rt.retry != nil && h.retriesLeft > 0:
+			h.kept = newKeptBody(&h.body, rt.bodyLimit, h.req.ContentLength, nil)
+			h.keptTry, _ = h.kept.restart()
 		}
 	}
 	sentAt := time.Now()
@@ -233,14 +278,18 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 			_ = h.d.c.SetReadDeadline(h.rec.Start.Add(t))
 			defer h.d.c.SetReadDeadline(time.Time{})
 		}
-		body = h.startBody(uc)
+		var src io.Reader = &h.body
+		if h.kept != nil {
+			src = h.keptTry
+		}
+		body = h.startBody(uc, src)
 	}
 	o := h.awaitResponse(uc, inline, body, sentAt)
 	if o.result == ResultOK && !o.retry && !o.policyRetry && h.resp.Code != 0 {
 		if pol := rt.retry; pol != nil && h.resp.Code >= 200 {
 			grpc, _ := h.resp.Get("grpc-status")
 			if pol.retriesStatus(h.resp.Code, grpc) || pol.retriesHeaders(&h.resp) {
-				if h.retriesLeft > 0 && inline && acquireRetry(h.cl, h.rt.stats) {
+				if h.takeRetry(inline) {
 					return outcome{policyRetry: true} // the response is dropped with its connection
 				}
 				h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded
@@ -248,7 +297,9 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 		}
 		o = h.respond(uc, buf, sentAt, inline)
 	}
-	if body != nil {
+	if body != nil && !o.policyRetry {
+		// (A retry's body is kept: the try given up has ended its reading
+		// of it, and its copy ends with the upstream connection.)
 		o = h.joinBody(body, o)
 	}
 	if !o.retry && !o.policyRetry {
@@ -318,7 +369,7 @@ func (h *h1conn) upstreamGone(uc *upstreamConn, inline bool, err error, downstre
 			}
 		}
 		if f != 255 && pol.retriesFailure(f) {
-			if h.retriesLeft > 0 && inline && acquireRetry(h.cl, h.rt.stats) {
+			if h.takeRetry(inline) {
 				return outcome{policyRetry: true}
 			}
 			h.rec.Flags |= accesslog.UpstreamRetryLimitExceeded

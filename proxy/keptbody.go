@@ -18,13 +18,14 @@ import (
 type keptBody struct {
 	mu      sync.Mutex
 	cond    sync.Cond
-	src     io.ReadCloser
+	src     io.Reader
 	buf     []byte // the body's bytes [base, n)
 	base, n int64
 	limit   int64
 	over    bool  // the body outgrew limit: only what cur still needs is kept
 	want    bool  // a try waits for more of the client's body
 	pumping bool  // the goroutine reading the client runs
+	reading bool  // it is in a read of the client
 	err     error // how the client's body ended (io.EOF: whole)
 	stopped bool  // the request is over: no try will want more
 	cur     *bodyTry
@@ -34,8 +35,13 @@ type keptBody struct {
 // errTryOver ends the body of a try given up.
 var errTryOver = errors.New("request body: the try was given up")
 
-func newKeptBody(src io.ReadCloser, limit int64, whole func() bool) *keptBody {
+// newKeptBody keeps src up to limit; size is its length if known (else
+// -1), whole a callback for its end.
+func newKeptBody(src io.Reader, limit, size int64, whole func() bool) *keptBody {
 	b := &keptBody{src: src, limit: limit, whole: whole}
+	if size > 0 && size <= limit {
+		b.buf = make([]byte, 0, size)
+	}
 	b.cond.L = &b.mu
 	return b
 }
@@ -102,7 +108,7 @@ func (t *bodyTry) Read(p []byte) (int, error) {
 			b.want = true
 			b.cond.Broadcast()
 		}
-		if !b.pumping {
+		if !b.pumping && !b.stopped {
 			b.pumping = true
 			go b.pump()
 		}
@@ -116,7 +122,11 @@ func (b *keptBody) pump() {
 	defer putBuf(buf)
 	p := buf.b[:cap(buf.b)]
 	b.mu.Lock()
-	defer b.mu.Unlock()
+	defer func() {
+		b.pumping = false
+		b.cond.Broadcast()
+		b.mu.Unlock()
+	}()
 	for b.err == nil {
 		for !b.want && !b.stopped {
 			b.cond.Wait()
@@ -124,10 +134,11 @@ func (b *keptBody) pump() {
 		if b.stopped {
 			return
 		}
-		b.want = false
+		b.want, b.reading = false, true
 		b.mu.Unlock()
 		m, err := b.src.Read(p)
 		b.mu.Lock()
+		b.reading = false
 		b.buf = append(b.buf, p[:m]...)
 		b.n += int64(m)
 		if b.n > b.limit {
@@ -153,6 +164,25 @@ func (b *keptBody) stop() {
 	b.stopped = true
 	b.cond.Broadcast()
 	b.mu.Unlock()
+}
+
+// finish stops the body's goroutine and waits for it to return;
+// interrupt, called if it is reading the client, makes that read return.
+// It says whether the client's body was read whole.
+func (b *keptBody) finish(interrupt func()) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.stopped = true
+	b.cond.Broadcast()
+	if b.reading {
+		b.mu.Unlock()
+		interrupt()
+		b.mu.Lock()
+	}
+	for b.pumping {
+		b.cond.Wait()
+	}
+	return b.err == io.EOF
 }
 
 // trim drops, once the body is over its bound, what the current try has

@@ -49,7 +49,7 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 		return ResultUpstreamOverflow
 	}
 	defer cl.cb.connections.Add(-1)
-	up, r, detail := p.connect(d, cl, ep)
+	up, r, detail := p.connect(d, cl, ep, true)
 	if up == nil {
 		reset(d.c)
 		rec.UpstreamFailureReason = detail
@@ -74,16 +74,20 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 	return r
 }
 
-// connect dials ep for d, giving up when d goes away or the drain ends;
+// connect dials ep for d, giving up when d goes away (if watch: when
+// nothing else reads d) or the drain ends;
 // on failure it returns nil, the result, and the error for the log.
-func (p *Proxy) connect(d *downstream, cl *cluster, ep netip.AddrPort) (*net.TCPConn, Result, string) {
+func (p *Proxy) connect(d *downstream, cl *cluster, ep netip.AddrPort, watch bool) (*net.TCPConn, Result, string) {
 	ctx, cancel := context.WithCancelCause(p.stopping)
 	defer cancel(nil)
 	ctx, cancelTimeout := cl.dialContext(ctx)
 	defer cancelTimeout()
-	w := watchDownstream(d.c, cancel)
+	var w *dialWatch
+	if watch {
+		w = watchDownstream(d.c, cancel)
+	}
 	up, err := p.dial(ctx, d.lst.dir, cl, ep)
-	gone := w.stop()
+	gone := w != nil && w.stop()
 	if err == nil {
 		return up, ResultOK, ""
 	}
