@@ -22,6 +22,7 @@ import (
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
 
+	"github.com/shunt-dev/shunt/dnsproxy"
 	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/internal/memlimit"
 	"github.com/shunt-dev/shunt/proxy"
@@ -47,6 +48,7 @@ type proxyFlags struct {
 	config                   string
 	validate                 bool
 	detection                string
+	dns                      dnsFlags
 }
 
 // sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
@@ -113,6 +115,7 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&pf.config, "config", "", "run this Envoy bootstrap (YAML or JSON: static_resources' listeners and clusters, admin) instead of Istio's sidecar; a field shunt does not implement is refused with its path")
 	f.BoolVar(&pf.validate, "validate", false, "with --config: check the file as envoy --mode validate does, bind nothing; exit 0 if it would run, else 2 listing every problem")
 	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
+	pf.dns.add(f)
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)
@@ -144,6 +147,7 @@ type proxyRun struct {
 	captureGIDs    []uint32
 	allowRootGiven bool
 	configFile     string
+	dns            *dnsRun // nil: no DNS proxy
 }
 
 // check validates the flags (and Istio's drain variables) without opening
@@ -232,6 +236,11 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 	if err := r.cfg.Validate(); err != nil {
 		return nil, usageError{err}
 	}
+	dns, err := pf.dns.check(fs, getenv, "/etc/resolv.conf")
+	if err != nil {
+		return nil, usageError{err}
+	}
+	r.dns = dns
 	return r, nil
 }
 
@@ -332,6 +341,10 @@ func (r *proxyRun) serve(ctx context.Context) error {
 	if err == nil && r.workers > 1 && !isWorker {
 		err = startWorkers(p, r.workers)
 	}
+	var dns *dnsproxy.Server
+	if err == nil && r.dns != nil && !isWorker {
+		dns, err = r.dns.listen(log)
+	}
 	if err == nil {
 		err = dropPrivileges(r.uid, r.gid)
 	}
@@ -344,6 +357,9 @@ func (r *proxyRun) serve(ctx context.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if dns != nil {
+		go serveDNS(ctx, dns, log)
+	}
 	switch {
 	case r.configFile != "" && r.workers > 1 && !isWorker:
 		go forwardHUP(ctx, p) // the workers watch the file themselves
