@@ -73,12 +73,21 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	errs = append(errs, aerrs...)
 	proxyRes, rerrs := t.proxyResources(meta.Annotations, &w)
 	errs = append(errs, rerrs...)
+	dns, err := t.dnsCapture(meta.Annotations, &w)
+	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return res, err
 	}
 	args := cp.args
 	if t.NativeNftables {
 		args = append(args, "--native-nftables")
+	}
+	if dns && cp.interception == "NONE" {
+		w.addf("DNS capture asked for, but interception mode NONE captures nothing: the DNS proxy is not started")
+		dns = false
+	}
+	if dns {
+		args = append(args, "--redirect-dns") // the proxy answers on 15053 (--dns below)
 	}
 	var probes probeRewrite
 	if rewrite && status != 0 && cp.interception != "NONE" {
@@ -92,7 +101,7 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	if workload == "" {
 		workload = workloadOf(meta)
 	}
-	proxy := t.proxyContainer(mode, cp.interception == "TPROXY", proxyRes, status, probes.env(), proxyIdentity{workload, meta.Labels})
+	proxy := t.proxyContainer(mode, cp.interception == "TPROXY", dns, proxyRes, status, probes.env(), proxyIdentity{workload, meta.Labels})
 	if mode == Native {
 		initCs = append(initCs, proxy)
 	} else {

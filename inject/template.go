@@ -41,6 +41,7 @@ type Template struct {
 	Mode           SidecarMode
 	NativeNftables bool // the init step uses shunt's nftables table instead of iptables
 	RewriteProbes  bool // app probes on captured ports go through the proxy's status port (Istio's rewriteAppHTTPProbe)
+	DNSCapture     bool // the pods' DNS goes to the proxy's DNS proxy (Istio's ISTIO_META_DNS_CAPTURE), unless a pod says otherwise
 	ProxyResources corev1.ResourceRequirements
 	InitResources  corev1.ResourceRequirements
 }
@@ -108,7 +109,7 @@ func (t Template) initContainer(args []string) corev1.Container {
 	}
 }
 
-func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.ResourceRequirements, status int32, probers string, id proxyIdentity) corev1.Container {
+func (t Template) proxyContainer(mode SidecarMode, tproxy, dns bool, res corev1.ResourceRequirements, status int32, probers string, id proxyIdentity) corev1.Container {
 	statusAddr := ""
 	if status != 0 {
 		statusAddr = fmt.Sprintf(":%d", status)
@@ -119,6 +120,9 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy bool, res corev1.Resou
 		"--health-addr", fmt.Sprintf(":%d", sidecar.HealthPort),
 		"--prometheus-addr", fmt.Sprintf(":%d", sidecar.PrometheusPort),
 		"--status-addr", statusAddr}
+	if dns {
+		args = append(args, "--dns")
+	}
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 	if tproxy {
 		// IP_TRANSPARENT on the inbound listener needs CAP_NET_ADMIN.

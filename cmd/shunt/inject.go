@@ -26,6 +26,7 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 	fs.StringVar(&t.Image, "image", t.Image, "image of the init step and the proxy; it must hold shunt and iptables/nftables")
 	fs.Var(newChoice(policy, string(corev1.PullAlways), string(corev1.PullIfNotPresent), string(corev1.PullNever)), "image-pull-policy", "Always, IfNotPresent or Never")
 	fs.BoolVar(&t.NativeNftables, "nftables", false, "the init step uses shunt's nftables table instead of iptables")
+	fs.BoolVar(&t.DNSCapture, "dns-capture", false, "capture the pods' DNS to the proxy's DNS proxy (redirect --redirect-dns, proxy --dns), unless a pod says otherwise with "+inject.DNSCaptureAnnotation+" or Istio's proxy.istio.io/config proxyMetadata ISTIO_META_DNS_CAPTURE")
 	fs.BoolVar(&t.RewriteProbes, "rewrite-app-probes", t.RewriteProbes, "send app probes on captured ports through the proxy's status port, so they test the app (a pod may say otherwise with sidecar.istio.io/rewriteAppHTTPProbers)")
 	type quantityFlag struct {
 		flag, annotation string
