@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/netip"
 	"testing"
-	"time"
 
 	"github.com/miekg/dns"
 	"golang.org/x/sys/unix"
@@ -97,19 +96,7 @@ func TestKernelDNSProxy(t *testing.T) {
 						"backend-service.default.svc.cluster.local": "10.96.0.20",
 						"www.example.org": "198.51.100.1",
 					} {
-						m := new(dns.Msg)
-						m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-						var resp *dns.Msg
-						err := in(p.NS, 101, 101, func() error {
-							c, err := net.DialTimeout(network, server, 2*time.Second)
-							if err != nil {
-								return err
-							}
-							defer c.Close()
-							_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-							resp, _, err = (&dns.Client{Net: network}).ExchangeWithConn(m, &dns.Conn{Conn: c})
-							return err
-						})
+						resp, err := p.NS.ExchangeDNS(network, server, 101, 101, name, dns.TypeA)
 						if err != nil || answers(resp) != want {
 							t.Errorf("the app asks %s for %s over %s: %v %v, want %s", server, name, network, resp, err, want)
 						}

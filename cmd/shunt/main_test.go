@@ -56,6 +56,26 @@ func shunt(t *testing.T, env []string, args ...string) (string, string, int) {
 	return out.String(), errb.String(), code
 }
 
+// startProcess runs name with args until the test ends: then SIGTERM, and
+// its standard error logged if the test failed.
+func startProcess(t *testing.T, name string, args ...string) (*exec.Cmd, *bytes.Buffer) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	stderr := new(bytes.Buffer)
+	cmd.Stderr = stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s's standard error:\n%s", name, stderr.String())
+		}
+	})
+	return cmd, stderr
+}
+
 func TestExplainFormats(t *testing.T) {
 	seed := strings.Fields("-p 15001 -z 15006 -u 1337 -m REDIRECT -i * -b * -d 15090,15021,15020")
 	out, errs, code := shunt(t, nil, append([]string{"explain"}, seed...)...)
@@ -171,20 +191,8 @@ static_resources:
 		t.Fatal(err)
 	}
 	uid, gid := strconv.Itoa(os.Getuid()), strconv.Itoa(os.Getgid())
-	cmd := exec.Command(shuntBin, "proxy", "--config", file, "--allow-root", "--capture-uid", uid, "--capture-gid", gid,
+	cmd, stderr := startProcess(t, shuntBin, "proxy", "--config", file, "--allow-root", "--capture-uid", uid, "--capture-gid", gid,
 		"--health-addr", "", "--status-addr", "", "--prometheus-addr", "", "--admin-addr", "", "--drain-timeout", "1s")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("stderr:\n%s", stderr.String())
-		}
-	}()
 	get := func() string {
 		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port))
 		if err != nil {

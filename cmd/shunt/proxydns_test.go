@@ -1,13 +1,9 @@
 package main
 
 import (
-	"bytes"
-	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -51,36 +47,11 @@ func TestProxyServesDNS(t *testing.T) {
 	if err := os.WriteFile(hosts, []byte("10.96.0.20 backend-service.default.svc.cluster.local\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("ip", "netns", "exec", ns.Name, shuntBin, "proxy", "--allow-root", "--capture-uid", "0", "--capture-gid", "0",
+	startProcess(t, "ip", "netns", "exec", ns.Name, shuntBin, "proxy", "--allow-root", "--capture-uid", "0", "--capture-gid", "0",
 		"--health-addr", "", "--status-addr", "", "--prometheus-addr", "", "--admin-addr", "", "--drain-timeout", "1s",
 		"--dns", "--dns-hosts", hosts, "--dns-upstream", "127.0.0.1:9", "--dns-namespace", "default")
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		if t.Failed() {
-			t.Logf("stderr:\n%s", stderr.String())
-		}
-	}()
 	ask := func(network, name string) (*dns.Msg, error) {
-		m := new(dns.Msg)
-		m.SetQuestion(dns.Fqdn(name), dns.TypeA)
-		var resp *dns.Msg
-		err := ns.Do(func() error {
-			c, err := net.DialTimeout(network, "127.0.0.1:15053", time.Second)
-			if err != nil {
-				return err
-			}
-			defer c.Close()
-			_ = c.SetDeadline(time.Now().Add(5 * time.Second))
-			resp, _, err = (&dns.Client{Net: network}).ExchangeWithConn(m, &dns.Conn{Conn: c})
-			return err
-		})
-		return resp, err
+		return ns.ExchangeDNS(network, "127.0.0.1:15053", 0, 0, name, dns.TypeA)
 	}
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := ask("tcp", "backend-service"); err == nil {
