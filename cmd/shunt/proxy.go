@@ -18,6 +18,7 @@ import (
 	"syscall"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 	"golang.org/x/sys/unix"
@@ -28,6 +29,7 @@ import (
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
 	"github.com/shunt-dev/shunt/sidecar"
+	"github.com/shunt-dev/shunt/xds"
 )
 
 // proxyFlags are `shunt proxy`'s settings as given; check turns them into
@@ -49,6 +51,7 @@ type proxyFlags struct {
 	validate                 bool
 	detection                string
 	dns                      dnsFlags
+	xdsAddress               string
 }
 
 // sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
@@ -116,6 +119,7 @@ func newProxyCmd() *cobra.Command {
 	f.BoolVar(&pf.validate, "validate", false, "with --config: check the file as envoy --mode validate does, bind nothing; exit 0 if it would run, else 2 listing every problem")
 	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	pf.dns.add(f)
+	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC): its listeners, routes, clusters and endpoints (ADS) join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)
@@ -148,6 +152,8 @@ type proxyRun struct {
 	allowRootGiven bool
 	configFile     string
 	dns            *dnsRun // nil: no DNS proxy
+	xdsAddress     string
+	xdsNode        *corev3.Node
 }
 
 // check validates the flags (and Istio's drain variables) without opening
@@ -241,6 +247,14 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 		return nil, usageError{err}
 	}
 	r.dns = dns
+	if err := r.checkXDS(pf.xdsAddress); err != nil {
+		return nil, usageError{err}
+	}
+	if r.xdsAddress != "" {
+		if r.xdsNode, err = xdsNode(r.cfg.Bootstrap.GetNode(), getenv); err != nil {
+			return nil, usageError{err}
+		}
+	}
 	return r, nil
 }
 
@@ -361,6 +375,11 @@ func (r *proxyRun) serve(ctx context.Context) error {
 		go serveDNS(ctx, dns, log)
 	}
 	switch {
+	case r.xdsAddress != "":
+		// The file is read at the start; the control plane's resources
+		// join it as they come.
+		c := &xds.Client{Address: r.xdsAddress, Node: r.xdsNode, Base: r.cfg.Bootstrap, Apply: xds.Checked(p.Reload), Log: log}
+		go c.Run(ctx)
 	case r.configFile != "" && r.workers > 1 && !isWorker:
 		go forwardHUP(ctx, p) // the workers watch the file themselves
 	case r.configFile != "":
