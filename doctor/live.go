@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"errors"
 	"fmt"
+	"net"
+	"net/netip"
 	"os"
 	"os/user"
 	"path/filepath"
@@ -229,7 +231,7 @@ func probeCheck(o Options, probe validate.Probe, portListens bool) Check {
 		// the probe's made-up destination, failed fast): still local.
 		c.Status = Pass
 		c.Detail = fmt.Sprintf("%s was answered locally in %s: captured", probe, took)
-	case !probe.Hairpin && (errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)):
+	case !probe.Hairpin && (errors.Is(err, syscall.ENETUNREACH) || errors.Is(err, syscall.EHOSTUNREACH)) && !hasRoute(o.NetNS, probe.Dst):
 		c.Status = Info
 		c.Detail = fmt.Sprintf("%s found no route out of the namespace, so it could not be probed (%v)", probe, err)
 	default:
@@ -238,6 +240,23 @@ func probeCheck(o Options, probe validate.Probe, portListens bool) Check {
 		c.Hint = "the kernel is not redirecting these connections: check the rules above"
 	}
 	return c
+}
+
+// hasRoute says whether the namespace has a route to dst: a UDP socket's
+// connect looks the route up and sends nothing. With one, an unreachable
+// error came from the network (a router's ICMP answer to the probe), so
+// the probe left the pod: not captured.
+func hasRoute(ns string, dst netip.AddrPort) bool {
+	found := false
+	_ = netns.Do(ns, func() error {
+		c, err := net.Dial("udp", dst.String())
+		if err == nil {
+			c.Close()
+			found = true
+		}
+		return nil
+	})
+	return found
 }
 
 // sysctlChecks reads the namespace's settings that captured traffic leans
