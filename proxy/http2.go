@@ -434,9 +434,8 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 			grpc := resp.Header.Get("Grpc-Status")
 			retry = pol.retriesStatus(resp.StatusCode, []byte(grpc)) || pol.retriesHeaders(headerView(resp.Header))
 		}
-		if retry && left > 0 && acquireRetry(cl, rt.stats) {
-			nextBody, ok := kept.restart()
-			if ok {
+		if retry && left > 0 {
+			if nextBody, ok := takeRetry(cl, rt.stats, kept); ok {
 				if resp != nil {
 					resp.Body.Close()
 				}
@@ -452,7 +451,6 @@ func (s *h2stream) attempts(ctx context.Context, rt *route, cl *cluster, ep neti
 				s.rec.UpstreamHost = ep
 				continue
 			}
-			cl.cb.retries.Add(-1) // the body outgrew its bound: this try was the last
 		}
 		if retry {
 			s.rec.Flags |= accesslog.UpstreamRetryLimitExceeded

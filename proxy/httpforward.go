@@ -120,18 +120,14 @@ func (h *h1conn) forward(rt *route, cl *cluster, ep netip.AddrPort) (more bool, 
 // was in the try's first write (inline), or it is kept, within its bound
 // (and then starts over for the next try).
 func (h *h1conn) takeRetry(inline bool) bool {
-	if h.retriesLeft <= 0 || !inline && h.kept == nil || !acquireRetry(h.cl, h.rt.stats) {
+	if h.retriesLeft <= 0 || !inline && h.kept == nil {
 		return false
 	}
-	if inline {
-		return true
-	}
-	if t, ok := h.kept.restart(); ok {
+	t, ok := takeRetry(h.cl, h.rt.stats, h.kept)
+	if ok && h.kept != nil {
 		h.keptTry = t
-		return true
 	}
-	h.cl.cb.retries.Add(-1) // the body outgrew its bound: this try is the last
-	return false
+	return ok
 }
 
 // finishKept ends the request's kept body, stopping a read of the client

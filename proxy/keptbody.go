@@ -73,6 +73,20 @@ func (b *keptBody) restart() (*bodyTry, bool) {
 	return b.cur, true
 }
 
+// takeRetry takes a retry of a request whose body is kept (nil: none to
+// keep): one of the circuit breakers' retries, then the body started over
+// for it; neither, when either cannot be had.
+func takeRetry(cl *cluster, rs *rqStats, kept *keptBody) (*bodyTry, bool) {
+	if !acquireRetry(cl, rs) {
+		return nil, false
+	}
+	t, ok := kept.restart()
+	if !ok {
+		cl.cb.retries.Add(-1) // the body outgrew its bound: the try before was the last
+	}
+	return t, ok
+}
+
 // received is how much of the body the client has sent.
 func (b *keptBody) received() int64 {
 	b.mu.Lock()
