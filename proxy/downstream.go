@@ -60,7 +60,7 @@ func (p *Proxy) route(d *downstream) Result {
 		d.c.Close()
 		return p.refuse(d, ResultListenerFilterTimeout, "")
 	}
-	fc := d.lst.chainFor(dst.Port(), proto)
+	fc := d.lst.chainFor(dst, proto)
 	if fc == nil {
 		reset(d.c)
 		return p.refuse(d, ResultNoChain, "")
@@ -85,7 +85,7 @@ func (p *Proxy) route(d *downstream) Result {
 // is declared HTTP whatever they say (the codec judges them). timedOut
 // says the client stayed silent past the inspectors' timeout.
 func (p *Proxy) protocolOf(d *downstream) (proto Protocol, timedOut bool) {
-	declared, ok := d.lst.declared(d.local.Port())
+	declared, ok := d.lst.declared(d.local)
 	inspect := d.lst.inspectHTTP || d.lst.inspectTLS
 	switch {
 	case ok && declared == ProtocolTCP, !ok && !inspect:

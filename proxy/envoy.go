@@ -386,7 +386,15 @@ func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filter
 				"not implemented by shunt: %q (it matches %s, which http_inspector sets)", ap, strings.Join(applicationProtocols, ", "))
 			continue
 		}
-		c.protocol = ProtocolHTTP1
+		c.protocol, c.detected = ProtocolHTTP1, true
+	}
+	for i, cr := range m.GetPrefixRanges() {
+		prefix, err := cidrRange(cr)
+		if err != nil {
+			r.add(fmt.Sprintf("%s.filter_chain_match.prefix_ranges[%d]", path, i), "invalid: %v", err)
+			continue
+		}
+		c.prefixes = append(c.prefixes, prefix)
 	}
 	if m.GetTransportProtocol() != "" {
 		r.add(path+".filter_chain_match.transport_protocol", "not implemented by shunt")
@@ -1105,4 +1113,17 @@ func fractionOf(p *typev3.FractionalPercent) fraction {
 	den := map[typev3.FractionalPercent_DenominatorType]uint64{typev3.FractionalPercent_HUNDRED: 100,
 		typev3.FractionalPercent_TEN_THOUSAND: 10000, typev3.FractionalPercent_MILLION: 1000000}[p.GetDenominator()]
 	return fraction{uint64(p.GetNumerator()), den}
+}
+
+// cidrRange is an Envoy CidrRange as a prefix.
+func cidrRange(cr *corev3.CidrRange) (netip.Prefix, error) {
+	addr, err := netip.ParseAddr(cr.GetAddressPrefix())
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("address_prefix %q is not an IP address", cr.GetAddressPrefix())
+	}
+	bits := int(cr.GetPrefixLen().GetValue())
+	if bits > addr.BitLen() {
+		return netip.Prefix{}, fmt.Errorf("prefix_len %d is longer than %s's %d bits", bits, addr, addr.BitLen())
+	}
+	return netip.PrefixFrom(addr.Unmap(), bits).Masked(), nil
 }

@@ -44,8 +44,12 @@ type listener struct {
 // TCP proxy or an HTTP connection manager.
 type filterChain struct {
 	name     string
-	ports    []uint16 // destination ports it matches; none: any
-	protocol Protocol // the protocol it takes; ProtocolAny: whatever was detected
+	ports    []uint16       // destination ports it matches; none: any
+	prefixes []netip.Prefix // destination addresses it matches (prefix_ranges); none: any
+	protocol Protocol       // the protocol it takes; ProtocolAny: whatever was detected
+	// detected: the protocol is one detection must find
+	// (application_protocols), not one the port declares.
+	detected bool
 	tcp      *tcpProxy
 	http     *httpManager
 }
@@ -84,24 +88,19 @@ func IstioProtocol(name string) (Protocol, error) {
 	return 0, fmt.Errorf("%q is not a protocol Istio names (http, http2, grpc, grpc-web, tcp, tls, https, mongo, mysql, redis)", name)
 }
 
-// chainFor picks the chain for a connection to port that speaks proto,
-// the most specific first, as Envoy does: a chain naming the port over
-// one naming none, then one naming the protocol over one taking any; the
-// first of equals.
-func (l *listener) chainFor(port uint16, proto Protocol) *filterChain {
+// chainFor picks the chain for a connection to dst that speaks proto,
+// the most specific first, in Envoy's order: a chain naming the port over
+// one naming none, then the longest destination prefix, then one naming
+// the protocol over one taking any; the first of equals.
+func (l *listener) chainFor(dst netip.AddrPort, proto Protocol) *filterChain {
 	var best *filterChain
-	bestRank := 0
+	bestRank := -1
 	for _, fc := range l.chains {
-		rank := 1
-		if len(fc.ports) > 0 {
-			if !slices.Contains(fc.ports, port) {
-				continue
-			}
-			rank = 3
-		}
-		if !fc.takes(proto) {
+		rank, ok := fc.addressRank(dst)
+		if !ok || !fc.takes(proto) {
 			continue
 		}
+		rank *= 2
 		if fc.protocol != ProtocolAny {
 			rank++
 		}
@@ -110,6 +109,39 @@ func (l *listener) chainFor(port uint16, proto Protocol) *filterChain {
 		}
 	}
 	return best
+}
+
+// addressRank says whether dst is the chain's port and address, and how
+// specific the match is: a port named counts over any prefix, then the
+// longest prefix dst is in.
+func (fc *filterChain) addressRank(dst netip.AddrPort) (int, bool) {
+	prefix, ok := fc.matches(dst)
+	if !ok {
+		return 0, false
+	}
+	rank := prefix + 1 // 0 (any address) to 129
+	if len(fc.ports) > 0 {
+		rank += 1000
+	}
+	return rank, true
+}
+
+// matches says whether dst is the chain's port and address, and the
+// length of the longest of its prefixes dst is in (-1: it names none).
+func (fc *filterChain) matches(dst netip.AddrPort) (int, bool) {
+	if len(fc.ports) > 0 && !slices.Contains(fc.ports, dst.Port()) {
+		return 0, false
+	}
+	if len(fc.prefixes) == 0 {
+		return -1, true
+	}
+	longest := -1
+	for _, p := range fc.prefixes {
+		if p.Contains(dst.Addr().Unmap()) && p.Bits() > longest {
+			longest = p.Bits()
+		}
+	}
+	return longest, longest >= 0
 }
 
 func (fc *filterChain) takes(proto Protocol) bool {
@@ -122,13 +154,24 @@ func (fc *filterChain) takes(proto Protocol) bool {
 	return !proto.isHTTP()
 }
 
-// declared is the protocol a chain fixes for port, if one does: such a
-// connection needs no detection.
-func (l *listener) declared(port uint16) (Protocol, bool) {
+// declared is the protocol the chains most specific to dst fix, if one
+// does: such a connection needs no detection. Chains that match on the
+// detected application protocol at that rank need it.
+func (l *listener) declared(dst netip.AddrPort) (Protocol, bool) {
+	var proto Protocol
+	bestRank, found, detect := -1, false, false
 	for _, fc := range l.chains {
-		if slices.Contains(fc.ports, port) && fc.protocol != ProtocolAny {
-			return fc.protocol, true
+		rank, ok := fc.addressRank(dst)
+		switch {
+		case !ok || rank < bestRank:
+			continue
+		case rank > bestRank:
+			bestRank, found, detect = rank, false, false
+		}
+		detect = detect || fc.detected
+		if !found && len(fc.ports) > 0 && fc.protocol != ProtocolAny && !fc.detected {
+			proto, found = fc.protocol, true
 		}
 	}
-	return 0, false
+	return proto, found && !detect
 }
