@@ -19,6 +19,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	dto "github.com/prometheus/client_model/go"
+
+	"github.com/shunt-dev/shunt/internal/envoyres"
 )
 
 // healthHandler serves /healthz/ready: 200 once the listeners accept, 503
@@ -176,16 +178,16 @@ func (p *Proxy) serveConfigDump(w http.ResponseWriter, _ *http.Request) {
 	var listeners []*adminv3.ListenersConfigDump_StaticListener
 	b := p.gen.Load().bootstrap
 	for _, l := range b.GetStaticResources().GetListeners() {
-		listeners = append(listeners, &adminv3.ListenersConfigDump_StaticListener{Listener: typed(l)})
+		listeners = append(listeners, &adminv3.ListenersConfigDump_StaticListener{Listener: envoyres.Typed(l)})
 	}
 	var clusters []*adminv3.ClustersConfigDump_StaticCluster
 	for _, c := range b.GetStaticResources().GetClusters() {
-		clusters = append(clusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: typed(c)})
+		clusters = append(clusters, &adminv3.ClustersConfigDump_StaticCluster{Cluster: envoyres.Typed(c)})
 	}
 	dump.Configs = []*anypb.Any{
-		typed(&adminv3.BootstrapConfigDump{Bootstrap: b}),
-		typed(&adminv3.ListenersConfigDump{StaticListeners: listeners}),
-		typed(&adminv3.ClustersConfigDump{StaticClusters: clusters}),
+		envoyres.Typed(&adminv3.BootstrapConfigDump{Bootstrap: b}),
+		envoyres.Typed(&adminv3.ListenersConfigDump{StaticListeners: listeners}),
+		envoyres.Typed(&adminv3.ClustersConfigDump{StaticClusters: clusters}),
 	}
 	raw, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(dump)
 	if err != nil {

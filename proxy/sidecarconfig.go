@@ -14,19 +14,17 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
-	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 )
 
@@ -42,29 +40,15 @@ func sidecarBootstrap(cfg *Config) (*bootstrapv3.Bootstrap, error) {
 	if err != nil {
 		return nil, err
 	}
-	inbound := &clusterv3.Cluster{Name: InboundPassthroughCluster}
+	var source []netip.Addr
 	if cfg.InboundSource.IsValid() {
-		inbound.UpstreamBindConfig = &corev3.BindConfig{SourceAddress: socketAddress(netip.AddrPortFrom(cfg.InboundSource, 0)).GetSocketAddress()}
+		source = append(source, cfg.InboundSource)
 		if cfg.InboundSource6.IsValid() {
-			inbound.UpstreamBindConfig.ExtraSourceAddresses = []*corev3.ExtraSourceAddress{
-				{Address: socketAddress(netip.AddrPortFrom(cfg.InboundSource6, 0)).GetSocketAddress()}}
+			source = append(source, cfg.InboundSource6)
 		}
 	}
-	clusters := []*clusterv3.Cluster{{Name: PassthroughCluster}, inbound}
-	for _, c := range clusters {
-		// As Istio's: HTTP/2 downstream goes upstream as HTTP/2 (gRPC).
-		c.TypedExtensionProtocolOptions = map[string]*anypb.Any{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
-			&upstreamhttpv3.HttpProtocolOptions{UpstreamProtocolOptions: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamProtocolConfig{
-				UseDownstreamProtocolConfig: &upstreamhttpv3.HttpProtocolOptions_UseDownstreamHttpConfig{
-					HttpProtocolOptions: &corev3.Http1ProtocolOptions{}, Http2ProtocolOptions: &corev3.Http2ProtocolOptions{}}}})}
-		c.ClusterDiscoveryType = &clusterv3.Cluster_Type{Type: clusterv3.Cluster_ORIGINAL_DST}
-		// As Istio's passthrough clusters: no circuit breaking.
-		c.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{{
-			MaxConnections: wrapperspb.UInt32(unlimited), MaxPendingRequests: wrapperspb.UInt32(unlimited),
-			MaxRequests: wrapperspb.UInt32(unlimited), MaxRetries: wrapperspb.UInt32(unlimited)}}}
-		c.LbPolicy = clusterv3.Cluster_CLUSTER_PROVIDED
-		c.ConnectTimeout = durationpb.New(cfg.ConnectTimeout)
-	}
+	clusters := []*clusterv3.Cluster{envoyres.OriginalDst(PassthroughCluster, cfg.ConnectTimeout),
+		envoyres.OriginalDst(InboundPassthroughCluster, cfg.ConnectTimeout, source...)}
 	clusters = append(clusters, &clusterv3.Cluster{Name: BlackHoleCluster, ConnectTimeout: durationpb.New(cfg.ConnectTimeout),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}})
 	return &bootstrapv3.Bootstrap{StaticResources: &bootstrapv3.Bootstrap_StaticResources{
@@ -78,12 +62,12 @@ func sidecarBootstrap(cfg *Config) (*bootstrapv3.Bootstrap, error) {
 
 func sidecarListener(cfg *Config, name string, port uint16, dir corev3.TrafficDirection, cluster, route string, logs []*accesslogv3.AccessLog) *listenerv3.Listener {
 	l := &listenerv3.Listener{Name: name, TrafficDirection: dir,
-		Address:         socketAddress(netip.AddrPortFrom(cfg.ListenAddr, port)),
-		ListenerFilters: []*listenerv3.ListenerFilter{listenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})}}
+		Address:         envoyres.SocketAddress(netip.AddrPortFrom(cfg.ListenAddr, port)),
+		ListenerFilters: []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})}}
 	if cfg.ProtocolDetectionTimeout > 0 {
 		l.ListenerFilters = append(l.ListenerFilters,
-			listenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
-			listenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{}))
+			envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
+			envoyres.ListenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{}))
 		l.ListenerFiltersTimeout = durationpb.New(cfg.ProtocolDetectionTimeout)
 		l.ContinueOnListenerFiltersTimeout = true
 	}
@@ -93,33 +77,33 @@ func sidecarListener(cfg *Config, name string, port uint16, dir corev3.TrafficDi
 		l.Transparent = wrapperspb.Bool(true)
 	}
 	if cfg.ListenAddr6.IsValid() {
-		l.AdditionalAddresses = []*listenerv3.AdditionalAddress{{Address: socketAddress(netip.AddrPortFrom(cfg.ListenAddr6, port))}}
+		l.AdditionalAddresses = []*listenerv3.AdditionalAddress{{Address: envoyres.SocketAddress(netip.AddrPortFrom(cfg.ListenAddr6, port))}}
 	}
 	hcm := sidecarHCM(cfg, name, cluster, route, logs)
-	tcp := typed(&tcpproxyv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+	tcp := envoyres.Typed(&tcpproxyv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
 		IdleTimeout: durationpb.New(cfg.IdleTimeout), AccessLog: logs})
 	for _, p := range slices.Sorted(maps.Keys(cfg.PortProtocols)) {
 		fc := &listenerv3.FilterChain{Name: fmt.Sprintf("%s-%d", name, p),
 			FilterChainMatch: &listenerv3.FilterChainMatch{DestinationPort: wrapperspb.UInt32(uint32(p))}}
 		if cfg.PortProtocols[p].isHTTP() {
-			fc.Filters = []*listenerv3.Filter{networkFilter("envoy.filters.network.http_connection_manager", hcm)}
+			fc.Filters = []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.http_connection_manager", hcm)}
 		} else {
-			fc.Filters = []*listenerv3.Filter{networkFilter("envoy.filters.network.tcp_proxy", tcp)}
+			fc.Filters = []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", tcp)}
 		}
 		l.FilterChains = append(l.FilterChains, fc)
 	}
 	l.FilterChains = append(l.FilterChains,
 		&listenerv3.FilterChain{Name: name + "-catchall-http",
 			FilterChainMatch: &listenerv3.FilterChainMatch{ApplicationProtocols: applicationProtocols},
-			Filters:          []*listenerv3.Filter{networkFilter("envoy.filters.network.http_connection_manager", hcm)}},
+			Filters:          []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.http_connection_manager", hcm)}},
 		&listenerv3.FilterChain{Name: name + "-catchall-tcp",
-			Filters: []*listenerv3.Filter{networkFilter("envoy.filters.network.tcp_proxy", tcp)}})
+			Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", tcp)}})
 	return l
 }
 
 func sidecarHCM(cfg *Config, name, cluster, route string, logs []*accesslogv3.AccessLog) *anypb.Any {
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}, Timeout: durationpb.New(0)}
-	return typed(&hcmv3.HttpConnectionManager{
+	return envoyres.Typed(&hcmv3.HttpConnectionManager{
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: route,
 			VirtualHosts: []*routev3.VirtualHost{{Name: route, Domains: []string{"*"}, Routes: []*routev3.Route{
@@ -128,7 +112,7 @@ func sidecarHCM(cfg *Config, name, cluster, route string, logs []*accesslogv3.Ac
 				{Name: route + "-connect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{ConnectMatcher: &routev3.RouteMatch_ConnectMatcher{}}},
 					Action: &routev3.Route_Route{Route: action}},
 			}}}}},
-		HttpFilters:         []*hcmv3.HttpFilter{{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: typed(&routerv3.Router{})}}},
+		HttpFilters:         []*hcmv3.HttpFilter{envoyres.Router()},
 		AccessLog:           logs,
 		StreamIdleTimeout:   durationpb.New(cfg.StreamIdleTimeout),
 		HttpProtocolOptions: &corev3.Http1ProtocolOptions{AcceptHttp_10: true},
@@ -153,7 +137,7 @@ func sidecarAccessLog(cfg *Config) ([]*accesslogv3.AccessLog, error) {
 		return nil, fmt.Errorf("access log format: %w", err)
 	}
 	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file",
-		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: typed(&filev3.FileAccessLog{Path: path, AccessLogFormat: format})}}}, nil
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: envoyres.Typed(&filev3.FileAccessLog{Path: path, AccessLogFormat: format})}}}, nil
 }
 
 // sidecarLogFormat is a command line's --access-log-format as Envoy's
@@ -194,25 +178,4 @@ func sidecarLogFormat(s string) (*filev3.FileAccessLog_LogFormat, error) {
 	return &filev3.FileAccessLog_LogFormat{LogFormat: &corev3.SubstitutionFormatString{
 		Format: &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{
 			Specifier: &corev3.DataSource_InlineString{InlineString: text}}}}}, nil
-}
-
-func socketAddress(ap netip.AddrPort) *corev3.Address {
-	return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
-		Address: ap.Addr().String(), PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(ap.Port())}}}}
-}
-
-func typed(m proto.Message) *anypb.Any {
-	a, err := anypb.New(m)
-	if err != nil {
-		panic(err) // a message of a linked type always packs
-	}
-	return a
-}
-
-func listenerFilter(name string, m proto.Message) *listenerv3.ListenerFilter {
-	return &listenerv3.ListenerFilter{Name: name, ConfigType: &listenerv3.ListenerFilter_TypedConfig{TypedConfig: typed(m)}}
-}
-
-func networkFilter(name string, a *anypb.Any) *listenerv3.Filter {
-	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
 }
