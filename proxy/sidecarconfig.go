@@ -128,16 +128,27 @@ func sidecarAccessLog(cfg *Config) ([]*accesslogv3.AccessLog, error) {
 	if cfg.AccessLog == nil {
 		return nil, nil
 	}
-	path := cfg.AccessLogPath
+	l, err := FileAccessLog(cfg.AccessLogPath, cfg.AccessLogFormat)
+	if err != nil {
+		return nil, err
+	}
+	return []*accesslogv3.AccessLog{l}, nil
+}
+
+// FileAccessLog is Envoy's file access logger writing to path
+// (/dev/stdout when empty) in format, a --access-log-format value: ""
+// or "envoy" for Envoy's default, "istio", "json", a JSON object, or an
+// Envoy format string.
+func FileAccessLog(path, format string) (*accesslogv3.AccessLog, error) {
 	if path == "" {
 		path = "/dev/stdout"
 	}
-	format, err := sidecarLogFormat(cfg.AccessLogFormat)
+	f, err := sidecarLogFormat(format)
 	if err != nil {
 		return nil, fmt.Errorf("access log format: %w", err)
 	}
-	return []*accesslogv3.AccessLog{{Name: "envoy.access_loggers.file",
-		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: envoyres.Typed(&filev3.FileAccessLog{Path: path, AccessLogFormat: format})}}}, nil
+	return &accesslogv3.AccessLog{Name: "envoy.access_loggers.file",
+		ConfigType: &accesslogv3.AccessLog_TypedConfig{TypedConfig: envoyres.Typed(&filev3.FileAccessLog{Path: path, AccessLogFormat: f})}}, nil
 }
 
 // sidecarLogFormat is a command line's --access-log-format as Envoy's

@@ -213,3 +213,17 @@ func sortedKeys[V any](m map[string]V) []string {
 	slices.Sort(keys)
 	return keys
 }
+
+// Assemble is base with a control plane's resources, by type URL, put in
+// as the client puts them before the proxy runs them.
+func Assemble(base *bootstrapv3.Bootstrap, byType map[string][]*anypb.Any) (*bootstrapv3.Bootstrap, error) {
+	r := newResources()
+	for _, t := range []string{ListenerType, RouteType, ClusterType, EndpointType} {
+		next, err := r.with(t, byType[t])
+		if err != nil {
+			return nil, fmt.Errorf("%s: %v", shortType(t), err)
+		}
+		r = next
+	}
+	return r.assemble(base)
+}

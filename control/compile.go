@@ -1,0 +1,192 @@
+package control
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/shunt-dev/shunt/internal/envoyres"
+	"github.com/shunt-dev/shunt/proxy"
+)
+
+// The sidecar's ports, Istio's: where the capture sends outbound and
+// inbound connections.
+const (
+	OutboundPort = 15001
+	InboundPort  = 15006
+)
+
+// Resources are what one sidecar is sent: its listeners, the route
+// configurations they name, its clusters and the endpoints of its EDS
+// clusters; each kind sorted by name.
+type Resources struct {
+	Listeners []*listenerv3.Listener
+	Routes    []*routev3.RouteConfiguration
+	Clusters  []*clusterv3.Cluster
+	Endpoints []*endpointv3.ClusterLoadAssignment
+}
+
+// Compile is what the sidecar n is sent from w under m, as istiod
+// compiles it: virtualOutbound (15001) with a filter chain per service
+// port, HTTP routed by host through route configurations named by port,
+// TCP by cluster IP; virtualInbound (15006) with a chain per port of the
+// services that select the pod; a cluster per service port (EDS) and
+// per inbound port, and Istio's PassthroughCluster,
+// InboundPassthroughCluster and BlackHoleCluster.
+func Compile(w *World, n Node, m Mesh) (*Resources, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	c := &compiler{w: w, n: n, m: m}
+	for _, a := range n.IPs {
+		c.v6 = c.v6 || a.Is6()
+	}
+	out := &Resources{}
+	outL, routes, clusters, cla := c.outbound()
+	inL, inClusters := c.inbound()
+	out.Listeners = []*listenerv3.Listener{outL, inL}
+	out.Routes = routes
+	out.Clusters = append(append(c.builtinClusters(), clusters...), inClusters...)
+	out.Endpoints = cla
+	slices.SortFunc(out.Listeners, byName((*listenerv3.Listener).GetName))
+	slices.SortFunc(out.Routes, byName((*routev3.RouteConfiguration).GetName))
+	slices.SortFunc(out.Clusters, byName((*clusterv3.Cluster).GetName))
+	slices.SortFunc(out.Endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
+	return out, nil
+}
+
+func byName[T any](name func(T) string) func(a, b T) int {
+	return func(a, b T) int {
+		switch x, y := name(a), name(b); {
+		case x < y:
+			return -1
+		case x > y:
+			return 1
+		}
+		return 0
+	}
+}
+
+type compiler struct {
+	w  *World
+	n  Node
+	m  Mesh
+	v6 bool // the pod has an IPv6 address: listen and bind on IPv6 too
+}
+
+// protocolClass is how a port's protocol is handled: HTTP, TCP, or
+// detected per connection.
+type protocolClass int
+
+const (
+	classAuto protocolClass = iota
+	classHTTP
+	classTCP
+)
+
+func classOf(protocol string) protocolClass {
+	if protocol == "" {
+		return classAuto
+	}
+	if p, err := proxy.IstioProtocol(protocol); err == nil && p == proxy.ProtocolHTTP1 {
+		return classHTTP
+	}
+	return classTCP
+}
+
+// virtualListener is Istio's virtualOutbound or virtualInbound: on all
+// addresses (IPv6 too when the pod has it), the original destination
+// restored, the protocol sniffed for at most the mesh's detection
+// timeout.
+func (c *compiler) virtualListener(name string, port uint16, dir corev3.TrafficDirection) *listenerv3.Listener {
+	l := &listenerv3.Listener{Name: name, TrafficDirection: dir,
+		Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)),
+		ListenerFilters: []*listenerv3.ListenerFilter{
+			envoyres.ListenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}),
+			envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
+			envoyres.ListenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})},
+		ContinueOnListenerFiltersTimeout: true}
+	if c.m.ProtocolDetectionTimeout > 0 {
+		l.ListenerFiltersTimeout = durationpb.New(c.m.ProtocolDetectionTimeout)
+	}
+	if c.v6 {
+		l.AdditionalAddresses = []*listenerv3.AdditionalAddress{{Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv6Unspecified(), port))}}
+	}
+	if dir == corev3.TrafficDirection_OUTBOUND {
+		l.UseOriginalDst = wrapperspb.Bool(true)
+	} else if c.n.TProxy {
+		l.Transparent = wrapperspb.Bool(true)
+	}
+	return l
+}
+
+// tcpProxy is a chain's TCP proxy to cluster, its stats under the
+// cluster's name as Istio's are.
+func (c *compiler) tcpProxy(cluster string) *listenerv3.Filter {
+	return envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(&tcpproxyv3.TcpProxy{
+		StatPrefix: cluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
+		IdleTimeout: durationpb.New(c.m.IdleTimeout), AccessLog: c.m.logs}))
+}
+
+// chain is a filter chain: to port (0: any), to the prefixes (none:
+// any), of HTTP only when http.
+func chain(name string, port uint16, prefixes []netip.Prefix, http bool, filter *listenerv3.Filter) *listenerv3.FilterChain {
+	m := &listenerv3.FilterChainMatch{}
+	if port != 0 {
+		m.DestinationPort = wrapperspb.UInt32(uint32(port))
+	}
+	for _, p := range prefixes {
+		m.PrefixRanges = append(m.PrefixRanges, &corev3.CidrRange{AddressPrefix: p.Addr().String(), PrefixLen: wrapperspb.UInt32(uint32(p.Bits()))})
+	}
+	if http {
+		m.ApplicationProtocols = []string{"http/1.0", "http/1.1", "h2c"}
+	}
+	return &listenerv3.FilterChain{Name: name, FilterChainMatch: m, Filters: []*listenerv3.Filter{filter}}
+}
+
+// hosts are addresses as single-address prefixes.
+func hosts(addrs []netip.Addr) []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(addrs))
+	for _, a := range addrs {
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out
+}
+
+// builtinClusters are Istio's: PassthroughCluster to the original
+// destination, InboundPassthroughCluster to the app from the inbound
+// source, BlackHoleCluster with no endpoint.
+func (c *compiler) builtinClusters() []*clusterv3.Cluster {
+	return []*clusterv3.Cluster{
+		envoyres.OriginalDst(proxy.PassthroughCluster, c.m.ConnectTimeout),
+		envoyres.OriginalDst(proxy.InboundPassthroughCluster, c.m.ConnectTimeout, c.inboundSource()...),
+		{Name: proxy.BlackHoleCluster, ConnectTimeout: durationpb.New(c.m.ConnectTimeout),
+			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}},
+	}
+}
+
+// inboundSource are the addresses the sidecar binds to reach its app.
+func (c *compiler) inboundSource() []netip.Addr {
+	out := []netip.Addr{c.m.InboundSource}
+	if c.v6 {
+		out = append(out, c.m.InboundSource6)
+	}
+	return out
+}
+
+// clusterName is Istio's name of a cluster: direction|port|subset|host.
+func clusterName(dir string, port uint16, host string) string {
+	return fmt.Sprintf("%s|%d||%s", dir, port, host)
+}

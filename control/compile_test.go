@@ -1,0 +1,138 @@
+package control_test
+
+import (
+	"bytes"
+	"flag"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/shunt-dev/shunt/control"
+	"github.com/shunt-dev/shunt/proxy"
+	"github.com/shunt-dev/shunt/xds"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files")
+
+const appNode = "sidecar~10.1.0.5~app-1.default~default.svc.cluster.local"
+
+func loadWorld(t *testing.T) *control.World {
+	t.Helper()
+	data, err := os.ReadFile("testdata/mesh.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := control.LoadWorld(data, control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+func appSidecar(t *testing.T) control.Node {
+	t.Helper()
+	n, err := control.ParseNode(&corev3.Node{Id: appNode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// runs says whether the sidecar runs what it is sent: every resource
+// valid by Envoy's own rules, and the whole put together as the xDS
+// client puts it, then built by the proxy.
+func runs(t *testing.T, res *control.Resources) {
+	t.Helper()
+	for typ, list := range res.ByType() {
+		for _, a := range list {
+			m, err := a.UnmarshalNew()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := m.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+				t.Errorf("%s: Envoy would refuse it: %v", typ, err)
+			}
+		}
+	}
+	b, err := xds.Assemble(&bootstrapv3.Bootstrap{Node: &corev3.Node{Id: appNode}}, res.ByType())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = xds.Checked(func(b *bootstrapv3.Bootstrap) error {
+		cfg := proxy.DefaultConfig()
+		cfg.Bootstrap = b
+		cfg.HealthAddr, cfg.PrometheusAddr, cfg.StatusAddr, cfg.AdminAddr = "", "", "", ""
+		_, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		return err
+	})(b)
+	if err != nil {
+		t.Errorf("the sidecar refuses what it is sent: %v", err)
+	}
+}
+
+// golden compares got with testdata/name, or rewrites it under -update.
+func golden(t *testing.T, name string, got []byte) {
+	t.Helper()
+	path := filepath.Join("testdata", name)
+	if *update {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("%s differs (go test ./control -run %s -update rewrites it); got:\n%s", path, t.Name(), got)
+	}
+}
+
+// TestCompileSeedCluster compiles the seed scenario's cluster for the
+// app's sidecar, checks it against the golden file and that the sidecar
+// runs it.
+func TestCompileSeedCluster(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		mesh func(*control.Mesh)
+	}{
+		{"default", func(*control.Mesh) {}},
+		{"registry-only", func(m *control.Mesh) {
+			m.RegistryOnly, m.AccessLogFile, m.ProtocolDetectionTimeout = true, "/dev/stdout", 0
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := control.DefaultMesh()
+			tc.mesh(&m)
+			res, err := control.Compile(loadWorld(t), appSidecar(t), m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			runs(t, res)
+			got, err := res.YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, tc.name+".golden.yaml", got)
+		})
+	}
+}
+
+func TestLoadWorldProblems(t *testing.T) {
+	for _, tc := range []struct{ doc, want string }{
+		{"kind: Service\nspec: {ports: [{port: x}]}", "document 1"},
+		{"metadata: {name: a}", "no kind"},
+		{"kind: EndpointSlice\nmetadata: {name: s}\naddressType: IPv4", "no kubernetes.io/service-name label"},
+		{"kind: Pod\n---\nkind: Service\nspec: {bogus: 1}", "document 2"},
+	} {
+		if _, err := control.LoadWorld([]byte(tc.doc), control.DefaultDomain); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%q: error %v, want one saying %q", tc.doc, err, tc.want)
+		}
+	}
+}

@@ -1,0 +1,62 @@
+package control
+
+import (
+	"fmt"
+	"net/netip"
+	"time"
+
+	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+
+	"github.com/shunt-dev/shunt/proxy"
+)
+
+// Mesh is the mesh-wide configuration, Istio's MeshConfig fields by
+// their names.
+type Mesh struct {
+	// ConnectTimeout is every cluster's (connectTimeout, 10s).
+	ConnectTimeout time.Duration
+	// RegistryOnly: traffic to no known service is refused
+	// (outboundTrafficPolicy.mode REGISTRY_ONLY), else passed through
+	// (ALLOW_ANY).
+	RegistryOnly bool
+	// AccessLogFile is where sidecars log (accessLogFile; "" none) in
+	// AccessLogFormat (accessLogFormat; "" Istio's).
+	AccessLogFile, AccessLogFormat string
+	// ProtocolDetectionTimeout bounds protocol sniffing
+	// (protocolDetectionTimeout); 0 waits for the client's bytes.
+	ProtocolDetectionTimeout time.Duration
+	// IdleTimeout closes a TCP flow with no bytes either way (1h).
+	IdleTimeout time.Duration
+	// InboundSource and InboundSource6 are what the sidecar binds when
+	// it connects to its app (127.0.0.6, ::6).
+	InboundSource, InboundSource6 netip.Addr
+
+	logs []*accesslogv3.AccessLog
+}
+
+// DefaultMesh is Istio's defaults, with protocol detection bounded as
+// shunt's sidecar bounds it.
+func DefaultMesh() Mesh {
+	return Mesh{ConnectTimeout: 10 * time.Second, ProtocolDetectionTimeout: proxy.DefaultProtocolDetectionTimeout,
+		IdleTimeout: time.Hour, InboundSource: netip.MustParseAddr("127.0.0.6"), InboundSource6: netip.MustParseAddr("::6")}
+}
+
+// check validates m and readies its access log.
+func (m *Mesh) check() error {
+	if m.ConnectTimeout <= 0 {
+		return fmt.Errorf("connect timeout %s: not positive", m.ConnectTimeout)
+	}
+	m.logs = nil
+	if m.AccessLogFile != "" {
+		format := m.AccessLogFormat
+		if format == "" {
+			format = "istio"
+		}
+		l, err := proxy.FileAccessLog(m.AccessLogFile, format)
+		if err != nil {
+			return err
+		}
+		m.logs = []*accesslogv3.AccessLog{l}
+	}
+	return nil
+}

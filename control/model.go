@@ -1,0 +1,154 @@
+// Package control is shunt's control plane: it keeps a model of the
+// cluster's services, endpoints and pods, compiles it for each sidecar
+// into Envoy's resources as Istio's istiod does (listeners, routes,
+// clusters, endpoints) and serves them over xDS.
+package control
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+)
+
+// DefaultDomain is the cluster's DNS domain.
+const DefaultDomain = "cluster.local"
+
+// Service is a Kubernetes Service as the mesh sees it.
+type Service struct {
+	Name, Namespace string
+	// Hostname is the service's FQDN (name.namespace.svc.cluster.local).
+	Hostname string
+	// Addresses are the cluster IPs; none for a headless service.
+	Addresses []netip.Addr
+	Ports     []Port
+	// Selector picks the pods behind the service (nil: none, the
+	// endpoints are managed by hand).
+	Selector map[string]string
+	// ExportTo are the namespaces that see the service (Istio's
+	// networking.istio.io/exportTo): "*" every one, "." its own.
+	ExportTo []string
+}
+
+// Port is one of a service's ports.
+type Port struct {
+	Name string
+	Port uint16
+	// Protocol is Istio's name for what the port speaks, from its
+	// appProtocol, else its name's prefix; "" when neither says
+	// (detected per connection).
+	Protocol string
+	// TargetPort is the pod's port, by number, or by name when
+	// TargetPortName is set; 0 and no name: the same as Port.
+	TargetPort     uint16
+	TargetPortName string
+}
+
+// Endpoint is a pod (or address) behind a service.
+type Endpoint struct {
+	Addr netip.Addr
+	// Ports are its port numbers by the service's port names.
+	Ports map[string]uint16
+	Ready bool
+	// Pod is "namespace/name" when the endpoint is a pod.
+	Pod string
+}
+
+// Pod is what the control plane knows of a pod running a sidecar.
+type Pod struct {
+	Name, Namespace string
+	IPs             []netip.Addr
+	Labels          map[string]string
+	ServiceAccount  string
+	// ContainerPorts are its named ports.
+	ContainerPorts map[string]uint16
+}
+
+// World is everything the resources are compiled from. It is replaced,
+// never changed in place: a compiled snapshot may keep pointers to it.
+type World struct {
+	Services map[string]*Service // by namespace/name
+	// Endpoints are a service's endpoints, by namespace/name of the
+	// service, then by the EndpointSlice that holds them.
+	Endpoints map[string]map[string][]Endpoint
+	Pods      map[string]*Pod // by namespace/name
+	// Domain is the cluster's DNS domain (cluster.local).
+	Domain string
+}
+
+// NewWorld is an empty world in the cluster domain.
+func NewWorld() *World {
+	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
+		Pods: map[string]*Pod{}, Domain: DefaultDomain}
+}
+
+// Clone is a copy of w whose maps can be changed without touching w's.
+func (w *World) Clone() *World {
+	out := &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain}
+	return out
+}
+
+// visibleFrom says whether a proxy in namespace ns sees s.
+func (s *Service) visibleFrom(ns string) bool {
+	if len(s.ExportTo) == 0 {
+		return true
+	}
+	for _, e := range s.ExportTo {
+		if e == "*" || e == ns || (e == "." && s.Namespace == ns) {
+			return true
+		}
+	}
+	return false
+}
+
+// servicesFor are the services a proxy in namespace ns sees, by hostname.
+func (w *World) servicesFor(ns string) []*Service {
+	var out []*Service
+	for _, s := range w.Services {
+		if s.visibleFrom(ns) {
+			out = append(out, s)
+		}
+	}
+	slices.SortFunc(out, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
+	return out
+}
+
+// endpoints are the ready endpoints of a service's port, in a stable
+// order: address, then port.
+func (w *World) endpoints(s *Service, port Port) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, eps := range w.Endpoints[s.Namespace+"/"+s.Name] {
+		for _, e := range eps {
+			p, ok := e.Ports[port.Name]
+			if !e.Ready || !ok {
+				continue
+			}
+			out = append(out, netip.AddrPortFrom(e.Addr, p))
+		}
+	}
+	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
+	return slices.Compact(out)
+}
+
+// podByIP is the pod with ip, if the control plane knows one.
+func (w *World) podByIP(ip netip.Addr) *Pod {
+	for _, p := range w.Pods {
+		if slices.Contains(p.IPs, ip) {
+			return p
+		}
+	}
+	return nil
+}
+
+// selects says whether a service's selector picks a pod.
+func (s *Service) selects(p *Pod) bool {
+	if s.Namespace != p.Namespace || len(s.Selector) == 0 {
+		return false
+	}
+	for k, v := range s.Selector {
+		if p.Labels[k] != v {
+			return false
+		}
+	}
+	return true
+}

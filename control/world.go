@@ -1,0 +1,129 @@
+package control
+
+import (
+	"bytes"
+	"fmt"
+	"maps"
+	"regexp"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"sigs.k8s.io/yaml"
+)
+
+// PutService adds or replaces a service (w must be a clone of what a
+// snapshot uses: see Clone).
+func (w *World) PutService(s *Service) { w.Services[s.Namespace+"/"+s.Name] = s }
+
+// DeleteService removes the service namespace/name.
+func (w *World) DeleteService(key string) { delete(w.Services, key) }
+
+// PutSlice sets the endpoints one EndpointSlice holds for the service
+// svc (namespace/name); none removes the slice.
+func (w *World) PutSlice(svc, slice string, eps []Endpoint) {
+	slices := maps.Clone(w.Endpoints[svc])
+	if slices == nil {
+		slices = map[string][]Endpoint{}
+	}
+	if eps == nil {
+		delete(slices, slice)
+	} else {
+		slices[slice] = eps
+	}
+	if len(slices) == 0 {
+		delete(w.Endpoints, svc)
+		return
+	}
+	w.Endpoints[svc] = slices
+}
+
+// DeleteSlice removes an EndpointSlice (namespace/name) from whichever
+// service holds it.
+func (w *World) DeleteSlice(key string) {
+	for svc, slices := range w.Endpoints {
+		if _, ok := slices[key]; ok {
+			w.PutSlice(svc, key, nil)
+		}
+	}
+}
+
+// PutPod adds or replaces a pod.
+func (w *World) PutPod(p *Pod) { w.Pods[p.Namespace+"/"+p.Name] = p }
+
+// DeletePod removes the pod namespace/name.
+func (w *World) DeletePod(key string) { delete(w.Pods, key) }
+
+var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
+
+// LoadWorld is the world a file of Kubernetes manifests describes: its
+// Services, EndpointSlices and Pods (YAML documents or JSON; a List's
+// items too); other kinds are skipped.
+func LoadWorld(data []byte, domain string) (*World, error) {
+	w := NewWorld()
+	w.Domain = domain
+	for i, doc := range docSeparator.Split(string(data), -1) {
+		if len(bytes.TrimSpace([]byte(doc))) == 0 {
+			continue
+		}
+		if err := w.putManifest([]byte(doc)); err != nil {
+			return nil, fmt.Errorf("document %d: %v", i+1, err)
+		}
+	}
+	return w, nil
+}
+
+func (w *World) putManifest(doc []byte) error {
+	var head struct {
+		Kind  string
+		Items []any
+	}
+	if err := yaml.Unmarshal(doc, &head); err != nil {
+		return err
+	}
+	switch head.Kind {
+	case "List", "ServiceList", "EndpointSliceList", "PodList":
+		for j, item := range head.Items {
+			js, err := yaml.Marshal(item)
+			if err != nil {
+				return err
+			}
+			if err := w.putManifest(js); err != nil {
+				return fmt.Errorf("item %d: %v", j+1, err)
+			}
+		}
+	case "Service":
+		var s corev1.Service
+		if err := yaml.UnmarshalStrict(doc, &s); err != nil {
+			return err
+		}
+		defaultNamespace(&s.ObjectMeta.Namespace)
+		w.PutService(ServiceFrom(&s, w.Domain))
+	case "EndpointSlice":
+		var es discoveryv1.EndpointSlice
+		if err := yaml.UnmarshalStrict(doc, &es); err != nil {
+			return err
+		}
+		defaultNamespace(&es.Namespace)
+		svc, eps, ok := EndpointsFrom(&es)
+		if !ok {
+			return fmt.Errorf("EndpointSlice %s/%s: no %s label", es.Namespace, es.Name, discoveryv1.LabelServiceName)
+		}
+		w.PutSlice(svc, es.Namespace+"/"+es.Name, eps)
+	case "Pod":
+		var p corev1.Pod
+		if err := yaml.UnmarshalStrict(doc, &p); err != nil {
+			return err
+		}
+		defaultNamespace(&p.Namespace)
+		w.PutPod(PodFrom(&p))
+	case "":
+		return fmt.Errorf("no kind")
+	}
+	return nil
+}
+
+func defaultNamespace(ns *string) {
+	if *ns == "" {
+		*ns = "default"
+	}
+}
