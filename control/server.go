@@ -1,0 +1,325 @@
+package control
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/shunt-dev/shunt/xds"
+)
+
+// Istio's debounce of configuration changes: a push waits for 100ms
+// without change (PILOT_DEBOUNCE_AFTER), at most 10s (PILOT_DEBOUNCE_MAX).
+const (
+	DefaultDebounceAfter = 100 * time.Millisecond
+	DefaultDebounceMax   = 10 * time.Second
+)
+
+// Server serves each connected sidecar its compiled resources over ADS
+// (state of the world and delta), recompiling them, debounced, when the
+// world changes; a type is pushed only when its resources changed.
+type Server struct {
+	mesh     Mesh
+	log      *slog.Logger
+	after    time.Duration
+	max      time.Duration
+	cache    cache.SnapshotCache
+	xds      server.Server
+	changed  chan time.Time
+	metrics  *metrics
+	pushMu   sync.Mutex // one compile and cache update at a time, so the newest world is set last
+	mu       sync.Mutex
+	world    *World
+	nodes    map[string]*proxyState // by node id
+	streams  map[int64]string       // stream to node id
+	firstSet time.Time              // the oldest change not yet pushed
+}
+
+// NewServer is a server of w's resources under mesh, pushing changes
+// after, at most max after the first of a burst.
+func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) (*Server, error) {
+	if err := mesh.check(); err != nil {
+		return nil, err
+	}
+	if after <= 0 || max < after {
+		return nil, fmt.Errorf("debounce %s, at most %s: want 0 < after <= max", after, max)
+	}
+	s := &Server{mesh: mesh, log: log, after: after, max: max, world: w, changed: make(chan time.Time, 1),
+		nodes: map[string]*proxyState{}, streams: map[int64]string{}, metrics: newMetrics()}
+	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, nil)
+	s.xds = server.NewServer(context.Background(), s.cache, server.CallbackFuncs{
+		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id) },
+		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },
+		StreamRequestFunc:     s.request,
+		StreamResponseFunc: func(_ context.Context, id int64, _ *discoveryv3.DiscoveryRequest, r *discoveryv3.DiscoveryResponse) {
+			s.sent(id, r.GetTypeUrl(), r.GetVersionInfo())
+		},
+		StreamDeltaRequestFunc: s.deltaRequest,
+		StreamDeltaResponseFunc: func(id int64, _ *discoveryv3.DeltaDiscoveryRequest, r *discoveryv3.DeltaDiscoveryResponse) {
+			s.sent(id, r.GetTypeUrl(), r.GetSystemVersionInfo())
+		},
+	})
+	s.metrics.services.Set(float64(len(w.Services)))
+	return s, nil
+}
+
+// Register serves ADS on g.
+func (s *Server) Register(g *grpc.Server) {
+	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+}
+
+// World is the world the resources are compiled from now.
+func (s *Server) World() *World {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.world
+}
+
+// SetWorld replaces the world; the sidecars get what changed once the
+// changes settle.
+func (s *Server) SetWorld(w *World) {
+	s.mu.Lock()
+	s.world = w
+	if s.firstSet.IsZero() {
+		s.firstSet = time.Now()
+	}
+	s.mu.Unlock()
+	s.metrics.services.Set(float64(len(w.Services)))
+	select {
+	case s.changed <- time.Now():
+	default:
+	}
+}
+
+// Run pushes changes, debounced, until ctx ends.
+func (s *Server) Run(ctx context.Context) {
+	for {
+		var first time.Time
+		select {
+		case <-ctx.Done():
+			return
+		case first = <-s.changed:
+		}
+		quiet := time.NewTimer(s.after)
+		deadline := time.NewTimer(s.max - time.Since(first))
+	settle:
+		for {
+			select {
+			case <-ctx.Done():
+				quiet.Stop()
+				deadline.Stop()
+				return
+			case <-s.changed:
+				quiet.Reset(s.after)
+			case <-quiet.C:
+				break settle
+			case <-deadline.C:
+				break settle
+			}
+		}
+		quiet.Stop()
+		deadline.Stop()
+		s.metrics.debounce.Observe(time.Since(first).Seconds())
+		s.pushAll()
+	}
+}
+
+// pushAll recompiles every connected sidecar's resources.
+func (s *Server) pushAll() {
+	s.mu.Lock()
+	since := s.firstSet
+	s.firstSet = time.Time{}
+	ids := make([]string, 0, len(s.nodes))
+	for id := range s.nodes {
+		ids = append(ids, id)
+	}
+	s.mu.Unlock()
+	for _, id := range ids {
+		if err := s.push(id); err != nil {
+			s.log.Error("push", "proxy", id, "err", err)
+		}
+	}
+	if !since.IsZero() {
+		s.metrics.convergence.Observe(time.Since(since).Seconds())
+	}
+}
+
+// push compiles a sidecar's resources and puts them in the cache, each
+// type versioned by its content so that only what changed is sent.
+func (s *Server) push(id string) error {
+	s.pushMu.Lock()
+	defer s.pushMu.Unlock()
+	s.mu.Lock()
+	st := s.nodes[id]
+	w := s.world
+	s.mu.Unlock()
+	if st == nil {
+		return nil
+	}
+	start := time.Now()
+	res, err := Compile(w, st.node, s.mesh)
+	if err != nil {
+		return err
+	}
+	snap := &cache.Snapshot{}
+	for typeURL, list := range map[string][]types.Resource{
+		resource.ListenerType: asResources(res.Listeners), resource.RouteType: asResources(res.Routes),
+		resource.ClusterType: asResources(res.Clusters), resource.EndpointType: asResources(res.Endpoints)} {
+		version, err := contentVersion(list)
+		if err != nil {
+			return err
+		}
+		snap.Resources[cache.GetResponseType(typeURL)] = cache.NewResources(version, list)
+	}
+	if err := snap.Consistent(); err != nil {
+		return fmt.Errorf("compiled resources inconsistent: %v", err)
+	}
+	s.mu.Lock()
+	st.resources = res
+	s.mu.Unlock()
+	s.metrics.pushTime.Observe(time.Since(start).Seconds())
+	return s.cache.SetSnapshot(context.Background(), id, snap)
+}
+
+func asResources[M types.Resource](list []M) []types.Resource {
+	out := make([]types.Resource, len(list))
+	for i, m := range list {
+		out[i] = m
+	}
+	return out
+}
+
+// contentVersion is a hash of the resources' deterministic encoding.
+func contentVersion(list []types.Resource) (string, error) {
+	h := sha256.New()
+	for _, m := range list {
+		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+		if err != nil {
+			return "", err
+		}
+		fmt.Fprintf(h, "%d:", len(b))
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], nil
+}
+
+// request is a state-of-the-world request: the stream's first names the
+// sidecar, whose resources are compiled before its watch is opened; an
+// ACK or NACK is recorded.
+func (s *Server) request(id int64, r *discoveryv3.DiscoveryRequest) error {
+	if err := s.opened(id, r.GetNode()); err != nil {
+		return err
+	}
+	s.acked(id, r.GetTypeUrl(), r.GetVersionInfo(), r.GetErrorDetail().GetMessage())
+	return nil
+}
+
+func (s *Server) deltaRequest(id int64, r *discoveryv3.DeltaDiscoveryRequest) error {
+	if err := s.opened(id, r.GetNode()); err != nil {
+		return err
+	}
+	s.acked(id, r.GetTypeUrl(), "", r.GetErrorDetail().GetMessage())
+	return nil
+}
+
+// opened notes the sidecar behind a stream, at its first request.
+func (s *Server) opened(id int64, n *corev3.Node) error {
+	s.mu.Lock()
+	if _, ok := s.streams[id]; ok {
+		s.mu.Unlock()
+		return nil
+	}
+	s.mu.Unlock()
+	node, err := ParseNode(n)
+	if err != nil {
+		s.log.Warn("xDS stream refused", "err", err)
+		return err
+	}
+	s.mu.Lock()
+	s.streams[id] = node.ID
+	st := s.nodes[node.ID]
+	if st == nil {
+		st = &proxyState{node: node, connected: time.Now(), sent: map[string]string{}, acks: map[string]string{}, nacks: map[string]string{}}
+		s.nodes[node.ID] = st
+	}
+	st.streams++
+	s.mu.Unlock()
+	s.metrics.proxies.Inc()
+	s.log.Info("sidecar connected", "proxy", node.ID)
+	return s.push(node.ID)
+}
+
+// closed forgets a stream, and its sidecar with its last.
+func (s *Server) closed(id int64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	nodeID, ok := s.streams[id]
+	if !ok {
+		return
+	}
+	delete(s.streams, id)
+	s.metrics.proxies.Dec()
+	if st := s.nodes[nodeID]; st != nil {
+		if st.streams--; st.streams == 0 {
+			delete(s.nodes, nodeID)
+			s.cache.ClearSnapshot(nodeID)
+			s.log.Info("sidecar disconnected", "proxy", nodeID)
+		}
+	}
+}
+
+func (s *Server) acked(id int64, typeURL, version, nack string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st := s.nodes[s.streams[id]]
+	if st == nil || typeURL == "" {
+		return
+	}
+	if nack != "" {
+		st.nacks[typeURL] = nack
+		s.metrics.rejects.WithLabelValues(shortName(typeURL)).Inc()
+		s.log.Warn("configuration refused", "proxy", st.node.ID, "type", shortName(typeURL), "err", nack)
+		return
+	}
+	delete(st.nacks, typeURL)
+	if version != "" {
+		st.acks[typeURL] = version
+	}
+}
+
+func (s *Server) sent(id int64, typeURL, version string) {
+	s.metrics.pushes.WithLabelValues(shortName(typeURL)).Inc()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.nodes[s.streams[id]]; st != nil {
+		st.sent[typeURL] = version
+	}
+}
+
+// shortName is Istio's name of a type in its metrics: lds, rds, cds, eds.
+func shortName(typeURL string) string {
+	switch typeURL {
+	case xds.ListenerType:
+		return "lds"
+	case xds.RouteType:
+		return "rds"
+	case xds.ClusterType:
+		return "cds"
+	case xds.EndpointType:
+		return "eds"
+	}
+	return typeURL
+}
