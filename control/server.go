@@ -42,7 +42,8 @@ type Server struct {
 	metrics  *metrics
 	pushMu   sync.Mutex // one compile and cache update at a time, so the newest world is set last
 	mu       sync.Mutex
-	world    *World
+	world    *World                 // what the sidecars were last pushed
+	next     *World                 // world with the changes not pushed yet; nil when none
 	nodes    map[string]*proxyState // by node id
 	streams  map[int64]string       // stream to node id
 	firstSet time.Time              // the oldest change not yet pushed
@@ -81,23 +82,38 @@ func (s *Server) Register(g *grpc.Server) {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
 }
 
-// World is the world the resources are compiled from now.
+// World is the world the resources are compiled from now (changes made
+// by Update and not pushed yet included).
 func (s *Server) World() *World {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.next != nil {
+		return s.next
+	}
 	return s.world
 }
 
 // SetWorld replaces the world; the sidecars get what changed once the
 // changes settle.
 func (s *Server) SetWorld(w *World) {
+	s.Update(func(next *World) { *next = *w })
+}
+
+// Update changes the world with change, which must not keep next; the
+// sidecars get what changed once the changes settle. Changes between
+// two pushes share one copy of the world.
+func (s *Server) Update(change func(next *World)) {
 	s.mu.Lock()
-	s.world = w
+	if s.next == nil {
+		s.next = s.world.Clone()
+	}
+	change(s.next)
 	if s.firstSet.IsZero() {
 		s.firstSet = time.Now()
 	}
+	n := len(s.next.Services)
 	s.mu.Unlock()
-	s.metrics.services.Set(float64(len(w.Services)))
+	s.metrics.services.Set(float64(n))
 	select {
 	case s.changed <- time.Now():
 	default:
@@ -142,6 +158,9 @@ func (s *Server) pushAll() {
 	s.mu.Lock()
 	since := s.firstSet
 	s.firstSet = time.Time{}
+	if s.next != nil {
+		s.world, s.next = s.next, nil
+	}
 	ids := make([]string, 0, len(s.nodes))
 	for id := range s.nodes {
 		ids = append(ids, id)

@@ -1,0 +1,251 @@
+// Command shunt-control is the mesh's control plane, as istiod: it
+// serves sidecars their configuration over xDS. It is a program of its
+// own, as istiod is apart from the sidecar: the Kubernetes client it
+// needs would cost every sidecar's start 4 MB.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spf13/cobra"
+	"google.golang.org/grpc"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/shunt-dev/shunt/control"
+)
+
+// usageError marks an error in what the user asked for (exit 2).
+type usageError struct{ err error }
+
+func (e usageError) Error() string { return e.err.Error() }
+func (e usageError) Unwrap() error { return e.err }
+
+func main() {
+	cmd := newControlCmd()
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	cmd.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
+	if err := cmd.Execute(); err != nil {
+		fmt.Fprintln(os.Stderr, "shunt-control:", err)
+		var u usageError
+		if errors.As(err, &u) {
+			os.Exit(2)
+		}
+		os.Exit(1)
+	}
+}
+
+func newControlCmd() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "shunt-control",
+		Short: "Serve sidecars their configuration over xDS, from a cluster's Services, EndpointSlices and Pods",
+		Long: "control is the mesh's control plane, as istiod: it watches the cluster (or reads a file of\n" +
+			"manifests, re-read when it changes), compiles each connected sidecar's listeners, routes,\n" +
+			"clusters and endpoints, and serves them over ADS (gRPC, plaintext) on --addr; a change\n" +
+			"is pushed once changes settle (--debounce-after, at most --debounce-max), each type only\n" +
+			"when it changed. /debug/syncz, /debug/config_dump?proxyID=ID and /metrics are on --monitor-addr.",
+		Example: "  shunt-control                                  # in a pod: the cluster it runs in\n" +
+			"  shunt-control --kubeconfig ~/.kube/config\n" +
+			"  shunt-control --from-file mesh.yaml\n" +
+			"  shunt-control --from-file mesh.yaml --dump sidecar~10.1.0.5~app-1.default~default.svc.cluster.local",
+		Args: cobra.NoArgs,
+	}
+	f := cmd.Flags()
+	addr := f.String("addr", ":15010", "gRPC address of ADS (istiod's plaintext xDS port)")
+	monitor := f.String("monitor-addr", ":15014", "plain-HTTP address of /ready, /metrics and /debug/ (\"\" for none)")
+	kubeconfig := f.String("kubeconfig", "", "the cluster's kubeconfig (default $KUBECONFIG, else the pod's service account)")
+	fromFile := f.String("from-file", "", "read Services, EndpointSlices and Pods from this file of manifests instead of a cluster")
+	dump := f.String("dump", "", "print the configuration of the sidecar with this node id (YAML) and exit")
+	domain := f.String("domain", control.DefaultDomain, "the cluster's DNS domain")
+	mesh := control.DefaultMesh()
+	f.DurationVar(&mesh.ConnectTimeout, "connect-timeout", mesh.ConnectTimeout, "every cluster's connect timeout (meshConfig connectTimeout)")
+	policy := f.String("outbound-traffic-policy", "ALLOW_ANY",
+		"traffic to no known service: passed through (ALLOW_ANY), or refused (REGISTRY_ONLY) (meshConfig outboundTrafficPolicy.mode)")
+	f.StringVar(&mesh.AccessLogFile, "access-log-file", "", "sidecars log each request and connection here, /dev/stdout say (meshConfig accessLogFile; \"\" none)")
+	f.StringVar(&mesh.AccessLogFormat, "access-log-format", "", "in this format: istio (default), envoy, json, a JSON object, or an Envoy format string")
+	f.DurationVar(&mesh.ProtocolDetectionTimeout, "protocol-detection-timeout", mesh.ProtocolDetectionTimeout,
+		"how long sidecars wait for a client's first bytes to tell HTTP (meshConfig protocolDetectionTimeout; 0 waits)")
+	var after, most time.Duration
+	f.DurationVar(&after, "debounce-after", control.DefaultDebounceAfter, "push once no change came for this long (PILOT_DEBOUNCE_AFTER)")
+	f.DurationVar(&most, "debounce-max", control.DefaultDebounceMax, "push at the latest this long after the first change (PILOT_DEBOUNCE_MAX)")
+	logJSON := f.Bool("log-json", false, "log as JSON lines")
+	cmd.PreRunE = func(*cobra.Command, []string) error {
+		mesh.RegistryOnly = *policy == "REGISTRY_ONLY"
+		switch {
+		case *policy != "ALLOW_ANY" && *policy != "REGISTRY_ONLY":
+			return usageError{fmt.Errorf("--outbound-traffic-policy %q: not ALLOW_ANY or REGISTRY_ONLY", *policy)}
+		case mesh.ConnectTimeout <= 0:
+			return usageError{fmt.Errorf("--connect-timeout %s: not positive", mesh.ConnectTimeout)}
+		case mesh.ProtocolDetectionTimeout < 0:
+			return usageError{fmt.Errorf("--protocol-detection-timeout %s: negative", mesh.ProtocolDetectionTimeout)}
+		case after <= 0:
+			return usageError{fmt.Errorf("--debounce-after %s: not positive", after)}
+		case *kubeconfig != "" && *fromFile != "":
+			return usageError{errors.New("--kubeconfig and --from-file: give one source")}
+		case *dump != "" && *fromFile == "":
+			return usageError{errors.New("--dump reads --from-file")}
+		case most < after:
+			return usageError{fmt.Errorf("--debounce-max %s is under --debounce-after %s", most, after)}
+		}
+		return nil
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
+		var handler slog.Handler = slog.NewTextHandler(cmd.ErrOrStderr(), nil)
+		if *logJSON {
+			handler = slog.NewJSONHandler(cmd.ErrOrStderr(), nil)
+		}
+		log := slog.New(handler)
+		world := control.NewWorld()
+		world.Domain = *domain
+		if *fromFile != "" {
+			w, err := loadManifests(*fromFile, *domain)
+			if err != nil {
+				return err
+			}
+			world = w
+		}
+		if *dump != "" {
+			return dumpProxy(cmd, world, *dump, mesh)
+		}
+		srv, err := control.NewServer(mesh, world, after, most, log)
+		if err != nil {
+			return usageError{err}
+		}
+		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+		defer stop()
+		if *fromFile != "" {
+			go followFile(ctx, *fromFile, *domain, srv, log)
+		} else if err := watchCluster(ctx, *kubeconfig, srv); err != nil {
+			return err
+		}
+		return serveControl(ctx, srv, *addr, *monitor, log)
+	}
+	return cmd
+}
+
+// serveControl serves ADS and the monitoring endpoints until ctx ends.
+func serveControl(ctx context.Context, srv *control.Server, addr, monitor string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return err
+	}
+	g := grpc.NewServer()
+	srv.Register(g)
+	go srv.Run(ctx)
+	errs := make(chan error, 2)
+	go func() { errs <- g.Serve(ln) }()
+	var mon *http.Server
+	if monitor != "" {
+		mln, err := net.Listen("tcp", monitor)
+		if err != nil {
+			g.Stop()
+			return err
+		}
+		mon = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		go func() { errs <- mon.Serve(mln) }()
+		log.Info("control plane serving", "xds", ln.Addr().String(), "monitor", mln.Addr().String())
+	} else {
+		log.Info("control plane serving", "xds", ln.Addr().String())
+	}
+	select {
+	case <-ctx.Done():
+	case err = <-errs:
+	}
+	g.Stop()
+	if mon != nil {
+		mon.Close()
+	}
+	return err
+}
+
+// watchCluster follows the cluster of kubeconfig ($KUBECONFIG, else the
+// pod's own service account), returning once it is listed.
+func watchCluster(ctx context.Context, kubeconfig string, srv *control.Server) error {
+	if kubeconfig == "" {
+		kubeconfig = os.Getenv("KUBECONFIG")
+	}
+	var cfg *rest.Config
+	var err error
+	if kubeconfig == "" {
+		cfg, err = rest.InClusterConfig()
+		if err != nil {
+			return usageError{fmt.Errorf("no cluster: give --kubeconfig or --from-file (in a pod: %v)", err)}
+		}
+	} else if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
+		return usageError{fmt.Errorf("--kubeconfig: %v", err)}
+	}
+	return control.Watch(ctx, cfg, srv)
+}
+
+func loadManifests(path, domain string) (*control.World, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--from-file: %v", err)}
+	}
+	w, err := control.LoadWorld(data, domain)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--from-file %s: %v", path, err)}
+	}
+	return w, nil
+}
+
+// followFile re-reads the manifests when the file changes; a file that
+// does not load leaves the world as it was.
+func followFile(ctx context.Context, path, domain string, srv *control.Server, log *slog.Logger) {
+	last := modTime(path)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		if m := modTime(path); !m.Equal(last) {
+			last = m
+			w, err := loadManifests(path, domain)
+			if err != nil {
+				log.Error("manifests not reloaded; the last good ones stay", "err", err)
+				continue
+			}
+			log.Info("manifests reloaded", "file", path, "services", len(w.Services))
+			srv.SetWorld(w)
+		}
+	}
+}
+
+func modTime(path string) time.Time {
+	st, err := os.Stat(path)
+	if err != nil {
+		return time.Time{}
+	}
+	return st.ModTime()
+}
+
+// dumpProxy prints what the sidecar with node id would be sent.
+func dumpProxy(cmd *cobra.Command, w *control.World, id string, mesh control.Mesh) error {
+	n, err := control.ParseNode(&corev3.Node{Id: id})
+	if err != nil {
+		return usageError{fmt.Errorf("--dump: %v", err)}
+	}
+	res, err := control.Compile(w, n, mesh)
+	if err != nil {
+		return usageError{err}
+	}
+	out, err := res.YAML()
+	if err != nil {
+		return err
+	}
+	_, err = cmd.OutOrStdout().Write(out)
+	return err
+}

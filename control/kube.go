@@ -1,0 +1,139 @@
+package control
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/cache"
+)
+
+// informer lists and watches one kind through a REST client that knows
+// only the kinds the control plane reads: client-go's typed clientset
+// would register every API group, and cost every shunt process (the
+// sidecar too) 14 MB at start.
+func informer(client rest.Interface, resource string, obj runtime.Object) cache.SharedIndexInformer {
+	lw := cache.NewListWatchFromClient(client, resource, metav1.NamespaceAll, fields.Everything())
+	return cache.NewSharedIndexInformer(lw, obj, 0, cache.Indexers{})
+}
+
+// restClients are REST clients for core/v1 and discovery.k8s.io/v1.
+func restClients(cfg *rest.Config) (core, discovery rest.Interface, err error) {
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, nil, err
+		}
+	}
+	codecs := serializer.NewCodecFactory(scheme)
+	client := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+		c := rest.CopyConfig(cfg)
+		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs.WithoutConversion()
+		if c.UserAgent == "" {
+			c.UserAgent = "shunt-control"
+		}
+		return rest.RESTClientFor(c)
+	}
+	if core, err = client(corev1.SchemeGroupVersion, "/api"); err != nil {
+		return nil, nil, err
+	}
+	discovery, err = client(discoveryv1.SchemeGroupVersion, "/apis")
+	return core, discovery, err
+}
+
+// Watch keeps s's world in step with a cluster's Services,
+// EndpointSlices and Pods, by informers; it returns once their first
+// lists are in the world (or ctx ends first), and goes on watching until
+// ctx ends.
+func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
+	core, disc, err := restClients(cfg)
+	if err != nil {
+		return err
+	}
+	services, slices, pods := informer(core, "services", &corev1.Service{}),
+		informer(disc, "endpointslices", &discoveryv1.EndpointSlice{}), informer(core, "pods", &corev1.Pod{})
+	domain := s.World().Domain
+	handle := func(inf cache.SharedIndexInformer, put func(w *World, obj any), del func(w *World, obj any)) error {
+		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+			AddFunc:    func(obj any) { s.Update(func(w *World) { put(w, obj) }) },
+			UpdateFunc: func(old, obj any) { s.Update(func(w *World) { del(w, old); put(w, obj) }) },
+			DeleteFunc: func(obj any) {
+				if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+					obj = tomb.Obj
+				}
+				s.Update(func(w *World) { del(w, obj) })
+			},
+		})
+		return err
+	}
+	err = handle(services,
+		func(w *World, obj any) {
+			if svc, ok := obj.(*corev1.Service); ok {
+				w.PutService(ServiceFrom(svc, domain))
+			}
+		},
+		func(w *World, obj any) {
+			if svc, ok := obj.(*corev1.Service); ok {
+				w.DeleteService(svc.Namespace + "/" + svc.Name)
+			}
+		})
+	if err == nil {
+		err = handle(slices,
+			func(w *World, obj any) {
+				if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+					if svc, eps, ok := EndpointsFrom(es); ok {
+						w.PutSlice(svc, es.Namespace+"/"+es.Name, nonNil(eps))
+					}
+				}
+			},
+			func(w *World, obj any) {
+				if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
+					if svc, _, ok := EndpointsFrom(es); ok {
+						w.PutSlice(svc, es.Namespace+"/"+es.Name, nil)
+					}
+				}
+			})
+	}
+	if err == nil {
+		err = handle(pods,
+			func(w *World, obj any) {
+				if p, ok := obj.(*corev1.Pod); ok && p.Status.PodIP != "" {
+					w.PutPod(PodFrom(p))
+				}
+			},
+			func(w *World, obj any) {
+				if p, ok := obj.(*corev1.Pod); ok {
+					w.DeletePod(p.Namespace + "/" + p.Name)
+				}
+			})
+	}
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	for _, inf := range []cache.SharedIndexInformer{services, slices, pods} {
+		go inf.Run(ctx.Done())
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), services.HasSynced, slices.HasSynced, pods.HasSynced) {
+		return fmt.Errorf("the cluster's services, endpoint slices and pods never listed: %v", context.Cause(ctx))
+	}
+	s.log.Info("cluster listed", "services", len(s.World().Services), "took", time.Since(start).Round(time.Millisecond))
+	return nil
+}
+
+// nonNil keeps an empty slice's place: a slice with no endpoints still
+// exists.
+func nonNil(eps []Endpoint) []Endpoint {
+	if eps == nil {
+		return []Endpoint{}
+	}
+	return eps
+}

@@ -1,0 +1,88 @@
+package control_test
+
+import (
+	"context"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/shunt-dev/shunt/control"
+	"github.com/shunt-dev/shunt/internal/kubecluster"
+)
+
+const kubeManifests = `apiVersion: v1
+kind: Service
+metadata: {name: backend-service, namespace: default}
+spec:
+  selector: {app: backend}
+  clusterIP: 10.96.0.10
+  ports: [{name: http, port: 10000, targetPort: 8080}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-service-abc, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
+addressType: IPv4
+ports: [{name: http, port: 8080, protocol: TCP}]
+endpoints:
+- {addresses: [10.1.0.7], conditions: {ready: true}}
+- {addresses: [10.1.0.8], conditions: {ready: true}}
+- {addresses: [10.1.0.9], conditions: {ready: true}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: app-1, namespace: default, labels: {app: app}}
+spec:
+  containers: [{name: nginx, image: nginx, ports: [{name: http-web, containerPort: 8080}]}]
+`
+
+// TestWatchCluster follows a real API server: what is applied, changed
+// and deleted shows in the world the sidecars are compiled from.
+func TestWatchCluster(t *testing.T) {
+	c := kubecluster.Start(t)
+	if out, err := c.Kubectl(kubeManifests, "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	if out, err := c.Kubectl("", "patch", "pod", "app-1", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"podIP":"10.1.0.5","podIPs":[{"ip":"10.1.0.5"}]}}`); err != nil {
+		t.Fatalf("kubectl patch: %v\n%s", err, out)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := control.NewServer(control.DefaultMesh(), control.NewWorld(), 10*time.Millisecond, time.Second, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := control.Watch(ctx, cfg, s); err != nil {
+		t.Fatal(err)
+	}
+	w := s.World()
+	svc := w.Services["default/backend-service"]
+	if svc == nil || !slices.Equal(svc.Addresses, []netip.Addr{netip.MustParseAddr("10.96.0.10")}) || svc.Ports[0].Protocol != "http" {
+		t.Fatalf("backend-service once listed: %+v", svc)
+	}
+	if eps := w.Endpoints["default/backend-service"]["default/backend-service-abc"]; len(eps) != 3 {
+		t.Errorf("backend-service's endpoints: %+v", eps)
+	}
+	if p := w.Pods["default/app-1"]; p == nil || !slices.Equal(p.IPs, []netip.Addr{netip.MustParseAddr("10.1.0.5")}) || p.ContainerPorts["http-web"] != 8080 {
+		t.Errorf("app-1: %+v", p)
+	}
+
+	if out, err := c.Kubectl("", "patch", "endpointslice", "backend-service-abc", "--type=json",
+		"-p", `[{"op":"remove","path":"/endpoints/2"}]`); err != nil {
+		t.Fatalf("kubectl patch: %v\n%s", err, out)
+	}
+	waitFor(t, "a scaled-down slice is followed", func() bool {
+		return len(s.World().Endpoints["default/backend-service"]["default/backend-service-abc"]) == 2
+	})
+	if out, err := c.Kubectl("", "delete", "service", "backend-service"); err != nil {
+		t.Fatalf("kubectl delete: %v\n%s", err, out)
+	}
+	waitFor(t, "a deleted service is gone", func() bool { return s.World().Services["default/backend-service"] == nil })
+}
