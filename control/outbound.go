@@ -23,37 +23,55 @@ import (
 // endpoints.
 //
 // Per service port P: HTTP services share the chain 0.0.0.0_P (port P,
-// any address) and the route configuration "P", a virtual host each;
-// a TCP service has the chain ADDR_P (port P, its cluster IPs, or a
-// headless service's endpoint addresses) to its cluster; a service whose
-// protocol is not declared has both on its addresses, the HTTP one
-// taken when the client's first bytes are HTTP. Catch-all chains take
-// the rest: passed through, or refused under REGISTRY_ONLY.
+// any address) and the route configuration "P", a virtual host each,
+// chosen by the request's Host; to a service's own cluster IPs its chain
+// ADDR_P routes by the route configuration "HOST:P" to the service
+// whatever the Host (Istio's would pass a Host it does not know, as
+// nginx's upstream name, through to the original destination). A TCP
+// service has the chain ADDR_P (its cluster IPs, or a headless service's
+// endpoint addresses) to its cluster; a service whose protocol is not
+// declared has both, the HTTP one taken when the client's first bytes
+// are HTTP. Catch-all chains take the rest: passed through, or refused
+// under REGISTRY_ONLY.
 func (c *compiler) outbound() (*listenerv3.Listener, []*routev3.RouteConfiguration, []*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	l := c.virtualListener("virtualOutbound", OutboundPort, corev3.TrafficDirection_OUTBOUND)
 	var clusters []*clusterv3.Cluster
 	var cla []*endpointv3.ClusterLoadAssignment
 	vhosts := map[uint16][]*routev3.VirtualHost{}
-	httpPorts := map[uint16]bool{}
+	httpPorts := map[uint16]bool{} // ports with the chain 0.0.0.0_P
+	byPort := map[uint16]bool{}    // ports whose route configuration "P" a chain names
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
+	var routes []*routev3.RouteConfiguration
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
 		for _, p := range s.Ports {
 			name := clusterName("outbound", p.Port, s.Hostname)
 			class := classOf(p.Protocol)
 			clusters = append(clusters, c.serviceCluster(s, p, name))
+			headless := len(s.Addresses) == 0
 			addrs := s.Addresses
-			if len(addrs) == 0 {
+			if headless {
 				addrs = c.endpointAddrs(s, p)
 			} else {
 				cla = append(cla, c.loadAssignment(s, p, name))
 			}
+			rds := strconv.Itoa(int(p.Port))
 			if class != classTCP {
-				vhosts[p.Port] = append(vhosts[p.Port], c.serviceHost(s, p, name))
+				vhost := c.serviceHost(s, p, name)
+				vhosts[p.Port] = append(vhosts[p.Port], vhost)
+				if !headless {
+					// To its own addresses a request reaches the service
+					// whatever its Host says (nginx's upstream name, say).
+					rds = vhost.Name
+					routes = append(routes, &routev3.RouteConfiguration{Name: rds, VirtualHosts: []*routev3.VirtualHost{
+						{Name: vhost.Name, Domains: []string{"*"}, Routes: vhost.Routes, IncludeRequestAttemptCount: true}}})
+				}
 			}
 			if class == classHTTP {
-				httpPorts[p.Port] = true
-				continue
+				httpPorts[p.Port], byPort[p.Port] = true, true
+				if headless {
+					continue
+				}
 			}
 			var free []netip.Addr
 			for _, a := range addrs {
@@ -65,16 +83,23 @@ func (c *compiler) outbound() (*listenerv3.Listener, []*routev3.RouteConfigurati
 			if len(free) == 0 {
 				continue // no chain: one with no prefix would take every address
 			}
-			chainName := fmt.Sprintf("%s_%d", free[0], p.Port)
-			if class == classAuto {
-				addrChains = append(addrChains, chain(chainName+"-http", p.Port, hosts(free), true,
-					c.hcm(outboundStatPrefix(p.Port), strconv.Itoa(int(p.Port)), nil)))
+			if headless {
+				byPort[p.Port] = true
 			}
-			addrChains = append(addrChains, chain(chainName, p.Port, hosts(free), false, c.tcpProxy(name)))
+			chainName := fmt.Sprintf("%s_%d", free[0], p.Port)
+			hcm := c.hcm(outboundStatPrefix(p.Port), rds, nil)
+			switch class {
+			case classHTTP:
+				addrChains = append(addrChains, chain(chainName, p.Port, hosts(free), false, hcm))
+			case classAuto:
+				addrChains = append(addrChains, chain(chainName+"-http", p.Port, hosts(free), true, hcm),
+					chain(chainName, p.Port, hosts(free), false, c.tcpProxy(name)))
+			default:
+				addrChains = append(addrChains, chain(chainName, p.Port, hosts(free), false, c.tcpProxy(name)))
+			}
 		}
 	}
-	var routes []*routev3.RouteConfiguration
-	for _, port := range slices.Sorted(maps.Keys(vhosts)) {
+	for _, port := range slices.Sorted(maps.Keys(byPort)) {
 		name := strconv.Itoa(int(port))
 		routes = append(routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: append(vhosts[port], c.fallbackHost())})
 		if httpPorts[port] {

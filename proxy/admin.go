@@ -23,8 +23,9 @@ import (
 	"github.com/shunt-dev/shunt/internal/envoyres"
 )
 
-// healthHandler serves /healthz/ready: 200 once the listeners accept, 503
-// before that and while draining.
+// healthHandler serves /healthz/ready: 200 once the listeners accept (and,
+// under a control plane, its first configuration is in force), 503 before
+// that and while draining.
 func (p *Proxy) healthHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz/ready", p.serveReady)
@@ -32,7 +33,7 @@ func (p *Proxy) healthHandler() http.Handler {
 }
 
 func (p *Proxy) serveReady(w http.ResponseWriter, _ *http.Request) {
-	if !p.ready.Load() || (p.sup != nil && !p.sup.ready()) {
+	if !p.ready.Load() || p.awaiting.Load() || (p.sup != nil && !p.sup.ready()) {
 		http.Error(w, "not ready", http.StatusServiceUnavailable)
 		return
 	}

@@ -58,6 +58,8 @@ type Proxy struct {
 	conns     sync.WaitGroup
 	flows     registry
 	ready     atomic.Bool
+	awaiting  atomic.Bool // not ready until a reload: see AwaitConfig
+	listened  bool        // Listen was called
 	draining  atomic.Bool
 	// stopping ends when the drain does: dials still pending give up.
 	stopping context.Context
@@ -130,6 +132,7 @@ func (p *Proxy) Metrics() *Metrics { return &p.metrics }
 // and IPv6 where the namespace has it) and the health, Prometheus and
 // admin endpoints.
 func (p *Proxy) Listen() error {
+	p.listened = true // none at all is right for a sidecar awaiting its control plane's listeners
 	for _, l := range p.gen.Load().listeners {
 		lns, err := p.bind(l)
 		if err != nil {
@@ -267,7 +270,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if p.sup != nil {
 		return p.sup.serve(ctx)
 	}
-	if len(p.captures()) == 0 {
+	if !p.listened {
 		return errors.New("proxy: Serve before Listen")
 	}
 	g := p.gen.Load()

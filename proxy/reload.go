@@ -44,6 +44,11 @@ func (p *Proxy) startClusters(ctx context.Context, clusters map[string]*cluster)
 	}
 }
 
+// AwaitConfig keeps the proxy not ready until its next reload succeeds:
+// a sidecar under a control plane is ready once its first configuration
+// is in force, as Envoy's initial fetch.
+func (p *Proxy) AwaitConfig() { p.awaiting.Store(true) }
+
 // Reload runs b from now on, as a hot restart of Envoy would but within
 // the process: new connections and requests take the new configuration
 // at once; connections already open finish on the one they came in on;
@@ -102,6 +107,7 @@ func (p *Proxy) Reload(b *bootstrapv3.Bootstrap) error {
 	p.log.Info("configuration reloaded", "listeners", len(res.listeners), "listeners_bound", len(plan.bound),
 		"listeners_closed", len(plan.close), "clusters", len(res.clusters),
 		"clusters_kept", len(res.clusters)-len(added), "clusters_new", len(added))
+	p.awaiting.Store(false)
 	return nil
 }
 

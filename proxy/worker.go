@@ -57,7 +57,7 @@ func (p *Proxy) AdoptListeners() error {
 		}
 		p.adopt(ln.(*net.TCPListener), lst)
 	}
-	p.adopted = true
+	p.adopted, p.listened = true, true
 	return nil
 }
 

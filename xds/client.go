@@ -184,7 +184,7 @@ func (st *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 	st.nonces[t] = resp.GetNonce()
 	next, err := st.res.with(t, resp.GetResources())
 	if err == nil {
-		err = st.apply(next)
+		err = st.apply(next, t)
 	}
 	req := &discoveryv3.DiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce(), ResourceNames: st.names[t]}
 	if err != nil {
@@ -205,8 +205,15 @@ func (st *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 	return st.subscribe()
 }
 
-// apply puts next in force if nothing it names is missing.
-func (st *stream) apply(next *resources) error {
+// apply puts next, just changed in type t, in force once the listeners
+// and clusters have both come and nothing they name is missing.
+func (st *stream) apply(next *resources, t string) error {
+	for _, need := range []string{ListenerType, ClusterType} {
+		if _, ok := st.versions[need]; !ok && need != t {
+			st.c.Log.Debug("xDS configuration warming", "waiting_for", shortType(need))
+			return nil
+		}
+	}
 	if missing := next.missing(); len(missing) > 0 {
 		st.c.Log.Debug("xDS configuration warming", "waiting_for", strings.Join(missing, ", "))
 		return nil

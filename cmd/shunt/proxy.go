@@ -119,7 +119,7 @@ func newProxyCmd() *cobra.Command {
 	f.BoolVar(&pf.validate, "validate", false, "with --config: check the file as envoy --mode validate does, bind nothing; exit 0 if it would run, else 2 listing every problem")
 	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	pf.dns.add(f)
-	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC): its listeners, routes, clusters and endpoints (ADS) join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
+	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC, shunt-control or istiod): its listeners, routes, clusters and endpoints (ADS) configure the sidecar, or join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)
@@ -247,7 +247,7 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 		return nil, usageError{err}
 	}
 	r.dns = dns
-	if err := r.checkXDS(pf.xdsAddress); err != nil {
+	if err := r.checkXDS(pf.xdsAddress, fs); err != nil {
 		return nil, usageError{err}
 	}
 	if r.xdsAddress != "" {
@@ -379,6 +379,7 @@ func (r *proxyRun) serve(ctx context.Context) error {
 		// The file is read at the start; the control plane's resources
 		// join it as they come.
 		c := &xds.Client{Address: r.xdsAddress, Node: r.xdsNode, Base: r.cfg.Bootstrap, Apply: xds.Checked(p.Reload), Log: log}
+		p.AwaitConfig()
 		go c.Run(ctx)
 	case r.configFile != "" && r.workers > 1 && !isWorker:
 		go forwardHUP(ctx, p) // the workers watch the file themselves

@@ -7,7 +7,9 @@ import (
 	"net"
 	"strings"
 
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"github.com/spf13/pflag"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -16,19 +18,27 @@ import (
 )
 
 // checkXDS checks --xds-address against the rest of the command line.
-func (r *proxyRun) checkXDS(addr string) error {
+// Without --config the control plane configures the whole sidecar: the
+// flags that shape it are refused, and the proxy starts with no listener
+// until the first configuration comes.
+func (r *proxyRun) checkXDS(addr string, flags *pflag.FlagSet) error {
 	if addr == "" {
 		return nil
 	}
 	if _, _, err := net.SplitHostPort(addr); err != nil {
 		return fmt.Errorf("--xds-address %s: not host:port", clip.Quote(addr))
 	}
-	switch {
-	case r.cfg.Bootstrap == nil:
-		return errors.New("--xds-address needs --config: the control plane's resources join a bootstrap's static ones " +
-			"(the sidecar's own configuration, from flags, does not take them yet)")
-	case r.workers > 1:
+	if r.workers > 1 {
 		return errors.New("--xds-address with --workers: the control plane's configuration runs in one process")
+	}
+	if r.cfg.Bootstrap == nil {
+		for _, name := range sidecarOnlyFlags {
+			if flags.Changed(name) {
+				return fmt.Errorf("--%s shapes the sidecar, which the control plane at --xds-address configures: "+
+					"say it there (shunt-control's mesh flags)", name)
+			}
+		}
+		r.cfg.Bootstrap = &bootstrapv3.Bootstrap{}
 	}
 	r.xdsAddress = addr
 	return nil

@@ -14,7 +14,9 @@ func TestProxyXDSFlags(t *testing.T) {
 		args []string
 		want string
 	}{
-		{[]string{"--xds-address", "127.0.0.1:15010"}, "--xds-address needs --config"},
+		{[]string{"--xds-address", "127.0.0.1:15010"}, "$POD_NAME or $POD_NAMESPACE is unset"},
+		{[]string{"--xds-address", "127.0.0.1:15010", "--outbound-port", "15002"}, "--outbound-port shapes the sidecar, which the control plane at --xds-address configures"},
+		{[]string{"--xds-address", "127.0.0.1:15010", "--access-log", "stdout"}, "--access-log shapes the sidecar"},
 		{[]string{"--config", seed, "--xds-address", "istiod"}, `--xds-address "istiod": not host:port`},
 		{[]string{"--config", seed, "--xds-address", "127.0.0.1:15010", "--workers", "2"}, "--xds-address with --workers"},
 		{[]string{"--config", seed, "--xds-address", "127.0.0.1:15010"}, "the bootstrap has no node id, and $POD_NAME or $POD_NAMESPACE is unset"},

@@ -68,6 +68,9 @@ type Options struct {
 	// EnvoyPort, inbound not at all, and backend-headless-service
 	// resolves to the backend host.
 	EnvoyConfig string
+	// ControlBin, if set, is shunt-control: it serves MeshManifest and
+	// the shunt sidecar takes all its configuration from it over xDS.
+	ControlBin string
 }
 
 // EnvoyPort is where the seed's Envoy configuration listens.
@@ -246,9 +249,18 @@ func (s *Scenario) startSidecar(ctx context.Context) error {
 			}
 			args = []string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--config", file, "--drain-listeners", "all"}
 		}
+		var env []string
+		if s.Opts.ControlBin != "" {
+			xdsArgs, xdsEnv, err := s.startControlPlane(format)
+			if err != nil {
+				return err
+			}
+			args, env = append([]string{s.Opts.ShuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--drain-listeners", "all"}, xdsArgs...), xdsEnv
+		}
 		args = append(args, s.Opts.ProxyArgs...)
-		s.logf("sidecar: %s", strings.Join(args, " "))
+		s.logf("sidecar: %s %s", strings.Join(env, " "), strings.Join(args, " "))
 		s.proxy = s.Pod.NS.Command(args...)
+		s.proxy.Env = append(os.Environ(), env...)
 		s.proxy.Stdout = s.AccessLog
 		s.proxy.Stderr = os.Stderr
 		if err := s.start(s.proxy); err != nil {

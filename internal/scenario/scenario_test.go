@@ -158,3 +158,39 @@ func TestSeedCanaryWithRetries(t *testing.T) {
 		t.Errorf("no retried request in the log:\n%s", log)
 	}
 }
+
+// TestSeedControlPlane is the seed with the sidecar configured over xDS
+// by shunt-control alone: nginx's request is routed by its Host
+// (backend-service:10000) to Istio's outbound cluster and its EDS
+// endpoint, the inbound one to the pod's port of the service that
+// selects it, and the control plane reports the sidecar synced.
+func TestSeedControlPlane(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	name := "shunt-seed-xds-" + strconv.Itoa(os.Getpid())
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
+		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t),
+		AccessLogFormat: scenario.SeedFormat + " %UPSTREAM_LOCAL_ADDRESS%"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for what, do := range map[string]func() (string, error){"outbound": s.Outbound, "inbound": s.Inbound} {
+		body, err := do()
+		if err != nil || !strings.HasPrefix(body, "hello from backend-service: /test") {
+			t.Errorf("%s: %q, %v", what, body, err)
+		}
+	}
+	syncz, err := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/debug/syncz")
+	if err != nil || !strings.Contains(syncz, `"proxy": "sidecar~10.1.0.5~app-1.default~default.svc.cluster.local"`) ||
+		strings.Contains(syncz, "nacks") {
+		t.Errorf("syncz: %v\n%s", err, syncz)
+	}
+	s.Close() // flushes the access log
+	log := s.AccessLog.String()
+	for _, want := range []string{`"GET /test HTTP/1.0" 200 49 `, " 10.1.0.1:10000 outbound|10000||backend-service.default.svc.cluster.local - ",
+		`"GET /test HTTP/1.1" 200 49 `, " 10.1.0.5:80 inbound|80|| - 127.0.0.6:"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("access log lacks %q:\n%s", want, log)
+		}
+	}
+}

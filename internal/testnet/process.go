@@ -1,7 +1,6 @@
 package testnet
 
 import (
-	"fmt"
 	"io"
 	"net"
 	"net/netip"
@@ -18,14 +17,13 @@ import (
 )
 
 var (
-	buildOnce sync.Once
-	buildDir  string
-	buildBin  string
-	buildErr  error
+	buildMu  sync.Mutex
+	buildDir string
+	built    = map[string]string{} // command name to binary
 )
 
-// Main runs a package's tests and then removes the shunt binary that
-// ShuntBinary built, if any. Use it as the package's TestMain.
+// Main runs a package's tests and then removes the binaries ShuntBinary
+// and ControlBinary built, if any. Use it as the package's TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
 	if buildDir != "" {
@@ -36,27 +34,36 @@ func Main(m *testing.M) {
 
 // ShuntBinary builds cmd/shunt once per test process, under /tmp so that a
 // process that has dropped to UID 1337 can still read it.
-func ShuntBinary(t testing.TB) string {
+func ShuntBinary(t testing.TB) string { return binary(t, "shunt") }
+
+// ControlBinary builds cmd/shunt-control once per test process.
+func ControlBinary(t testing.TB) string { return binary(t, "shunt-control") }
+
+func binary(t testing.TB, name string) string {
 	t.Helper()
-	buildOnce.Do(func() {
-		if buildDir, buildErr = os.MkdirTemp("/tmp", "shunt-test-"); buildErr != nil {
-			return
-		}
-		if buildErr = os.Chmod(buildDir, 0o755); buildErr != nil {
-			return
-		}
-		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
-		buildBin = filepath.Join(buildDir, "shunt")
-		out, err := exec.Command("go", "build", "-o", buildBin, filepath.Join(root, "cmd", "shunt")).CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v: %s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	if bin, ok := built[name]; ok {
+		return bin
 	}
-	return buildBin
+	if buildDir == "" {
+		dir, err := os.MkdirTemp("/tmp", "shunt-test-")
+		if err == nil {
+			err = os.Chmod(dir, 0o755)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		buildDir = dir
+	}
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Join(filepath.Dir(file), "..", "..")
+	bin := filepath.Join(buildDir, name)
+	if out, err := exec.Command("go", "build", "-o", bin, filepath.Join(root, "cmd", name)).CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v: %s", err, out)
+	}
+	built[name] = bin
+	return bin
 }
 
 // RaiseFileLimit lets the test process hold n descriptors (root may raise
