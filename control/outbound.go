@@ -38,8 +38,8 @@ func (c *compiler) outbound() (*listenerv3.Listener, []*routev3.RouteConfigurati
 	var clusters []*clusterv3.Cluster
 	var cla []*endpointv3.ClusterLoadAssignment
 	vhosts := map[uint16][]*routev3.VirtualHost{}
-	httpPorts := map[uint16]bool{} // ports with the chain 0.0.0.0_P
-	byPort := map[uint16]bool{}    // ports whose route configuration "P" a chain names
+	httpPorts := map[uint16]bool{}       // ports with the chain 0.0.0.0_P
+	byPort := map[uint16]bool{}          // ports whose route configuration "P" a chain names
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
 	var routes []*routev3.RouteConfiguration
