@@ -14,6 +14,7 @@ import (
 	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
@@ -36,6 +37,10 @@ type Resources struct {
 	Routes    []*routev3.RouteConfiguration
 	Clusters  []*clusterv3.Cluster
 	Endpoints []*endpointv3.ClusterLoadAssignment
+
+	space       *space                   // the namespace's outbound side, shared
+	ownClusters []*clusterv3.Cluster     // the sidecar's own: builtin and inbound
+	own         map[proto.Message]string // the sidecar's own resources' content hashes
 }
 
 // Compile is what the sidecar n is sent from w under m, as istiod
@@ -46,25 +51,32 @@ type Resources struct {
 // per inbound port, and Istio's PassthroughCluster,
 // InboundPassthroughCluster and BlackHoleCluster.
 func Compile(w *World, n Node, m Mesh) (*Resources, error) {
-	if err := m.check(); err != nil {
+	cc, err := NewCompiler(m)
+	if err != nil {
 		return nil, err
 	}
-	c := &compiler{w: w, n: n, m: m}
+	return cc.Compile(w, n), nil
+}
+
+// Compile is what the sidecar n is sent from w.
+func (cc *Compiler) Compile(w *World, n Node) *Resources {
+	c := &compiler{w: w, n: n, m: cc.mesh, cc: cc}
 	for _, a := range n.IPs {
 		c.v6 = c.v6 || a.Is6()
 	}
-	out := &Resources{}
-	outL, routes, clusters, cla := c.outbound()
+	cc.mu.Lock()
+	sp := cc.space(c)
+	cc.mu.Unlock()
 	inL, inClusters := c.inbound()
-	out.Listeners = []*listenerv3.Listener{outL, inL}
-	out.Routes = routes
-	out.Clusters = append(append(c.builtinClusters(), clusters...), inClusters...)
-	out.Endpoints = cla
-	slices.SortFunc(out.Listeners, byName((*listenerv3.Listener).GetName))
-	slices.SortFunc(out.Routes, byName((*routev3.RouteConfiguration).GetName))
+	out := &Resources{space: sp, own: map[proto.Message]string{inL: hashOf(inL)},
+		Listeners: []*listenerv3.Listener{inL, sp.listener}, Routes: sp.routes, Endpoints: sp.endpoints}
+	out.ownClusters = append(c.builtinClusters(), inClusters...)
+	for _, cl := range out.ownClusters {
+		out.own[cl] = hashOf(cl)
+	}
+	out.Clusters = append(slices.Clip(sp.clusters), out.ownClusters...)
 	slices.SortFunc(out.Clusters, byName((*clusterv3.Cluster).GetName))
-	slices.SortFunc(out.Endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
-	return out, nil
+	return out
 }
 
 func byName[T any](name func(T) string) func(a, b T) int {
@@ -80,6 +92,7 @@ func byName[T any](name func(T) string) func(a, b T) int {
 }
 
 type compiler struct {
+	cc *Compiler
 	w  *World
 	n  Node
 	m  Mesh

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -134,5 +135,54 @@ func TestLoadWorldProblems(t *testing.T) {
 		if _, err := control.LoadWorld([]byte(tc.doc), control.DefaultDomain); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want one saying %q", tc.doc, err, tc.want)
 		}
+	}
+}
+
+// TestCompilerKeepsWhatDidNotChange: a compiler that has compiled a
+// world compiles the next one as a fresh compile would, keeping the
+// resources an endpoint change leaves alone.
+func TestCompilerKeepsWhatDidNotChange(t *testing.T) {
+	w := loadWorld(t)
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := cc.Compile(w, appSidecar(t))
+	next := w.Clone()
+	next.PutSlice("default/db", "default/db-1", []control.Endpoint{{Addr: netip.MustParseAddr("10.1.0.21"), Ports: map[string]uint16{"tcp-postgres": 5432}, Ready: true}})
+	after := cc.Compile(next, appSidecar(t))
+	fresh, err := control.Compile(next, appSidecar(t), control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, _ := after.YAML()
+	f, _ := fresh.YAML()
+	if !bytes.Equal(a, f) {
+		t.Fatalf("the kept compile differs from a fresh one:\n%s\nfresh:\n%s", a, f)
+	}
+	if before.Listeners[1] != after.Listeners[1] {
+		t.Error("virtualOutbound was rebuilt for an endpoint change")
+	}
+	changed := 0
+	for i := range before.Endpoints {
+		if before.Endpoints[i] != after.Endpoints[i] {
+			changed++
+			if name := after.Endpoints[i].GetClusterName(); name != "outbound|5432||db.default.svc.cluster.local" {
+				t.Errorf("%s rebuilt", name)
+			}
+		}
+	}
+	if changed != 1 {
+		t.Errorf("%d load assignments rebuilt, want db's", changed)
+	}
+
+	next2 := next.Clone()
+	next2.DeleteService("default/db")
+	gone := cc.Compile(next2, appSidecar(t))
+	fresh2, _ := control.Compile(next2, appSidecar(t), control.DefaultMesh())
+	g, _ := gone.YAML()
+	f2, _ := fresh2.YAML()
+	if !bytes.Equal(g, f2) || bytes.Contains(g, []byte("db.default")) {
+		t.Errorf("after deleting db the kept compile differs from a fresh one, or keeps db")
 	}
 }

@@ -74,18 +74,21 @@ type World struct {
 	Pods      map[string]*Pod // by namespace/name
 	// Domain is the cluster's DNS domain (cluster.local).
 	Domain string
+	// epVersion changes, per service, with its endpoints: a compiler
+	// keeps what it built from endpoints that did not change.
+	epVersion map[string]uint64
 }
 
 // NewWorld is an empty world in the cluster domain.
 func NewWorld() *World {
 	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
-		Pods: map[string]*Pod{}, Domain: DefaultDomain}
+		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
 func (w *World) Clone() *World {
-	out := &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain}
-	return out
+	return &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain,
+		epVersion: maps.Clone(w.epVersion)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

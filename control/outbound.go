@@ -12,6 +12,7 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
@@ -33,90 +34,91 @@ import (
 // declared has both, the HTTP one taken when the client's first bytes
 // are HTTP. Catch-all chains take the rest: passed through, or refused
 // under REGISTRY_ONLY.
-func (c *compiler) outbound() (*listenerv3.Listener, []*routev3.RouteConfiguration, []*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
-	l := c.virtualListener("virtualOutbound", OutboundPort, corev3.TrafficDirection_OUTBOUND)
-	var clusters []*clusterv3.Cluster
-	var cla []*endpointv3.ClusterLoadAssignment
+func (c *compiler) outbound(prev *space) *space {
+	sp := &space{hash: map[proto.Message]string{}, portRoutes: map[uint16]*routev3.RouteConfiguration{}}
 	vhosts := map[uint16][]*routev3.VirtualHost{}
 	httpPorts := map[uint16]bool{}       // ports with the chain 0.0.0.0_P
 	byPort := map[uint16]bool{}          // ports whose route configuration "P" a chain names
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
-	var routes []*routev3.RouteConfiguration
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
 		for _, p := range s.Ports {
-			name := clusterName("outbound", p.Port, s.Hostname)
-			class := classOf(p.Protocol)
-			clusters = append(clusters, c.serviceCluster(s, p, name))
-			headless := len(s.Addresses) == 0
-			addrs := s.Addresses
-			if headless {
-				addrs = c.endpointAddrs(s, p)
-			} else {
-				cla = append(cla, c.loadAssignment(s, p, name))
+			pp := c.cc.parts(c, s, p)
+			sp.clusters = append(sp.clusters, pp.cluster)
+			if pp.cla != nil {
+				sp.endpoints = append(sp.endpoints, pp.cla)
 			}
-			rds := strconv.Itoa(int(p.Port))
-			if class != classTCP {
-				vhost := c.serviceHost(s, p, name)
-				vhosts[p.Port] = append(vhosts[p.Port], vhost)
-				if !headless {
-					// To its own addresses a request reaches the service
-					// whatever its Host says (nginx's upstream name, say).
-					rds = vhost.Name
-					routes = append(routes, &routev3.RouteConfiguration{Name: rds, VirtualHosts: []*routev3.VirtualHost{
-						{Name: vhost.Name, Domains: []string{"*"}, Routes: vhost.Routes, IncludeRequestAttemptCount: true}}})
+			if pp.own != nil {
+				sp.routes = append(sp.routes, pp.own)
+			}
+			if pp.vhost[0] != nil {
+				same := 0
+				if s.Namespace == c.n.Namespace {
+					same = 1
 				}
+				vhosts[p.Port] = append(vhosts[p.Port], pp.vhost[same])
 			}
-			if class == classHTTP {
+			if pp.class == classHTTP {
 				httpPorts[p.Port], byPort[p.Port] = true, true
-				if headless {
+				if pp.headless {
 					continue
 				}
 			}
 			var free []netip.Addr
-			for _, a := range addrs {
+			for _, a := range pp.addrs {
 				if ap := netip.AddrPortFrom(a, p.Port); !claimed[ap] {
 					claimed[ap] = true
 					free = append(free, a)
 				}
 			}
-			if len(free) == 0 {
-				continue // no chain: one with no prefix would take every address
-			}
-			if headless {
+			if len(free) > 0 && pp.headless {
 				byPort[p.Port] = true
 			}
-			chainName := fmt.Sprintf("%s_%d", free[0], p.Port)
-			hcm := c.hcm(outboundStatPrefix(p.Port), rds, nil)
-			switch class {
-			case classHTTP:
-				addrChains = append(addrChains, chain(chainName, p.Port, hosts(free), false, hcm))
-			case classAuto:
-				addrChains = append(addrChains, chain(chainName+"-http", p.Port, hosts(free), true, hcm),
-					chain(chainName, p.Port, hosts(free), false, c.tcpProxy(name)))
-			default:
-				addrChains = append(addrChains, chain(chainName, p.Port, hosts(free), false, c.tcpProxy(name)))
+			if len(free) == len(pp.addrs) {
+				addrChains = append(addrChains, pp.chains...)
+				continue
 			}
+			rds := strconv.Itoa(int(p.Port))
+			if pp.own != nil {
+				rds = pp.own.Name
+			}
+			addrChains = append(addrChains, c.addrChains(pp, p.Port, clusterName("outbound", p.Port, s.Hostname), rds, free)...)
 		}
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
-		name := strconv.Itoa(int(port))
-		routes = append(routes, &routev3.RouteConfiguration{Name: name, VirtualHosts: append(vhosts[port], c.fallbackHost())})
+		rc := prev.portRoute(port, vhosts[port])
+		if rc == nil {
+			rc = &routev3.RouteConfiguration{Name: strconv.Itoa(int(port)), VirtualHosts: append(slices.Clip(vhosts[port]), c.fallbackHost())}
+		}
+		sp.routes = append(sp.routes, rc)
+		sp.portRoutes[port] = rc
 		if httpPorts[port] {
-			l.FilterChains = append(l.FilterChains, chain(fmt.Sprintf("0.0.0.0_%d", port), port, nil, false,
-				c.hcm(outboundStatPrefix(port), name, nil)))
+			sp.httpPorts = append(sp.httpPorts, port)
 		}
 	}
-	l.FilterChains = append(l.FilterChains, addrChains...)
-	passthrough := proxy.PassthroughCluster
-	if c.m.RegistryOnly {
-		passthrough = proxy.BlackHoleCluster
+	sp.addrChains = addrChains
+	sp.listener = prev.sameListener(sp)
+	if sp.listener == nil {
+		l := c.virtualListener("virtualOutbound", OutboundPort, corev3.TrafficDirection_OUTBOUND)
+		for _, port := range sp.httpPorts {
+			l.FilterChains = append(l.FilterChains, chain(fmt.Sprintf("0.0.0.0_%d", port), port, nil, false,
+				c.hcm(outboundStatPrefix(port), strconv.Itoa(int(port)), nil)))
+		}
+		passthrough := proxy.PassthroughCluster
+		if c.m.RegistryOnly {
+			passthrough = proxy.BlackHoleCluster
+		}
+		l.FilterChains = append(append(l.FilterChains, addrChains...),
+			chain("virtualOutbound-catchall-http", 0, nil, true, c.hcm(passthrough, "",
+				&routev3.RouteConfiguration{Name: "virtualOutbound-catchall-http", VirtualHosts: []*routev3.VirtualHost{c.fallbackHost()}})),
+			chain("virtualOutbound-catchall-tcp", 0, nil, false, c.tcpProxy(passthrough)))
+		sp.listener = l
 	}
-	l.FilterChains = append(l.FilterChains,
-		chain("virtualOutbound-catchall-http", 0, nil, true, c.hcm(passthrough, "",
-			&routev3.RouteConfiguration{Name: "virtualOutbound-catchall-http", VirtualHosts: []*routev3.VirtualHost{c.fallbackHost()}})),
-		chain("virtualOutbound-catchall-tcp", 0, nil, false, c.tcpProxy(passthrough)))
-	return l, routes, clusters, cla
+	slices.SortFunc(sp.routes, byName((*routev3.RouteConfiguration).GetName))
+	slices.SortFunc(sp.clusters, byName((*clusterv3.Cluster).GetName))
+	slices.SortFunc(sp.endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
+	sp.hashAll(prev)
+	return sp
 }
 
 func outboundStatPrefix(port uint16) string { return fmt.Sprintf("outbound_0.0.0.0_%d", port) }

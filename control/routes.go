@@ -72,11 +72,11 @@ func istioRetry() *routev3.RetryPolicy {
 
 // serviceHost is a service port's virtual host: named host:port, for its
 // names as a client may write them (FQDN, name.namespace.svc,
-// name.namespace, the bare name from its own namespace, its cluster IPs),
-// each also with the port.
-func (c *compiler) serviceHost(s *Service, p Port, cluster string) *routev3.VirtualHost {
+// name.namespace, the bare name from its own namespace (sameNamespace),
+// its cluster IPs), each also with the port.
+func (c *compiler) serviceHost(s *Service, p Port, cluster string, sameNamespace bool) *routev3.VirtualHost {
 	names := []string{s.Hostname, s.Name + "." + s.Namespace + ".svc", s.Name + "." + s.Namespace}
-	if s.Namespace == c.n.Namespace {
+	if sameNamespace {
 		names = append(names, s.Name)
 	}
 	for _, a := range s.Addresses {

@@ -2,8 +2,6 @@ package control
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -11,12 +9,9 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/shunt-dev/shunt/xds"
 )
@@ -32,7 +27,7 @@ const (
 // (state of the world and delta), recompiling them, debounced, when the
 // world changes; a type is pushed only when its resources changed.
 type Server struct {
-	mesh     Mesh
+	compiler *Compiler
 	log      *slog.Logger
 	after    time.Duration
 	max      time.Duration
@@ -52,13 +47,14 @@ type Server struct {
 // NewServer is a server of w's resources under mesh, pushing changes
 // after, at most max after the first of a burst.
 func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) (*Server, error) {
-	if err := mesh.check(); err != nil {
+	compiler, err := NewCompiler(mesh)
+	if err != nil {
 		return nil, err
 	}
 	if after <= 0 || max < after {
 		return nil, fmt.Errorf("debounce %s, at most %s: want 0 < after <= max", after, max)
 	}
-	s := &Server{mesh: mesh, log: log, after: after, max: max, world: w, changed: make(chan time.Time, 1),
+	s := &Server{compiler: compiler, log: log, after: after, max: max, world: w, changed: make(chan time.Time, 1),
 		nodes: map[string]*proxyState{}, streams: map[int64]string{}, metrics: newMetrics()}
 	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, nil)
 	s.xds = server.NewServer(context.Background(), s.cache, server.CallbackFuncs{
@@ -189,20 +185,8 @@ func (s *Server) push(id string) error {
 		return nil
 	}
 	start := time.Now()
-	res, err := Compile(w, st.node, s.mesh)
-	if err != nil {
-		return err
-	}
-	snap := &cache.Snapshot{}
-	for typeURL, list := range map[string][]types.Resource{
-		resource.ListenerType: asResources(res.Listeners), resource.RouteType: asResources(res.Routes),
-		resource.ClusterType: asResources(res.Clusters), resource.EndpointType: asResources(res.Endpoints)} {
-		version, err := contentVersion(list)
-		if err != nil {
-			return err
-		}
-		snap.Resources[cache.GetResponseType(typeURL)] = cache.NewResources(version, list)
-	}
+	res := s.compiler.Compile(w, st.node)
+	snap := res.snapshot()
 	if err := snap.Consistent(); err != nil {
 		return fmt.Errorf("compiled resources inconsistent: %v", err)
 	}
@@ -211,28 +195,6 @@ func (s *Server) push(id string) error {
 	s.mu.Unlock()
 	s.metrics.pushTime.Observe(time.Since(start).Seconds())
 	return s.cache.SetSnapshot(context.Background(), id, snap)
-}
-
-func asResources[M types.Resource](list []M) []types.Resource {
-	out := make([]types.Resource, len(list))
-	for i, m := range list {
-		out[i] = m
-	}
-	return out
-}
-
-// contentVersion is a hash of the resources' deterministic encoding.
-func contentVersion(list []types.Resource) (string, error) {
-	h := sha256.New()
-	for _, m := range list {
-		b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%d:", len(b))
-		h.Write(b)
-	}
-	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
 // request is a state-of-the-world request: the stream's first names the

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
@@ -21,6 +22,10 @@ func (w *World) DeleteService(key string) { delete(w.Services, key) }
 // PutSlice sets the endpoints one EndpointSlice holds for the service
 // svc (namespace/name); none removes the slice.
 func (w *World) PutSlice(svc, slice string, eps []Endpoint) {
+	if w.epVersion == nil {
+		w.epVersion = map[string]uint64{}
+	}
+	w.epVersion[svc] = epVersions.Add(1)
 	slices := maps.Clone(w.Endpoints[svc])
 	if slices == nil {
 		slices = map[string][]Endpoint{}
@@ -52,6 +57,9 @@ func (w *World) PutPod(p *Pod) { w.Pods[p.Namespace+"/"+p.Name] = p }
 
 // DeletePod removes the pod namespace/name.
 func (w *World) DeletePod(key string) { delete(w.Pods, key) }
+
+// epVersions numbers endpoint changes, across worlds.
+var epVersions atomic.Uint64
 
 var docSeparator = regexp.MustCompile(`(?m)^---\s*$`)
 

@@ -1,0 +1,234 @@
+package control
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strconv"
+	"sync"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	"google.golang.org/protobuf/proto"
+)
+
+// A Compiler compiles sidecars' resources under one mesh configuration,
+// keeping what did not change: a service port's resources while neither
+// the service nor its endpoints change, a namespace's outbound side for
+// the world it was compiled from. Safe for concurrent use.
+type Compiler struct {
+	mesh Mesh
+
+	mu     sync.Mutex // held while a space is compiled
+	ports  map[portKey]*portParts
+	spaces map[spaceKey]*space // the latest of each
+	world  *World              // the world ports were last swept for
+}
+
+// NewCompiler is a compiler under m.
+func NewCompiler(m Mesh) (*Compiler, error) {
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	return &Compiler{mesh: m, ports: map[portKey]*portParts{}, spaces: map[spaceKey]*space{}}, nil
+}
+
+type portKey struct {
+	svc  string // namespace/name
+	port uint16
+}
+
+type spaceKey struct {
+	namespace string
+	v6        bool
+}
+
+// portParts are a service port's resources, the same for every sidecar
+// but for its virtual host's domains (the bare name only from its own
+// namespace).
+type portParts struct {
+	svc       *Service
+	epVersion uint64
+	class     protocolClass
+	headless  bool
+	cluster   *clusterv3.Cluster
+	cla       *endpointv3.ClusterLoadAssignment // nil when headless
+	vhost     [2]*routev3.VirtualHost           // from another namespace, from its own; nil for TCP
+	own       *routev3.RouteConfiguration       // HOST:P, for its cluster IPs' chain; nil when headless or TCP
+	addrs     []netip.Addr                      // its cluster IPs, or a headless service's endpoints
+	chains    []*listenerv3.FilterChain         // on all of addrs
+}
+
+// space is a namespace's outbound side, shared by its sidecars.
+type space struct {
+	world     *World // compiled from
+	listener  *listenerv3.Listener
+	routes    []*routev3.RouteConfiguration
+	clusters  []*clusterv3.Cluster
+	endpoints []*endpointv3.ClusterLoadAssignment
+	// hash is every resource's content hash, by resource.
+	hash map[proto.Message]string
+	// What the listener and the route configurations by port were made
+	// of, for the next space to keep them when it would make the same.
+	addrChains []*listenerv3.FilterChain
+	httpPorts  []uint16
+	portRoutes map[uint16]*routev3.RouteConfiguration
+	// shared are the snapshot's pieces its sidecars share, made once.
+	sharedOnce sync.Once
+	shared     sharedItems
+}
+
+// space is c's namespace's outbound side, compiled when its world is
+// not the one of the last (cc.mu held).
+func (cc *Compiler) space(c *compiler) *space {
+	if cc.world != c.w {
+		cc.world = c.w
+		for k, pp := range cc.ports {
+			if c.w.Services[k.svc] != pp.svc {
+				delete(cc.ports, k) // changed or gone
+			}
+		}
+	}
+	key := spaceKey{c.n.Namespace, c.v6}
+	prev := cc.spaces[key]
+	if prev != nil && prev.world == c.w {
+		return prev
+	}
+	sp := c.outbound(prev)
+	sp.world = c.w
+	cc.spaces[key] = sp
+	return sp
+}
+
+// parts returns a service port's resources, built when the service or
+// its endpoints changed since (cc.mu held).
+func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
+	key := portKey{s.Namespace + "/" + s.Name, p.Port}
+	epv := c.w.epVersion[key.svc]
+	if pp := cc.ports[key]; pp != nil && pp.svc == s {
+		if pp.epVersion == epv {
+			return pp
+		}
+		if !pp.headless { // only its load assignment follows the endpoints
+			next := *pp
+			next.cla, next.epVersion = c.loadAssignment(s, p, pp.cluster.GetName()), epv
+			cc.ports[key] = &next
+			return &next
+		}
+	}
+	pp := c.buildParts(s, p)
+	pp.epVersion = epv
+	cc.ports[key] = pp
+	return pp
+}
+
+// buildParts builds a service port's resources.
+func (c *compiler) buildParts(s *Service, p Port) *portParts {
+	name := clusterName("outbound", p.Port, s.Hostname)
+	pp := &portParts{svc: s, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
+	pp.cluster = c.serviceCluster(s, p, name)
+	if pp.headless {
+		pp.addrs = c.endpointAddrs(s, p)
+	} else {
+		pp.cla = c.loadAssignment(s, p, name)
+	}
+	rds := strconv.Itoa(int(p.Port))
+	if pp.class != classTCP {
+		pp.vhost = [2]*routev3.VirtualHost{c.serviceHost(s, p, name, false), c.serviceHost(s, p, name, true)}
+		if !pp.headless {
+			// To its own addresses a request reaches the service
+			// whatever its Host says (nginx's upstream name, say).
+			rds = pp.vhost[0].Name
+			pp.own = &routev3.RouteConfiguration{Name: rds, VirtualHosts: []*routev3.VirtualHost{
+				{Name: rds, Domains: []string{"*"}, Routes: pp.vhost[0].Routes, IncludeRequestAttemptCount: true}}}
+		}
+	}
+	if pp.class != classHTTP || !pp.headless {
+		pp.chains = c.addrChains(pp, p.Port, name, rds, pp.addrs)
+	}
+	return pp
+}
+
+// addrChains are a service port's chains on addrs: HTTP through the
+// route configuration rds, TCP to the cluster, or both when its protocol
+// is not declared.
+func (c *compiler) addrChains(pp *portParts, port uint16, cluster, rds string, addrs []netip.Addr) []*listenerv3.FilterChain {
+	if len(addrs) == 0 {
+		return nil // no chain: one with no prefix would take every address
+	}
+	chainName := fmt.Sprintf("%s_%d", addrs[0], port)
+	prefixes := hosts(addrs)
+	switch pp.class {
+	case classHTTP:
+		return []*listenerv3.FilterChain{chain(chainName, port, prefixes, false, c.hcm(outboundStatPrefix(port), rds, nil))}
+	case classAuto:
+		return []*listenerv3.FilterChain{chain(chainName+"-http", port, prefixes, true, c.hcm(outboundStatPrefix(port), rds, nil)),
+			chain(chainName, port, prefixes, false, c.tcpProxy(cluster))}
+	}
+	return []*listenerv3.FilterChain{chain(chainName, port, prefixes, false, c.tcpProxy(cluster))}
+}
+
+// portRoute is sp's route configuration for port if its virtual hosts
+// were vhosts (then the fallback).
+func (sp *space) portRoute(port uint16, vhosts []*routev3.VirtualHost) *routev3.RouteConfiguration {
+	if sp == nil || sp.portRoutes[port] == nil {
+		return nil
+	}
+	rc := sp.portRoutes[port]
+	if hs := rc.GetVirtualHosts(); slices.Equal(hs[:len(hs)-1], vhosts) {
+		return rc
+	}
+	return nil
+}
+
+// sameListener is sp's listener if next's would have the same chains.
+func (sp *space) sameListener(next *space) *listenerv3.Listener {
+	if sp == nil || !slices.Equal(sp.addrChains, next.addrChains) || !slices.Equal(sp.httpPorts, next.httpPorts) {
+		return nil
+	}
+	return sp.listener
+}
+
+// hashAll hashes sp's resources, keeping prev's hash of a resource it
+// shares.
+func (sp *space) hashAll(prev *space) {
+	add := func(m proto.Message) {
+		if h, ok := prev.hashFor(m); ok {
+			sp.hash[m] = h
+		} else {
+			sp.hash[m] = hashOf(m)
+		}
+	}
+	add(sp.listener)
+	for _, m := range sp.routes {
+		add(m)
+	}
+	for _, m := range sp.clusters {
+		add(m)
+	}
+	for _, m := range sp.endpoints {
+		add(m)
+	}
+}
+
+func (sp *space) hashFor(m proto.Message) (string, bool) {
+	if sp == nil {
+		return "", false
+	}
+	h, ok := sp.hash[m]
+	return h, ok
+}
+
+// hashOf is m's content hash.
+func hashOf(m proto.Message) string {
+	b, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+	if err != nil {
+		panic(err) // a message this package built always marshals
+	}
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
