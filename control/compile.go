@@ -39,7 +39,7 @@ type Resources struct {
 	Endpoints []*endpointv3.ClusterLoadAssignment
 
 	space       *space                   // the namespace's outbound side, shared
-	ownClusters []*clusterv3.Cluster     // the sidecar's own: builtin and inbound
+	ownClusters []*clusterv3.Cluster     // the sidecar's own: inbound
 	own         map[proto.Message]string // the sidecar's own resources' content hashes
 }
 
@@ -67,10 +67,10 @@ func (cc *Compiler) Compile(w *World, n Node) *Resources {
 	cc.mu.Lock()
 	sp := cc.space(c)
 	cc.mu.Unlock()
-	inL, inClusters := c.inbound()
+	inL, inClusters := c.inbound(sp)
 	out := &Resources{space: sp, own: map[proto.Message]string{inL: hashOf(inL)},
 		Listeners: []*listenerv3.Listener{inL, sp.listener}, Routes: sp.routes, Endpoints: sp.endpoints}
-	out.ownClusters = append(c.builtinClusters(), inClusters...)
+	out.ownClusters = inClusters
 	for _, cl := range out.ownClusters {
 		out.own[cl] = hashOf(cl)
 	}

@@ -19,9 +19,9 @@ import (
 // connection manager, TCP proxied, undeclared both, by the first bytes),
 // each to its cluster inbound|PORT|| (the original destination, reached
 // from the inbound source); the rest to InboundPassthroughCluster.
-func (c *compiler) inbound() (*listenerv3.Listener, []*clusterv3.Cluster) {
+func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluster) {
 	l := c.virtualListener("virtualInbound", InboundPort, corev3.TrafficDirection_INBOUND)
-	ports := c.servedPorts()
+	ports := c.servedPorts(sp.local)
 	var clusters []*clusterv3.Cluster
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := clusterName("inbound", port, "")
@@ -54,10 +54,10 @@ func (c *compiler) inboundHCM(statPrefix, cluster, vhost string) *listenerv3.Fil
 // servedPorts are the pod's ports behind the services that select it,
 // with how each is handled: the first service (by hostname) to name a
 // port decides.
-func (c *compiler) servedPorts() map[uint16]protocolClass {
+func (c *compiler) servedPorts(local []*Service) map[uint16]protocolClass {
 	pod := c.pod()
 	out := map[uint16]protocolClass{}
-	for _, s := range c.w.servicesFor(c.n.Namespace) {
+	for _, s := range local {
 		if !s.selects(pod) {
 			continue
 		}

@@ -41,7 +41,11 @@ func (c *compiler) outbound(prev *space) *space {
 	byPort := map[uint16]bool{}          // ports whose route configuration "P" a chain names
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
+	sp.clusters = c.builtinClusters()
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
+		if s.Namespace == c.n.Namespace {
+			sp.local = append(sp.local, s)
+		}
 		for _, p := range s.Ports {
 			pp := c.cc.parts(c, s, p)
 			sp.clusters = append(sp.clusters, pp.cluster)

@@ -65,7 +65,8 @@ type portParts struct {
 
 // space is a namespace's outbound side, shared by its sidecars.
 type space struct {
-	world     *World // compiled from
+	world     *World     // compiled from
+	local     []*Service // the namespace's own, which may select its pods
 	listener  *listenerv3.Listener
 	routes    []*routev3.RouteConfiguration
 	clusters  []*clusterv3.Cluster

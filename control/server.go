@@ -187,9 +187,6 @@ func (s *Server) push(id string) error {
 	start := time.Now()
 	res := s.compiler.Compile(w, st.node)
 	snap := res.snapshot()
-	if err := snap.Consistent(); err != nil {
-		return fmt.Errorf("compiled resources inconsistent: %v", err)
-	}
 	s.mu.Lock()
 	st.resources = res
 	s.mu.Unlock()

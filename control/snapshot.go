@@ -68,6 +68,22 @@ func (r *Resources) snapshot() *cache.Snapshot {
 		return r.space.hash[m]
 	}
 	listeners, listenerHashes := items(r.Listeners, ownHash)
+	clusters, clusterHashes := sh.clusters, sh.clusterHashes
+	if len(r.ownClusters) > 0 {
+		clusters, clusterHashes = r.withOwnClusters(sh)
+	}
+	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{
+		resource.EndpointType: sh.endpointHashes, resource.RouteType: sh.routeHashes,
+		resource.ClusterType: clusterHashes, resource.ListenerType: listenerHashes}}
+	snap.Resources[types.Endpoint] = sh.endpoints
+	snap.Resources[types.Route] = sh.routes
+	snap.Resources[types.Cluster] = clusters
+	snap.Resources[types.Listener] = listeners
+	return snap
+}
+
+// withOwnClusters are the space's clusters and the sidecar's own.
+func (r *Resources) withOwnClusters(sh *sharedItems) (cache.Resources, map[string]string) {
 	clusters := cache.Resources{Items: maps.Clone(sh.clusters.Items)}
 	clusterHashes := maps.Clone(sh.clusterHashes)
 	h := sha256.New()
@@ -79,12 +95,5 @@ func (r *Resources) snapshot() *cache.Snapshot {
 		writeEntry(h, name, r.own[c])
 	}
 	clusters.Version = hex.EncodeToString(h.Sum(nil)[:8])
-	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{
-		resource.EndpointType: sh.endpointHashes, resource.RouteType: sh.routeHashes,
-		resource.ClusterType: clusterHashes, resource.ListenerType: listenerHashes}}
-	snap.Resources[types.Endpoint] = sh.endpoints
-	snap.Resources[types.Route] = sh.routes
-	snap.Resources[types.Cluster] = clusters
-	snap.Resources[types.Listener] = listeners
-	return snap
+	return clusters, clusterHashes
 }

@@ -24,11 +24,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -49,6 +51,8 @@ var (
 	changes    = flag.Int("changes", 30, "endpoint changes timed per protocol")
 	debounce   = flag.Duration("debounce-after", 10*time.Millisecond, "the server's --debounce-after")
 	serve      = flag.Bool("serve", false, "be the control plane (the bench starts itself so)")
+	profile    = flag.String("cpuprofile", "", "write the server's CPU profile of the changes here")
+	only       = flag.String("only", "", "run one protocol: sotw or delta")
 )
 
 func main() {
@@ -60,8 +64,9 @@ func main() {
 	exe, err := os.Executable()
 	check(err)
 	child := exec.Command(exe, "-serve", "-services", strconv.Itoa(*services), "-namespaces", strconv.Itoa(*namespaces),
-		"-endpoints", strconv.Itoa(*endpoints), "-debounce-after", debounce.String())
+		"-endpoints", strconv.Itoa(*endpoints), "-debounce-after", debounce.String(), "-cpuprofile", *profile)
 	child.Stderr = os.Stderr
+	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with the bench, however it ends
 	out, err := child.StdoutPipe()
 	check(err)
 	check(child.Start())
@@ -74,7 +79,14 @@ func main() {
 		*services, *endpoints, *namespaces, *clients, *debounce, *changes)
 	fmt.Printf("server at rest: RSS %.0f MB\n", rssMB(pid, "VmRSS"))
 	for _, delta := range []bool{false, true} {
-		runRound(delta, xdsAddr, changeAddr, pid)
+		if *only == "" || (*only == "delta") == delta {
+			runRound(delta, xdsAddr, changeAddr, pid)
+		}
+	}
+	if *profile != "" {
+		resp, err := http.Get("http://" + changeAddr + "/stop-profile")
+		check(err)
+		resp.Body.Close()
 	}
 	fmt.Printf("server peak RSS (VmHWM): %.0f MB\n", rssMB(pid, "VmHWM"))
 }
@@ -107,7 +119,7 @@ func runRound(delta bool, xdsAddr, changeAddr string, pid int) {
 	var pushed int64
 	var pushedResources int64
 	cpu1 := cpuSeconds(pid)
-	for n := range *changes {
+	for range *changes {
 		before := make([]int64, len(cs))
 		var bytes0, res0 int64
 		for i, c := range cs {
@@ -116,7 +128,7 @@ func runRound(delta bool, xdsAddr, changeAddr string, pid int) {
 			res0 += c.edsResources.Load()
 		}
 		t0 := time.Now()
-		resp, err := http.Get("http://" + changeAddr + "/change?n=" + strconv.Itoa(n))
+		resp, err := http.Get("http://" + changeAddr + "/change")
 		check(err)
 		resp.Body.Close()
 		waitAll(cs, func(i int) bool { return cs[i].edsCount.Load() > before[i] }, 30*time.Second, "change")
@@ -287,11 +299,21 @@ func runServer() {
 	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	fmt.Println(ln.Addr(), hln.Addr())
+	var changed atomic.Int64
 	http.Serve(hln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
-		n, _ := strconv.Atoi(r.URL.Query().Get("n"))
+		if r.URL.Path == "/stop-profile" {
+			pprof.StopCPUProfile()
+			return
+		}
+		n := int(changed.Add(1)) // every change new, across rounds
+		if n == 1 && *profile != "" {
+			f, err := os.Create(*profile)
+			check(err)
+			check(pprof.StartCPUProfile(f))
+		}
 		i := (n * 37) % *services
 		ns := fmt.Sprintf("ns-%d", i%*namespaces)
-		srv.Update(func(w *control.World) { w.PutSlice(ns+"/svc-"+strconv.Itoa(i), ns+"/svc-"+strconv.Itoa(i)+"-1", sliceFor(i, n+1)) })
+		srv.Update(func(w *control.World) { w.PutSlice(ns+"/svc-"+strconv.Itoa(i), ns+"/svc-"+strconv.Itoa(i)+"-1", sliceFor(i, n)) })
 	}))
 }
 
