@@ -40,6 +40,8 @@ func templateFor(t *testing.T, in []byte) Template {
 			tpl.Mode = SidecarMode(v)
 		case "nftables":
 			tpl.NativeNftables = v == "true"
+		case "xds":
+			tpl.XDSAddress = v
 		default:
 			t.Fatalf("template line: unknown %q", k)
 		}

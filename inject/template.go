@@ -3,6 +3,7 @@ package inject
 import (
 	"encoding/json"
 	"fmt"
+	"net"
 	"strconv"
 	"strings"
 
@@ -42,6 +43,9 @@ type Template struct {
 	NativeNftables bool // the init step uses shunt's nftables table instead of iptables
 	RewriteProbes  bool // app probes on captured ports go through the proxy's status port (Istio's rewriteAppHTTPProbe)
 	DNSCapture     bool // the pods' DNS goes to the proxy's DNS proxy (Istio's ISTIO_META_DNS_CAPTURE), unless a pod says otherwise
+	// XDSAddress is the control plane (host:port) the proxies take their
+	// configuration from; "" for none (the sidecar from its flags).
+	XDSAddress     string
 	ProxyResources corev1.ResourceRequirements
 	InitResources  corev1.ResourceRequirements
 }
@@ -72,6 +76,11 @@ func (t Template) Validate() error {
 		return fmt.Errorf("template: the image is empty")
 	case t.Mode != Native && t.Mode != Classic:
 		return fmt.Errorf("template: sidecar mode %s is not native or classic", clip.Quote(string(t.Mode)))
+	}
+	if t.XDSAddress != "" {
+		if _, _, err := net.SplitHostPort(t.XDSAddress); err != nil {
+			return fmt.Errorf("template: the control plane's address %s is not host:port", clip.Quote(t.XDSAddress))
+		}
 	}
 	switch t.PullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -114,22 +123,29 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy, dns bool, res corev1.
 	if status != 0 {
 		statusAddr = fmt.Sprintf(":%d", status)
 	}
-	args := []string{"proxy",
-		"--outbound-port", strconv.Itoa(sidecar.OutboundPort),
-		"--inbound-port", strconv.Itoa(sidecar.InboundPort),
-		"--health-addr", fmt.Sprintf(":%d", sidecar.HealthPort),
+	// Under a control plane the listeners are its to say: the ports and
+	// TPROXY reach it as the node's INTERCEPTION_MODE.
+	args := []string{"proxy", "--xds-address", t.XDSAddress}
+	if t.XDSAddress == "" {
+		args = []string{"proxy", "--outbound-port", strconv.Itoa(sidecar.OutboundPort), "--inbound-port", strconv.Itoa(sidecar.InboundPort)}
+	}
+	args = append(args, "--health-addr", fmt.Sprintf(":%d", sidecar.HealthPort),
 		"--prometheus-addr", fmt.Sprintf(":%d", sidecar.PrometheusPort),
-		"--status-addr", statusAddr}
+		"--status-addr", statusAddr)
 	if dns {
 		args = append(args, "--dns")
 	}
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
+	env := id.env()
 	if tproxy {
 		// IP_TRANSPARENT on the inbound listener needs CAP_NET_ADMIN.
-		args = append(args, "--tproxy")
 		caps.Add = []corev1.Capability{"NET_ADMIN"}
+		if t.XDSAddress == "" {
+			args = append(args, "--tproxy")
+		} else {
+			env = append(env, corev1.EnvVar{Name: sidecar.InterceptionModeEnv, Value: "TPROXY"})
+		}
 	}
-	env := id.env()
 	if probers != "" {
 		env = append(env, corev1.EnvVar{Name: AppProbersEnv, Value: probers})
 	}

@@ -15,6 +15,9 @@ const (
 	WorkloadNameEnv   = "ISTIO_META_WORKLOAD_NAME"
 	LabelsJSONEnv     = "ISTIO_METAJSON_LABELS"
 	ClusterIDEnv      = "ISTIO_META_CLUSTER_ID"
+	// InterceptionModeEnv says the capture is TPROXY, to a control plane
+	// that then makes the inbound listener transparent.
+	InterceptionModeEnv = "ISTIO_META_INTERCEPTION_MODE"
 )
 
 // Suffixes Kubernetes adds to a workload's pod names: a ReplicaSet's

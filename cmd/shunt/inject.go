@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
 
@@ -27,6 +28,7 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 	fs.Var(newChoice(policy, string(corev1.PullAlways), string(corev1.PullIfNotPresent), string(corev1.PullNever)), "image-pull-policy", "Always, IfNotPresent or Never")
 	fs.BoolVar(&t.NativeNftables, "nftables", false, "the init step uses shunt's nftables table instead of iptables")
 	fs.BoolVar(&t.DNSCapture, "dns-capture", false, "capture the pods' DNS to the proxy's DNS proxy (redirect --redirect-dns, proxy --dns), unless a pod says otherwise with "+inject.DNSCaptureAnnotation+" or Istio's proxy.istio.io/config proxyMetadata ISTIO_META_DNS_CAPTURE")
+	fs.StringVar(&t.XDSAddress, "xds-address", "", "the control plane (host:port; shunt-control.shunt-system.svc:15010, say) the proxies take their configuration from over xDS; \"\" for the sidecar from its flags")
 	fs.BoolVar(&t.RewriteProbes, "rewrite-app-probes", t.RewriteProbes, "send app probes on captured ports through the proxy's status port, so they test the app (a pod may say otherwise with sidecar.istio.io/rewriteAppHTTPProbers)")
 	type quantityFlag struct {
 		flag, annotation string
@@ -51,6 +53,9 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 		}
 		t.Mode = inject.SidecarMode(*mode)
 		t.PullPolicy = corev1.PullPolicy(*policy)
+		if _, _, err := net.SplitHostPort(t.XDSAddress); t.XDSAddress != "" && err != nil {
+			return t, usageError{fmt.Errorf("--xds-address %s: not host:port", clip.Quote(t.XDSAddress))}
+		}
 		for _, q := range quantities {
 			v, err := resource.ParseQuantity(*q.value)
 			if err != nil {

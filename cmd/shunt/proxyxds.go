@@ -60,7 +60,8 @@ func xdsNode(bootstrapNode *corev3.Node, getenv func(string) (string, bool)) (*c
 	}
 	meta := map[string]any{"NAME": pod, "NAMESPACE": ns}
 	for key, name := range map[string]string{"INSTANCE_IPS": sidecar.InstanceIPEnv, "SERVICE_ACCOUNT": sidecar.ServiceAccountEnv,
-		"WORKLOAD_NAME": sidecar.WorkloadNameEnv, "CLUSTER_ID": sidecar.ClusterIDEnv} {
+		"WORKLOAD_NAME": sidecar.WorkloadNameEnv, "CLUSTER_ID": sidecar.ClusterIDEnv,
+		"INTERCEPTION_MODE": sidecar.InterceptionModeEnv} {
 		if v := env(name); v != "" {
 			meta[key] = v
 		}

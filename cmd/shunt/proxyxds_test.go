@@ -32,7 +32,7 @@ func TestProxyXDSFlags(t *testing.T) {
 // the pod's environment; a bootstrap's node wins.
 func TestXDSNode(t *testing.T) {
 	env := map[string]string{"POD_NAME": "app-1", "POD_NAMESPACE": "default", "INSTANCE_IP": "10.1.0.5",
-		"SERVICE_ACCOUNT": "app", "ISTIO_META_WORKLOAD_NAME": "app", "ISTIO_METAJSON_LABELS": `{"app":"app","version":"v1"}`}
+		"SERVICE_ACCOUNT": "app", "ISTIO_META_WORKLOAD_NAME": "app", "ISTIO_META_INTERCEPTION_MODE": "TPROXY", "ISTIO_METAJSON_LABELS": `{"app":"app","version":"v1"}`}
 	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	n, err := xdsNode(nil, getenv)
 	if err != nil {
@@ -40,7 +40,7 @@ func TestXDSNode(t *testing.T) {
 	}
 	md := n.GetMetadata().AsMap()
 	if n.GetId() != "sidecar~10.1.0.5~app-1.default~default.svc.cluster.local" || n.GetCluster() != "app.default" ||
-		md["NAMESPACE"] != "default" || md["SERVICE_ACCOUNT"] != "app" || md["LABELS"].(map[string]any)["version"] != "v1" {
+		md["NAMESPACE"] != "default" || md["SERVICE_ACCOUNT"] != "app" || md["INTERCEPTION_MODE"] != "TPROXY" || md["LABELS"].(map[string]any)["version"] != "v1" {
 		t.Errorf("node %v", n)
 	}
 	if n, _ := xdsNode(&corev3.Node{Id: "mine"}, getenv); n.GetId() != "mine" {
