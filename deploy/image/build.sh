@@ -31,8 +31,9 @@ if [[ ! -f $base ]]; then
 fi
 mkdir -p "$work/add/usr/local/bin"
 CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/add/usr/local/bin/shunt" ./cmd/shunt
+CGO_ENABLED=0 go build -trimpath -ldflags=-s -o "$work/add/usr/local/bin/shunt-control" ./cmd/shunt-control
 cp "$base" "$work/image.tar"
-tar -C "$work/add" -rf "$work/image.tar" ./usr/local/bin/shunt
+tar -C "$work/add" -rf "$work/image.tar" ./usr/local/bin/shunt ./usr/local/bin/shunt-control
 podman import --change 'ENTRYPOINT ["/usr/local/bin/shunt"]' --change 'CMD ["--help"]' \
 	--change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
 	"$work/image.tar" "$tag" >&2

@@ -113,7 +113,7 @@ func Start(t *testing.T) *Cluster {
 		"--service-account-issuer", "https://kubernetes.default.svc",
 		"--service-account-key-file", saKey, "--service-account-signing-key-file", saKey,
 		"--token-auth-file", tokens,
-		"--authorization-mode", "AlwaysAllow",
+		"--authorization-mode", "RBAC", // the admin token is system:masters'; service accounts get what their roles say
 		"--service-cluster-ip-range", "10.96.0.0/16",
 		// Pods name a service account that no controller creates here.
 		"--disable-admission-plugins", "ServiceAccount",

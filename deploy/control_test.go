@@ -1,0 +1,79 @@
+package deploy_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shunt-dev/shunt/internal/kubecluster"
+	"github.com/shunt-dev/shunt/internal/testnet"
+)
+
+// TestControlPlaneInARealAPIServer applies deploy/control.yaml to a real
+// API server (RBAC on) and runs shunt-control as its service account:
+// the role is enough to list and watch what it reads, and no more.
+func TestControlPlaneInARealAPIServer(t *testing.T) {
+	c := kubecluster.Start(t)
+	for _, file := range []string{"webhook.yaml", "control.yaml"} {
+		manifest, _ := os.ReadFile(file)
+		if out, err := c.Kubectl(strings.ReplaceAll(string(manifest), "CA_BUNDLE", "Cg=="), "apply", "-f", "-"); err != nil {
+			t.Fatalf("deploy/%s is refused: %v\n%s", file, err, out)
+		}
+	}
+	sa := "system:serviceaccount:shunt-system:shunt-control"
+	for _, q := range []struct{ verb, resource, want string }{
+		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"},
+		{"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
+	} {
+		out, _ := c.Kubectl("", "auth", "can-i", q.verb, q.resource, "--all-namespaces", "--as", sa)
+		if got := strings.TrimSpace(out); got != q.want {
+			t.Errorf("can shunt-control %s %s? %q, want %q", q.verb, q.resource, got, q.want)
+		}
+	}
+
+	token, err := c.Kubectl("", "-n", "shunt-system", "create", "token", "shunt-control")
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, _ := os.ReadFile(c.Kubeconfig)
+	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
+	os.WriteFile(kubeconfig, []byte(strings.Replace(string(admin), "token: shunt-test-token", "token: "+strings.TrimSpace(token), 1)), 0o600)
+	if _, err := c.Kubectl("apiVersion: v1\nkind: Service\nmetadata: {name: backend-service, namespace: default}\nspec: {ports: [{name: http, port: 10000}]}",
+		"apply", "-f", "-"); err != nil {
+		t.Fatal(err)
+	}
+
+	monitor := fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t))
+	cmd := exec.Command(testnet.ControlBinary(t), "--kubeconfig", kubeconfig,
+		"--addr", fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t)), "--monitor-addr", monitor)
+	logf, _ := os.Create(filepath.Join(t.TempDir(), "control.log"))
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var metrics string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get("http://" + monitor + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			metrics = string(b)
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(logf.Name())
+			t.Fatalf("shunt-control never served as its service account:\n%s", log)
+		}
+	}
+	// Served only once listed: default/kubernetes, default/backend-service,
+	// shunt-system/shunt-webhook and shunt-system/shunt-control.
+	if !strings.Contains(metrics, "pilot_services 4") {
+		t.Errorf("/metrics:\n%s", metrics)
+	}
+}
