@@ -92,7 +92,8 @@ func byName[T any](name func(T) string) func(a, b T) int {
 }
 
 type compiler struct {
-	cc *Compiler
+	cc    *Compiler
+	rules rules // the namespace's routing rules
 	w  *World
 	n  Node
 	m  Mesh

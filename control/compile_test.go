@@ -186,3 +186,39 @@ func TestCompilerKeepsWhatDidNotChange(t *testing.T) {
 		t.Errorf("after deleting db the kept compile differs from a fresh one, or keeps db")
 	}
 }
+
+// TestCompileRoutingRules compiles the seed's mesh with Istio's routing
+// rules (traffic.yaml): the golden file, the sidecar runs it, and what
+// cannot take effect is reported by its field.
+func TestCompileRoutingRules(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	rules, _ := os.ReadFile("testdata/traffic.yaml")
+	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), rules...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cc.Compile(w, appSidecar(t))
+	runs(t, res)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "traffic.golden.yaml", got)
+	problems := cc.Problems()
+	for key, want := range map[string]string{
+		"default/backend spec.http[1].fault":                     "not run by shunt",
+		"default/backend spec.trafficPolicy.tls":                 "not run by shunt",
+		"default/backend spec.http[2].route[2].destination.host": "no service nowhere.default.svc.cluster.local",
+	} {
+		if problems[key] != want {
+			t.Errorf("problem %q: %q, want %q (all: %v)", key, problems[key], want, problems)
+		}
+	}
+	if len(problems) != 3 {
+		t.Errorf("problems: %v", problems)
+	}
+}

@@ -10,7 +10,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
+	k8sschema "k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
@@ -34,7 +34,7 @@ func restClients(cfg *rest.Config) (core, discovery rest.Interface, err error) {
 		}
 	}
 	codecs := serializer.NewCodecFactory(scheme)
-	client := func(gv schema.GroupVersion, apiPath string) (rest.Interface, error) {
+	client := func(gv k8sschema.GroupVersion, apiPath string) (rest.Interface, error) {
 		c := rest.CopyConfig(cfg)
 		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs.WithoutConversion()
 		if c.UserAgent == "" {

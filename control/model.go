@@ -72,23 +72,31 @@ type World struct {
 	// service, then by the EndpointSlice that holds them.
 	Endpoints map[string]map[string][]Endpoint
 	Pods      map[string]*Pod // by namespace/name
+	// VirtualServices and DestinationRules are Istio's, by namespace/name.
+	VirtualServices  map[string]*VirtualService
+	DestinationRules map[string]*DestinationRule
 	// Domain is the cluster's DNS domain (cluster.local).
 	Domain string
 	// epVersion changes, per service, with its endpoints: a compiler
 	// keeps what it built from endpoints that did not change.
 	epVersion map[string]uint64
+	// podVersion changes with any pod: subsets pick endpoints by their
+	// pods' labels.
+	podVersion uint64
 }
 
 // NewWorld is an empty world in the cluster domain.
 func NewWorld() *World {
 	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
-		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{}}
+		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
+		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
 func (w *World) Clone() *World {
 	return &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain,
-		epVersion: maps.Clone(w.epVersion)}
+		epVersion: maps.Clone(w.epVersion), podVersion: w.podVersion,
+		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.
@@ -116,21 +124,37 @@ func (w *World) servicesFor(ns string) []*Service {
 	return out
 }
 
-// endpoints are the ready endpoints of a service's port, in a stable
-// order: address, then port.
-func (w *World) endpoints(s *Service, port Port) []netip.AddrPort {
-	var out []netip.AddrPort
+// endpoint is a ready endpoint of a service port: its address and
+// port, and its pod (namespace/name; "" for none).
+type endpoint struct {
+	addr netip.AddrPort
+	pod  string
+}
+
+// readyEndpoints are the ready endpoints of a service's port, in a
+// stable order: address, then port.
+func (w *World) readyEndpoints(s *Service, port Port) []endpoint {
+	var out []endpoint
 	for _, eps := range w.Endpoints[s.Namespace+"/"+s.Name] {
 		for _, e := range eps {
 			p, ok := e.Ports[port.Name]
 			if !e.Ready || !ok {
 				continue
 			}
-			out = append(out, netip.AddrPortFrom(e.Addr, p))
+			out = append(out, endpoint{netip.AddrPortFrom(e.Addr, p), e.Pod})
 		}
 	}
-	slices.SortFunc(out, func(a, b netip.AddrPort) int { return a.Compare(b) })
-	return slices.Compact(out)
+	slices.SortFunc(out, func(a, b endpoint) int { return a.addr.Compare(b.addr) })
+	return slices.CompactFunc(out, func(a, b endpoint) bool { return a.addr == b.addr })
+}
+
+// endpoints are the addresses of a service port's ready endpoints.
+func (w *World) endpoints(s *Service, port Port) []netip.AddrPort {
+	var out []netip.AddrPort
+	for _, e := range w.readyEndpoints(s, port) {
+		out = append(out, e.addr)
+	}
+	return out
 }
 
 // podByIP is the pod with ip, if the control plane knows one.

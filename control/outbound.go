@@ -42,15 +42,16 @@ func (c *compiler) outbound(prev *space) *space {
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
 	sp.clusters = c.builtinClusters()
+	c.rules = c.w.rulesFor(c.n.Namespace)
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
 		if s.Namespace == c.n.Namespace {
 			sp.local = append(sp.local, s)
 		}
 		for _, p := range s.Ports {
 			pp := c.cc.parts(c, s, p)
-			sp.clusters = append(sp.clusters, pp.cluster)
+			sp.clusters = append(append(sp.clusters, pp.cluster), pp.subsetClusters...)
 			if pp.cla != nil {
-				sp.endpoints = append(sp.endpoints, pp.cla)
+				sp.endpoints = append(append(sp.endpoints, pp.cla), pp.subsetCLAs...)
 			}
 			if pp.own != nil {
 				sp.routes = append(sp.routes, pp.own)

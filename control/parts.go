@@ -4,6 +4,8 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -27,6 +29,33 @@ type Compiler struct {
 	ports  map[portKey]*portParts
 	spaces map[spaceKey]*space // the latest of each
 	world  *World              // the world ports were last swept for
+
+	log      *slog.Logger
+	problems map[string]string // "object field" to why: what of the routing rules is not in force
+}
+
+// SetLog has the compiler log what of the routing rules cannot take
+// effect, once each.
+func (cc *Compiler) SetLog(log *slog.Logger) { cc.log = log }
+
+// report notes a field of a rule that cannot take effect (cc.mu held).
+func (cc *Compiler) report(object, path, why string) {
+	key := object + " " + path
+	if cc.problems[key] == why {
+		return
+	}
+	cc.problems[key] = why
+	if cc.log != nil {
+		cc.log.Warn("routing rule not in force", "object", object, "field", path, "problem", why)
+	}
+}
+
+// Problems are what of the routing rules is not in force: fields shunt
+// does not run, destinations the mesh does not have, by "object field".
+func (cc *Compiler) Problems() map[string]string {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	return maps.Clone(cc.problems)
 }
 
 // NewCompiler is a compiler under m.
@@ -34,7 +63,7 @@ func NewCompiler(m Mesh) (*Compiler, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	return &Compiler{mesh: m, ports: map[portKey]*portParts{}, spaces: map[spaceKey]*space{}}, nil
+	return &Compiler{mesh: m, ports: map[portKey]*portParts{}, spaces: map[spaceKey]*space{}, problems: map[string]string{}}, nil
 }
 
 type portKey struct {
@@ -51,8 +80,11 @@ type spaceKey struct {
 // but for its virtual host's domains (the bare name only from its own
 // namespace).
 type portParts struct {
-	svc       *Service
-	epVersion uint64
+	svc        *Service
+	vs         *VirtualService
+	dr         *DestinationRule
+	epVersion  uint64
+	podVersion uint64
 	class     protocolClass
 	headless  bool
 	cluster   *clusterv3.Cluster
@@ -61,6 +93,9 @@ type portParts struct {
 	own       *routev3.RouteConfiguration       // HOST:P, for its cluster IPs' chain; nil when headless or TCP
 	addrs     []netip.Addr                      // its cluster IPs, or a headless service's endpoints
 	chains    []*listenerv3.FilterChain         // on all of addrs
+	// subsetClusters and subsetCLAs are its DestinationRule's subsets'.
+	subsetClusters []*clusterv3.Cluster
+	subsetCLAs     []*endpointv3.ClusterLoadAssignment
 }
 
 // space is a namespace's outbound side, shared by its sidecars.
@@ -93,6 +128,17 @@ func (cc *Compiler) space(c *compiler) *space {
 				delete(cc.ports, k) // changed or gone
 			}
 		}
+		cc.problems = map[string]string{}
+		for _, key := range slices.Sorted(maps.Keys(c.w.VirtualServices)) {
+			for _, p := range c.w.VirtualServices[key].Problems {
+				cc.report(key, p, "not run by shunt")
+			}
+		}
+		for _, key := range slices.Sorted(maps.Keys(c.w.DestinationRules)) {
+			for _, p := range c.w.DestinationRules[key].Problems {
+				cc.report(key, p, "not run by shunt")
+			}
+		}
 	}
 	key := spaceKey{c.n.Namespace, c.v6}
 	prev := cc.spaces[key]
@@ -110,28 +156,38 @@ func (cc *Compiler) space(c *compiler) *space {
 func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
 	key := portKey{s.Namespace + "/" + s.Name, p.Port}
 	epv := c.w.epVersion[key.svc]
-	if pp := cc.ports[key]; pp != nil && pp.svc == s {
-		if pp.epVersion == epv {
+	vs, dr := c.rules.vs[s.Hostname], c.rules.dr[s.Hostname]
+	subsets := dr != nil && len(dr.Subsets) > 0
+	// Routes may name any service: a VirtualService's are made anew.
+	if pp := cc.ports[key]; pp != nil && pp.svc == s && vs == nil && pp.vs == nil && pp.dr == dr {
+		if pp.epVersion == epv && (!subsets || pp.podVersion == c.w.podVersion) {
 			return pp
 		}
-		if !pp.headless { // only its load assignment follows the endpoints
+		if !pp.headless { // only its load assignments follow the endpoints
 			next := *pp
-			next.cla, next.epVersion = c.loadAssignment(s, p, pp.cluster.GetName()), epv
+			next.cla, next.epVersion, next.podVersion = c.loadAssignment(s, p, pp.cluster.GetName()), epv, c.w.podVersion
+			if subsets {
+				_, next.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster)
+			}
 			cc.ports[key] = &next
 			return &next
 		}
 	}
-	pp := c.buildParts(s, p)
-	pp.epVersion = epv
+	pp := c.buildParts(s, p, vs, dr)
+	pp.epVersion, pp.podVersion = epv, c.w.podVersion
 	cc.ports[key] = pp
 	return pp
 }
 
 // buildParts builds a service port's resources.
-func (c *compiler) buildParts(s *Service, p Port) *portParts {
+func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *DestinationRule) *portParts {
 	name := clusterName("outbound", p.Port, s.Hostname)
-	pp := &portParts{svc: s, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
+	pp := &portParts{svc: s, vs: vs, dr: dr, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
 	pp.cluster = c.serviceCluster(s, p, name)
+	if dr != nil {
+		applyPolicy(pp.cluster, dr.Policy)
+		pp.subsetClusters, pp.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster)
+	}
 	if pp.headless {
 		pp.addrs = c.endpointAddrs(s, p)
 	} else {
@@ -140,6 +196,10 @@ func (c *compiler) buildParts(s *Service, p Port) *portParts {
 	rds := strconv.Itoa(int(p.Port))
 	if pp.class != classTCP {
 		pp.vhost = [2]*routev3.VirtualHost{c.serviceHost(s, p, name, false), c.serviceHost(s, p, name, true)}
+		if vs != nil {
+			routes := c.vsRoutes(vs, s, p)
+			pp.vhost[0].Routes, pp.vhost[1].Routes = routes, routes
+		}
 		if !pp.headless {
 			// To its own addresses a request reaches the service
 			// whatever its Host says (nginx's upstream name, say).

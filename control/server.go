@@ -51,6 +51,7 @@ func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) 
 	if err != nil {
 		return nil, err
 	}
+	compiler.SetLog(log)
 	if after <= 0 || max < after {
 		return nil, fmt.Errorf("debounce %s, at most %s: want 0 < after <= max", after, max)
 	}

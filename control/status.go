@@ -107,6 +107,7 @@ func (s *Server) Status() []SyncStatus {
 // Handler is istiod's monitoring and debug endpoints: /metrics,
 // /debug/syncz (every sidecar's sync status, JSON) and
 // /debug/config_dump?proxyID=ID (what that sidecar was last sent, YAML),
+// /debug/problems (what of the routing rules is not in force, and why),
 // /ready.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
@@ -117,6 +118,12 @@ func (s *Server) Handler() http.Handler {
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(s.Status())
+	})
+	mux.HandleFunc("/debug/problems", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(s.compiler.Problems())
 	})
 	mux.HandleFunc("/debug/config_dump", func(w http.ResponseWriter, r *http.Request) {
 		id := r.URL.Query().Get("proxyID")

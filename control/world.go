@@ -53,10 +53,26 @@ func (w *World) DeleteSlice(key string) {
 }
 
 // PutPod adds or replaces a pod.
-func (w *World) PutPod(p *Pod) { w.Pods[p.Namespace+"/"+p.Name] = p }
+func (w *World) PutPod(p *Pod) {
+	w.Pods[p.Namespace+"/"+p.Name] = p
+	w.podVersion = epVersions.Add(1)
+}
 
 // DeletePod removes the pod namespace/name.
-func (w *World) DeletePod(key string) { delete(w.Pods, key) }
+func (w *World) DeletePod(key string) {
+	delete(w.Pods, key)
+	w.podVersion = epVersions.Add(1)
+}
+
+// PutVirtualService adds or replaces a VirtualService.
+func (w *World) PutVirtualService(vs *VirtualService) {
+	w.VirtualServices[vs.Namespace+"/"+vs.Name] = vs
+}
+
+// PutDestinationRule adds or replaces a DestinationRule.
+func (w *World) PutDestinationRule(dr *DestinationRule) {
+	w.DestinationRules[dr.Namespace+"/"+dr.Name] = dr
+}
 
 // epVersions numbers endpoint changes, across worlds.
 var epVersions atomic.Uint64
@@ -124,6 +140,20 @@ func (w *World) putManifest(doc []byte) error {
 		}
 		defaultNamespace(&p.Namespace)
 		w.PutPod(PodFrom(&p))
+	case "VirtualService":
+		vs, err := VirtualServiceFrom(doc)
+		if err != nil {
+			return err
+		}
+		if vs != nil {
+			w.PutVirtualService(vs)
+		}
+	case "DestinationRule":
+		dr, err := DestinationRuleFrom(doc)
+		if err != nil {
+			return err
+		}
+		w.PutDestinationRule(dr)
 	case "":
 		return fmt.Errorf("no kind")
 	}

@@ -1,0 +1,396 @@
+package control
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"sigs.k8s.io/yaml"
+)
+
+// VirtualService is Istio's networking.istio.io/v1 VirtualService, the
+// fields shunt runs for sidecars: HTTP routes by URI and header, weighted
+// destinations (service, subset, port), timeouts, retries, rewrites.
+type VirtualService struct {
+	Name, Namespace string
+	Hosts           []string
+	ExportTo        []string
+	HTTP            []HTTPRoute
+	// Problems are the fields shunt does not run, by their paths: left
+	// out, and reported.
+	Problems []string
+}
+
+// HTTPRoute is one of a VirtualService's http routes.
+type HTTPRoute struct {
+	Name    string
+	Match   []HTTPMatch // any; none matches every request
+	Route   []Destination
+	Timeout *time.Duration
+	Retries *Retries
+	// RewriteURI replaces the matched prefix; RewriteAuthority the Host.
+	RewriteURI, RewriteAuthority string
+}
+
+// HTTPMatch is a request match: every condition it has holds.
+type HTTPMatch struct {
+	URI     StringMatch
+	Headers map[string]StringMatch
+}
+
+// StringMatch is one of exact, prefix or regex (RE2); none set matches
+// anything.
+type StringMatch struct {
+	Exact, Prefix, Regex string
+}
+
+// Destination is a weighted destination of a route.
+type Destination struct {
+	Host   string
+	Subset string
+	Port   uint16 // 0: the service's only port, or the port the request came to
+	Weight int32
+}
+
+// Retries is a route's retry policy.
+type Retries struct {
+	Attempts      uint32
+	PerTryTimeout time.Duration
+	RetryOn       string
+}
+
+// DestinationRule is Istio's networking.istio.io/v1 DestinationRule:
+// the traffic policy of a host's clusters and its subsets.
+type DestinationRule struct {
+	Name, Namespace string
+	Host            string
+	ExportTo        []string
+	Policy          *TrafficPolicy
+	Subsets         []Subset
+	Problems        []string
+}
+
+// Subset is a named group of a host's endpoints, by pod labels.
+type Subset struct {
+	Name   string
+	Labels map[string]string
+	Policy *TrafficPolicy // over the rule's
+}
+
+// TrafficPolicy is load balancing, connection pool limits (Envoy's
+// circuit breakers) and outlier detection.
+type TrafficPolicy struct {
+	LoadBalancer     string // ROUND_ROBIN, LEAST_REQUEST, RANDOM; "" Istio's default
+	ConnectTimeout   time.Duration
+	MaxConnections   uint32
+	MaxPending       uint32 // http1MaxPendingRequests
+	MaxRequests      uint32 // http2MaxRequests
+	MaxRetries       uint32
+	Consecutive5xx   uint32 // outlierDetection.consecutive5xxErrors
+	ConsecutiveGwErr uint32 // consecutiveGatewayErrors
+	Interval         time.Duration
+	BaseEjectionTime time.Duration
+	MaxEjectionPct   uint32
+	Outlier          bool // outlierDetection is set
+}
+
+// schema names the fields shunt runs: a nested schema for an object,
+// listOf for a list of objects, mapOf for a map of objects, nil for a
+// value.
+type schema map[string]any
+type listOf struct{ of schema }
+type mapOf struct{ of schema }
+
+var stringMatch = schema{"exact": nil, "prefix": nil, "regex": nil}
+
+var policySchema = schema{
+	"loadBalancer": schema{"simple": nil},
+	"connectionPool": schema{
+		"tcp":  schema{"maxConnections": nil, "connectTimeout": nil},
+		"http": schema{"http1MaxPendingRequests": nil, "http2MaxRequests": nil, "maxRetries": nil}},
+	"outlierDetection": schema{"consecutive5xxErrors": nil, "consecutiveGatewayErrors": nil, "interval": nil,
+		"baseEjectionTime": nil, "maxEjectionPercent": nil},
+}
+
+var virtualServiceSchema = schema{
+	"hosts": nil, "exportTo": nil, "gateways": nil,
+	"http": listOf{schema{
+		"name":    nil,
+		"match":   listOf{schema{"name": nil, "uri": stringMatch, "headers": mapOf{stringMatch}}},
+		"route":   listOf{schema{"destination": schema{"host": nil, "subset": nil, "port": schema{"number": nil}}, "weight": nil}},
+		"timeout": nil,
+		"retries": schema{"attempts": nil, "perTryTimeout": nil, "retryOn": nil},
+		"rewrite": schema{"uri": nil, "authority": nil},
+	}},
+}
+
+var destinationRuleSchema = schema{
+	"host": nil, "exportTo": nil, "trafficPolicy": policySchema,
+	"subsets": listOf{schema{"name": nil, "labels": nil, "trafficPolicy": policySchema}},
+}
+
+// prune removes from v what s does not name, noting each path.
+func prune(v any, s schema, path string, problems *[]string) {
+	m, ok := v.(map[string]any)
+	if !ok {
+		return
+	}
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		sub, known := s[k]
+		p := path + "." + k
+		if !known {
+			*problems = append(*problems, p)
+			delete(m, k)
+			continue
+		}
+		switch sub := sub.(type) {
+		case schema:
+			prune(m[k], sub, p, problems)
+		case listOf:
+			if list, ok := m[k].([]any); ok {
+				for i, item := range list {
+					prune(item, sub.of, fmt.Sprintf("%s[%d]", p, i), problems)
+				}
+			}
+		case mapOf:
+			if mm, ok := m[k].(map[string]any); ok {
+				for key, item := range mm {
+					prune(item, sub.of, p+"."+key, problems)
+				}
+			}
+		}
+	}
+}
+
+// object is a manifest's metadata and its spec, pruned to a schema.
+type object struct {
+	Metadata struct{ Name, Namespace string }
+	Spec     json.RawMessage
+}
+
+func decodeObject(doc []byte, s schema) (object, []string, error) {
+	var raw struct {
+		Metadata struct{ Name, Namespace string }
+		Spec     map[string]any
+	}
+	if err := yaml.Unmarshal(doc, &raw); err != nil {
+		return object{}, nil, err
+	}
+	var problems []string
+	prune(raw.Spec, s, "spec", &problems)
+	spec, err := json.Marshal(raw.Spec)
+	if err != nil {
+		return object{}, nil, err
+	}
+	o := object{Spec: spec}
+	o.Metadata.Name, o.Metadata.Namespace = raw.Metadata.Name, raw.Metadata.Namespace
+	if o.Metadata.Namespace == "" {
+		o.Metadata.Namespace = "default"
+	}
+	return o, problems, nil
+}
+
+// parseDuration reads an Istio duration ("5s", "100ms", "1.5s").
+func parseDuration(s, path string) (*time.Duration, error) {
+	if s == "" {
+		return nil, nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d < 0 {
+		return nil, fmt.Errorf("%s: %q is not a duration", path, s)
+	}
+	return &d, nil
+}
+
+type jsonStringMatch struct{ Exact, Prefix, Regex string }
+
+func (m jsonStringMatch) model() StringMatch { return StringMatch{m.Exact, m.Prefix, m.Regex} }
+
+// VirtualServiceFrom reads a VirtualService manifest (YAML or JSON).
+func VirtualServiceFrom(doc []byte) (*VirtualService, error) {
+	o, problems, err := decodeObject(doc, virtualServiceSchema)
+	if err != nil {
+		return nil, err
+	}
+	var spec struct {
+		Hosts, ExportTo, Gateways []string
+		HTTP                      []struct {
+			Name  string
+			Match []struct {
+				URI     jsonStringMatch
+				Headers map[string]jsonStringMatch
+			}
+			Route []struct {
+				Destination struct {
+					Host, Subset string
+					Port         struct{ Number uint16 }
+				}
+				Weight int32
+			}
+			Timeout string
+			Retries *struct {
+				Attempts      uint32
+				PerTryTimeout string
+				RetryOn       string
+			}
+			Rewrite struct{ URI, Authority string }
+		}
+	}
+	if err := json.Unmarshal(o.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("VirtualService %s/%s: %v", o.Metadata.Namespace, o.Metadata.Name, err)
+	}
+	vs := &VirtualService{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Hosts: spec.Hosts, ExportTo: spec.ExportTo, Problems: problems}
+	if len(spec.Gateways) > 0 && !slices.Contains(spec.Gateways, "mesh") {
+		return nil, nil // a gateway's only: not the sidecars'
+	}
+	for i, h := range spec.HTTP {
+		path := fmt.Sprintf("spec.http[%d]", i)
+		r := HTTPRoute{Name: h.Name, RewriteURI: h.Rewrite.URI, RewriteAuthority: h.Rewrite.Authority}
+		for _, m := range h.Match {
+			hm := HTTPMatch{URI: m.URI.model()}
+			for k, v := range m.Headers {
+				if hm.Headers == nil {
+					hm.Headers = map[string]StringMatch{}
+				}
+				hm.Headers[strings.ToLower(k)] = v.model()
+			}
+			r.Match = append(r.Match, hm)
+		}
+		for j, d := range h.Route {
+			if d.Destination.Host == "" {
+				return nil, fmt.Errorf("VirtualService %s/%s: %s.route[%d].destination.host: missing", vs.Namespace, vs.Name, path, j)
+			}
+			r.Route = append(r.Route, Destination{Host: d.Destination.Host, Subset: d.Destination.Subset, Port: d.Destination.Port.Number, Weight: d.Weight})
+		}
+		if r.Timeout, err = parseDuration(h.Timeout, path+".timeout"); err != nil {
+			return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
+		}
+		if h.Retries != nil {
+			per, err := parseDuration(h.Retries.PerTryTimeout, path+".retries.perTryTimeout")
+			if err != nil {
+				return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
+			}
+			r.Retries = &Retries{Attempts: h.Retries.Attempts, RetryOn: h.Retries.RetryOn}
+			if per != nil {
+				r.Retries.PerTryTimeout = *per
+			}
+		}
+		if len(r.Route) == 0 {
+			vs.Problems = append(vs.Problems, path+": no route (redirect and directResponse are not run)")
+			continue
+		}
+		vs.HTTP = append(vs.HTTP, r)
+	}
+	return vs, nil
+}
+
+type jsonPolicy struct {
+	LoadBalancer   struct{ Simple string }
+	ConnectionPool struct {
+		TCP struct {
+			MaxConnections uint32
+			ConnectTimeout string
+		}
+		HTTP struct {
+			HTTP1MaxPendingRequests, HTTP2MaxRequests, MaxRetries uint32
+		}
+	}
+	OutlierDetection *struct {
+		Consecutive5xxErrors, ConsecutiveGatewayErrors *uint32
+		Interval, BaseEjectionTime                     string
+		MaxEjectionPercent                             *uint32
+	}
+}
+
+func (p *jsonPolicy) model(path string) (*TrafficPolicy, error) {
+	if p == nil {
+		return nil, nil
+	}
+	tp := &TrafficPolicy{LoadBalancer: p.LoadBalancer.Simple, MaxConnections: p.ConnectionPool.TCP.MaxConnections,
+		MaxPending: p.ConnectionPool.HTTP.HTTP1MaxPendingRequests, MaxRequests: p.ConnectionPool.HTTP.HTTP2MaxRequests,
+		MaxRetries: p.ConnectionPool.HTTP.MaxRetries}
+	switch tp.LoadBalancer {
+	case "", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM":
+	default:
+		return nil, fmt.Errorf("%s.loadBalancer.simple: %q is not ROUND_ROBIN, LEAST_REQUEST or RANDOM", path, tp.LoadBalancer)
+	}
+	if d, err := parseDuration(p.ConnectionPool.TCP.ConnectTimeout, path+".connectionPool.tcp.connectTimeout"); err != nil {
+		return nil, err
+	} else if d != nil {
+		tp.ConnectTimeout = *d
+	}
+	if od := p.OutlierDetection; od != nil {
+		tp.Outlier = true
+		// Istio's defaults: 5 consecutive 5xx, every 10s, 30s out, at most 10%.
+		tp.Consecutive5xx, tp.Interval, tp.BaseEjectionTime, tp.MaxEjectionPct = 5, 10*time.Second, 30*time.Second, 10
+		if od.Consecutive5xxErrors != nil {
+			tp.Consecutive5xx = *od.Consecutive5xxErrors
+		}
+		if od.ConsecutiveGatewayErrors != nil {
+			tp.ConsecutiveGwErr = *od.ConsecutiveGatewayErrors
+		}
+		if od.MaxEjectionPercent != nil {
+			tp.MaxEjectionPct = *od.MaxEjectionPercent
+		}
+		for _, f := range []struct {
+			s    string
+			into *time.Duration
+			name string
+		}{{od.Interval, &tp.Interval, "interval"}, {od.BaseEjectionTime, &tp.BaseEjectionTime, "baseEjectionTime"}} {
+			d, err := parseDuration(f.s, path+".outlierDetection."+f.name)
+			if err != nil {
+				return nil, err
+			}
+			if d != nil {
+				*f.into = *d
+			}
+		}
+	}
+	return tp, nil
+}
+
+// DestinationRuleFrom reads a DestinationRule manifest (YAML or JSON).
+func DestinationRuleFrom(doc []byte) (*DestinationRule, error) {
+	o, problems, err := decodeObject(doc, destinationRuleSchema)
+	if err != nil {
+		return nil, err
+	}
+	var spec struct {
+		Host          string
+		ExportTo      []string
+		TrafficPolicy *jsonPolicy
+		Subsets       []struct {
+			Name          string
+			Labels        map[string]string
+			TrafficPolicy *jsonPolicy
+		}
+	}
+	if err := json.Unmarshal(o.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("DestinationRule %s/%s: %v", o.Metadata.Namespace, o.Metadata.Name, err)
+	}
+	dr := &DestinationRule{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Host: spec.Host, ExportTo: spec.ExportTo, Problems: problems}
+	fail := func(err error) (*DestinationRule, error) {
+		return nil, fmt.Errorf("DestinationRule %s/%s: %v", dr.Namespace, dr.Name, err)
+	}
+	if dr.Host == "" {
+		return fail(fmt.Errorf("spec.host: missing"))
+	}
+	if dr.Policy, err = spec.TrafficPolicy.model("spec.trafficPolicy"); err != nil {
+		return fail(err)
+	}
+	for i, s := range spec.Subsets {
+		path := fmt.Sprintf("spec.subsets[%d]", i)
+		if s.Name == "" {
+			return fail(fmt.Errorf("%s.name: missing", path))
+		}
+		p, err := s.TrafficPolicy.model(path + ".trafficPolicy")
+		if err != nil {
+			return fail(err)
+		}
+		dr.Subsets = append(dr.Subsets, Subset{Name: s.Name, Labels: s.Labels, Policy: p})
+	}
+	return dr, nil
+}

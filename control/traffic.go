@@ -1,0 +1,318 @@
+package control
+
+import (
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
+
+	"github.com/shunt-dev/shunt/internal/envoyres"
+	"github.com/shunt-dev/shunt/proxy"
+)
+
+// rules are the VirtualServices and DestinationRules a namespace's
+// sidecars follow, by the FQDN of the host they are for; where several
+// name one host, Istio's precedence: the sidecar's namespace first, then
+// the host's, then any other, each by name.
+type rules struct {
+	vs map[string]*VirtualService
+	dr map[string]*DestinationRule
+}
+
+// fqdn is a rule's host as a service's FQDN: a short name is in the
+// rule's namespace.
+func (w *World) fqdn(host, namespace string) string {
+	switch strings.Count(host, ".") {
+	case 0:
+		return host + "." + namespace + ".svc." + w.Domain
+	case 1:
+		return host + ".svc." + w.Domain
+	}
+	return host
+}
+
+func (w *World) rulesFor(ns string) rules {
+	out := rules{vs: map[string]*VirtualService{}, dr: map[string]*DestinationRule{}}
+	rank := func(ruleNS, host string) int {
+		switch {
+		case ruleNS == ns:
+			return 0
+		case strings.HasSuffix(host, "."+ruleNS+".svc."+w.Domain):
+			return 1
+		}
+		return 2
+	}
+	visible := func(exportTo []string, owner string) bool {
+		s := Service{Namespace: owner, ExportTo: exportTo}
+		return s.visibleFrom(ns)
+	}
+	best := map[string]int{}
+	for _, key := range slices.Sorted(maps.Keys(w.VirtualServices)) {
+		vs := w.VirtualServices[key]
+		if !visible(vs.ExportTo, vs.Namespace) {
+			continue
+		}
+		for _, h := range vs.Hosts {
+			f := w.fqdn(h, vs.Namespace)
+			if r, seen := best["vs "+f]; !seen || rank(vs.Namespace, f) < r {
+				best["vs "+f], out.vs[f] = rank(vs.Namespace, f), vs
+			}
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.DestinationRules)) {
+		dr := w.DestinationRules[key]
+		if !visible(dr.ExportTo, dr.Namespace) {
+			continue
+		}
+		f := w.fqdn(dr.Host, dr.Namespace)
+		if r, seen := best["dr "+f]; !seen || rank(dr.Namespace, f) < r {
+			best["dr "+f], out.dr[f] = rank(dr.Namespace, f), dr
+		}
+	}
+	return out
+}
+
+// vsRoutes are a service port's routes under its VirtualService, in
+// order, one per match, as Istio makes them; a request no route takes
+// gets 404 (Envoy's NR).
+func (c *compiler) vsRoutes(vs *VirtualService, s *Service, p Port) []*routev3.Route {
+	var out []*routev3.Route
+	for i, r := range vs.HTTP {
+		action := c.routeAction(vs, r, s, p, i)
+		matches := r.Match
+		if len(matches) == 0 {
+			matches = []HTTPMatch{{}}
+		}
+		for _, m := range matches {
+			name := r.Name
+			if name == "" {
+				name = fmt.Sprintf("%s.%s.%d", vs.Name, vs.Namespace, i)
+			}
+			out = append(out, &routev3.Route{Name: name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}})
+		}
+	}
+	return out
+}
+
+func routeMatch(m HTTPMatch) *routev3.RouteMatch {
+	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
+	switch u := m.URI; {
+	case u.Exact != "":
+		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
+	case u.Prefix != "":
+		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: u.Prefix}
+	case u.Regex != "":
+		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: u.Regex}}
+	}
+	for _, name := range slices.Sorted(maps.Keys(m.Headers)) {
+		h := m.Headers[name]
+		sm := &matcherv3.StringMatcher{}
+		switch {
+		case h.Exact != "":
+			sm.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: h.Exact}
+		case h.Prefix != "":
+			sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: h.Prefix}
+		case h.Regex != "":
+			sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Regex}}
+		default:
+			rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}})
+			continue
+		}
+		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}})
+	}
+	return rm
+}
+
+// routeAction is an http route's destinations (weighted when several),
+// timeout (none by default), retries (Istio's default unless said) and
+// rewrites.
+func (c *compiler) routeAction(vs *VirtualService, r HTTPRoute, s *Service, p Port, i int) *routev3.RouteAction {
+	a := &routev3.RouteAction{Timeout: durationpb.New(0),
+		MaxStreamDuration: &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(0)},
+		RetryPolicy:       istioRetry()}
+	if r.Timeout != nil {
+		a.Timeout = durationpb.New(*r.Timeout)
+	}
+	if rt := r.Retries; rt != nil {
+		if rt.Attempts == 0 {
+			a.RetryPolicy = nil
+		} else {
+			a.RetryPolicy.NumRetries = wrapperspb.UInt32(rt.Attempts)
+			if rt.RetryOn != "" {
+				a.RetryPolicy.RetryOn = rt.RetryOn
+			}
+			if rt.PerTryTimeout > 0 {
+				a.RetryPolicy.PerTryTimeout = durationpb.New(rt.PerTryTimeout)
+			}
+		}
+	}
+	if r.RewriteURI != "" {
+		a.PrefixRewrite = r.RewriteURI
+	}
+	if r.RewriteAuthority != "" {
+		a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.RewriteAuthority}
+	}
+	var weighted []*routev3.WeightedCluster_ClusterWeight
+	for j, d := range r.Route {
+		cluster := c.destinationCluster(vs, d, p, fmt.Sprintf("spec.http[%d].route[%d]", i, j))
+		w := d.Weight
+		if len(r.Route) == 1 {
+			a.ClusterSpecifier = &routev3.RouteAction_Cluster{Cluster: cluster}
+			return a
+		}
+		if w > 0 {
+			weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{Name: cluster, Weight: wrapperspb.UInt32(uint32(w))})
+		}
+	}
+	if len(weighted) == 0 { // no weights: equal shares
+		for j, d := range r.Route {
+			weighted = append(weighted, &routev3.WeightedCluster_ClusterWeight{
+				Name: c.destinationCluster(vs, d, p, fmt.Sprintf("spec.http[%d].route[%d]", i, j)), Weight: wrapperspb.UInt32(1)})
+		}
+	}
+	a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: weighted}}
+	return a
+}
+
+// destinationCluster is the cluster of a route's destination, or
+// BlackHoleCluster (503) for a host, port or subset the mesh does not
+// have, which is reported.
+func (c *compiler) destinationCluster(vs *VirtualService, d Destination, p Port, path string) string {
+	host := c.w.fqdn(d.Host, vs.Namespace)
+	var dst *Service
+	for _, s := range c.w.Services {
+		if s.Hostname == host {
+			dst = s
+		}
+	}
+	if dst == nil {
+		c.report(vs.Namespace+"/"+vs.Name, path+".destination.host", "no service "+host)
+		return proxy.BlackHoleCluster
+	}
+	port := d.Port
+	if port == 0 {
+		switch {
+		case slices.ContainsFunc(dst.Ports, func(q Port) bool { return q.Port == p.Port }):
+			port = p.Port
+		case len(dst.Ports) == 1:
+			port = dst.Ports[0].Port
+		default:
+			c.report(vs.Namespace+"/"+vs.Name, path+".destination.port", fmt.Sprintf("%s has several ports: say which", host))
+			return proxy.BlackHoleCluster
+		}
+	} else if !slices.ContainsFunc(dst.Ports, func(q Port) bool { return q.Port == port }) {
+		c.report(vs.Namespace+"/"+vs.Name, path+".destination.port", fmt.Sprintf("%s has no port %d", host, port))
+		return proxy.BlackHoleCluster
+	}
+	if d.Subset != "" {
+		dr := c.rules.dr[host]
+		if dr == nil || !slices.ContainsFunc(dr.Subsets, func(s Subset) bool { return s.Name == d.Subset }) {
+			c.report(vs.Namespace+"/"+vs.Name, path+".destination.subset", fmt.Sprintf("no DestinationRule of %s has a subset %q", host, d.Subset))
+			return proxy.BlackHoleCluster
+		}
+	}
+	return fmt.Sprintf("outbound|%d|%s|%s", port, d.Subset, host)
+}
+
+// report notes a field of a rule that cannot take effect.
+func (c *compiler) report(object, path, why string) {
+	c.cc.report(object, path, why)
+}
+
+// cloneCluster is base under another name, its endpoints under it too.
+func cloneCluster(base *clusterv3.Cluster, name string) *clusterv3.Cluster {
+	cl := proto.Clone(base).(*clusterv3.Cluster)
+	cl.Name = name
+	if cl.EdsClusterConfig != nil {
+		cl.EdsClusterConfig.ServiceName = name
+	}
+	return cl
+}
+
+// applyPolicy puts a DestinationRule's traffic policy on a cluster.
+func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
+	if tp == nil {
+		return
+	}
+	switch tp.LoadBalancer {
+	case "ROUND_ROBIN":
+		cl.LbPolicy = clusterv3.Cluster_ROUND_ROBIN
+	case "LEAST_REQUEST", "LEAST_CONN":
+		cl.LbPolicy = clusterv3.Cluster_LEAST_REQUEST
+	case "RANDOM":
+		cl.LbPolicy = clusterv3.Cluster_RANDOM
+	}
+	if tp.ConnectTimeout > 0 {
+		cl.ConnectTimeout = durationpb.New(tp.ConnectTimeout)
+	}
+	th := envoyres.UnlimitedBreakers().GetThresholds()[0]
+	for _, f := range []struct {
+		v    uint32
+		into **wrapperspb.UInt32Value
+	}{{tp.MaxConnections, &th.MaxConnections}, {tp.MaxPending, &th.MaxPendingRequests}, {tp.MaxRequests, &th.MaxRequests}, {tp.MaxRetries, &th.MaxRetries}} {
+		if f.v > 0 {
+			*f.into = wrapperspb.UInt32(f.v)
+		}
+	}
+	cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
+	if tp.Outlier {
+		od := &clusterv3.OutlierDetection{Interval: durationpb.New(tp.Interval), BaseEjectionTime: durationpb.New(tp.BaseEjectionTime),
+			MaxEjectionPercent: wrapperspb.UInt32(tp.MaxEjectionPct), EnforcingSuccessRate: wrapperspb.UInt32(0)}
+		if tp.Consecutive5xx > 0 {
+			od.Consecutive_5Xx, od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(tp.Consecutive5xx), wrapperspb.UInt32(100)
+		} else {
+			od.EnforcingConsecutive_5Xx = wrapperspb.UInt32(0)
+		}
+		if tp.ConsecutiveGwErr > 0 {
+			od.ConsecutiveGatewayFailure, od.EnforcingConsecutiveGatewayFailure = wrapperspb.UInt32(tp.ConsecutiveGwErr), wrapperspb.UInt32(100)
+		}
+		cl.OutlierDetection = od
+	}
+}
+
+// subsetParts are a service port's subset clusters under its
+// DestinationRule, each over EDS with the endpoints whose pods carry the
+// subset's labels.
+func (c *compiler) subsetParts(s *Service, p Port, dr *DestinationRule, base *clusterv3.Cluster) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	var clusters []*clusterv3.Cluster
+	var clas []*endpointv3.ClusterLoadAssignment
+	for _, sub := range dr.Subsets {
+		name := fmt.Sprintf("outbound|%d|%s|%s", p.Port, sub.Name, s.Hostname)
+		cl := cloneCluster(base, name)
+		applyPolicy(cl, sub.Policy)
+		clusters = append(clusters, cl)
+		if len(s.Addresses) == 0 {
+			continue // headless: the original destination
+		}
+		cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
+		group := &endpointv3.LocalityLbEndpoints{}
+		for _, e := range c.w.readyEndpoints(s, p) {
+			if pod := c.w.Pods[e.pod]; pod != nil && labelsMatch(pod.Labels, sub.Labels) {
+				group.LbEndpoints = append(group.LbEndpoints, &endpointv3.LbEndpoint{
+					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyres.SocketAddress(e.addr)}}})
+			}
+		}
+		if len(group.LbEndpoints) > 0 {
+			cla.Endpoints = []*endpointv3.LocalityLbEndpoints{group}
+		}
+		clas = append(clas, cla)
+	}
+	return clusters, clas
+}
+
+func labelsMatch(have, want map[string]string) bool {
+	for k, v := range want {
+		if have[k] != v {
+			return false
+		}
+	}
+	return true
+}
