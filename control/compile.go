@@ -94,10 +94,10 @@ func byName[T any](name func(T) string) func(a, b T) int {
 type compiler struct {
 	cc    *Compiler
 	rules rules // the namespace's routing rules
-	w  *World
-	n  Node
-	m  Mesh
-	v6 bool // the pod has an IPv6 address: listen and bind on IPv6 too
+	w     *World
+	n     Node
+	m     Mesh
+	v6    bool // the pod has an IPv6 address: listen and bind on IPv6 too
 }
 
 // protocolClass is how a port's protocol is handled: HTTP, TCP, or

@@ -85,14 +85,14 @@ type portParts struct {
 	dr         *DestinationRule
 	epVersion  uint64
 	podVersion uint64
-	class     protocolClass
-	headless  bool
-	cluster   *clusterv3.Cluster
-	cla       *endpointv3.ClusterLoadAssignment // nil when headless
-	vhost     [2]*routev3.VirtualHost           // from another namespace, from its own; nil for TCP
-	own       *routev3.RouteConfiguration       // HOST:P, for its cluster IPs' chain; nil when headless or TCP
-	addrs     []netip.Addr                      // its cluster IPs, or a headless service's endpoints
-	chains    []*listenerv3.FilterChain         // on all of addrs
+	class      protocolClass
+	headless   bool
+	cluster    *clusterv3.Cluster
+	cla        *endpointv3.ClusterLoadAssignment // nil when headless
+	vhost      [2]*routev3.VirtualHost           // from another namespace, from its own; nil for TCP
+	own        *routev3.RouteConfiguration       // HOST:P, for its cluster IPs' chain; nil when headless or TCP
+	addrs      []netip.Addr                      // its cluster IPs, or a headless service's endpoints
+	chains     []*listenerv3.FilterChain         // on all of addrs
 	// subsetClusters and subsetCLAs are its DestinationRule's subsets'.
 	subsetClusters []*clusterv3.Cluster
 	subsetCLAs     []*endpointv3.ClusterLoadAssignment

@@ -15,7 +15,7 @@ import (
 // sharedItems are the snapshot pieces a namespace's sidecars share: the
 // endpoints and routes whole, the clusters but for each sidecar's own.
 type sharedItems struct {
-	endpoints, routes, clusters             cache.Resources
+	endpoints, routes, clusters                cache.Resources
 	endpointHashes, routeHashes, clusterHashes map[string]string // by name, for delta xDS
 }
 
