@@ -50,7 +50,8 @@ func restClients(cfg *rest.Config) (core, discovery rest.Interface, err error) {
 }
 
 // Watch keeps s's world in step with a cluster's Services,
-// EndpointSlices and Pods, by informers; it returns once their first
+// EndpointSlices and Pods, and Istio's VirtualServices and
+// DestinationRules where it has their CRDs, by informers; it returns once their first
 // lists are in the world (or ctx ends first), and goes on watching until
 // ctx ends.
 func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
@@ -118,12 +119,19 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	if err != nil {
 		return err
 	}
-	start := time.Now()
-	for _, inf := range []cache.SharedIndexInformer{services, slices, pods} {
-		go inf.Run(ctx.Done())
+	rules, err := ruleInformers(ctx, cfg, s)
+	if err != nil {
+		return err
 	}
-	if !cache.WaitForCacheSync(ctx.Done(), services.HasSynced, slices.HasSynced, pods.HasSynced) {
-		return fmt.Errorf("the cluster's services, endpoint slices and pods never listed: %v", context.Cause(ctx))
+	start := time.Now()
+	all := append([]cache.SharedIndexInformer{services, slices, pods}, rules...)
+	synced := make([]cache.InformerSynced, len(all))
+	for i, inf := range all {
+		go inf.Run(ctx.Done())
+		synced[i] = inf.HasSynced
+	}
+	if !cache.WaitForCacheSync(ctx.Done(), synced...) {
+		return fmt.Errorf("the cluster's services, endpoint slices, pods and routing rules never listed: %v", context.Cause(ctx))
 	}
 	s.log.Info("cluster listed", "services", len(s.World().Services), "took", time.Since(start).Round(time.Millisecond))
 	return nil

@@ -3,6 +3,7 @@ package control_test
 import (
 	"context"
 	"net/netip"
+	"os"
 	"slices"
 	"testing"
 	"time"
@@ -85,4 +86,61 @@ func TestWatchCluster(t *testing.T) {
 		t.Fatalf("kubectl delete: %v\n%s", err, out)
 	}
 	waitFor(t, "a deleted service is gone", func() bool { return s.World().Services["default/backend-service"] == nil })
+}
+
+// TestWatchRoutingRules follows Istio's rules through their CRDs
+// (deploy/istio-crds.yaml): applied, changed, one that does not read
+// leaving its last good version, deleted.
+func TestWatchRoutingRules(t *testing.T) {
+	c := kubecluster.Start(t)
+	crds, err := os.ReadFile("../deploy/istio-crds.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.Kubectl(string(crds), "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s",
+		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	vs := func(timeout string) string {
+		return "apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: backend, namespace: default}\n" +
+			"spec: {hosts: [backend-service], http: [{route: [{destination: {host: backend-service}}], timeout: " + timeout + "}]}"
+	}
+	if out, err := c.Kubectl(vs("2s")+"\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: backend, namespace: default}\n"+
+		"spec: {host: backend-service, subsets: [{name: v1, labels: {version: v1}}]}", "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := control.NewServer(control.DefaultMesh(), control.NewWorld(), 10*time.Millisecond, time.Second, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := control.Watch(ctx, cfg, s); err != nil {
+		t.Fatal(err)
+	}
+	timeout := func() time.Duration {
+		if v := s.World().VirtualServices["default/backend"]; v != nil && len(v.HTTP) == 1 && v.HTTP[0].Timeout != nil {
+			return *v.HTTP[0].Timeout
+		}
+		return 0
+	}
+	if timeout() != 2*time.Second || s.World().DestinationRules["default/backend"] == nil {
+		t.Fatalf("once listed: %+v %+v", s.World().VirtualServices, s.World().DestinationRules)
+	}
+	c.Kubectl(vs("3s"), "apply", "-f", "-")
+	waitFor(t, "a changed rule is followed", func() bool { return timeout() == 3*time.Second })
+	c.Kubectl(vs("soon"), "apply", "-f", "-")
+	time.Sleep(300 * time.Millisecond)
+	if timeout() != 3*time.Second {
+		t.Errorf("a rule that does not read replaced the last good one: %v", timeout())
+	}
+	c.Kubectl("", "delete", "virtualservice", "backend")
+	waitFor(t, "a deleted rule is gone", func() bool { return s.World().VirtualServices["default/backend"] == nil })
 }
