@@ -14,7 +14,8 @@ const ControlAddr = netlab.PeerIP + ":15010"
 
 // MeshManifest is the scenario's cluster as shunt-control reads it: the
 // app pod, the service that selects it, and backend-service on
-// ServiceIP, whose endpoint is the backend host's nginx.
+// ServiceIP, whose endpoint is the backend host's nginx (which answers
+// as a second version on 10001).
 const MeshManifest = `apiVersion: v1
 kind: Pod
 metadata: {name: app-1, namespace: default, labels: {app: app}}
@@ -51,7 +52,11 @@ endpoints: [{addresses: [` + netlab.PeerIP + `], conditions: {ready: true}}]
 // sidecar's arguments and environment to follow it.
 func (s *Scenario) startControlPlane(format string) (args, env []string, err error) {
 	manifest := filepath.Join(s.dir, "mesh.yaml")
-	if err := os.WriteFile(manifest, []byte(MeshManifest), 0o644); err != nil {
+	text := s.Opts.Manifest
+	if text == "" {
+		text = MeshManifest
+	}
+	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
 		return nil, nil, err
 	}
 	argv := []string{s.Opts.ControlBin, "--from-file", manifest, "--addr", ControlAddr, "--monitor-addr", netlab.PeerIP + ":15014",

@@ -68,9 +68,11 @@ type Options struct {
 	// EnvoyPort, inbound not at all, and backend-headless-service
 	// resolves to the backend host.
 	EnvoyConfig string
-	// ControlBin, if set, is shunt-control: it serves MeshManifest and
-	// the shunt sidecar takes all its configuration from it over xDS.
+	// ControlBin, if set, is shunt-control: it serves Manifest (else
+	// MeshManifest) and the shunt sidecar takes all its configuration
+	// from it over xDS.
 	ControlBin string
+	Manifest   string
 }
 
 // EnvoyPort is where the seed's Envoy configuration listens.
@@ -140,6 +142,10 @@ http {
     server {
         listen 10000;
         location / { return 200 "hello from backend-service: $request_uri, from $remote_addr\n"; }
+    }
+    server {
+        listen 10001;
+        location / { return 200 "hello from backend-service v2: $request_uri, from $remote_addr\n"; }
     }
 }
 `

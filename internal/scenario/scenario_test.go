@@ -3,6 +3,7 @@ package scenario_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -192,5 +193,91 @@ func TestSeedControlPlane(t *testing.T) {
 		if !strings.Contains(log, want) {
 			t.Errorf("access log lacks %q:\n%s", want, log)
 		}
+	}
+}
+
+// splitRules put backend-service's two versions (the backend host's
+// nginx on 10000 and 10001) behind a VirtualService that splits 90/10.
+const splitRules = `
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-v1, namespace: default, labels: {app: backend, version: v1}}
+spec: {containers: [{name: b, image: b}]}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: backend-v2, namespace: default, labels: {app: backend, version: v2}}
+spec: {containers: [{name: b, image: b}]}
+status: {podIP: 10.1.0.1}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-service-1, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
+addressType: IPv4
+ports: [{name: http, port: 10000}]
+endpoints: [{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v1}}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-service-2, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
+addressType: IPv4
+ports: [{name: http, port: 10001}]
+endpoints: [{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v2}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend-service]
+  http:
+  - route:
+    - {destination: {host: backend-service, subset: v1}, weight: 90}
+    - {destination: {host: backend-service, subset: v2}, weight: 10}
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend-service
+  subsets:
+  - {name: v1, labels: {version: v1}}
+  - {name: v2, labels: {version: v2}}
+`
+
+// TestSeedControlPlaneSplit: nginx's requests, captured, split by a
+// VirtualService between backend-service's versions 90/10, within ±3
+// points over 1,000 requests.
+func TestSeedControlPlaneSplit(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	name := "shunt-seed-split-" + strconv.Itoa(os.Getpid())
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
+		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t), Manifest: scenario.MeshManifest + splitRules})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	client := s.Client()
+	const n = 1000
+	v2 := 0
+	for i := range n {
+		resp, err := client.Get("http://127.0.0.1/test")
+		if err != nil {
+			t.Fatalf("request %d: %v", i, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		switch {
+		case strings.HasPrefix(string(body), "hello from backend-service v2: /test"):
+			v2++
+		case !strings.HasPrefix(string(body), "hello from backend-service: /test"):
+			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+		}
+	}
+	if share := float64(v2) * 100 / n; share < 7 || share > 13 {
+		t.Errorf("v2 took %.1f%% of %d requests, want 10%% ± 3", share, n)
+	} else {
+		t.Logf("v2 took %.1f%% of %d requests", share, n)
 	}
 }
