@@ -1,15 +1,11 @@
 package control_test
 
 import (
-	"context"
 	"net/netip"
 	"testing"
-	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/shunt-dev/shunt/control"
 	"github.com/shunt-dev/shunt/xds"
@@ -19,14 +15,8 @@ import (
 // every resource, an endpoint change then only the one load assignment.
 func TestDeltaPushesWhatChanged(t *testing.T) {
 	s, addr := startServer(t, loadWorld(t))
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	st, err := discoveryv3.NewAggregatedDiscoveryServiceClient(conn).DeltaAggregatedResources(ctx)
+	ads, ctx, _ := dialADS(t, addr)
+	st, err := ads.DeltaAggregatedResources(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,6 +39,25 @@ spec:
   containers: [{name: nginx, image: nginx, ports: [{name: http-web, containerPort: 8080}]}]
 `
 
+// watching is a server following the cluster c, once it has listed it.
+func watching(t *testing.T, c *kubecluster.Cluster) *control.Server {
+	t.Helper()
+	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := control.NewServer(control.DefaultMesh(), control.NewWorld(), 10*time.Millisecond, time.Second, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	if err := control.Watch(ctx, cfg, s); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
 // TestWatchCluster follows a real API server: what is applied, changed
 // and deleted shows in the world the sidecars are compiled from.
 func TestWatchCluster(t *testing.T) {
@@ -50,19 +69,7 @@ func TestWatchCluster(t *testing.T) {
 		"-p", `{"status":{"podIP":"10.1.0.5","podIPs":[{"ip":"10.1.0.5"}]}}`); err != nil {
 		t.Fatalf("kubectl patch: %v\n%s", err, out)
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := control.NewServer(control.DefaultMesh(), control.NewWorld(), 10*time.Millisecond, time.Second, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := control.Watch(ctx, cfg, s); err != nil {
-		t.Fatal(err)
-	}
+	s := watching(t, c)
 	w := s.World()
 	svc := w.Services["default/backend-service"]
 	if svc == nil || !slices.Equal(svc.Addresses, []netip.Addr{netip.MustParseAddr("10.96.0.10")}) || svc.Ports[0].Protocol != "http" {
@@ -112,19 +119,7 @@ func TestWatchRoutingRules(t *testing.T) {
 		"spec: {host: backend-service, subsets: [{name: v1, labels: {version: v1}}]}", "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	cfg, err := clientcmd.BuildConfigFromFlags("", c.Kubeconfig)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := control.NewServer(control.DefaultMesh(), control.NewWorld(), 10*time.Millisecond, time.Second, quiet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := control.Watch(ctx, cfg, s); err != nil {
-		t.Fatal(err)
-	}
+	s := watching(t, c)
 	timeout := func() time.Duration {
 		if v := s.World().VirtualServices["default/backend"]; v != nil && len(v.HTTP) == 1 && v.HTTP[0].Timeout != nil {
 			return *v.HTTP[0].Timeout

@@ -150,19 +150,26 @@ func get(t *testing.T, h http.Handler, path string) string {
 	return rec.Body.String()
 }
 
+// dialADS is an ADS client of the server at addr, and a context its
+// streams end with (10s at most).
+func dialADS(t *testing.T, addr string) (discoveryv3.AggregatedDiscoveryServiceClient, context.Context, context.CancelFunc) {
+	t.Helper()
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return discoveryv3.NewAggregatedDiscoveryServiceClient(conn), ctx, cancel
+}
+
 // TestServerRecordsNACK speaks ADS by hand: a NACK shows in syncz and
 // pilot_total_xds_rejects, and a node that is not a sidecar is refused
 // with why.
 func TestServerRecordsNACK(t *testing.T) {
 	s, addr := startServer(t, loadWorld(t))
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	ads := discoveryv3.NewAggregatedDiscoveryServiceClient(conn)
+	ads, ctx, cancel := dialADS(t, addr)
 
 	bad, err := ads.StreamAggregatedResources(ctx)
 	if err != nil {

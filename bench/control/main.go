@@ -214,55 +214,57 @@ var types = []string{xds.ClusterType, xds.EndpointType, xds.ListenerType, xds.Ro
 
 func (c *client) run(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient, delta bool) {
 	if delta {
-		c.runDelta(ctx, ads)
+		st, err := ads.DeltaAggregatedResources(ctx)
+		if err == nil {
+			follow(c, st.Send, st.Recv,
+				func(t string) *discoveryv3.DeltaDiscoveryRequest {
+					return &discoveryv3.DeltaDiscoveryRequest{Node: c.node, TypeUrl: t}
+				},
+				func(r *discoveryv3.DeltaDiscoveryResponse) (*discoveryv3.DeltaDiscoveryRequest, int) {
+					return &discoveryv3.DeltaDiscoveryRequest{TypeUrl: r.GetTypeUrl(), ResponseNonce: r.GetNonce()},
+						len(r.GetResources()) + len(r.GetRemovedResources())
+				})
+		}
 		return
 	}
 	st, err := ads.StreamAggregatedResources(ctx)
-	if err != nil {
-		return
-	}
-	for _, t := range types {
-		if st.Send(&discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: t}) != nil {
-			return
-		}
-	}
-	for {
-		resp, err := st.Recv()
-		if err != nil {
-			return
-		}
-		size := proto.Size(resp)
-		c.bytes.Add(int64(size))
-		if resp.GetTypeUrl() == xds.EndpointType {
-			c.gotEDS(size, len(resp.GetResources()))
-		}
-		if st.Send(&discoveryv3.DiscoveryRequest{TypeUrl: resp.GetTypeUrl(), VersionInfo: resp.GetVersionInfo(), ResponseNonce: resp.GetNonce()}) != nil {
-			return
-		}
+	if err == nil {
+		follow(c, st.Send, st.Recv,
+			func(t string) *discoveryv3.DiscoveryRequest { return &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: t} },
+			func(r *discoveryv3.DiscoveryResponse) (*discoveryv3.DiscoveryRequest, int) {
+				return &discoveryv3.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()},
+					len(r.GetResources())
+			})
 	}
 }
 
-func (c *client) runDelta(ctx context.Context, ads discoveryv3.AggregatedDiscoveryServiceClient) {
-	st, err := ads.DeltaAggregatedResources(ctx)
-	if err != nil {
-		return
-	}
+// response is what follow reads of either protocol's responses.
+type response interface {
+	proto.Message
+	GetTypeUrl() string
+}
+
+// follow subscribes to every type, then counts and ACKs each response
+// until the stream ends.
+func follow[Req any, Resp response](c *client, send func(Req) error, recv func() (Resp, error),
+	first func(typeURL string) Req, ack func(Resp) (Req, int)) {
 	for _, t := range types {
-		if st.Send(&discoveryv3.DeltaDiscoveryRequest{Node: c.node, TypeUrl: t}) != nil {
+		if send(first(t)) != nil {
 			return
 		}
 	}
 	for {
-		resp, err := st.Recv()
+		resp, err := recv()
 		if err != nil {
 			return
 		}
 		size := proto.Size(resp)
 		c.bytes.Add(int64(size))
+		req, resources := ack(resp)
 		if resp.GetTypeUrl() == xds.EndpointType {
-			c.gotEDS(size, len(resp.GetResources())+len(resp.GetRemovedResources()))
+			c.gotEDS(size, resources)
 		}
-		if st.Send(&discoveryv3.DeltaDiscoveryRequest{TypeUrl: resp.GetTypeUrl(), ResponseNonce: resp.GetNonce()}) != nil {
+		if send(req) != nil {
 			return
 		}
 	}
