@@ -230,7 +230,9 @@ func (c *client) run(ctx context.Context, ads discoveryv3.AggregatedDiscoverySer
 	st, err := ads.StreamAggregatedResources(ctx)
 	if err == nil {
 		follow(c, st.Send, st.Recv,
-			func(t string) *discoveryv3.DiscoveryRequest { return &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: t} },
+			func(t string) *discoveryv3.DiscoveryRequest {
+				return &discoveryv3.DiscoveryRequest{Node: c.node, TypeUrl: t}
+			},
 			func(r *discoveryv3.DiscoveryResponse) (*discoveryv3.DiscoveryRequest, int) {
 				return &discoveryv3.DiscoveryRequest{TypeUrl: r.GetTypeUrl(), VersionInfo: r.GetVersionInfo(), ResponseNonce: r.GetNonce()},
 					len(r.GetResources())
@@ -315,7 +317,9 @@ func runServer() {
 		}
 		i := (n * 37) % *services
 		ns := fmt.Sprintf("ns-%d", i%*namespaces)
-		srv.Update(func(w *control.World) { w.PutSlice(ns+"/svc-"+strconv.Itoa(i), ns+"/svc-"+strconv.Itoa(i)+"-1", sliceFor(i, n)) })
+		srv.Update(func(w *control.World) {
+			w.PutSlice(ns+"/svc-"+strconv.Itoa(i), ns+"/svc-"+strconv.Itoa(i)+"-1", sliceFor(i, n))
+		})
 	}))
 }
 
