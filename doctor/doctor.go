@@ -1,6 +1,7 @@
 // Package doctor checks a live network namespace for what makes capture
 // fail or leak: rules missing or drifted, rules in two backends, no proxy
-// listening, an app running as the proxy's identity (it escapes capture),
+// listening, a sidecar not in step with its control plane, an app
+// running as the proxy's identity (it escapes capture),
 // capture that does not work end to end, and sysctls and conntrack near
 // their limits. Each check is one line with a verdict and a hint.
 package doctor
@@ -13,6 +14,7 @@ import (
 
 	"github.com/shunt-dev/shunt/capture"
 	"github.com/shunt-dev/shunt/capture/backend"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // Status is a check's verdict.
@@ -94,6 +96,9 @@ func Run(ctx context.Context, o Options) Report {
 	r.Checks = append(r.Checks, backendsCheck(all), rulesCheck(all, o))
 	listeners, err := listeningPorts(o.NetNS)
 	r.Checks = append(r.Checks, proxyCheck(o, listeners, err))
+	if len(listeners[sidecar.AdminPort]) > 0 {
+		r.Checks = append(r.Checks, controlPlaneCheck(o.NetNS))
+	}
 	r.Checks = append(r.Checks, identityCheck(o, listeners))
 	r.Checks = append(r.Checks, probeChecks(o, listeners)...)
 	r.Checks = append(r.Checks, sysctlChecks(o.NetNS)...)

@@ -124,6 +124,10 @@ type slogPrinter struct{ log *slog.Logger }
 
 func (s slogPrinter) Println(v ...any) { s.log.Warn("metrics", "err", fmt.Sprint(v...)) }
 
+// SetXDSStatus has the admin API's /xds_status report status(): the
+// proxy's view of its control plane.
+func (p *Proxy) SetXDSStatus(status func() any) { p.xdsStatus.Store(status) }
+
 // adminHandler is the loopback admin API, named after Envoy's endpoints.
 func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
@@ -133,6 +137,7 @@ func (p *Proxy) adminHandler() http.Handler {
 			"/stats        Envoy's stats by Envoy's names (?filter=RE, ?usedonly, ?format=json|prometheus)\n"+
 			"/stats/prometheus  all metrics, Istio's and shunt's too (Prometheus text)\n"+
 			"/ready        readiness, as /healthz/ready\n"+
+			"/xds_status   the control plane: connected, versions in force per type, refusals (JSON)\n"+
 			"/logging      the log level; POST /logging?level=debug|info|warn|error changes it\n"+
 			"/debug/pprof/ Go profiles of the running proxy\n")
 	})
@@ -141,6 +146,17 @@ func (p *Proxy) adminHandler() http.Handler {
 	mux.HandleFunc("GET /stats", p.serveStats)
 	mux.HandleFunc("GET /stats/prometheus", p.servePrometheus)
 	mux.HandleFunc("GET /ready", p.serveReady)
+	mux.HandleFunc("GET /xds_status", func(w http.ResponseWriter, _ *http.Request) {
+		status, _ := p.xdsStatus.Load().(func() any)
+		if status == nil {
+			http.Error(w, "no control plane: the configuration is the proxy's own", http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		enc.Encode(status())
+	})
 	mux.HandleFunc("GET /logging", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprintf(w, "level: %s\n", strings.ToLower(p.level.Level().String()))
 	})

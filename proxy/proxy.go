@@ -58,8 +58,9 @@ type Proxy struct {
 	conns     sync.WaitGroup
 	flows     registry
 	ready     atomic.Bool
-	awaiting  atomic.Bool // not ready until a reload: see AwaitConfig
-	listened  bool        // Listen was called
+	awaiting  atomic.Bool  // not ready until a reload: see AwaitConfig
+	listened  bool         // Listen was called
+	xdsStatus atomic.Value // func() any: see SetXDSStatus
 	draining  atomic.Bool
 	// stopping ends when the drain does: dials still pending give up.
 	stopping context.Context

@@ -37,12 +37,13 @@ type Client struct {
 
 // Status is the client's view of its stream, for an operator.
 type Status struct {
-	Connected bool
+	Address   string `json:"address"`
+	Connected bool   `json:"connected"`
 	// Versions are the accepted version per type URL; Nacked the last
 	// refusal per type URL.
-	Versions  map[string]string
-	Nacked    map[string]string
-	LastError string
+	Versions  map[string]string `json:"versions"`
+	Nacked    map[string]string `json:"nacked,omitempty"`
+	LastError string            `json:"last_error,omitempty"`
 }
 
 // Status returns a copy of the client's status.
@@ -50,6 +51,7 @@ func (c *Client) Status() Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s := c.status
+	s.Address = c.Address
 	s.Versions, s.Nacked = cloneMap(c.status.Versions), cloneMap(c.status.Nacked)
 	return s
 }

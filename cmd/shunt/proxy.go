@@ -380,6 +380,7 @@ func (r *proxyRun) serve(ctx context.Context) error {
 		// join it as they come.
 		c := &xds.Client{Address: r.xdsAddress, Node: r.xdsNode, Base: r.cfg.Bootstrap, Apply: xds.Checked(p.Reload), Log: log}
 		p.AwaitConfig()
+		p.SetXDSStatus(func() any { return c.Status() })
 		go c.Run(ctx)
 	case r.configFile != "" && r.workers > 1 && !isWorker:
 		go forwardHUP(ctx, p) // the workers watch the file themselves

@@ -181,6 +181,10 @@ func TestSeedControlPlane(t *testing.T) {
 			t.Errorf("%s: %q, %v", what, body, err)
 		}
 	}
+	doctor, _ := exec.Command(testnet.ShuntBinary(t), "doctor", "--network-namespace", s.Pod.NS.Path).CombinedOutput()
+	if !strings.Contains(string(doctor), "✔ control plane") || !strings.Contains(string(doctor), "connected to 10.1.0.1:15010; in force: listeners") {
+		t.Errorf("shunt doctor:\n%s", doctor)
+	}
 	syncz, err := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/debug/syncz")
 	if err != nil || !strings.Contains(syncz, `"proxy": "sidecar~10.1.0.5~app-1.default~default.svc.cluster.local"`) ||
 		strings.Contains(syncz, "nacks") {
