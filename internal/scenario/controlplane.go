@@ -15,7 +15,7 @@ const ControlAddr = netlab.PeerIP + ":15010"
 // MeshManifest is the scenario's cluster as shunt-control reads it: the
 // app pod, the service that selects it, and backend-service on
 // ServiceIP, whose endpoint is the backend host's nginx (which answers
-// as a second version on 10002).
+// as a second version on 10009).
 const MeshManifest = `apiVersion: v1
 kind: Pod
 metadata: {name: app-1, namespace: default, labels: {app: app}}

@@ -144,7 +144,7 @@ http {
         location / { return 200 "hello from backend-service: $request_uri, from $remote_addr\n"; }
     }
     server {
-        listen 10002;
+        listen 10009;
         location / { return 200 "hello from backend-service v2: $request_uri, from $remote_addr\n"; }
     }
 }

@@ -201,7 +201,7 @@ func TestSeedControlPlane(t *testing.T) {
 }
 
 // splitRules put backend-service's two versions (the backend host's
-// nginx on 10000 and 10002) behind a VirtualService that splits 90/10.
+// nginx on 10000 and 10009) behind a VirtualService that splits 90/10.
 const splitRules = `
 ---
 apiVersion: v1
@@ -227,7 +227,7 @@ apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: backend-service-2, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
 addressType: IPv4
-ports: [{name: http, port: 10002}]
+ports: [{name: http, port: 10009}]
 endpoints: [{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v2}}]
 ---
 apiVersion: networking.istio.io/v1
