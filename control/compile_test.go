@@ -222,3 +222,32 @@ func TestCompileRoutingRules(t *testing.T) {
 		t.Errorf("problems: %v", problems)
 	}
 }
+
+// TestCompileHTTPRoutes compiles Gateway API's mesh routes (gamma.yaml):
+// the golden file, the sidecar runs it, the filter it does not run
+// reported.
+func TestCompileHTTPRoutes(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	routes, _ := os.ReadFile("testdata/gamma.yaml")
+	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), routes...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(w.HTTPRoutes) != 2 {
+		t.Errorf("HTTPRoutes bound to services: %v, want backend's and the consumer's (not the gateway's)", w.HTTPRoutes)
+	}
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cc.Compile(w, appSidecar(t))
+	runs(t, res)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "gamma.golden.yaml", got)
+	if p := cc.Problems(); len(p) != 1 || p["default/backend spec.rules[2].filters[1]: RequestMirror"] != "not run by shunt" {
+		t.Errorf("problems: %v", p)
+	}
+}

@@ -18,14 +18,17 @@ type VirtualService struct {
 	Name, Namespace string
 	Hosts           []string
 	ExportTo        []string
-	HTTP            []HTTPRoute
+	HTTP            []RouteRule
 	// Problems are the fields shunt does not run, by their paths: left
 	// out, and reported.
 	Problems []string
+	// Ports limit it to those of the hosts' ports (an HTTPRoute bound to
+	// a Service's port); none: every port.
+	Ports []uint16
 }
 
-// HTTPRoute is one of a VirtualService's http routes.
-type HTTPRoute struct {
+// RouteRule is one of a VirtualService's http routes.
+type RouteRule struct {
 	Name    string
 	Match   []HTTPMatch // any; none matches every request
 	Route   []Destination
@@ -248,7 +251,7 @@ func VirtualServiceFrom(doc []byte) (*VirtualService, error) {
 	}
 	for i, h := range spec.HTTP {
 		path := fmt.Sprintf("spec.http[%d]", i)
-		r := HTTPRoute{Name: h.Name, RewriteURI: h.Rewrite.URI, RewriteAuthority: h.Rewrite.Authority}
+		r := RouteRule{Name: h.Name, RewriteURI: h.Rewrite.URI, RewriteAuthority: h.Rewrite.Authority}
 		for _, m := range h.Match {
 			hm := HTTPMatch{URI: m.URI.model()}
 			for k, v := range m.Headers {

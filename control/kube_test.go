@@ -96,19 +96,20 @@ func TestWatchCluster(t *testing.T) {
 }
 
 // TestWatchRoutingRules follows Istio's rules through their CRDs
-// (deploy/istio-crds.yaml): applied, changed, one that does not read
-// leaving its last good version, deleted.
+// (deploy/istio-crds.yaml), and Gateway API's HTTPRoutes: applied,
+// changed, one that does not read leaving its last good version,
+// deleted.
 func TestWatchRoutingRules(t *testing.T) {
 	c := kubecluster.Start(t)
 	crds, err := os.ReadFile("../deploy/istio-crds.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := c.Kubectl(string(crds), "apply", "-f", "-"); err != nil {
+	if out, err := c.Kubectl(string(crds)+"\n---\n"+kubecluster.HTTPRouteCRD, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s",
-		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io"); err != nil {
+		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/httproutes.gateway.networking.k8s.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	vs := func(timeout string) string {
@@ -116,7 +117,10 @@ func TestWatchRoutingRules(t *testing.T) {
 			"spec: {hosts: [backend-service], http: [{route: [{destination: {host: backend-service}}], timeout: " + timeout + "}]}"
 	}
 	if out, err := c.Kubectl(vs("2s")+"\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: backend, namespace: default}\n"+
-		"spec: {host: backend-service, subsets: [{name: v1, labels: {version: v1}}]}", "apply", "-f", "-"); err != nil {
+		"spec: {host: backend-service, subsets: [{name: v1, labels: {version: v1}}]}\n---\n"+
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: backend, namespace: default}\n"+
+		"spec: {parentRefs: [{group: '', kind: Service, name: backend-service}], rules: [{backendRefs: [{name: backend-service, port: 10000}]}]}",
+		"apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	s := watching(t, c)
@@ -126,8 +130,8 @@ func TestWatchRoutingRules(t *testing.T) {
 		}
 		return 0
 	}
-	if timeout() != 2*time.Second || s.World().DestinationRules["default/backend"] == nil {
-		t.Fatalf("once listed: %+v %+v", s.World().VirtualServices, s.World().DestinationRules)
+	if timeout() != 2*time.Second || s.World().DestinationRules["default/backend"] == nil || s.World().HTTPRoutes["default/backend"] == nil {
+		t.Fatalf("once listed: %+v %+v %+v", s.World().VirtualServices, s.World().DestinationRules, s.World().HTTPRoutes)
 	}
 	c.Kubectl(vs("3s"), "apply", "-f", "-")
 	waitFor(t, "a changed rule is followed", func() bool { return timeout() == 3*time.Second })

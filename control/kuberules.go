@@ -14,16 +14,17 @@ import (
 	"k8s.io/client-go/tools/cache"
 )
 
-// ruleKinds are Istio's routing rules the control plane follows, newest
-// API version first.
+// ruleKinds are the routing rules the control plane follows, Istio's and
+// Gateway API's, newest API version first.
 var ruleKinds = []struct {
 	kind     string
+	group    string
 	versions []string
 	resource string
 	put      func(w *World, doc []byte) error
 	del      func(w *World, key string)
 }{
-	{"VirtualService", []string{"v1", "v1beta1"}, "virtualservices",
+	{"VirtualService", "networking.istio.io", []string{"v1", "v1beta1"}, "virtualservices",
 		func(w *World, doc []byte) error {
 			vs, err := VirtualServiceFrom(doc)
 			if err == nil && vs != nil {
@@ -32,7 +33,7 @@ var ruleKinds = []struct {
 			return err
 		},
 		func(w *World, key string) { delete(w.VirtualServices, key) }},
-	{"DestinationRule", []string{"v1", "v1beta1"}, "destinationrules",
+	{"DestinationRule", "networking.istio.io", []string{"v1", "v1beta1"}, "destinationrules",
 		func(w *World, doc []byte) error {
 			dr, err := DestinationRuleFrom(doc)
 			if err == nil {
@@ -41,9 +42,18 @@ var ruleKinds = []struct {
 			return err
 		},
 		func(w *World, key string) { delete(w.DestinationRules, key) }},
+	{"HTTPRoute", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "httproutes",
+		func(w *World, doc []byte) error {
+			r, err := HTTPRouteFrom(doc, w.Domain)
+			if err == nil && r != nil {
+				w.PutHTTPRoute(r)
+			}
+			return err
+		},
+		func(w *World, key string) { delete(w.HTTPRoutes, key) }},
 }
 
-// ruleInformers are informers on Istio's routing rules where the cluster
+// ruleInformers are informers on the routing rules where the cluster
 // has their CRDs; a kind it lacks is logged and not followed. A rule that
 // does not read is logged and the one before it stays.
 func ruleInformers(ctx context.Context, cfg *rest.Config, s *Server) ([]cache.SharedIndexInformer, error) {
@@ -55,16 +65,22 @@ func ruleInformers(ctx context.Context, cfg *rest.Config, s *Server) ([]cache.Sh
 	for _, k := range ruleKinds {
 		var client dynamic.NamespaceableResourceInterface
 		for _, v := range k.versions {
-			c := dyn.Resource(k8sschema.GroupVersionResource{Group: "networking.istio.io", Version: v, Resource: k.resource})
-			if _, err := c.List(ctx, metav1.ListOptions{Limit: 1}); err == nil {
+			c := dyn.Resource(k8sschema.GroupVersionResource{Group: k.group, Version: v, Resource: k.resource})
+			_, err := c.List(ctx, metav1.ListOptions{Limit: 1})
+			if err == nil {
 				client = c
 				break
-			} else if !apierrors.IsNotFound(err) {
+			}
+			if apierrors.IsForbidden(err) {
+				s.log.Warn("the control plane may not read "+k.kind+"s: not followed (see deploy/control.yaml's ClusterRole)", "kind", k.kind, "err", err)
+				break
+			}
+			if !apierrors.IsNotFound(err) {
 				return nil, err
 			}
 		}
 		if client == nil {
-			s.log.Warn("the cluster has no "+k.kind+" CRD (networking.istio.io): not followed", "kind", k.kind)
+			s.log.Warn("the cluster has no "+k.kind+" CRD ("+k.group+") the control plane may read: not followed", "kind", k.kind)
 			continue
 		}
 		inf := cache.NewSharedIndexInformer(&cache.ListWatch{

@@ -75,6 +75,8 @@ type World struct {
 	// VirtualServices and DestinationRules are Istio's, by namespace/name.
 	VirtualServices  map[string]*VirtualService
 	DestinationRules map[string]*DestinationRule
+	// HTTPRoutes are Gateway API's bound to Services, by namespace/name.
+	HTTPRoutes map[string]*HTTPRoute
 	// Domain is the cluster's DNS domain (cluster.local).
 	Domain string
 	// epVersion changes, per service, with its endpoints: a compiler
@@ -89,14 +91,16 @@ type World struct {
 func NewWorld() *World {
 	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
 		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
-		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{}}
+		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
+		HTTPRoutes: map[string]*HTTPRoute{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
 func (w *World) Clone() *World {
 	return &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain,
 		epVersion: maps.Clone(w.epVersion), podVersion: w.podVersion,
-		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules)}
+		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
+		HTTPRoutes: maps.Clone(w.HTTPRoutes)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

@@ -139,6 +139,11 @@ func (cc *Compiler) space(c *compiler) *space {
 				cc.report(key, p, "not run by shunt")
 			}
 		}
+		for _, key := range slices.Sorted(maps.Keys(c.w.HTTPRoutes)) {
+			for _, p := range c.w.HTTPRoutes[key].Routes.Problems {
+				cc.report(key, p, "not run by shunt")
+			}
+		}
 	}
 	key := spaceKey{c.n.Namespace, c.v6}
 	prev := cc.spaces[key]
@@ -157,6 +162,9 @@ func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
 	key := portKey{s.Namespace + "/" + s.Name, p.Port}
 	epv := c.w.epVersion[key.svc]
 	vs, dr := c.rules.vs[s.Hostname], c.rules.dr[s.Hostname]
+	if vs != nil && len(vs.Ports) > 0 && !slices.Contains(vs.Ports, p.Port) {
+		vs = nil // bound to another of the service's ports
+	}
 	subsets := dr != nil && len(dr.Subsets) > 0
 	// Routes may name any service: a VirtualService's are made anew.
 	if pp := cc.ports[key]; pp != nil && pp.svc == s && vs == nil && pp.vs == nil && pp.dr == dr {

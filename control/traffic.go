@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"fmt"
 	"maps"
 	"slices"
@@ -67,6 +68,7 @@ func (w *World) rulesFor(ns string) rules {
 			}
 		}
 	}
+	w.routesFor(ns, out.vs)
 	for _, key := range slices.Sorted(maps.Keys(w.DestinationRules)) {
 		dr := w.DestinationRules[key]
 		if !visible(dr.ExportTo, dr.Namespace) {
@@ -78,6 +80,63 @@ func (w *World) rulesFor(ns string) rules {
 		}
 	}
 	return out
+}
+
+// routesFor puts into vs, over any VirtualService, the HTTPRoutes bound
+// to each service as the sidecars of ns follow them (GAMMA): a route in
+// the sidecar's own namespace (a consumer's) over those in the service's
+// (the producer's); the rules of several merged in Gateway API's
+// precedence.
+func (w *World) routesFor(ns string, vs map[string]*VirtualService) {
+	type bound struct {
+		consumer bool
+		routes   []*HTTPRoute
+	}
+	byHost := map[string]*bound{}
+	for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
+		r := w.HTTPRoutes[key]
+		for i, p := range r.Parents {
+			svcNS, _, _ := strings.Cut(p.Service, "/")
+			consumer := r.Namespace == ns && r.Namespace != svcNS
+			if !consumer && r.Namespace != svcNS {
+				continue // another namespace's consumer route
+			}
+			host := r.Routes.Hosts[i]
+			b := byHost[host]
+			if b == nil || consumer && !b.consumer {
+				b = &bound{consumer: consumer}
+				byHost[host] = b
+			}
+			if b.consumer == consumer && !slices.Contains(b.routes, r) {
+				b.routes = append(b.routes, r)
+			}
+		}
+	}
+	for host, b := range byHost {
+		merged := &VirtualService{Name: b.routes[0].Name, Namespace: b.routes[0].Namespace, Hosts: []string{host}}
+		all := false
+		for _, r := range b.routes {
+			merged.HTTP = append(merged.HTTP, r.Routes.HTTP...)
+			for i, p := range r.Parents {
+				if r.Routes.Hosts[i] != host {
+					continue
+				}
+				if p.Port == 0 {
+					all = true
+				} else if !slices.Contains(merged.Ports, p.Port) {
+					merged.Ports = append(merged.Ports, p.Port)
+				}
+			}
+		}
+		if all {
+			merged.Ports = nil
+		}
+		slices.SortStableFunc(merged.HTTP, func(a, b RouteRule) int {
+			ma, mb := a.Match[0], b.Match[0]
+			return cmp.Or(cmp.Compare(pathRank(mb.URI), pathRank(ma.URI)), cmp.Compare(len(mb.Headers), len(ma.Headers)))
+		})
+		vs[host] = merged
+	}
 }
 
 // vsRoutes are a service port's routes under its VirtualService, in
@@ -134,7 +193,7 @@ func routeMatch(m HTTPMatch) *routev3.RouteMatch {
 // routeAction is an http route's destinations (weighted when several),
 // timeout (none by default), retries (Istio's default unless said) and
 // rewrites.
-func (c *compiler) routeAction(vs *VirtualService, r HTTPRoute, s *Service, p Port, i int) *routev3.RouteAction {
+func (c *compiler) routeAction(vs *VirtualService, r RouteRule, s *Service, p Port, i int) *routev3.RouteAction {
 	a := &routev3.RouteAction{Timeout: durationpb.New(0),
 		MaxStreamDuration: &routev3.RouteAction_MaxStreamDuration{GrpcTimeoutHeaderMax: durationpb.New(0)},
 		RetryPolicy:       istioRetry()}

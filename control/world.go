@@ -69,6 +69,9 @@ func (w *World) PutVirtualService(vs *VirtualService) {
 	w.VirtualServices[vs.Namespace+"/"+vs.Name] = vs
 }
 
+// PutHTTPRoute adds or replaces an HTTPRoute.
+func (w *World) PutHTTPRoute(r *HTTPRoute) { w.HTTPRoutes[r.Namespace+"/"+r.Name] = r }
+
 // PutDestinationRule adds or replaces a DestinationRule.
 func (w *World) PutDestinationRule(dr *DestinationRule) {
 	w.DestinationRules[dr.Namespace+"/"+dr.Name] = dr
@@ -147,6 +150,14 @@ func (w *World) putManifest(doc []byte) error {
 		}
 		if vs != nil {
 			w.PutVirtualService(vs)
+		}
+	case "HTTPRoute":
+		r, err := HTTPRouteFrom(doc, w.Domain)
+		if err != nil {
+			return err
+		}
+		if r != nil {
+			w.PutHTTPRoute(r)
 		}
 	case "DestinationRule":
 		dr, err := DestinationRuleFrom(doc)

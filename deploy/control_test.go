@@ -20,16 +20,24 @@ import (
 // the role is enough to list and watch what it reads, and no more.
 func TestControlPlaneInARealAPIServer(t *testing.T) {
 	c := kubecluster.Start(t)
+	if out, err := c.Kubectl(kubecluster.HTTPRouteCRD, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
 	for _, file := range []string{"webhook.yaml", "istio-crds.yaml", "control.yaml"} {
 		manifest, _ := os.ReadFile(file)
 		if out, err := c.Kubectl(strings.ReplaceAll(string(manifest), "CA_BUNDLE", "Cg=="), "apply", "-f", "-"); err != nil {
 			t.Fatalf("deploy/%s is refused: %v\n%s", file, err, out)
 		}
 	}
+	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io",
+		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
 	sa := "system:serviceaccount:shunt-system:shunt-control"
 	for _, q := range []struct{ verb, resource, want string }{
 		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"},
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
+		{"watch", "httproutes.gateway.networking.k8s.io", "yes"},
 		{"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 	} {
 		out, _ := c.Kubectl("", "auth", "can-i", q.verb, q.resource, "--all-namespaces", "--as", sa)
