@@ -251,3 +251,45 @@ func TestCompileHTTPRoutes(t *testing.T) {
 		t.Errorf("problems: %v", p)
 	}
 }
+
+// TestCompileServiceEntries compiles Istio's ServiceEntries
+// (serviceentry.yaml): the golden file, the sidecar runs it, what cannot
+// take effect reported.
+func TestCompileServiceEntries(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	entries, _ := os.ReadFile("testdata/serviceentry.yaml")
+	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), entries...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cc.Compile(w, appSidecar(t))
+	runs(t, res)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "serviceentry.golden.yaml", got)
+	for key, want := range map[string]string{
+		"default/legacy spec.workloadSelector":                                  "not run by shunt",
+		"default/legacy spec.hosts: *.example.org (wildcard hosts are not run)": "not run by shunt",
+		"default/api.example.com spec.addresses":                                "none: port 443, not HTTP, is reached only at an address",
+	} {
+		if p := cc.Problems(); p[key] != want {
+			t.Errorf("problem %q: %q, want %q (all: %v)", key, p[key], want, p)
+		}
+	}
+	for _, bad := range []string{
+		"kind: ServiceEntry\nspec: {hosts: [x.com], resolution: MAGIC}",
+		"kind: ServiceEntry\nspec: {hosts: [x.com], ports: [{number: 80, protocol: QUIC}]}",
+		"kind: ServiceEntry\nspec: {hosts: [x.com], resolution: STATIC, ports: [{number: 80}], endpoints: [{address: host.name}]}",
+		"kind: ServiceEntry\nspec: {ports: [{number: 80}]}",
+	} {
+		if _, err := control.LoadWorld([]byte(bad), control.DefaultDomain); err == nil {
+			t.Errorf("%q: loaded", bad)
+		}
+	}
+}

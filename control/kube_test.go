@@ -109,7 +109,8 @@ func TestWatchRoutingRules(t *testing.T) {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s",
-		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/httproutes.gateway.networking.k8s.io"); err != nil {
+		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
+		"crd/httproutes.gateway.networking.k8s.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	vs := func(timeout string) string {
@@ -119,7 +120,9 @@ func TestWatchRoutingRules(t *testing.T) {
 	if out, err := c.Kubectl(vs("2s")+"\n---\napiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {name: backend, namespace: default}\n"+
 		"spec: {host: backend-service, subsets: [{name: v1, labels: {version: v1}}]}\n---\n"+
 		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: backend, namespace: default}\n"+
-		"spec: {parentRefs: [{group: '', kind: Service, name: backend-service}], rules: [{backendRefs: [{name: backend-service, port: 10000}]}]}",
+		"spec: {parentRefs: [{group: '', kind: Service, name: backend-service}], rules: [{backendRefs: [{name: backend-service, port: 10000}]}]}\n---\n"+
+		"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: httpbin, namespace: default}\n"+
+		"spec: {hosts: [httpbin.org], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}",
 		"apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
@@ -130,7 +133,8 @@ func TestWatchRoutingRules(t *testing.T) {
 		}
 		return 0
 	}
-	if timeout() != 2*time.Second || s.World().DestinationRules["default/backend"] == nil || s.World().HTTPRoutes["default/backend"] == nil {
+	if timeout() != 2*time.Second || s.World().DestinationRules["default/backend"] == nil || s.World().HTTPRoutes["default/backend"] == nil ||
+		s.World().Services["default/httpbin.org"] == nil {
 		t.Fatalf("once listed: %+v %+v %+v", s.World().VirtualServices, s.World().DestinationRules, s.World().HTTPRoutes)
 	}
 	c.Kubectl(vs("3s"), "apply", "-f", "-")

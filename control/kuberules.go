@@ -42,6 +42,15 @@ var ruleKinds = []struct {
 			return err
 		},
 		func(w *World, key string) { delete(w.DestinationRules, key) }},
+	{"ServiceEntry", "networking.istio.io", []string{"v1", "v1beta1"}, "serviceentries",
+		func(w *World, doc []byte) error {
+			services, eps, problems, err := ServiceEntryFrom(doc)
+			if err == nil {
+				w.PutServiceEntry(objectKey(doc), services, eps, problems)
+			}
+			return err
+		},
+		func(w *World, key string) { w.DeleteServiceEntry(key) }},
 	{"HTTPRoute", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "httproutes",
 		func(w *World, doc []byte) error {
 			r, err := HTTPRouteFrom(doc, w.Domain)

@@ -28,6 +28,9 @@ type Service struct {
 	// ExportTo are the namespaces that see the service (Istio's
 	// networking.istio.io/exportTo): "*" every one, "." its own.
 	ExportTo []string
+	// Resolution is a ServiceEntry's (NONE, STATIC, DNS,
+	// DNS_ROUND_ROBIN); "" for a Kubernetes Service.
+	Resolution string
 }
 
 // Port is one of a service's ports.
@@ -47,6 +50,9 @@ type Port struct {
 // Endpoint is a pod (or address) behind a service.
 type Endpoint struct {
 	Addr netip.Addr
+	// Host is a DNS ServiceEntry's endpoint name, resolved by the
+	// sidecar; Addr is then not set.
+	Host string
 	// Ports are its port numbers by the service's port names.
 	Ports map[string]uint16
 	Ready bool
@@ -85,6 +91,16 @@ type World struct {
 	// podVersion changes with any pod: subsets pick endpoints by their
 	// pods' labels.
 	podVersion uint64
+	// serviceEntries are what each ServiceEntry made, by its
+	// namespace/name.
+	serviceEntries map[string]serviceEntry
+}
+
+// serviceEntry is a ServiceEntry in the world: the services' keys it
+// made, and the fields of it shunt does not run.
+type serviceEntry struct {
+	services []string
+	problems []string
 }
 
 // NewWorld is an empty world in the cluster domain.
@@ -100,7 +116,7 @@ func (w *World) Clone() *World {
 	return &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain,
 		epVersion: maps.Clone(w.epVersion), podVersion: w.podVersion,
 		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
-		HTTPRoutes: maps.Clone(w.HTTPRoutes)}
+		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.
@@ -142,8 +158,8 @@ func (w *World) readyEndpoints(s *Service, port Port) []endpoint {
 	for _, eps := range w.Endpoints[s.Namespace+"/"+s.Name] {
 		for _, e := range eps {
 			p, ok := e.Ports[port.Name]
-			if !e.Ready || !ok {
-				continue
+			if !e.Ready || !ok || !e.Addr.IsValid() {
+				continue // not ready, not on this port, or a name (DNS)
 			}
 			out = append(out, endpoint{netip.AddrPortFrom(e.Addr, p), e.Pod})
 		}

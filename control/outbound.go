@@ -69,6 +69,10 @@ func (c *compiler) outbound(prev *space) *space {
 					continue
 				}
 			}
+			if pp.headless && s.Resolution != "" && s.Resolution != ResolutionStatic {
+				c.report(s.Namespace+"/"+s.Name, "spec.addresses", fmt.Sprintf("none: port %d, not HTTP, is reached only at an address", p.Port))
+				continue
+			}
 			var free []netip.Addr
 			for _, a := range pp.addrs {
 				if ap := netip.AddrPortFrom(a, p.Port); !claimed[ap] {
@@ -135,9 +139,12 @@ func outboundStatPrefix(port uint16) string { return fmt.Sprintf("outbound_0.0.0
 // the client's protocol is kept.
 func (c *compiler) serviceCluster(s *Service, p Port, name string) *clusterv3.Cluster {
 	var cl *clusterv3.Cluster
-	if len(s.Addresses) == 0 {
+	switch {
+	case s.Resolution == ResolutionDNS || s.Resolution == ResolutionDNSRR:
+		cl = c.dnsCluster(s, p, name)
+	case s.Resolution == ResolutionNone || s.Resolution == "" && len(s.Addresses) == 0:
 		cl = envoyres.OriginalDst(name, c.m.ConnectTimeout)
-	} else {
+	default:
 		cl = &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_EDS},
 			EdsClusterConfig: &clusterv3.Cluster_EdsClusterConfig{EdsConfig: ads(), ServiceName: name},
 			ConnectTimeout:   durationpb.New(c.m.ConnectTimeout), LbPolicy: clusterv3.Cluster_LEAST_REQUEST,
@@ -147,6 +154,39 @@ func (c *compiler) serviceCluster(s *Service, p Port, name string) *clusterv3.Cl
 		cl.TypedExtensionProtocolOptions = nil
 	}
 	return cl
+}
+
+// dnsCluster is a DNS ServiceEntry's cluster: its endpoints' names (or
+// its host's) resolved by the sidecar, every address (STRICT_DNS) or one
+// at a time (LOGICAL_DNS, for DNS_ROUND_ROBIN).
+func (c *compiler) dnsCluster(s *Service, p Port, name string) *clusterv3.Cluster {
+	kind := clusterv3.Cluster_STRICT_DNS
+	if s.Resolution == ResolutionDNSRR {
+		kind = clusterv3.Cluster_LOGICAL_DNS
+	}
+	group := &endpointv3.LocalityLbEndpoints{}
+	for _, eps := range c.w.Endpoints[s.Namespace+"/"+s.Name] {
+		for _, e := range eps {
+			port, ok := e.Ports[p.Name]
+			if !ok {
+				continue
+			}
+			host := e.Host
+			if host == "" {
+				host = e.Addr.String()
+			}
+			group.LbEndpoints = append(group.LbEndpoints, &endpointv3.LbEndpoint{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{
+				Endpoint: &endpointv3.Endpoint{Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}}}})
+			if kind == clusterv3.Cluster_LOGICAL_DNS {
+				break // one name: LOGICAL_DNS takes one
+			}
+		}
+	}
+	return &clusterv3.Cluster{Name: name, ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: kind},
+		ConnectTimeout: durationpb.New(c.m.ConnectTimeout), LbPolicy: clusterv3.Cluster_LEAST_REQUEST,
+		CircuitBreakers: envoyres.UnlimitedBreakers(), TypedExtensionProtocolOptions: envoyres.UseDownstreamProtocol(),
+		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{group}}}
 }
 
 // loadAssignment is a service port's ready endpoints.

@@ -139,6 +139,11 @@ func (cc *Compiler) space(c *compiler) *space {
 				cc.report(key, p, "not run by shunt")
 			}
 		}
+		for _, key := range slices.Sorted(maps.Keys(c.w.serviceEntries)) {
+			for _, p := range c.w.serviceEntries[key].problems {
+				cc.report(key, p, "not run by shunt")
+			}
+		}
 		for _, key := range slices.Sorted(maps.Keys(c.w.HTTPRoutes)) {
 			for _, p := range c.w.HTTPRoutes[key].Routes.Problems {
 				cc.report(key, p, "not run by shunt")
@@ -192,13 +197,16 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 	name := clusterName("outbound", p.Port, s.Hostname)
 	pp := &portParts{svc: s, vs: vs, dr: dr, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
 	pp.cluster = c.serviceCluster(s, p, name)
+	if pp.headless && s.Resolution == ResolutionStatic {
+		pp.cla = c.loadAssignment(s, p, name) // a ServiceEntry's endpoints, by address
+	}
 	if dr != nil {
 		applyPolicy(pp.cluster, dr.Policy)
 		pp.subsetClusters, pp.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster)
 	}
 	if pp.headless {
 		pp.addrs = c.endpointAddrs(s, p)
-	} else {
+	} else if s.Resolution == "" || s.Resolution == ResolutionStatic {
 		pp.cla = c.loadAssignment(s, p, name)
 	}
 	rds := strconv.Itoa(int(p.Port))

@@ -76,7 +76,9 @@ func istioRetry() *routev3.RetryPolicy {
 // its cluster IPs), each also with the port.
 func (c *compiler) serviceHost(s *Service, p Port, cluster string, sameNamespace bool) *routev3.VirtualHost {
 	names := []string{s.Hostname, s.Name + "." + s.Namespace + ".svc", s.Name + "." + s.Namespace}
-	if sameNamespace {
+	if s.Resolution != "" {
+		names = names[:1] // a ServiceEntry's host is its only name
+	} else if sameNamespace {
 		names = append(names, s.Name)
 	}
 	for _, a := range s.Addresses {

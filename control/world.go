@@ -69,6 +69,38 @@ func (w *World) PutVirtualService(vs *VirtualService) {
 	w.VirtualServices[vs.Namespace+"/"+vs.Name] = vs
 }
 
+// PutServiceEntry adds or replaces the ServiceEntry namespace/name: its
+// hosts as services, with their endpoints.
+func (w *World) PutServiceEntry(key string, services []*Service, endpoints map[string][]Endpoint, problems []string) {
+	w.DeleteServiceEntry(key)
+	if w.serviceEntries == nil {
+		w.serviceEntries = map[string]serviceEntry{}
+	}
+	var keys []string
+	for _, s := range services {
+		k := s.Namespace + "/" + s.Name
+		w.PutService(s)
+		w.PutSlice(k, "serviceentry/"+key, nonNil(endpoints[k]))
+		keys = append(keys, k)
+	}
+	w.serviceEntries = maps.Clone(w.serviceEntries)
+	w.serviceEntries[key] = serviceEntry{keys, problems}
+}
+
+// DeleteServiceEntry removes the ServiceEntry namespace/name's hosts.
+func (w *World) DeleteServiceEntry(key string) {
+	se, ok := w.serviceEntries[key]
+	if !ok {
+		return
+	}
+	for _, k := range se.services {
+		w.DeleteService(k)
+		w.PutSlice(k, "serviceentry/"+key, nil)
+	}
+	w.serviceEntries = maps.Clone(w.serviceEntries)
+	delete(w.serviceEntries, key)
+}
+
 // PutHTTPRoute adds or replaces an HTTPRoute.
 func (w *World) PutHTTPRoute(r *HTTPRoute) { w.HTTPRoutes[r.Namespace+"/"+r.Name] = r }
 
@@ -151,6 +183,12 @@ func (w *World) putManifest(doc []byte) error {
 		if vs != nil {
 			w.PutVirtualService(vs)
 		}
+	case "ServiceEntry":
+		services, eps, problems, err := ServiceEntryFrom(doc)
+		if err != nil {
+			return err
+		}
+		w.PutServiceEntry(objectKey(doc), services, eps, problems)
 	case "HTTPRoute":
 		r, err := HTTPRouteFrom(doc, w.Domain)
 		if err != nil {
@@ -169,6 +207,17 @@ func (w *World) putManifest(doc []byte) error {
 		return fmt.Errorf("no kind")
 	}
 	return nil
+}
+
+// objectKey is a manifest's namespace/name (namespace default unless
+// said).
+func objectKey(doc []byte) string {
+	var meta struct {
+		Metadata struct{ Name, Namespace string }
+	}
+	yaml.Unmarshal(doc, &meta)
+	defaultNamespace(&meta.Metadata.Namespace)
+	return meta.Metadata.Namespace + "/" + meta.Metadata.Name
 }
 
 func defaultNamespace(ns *string) {
