@@ -187,13 +187,17 @@ func TestCompilerKeepsWhatDidNotChange(t *testing.T) {
 	}
 }
 
-// TestCompileRoutingRules compiles the seed's mesh with Istio's routing
-// rules (traffic.yaml): the golden file, the sidecar runs it, and what
-// cannot take effect is reported by its field.
-func TestCompileRoutingRules(t *testing.T) {
+// compileWith compiles the seed's mesh with testdata/extra for the
+// app's sidecar, checks that the sidecar runs it and that it matches
+// testdata/goldenName, and returns the compiler and the world.
+func compileWith(t *testing.T, extra, goldenName string) (*control.Compiler, *control.World) {
+	t.Helper()
 	mesh, _ := os.ReadFile("testdata/mesh.yaml")
-	rules, _ := os.ReadFile("testdata/traffic.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), rules...), control.DefaultDomain)
+	more, err := os.ReadFile(filepath.Join("testdata", extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), more...), control.DefaultDomain)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +211,15 @@ func TestCompileRoutingRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	golden(t, "traffic.golden.yaml", got)
+	golden(t, goldenName, got)
+	return cc, w
+}
+
+// TestCompileRoutingRules compiles the seed's mesh with Istio's routing
+// rules (traffic.yaml): the golden file, the sidecar runs it, and what
+// cannot take effect is reported by its field.
+func TestCompileRoutingRules(t *testing.T) {
+	cc, _ := compileWith(t, "traffic.yaml", "traffic.golden.yaml")
 	problems := cc.Problems()
 	for key, want := range map[string]string{
 		"default/backend spec.http[1].fault":                     "not run by shunt",
@@ -227,26 +239,10 @@ func TestCompileRoutingRules(t *testing.T) {
 // the golden file, the sidecar runs it, the filter it does not run
 // reported.
 func TestCompileHTTPRoutes(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
-	routes, _ := os.ReadFile("testdata/gamma.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), routes...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cc, w := compileWith(t, "gamma.yaml", "gamma.golden.yaml")
 	if len(w.HTTPRoutes) != 2 {
 		t.Errorf("HTTPRoutes bound to services: %v, want backend's and the consumer's (not the gateway's)", w.HTTPRoutes)
 	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := cc.Compile(w, appSidecar(t))
-	runs(t, res)
-	got, err := res.YAML()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "gamma.golden.yaml", got)
 	if p := cc.Problems(); len(p) != 1 || p["default/backend spec.rules[2].filters[1]: RequestMirror"] != "not run by shunt" {
 		t.Errorf("problems: %v", p)
 	}
@@ -256,23 +252,7 @@ func TestCompileHTTPRoutes(t *testing.T) {
 // (serviceentry.yaml): the golden file, the sidecar runs it, what cannot
 // take effect reported.
 func TestCompileServiceEntries(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
-	entries, _ := os.ReadFile("testdata/serviceentry.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), entries...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := cc.Compile(w, appSidecar(t))
-	runs(t, res)
-	got, err := res.YAML()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "serviceentry.golden.yaml", got)
+	cc, _ := compileWith(t, "serviceentry.yaml", "serviceentry.golden.yaml")
 	for key, want := range map[string]string{
 		"default/legacy spec.workloadSelector":                                  "not run by shunt",
 		"default/legacy spec.hosts: *.example.org (wildcard hosts are not run)": "not run by shunt",
