@@ -222,9 +222,9 @@ func TestCompileRoutingRules(t *testing.T) {
 	cc, _ := compileWith(t, "traffic.yaml", "traffic.golden.yaml")
 	problems := cc.Problems()
 	for key, want := range map[string]string{
-		"default/backend spec.http[1].fault":                     "not run by shunt",
-		"default/backend spec.trafficPolicy.tls":                 "not run by shunt",
-		"default/backend spec.http[2].route[2].destination.host": "no service nowhere.default.svc.cluster.local",
+		"VirtualService default/backend spec.http[1].fault":                     "not run by shunt",
+		"DestinationRule default/backend spec.trafficPolicy.tls":                "not run by shunt",
+		"VirtualService default/backend spec.http[2].route[2].destination.host": "no service nowhere.default.svc.cluster.local",
 	} {
 		if problems[key] != want {
 			t.Errorf("problem %q: %q, want %q (all: %v)", key, problems[key], want, problems)
@@ -243,7 +243,7 @@ func TestCompileHTTPRoutes(t *testing.T) {
 	if len(w.HTTPRoutes) != 2 {
 		t.Errorf("HTTPRoutes bound to services: %v, want backend's and the consumer's (not the gateway's)", w.HTTPRoutes)
 	}
-	if p := cc.Problems(); len(p) != 1 || p["default/backend spec.rules[2].filters[1]: RequestMirror"] != "not run by shunt" {
+	if p := cc.Problems(); len(p) != 1 || p["HTTPRoute default/backend spec.rules[2].filters[1]: RequestMirror"] != "not run by shunt" {
 		t.Errorf("problems: %v", p)
 	}
 }
@@ -254,9 +254,9 @@ func TestCompileHTTPRoutes(t *testing.T) {
 func TestCompileServiceEntries(t *testing.T) {
 	cc, _ := compileWith(t, "serviceentry.yaml", "serviceentry.golden.yaml")
 	for key, want := range map[string]string{
-		"default/legacy spec.workloadSelector":                                  "not run by shunt",
-		"default/legacy spec.hosts: *.example.org (wildcard hosts are not run)": "not run by shunt",
-		"default/api.example.com spec.addresses":                                "none: port 443, not HTTP, is reached only at an address",
+		"ServiceEntry default/legacy spec.workloadSelector":                                  "not run by shunt",
+		"ServiceEntry default/legacy spec.hosts: *.example.org (wildcard hosts are not run)": "not run by shunt",
+		"ServiceEntry default/api spec.addresses":                                            "none: api.example.com's port 443, not HTTP, is reached only at an address",
 	} {
 		if p := cc.Problems(); p[key] != want {
 			t.Errorf("problem %q: %q, want %q (all: %v)", key, p[key], want, p)

@@ -15,6 +15,9 @@ import (
 // fields shunt runs for sidecars: HTTP routes by URI and header, weighted
 // destinations (service, subset, port), timeouts, retries, rewrites.
 type VirtualService struct {
+	// Kind is "HTTPRoute" for the routes of HTTPRoutes; "" for a
+	// VirtualService.
+	Kind            string
 	Name, Namespace string
 	Hosts           []string
 	ExportTo        []string

@@ -50,8 +50,10 @@ func restClients(cfg *rest.Config) (core, discovery rest.Interface, err error) {
 }
 
 // Watch keeps s's world in step with a cluster's Services,
-// EndpointSlices and Pods, and Istio's VirtualServices and
-// DestinationRules where it has their CRDs, by informers; it returns once their first
+// EndpointSlices and Pods, and the routing rules where it has their CRDs
+// (Istio's VirtualServices, DestinationRules and ServiceEntries, Gateway
+// API's HTTPRoutes), by informers; what of a rule cannot take effect is
+// told as a Warning event on it; it returns once their first
 // lists are in the world (or ctx ends first), and goes on watching until
 // ctx ends.
 func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
@@ -119,6 +121,7 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	if err != nil {
 		return err
 	}
+	s.compiler.OnProblem(eventPoster(core, s.log))
 	rules, err := ruleInformers(ctx, cfg, s)
 	if err != nil {
 		return err

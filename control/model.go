@@ -31,6 +31,8 @@ type Service struct {
 	// Resolution is a ServiceEntry's (NONE, STATIC, DNS,
 	// DNS_ROUND_ROBIN); "" for a Kubernetes Service.
 	Resolution string
+	// Entry is the ServiceEntry (namespace/name) the service is a host of.
+	Entry string
 }
 
 // Port is one of a service's ports.

@@ -70,7 +70,7 @@ func (c *compiler) outbound(prev *space) *space {
 				}
 			}
 			if pp.headless && s.Resolution != "" && s.Resolution != ResolutionStatic {
-				c.report(s.Namespace+"/"+s.Name, "spec.addresses", fmt.Sprintf("none: port %d, not HTTP, is reached only at an address", p.Port))
+				c.cc.report(Problem{"ServiceEntry", s.Entry, "spec.addresses", fmt.Sprintf("none: %s's port %d, not HTTP, is reached only at an address", s.Hostname, p.Port)})
 				continue
 			}
 			var free []netip.Addr

@@ -30,32 +30,57 @@ type Compiler struct {
 	spaces map[spaceKey]*space // the latest of each
 	world  *World              // the world ports were last swept for
 
-	log      *slog.Logger
-	problems map[string]string // "object field" to why: what of the routing rules is not in force
+	log       *slog.Logger
+	onProblem func(Problem)
+	problems  map[string]Problem // the world's last compiled, by Problem.key
+	reported  map[string]string  // what was logged (and told onProblem), by key: once each
 }
+
+// Problem is what of a routing rule cannot take effect: a field shunt
+// does not run, or a destination the mesh does not have.
+type Problem struct {
+	Kind   string // VirtualService, DestinationRule, ServiceEntry, HTTPRoute
+	Object string // namespace/name
+	Field  string // its path in the object
+	Why    string
+}
+
+func (p Problem) key() string { return p.Kind + " " + p.Object + " " + p.Field }
 
 // SetLog has the compiler log what of the routing rules cannot take
 // effect, once each.
 func (cc *Compiler) SetLog(log *slog.Logger) { cc.log = log }
 
-// report notes a field of a rule that cannot take effect (cc.mu held).
-func (cc *Compiler) report(object, path, why string) {
-	key := object + " " + path
-	if cc.problems[key] == why {
+// OnProblem has the compiler tell f, once each and without waiting for
+// it, what of the routing rules cannot take effect.
+func (cc *Compiler) OnProblem(f func(Problem)) { cc.onProblem = f }
+
+// report notes what cannot take effect (cc.mu held).
+func (cc *Compiler) report(p Problem) {
+	key := p.key()
+	cc.problems[key] = p
+	if cc.reported[key] == p.Why {
 		return
 	}
-	cc.problems[key] = why
+	cc.reported[key] = p.Why
 	if cc.log != nil {
-		cc.log.Warn("routing rule not in force", "object", object, "field", path, "problem", why)
+		cc.log.Warn("routing rule not in force", "kind", p.Kind, "object", p.Object, "field", p.Field, "problem", p.Why)
+	}
+	if cc.onProblem != nil {
+		go cc.onProblem(p)
 	}
 }
 
-// Problems are what of the routing rules is not in force: fields shunt
-// does not run, destinations the mesh does not have, by "object field".
+// Problems are what of the routing rules is not in force in the world
+// last compiled, by "Kind namespace/name field".
 func (cc *Compiler) Problems() map[string]string {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
-	return maps.Clone(cc.problems)
+	out := make(map[string]string, len(cc.problems))
+	for k, p := range cc.problems {
+		out[k] = p.Why
+	}
+	return out
 }
 
 // NewCompiler is a compiler under m.
@@ -63,7 +88,7 @@ func NewCompiler(m Mesh) (*Compiler, error) {
 	if err := m.check(); err != nil {
 		return nil, err
 	}
-	return &Compiler{mesh: m, ports: map[portKey]*portParts{}, spaces: map[spaceKey]*space{}, problems: map[string]string{}}, nil
+	return &Compiler{mesh: m, ports: map[portKey]*portParts{}, spaces: map[spaceKey]*space{}, problems: map[string]Problem{}, reported: map[string]string{}}, nil
 }
 
 type portKey struct {
@@ -121,35 +146,7 @@ type space struct {
 // space is c's namespace's outbound side, compiled when its world is
 // not the one of the last (cc.mu held).
 func (cc *Compiler) space(c *compiler) *space {
-	if cc.world != c.w {
-		cc.world = c.w
-		for k, pp := range cc.ports {
-			if c.w.Services[k.svc] != pp.svc {
-				delete(cc.ports, k) // changed or gone
-			}
-		}
-		cc.problems = map[string]string{}
-		for _, key := range slices.Sorted(maps.Keys(c.w.VirtualServices)) {
-			for _, p := range c.w.VirtualServices[key].Problems {
-				cc.report(key, p, "not run by shunt")
-			}
-		}
-		for _, key := range slices.Sorted(maps.Keys(c.w.DestinationRules)) {
-			for _, p := range c.w.DestinationRules[key].Problems {
-				cc.report(key, p, "not run by shunt")
-			}
-		}
-		for _, key := range slices.Sorted(maps.Keys(c.w.serviceEntries)) {
-			for _, p := range c.w.serviceEntries[key].problems {
-				cc.report(key, p, "not run by shunt")
-			}
-		}
-		for _, key := range slices.Sorted(maps.Keys(c.w.HTTPRoutes)) {
-			for _, p := range c.w.HTTPRoutes[key].Routes.Problems {
-				cc.report(key, p, "not run by shunt")
-			}
-		}
-	}
+	cc.survey(c.w)
 	key := spaceKey{c.n.Namespace, c.v6}
 	prev := cc.spaces[key]
 	if prev != nil && prev.world == c.w {
@@ -159,6 +156,47 @@ func (cc *Compiler) space(c *compiler) *space {
 	sp.world = c.w
 	cc.spaces[key] = sp
 	return sp
+}
+
+// Survey notes what of w's routing rules shunt does not run, as a
+// compile of w would (the server calls it on each world, whether
+// sidecars are connected or not).
+func (cc *Compiler) Survey(w *World) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.survey(w)
+}
+
+// survey forgets the parts of services w changed or lacks, and notes the
+// fields of its rules shunt does not run (cc.mu held).
+func (cc *Compiler) survey(w *World) {
+	if cc.world == w {
+		return
+	}
+	cc.world = w
+	for k, pp := range cc.ports {
+		if w.Services[k.svc] != pp.svc {
+			delete(cc.ports, k) // changed or gone
+		}
+	}
+	cc.problems = map[string]Problem{}
+	unrun := func(kind, key string, fields []string) {
+		for _, f := range fields {
+			cc.report(Problem{kind, key, f, "not run by shunt"})
+		}
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.VirtualServices)) {
+		unrun("VirtualService", key, w.VirtualServices[key].Problems)
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.DestinationRules)) {
+		unrun("DestinationRule", key, w.DestinationRules[key].Problems)
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.serviceEntries)) {
+		unrun("ServiceEntry", key, w.serviceEntries[key].problems)
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
+		unrun("HTTPRoute", key, w.HTTPRoutes[key].Routes.Problems)
+	}
 }
 
 // parts returns a service port's resources, built when the service or

@@ -71,6 +71,7 @@ func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) 
 		},
 	})
 	s.metrics.services.Set(float64(len(w.Services)))
+	compiler.Survey(w)
 	return s, nil
 }
 
@@ -158,11 +159,13 @@ func (s *Server) pushAll() {
 	if s.next != nil {
 		s.world, s.next = s.next, nil
 	}
+	world := s.world
 	ids := make([]string, 0, len(s.nodes))
 	for id := range s.nodes {
 		ids = append(ids, id)
 	}
 	s.mu.Unlock()
+	s.compiler.Survey(world)
 	for _, id := range ids {
 		if err := s.push(id); err != nil {
 			s.log.Error("push", "proxy", id, "err", err)

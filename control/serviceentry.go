@@ -103,7 +103,7 @@ func ServiceEntryFrom(doc []byte) ([]*Service, map[string][]Endpoint, []string, 
 			continue
 		}
 		s := &Service{Name: h, Namespace: o.Metadata.Namespace, Hostname: h, Addresses: addrs, Ports: ports,
-			ExportTo: spec.ExportTo, Resolution: spec.Resolution}
+			ExportTo: spec.ExportTo, Resolution: spec.Resolution, Entry: name}
 		services = append(services, s)
 		var eps []Endpoint
 		for _, e := range spec.Endpoints {

@@ -113,7 +113,7 @@ func (w *World) routesFor(ns string, vs map[string]*VirtualService) {
 		}
 	}
 	for host, b := range byHost {
-		merged := &VirtualService{Name: b.routes[0].Name, Namespace: b.routes[0].Namespace, Hosts: []string{host}}
+		merged := &VirtualService{Kind: "HTTPRoute", Name: b.routes[0].Name, Namespace: b.routes[0].Namespace, Hosts: []string{host}}
 		all := false
 		for _, r := range b.routes {
 			merged.HTTP = append(merged.HTTP, r.Routes.HTTP...)
@@ -253,7 +253,7 @@ func (c *compiler) destinationCluster(vs *VirtualService, d Destination, p Port,
 		}
 	}
 	if dst == nil {
-		c.report(vs.Namespace+"/"+vs.Name, path+".destination.host", "no service "+host)
+		c.report(vs, path+".destination.host", "no service "+host)
 		return proxy.BlackHoleCluster
 	}
 	port := d.Port
@@ -264,26 +264,30 @@ func (c *compiler) destinationCluster(vs *VirtualService, d Destination, p Port,
 		case len(dst.Ports) == 1:
 			port = dst.Ports[0].Port
 		default:
-			c.report(vs.Namespace+"/"+vs.Name, path+".destination.port", fmt.Sprintf("%s has several ports: say which", host))
+			c.report(vs, path+".destination.port", fmt.Sprintf("%s has several ports: say which", host))
 			return proxy.BlackHoleCluster
 		}
 	} else if !slices.ContainsFunc(dst.Ports, func(q Port) bool { return q.Port == port }) {
-		c.report(vs.Namespace+"/"+vs.Name, path+".destination.port", fmt.Sprintf("%s has no port %d", host, port))
+		c.report(vs, path+".destination.port", fmt.Sprintf("%s has no port %d", host, port))
 		return proxy.BlackHoleCluster
 	}
 	if d.Subset != "" {
 		dr := c.rules.dr[host]
 		if dr == nil || !slices.ContainsFunc(dr.Subsets, func(s Subset) bool { return s.Name == d.Subset }) {
-			c.report(vs.Namespace+"/"+vs.Name, path+".destination.subset", fmt.Sprintf("no DestinationRule of %s has a subset %q", host, d.Subset))
+			c.report(vs, path+".destination.subset", fmt.Sprintf("no DestinationRule of %s has a subset %q", host, d.Subset))
 			return proxy.BlackHoleCluster
 		}
 	}
 	return fmt.Sprintf("outbound|%d|%s|%s", port, d.Subset, host)
 }
 
-// report notes a field of a rule that cannot take effect.
-func (c *compiler) report(object, path, why string) {
-	c.cc.report(object, path, why)
+// report notes a field of a route that cannot take effect.
+func (c *compiler) report(vs *VirtualService, path, why string) {
+	kind := vs.Kind
+	if kind == "" {
+		kind = "VirtualService"
+	}
+	c.cc.report(Problem{kind, vs.Namespace + "/" + vs.Name, path, why})
 }
 
 // cloneCluster is base under another name, its endpoints under it too.

@@ -38,7 +38,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"},
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
-		{"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
+		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 	} {
 		out, _ := c.Kubectl("", "auth", "can-i", q.verb, q.resource, "--all-namespaces", "--as", sa)
 		if got := strings.TrimSpace(out); got != q.want {
@@ -53,7 +53,9 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	admin, _ := os.ReadFile(c.Kubeconfig)
 	kubeconfig := filepath.Join(t.TempDir(), "kubeconfig")
 	os.WriteFile(kubeconfig, []byte(strings.Replace(string(admin), "token: shunt-test-token", "token: "+strings.TrimSpace(token), 1)), 0o600)
-	if _, err := c.Kubectl("apiVersion: v1\nkind: Service\nmetadata: {name: backend-service, namespace: default}\nspec: {ports: [{name: http, port: 10000}]}",
+	if _, err := c.Kubectl("apiVersion: v1\nkind: Service\nmetadata: {name: backend-service, namespace: default}\nspec: {ports: [{name: http, port: 10000}]}\n---\n"+
+		"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: backend, namespace: default}\n"+
+		"spec: {hosts: [backend-service], http: [{route: [{destination: {host: backend-service}}], fault: {abort: {httpStatus: 500}}}]}",
 		"apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -84,5 +86,16 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	// shunt-system/shunt-webhook and shunt-system/shunt-control.
 	if !strings.Contains(metrics, "pilot_services 4") {
 		t.Errorf("/metrics:\n%s", metrics)
+	}
+	// The fault it does not run is told on the VirtualService.
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, _ := c.Kubectl("", "-n", "default", "get", "events", "--field-selector", "involvedObject.kind=VirtualService,involvedObject.name=backend",
+			"-o", "jsonpath={range .items[*]}{.type} {.reason} {.message}{\"\\n\"}{end}")
+		if strings.Contains(out, "Warning NotInForce spec.http[0].fault: not run by shunt") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no event on the VirtualService: %q", out)
+		}
 	}
 }
