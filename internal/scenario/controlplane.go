@@ -1,8 +1,11 @@
 package scenario
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/shunt-dev/shunt/internal/netlab"
@@ -59,17 +62,34 @@ func (s *Scenario) startControlPlane(format string) (args, env []string, err err
 	if err := os.WriteFile(manifest, []byte(text), 0o644); err != nil {
 		return nil, nil, err
 	}
-	argv := []string{s.Opts.ControlBin, "--from-file", manifest, "--addr", ControlAddr, "--monitor-addr", netlab.PeerIP + ":15014",
+	s.controlArgv = []string{s.Opts.ControlBin, "--from-file", manifest, "--addr", ControlAddr, "--monitor-addr", netlab.PeerIP + ":15014",
 		"--access-log-file", "/dev/stdout", "--access-log-format", format}
-	s.logf("control plane: %s", strings.Join(argv, " "))
-	cmd := s.Pod.Peer.Command(argv...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := s.start(cmd); err != nil {
-		return nil, nil, err
-	}
-	if err := waitTCP(s.Pod.Peer, ControlAddr); err != nil {
+	s.logf("control plane: %s", strings.Join(s.controlArgv, " "))
+	if err := s.runControlPlane(); err != nil {
 		return nil, nil, err
 	}
 	return []string{"--xds-address", ControlAddr},
 		[]string{"POD_NAME=app-1", "POD_NAMESPACE=default", "INSTANCE_IP=" + netlab.PodIP}, nil
+}
+
+func (s *Scenario) runControlPlane() error {
+	cmd := s.Pod.Peer.Command(s.controlArgv...)
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := s.start(cmd); err != nil {
+		return err
+	}
+	s.control = cmd
+	return waitTCP(s.Pod.Peer, ControlAddr)
+}
+
+// RestartControlPlane kills shunt-control (SIGKILL: the sidecar gets no
+// goodbye) and starts it again.
+func (s *Scenario) RestartControlPlane() error {
+	if s.control == nil {
+		return fmt.Errorf("no control plane in this scenario")
+	}
+	_ = s.control.Process.Kill()
+	_ = s.control.Wait()
+	s.procs = slices.DeleteFunc(s.procs, func(c *exec.Cmd) bool { return c == s.control })
+	return s.runControlPlane()
 }

@@ -84,14 +84,16 @@ var envoyCaptureArgs = []string{"-p", EnvoyPort, "-u", "1337", "-m", "REDIRECT",
 
 // Scenario is a running seed scenario. Close tears it all down.
 type Scenario struct {
-	Pod       *netlab.Pod
-	Opts      Options
-	dir       string
-	procs     []*exec.Cmd
-	proxy     *exec.Cmd
-	AccessLog *Buffer // the sidecar's access log
-	NginxConf string  // the pod's nginx.conf, as nginx reads it
-	closeOnce sync.Once
+	Pod         *netlab.Pod
+	Opts        Options
+	dir         string
+	procs       []*exec.Cmd
+	proxy       *exec.Cmd
+	control     *exec.Cmd // shunt-control, when the sidecar follows it
+	controlArgv []string
+	AccessLog   *Buffer // the sidecar's access log
+	NginxConf   string  // the pod's nginx.conf, as nginx reads it
+	closeOnce   sync.Once
 }
 
 // Buffer is a goroutine-safe bytes.Buffer for a child's output.

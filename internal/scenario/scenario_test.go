@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/shunt-dev/shunt/internal/envoytest"
 	"github.com/shunt-dev/shunt/internal/scenario"
@@ -283,5 +284,66 @@ func TestSeedControlPlaneSplit(t *testing.T) {
 		t.Errorf("v2 took %.1f%% of %d requests, want 10%% ± 3", share, n)
 	} else {
 		t.Logf("v2 took %.1f%% of %d requests", share, n)
+	}
+}
+
+// TestSeedControlPlaneRestart: with nginx's requests flowing through the
+// sidecar, shunt-control is killed and started again; no request fails
+// (the sidecar serves on with what it has) and the sidecar follows the
+// new one.
+func TestSeedControlPlaneRestart(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	name := "shunt-seed-cprestart-" + strconv.Itoa(os.Getpid())
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
+		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	client := s.Client()
+	var sent, failed atomic.Int64
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			sent.Add(1)
+			resp, err := client.Get("http://127.0.0.1/test")
+			if err != nil {
+				failed.Add(1)
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || !strings.HasPrefix(string(body), "hello from backend-service: /test") {
+				failed.Add(1)
+			}
+		}
+	}()
+	time.Sleep(500 * time.Millisecond)
+	if err := s.RestartControlPlane(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		syncz, _ := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/debug/syncz")
+		if strings.Contains(syncz, `"proxy": "sidecar~10.1.0.5~app-1.default~default.svc.cluster.local"`) && strings.Contains(syncz, `"listener_acked": "`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the sidecar never came back to the new control plane: %s", syncz)
+		}
+	}
+	time.Sleep(500 * time.Millisecond)
+	close(stop)
+	<-done
+	if n := failed.Load(); n != 0 || sent.Load() < 50 {
+		t.Errorf("%d of %d requests failed across the restart", n, sent.Load())
+	} else {
+		t.Logf("%d requests across the restart, none failed", sent.Load())
 	}
 }
