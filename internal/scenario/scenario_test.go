@@ -347,3 +347,89 @@ func TestSeedControlPlaneRestart(t *testing.T) {
 		t.Logf("%d requests across the restart, none failed", sent.Load())
 	}
 }
+
+// TestSeedControlPlaneOutlier: backend-service has a second endpoint
+// that answers 503; a DestinationRule's outlier detection ejects it, and
+// nginx's requests then reach only the good one (none failed: Istio's
+// retries take a 503 to the other host meanwhile).
+func TestSeedControlPlaneOutlier(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	name := "shunt-seed-outlier-" + strconv.Itoa(os.Getpid())
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
+		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t), Manifest: scenario.MeshManifest + `
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-service-bad, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
+addressType: IPv4
+ports: [{name: http, port: 10008}]
+endpoints: [{addresses: [10.1.0.1]}]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: {name: backend, namespace: default}
+spec:
+  host: backend-service
+  trafficPolicy:
+    loadBalancer: {simple: ROUND_ROBIN}
+    outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50}
+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	var ln net.Listener
+	if err := s.Pod.Peer.Do(func() (err error) { ln, err = net.Listen("tcp4", "10.1.0.1:10008"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	var bad atomic.Int64
+	go http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		bad.Add(1)
+		http.Error(w, "failing", http.StatusServiceUnavailable)
+	}))
+	defer ln.Close()
+	client := s.Client()
+	get := func(n int) (failed int) {
+		for range n {
+			resp, err := client.Get("http://127.0.0.1/test")
+			if err != nil {
+				failed++
+				continue
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				failed++
+			}
+		}
+		return failed
+	}
+	if f := get(20); f != 0 {
+		t.Errorf("%d of 20 requests failed while the bad endpoint was in", f)
+	}
+	if bad.Load() == 0 {
+		t.Fatal("the bad endpoint was never tried")
+	}
+	stats := ""
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := client.Get("http://127.0.0.1:15000/stats?filter=ejections_active")
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			stats = string(b)
+		}
+		if strings.Contains(stats, "cluster.outbound|10000||backend-service.default.svc.cluster.local.outlier_detection.ejections_active: 1") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the bad endpoint was never ejected:\n%s", stats)
+		}
+	}
+	before := bad.Load()
+	if f := get(40); f != 0 {
+		t.Errorf("%d of 40 requests failed after the ejection", f)
+	}
+	if after := bad.Load(); after != before {
+		t.Errorf("the ejected endpoint got %d more requests", after-before)
+	}
+}
