@@ -201,6 +201,21 @@ func TestSeedControlPlane(t *testing.T) {
 	}
 }
 
+// startControlled is the seed with its sidecar configured by
+// shunt-control from manifest (MeshManifest when ""), torn down when the
+// test ends.
+func startControlled(t *testing.T, label, manifest string) *scenario.Scenario {
+	t.Helper()
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: "shunt-seed-" + label + "-" + strconv.Itoa(os.Getpid()),
+		Sidecar: scenario.Shunt, ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t), Manifest: manifest})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	return s
+}
+
 // splitRules put backend-service's two versions (the backend host's
 // nginx on 10000 and 10009) behind a VirtualService that splits 90/10.
 const splitRules = `
@@ -255,14 +270,7 @@ spec:
 // VirtualService between backend-service's versions 90/10, within ±3
 // points over 1,000 requests.
 func TestSeedControlPlaneSplit(t *testing.T) {
-	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
-	name := "shunt-seed-split-" + strconv.Itoa(os.Getpid())
-	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
-		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t), Manifest: scenario.MeshManifest + splitRules})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startControlled(t, "split", scenario.MeshManifest + splitRules)
 	client := s.Client()
 	const n = 1000
 	v2 := 0
@@ -292,14 +300,7 @@ func TestSeedControlPlaneSplit(t *testing.T) {
 // (the sidecar serves on with what it has) and the sidecar follows the
 // new one.
 func TestSeedControlPlaneRestart(t *testing.T) {
-	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
-	name := "shunt-seed-cprestart-" + strconv.Itoa(os.Getpid())
-	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
-		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+	s := startControlled(t, "cprestart", "")
 	client := s.Client()
 	var sent, failed atomic.Int64
 	stop := make(chan struct{})
@@ -353,10 +354,7 @@ func TestSeedControlPlaneRestart(t *testing.T) {
 // nginx's requests then reach only the good one (none failed: Istio's
 // retries take a 503 to the other host meanwhile).
 func TestSeedControlPlaneOutlier(t *testing.T) {
-	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
-	name := "shunt-seed-outlier-" + strconv.Itoa(os.Getpid())
-	s, err := scenario.Start(context.Background(), scenario.Options{Name: name, Sidecar: scenario.Shunt,
-		ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t), Manifest: scenario.MeshManifest + `
+	s := startControlled(t, "outlier", scenario.MeshManifest + `
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
@@ -373,11 +371,7 @@ spec:
   trafficPolicy:
     loadBalancer: {simple: ROUND_ROBIN}
     outlierDetection: {consecutive5xxErrors: 2, interval: 1s, baseEjectionTime: 60s, maxEjectionPercent: 50}
-`})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
+`)
 	var ln net.Listener
 	if err := s.Pod.Peer.Do(func() (err error) { ln, err = net.Listen("tcp4", "10.1.0.1:10008"); return err }); err != nil {
 		t.Fatal(err)
