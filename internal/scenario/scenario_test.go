@@ -270,7 +270,7 @@ spec:
 // VirtualService between backend-service's versions 90/10, within ±3
 // points over 1,000 requests.
 func TestSeedControlPlaneSplit(t *testing.T) {
-	s := startControlled(t, "split", scenario.MeshManifest + splitRules)
+	s := startControlled(t, "split", scenario.MeshManifest+splitRules)
 	client := s.Client()
 	const n = 1000
 	v2 := 0
@@ -354,7 +354,7 @@ func TestSeedControlPlaneRestart(t *testing.T) {
 // nginx's requests then reach only the good one (none failed: Istio's
 // retries take a 503 to the other host meanwhile).
 func TestSeedControlPlaneOutlier(t *testing.T) {
-	s := startControlled(t, "outlier", scenario.MeshManifest + `
+	s := startControlled(t, "outlier", scenario.MeshManifest+`
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
