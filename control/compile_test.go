@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -271,5 +272,29 @@ func TestCompileServiceEntries(t *testing.T) {
 		if _, err := control.LoadWorld([]byte(bad), control.DefaultDomain); err == nil {
 			t.Errorf("%q: loaded", bad)
 		}
+	}
+}
+
+// TestCompileSidecarScope compiles with Istio's Sidecar resources
+// (sidecar.yaml): default's sidecar gets its namespace's services only;
+// another namespace's, the root namespace's default; the one with a
+// workload selector is reported.
+func TestCompileSidecarScope(t *testing.T) {
+	cc, w := compileWith(t, "sidecar.yaml", "sidecar.golden.yaml")
+	if p := cc.Problems(); len(p) != 1 || !strings.HasPrefix(p["Sidecar default/ratings spec.workloadSelector: a Sidecar for some pods is not run; give the namespace's without one"], "not run") {
+		t.Errorf("problems: %v", p)
+	}
+	other, err := control.ParseNode(&corev3.Node{Id: "sidecar~10.1.1.5~web-1.other~other.svc.cluster.local"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var clusters []string
+	for _, c := range cc.Compile(w, other).Clusters {
+		if strings.HasPrefix(c.GetName(), "outbound|") {
+			clusters = append(clusters, c.GetName())
+		}
+	}
+	if want := []string{"outbound|80||private.other.svc.cluster.local", "outbound|80||shared.other.svc.cluster.local"}; !slices.Equal(clusters, want) {
+		t.Errorf("other's sidecar, scoped by the root namespace's Sidecar: %v, want %v", clusters, want)
 	}
 }

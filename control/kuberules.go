@@ -51,6 +51,15 @@ var ruleKinds = []struct {
 			return err
 		},
 		func(w *World, key string) { w.DeleteServiceEntry(key) }},
+	{"Sidecar", "networking.istio.io", []string{"v1", "v1beta1"}, "sidecars",
+		func(w *World, doc []byte) error {
+			sc, problems, err := SidecarFrom(doc)
+			if err == nil {
+				w.PutSidecar(objectKey(doc), sc, problems)
+			}
+			return err
+		},
+		func(w *World, key string) { w.DeleteSidecar(key) }},
 	{"HTTPRoute", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "httproutes",
 		func(w *World, doc []byte) error {
 			r, err := HTTPRouteFrom(doc, w.Domain)

@@ -30,6 +30,9 @@ type Mesh struct {
 	// InboundSource and InboundSource6 are what the sidecar binds when
 	// it connects to its app (127.0.0.6, ::6).
 	InboundSource, InboundSource6 netip.Addr
+	// RootNamespace's Sidecar is every namespace's default
+	// (rootNamespace, istio-system).
+	RootNamespace string
 
 	logs []*accesslogv3.AccessLog
 }
@@ -38,7 +41,8 @@ type Mesh struct {
 // shunt's sidecar bounds it.
 func DefaultMesh() Mesh {
 	return Mesh{ConnectTimeout: 10 * time.Second, ProtocolDetectionTimeout: proxy.DefaultProtocolDetectionTimeout,
-		IdleTimeout: time.Hour, InboundSource: netip.MustParseAddr("127.0.0.6"), InboundSource6: netip.MustParseAddr("::6")}
+		IdleTimeout: time.Hour, InboundSource: netip.MustParseAddr("127.0.0.6"), InboundSource6: netip.MustParseAddr("::6"),
+		RootNamespace: "istio-system"}
 }
 
 // check validates m and readies its access log.

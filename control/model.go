@@ -85,6 +85,10 @@ type World struct {
 	DestinationRules map[string]*DestinationRule
 	// HTTPRoutes are Gateway API's bound to Services, by namespace/name.
 	HTTPRoutes map[string]*HTTPRoute
+	// Sidecars are Istio's Sidecar resources scoping a namespace, by
+	// namespace/name; sidecarProblems what of the others is not run.
+	Sidecars        map[string]*Sidecar
+	sidecarProblems map[string][]string
 	// Domain is the cluster's DNS domain (cluster.local).
 	Domain string
 	// epVersion changes, per service, with its endpoints: a compiler
@@ -110,7 +114,7 @@ func NewWorld() *World {
 	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
 		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
-		HTTPRoutes: map[string]*HTTPRoute{}}
+		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -118,7 +122,8 @@ func (w *World) Clone() *World {
 	return &World{Services: maps.Clone(w.Services), Endpoints: maps.Clone(w.Endpoints), Pods: maps.Clone(w.Pods), Domain: w.Domain,
 		epVersion: maps.Clone(w.epVersion), podVersion: w.podVersion,
 		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
-		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries}
+		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
+		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

@@ -43,9 +43,13 @@ func (c *compiler) outbound(prev *space) *space {
 	var addrChains []*listenerv3.FilterChain
 	sp.clusters = c.builtinClusters()
 	c.rules = c.w.rulesFor(c.n.Namespace)
+	scope := c.w.sidecarFor(c.n.Namespace, c.m.RootNamespace)
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
 		if s.Namespace == c.n.Namespace {
 			sp.local = append(sp.local, s)
+		}
+		if scope != nil && !scope.admits(s, c.n.Namespace) {
+			continue // not among the namespace's Sidecar's egress hosts
 		}
 		for _, p := range s.Ports {
 			pp := c.cc.parts(c, s, p)

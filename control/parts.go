@@ -197,6 +197,9 @@ func (cc *Compiler) survey(w *World) {
 	for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 		unrun("HTTPRoute", key, w.HTTPRoutes[key].Routes.Problems)
 	}
+	for _, key := range slices.Sorted(maps.Keys(w.sidecarProblems)) {
+		unrun("Sidecar", key, w.sidecarProblems[key])
+	}
 }
 
 // parts returns a service port's resources, built when the service or

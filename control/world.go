@@ -101,6 +101,26 @@ func (w *World) DeleteServiceEntry(key string) {
 	delete(w.serviceEntries, key)
 }
 
+// PutSidecar adds or replaces the Sidecar namespace/name (nil: one shunt
+// does not run, for problems' sake).
+func (w *World) PutSidecar(key string, sc *Sidecar, problems []string) {
+	if w.sidecarProblems == nil {
+		w.sidecarProblems = map[string][]string{}
+	}
+	delete(w.Sidecars, key)
+	delete(w.sidecarProblems, key)
+	if sc != nil {
+		w.Sidecars[key] = sc
+		problems = sc.Problems
+	}
+	if len(problems) > 0 {
+		w.sidecarProblems[key] = problems
+	}
+}
+
+// DeleteSidecar removes the Sidecar namespace/name.
+func (w *World) DeleteSidecar(key string) { w.PutSidecar(key, nil, nil) }
+
 // PutHTTPRoute adds or replaces an HTTPRoute.
 func (w *World) PutHTTPRoute(r *HTTPRoute) { w.HTTPRoutes[r.Namespace+"/"+r.Name] = r }
 
@@ -189,6 +209,12 @@ func (w *World) putManifest(doc []byte) error {
 			return err
 		}
 		w.PutServiceEntry(objectKey(doc), services, eps, problems)
+	case "Sidecar":
+		sc, problems, err := SidecarFrom(doc)
+		if err != nil {
+			return err
+		}
+		w.PutSidecar(objectKey(doc), sc, problems)
 	case "HTTPRoute":
 		r, err := HTTPRouteFrom(doc, w.Domain)
 		if err != nil {

@@ -30,7 +30,8 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		}
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io",
-		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io"); err != nil {
+		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
+		"crd/sidecars.networking.istio.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	sa := "system:serviceaccount:shunt-system:shunt-control"
@@ -38,6 +39,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"},
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
+		{"watch", "sidecars.networking.istio.io", "yes"},
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 	} {
 		out, _ := c.Kubectl("", "auth", "can-i", q.verb, q.resource, "--all-namespaces", "--as", sa)
