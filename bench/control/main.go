@@ -1,7 +1,8 @@
 // Command control measures shunt's control plane at scale: a world of
 // -services services (in -namespaces namespaces, -endpoints endpoints
 // each, every one visible to every sidecar, as Istio's default) served to
-// -clients ADS clients, first over state of the world, then over delta,
+// -clients ADS clients (with -scoped, each namespace's scoped to its own
+// services by a Sidecar), first over state of the world, then over delta,
 // by one control plane process (this program again, with -serve: the same
 // control.Server shunt-control runs). Each change replaces one endpoint of
 // one service, as an EndpointSlice update does; it is timed from the
@@ -53,6 +54,7 @@ var (
 	serve      = flag.Bool("serve", false, "be the control plane (the bench starts itself so)")
 	profile    = flag.String("cpuprofile", "", "write the server's CPU profile of the changes here")
 	only       = flag.String("only", "", "run one protocol: sotw or delta")
+	scoped     = flag.Bool("scoped", false, "each namespace has a Sidecar whose egress is its own services (./*)")
 )
 
 func main() {
@@ -64,7 +66,7 @@ func main() {
 	exe, err := os.Executable()
 	check(err)
 	child := exec.Command(exe, "-serve", "-services", strconv.Itoa(*services), "-namespaces", strconv.Itoa(*namespaces),
-		"-endpoints", strconv.Itoa(*endpoints), "-debounce-after", debounce.String(), "-cpuprofile", *profile)
+		"-endpoints", strconv.Itoa(*endpoints), "-debounce-after", debounce.String(), "-cpuprofile", *profile, "-scoped="+strconv.FormatBool(*scoped))
 	child.Stderr = os.Stderr
 	child.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL} // gone with the bench, however it ends
 	out, err := child.StdoutPipe()
@@ -75,8 +77,12 @@ func main() {
 	_, err = fmt.Fscan(bufio.NewReader(out), &xdsAddr, &changeAddr)
 	check(err)
 	pid := child.Process.Pid
-	fmt.Printf("world: %d services × %d endpoints in %d namespaces, all visible; %d clients; debounce %s; %d changes per protocol\n",
-		*services, *endpoints, *namespaces, *clients, *debounce, *changes)
+	scope := "all visible to all"
+	if *scoped {
+		scope = "each namespace's sidecars scoped to its own by a Sidecar"
+	}
+	fmt.Printf("world: %d services × %d endpoints in %d namespaces, %s; %d clients; debounce %s; %d changes per protocol\n",
+		*services, *endpoints, *namespaces, scope, *clients, *debounce, *changes)
 	fmt.Printf("server at rest: RSS %.0f MB\n", rssMB(pid, "VmRSS"))
 	for _, delta := range []bool{false, true} {
 		if *only == "" || (*only == "delta") == delta {
@@ -119,7 +125,12 @@ func runRound(delta bool, xdsAddr, changeAddr string, pid int) {
 	var pushed int64
 	var pushedResources int64
 	cpu1 := cpuSeconds(pid)
+	var affectedClients int
 	for range *changes {
+		n := int(changeSeq.Add(1))
+		// The clients the change reaches: all, or the changed service's
+		// namespace's when scoped.
+		affected := func(i int) bool { return !*scoped || i%*namespaces == changedService(n)%*namespaces }
 		before := make([]int64, len(cs))
 		var bytes0, res0 int64
 		for i, c := range cs {
@@ -128,17 +139,21 @@ func runRound(delta bool, xdsAddr, changeAddr string, pid int) {
 			res0 += c.edsResources.Load()
 		}
 		t0 := time.Now()
-		resp, err := http.Get("http://" + changeAddr + "/change")
+		resp, err := http.Get("http://" + changeAddr + "/change?n=" + strconv.Itoa(n))
 		check(err)
 		resp.Body.Close()
-		waitAll(cs, func(i int) bool { return cs[i].edsCount.Load() > before[i] }, 30*time.Second, "change")
+		waitAll(cs, func(i int) bool { return !affected(i) || cs[i].edsCount.Load() > before[i] }, 30*time.Second, "change")
 		var worst time.Duration
-		for _, c := range cs {
+		for i, c := range cs {
+			pushed += c.edsBytes.Load()
+			pushedResources += c.edsResources.Load()
+			if !affected(i) {
+				continue
+			}
+			affectedClients++
 			d := c.lastEDS().Sub(t0)
 			each = append(each, d)
 			worst = max(worst, d)
-			pushed += c.edsBytes.Load()
-			pushedResources += c.edsResources.Load()
 		}
 		pushed -= bytes0
 		pushedResources -= res0
@@ -149,11 +164,12 @@ func runRound(delta bool, xdsAddr, changeAddr string, pid int) {
 	fmt.Printf("\n%s:\n", name)
 	fmt.Printf("  initial sync of %d clients: %s, server CPU %.2fs, %.1f MB pushed (%.0f KB per client)\n",
 		len(cs), sync.Round(time.Millisecond), syncCPU, float64(syncBytes)/1e6, float64(syncBytes)/1e3/float64(len(cs)))
-	fmt.Printf("  change to every client updated: p50 %s  p99 %s  max %s\n", pct(all, 50), pct(all, 99), pct(all, 100))
+	fmt.Printf("  change to every client it reaches updated (%d on average): p50 %s  p99 %s  max %s\n",
+		affectedClients / *changes, pct(all, 50), pct(all, 99), pct(all, 100))
 	fmt.Printf("  change to one client updated:   p50 %s  p99 %s\n", pct(each, 50), pct(each, 99))
 	fmt.Printf("  per change: %.1f KB pushed in all, %.0f bytes and %.1f endpoint resources per client; server CPU %.0f ms\n",
-		float64(pushed)/1e3/float64(*changes), float64(pushed)/float64(*changes*len(cs)),
-		float64(pushedResources)/float64(*changes*len(cs)), changeCPU*1000/float64(*changes))
+		float64(pushed)/1e3/float64(*changes), float64(pushed)/float64(affectedClients),
+		float64(pushedResources)/float64(affectedClients), changeCPU*1000/float64(*changes))
 	fmt.Printf("  server RSS with %d clients: %.0f MB\n", len(cs), rssMB(pid, "VmRSS"))
 }
 
@@ -292,6 +308,12 @@ func runServer() {
 		w.PutService(s)
 		w.PutSlice(ns+"/"+s.Name, ns+"/"+s.Name+"-1", sliceFor(i, 0))
 	}
+	if *scoped {
+		for n := range *namespaces {
+			ns := fmt.Sprintf("ns-%d", n)
+			w.PutSidecar(ns+"/default", &control.Sidecar{Name: "default", Namespace: ns, Hosts: []string{"./*"}}, nil)
+		}
+	}
 	srv, err := control.NewServer(control.DefaultMesh(), w, *debounce, 10*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	check(err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -303,25 +325,30 @@ func runServer() {
 	hln, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	fmt.Println(ln.Addr(), hln.Addr())
-	var changed atomic.Int64
 	http.Serve(hln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/stop-profile" {
 			pprof.StopCPUProfile()
 			return
 		}
-		n := int(changed.Add(1)) // every change new, across rounds
+		n, _ := strconv.Atoi(r.URL.Query().Get("n")) // every change new, across rounds
 		if n == 1 && *profile != "" {
 			f, err := os.Create(*profile)
 			check(err)
 			check(pprof.StartCPUProfile(f))
 		}
-		i := (n * 37) % *services
+		i := changedService(n)
 		ns := fmt.Sprintf("ns-%d", i%*namespaces)
 		srv.Update(func(w *control.World) {
 			w.PutSlice(ns+"/svc-"+strconv.Itoa(i), ns+"/svc-"+strconv.Itoa(i)+"-1", sliceFor(i, n))
 		})
 	}))
 }
+
+// changeSeq numbers the changes, across rounds, so each is new.
+var changeSeq atomic.Int64
+
+// changedService is the service the nth change moves an endpoint of.
+func changedService(n int) int { return (n * 37) % *services }
 
 // sliceFor is service i's endpoints at generation gen: the last one
 // moves with each generation.
