@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -80,15 +81,7 @@ func (cc *Compiler) Compile(w *World, n Node) *Resources {
 }
 
 func byName[T any](name func(T) string) func(a, b T) int {
-	return func(a, b T) int {
-		switch x, y := name(a), name(b); {
-		case x < y:
-			return -1
-		case x > y:
-			return 1
-		}
-		return 0
-	}
+	return func(a, b T) int { return strings.Compare(name(a), name(b)) }
 }
 
 type compiler struct {
@@ -201,6 +194,6 @@ func (c *compiler) inboundSource() []netip.Addr {
 }
 
 // clusterName is Istio's name of a cluster: direction|port|subset|host.
-func clusterName(dir string, port uint16, host string) string {
-	return fmt.Sprintf("%s|%d||%s", dir, port, host)
+func clusterName(dir string, port uint16, subset, host string) string {
+	return fmt.Sprintf("%s|%d|%s|%s", dir, port, subset, host)
 }

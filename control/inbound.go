@@ -24,7 +24,7 @@ func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluste
 	ports := c.servedPorts(sp.local)
 	var clusters []*clusterv3.Cluster
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
-		name := clusterName("inbound", port, "")
+		name := clusterName("inbound", port, "", "")
 		clusters = append(clusters, envoyres.OriginalDst(name, c.m.ConnectTimeout, c.inboundSource()...))
 		chainName := fmt.Sprintf("0.0.0.0_%d", port)
 		class := ports[port]

@@ -95,7 +95,7 @@ func (c *compiler) outbound(prev *space) *space {
 			if pp.own != nil {
 				rds = pp.own.Name
 			}
-			addrChains = append(addrChains, c.addrChains(pp, p.Port, clusterName("outbound", p.Port, s.Hostname), rds, free)...)
+			addrChains = append(addrChains, c.addrChains(pp, p.Port, clusterName("outbound", p.Port, "", s.Hostname), rds, free)...)
 		}
 	}
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
@@ -195,13 +195,17 @@ func (c *compiler) dnsCluster(s *Service, p Port, name string) *clusterv3.Cluste
 
 // loadAssignment is a service port's ready endpoints.
 func (c *compiler) loadAssignment(s *Service, p Port, name string) *endpointv3.ClusterLoadAssignment {
+	return assignment(name, c.w.endpoints(s, p))
+}
+
+// assignment is cluster name's load assignment of addrs, one locality.
+func assignment(name string, addrs []netip.AddrPort) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-	eps := c.w.endpoints(s, p)
-	if len(eps) == 0 {
+	if len(addrs) == 0 {
 		return cla
 	}
 	group := &endpointv3.LocalityLbEndpoints{}
-	for _, ap := range eps {
+	for _, ap := range addrs {
 		group.LbEndpoints = append(group.LbEndpoints, &endpointv3.LbEndpoint{
 			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyres.SocketAddress(ap)}}})
 	}

@@ -235,11 +235,12 @@ func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
 
 // buildParts builds a service port's resources.
 func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *DestinationRule) *portParts {
-	name := clusterName("outbound", p.Port, s.Hostname)
+	name := clusterName("outbound", p.Port, "", s.Hostname)
 	pp := &portParts{svc: s, vs: vs, dr: dr, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
 	pp.cluster = c.serviceCluster(s, p, name)
-	if pp.headless && s.Resolution == ResolutionStatic {
-		pp.cla = c.loadAssignment(s, p, name) // a ServiceEntry's endpoints, by address
+	// Over EDS: a Service's with cluster IPs, a STATIC ServiceEntry's.
+	if s.Resolution == "" && !pp.headless || s.Resolution == ResolutionStatic {
+		pp.cla = c.loadAssignment(s, p, name)
 	}
 	if dr != nil {
 		applyPolicy(pp.cluster, dr.Policy)
@@ -247,8 +248,6 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 	}
 	if pp.headless {
 		pp.addrs = c.endpointAddrs(s, p)
-	} else if s.Resolution == "" || s.Resolution == ResolutionStatic {
-		pp.cla = c.loadAssignment(s, p, name)
 	}
 	rds := strconv.Itoa(int(p.Port))
 	if pp.class != classTCP {

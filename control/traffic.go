@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -278,7 +279,7 @@ func (c *compiler) destinationCluster(vs *VirtualService, d Destination, p Port,
 			return proxy.BlackHoleCluster
 		}
 	}
-	return fmt.Sprintf("outbound|%d|%s|%s", port, d.Subset, host)
+	return clusterName("outbound", port, d.Subset, host)
 }
 
 // report notes a field of a route that cannot take effect.
@@ -347,26 +348,22 @@ func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
 func (c *compiler) subsetParts(s *Service, p Port, dr *DestinationRule, base *clusterv3.Cluster) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var clas []*endpointv3.ClusterLoadAssignment
+	ready := c.w.readyEndpoints(s, p)
 	for _, sub := range dr.Subsets {
-		name := fmt.Sprintf("outbound|%d|%s|%s", p.Port, sub.Name, s.Hostname)
+		name := clusterName("outbound", p.Port, sub.Name, s.Hostname)
 		cl := cloneCluster(base, name)
 		applyPolicy(cl, sub.Policy)
 		clusters = append(clusters, cl)
 		if len(s.Addresses) == 0 {
 			continue // headless: the original destination
 		}
-		cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-		group := &endpointv3.LocalityLbEndpoints{}
-		for _, e := range c.w.readyEndpoints(s, p) {
+		var addrs []netip.AddrPort
+		for _, e := range ready {
 			if pod := c.w.Pods[e.pod]; pod != nil && labelsMatch(pod.Labels, sub.Labels) {
-				group.LbEndpoints = append(group.LbEndpoints, &endpointv3.LbEndpoint{
-					HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyres.SocketAddress(e.addr)}}})
+				addrs = append(addrs, e.addr)
 			}
 		}
-		if len(group.LbEndpoints) > 0 {
-			cla.Endpoints = []*endpointv3.LocalityLbEndpoints{group}
-		}
-		clas = append(clas, cla)
+		clas = append(clas, assignment(name, addrs))
 	}
 	return clusters, clas
 }
