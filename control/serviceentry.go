@@ -25,13 +25,21 @@ var serviceEntrySchema = schema{
 	"endpoints": listOf{schema{"address": nil, "ports": nil, "labels": nil}},
 }
 
-// ServiceEntryFrom reads an Istio ServiceEntry (YAML or JSON): a service
-// per host, in the entry's namespace, with its endpoints (namespace/host
-// to the endpoints of a STATIC or DNS entry).
-func ServiceEntryFrom(doc []byte) ([]*Service, map[string][]Endpoint, []string, error) {
+// ServiceEntry is an Istio ServiceEntry as the mesh sees it: a service
+// per host, in the entry's namespace, with its endpoints.
+type ServiceEntry struct {
+	Name, Namespace string
+	Services        []*Service
+	// Endpoints are those of a STATIC or DNS entry, by namespace/host.
+	Endpoints map[string][]Endpoint
+	Problems  []string
+}
+
+// ServiceEntryFrom reads an Istio ServiceEntry (YAML or JSON).
+func ServiceEntryFrom(doc []byte) (*ServiceEntry, error) {
 	o, problems, err := decodeObject(doc, serviceEntrySchema)
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, err
 	}
 	var spec struct {
 		Hosts, Addresses, ExportTo []string
@@ -47,8 +55,8 @@ func ServiceEntryFrom(doc []byte) ([]*Service, map[string][]Endpoint, []string, 
 		}
 	}
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
-	fail := func(format string, args ...any) ([]*Service, map[string][]Endpoint, []string, error) {
-		return nil, nil, nil, fmt.Errorf("ServiceEntry %s: "+format, append([]any{name}, args...)...)
+	fail := func(format string, args ...any) (*ServiceEntry, error) {
+		return nil, fmt.Errorf("ServiceEntry %s: "+format, append([]any{name}, args...)...)
 	}
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
 		return fail("%v", err)
@@ -133,5 +141,6 @@ func ServiceEntryFrom(doc []byte) ([]*Service, map[string][]Endpoint, []string, 
 		}
 		endpoints[s.Namespace+"/"+h] = eps
 	}
-	return services, endpoints, problems, nil
+	return &ServiceEntry{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Services: services, Endpoints: endpoints,
+		Problems: problems}, nil
 }

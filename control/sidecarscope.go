@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 )
 
@@ -15,43 +16,44 @@ type Sidecar struct {
 	Name, Namespace string
 	Hosts           []string
 	Problems        []string
+	// Selected: it has a workload selector (for some pods only), which
+	// shunt does not run; it is kept for its problem.
+	Selected bool
 }
 
 var sidecarSchema = schema{
 	"egress": listOf{schema{"hosts": nil}},
 }
 
-// SidecarFrom reads a Sidecar manifest (YAML or JSON); one with a
-// workload selector (for some pods only, which shunt does not run) is
-// nil, with why.
-func SidecarFrom(doc []byte) (*Sidecar, []string, error) {
+// SidecarFrom reads a Sidecar manifest (YAML or JSON).
+func SidecarFrom(doc []byte) (*Sidecar, error) {
 	o, problems, err := decodeObject(doc, sidecarSchema)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
-	for _, p := range problems {
-		if p == "spec.workloadSelector" {
-			return nil, []string{"spec.workloadSelector: a Sidecar for some pods is not run; give the namespace's without one"}, nil
-		}
+	sc := &Sidecar{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
+	if slices.Contains(problems, "spec.workloadSelector") {
+		sc.Selected = true
+		sc.Problems = []string{"spec.workloadSelector: a Sidecar for some pods is not run; give the namespace's without one"}
+		return sc, nil
 	}
 	var spec struct {
 		Egress []struct{ Hosts []string }
 	}
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
-		return nil, nil, fmt.Errorf("Sidecar %s: %v", name, err)
+		return nil, fmt.Errorf("Sidecar %s: %v", name, err)
 	}
-	sc := &Sidecar{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
 	for i, e := range spec.Egress {
 		for j, h := range e.Hosts {
 			ns, host, ok := strings.Cut(h, "/")
 			if !ok || ns == "" || host == "" {
-				return nil, nil, fmt.Errorf("Sidecar %s: spec.egress[%d].hosts[%d]: %q is not namespace/host", name, i, j, h)
+				return nil, fmt.Errorf("Sidecar %s: spec.egress[%d].hosts[%d]: %q is not namespace/host", name, i, j, h)
 			}
 			sc.Hosts = append(sc.Hosts, h)
 		}
 	}
-	return sc, nil, nil
+	return sc, nil
 }
 
 // sidecarFor is the Sidecar that scopes ns's sidecars: ns's own, else

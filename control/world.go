@@ -69,22 +69,23 @@ func (w *World) PutVirtualService(vs *VirtualService) {
 	w.VirtualServices[vs.Namespace+"/"+vs.Name] = vs
 }
 
-// PutServiceEntry adds or replaces the ServiceEntry namespace/name: its
-// hosts as services, with their endpoints.
-func (w *World) PutServiceEntry(key string, services []*Service, endpoints map[string][]Endpoint, problems []string) {
+// PutServiceEntry adds or replaces a ServiceEntry: its hosts as
+// services, with their endpoints.
+func (w *World) PutServiceEntry(se *ServiceEntry) {
+	key := se.Namespace + "/" + se.Name
 	w.DeleteServiceEntry(key)
 	if w.serviceEntries == nil {
 		w.serviceEntries = map[string]serviceEntry{}
 	}
 	var keys []string
-	for _, s := range services {
+	for _, s := range se.Services {
 		k := s.Namespace + "/" + s.Name
 		w.PutService(s)
-		w.PutSlice(k, "serviceentry/"+key, nonNil(endpoints[k]))
+		w.PutSlice(k, "serviceentry/"+key, nonNil(se.Endpoints[k]))
 		keys = append(keys, k)
 	}
 	w.serviceEntries = maps.Clone(w.serviceEntries)
-	w.serviceEntries[key] = serviceEntry{keys, problems}
+	w.serviceEntries[key] = serviceEntry{keys, se.Problems}
 }
 
 // DeleteServiceEntry removes the ServiceEntry namespace/name's hosts.
@@ -101,25 +102,27 @@ func (w *World) DeleteServiceEntry(key string) {
 	delete(w.serviceEntries, key)
 }
 
-// PutSidecar adds or replaces the Sidecar namespace/name (nil: one shunt
-// does not run, for problems' sake).
-func (w *World) PutSidecar(key string, sc *Sidecar, problems []string) {
-	if w.sidecarProblems == nil {
-		w.sidecarProblems = map[string][]string{}
-	}
-	delete(w.Sidecars, key)
-	delete(w.sidecarProblems, key)
-	if sc != nil {
+// PutSidecar adds or replaces a Sidecar; one with a workload selector is
+// kept for its problems only.
+func (w *World) PutSidecar(sc *Sidecar) {
+	key := sc.Namespace + "/" + sc.Name
+	w.DeleteSidecar(key)
+	if !sc.Selected {
 		w.Sidecars[key] = sc
-		problems = sc.Problems
 	}
-	if len(problems) > 0 {
-		w.sidecarProblems[key] = problems
+	if len(sc.Problems) > 0 {
+		if w.sidecarProblems == nil {
+			w.sidecarProblems = map[string][]string{}
+		}
+		w.sidecarProblems[key] = sc.Problems
 	}
 }
 
 // DeleteSidecar removes the Sidecar namespace/name.
-func (w *World) DeleteSidecar(key string) { w.PutSidecar(key, nil, nil) }
+func (w *World) DeleteSidecar(key string) {
+	delete(w.Sidecars, key)
+	delete(w.sidecarProblems, key)
+}
 
 // PutHTTPRoute adds or replaces an HTTPRoute.
 func (w *World) PutHTTPRoute(r *HTTPRoute) { w.HTTPRoutes[r.Namespace+"/"+r.Name] = r }
@@ -195,55 +198,16 @@ func (w *World) putManifest(doc []byte) error {
 		}
 		defaultNamespace(&p.Namespace)
 		w.PutPod(PodFrom(&p))
-	case "VirtualService":
-		vs, err := VirtualServiceFrom(doc)
-		if err != nil {
-			return err
-		}
-		if vs != nil {
-			w.PutVirtualService(vs)
-		}
-	case "ServiceEntry":
-		services, eps, problems, err := ServiceEntryFrom(doc)
-		if err != nil {
-			return err
-		}
-		w.PutServiceEntry(objectKey(doc), services, eps, problems)
-	case "Sidecar":
-		sc, problems, err := SidecarFrom(doc)
-		if err != nil {
-			return err
-		}
-		w.PutSidecar(objectKey(doc), sc, problems)
-	case "HTTPRoute":
-		r, err := HTTPRouteFrom(doc, w.Domain)
-		if err != nil {
-			return err
-		}
-		if r != nil {
-			w.PutHTTPRoute(r)
-		}
-	case "DestinationRule":
-		dr, err := DestinationRuleFrom(doc)
-		if err != nil {
-			return err
-		}
-		w.PutDestinationRule(dr)
 	case "":
 		return fmt.Errorf("no kind")
+	default:
+		for _, k := range ruleKinds {
+			if k.kind == head.Kind {
+				return k.put(w, doc)
+			}
+		}
 	}
 	return nil
-}
-
-// objectKey is a manifest's namespace/name (namespace default unless
-// said).
-func objectKey(doc []byte) string {
-	var meta struct {
-		Metadata struct{ Name, Namespace string }
-	}
-	yaml.Unmarshal(doc, &meta)
-	defaultNamespace(&meta.Metadata.Namespace)
-	return meta.Metadata.Namespace + "/" + meta.Metadata.Name
 }
 
 func defaultNamespace(ns *string) {

@@ -311,7 +311,7 @@ func runServer() {
 	if *scoped {
 		for n := range *namespaces {
 			ns := fmt.Sprintf("ns-%d", n)
-			w.PutSidecar(ns+"/default", &control.Sidecar{Name: "default", Namespace: ns, Hosts: []string{"./*"}}, nil)
+			w.PutSidecar(&control.Sidecar{Name: "default", Namespace: ns, Hosts: []string{"./*"}})
 		}
 	}
 	srv, err := control.NewServer(control.DefaultMesh(), w, *debounce, 10*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
