@@ -11,9 +11,6 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
-	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
-	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
-	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -118,25 +115,12 @@ func classOf(protocol string) protocolClass {
 // restored, the protocol sniffed for at most the mesh's detection
 // timeout.
 func (c *compiler) virtualListener(name string, port uint16, dir corev3.TrafficDirection) *listenerv3.Listener {
-	l := &listenerv3.Listener{Name: name, TrafficDirection: dir,
-		Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)),
-		ListenerFilters: []*listenerv3.ListenerFilter{
-			envoyres.ListenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{}),
-			envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
-			envoyres.ListenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{})},
-		ContinueOnListenerFiltersTimeout: true}
-	if c.m.ProtocolDetectionTimeout > 0 {
-		l.ListenerFiltersTimeout = durationpb.New(c.m.ProtocolDetectionTimeout)
-	}
+	var addr6 netip.AddrPort
 	if c.v6 {
-		l.AdditionalAddresses = []*listenerv3.AdditionalAddress{{Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv6Unspecified(), port))}}
+		addr6 = netip.AddrPortFrom(netip.IPv6Unspecified(), port)
 	}
-	if dir == corev3.TrafficDirection_OUTBOUND {
-		l.UseOriginalDst = wrapperspb.Bool(true)
-	} else if c.n.TProxy {
-		l.Transparent = wrapperspb.Bool(true)
-	}
-	return l
+	return envoyres.CaptureListener(name, dir, netip.AddrPortFrom(netip.IPv4Unspecified(), port), addr6, true,
+		c.m.ProtocolDetectionTimeout, c.n.TProxy)
 }
 
 // tcpProxy is a chain's TCP proxy to cluster, its stats under the

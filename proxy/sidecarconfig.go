@@ -14,9 +14,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
-	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
-	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
-	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/anypb"
@@ -61,24 +58,12 @@ func sidecarBootstrap(cfg *Config) (*bootstrapv3.Bootstrap, error) {
 }
 
 func sidecarListener(cfg *Config, name string, port uint16, dir corev3.TrafficDirection, cluster, route string, logs []*accesslogv3.AccessLog) *listenerv3.Listener {
-	l := &listenerv3.Listener{Name: name, TrafficDirection: dir,
-		Address:         envoyres.SocketAddress(netip.AddrPortFrom(cfg.ListenAddr, port)),
-		ListenerFilters: []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})}}
-	if cfg.ProtocolDetectionTimeout > 0 {
-		l.ListenerFilters = append(l.ListenerFilters,
-			envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
-			envoyres.ListenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{}))
-		l.ListenerFiltersTimeout = durationpb.New(cfg.ProtocolDetectionTimeout)
-		l.ContinueOnListenerFiltersTimeout = true
-	}
-	if dir == corev3.TrafficDirection_OUTBOUND {
-		l.UseOriginalDst = wrapperspb.Bool(true)
-	} else if cfg.TProxy {
-		l.Transparent = wrapperspb.Bool(true)
-	}
+	var addr6 netip.AddrPort
 	if cfg.ListenAddr6.IsValid() {
-		l.AdditionalAddresses = []*listenerv3.AdditionalAddress{{Address: envoyres.SocketAddress(netip.AddrPortFrom(cfg.ListenAddr6, port))}}
+		addr6 = netip.AddrPortFrom(cfg.ListenAddr6, port)
 	}
+	l := envoyres.CaptureListener(name, dir, netip.AddrPortFrom(cfg.ListenAddr, port), addr6,
+		cfg.ProtocolDetectionTimeout > 0, cfg.ProtocolDetectionTimeout, cfg.TProxy)
 	hcm := sidecarHCM(cfg, name, cluster, route, logs)
 	tcp := envoyres.Typed(&tcpproxyv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
 		IdleTimeout: durationpb.New(cfg.IdleTimeout), AccessLog: logs})

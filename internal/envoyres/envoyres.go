@@ -11,6 +11,9 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
+	httpinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
+	origdstv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	"google.golang.org/protobuf/proto"
@@ -89,4 +92,34 @@ func OriginalDst(name string, connectTimeout time.Duration, source ...netip.Addr
 		c.UpstreamBindConfig.ExtraSourceAddresses = append(c.UpstreamBindConfig.ExtraSourceAddresses, &corev3.ExtraSourceAddress{Address: addr})
 	}
 	return c
+}
+
+// CaptureListener is Istio's virtualOutbound or virtualInbound: on addr
+// (and addr6, if valid), the original destination restored and, with
+// inspect, the protocol sniffed (TLS, HTTP) for at most timeout (0: as
+// long as the client takes) before going on without; outbound connections
+// are handed over by their original destination, inbound ones accepted
+// on transparent sockets when transparent (TPROXY).
+func CaptureListener(name string, dir corev3.TrafficDirection, addr, addr6 netip.AddrPort, inspect bool, timeout time.Duration,
+	transparent bool) *listenerv3.Listener {
+	l := &listenerv3.Listener{Name: name, TrafficDirection: dir, Address: SocketAddress(addr),
+		ListenerFilters: []*listenerv3.ListenerFilter{ListenerFilter("envoy.filters.listener.original_dst", &origdstv3.OriginalDst{})}}
+	if inspect {
+		l.ListenerFilters = append(l.ListenerFilters,
+			ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{}),
+			ListenerFilter("envoy.filters.listener.http_inspector", &httpinspectorv3.HttpInspector{}))
+		l.ContinueOnListenerFiltersTimeout = true
+		if timeout > 0 {
+			l.ListenerFiltersTimeout = durationpb.New(timeout)
+		}
+	}
+	if addr6.IsValid() {
+		l.AdditionalAddresses = []*listenerv3.AdditionalAddress{{Address: SocketAddress(addr6)}}
+	}
+	if dir == corev3.TrafficDirection_OUTBOUND {
+		l.UseOriginalDst = wrapperspb.Bool(true)
+	} else if transparent {
+		l.Transparent = wrapperspb.Bool(true)
+	}
+	return l
 }
