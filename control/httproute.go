@@ -92,11 +92,6 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 	if len(hr.Parents) == 0 {
 		return nil, nil
 	}
-	type matched struct {
-		route RouteRule
-		rule  int
-	}
-	var routes []matched
 	for i, r := range spec.Rules {
 		path := fmt.Sprintf("spec.rules[%d]", i)
 		base := RouteRule{Name: r.Name}
@@ -177,13 +172,10 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 				}
 			}
 			route.Match = []HTTPMatch{hm}
-			routes = append(routes, matched{route, i})
+			// In the order written: the routes bound to a service are
+			// sorted together, by Gateway API's precedence (see routesFor).
+			vs.HTTP = append(vs.HTTP, route)
 		}
-	}
-	// In the order written: the routes bound to a service are sorted
-	// together, by Gateway API's precedence (see routesFor).
-	for _, r := range routes {
-		vs.HTTP = append(vs.HTTP, r.route)
 	}
 	hr.Routes = vs
 	return hr, nil
