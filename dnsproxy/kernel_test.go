@@ -46,9 +46,7 @@ func TestKernelDNSProxy(t *testing.T) {
 				var pc net.PacketConn
 				var ln net.Listener
 				if err := in(p.Peer, 0, 0, func() (err error) {
-					if pc, err = net.ListenPacket("udp", a); err == nil {
-						ln, err = net.Listen("tcp", a)
-					}
+					pc, ln, err = ListenPair(a)
 					return err
 				}); err != nil {
 					t.Fatal(err)
@@ -72,9 +70,7 @@ func TestKernelDNSProxy(t *testing.T) {
 				var pc net.PacketConn
 				var ln net.Listener
 				if err := in(p.NS, sidecar.ProxyUID, sidecar.ProxyGID, func() (err error) {
-					if pc, err = net.ListenPacket("udp", a); err == nil {
-						ln, err = net.Listen("tcp", a)
-					}
+					pc, ln, err = ListenPair(a)
 					return err
 				}); err != nil {
 					t.Fatal(err)

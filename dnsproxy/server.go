@@ -196,17 +196,40 @@ func udpSize(req *dns.Msg) int {
 
 // Listen binds addr over UDP and TCP; Serve then answers on them.
 func (s *Server) Listen(addr string) error {
-	pc, err := net.ListenPacket("udp", addr)
+	pc, ln, err := ListenPair(addr)
 	if err != nil {
-		return fmt.Errorf("DNS proxy: %w", err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String()) // the same port, when addr's is 0
-	if err != nil {
-		pc.Close()
 		return fmt.Errorf("DNS proxy: %w", err)
 	}
 	s.Attach(pc, ln)
 	return nil
+}
+
+// ListenPair binds UDP and TCP on one address. When addr's port is 0
+// the kernel picks the UDP port, and that port may be taken for TCP (by
+// any connection's ephemeral end), so a few picks are tried.
+func ListenPair(addr string) (net.PacketConn, net.Listener, error) {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	tries := 1
+	if port == "0" {
+		tries = 20
+	}
+	for i := 0; ; i++ {
+		pc, err := net.ListenPacket("udp", addr)
+		if err != nil {
+			return nil, nil, err
+		}
+		ln, err := net.Listen("tcp", pc.LocalAddr().String())
+		if err == nil {
+			return pc, ln, nil
+		}
+		pc.Close()
+		if i+1 >= tries {
+			return nil, nil, err
+		}
+	}
 }
 
 // Attach has Serve answer on sockets bound elsewhere.

@@ -25,11 +25,7 @@ type upstream struct {
 func startUpstream(t *testing.T, zone map[string][]dns.RR) *upstream {
 	t.Helper()
 	u := &upstream{}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", pc.LocalAddr().String())
+	pc, ln, err := ListenPair("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
