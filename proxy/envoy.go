@@ -1061,10 +1061,10 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 			f.headers = append(f.headers, hm)
 		}
 		if d := m.GetDelay(); d != nil {
-			f.hasDelay, f.delay, f.headerDelay, f.delayPercent = true, durationOr(d.GetFixedDelay(), 0), d.GetHeaderDelay() != nil, fractionOf(d.GetPercentage())
+			f.hasDelay, f.delay, f.headerDelay, f.delayPercent = true, durationOr(d.GetFixedDelay(), 0), d.GetHeaderDelay() != nil, faultFraction(d.GetPercentage())
 		}
 		if a := m.GetAbort(); a != nil {
-			f.hasAbort, f.abortStatus, f.headerAbort, f.abortPercent = true, int(a.GetHttpStatus()), a.GetHeaderAbort() != nil, fractionOf(a.GetPercentage())
+			f.hasAbort, f.abortStatus, f.headerAbort, f.abortPercent = true, int(a.GetHttpStatus()), a.GetHeaderAbort() != nil, faultFraction(a.GetPercentage())
 			f.abortGRPC = -1
 			if _, ok := a.GetErrorType().(*faultv3.FaultAbort_GrpcStatus); ok {
 				f.abortGRPC = int(a.GetGrpcStatus())
@@ -1113,6 +1113,16 @@ func fractionOf(p *typev3.FractionalPercent) fraction {
 	den := map[typev3.FractionalPercent_DenominatorType]uint64{typev3.FractionalPercent_HUNDRED: 100,
 		typev3.FractionalPercent_TEN_THOUSAND: 10000, typev3.FractionalPercent_MILLION: 1000000}[p.GetDenominator()]
 	return fraction{uint64(p.GetNumerator()), den}
+}
+
+// faultFraction is a fault's percentage: unset is none, as in Envoy,
+// whose FractionalPercent defaults to 0 (an Istio fault without a
+// percentage never fires either).
+func faultFraction(p *typev3.FractionalPercent) fraction {
+	if p == nil {
+		return fraction{0, 100}
+	}
+	return fractionOf(p)
 }
 
 // cidrRange is an Envoy CidrRange as a prefix.

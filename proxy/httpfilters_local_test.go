@@ -62,6 +62,22 @@ func TestFaultFilterByHeaders(t *testing.T) {
 	cp.waitLog(t, `"GET / HTTP/1.1" 418 FI `)
 }
 
+// TestFaultWithoutPercentage: a delay or abort without a percentage
+// never fires, as in Envoy (its FractionalPercent defaults to 0).
+func TestFaultWithoutPercentage(t *testing.T) {
+	_, k := filterConfig(t, `{name: envoy.filters.http.fault, typed_config: {`+faultType+`,
+              delay: {fixed_delay: 5s}, abort: {http_status: 503}}}, `, "")
+	start := time.Now()
+	for range 5 {
+		if resp, _ := k.do("GET", "/", ""); resp.StatusCode != 200 {
+			t.Errorf("a fault without a percentage fired: %d", resp.StatusCode)
+		}
+	}
+	if elapsed := time.Since(start); elapsed > 4*time.Second {
+		t.Errorf("a delay without a percentage was applied: 5 requests took %s", elapsed)
+	}
+}
+
 func TestLocalRateLimit(t *testing.T) {
 	bucket := `token_bucket: {max_tokens: 3, tokens_per_fill: 3, fill_interval: 60s},
               filter_enabled: {default_value: {numerator: 100}}, filter_enforced: {default_value: {numerator: 100}}`
