@@ -223,9 +223,9 @@ func TestCompileRoutingRules(t *testing.T) {
 	cc, _ := compileWith(t, "traffic.yaml", "traffic.golden.yaml")
 	problems := cc.Problems()
 	for key, want := range map[string]string{
-		"VirtualService default/backend spec.http[1].fault":                     "not run by shunt",
+		"VirtualService default/backend spec.http[4].corsPolicy":                "not run by shunt",
 		"DestinationRule default/backend spec.trafficPolicy.tls":                "not run by shunt",
-		"VirtualService default/backend spec.http[2].route[2].destination.host": "no service nowhere.default.svc.cluster.local",
+		"VirtualService default/backend spec.http[5].route[2].destination.host": "no service nowhere.default.svc.cluster.local",
 	} {
 		if problems[key] != want {
 			t.Errorf("problem %q: %q, want %q (all: %v)", key, problems[key], want, problems)
@@ -244,7 +244,7 @@ func TestCompileHTTPRoutes(t *testing.T) {
 	if len(w.HTTPRoutes) != 2 {
 		t.Errorf("HTTPRoutes bound to services: %v, want backend's and the consumer's (not the gateway's)", w.HTTPRoutes)
 	}
-	if p := cc.Problems(); len(p) != 1 || p["HTTPRoute default/backend spec.rules[2].filters[1]: RequestMirror"] != "not run by shunt" {
+	if p := cc.Problems(); len(p) != 1 || p["HTTPRoute default/backend spec.rules[2].filters[4]: ExtensionRef"] != "not run by shunt" {
 		t.Errorf("problems: %v", p)
 	}
 }

@@ -1,8 +1,10 @@
 package control
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -23,19 +25,67 @@ type ParentService struct {
 	Port    uint16
 }
 
+var (
+	gatewayHeaderModifier = schema{"set": listOf{schema{"name": nil, "value": nil}}, "add": listOf{schema{"name": nil, "value": nil}}, "remove": nil}
+	gatewayPathModifier   = schema{"type": nil, "replaceFullPath": nil, "replacePrefixMatch": nil}
+	gatewayBackendRef     = schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil}
+	gatewayMatchValue     = listOf{schema{"type": nil, "name": nil, "value": nil}}
+)
+
 var httpRouteSchema = schema{
 	"parentRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil}},
 	"hostnames":  nil,
 	"rules": listOf{schema{
-		"name":        nil,
-		"matches":     listOf{schema{"path": schema{"type": nil, "value": nil}, "headers": listOf{schema{"type": nil, "name": nil, "value": nil}}}},
+		"name": nil,
+		"matches": listOf{schema{"path": schema{"type": nil, "value": nil}, "headers": gatewayMatchValue,
+			"queryParams": gatewayMatchValue, "method": nil}},
 		"backendRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil, "weight": nil}},
 		"timeouts":    schema{"request": nil},
 		// A filter of a type shunt does not run is reported by its type.
-		"filters": listOf{schema{"type": nil, "urlRewrite": schema{"hostname": nil,
-			"path": schema{"type": nil, "replacePrefixMatch": nil}},
-			"requestMirror": nil, "requestHeaderModifier": nil, "responseHeaderModifier": nil, "requestRedirect": nil, "extensionRef": nil}},
+		"filters": listOf{schema{"type": nil,
+			"urlRewrite":             schema{"hostname": nil, "path": gatewayPathModifier},
+			"requestHeaderModifier":  gatewayHeaderModifier,
+			"responseHeaderModifier": gatewayHeaderModifier,
+			"requestRedirect":        schema{"scheme": nil, "hostname": nil, "path": gatewayPathModifier, "port": nil, "statusCode": nil},
+			"requestMirror":          schema{"backendRef": gatewayBackendRef, "percent": nil, "fraction": schema{"numerator": nil, "denominator": nil}},
+			"extensionRef":           nil}},
 	}},
+}
+
+type gatewayPath struct{ Type, ReplaceFullPath, ReplacePrefixMatch string }
+
+type gatewayHeaders struct {
+	Set, Add []struct{ Name, Value string }
+	Remove   []string
+}
+
+type gatewayMatch struct {
+	Path                 *struct{ Type, Value string }
+	Headers, QueryParams []struct{ Type, Name, Value string }
+	Method               string
+}
+
+type gatewayFilter struct {
+	Type       string
+	URLRewrite *struct {
+		Hostname string
+		Path     *gatewayPath
+	}
+	RequestHeaderModifier, ResponseHeaderModifier *gatewayHeaders
+	RequestRedirect                               *struct {
+		Scheme, Hostname string
+		Path             *gatewayPath
+		Port             uint16
+		StatusCode       uint32
+	}
+	RequestMirror *struct {
+		BackendRef struct {
+			Name, Namespace string
+			Port            uint16
+		}
+		Percent  *float64
+		Fraction *struct{ Numerator, Denominator float64 }
+	}
 }
 
 // HTTPRouteFrom reads an HTTPRoute manifest (YAML or JSON); one bound to
@@ -51,11 +101,8 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 			Port                         uint16
 		}
 		Rules []struct {
-			Name    string
-			Matches []struct {
-				Path    *struct{ Type, Value string }
-				Headers []struct{ Type, Name, Value string }
-			}
+			Name        string
+			Matches     []gatewayMatch
 			BackendRefs []struct {
 				Group, Kind     *string
 				Name, Namespace string
@@ -63,13 +110,7 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 				Weight          *int32
 			}
 			Timeouts struct{ Request string }
-			Filters  []struct {
-				Type       string
-				URLRewrite *struct {
-					Hostname string
-					Path     *struct{ Type, ReplacePrefixMatch string }
-				}
-			}
+			Filters  []gatewayFilter
 		}
 	}
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
@@ -99,19 +140,8 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 			return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
 		}
 		for j, f := range r.Filters {
-			fpath := fmt.Sprintf("%s.filters[%d]", path, j)
-			switch {
-			case f.Type == "URLRewrite" && f.URLRewrite != nil:
-				base.RewriteAuthority = f.URLRewrite.Hostname
-				if p := f.URLRewrite.Path; p != nil {
-					if p.Type != "ReplacePrefixMatch" {
-						vs.Problems = append(vs.Problems, fpath+".urlRewrite.path.type: "+p.Type)
-						continue
-					}
-					base.RewriteURI = p.ReplacePrefixMatch
-				}
-			default:
-				vs.Problems = append(vs.Problems, fpath+": "+f.Type)
+			if err := vs.gatewayFilter(&base, f, fmt.Sprintf("%s.filters[%d]", path, j), o.Metadata.Namespace, domain); err != nil {
+				return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
 			}
 		}
 		for j, b := range r.BackendRefs {
@@ -132,7 +162,10 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 			}
 			base.Route = append(base.Route, Destination{Host: b.Name + "." + ns + ".svc." + domain, Port: b.Port, Weight: w})
 		}
-		if len(base.Route) == 0 {
+		switch {
+		case base.Redirect != nil:
+			base.Route = nil // a redirect answers: no backend is asked
+		case len(base.Route) == 0:
 			vs.Problems = append(vs.Problems, path+": no backend to send to")
 			continue
 		}
@@ -141,10 +174,7 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 		}
 		matches := r.Matches
 		if len(matches) == 0 {
-			matches = append(matches, struct {
-				Path    *struct{ Type, Value string }
-				Headers []struct{ Type, Name, Value string }
-			}{})
+			matches = append(matches, gatewayMatch{})
 		}
 		for j, m := range matches {
 			route := base
@@ -161,15 +191,31 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 					return nil, fmt.Errorf("HTTPRoute %s: %s.matches[%d].path.type: %q is not Exact, PathPrefix or RegularExpression", name, path, j, p.Type)
 				}
 			}
-			for _, h := range m.Headers {
-				if hm.Headers == nil {
-					hm.Headers = map[string]StringMatch{}
+			if m.Method != "" {
+				hm.Method = StringMatch{Exact: m.Method}
+			}
+			for _, f := range []struct {
+				in   []struct{ Type, Name, Value string }
+				into *map[string]StringMatch
+				fold bool
+			}{{m.Headers, &hm.Headers, true}, {m.QueryParams, &hm.QueryParams, false}} {
+				for _, h := range f.in {
+					if *f.into == nil {
+						*f.into = map[string]StringMatch{}
+					}
+					key := h.Name
+					if f.fold {
+						key = strings.ToLower(key)
+					}
+					if h.Type == "RegularExpression" {
+						(*f.into)[key] = StringMatch{Regex: h.Value}
+					} else {
+						(*f.into)[key] = StringMatch{Exact: h.Value}
+					}
 				}
-				if h.Type == "RegularExpression" {
-					hm.Headers[strings.ToLower(h.Name)] = StringMatch{Regex: h.Value}
-				} else {
-					hm.Headers[strings.ToLower(h.Name)] = StringMatch{Exact: h.Value}
-				}
+			}
+			if err := hm.checkRegexes(fmt.Sprintf("%s.matches[%d]", path, j)); err != nil {
+				return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
 			}
 			route.Match = []HTTPMatch{hm}
 			// In the order written: the routes bound to a service are
@@ -179,6 +225,83 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 	}
 	hr.Routes = vs
 	return hr, nil
+}
+
+// gatewayFilter applies a rule's filter to base, the rule's route.
+func (vs *VirtualService) gatewayFilter(base *RouteRule, f gatewayFilter, path, namespace, domain string) error {
+	headers := func(g *gatewayHeaders, field string) HeaderOp {
+		op := jsonHeaderOp{Remove: g.Remove, Set: map[string]string{}, Add: map[string]string{}}
+		for _, h := range g.Set {
+			op.Set[h.Name] = h.Value
+		}
+		for _, h := range g.Add {
+			op.Add[h.Name] = h.Value
+		}
+		return vs.headerOps(jsonHeaderOps{Request: op}, path+"."+field).Request
+	}
+	switch {
+	case f.Type == "URLRewrite" && f.URLRewrite != nil:
+		base.RewriteAuthority = f.URLRewrite.Hostname
+		if p := f.URLRewrite.Path; p != nil {
+			switch p.Type {
+			case "ReplacePrefixMatch":
+				base.RewriteURI = p.ReplacePrefixMatch
+			case "ReplaceFullPath":
+				base.RewriteRegex = &RegexRewrite{Match: "^/.*$", Rewrite: p.ReplaceFullPath}
+			default:
+				return fmt.Errorf("%s.urlRewrite.path.type: %q is not ReplaceFullPath or ReplacePrefixMatch", path, p.Type)
+			}
+		}
+	case f.Type == "RequestHeaderModifier" && f.RequestHeaderModifier != nil:
+		base.Headers.Request = mergeOps(base.Headers.Request, headers(f.RequestHeaderModifier, "requestHeaderModifier"))
+		base.authorityFromHeaders()
+	case f.Type == "ResponseHeaderModifier" && f.ResponseHeaderModifier != nil:
+		base.Headers.Response = mergeOps(base.Headers.Response, headers(f.ResponseHeaderModifier, "responseHeaderModifier"))
+	case f.Type == "RequestRedirect" && f.RequestRedirect != nil:
+		rd := f.RequestRedirect
+		out := &Redirect{Scheme: rd.Scheme, Authority: rd.Hostname, Port: rd.Port, Code: rd.StatusCode}
+		if out.Code == 0 {
+			out.Code = 302 // Gateway API's default
+		}
+		if !slices.Contains(redirectCodes, out.Code) {
+			return fmt.Errorf("%s.requestRedirect.statusCode: %d is not 301, 302, 303, 307 or 308", path, rd.StatusCode)
+		}
+		// No port and no scheme: the port asked for (the listener's).
+		out.FromRequestPort = out.Port == 0 && out.Scheme == ""
+		if p := rd.Path; p != nil {
+			switch p.Type {
+			case "ReplaceFullPath":
+				out.URI = p.ReplaceFullPath
+			case "ReplacePrefixMatch":
+				out.PrefixRewrite = p.ReplacePrefixMatch
+			default:
+				return fmt.Errorf("%s.requestRedirect.path.type: %q is not ReplaceFullPath or ReplacePrefixMatch", path, p.Type)
+			}
+		}
+		base.Redirect = out
+	case f.Type == "RequestMirror" && f.RequestMirror != nil:
+		m := f.RequestMirror
+		ns := cmp.Or(m.BackendRef.Namespace, namespace)
+		mirror := Mirror{Destination: Destination{Host: m.BackendRef.Name + "." + ns + ".svc." + domain, Port: m.BackendRef.Port}}
+		switch {
+		case m.Percent != nil:
+			mirror.Percent = m.Percent
+		case m.Fraction != nil:
+			den := m.Fraction.Denominator
+			if den == 0 {
+				den = 100
+			}
+			share := 100 * m.Fraction.Numerator / den
+			mirror.Percent = &share
+		}
+		if p := mirror.Percent; p != nil && (*p < 0 || *p > 100) {
+			return fmt.Errorf("%s.requestMirror: %g%% is not a share from 0 to 100", path, *p)
+		}
+		base.Mirrors = append(base.Mirrors, mirror)
+	default:
+		vs.Problems = append(vs.Problems, path+": "+f.Type)
+	}
+	return nil
 }
 
 // pathRank orders paths by Gateway API's precedence: exact first, then

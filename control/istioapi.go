@@ -5,68 +5,10 @@ import (
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"time"
 
 	"sigs.k8s.io/yaml"
 )
-
-// VirtualService is Istio's networking.istio.io/v1 VirtualService, the
-// fields shunt runs for sidecars: HTTP routes by URI and header, weighted
-// destinations (service, subset, port), timeouts, retries, rewrites.
-type VirtualService struct {
-	// Kind is "HTTPRoute" for the routes of HTTPRoutes; "" for a
-	// VirtualService.
-	Kind            string
-	Name, Namespace string
-	Hosts           []string
-	ExportTo        []string
-	HTTP            []RouteRule
-	// Problems are the fields shunt does not run, by their paths: left
-	// out, and reported.
-	Problems []string
-	// Ports limit it to those of the hosts' ports (an HTTPRoute bound to
-	// a Service's port); none: every port.
-	Ports []uint16
-}
-
-// RouteRule is one of a VirtualService's http routes.
-type RouteRule struct {
-	Name    string
-	Match   []HTTPMatch // any; none matches every request
-	Route   []Destination
-	Timeout *time.Duration
-	Retries *Retries
-	// RewriteURI replaces the matched prefix; RewriteAuthority the Host.
-	RewriteURI, RewriteAuthority string
-}
-
-// HTTPMatch is a request match: every condition it has holds.
-type HTTPMatch struct {
-	URI     StringMatch
-	Headers map[string]StringMatch
-}
-
-// StringMatch is one of exact, prefix or regex (RE2); none set matches
-// anything.
-type StringMatch struct {
-	Exact, Prefix, Regex string
-}
-
-// Destination is a weighted destination of a route.
-type Destination struct {
-	Host   string
-	Subset string
-	Port   uint16 // 0: the service's only port, or the port the request came to
-	Weight int32
-}
-
-// Retries is a route's retry policy.
-type Retries struct {
-	Attempts      uint32
-	PerTryTimeout time.Duration
-	RetryOn       string
-}
 
 // DestinationRule is Istio's networking.istio.io/v1 DestinationRule:
 // the traffic policy of a host's clusters and its subsets.
@@ -119,18 +61,6 @@ var policySchema = schema{
 		"http": schema{"http1MaxPendingRequests": nil, "http2MaxRequests": nil, "maxRetries": nil}},
 	"outlierDetection": schema{"consecutive5xxErrors": nil, "consecutiveGatewayErrors": nil, "interval": nil,
 		"baseEjectionTime": nil, "maxEjectionPercent": nil},
-}
-
-var virtualServiceSchema = schema{
-	"hosts": nil, "exportTo": nil, "gateways": nil,
-	"http": listOf{schema{
-		"name":    nil,
-		"match":   listOf{schema{"name": nil, "uri": stringMatch, "headers": mapOf{stringMatch}}},
-		"route":   listOf{schema{"destination": schema{"host": nil, "subset": nil, "port": schema{"number": nil}}, "weight": nil}},
-		"timeout": nil,
-		"retries": schema{"attempts": nil, "perTryTimeout": nil, "retryOn": nil},
-		"rewrite": schema{"uri": nil, "authority": nil},
-	}},
 }
 
 var destinationRuleSchema = schema{
@@ -209,88 +139,6 @@ func parseDuration(s, path string) (*time.Duration, error) {
 		return nil, fmt.Errorf("%s: %q is not a duration", path, s)
 	}
 	return &d, nil
-}
-
-type jsonStringMatch struct{ Exact, Prefix, Regex string }
-
-func (m jsonStringMatch) model() StringMatch { return StringMatch{m.Exact, m.Prefix, m.Regex} }
-
-// VirtualServiceFrom reads a VirtualService manifest (YAML or JSON).
-func VirtualServiceFrom(doc []byte) (*VirtualService, error) {
-	o, problems, err := decodeObject(doc, virtualServiceSchema)
-	if err != nil {
-		return nil, err
-	}
-	var spec struct {
-		Hosts, ExportTo, Gateways []string
-		HTTP                      []struct {
-			Name  string
-			Match []struct {
-				URI     jsonStringMatch
-				Headers map[string]jsonStringMatch
-			}
-			Route []struct {
-				Destination struct {
-					Host, Subset string
-					Port         struct{ Number uint16 }
-				}
-				Weight int32
-			}
-			Timeout string
-			Retries *struct {
-				Attempts      uint32
-				PerTryTimeout string
-				RetryOn       string
-			}
-			Rewrite struct{ URI, Authority string }
-		}
-	}
-	if err := json.Unmarshal(o.Spec, &spec); err != nil {
-		return nil, fmt.Errorf("VirtualService %s/%s: %v", o.Metadata.Namespace, o.Metadata.Name, err)
-	}
-	vs := &VirtualService{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Hosts: spec.Hosts, ExportTo: spec.ExportTo, Problems: problems}
-	if len(spec.Gateways) > 0 && !slices.Contains(spec.Gateways, "mesh") {
-		return nil, nil // a gateway's only: not the sidecars'
-	}
-	for i, h := range spec.HTTP {
-		path := fmt.Sprintf("spec.http[%d]", i)
-		r := RouteRule{Name: h.Name, RewriteURI: h.Rewrite.URI, RewriteAuthority: h.Rewrite.Authority}
-		for _, m := range h.Match {
-			hm := HTTPMatch{URI: m.URI.model()}
-			for k, v := range m.Headers {
-				if hm.Headers == nil {
-					hm.Headers = map[string]StringMatch{}
-				}
-				hm.Headers[strings.ToLower(k)] = v.model()
-			}
-			r.Match = append(r.Match, hm)
-		}
-		for j, d := range h.Route {
-			if d.Destination.Host == "" {
-				return nil, fmt.Errorf("VirtualService %s/%s: %s.route[%d].destination.host: missing", vs.Namespace, vs.Name, path, j)
-			}
-			r.Route = append(r.Route, Destination{Host: d.Destination.Host, Subset: d.Destination.Subset, Port: d.Destination.Port.Number, Weight: d.Weight})
-		}
-		if r.Timeout, err = parseDuration(h.Timeout, path+".timeout"); err != nil {
-			return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
-		}
-		if h.Retries != nil {
-			per, err := parseDuration(h.Retries.PerTryTimeout, path+".retries.perTryTimeout")
-			if err != nil {
-				return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
-			}
-			r.Retries = &Retries{Attempts: h.Retries.Attempts, RetryOn: h.Retries.RetryOn}
-			if per != nil {
-				r.Retries.PerTryTimeout = *per
-			}
-		}
-		if len(r.Route) == 0 {
-			vs.Problems = append(vs.Problems, path+": no route (redirect and directResponse are not run)")
-			continue
-		}
-		vs.HTTP = append(vs.HTTP, r)
-	}
-	return vs, nil
 }
 
 type jsonPolicy struct {

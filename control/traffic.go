@@ -134,61 +134,11 @@ func (w *World) routesFor(ns string, vs map[string]*VirtualService) {
 		}
 		slices.SortStableFunc(merged.HTTP, func(a, b RouteRule) int {
 			ma, mb := a.Match[0], b.Match[0]
-			return cmp.Or(cmp.Compare(pathRank(mb.URI), pathRank(ma.URI)), cmp.Compare(len(mb.Headers), len(ma.Headers)))
+			return cmp.Or(cmp.Compare(pathRank(mb.URI), pathRank(ma.URI)), cmp.Compare(hasMethod(mb), hasMethod(ma)),
+				cmp.Compare(len(mb.Headers), len(ma.Headers)), cmp.Compare(len(mb.QueryParams), len(ma.QueryParams)))
 		})
 		vs[host] = merged
 	}
-}
-
-// vsRoutes are a service port's routes under its VirtualService, in
-// order, one per match, as Istio makes them; a request no route takes
-// gets 404 (Envoy's NR).
-func (c *compiler) vsRoutes(vs *VirtualService, s *Service, p Port) []*routev3.Route {
-	var out []*routev3.Route
-	for i, r := range vs.HTTP {
-		action := c.routeAction(vs, r, s, p, i)
-		matches := r.Match
-		if len(matches) == 0 {
-			matches = []HTTPMatch{{}}
-		}
-		for _, m := range matches {
-			name := r.Name
-			if name == "" {
-				name = fmt.Sprintf("%s.%s.%d", vs.Name, vs.Namespace, i)
-			}
-			out = append(out, &routev3.Route{Name: name, Match: routeMatch(m), Action: &routev3.Route_Route{Route: action}})
-		}
-	}
-	return out
-}
-
-func routeMatch(m HTTPMatch) *routev3.RouteMatch {
-	rm := &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}}
-	switch u := m.URI; {
-	case u.Exact != "":
-		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
-	case u.Prefix != "":
-		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: u.Prefix}
-	case u.Regex != "":
-		rm.PathSpecifier = &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: u.Regex}}
-	}
-	for _, name := range slices.Sorted(maps.Keys(m.Headers)) {
-		h := m.Headers[name]
-		sm := &matcherv3.StringMatcher{}
-		switch {
-		case h.Exact != "":
-			sm.MatchPattern = &matcherv3.StringMatcher_Exact{Exact: h.Exact}
-		case h.Prefix != "":
-			sm.MatchPattern = &matcherv3.StringMatcher_Prefix{Prefix: h.Prefix}
-		case h.Regex != "":
-			sm.MatchPattern = &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: h.Regex}}
-		default:
-			rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}})
-			continue
-		}
-		rm.Headers = append(rm.Headers, &routev3.HeaderMatcher{Name: name, HeaderMatchSpecifier: &routev3.HeaderMatcher_StringMatch{StringMatch: sm}})
-	}
-	return rm
 }
 
 // routeAction is an http route's destinations (weighted when several),
@@ -216,6 +166,9 @@ func (c *compiler) routeAction(vs *VirtualService, r RouteRule, s *Service, p Po
 	}
 	if r.RewriteURI != "" {
 		a.PrefixRewrite = r.RewriteURI
+	}
+	if rr := r.RewriteRegex; rr != nil {
+		a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: rr.Match}, Substitution: rr.Rewrite}
 	}
 	if r.RewriteAuthority != "" {
 		a.HostRewriteSpecifier = &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: r.RewriteAuthority}
@@ -375,4 +328,13 @@ func labelsMatch(have, want map[string]string) bool {
 		}
 	}
 	return true
+}
+
+// hasMethod is 1 for a match of a method (Gateway API ranks it above
+// one of none), else 0.
+func hasMethod(m HTTPMatch) int {
+	if m.Method.any() {
+		return 0
+	}
+	return 1
 }

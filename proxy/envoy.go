@@ -1041,11 +1041,19 @@ func (r *resources) routeFilters(specs []filterSpec, route, vhost map[string]*an
 				break
 			}
 		}
-		if f := r.httpFilter(msg, path); f != nil {
+		if f := r.httpFilter(msg, path); f != nil && !idle(f) {
 			out = append(out, f)
 		}
 	}
 	return out
+}
+
+// idle says a filter does nothing: a fault with neither delay nor abort
+// (Istio's on every route but those that give one) costs no work per
+// request.
+func idle(f httpFilter) bool {
+	ff, ok := f.(*faultFilter)
+	return ok && !ff.hasDelay && !ff.hasAbort
 }
 
 // httpFilter makes a fault or local rate limit filter.

@@ -78,6 +78,21 @@ func TestFaultWithoutPercentage(t *testing.T) {
 	}
 }
 
+// TestFaultPerRoute: the manager's fault filter is empty (as Istio's
+// always is); one route's typed_per_filter_config gives it an abort, the
+// other routes pass.
+func TestFaultPerRoute(t *testing.T) {
+	cp, k := filterConfig(t, `{name: envoy.filters.http.fault, typed_config: {`+faultType+`}}, `,
+		`envoy.filters.http.fault: {`+faultType+`, abort: {http_status: 418, percentage: {numerator: 100}}}`)
+	if resp, _ := k.do("GET", "/", ""); resp.StatusCode != 200 {
+		t.Errorf("a route without a fault: %d", resp.StatusCode)
+	}
+	if resp, _ := k.do("GET", "/limited", ""); resp.StatusCode != 418 {
+		t.Errorf("the route with an abort: %d", resp.StatusCode)
+	}
+	cp.waitLog(t, `"GET /limited HTTP/1.1" 418 FI `)
+}
+
 func TestLocalRateLimit(t *testing.T) {
 	bucket := `token_bucket: {max_tokens: 3, tokens_per_fill: 3, fill_interval: 60s},
               filter_enabled: {default_value: {numerator: 100}}, filter_enforced: {default_value: {numerator: 100}}`

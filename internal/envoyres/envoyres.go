@@ -47,10 +47,17 @@ func NetworkFilter(name string, a *anypb.Any) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
 }
 
-// Router is the HTTP connection manager's router filter.
-func Router() *hcmv3.HttpFilter {
-	return &hcmv3.HttpFilter{Name: "envoy.filters.http.router", ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: Typed(&routerv3.Router{})}}
+// FaultFilter names Envoy's fault filter: a route's
+// typed_per_filter_config configures it under this key.
+const FaultFilter = "envoy.filters.http.fault"
+
+// HTTPFilter is an HTTP filter named name configured by m.
+func HTTPFilter(name string, m proto.Message) *hcmv3.HttpFilter {
+	return &hcmv3.HttpFilter{Name: name, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: Typed(m)}}
 }
+
+// Router is the HTTP connection manager's router filter.
+func Router() *hcmv3.HttpFilter { return HTTPFilter("envoy.filters.http.router", &routerv3.Router{}) }
 
 // Unlimited is Istio's "no limit" for a circuit breaker threshold.
 const Unlimited = 1<<32 - 1

@@ -295,6 +295,64 @@ func TestSeedControlPlaneSplit(t *testing.T) {
 	}
 }
 
+// routeOpsRules give backend-service's VirtualService a fault, a
+// redirect, a direct response and a response header.
+const routeOpsRules = `
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: backend, namespace: default}
+spec:
+  hosts: [backend-service]
+  http:
+  - match: [{headers: {x-fault: {exact: abort}}}]
+    fault: {abort: {httpStatus: 418, percentage: {value: 100}}}
+    route: [{destination: {host: backend-service}}]
+  - match: [{uri: {exact: /test/old}}]
+    redirect: {uri: /new}
+  - match: [{uri: {prefix: /test/closed}}]
+    directResponse: {status: 403, body: {string: "closed by the mesh"}}
+  - headers: {response: {set: {x-mesh: shunt}}}
+    route: [{destination: {host: backend-service}}]
+`
+
+// TestSeedControlPlaneRouteOps: nginx's requests, captured, meet a
+// VirtualService's fault, redirect, direct response and header change,
+// answered by the sidecar (nginx passes each answer on).
+func TestSeedControlPlaneRouteOps(t *testing.T) {
+	s := startControlled(t, "routeops", scenario.MeshManifest+routeOpsRules)
+	client := *s.Client()
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	for _, c := range []struct {
+		path, header string
+		status       int
+		check        func(*http.Response, string) bool
+		want         string
+	}{
+		{"/test", "abort", 418, func(_ *http.Response, b string) bool { return strings.Contains(b, "fault filter abort") }, "the fault's body"},
+		{"/test/old", "", 301, func(r *http.Response, _ string) bool { return strings.HasSuffix(r.Header.Get("Location"), "/new") }, "Location …/new"},
+		{"/test/closed/x", "", 403, func(_ *http.Response, b string) bool { return b == "closed by the mesh" }, "the direct response's body"},
+		{"/test", "", 200, func(r *http.Response, b string) bool {
+			return r.Header.Get("X-Mesh") == "shunt" && strings.HasPrefix(b, "hello from backend-service: /test")
+		}, "the backend's answer with x-mesh: shunt"},
+	} {
+		req, _ := http.NewRequest("GET", "http://127.0.0.1"+c.path, nil)
+		if c.header != "" {
+			req.Header.Set("X-Fault", c.header)
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatalf("%s: %v", c.path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != c.status || !c.check(resp, string(body)) {
+			t.Errorf("%s (x-fault %q): %d %v %q, want %d and %s", c.path, c.header, resp.StatusCode, resp.Header, body, c.status, c.want)
+		}
+
+	}
+}
+
 // TestSeedControlPlaneRestart: with nginx's requests flowing through the
 // sidecar, shunt-control is killed and started again; no request fails
 // (the sidecar serves on with what it has) and the sidecar follows the
