@@ -298,3 +298,58 @@ func TestCompileSidecarScope(t *testing.T) {
 		t.Errorf("other's sidecar, scoped by the root namespace's Sidecar: %v, want %v", clusters, want)
 	}
 }
+
+// TestVirtualServiceRefused: what Istio's validation refuses is an
+// error naming the field, and nothing of the file is loaded.
+func TestVirtualServiceRefused(t *testing.T) {
+	const head = "kind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [backend-service]\n  http:\n"
+	for _, c := range []struct{ rule, want string }{
+		{"  - {redirect: {uri: /x}, route: [{destination: {host: b}}]}", "spec.http[0]: route, redirect and directResponse are exclusive"},
+		{"  - {redirect: {uri: /x, redirectCode: 200}}", "spec.http[0].redirect.redirectCode: 200 is not 301, 302, 303, 307 or 308"},
+		{"  - {redirect: {derivePort: SOMETIMES}}", `spec.http[0].redirect.derivePort: "SOMETIMES"`},
+		{"  - {directResponse: {status: 99}}", "spec.http[0].directResponse.status: 99 is not a status"},
+		{"  - {directResponse: {status: 200, body: {bytes: '!!'}}}", "spec.http[0].directResponse.body.bytes: not base64"},
+		{"  - {fault: {abort: {grpcStatus: SAD}}, route: [{destination: {host: b}}]}", `spec.http[0].fault.abort.grpcStatus: "SAD" is not a gRPC status name`},
+		{"  - {fault: {abort: {httpStatus: 700}}, route: [{destination: {host: b}}]}", "spec.http[0].fault.abort.httpStatus: 700"},
+		{"  - {fault: {delay: {percentage: {value: 10}}}, route: [{destination: {host: b}}]}", "spec.http[0].fault.delay.fixedDelay: missing"},
+		{"  - {fault: {delay: {fixedDelay: 1s, percentage: {value: 101}}}, route: [{destination: {host: b}}]}", "spec.http[0].fault.delay.percentage: 101 is not a percentage"},
+		{"  - {mirror: {host: b}, mirrorPercentage: {value: -1}, route: [{destination: {host: b}}]}", "spec.http[0].mirrorPercentage: -1"},
+		{"  - {match: [{uri: {regex: '(['}}], route: [{destination: {host: b}}]}", `spec.http[0].match[0].uri.regex: "([" is not an RE2 pattern`},
+		{"  - {match: [{queryParams: {q: {regex: 'a{99999}'}}}], route: [{destination: {host: b}}]}", "spec.http[0].match[0].queryParams.q.regex"},
+		{"  - {rewrite: {uriRegexRewrite: {match: '*', rewrite: /}}, route: [{destination: {host: b}}]}", "spec.http[0].rewrite.uriRegexRewrite.match"},
+	} {
+		_, err := control.LoadWorld([]byte(head+c.rule+"\n"), control.DefaultDomain)
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want an error with %q", c.rule, err, c.want)
+		}
+	}
+}
+
+// TestVirtualServiceLeftOut: what the sidecar would refuse or shunt does
+// not run is left out and reported by its path; the rest loads.
+func TestVirtualServiceLeftOut(t *testing.T) {
+	vs, err := control.VirtualServiceFrom([]byte(`kind: VirtualService
+metadata: {name: partial}
+spec:
+  hosts: [backend-service]
+  http:
+  - match: [{sourceLabels: {app: web}}, {uri: {prefix: /}}]
+    headers: {request: {set: {x-a: "50%", ":path": /x, x-ok: "yes"}}}
+    route:
+    - {destination: {host: b, subset: v1}, weight: 50, headers: {request: {set: {x-v: "1"}}}}
+    - {destination: {host: b, subset: v2}, weight: 50}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"spec.http[0].match[0]: a match by the client's labels or namespace (left out)", "spec.http[0].route[0].headers (a destination's own, with several destinations)",
+		"spec.http[0].headers.request.set.:path: a pseudo-header", "spec.http[0].headers.request.set.x-a: a value with %"}
+	slices.Sort(want)
+	got := slices.Sorted(slices.Values(vs.Problems))
+	if !slices.Equal(got, want) {
+		t.Errorf("problems:\n%q\nwant\n%q", got, want)
+	}
+	if len(vs.HTTP) != 1 || len(vs.HTTP[0].Match) != 1 || vs.HTTP[0].Headers.Request.Set["x-ok"] != "yes" || len(vs.HTTP[0].Headers.Request.Set) != 1 {
+		t.Errorf("the rule as loaded: %+v", vs.HTTP)
+	}
+}

@@ -146,7 +146,8 @@ var virtualServiceSchema = schema{
 		"name": nil,
 		"match": listOf{schema{"name": nil, "uri": stringMatch, "method": stringMatch, "scheme": stringMatch,
 			"authority": stringMatch, "headers": mapOf{stringMatch}, "withoutHeaders": mapOf{stringMatch},
-			"queryParams": mapOf{stringMatch}, "ignoreUriCase": nil, "port": nil, "gateways": nil}},
+			"queryParams": mapOf{stringMatch}, "ignoreUriCase": nil, "port": nil, "gateways": nil,
+			"sourceLabels": nil, "sourceNamespace": nil}},
 		"route":          listOf{schema{"destination": destinationSchema, "weight": nil, "headers": headerOpsSchema}},
 		"timeout":        nil,
 		"retries":        schema{"attempts": nil, "perTryTimeout": nil, "retryOn": nil},
@@ -197,6 +198,8 @@ type vsHTTP struct {
 		IgnoreURICase                        bool
 		Port                                 uint16
 		Gateways                             []string
+		SourceLabels                         map[string]string
+		SourceNamespace                      string
 	}
 	Route []struct {
 		Destination jsonDestination
@@ -287,6 +290,12 @@ func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err
 		if len(m.Gateways) > 0 && !slices.Contains(m.Gateways, "mesh") {
 			continue // a gateway's match
 		}
+		if len(m.SourceLabels) > 0 || m.SourceNamespace != "" {
+			// Without its condition the match would take every client's
+			// requests: it is left out whole.
+			vs.Problems = append(vs.Problems, mpath+": a match by the client's labels or namespace (left out)")
+			continue
+		}
 		hm := HTTPMatch{URI: m.URI.model(), Method: m.Method.model(), Scheme: m.Scheme.model(), Authority: m.Authority.model(),
 			IgnoreURICase: m.IgnoreURICase, Port: m.Port}
 		for _, f := range []struct {
@@ -313,7 +322,7 @@ func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err
 		r.Match = append(r.Match, hm)
 	}
 	if len(h.Match) > 0 && len(r.Match) == 0 {
-		return r, false, nil // every match a gateway's
+		return r, false, nil // every match a gateway's, or left out
 	}
 	for j, d := range h.Route {
 		if d.Destination.Host == "" {
