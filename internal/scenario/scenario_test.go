@@ -266,32 +266,76 @@ spec:
   - {name: v2, labels: {version: v2}}
 `
 
-// TestSeedControlPlaneSplit: nginx's requests, captured, split by a
-// VirtualService between backend-service's versions 90/10, within ±3
-// points over 1,000 requests.
+// httpRouteSplitRules split backend-service 90/10 with a Gateway API
+// HTTPRoute (GAMMA) between two Services of its versions (the backend
+// host's nginx on 10000 and 10009).
+const httpRouteSplitRules = `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend-v1, namespace: default}
+spec: {clusterIP: 10.96.0.11, ports: [{name: http, port: 10000}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: backend-v2, namespace: default}
+spec: {clusterIP: 10.96.0.12, ports: [{name: http, port: 10000}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-v1-1, namespace: default, labels: {kubernetes.io/service-name: backend-v1}}
+addressType: IPv4
+ports: [{name: http, port: 10000}]
+endpoints: [{addresses: [10.1.0.1]}]
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-v2-1, namespace: default, labels: {kubernetes.io/service-name: backend-v2}}
+addressType: IPv4
+ports: [{name: http, port: 10009}]
+endpoints: [{addresses: [10.1.0.1]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: backend, namespace: default}
+spec:
+  parentRefs: [{group: "", kind: Service, name: backend-service, port: 10000}]
+  rules:
+  - backendRefs:
+    - {name: backend-v1, port: 10000, weight: 90}
+    - {name: backend-v2, port: 10000, weight: 10}
+`
+
+// TestSeedControlPlaneSplit: nginx's requests, captured, split 90/10
+// between backend-service's versions, by a VirtualService and by an
+// HTTPRoute, each within ±3 points over 1,000 requests.
 func TestSeedControlPlaneSplit(t *testing.T) {
-	s := startControlled(t, "split", scenario.MeshManifest+splitRules)
-	client := s.Client()
-	const n = 1000
-	v2 := 0
-	for i := range n {
-		resp, err := client.Get("http://127.0.0.1/test")
-		if err != nil {
-			t.Fatalf("request %d: %v", i, err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		switch {
-		case strings.HasPrefix(string(body), "hello from backend-service v2: /test"):
-			v2++
-		case !strings.HasPrefix(string(body), "hello from backend-service: /test"):
-			t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
-		}
-	}
-	if share := float64(v2) * 100 / n; share < 7 || share > 13 {
-		t.Errorf("v2 took %.1f%% of %d requests, want 10%% ± 3", share, n)
-	} else {
-		t.Logf("v2 took %.1f%% of %d requests", share, n)
+	for _, c := range []struct{ name, rules string }{{"VirtualService", splitRules}, {"HTTPRoute", httpRouteSplitRules}} {
+		t.Run(c.name, func(t *testing.T) {
+			s := startControlled(t, "split"+strings.ToLower(c.name[:2]), scenario.MeshManifest+c.rules)
+			client := s.Client()
+			const n = 1000
+			v2 := 0
+			for i := range n {
+				resp, err := client.Get("http://127.0.0.1/test")
+				if err != nil {
+					t.Fatalf("request %d: %v", i, err)
+				}
+				body, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				switch {
+				case strings.HasPrefix(string(body), "hello from backend-service v2: /test"):
+					v2++
+				case !strings.HasPrefix(string(body), "hello from backend-service: /test"):
+					t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+				}
+			}
+			if share := float64(v2) * 100 / n; share < 7 || share > 13 {
+				t.Errorf("v2 took %.1f%% of %d requests, want 10%% ± 3", share, n)
+			} else {
+				t.Logf("v2 took %.1f%% of %d requests", share, n)
+			}
+		})
 	}
 }
 
