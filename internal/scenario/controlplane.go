@@ -82,6 +82,20 @@ func (s *Scenario) runControlPlane() error {
 	return waitTCP(s.Pod.Peer, ControlAddr)
 }
 
+// SetManifest replaces what shunt-control serves: it reads its file
+// again within a second of a change.
+func (s *Scenario) SetManifest(text string) error {
+	if s.control == nil {
+		return fmt.Errorf("no control plane in this scenario")
+	}
+	path := filepath.Join(s.dir, "mesh.yaml")
+	tmp := path + ".new"
+	if err := os.WriteFile(tmp, []byte(text), 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
 // RestartControlPlane kills shunt-control (SIGKILL: the sidecar gets no
 // goodbye) and starts it again.
 func (s *Scenario) RestartControlPlane() error {

@@ -143,7 +143,7 @@ http {
     client_body_temp_path {{dir}}/bbody;
     server {
         listen 10000;
-        location / { return 200 "hello from backend-service: $request_uri, from $remote_addr\n"; }
+        location / { add_header X-Backend-Addr $server_addr; return 200 "hello from backend-service: $request_uri, from $remote_addr\n"; }
     }
     server {
         listen 10009;

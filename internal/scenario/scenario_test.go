@@ -339,6 +339,70 @@ func TestSeedControlPlaneSplit(t *testing.T) {
 	}
 }
 
+// TestSeedControlPlaneScaleDown: backend-service has three endpoints
+// (the backend host's nginx at three addresses); nginx's requests,
+// captured, reach all three; the slice loses one and, once shunt-control
+// has read it, no request reaches the removed endpoint and none fails.
+func TestSeedControlPlaneScaleDown(t *testing.T) {
+	slice := func(addrs string) string {
+		return `
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: backend-service-2, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
+addressType: IPv4
+ports: [{name: http, port: 10000}]
+endpoints: [` + addrs + `]
+`
+	}
+	s := startControlled(t, "scaledown", scenario.MeshManifest+slice("{addresses: [10.1.0.2]}, {addresses: [10.1.0.3]}"))
+	for _, a := range []string{"10.1.0.2/24", "10.1.0.3/24"} {
+		if out, err := s.Pod.Peer.Run("ip", "addr", "add", a, "dev", "eth0"); err != nil {
+			t.Fatalf("%s: %v %s", a, err, out)
+		}
+	}
+	client := s.Client()
+	// get sends n requests; it says how many each endpoint took.
+	get := func(n int) map[string]int {
+		seen := map[string]int{}
+		for i := range n {
+			resp, err := client.Get("http://127.0.0.1/test")
+			if err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			at := resp.Header.Get("X-Backend-Addr")
+			if resp.StatusCode != 200 || at == "" {
+				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
+			}
+			seen[at]++
+		}
+		return seen
+	}
+	if seen := get(150); len(seen) != 3 {
+		t.Fatalf("150 requests over three endpoints reached %v", seen)
+	}
+	if err := s.SetManifest(scenario.MeshManifest + slice("{addresses: [10.1.0.2]}")); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for {
+		seen := get(30)
+		if seen["10.1.0.3"] == 0 {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatalf("10 s after the slice lost 10.1.0.3, it still takes requests: %v", seen)
+		}
+	}
+	gone := time.Since(start)
+	if seen := get(300); seen["10.1.0.3"] != 0 || len(seen) != 2 {
+		t.Errorf("after the scale-down, 300 requests reached %v", seen)
+	}
+	t.Logf("the removed endpoint took its last request within %s of the slice's change (shunt-control reads its file every second)", gone.Round(10*time.Millisecond))
+}
+
 // routeOpsRules give backend-service's VirtualService a fault, a
 // redirect, a direct response and a response header.
 const routeOpsRules = `
