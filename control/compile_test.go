@@ -236,13 +236,14 @@ func TestCompileRoutingRules(t *testing.T) {
 	}
 }
 
-// TestCompileHTTPRoutes compiles Gateway API's mesh routes (gamma.yaml):
+// TestCompileHTTPRoutes compiles Gateway API's mesh routes (gamma.yaml,
+// HTTPRoutes and a GRPCRoute):
 // the golden file, the sidecar runs it, the filter it does not run
 // reported.
 func TestCompileHTTPRoutes(t *testing.T) {
 	cc, w := compileWith(t, "gamma.yaml", "gamma.golden.yaml")
-	if len(w.HTTPRoutes) != 2 {
-		t.Errorf("HTTPRoutes bound to services: %v, want backend's and the consumer's (not the gateway's)", w.HTTPRoutes)
+	if len(w.HTTPRoutes) != 3 || w.HTTPRoutes["GRPCRoute default/backend"] == nil {
+		t.Errorf("routes bound to services: %v, want backend's and the consumer's HTTPRoutes (not the gateway's) and cart's GRPCRoute", w.HTTPRoutes)
 	}
 	if p := cc.Problems(); len(p) != 1 || p["HTTPRoute default/backend spec.rules[2].filters[4]: ExtensionRef"] != "not run by shunt" {
 		t.Errorf("problems: %v", p)

@@ -62,7 +62,8 @@ type gatewayHeaders struct {
 type gatewayMatch struct {
 	Path                 *struct{ Type, Value string }
 	Headers, QueryParams []struct{ Type, Name, Value string }
-	Method               string
+	// Method is an HTTPRoute's method name, a GRPCRoute's method match.
+	Method json.RawMessage
 }
 
 type gatewayFilter struct {
@@ -91,34 +92,44 @@ type gatewayFilter struct {
 // HTTPRouteFrom reads an HTTPRoute manifest (YAML or JSON); one bound to
 // no Service (a Gateway's) is nil.
 func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
-	o, problems, err := decodeObject(doc, httpRouteSchema)
+	return gatewayRouteFrom(doc, "HTTPRoute", httpRouteSchema, domain, httpMatch)
+}
+
+// gatewayRouteSpec is an HTTPRoute's or a GRPCRoute's spec.
+type gatewayRouteSpec struct {
+	ParentRefs []struct {
+		Group, Kind, Name, Namespace *string
+		Port                         uint16
+	}
+	Rules []struct {
+		Name        string
+		Matches     []gatewayMatch
+		BackendRefs []struct {
+			Group, Kind     *string
+			Name, Namespace string
+			Port            uint16
+			Weight          *int32
+		}
+		Timeouts struct{ Request string }
+		Filters  []gatewayFilter
+	}
+}
+
+// gatewayRouteFrom reads a Gateway API route of kind, its matches by
+// match; one bound to no Service is nil.
+func gatewayRouteFrom(doc []byte, kind string, s schema, domain string, match func(gatewayMatch, string) (HTTPMatch, error)) (*HTTPRoute, error) {
+	o, problems, err := decodeObject(doc, s)
 	if err != nil {
 		return nil, err
 	}
-	var spec struct {
-		ParentRefs []struct {
-			Group, Kind, Name, Namespace *string
-			Port                         uint16
-		}
-		Rules []struct {
-			Name        string
-			Matches     []gatewayMatch
-			BackendRefs []struct {
-				Group, Kind     *string
-				Name, Namespace string
-				Port            uint16
-				Weight          *int32
-			}
-			Timeouts struct{ Request string }
-			Filters  []gatewayFilter
-		}
-	}
+	var spec gatewayRouteSpec
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
+	fail := func(err error) (*HTTPRoute, error) { return nil, fmt.Errorf("%s %s: %v", kind, name, err) }
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
-		return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
+		return fail(err)
 	}
 	hr := &HTTPRoute{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace}
-	vs := &VirtualService{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
+	vs := &VirtualService{Kind: kind, Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
 	for _, p := range spec.ParentRefs {
 		if p.Kind == nil || *p.Kind != "Service" || (p.Group != nil && *p.Group != "" && *p.Group != "core") {
 			continue // a Gateway's: not the mesh's
@@ -137,11 +148,11 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 		path := fmt.Sprintf("spec.rules[%d]", i)
 		base := RouteRule{Name: r.Name}
 		if base.Timeout, err = parseDuration(r.Timeouts.Request, path+".timeouts.request"); err != nil {
-			return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
+			return fail(err)
 		}
 		for j, f := range r.Filters {
 			if err := vs.gatewayFilter(&base, f, fmt.Sprintf("%s.filters[%d]", path, j), o.Metadata.Namespace, domain); err != nil {
-				return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
+				return fail(err)
 			}
 		}
 		for j, b := range r.BackendRefs {
@@ -156,10 +167,7 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 			if w == 0 {
 				continue // no share
 			}
-			ns := b.Namespace
-			if ns == "" {
-				ns = o.Metadata.Namespace
-			}
+			ns := cmp.Or(b.Namespace, o.Metadata.Namespace)
 			base.Route = append(base.Route, Destination{Host: b.Name + "." + ns + ".svc." + domain, Port: b.Port, Weight: w})
 		}
 		switch {
@@ -177,46 +185,15 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 			matches = append(matches, gatewayMatch{})
 		}
 		for j, m := range matches {
+			mpath := fmt.Sprintf("%s.matches[%d]", path, j)
+			hm, err := match(m, mpath)
+			if err == nil {
+				err = hm.checkRegexes(mpath)
+			}
+			if err != nil {
+				return fail(err)
+			}
 			route := base
-			hm := HTTPMatch{URI: StringMatch{Prefix: "/"}}
-			if p := m.Path; p != nil {
-				switch p.Type {
-				case "Exact":
-					hm.URI = StringMatch{Exact: p.Value}
-				case "RegularExpression":
-					hm.URI = StringMatch{Regex: p.Value}
-				case "", "PathPrefix":
-					hm.URI = StringMatch{Prefix: p.Value}
-				default:
-					return nil, fmt.Errorf("HTTPRoute %s: %s.matches[%d].path.type: %q is not Exact, PathPrefix or RegularExpression", name, path, j, p.Type)
-				}
-			}
-			if m.Method != "" {
-				hm.Method = StringMatch{Exact: m.Method}
-			}
-			for _, f := range []struct {
-				in   []struct{ Type, Name, Value string }
-				into *map[string]StringMatch
-				fold bool
-			}{{m.Headers, &hm.Headers, true}, {m.QueryParams, &hm.QueryParams, false}} {
-				for _, h := range f.in {
-					if *f.into == nil {
-						*f.into = map[string]StringMatch{}
-					}
-					key := h.Name
-					if f.fold {
-						key = strings.ToLower(key)
-					}
-					if h.Type == "RegularExpression" {
-						(*f.into)[key] = StringMatch{Regex: h.Value}
-					} else {
-						(*f.into)[key] = StringMatch{Exact: h.Value}
-					}
-				}
-			}
-			if err := hm.checkRegexes(fmt.Sprintf("%s.matches[%d]", path, j)); err != nil {
-				return nil, fmt.Errorf("HTTPRoute %s: %v", name, err)
-			}
 			route.Match = []HTTPMatch{hm}
 			// In the order written: the routes bound to a service are
 			// sorted together, by Gateway API's precedence (see routesFor).
@@ -225,6 +202,58 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 	}
 	hr.Routes = vs
 	return hr, nil
+}
+
+// httpMatch is an HTTPRoute's match: path, method, headers, query
+// parameters.
+func httpMatch(m gatewayMatch, path string) (HTTPMatch, error) {
+	hm := HTTPMatch{URI: StringMatch{Prefix: "/"}}
+	if p := m.Path; p != nil {
+		switch p.Type {
+		case "Exact":
+			hm.URI = StringMatch{Exact: p.Value}
+		case "RegularExpression":
+			hm.URI = StringMatch{Regex: p.Value}
+		case "", "PathPrefix":
+			hm.URI = StringMatch{Prefix: p.Value}
+		default:
+			return hm, fmt.Errorf("%s.path.type: %q is not Exact, PathPrefix or RegularExpression", path, p.Type)
+		}
+	}
+	if len(m.Method) > 0 {
+		var method string
+		if err := json.Unmarshal(m.Method, &method); err != nil {
+			return hm, fmt.Errorf("%s.method: %v", path, err)
+		}
+		hm.Method = StringMatch{Exact: method}
+	}
+	headerMatches(&hm, m)
+	return hm, nil
+}
+
+// headerMatches puts a match's headers (any case) and query parameters
+// into hm, exact or by regular expression.
+func headerMatches(hm *HTTPMatch, m gatewayMatch) {
+	for _, f := range []struct {
+		in   []struct{ Type, Name, Value string }
+		into *map[string]StringMatch
+		fold bool
+	}{{m.Headers, &hm.Headers, true}, {m.QueryParams, &hm.QueryParams, false}} {
+		for _, h := range f.in {
+			if *f.into == nil {
+				*f.into = map[string]StringMatch{}
+			}
+			key := h.Name
+			if f.fold {
+				key = strings.ToLower(key)
+			}
+			if h.Type == "RegularExpression" {
+				(*f.into)[key] = StringMatch{Regex: h.Value}
+			} else {
+				(*f.into)[key] = StringMatch{Exact: h.Value}
+			}
+		}
+	}
 }
 
 // gatewayFilter applies a rule's filter to base, the rule's route.

@@ -105,12 +105,12 @@ func TestWatchRoutingRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if out, err := c.Kubectl(string(crds)+"\n---\n"+kubecluster.HTTPRouteCRD, "apply", "-f", "-"); err != nil {
+	if out, err := c.Kubectl(string(crds)+"\n---\n"+kubecluster.GatewayRouteCRDs, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
-		"crd/httproutes.gateway.networking.k8s.io"); err != nil {
+		"crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	vs := func(timeout string) string {
@@ -121,6 +121,8 @@ func TestWatchRoutingRules(t *testing.T) {
 		"spec: {host: backend-service, subsets: [{name: v1, labels: {version: v1}}]}\n---\n"+
 		"apiVersion: gateway.networking.k8s.io/v1\nkind: HTTPRoute\nmetadata: {name: backend, namespace: default}\n"+
 		"spec: {parentRefs: [{group: '', kind: Service, name: backend-service}], rules: [{backendRefs: [{name: backend-service, port: 10000}]}]}\n---\n"+
+		"apiVersion: gateway.networking.k8s.io/v1\nkind: GRPCRoute\nmetadata: {name: backend, namespace: default}\n"+
+		"spec: {parentRefs: [{group: '', kind: Service, name: backend-service}], rules: [{matches: [{method: {service: shop.Cart}}], backendRefs: [{name: backend-service, port: 10000}]}]}\n---\n"+
 		"apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {name: httpbin, namespace: default}\n"+
 		"spec: {hosts: [httpbin.org], ports: [{number: 80, name: http, protocol: HTTP}], resolution: DNS}",
 		"apply", "-f", "-"); err != nil {
@@ -134,6 +136,7 @@ func TestWatchRoutingRules(t *testing.T) {
 		return 0
 	}
 	if timeout() != 2*time.Second || s.World().DestinationRules["default/backend"] == nil || s.World().HTTPRoutes["default/backend"] == nil ||
+		s.World().HTTPRoutes["GRPCRoute default/backend"] == nil ||
 		s.World().Services["default/httpbin.org"] == nil {
 		t.Fatalf("once listed: %+v %+v %+v", s.World().VirtualServices, s.World().DestinationRules, s.World().HTTPRoutes)
 	}
@@ -146,4 +149,8 @@ func TestWatchRoutingRules(t *testing.T) {
 	}
 	c.Kubectl("", "delete", "virtualservice", "backend")
 	waitFor(t, "a deleted rule is gone", func() bool { return s.World().VirtualServices["default/backend"] == nil })
+	c.Kubectl("", "delete", "grpcroute", "backend")
+	waitFor(t, "a deleted GRPCRoute is gone (its HTTPRoute of the same name stays)", func() bool {
+		return s.World().HTTPRoutes["GRPCRoute default/backend"] == nil && s.World().HTTPRoutes["default/backend"] != nil
+	})
 }

@@ -83,7 +83,8 @@ type World struct {
 	// VirtualServices and DestinationRules are Istio's, by namespace/name.
 	VirtualServices  map[string]*VirtualService
 	DestinationRules map[string]*DestinationRule
-	// HTTPRoutes are Gateway API's bound to Services, by namespace/name.
+	// HTTPRoutes are Gateway API's HTTPRoutes and GRPCRoutes bound to
+	// Services, by routeKey.
 	HTTPRoutes map[string]*HTTPRoute
 	// Sidecars are Istio's Sidecar resources scoping a namespace, by
 	// namespace/name; sidecarProblems what of the others is not run.

@@ -195,7 +195,8 @@ func (cc *Compiler) survey(w *World) {
 		unrun("ServiceEntry", key, w.serviceEntries[key].problems)
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
-		unrun("HTTPRoute", key, w.HTTPRoutes[key].Routes.Problems)
+		r := w.HTTPRoutes[key]
+		unrun(r.Routes.Kind, r.Namespace+"/"+r.Name, r.Routes.Problems)
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.sidecarProblems)) {
 		unrun("Sidecar", key, w.sidecarProblems[key])

@@ -56,4 +56,13 @@ var ruleKinds = []struct {
 			return err
 		},
 		func(w *World, key string) { delete(w.HTTPRoutes, key) }},
+	{"GRPCRoute", "gateway.networking.k8s.io", []string{"v1"}, "grpcroutes",
+		func(w *World, doc []byte) error {
+			r, err := GRPCRouteFrom(doc, w.Domain)
+			if err == nil && r != nil {
+				w.PutHTTPRoute(r)
+			}
+			return err
+		},
+		func(w *World, key string) { delete(w.HTTPRoutes, routeKey("GRPCRoute", key)) }},
 }

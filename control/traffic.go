@@ -114,7 +114,7 @@ func (w *World) routesFor(ns string, vs map[string]*VirtualService) {
 		}
 	}
 	for host, b := range byHost {
-		merged := &VirtualService{Kind: "HTTPRoute", Name: b.routes[0].Name, Namespace: b.routes[0].Namespace, Hosts: []string{host}}
+		merged := &VirtualService{Kind: b.routes[0].Routes.Kind, Name: b.routes[0].Name, Namespace: b.routes[0].Namespace, Hosts: []string{host}}
 		all := false
 		for _, r := range b.routes {
 			merged.HTTP = append(merged.HTTP, r.Routes.HTTP...)

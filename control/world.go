@@ -124,8 +124,19 @@ func (w *World) DeleteSidecar(key string) {
 	delete(w.sidecarProblems, key)
 }
 
-// PutHTTPRoute adds or replaces an HTTPRoute.
-func (w *World) PutHTTPRoute(r *HTTPRoute) { w.HTTPRoutes[r.Namespace+"/"+r.Name] = r }
+// PutHTTPRoute adds or replaces an HTTPRoute or a GRPCRoute.
+func (w *World) PutHTTPRoute(r *HTTPRoute) {
+	w.HTTPRoutes[routeKey(r.Routes.Kind, r.Namespace+"/"+r.Name)] = r
+}
+
+// routeKey keys a Gateway API route in World.HTTPRoutes: an HTTPRoute's
+// namespace/name, a GRPCRoute's after its kind (their names may meet).
+func routeKey(kind, key string) string {
+	if kind == "GRPCRoute" {
+		return kind + " " + key
+	}
+	return key
+}
 
 // PutDestinationRule adds or replaces a DestinationRule.
 func (w *World) PutDestinationRule(dr *DestinationRule) {

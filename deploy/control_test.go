@@ -20,7 +20,7 @@ import (
 // the role is enough to list and watch what it reads, and no more.
 func TestControlPlaneInARealAPIServer(t *testing.T) {
 	c := kubecluster.Start(t)
-	if out, err := c.Kubectl(kubecluster.HTTPRouteCRD, "apply", "-f", "-"); err != nil {
+	if out, err := c.Kubectl(kubecluster.GatewayRouteCRDs, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	for _, file := range []string{"webhook.yaml", "istio-crds.yaml", "control.yaml"} {
@@ -29,7 +29,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 			t.Fatalf("deploy/%s is refused: %v\n%s", file, err, out)
 		}
 	}
-	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io",
+	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
 		"crd/sidecars.networking.istio.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
@@ -38,7 +38,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	for _, q := range []struct{ verb, resource, want string }{
 		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"},
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
-		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
+		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "grpcroutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
 		{"watch", "sidecars.networking.istio.io", "yes"},
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 	} {

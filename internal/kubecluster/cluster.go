@@ -173,9 +173,10 @@ func (c *Cluster) Kubectl(stdin string, args ...string) (string, error) {
 	return out.String(), nil
 }
 
-// HTTPRouteCRD stands for Gateway API's HTTPRoute CRD (which a cluster
-// installs from Gateway API's release), its schema left open.
-const HTTPRouteCRD = `apiVersion: apiextensions.k8s.io/v1
+// GatewayRouteCRDs stand for Gateway API's HTTPRoute and GRPCRoute CRDs
+// (which a cluster installs from Gateway API's release), their schemas
+// left open.
+const GatewayRouteCRDs = `apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
   name: httproutes.gateway.networking.k8s.io
@@ -184,6 +185,21 @@ spec:
   group: gateway.networking.k8s.io
   scope: Namespaced
   names: {kind: HTTPRoute, listKind: HTTPRouteList, plural: httproutes, singular: httproute}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}}
+---
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: grpcroutes.gateway.networking.k8s.io
+  annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/3328"}
+spec:
+  group: gateway.networking.k8s.io
+  scope: Namespaced
+  names: {kind: GRPCRoute, listKind: GRPCRouteList, plural: grpcroutes, singular: grpcroute}
   versions:
   - name: v1
     served: true
