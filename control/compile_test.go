@@ -226,12 +226,13 @@ func TestCompileRoutingRules(t *testing.T) {
 		"VirtualService default/backend spec.http[4].corsPolicy":                "not run by shunt",
 		"DestinationRule default/backend spec.trafficPolicy.tls":                "not run by shunt",
 		"VirtualService default/backend spec.http[5].route[2].destination.host": "no service nowhere.default.svc.cluster.local",
+		"DestinationRule other/shared spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl": "not run by shunt",
 	} {
 		if problems[key] != want {
 			t.Errorf("problem %q: %q, want %q (all: %v)", key, problems[key], want, problems)
 		}
 	}
-	if len(problems) != 3 {
+	if len(problems) != 4 {
 		t.Errorf("problems: %v", problems)
 	}
 }

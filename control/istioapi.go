@@ -37,12 +37,27 @@ type TrafficPolicy struct {
 	MaxPending       uint32 // http1MaxPendingRequests
 	MaxRequests      uint32 // http2MaxRequests
 	MaxRetries       uint32
+	Pool             bool   // connectionPool is set: its limits replace the rule's
 	Consecutive5xx   uint32 // outlierDetection.consecutive5xxErrors
 	ConsecutiveGwErr uint32 // consecutiveGatewayErrors
 	Interval         time.Duration
 	BaseEjectionTime time.Duration
 	MaxEjectionPct   uint32
 	Outlier          bool // outlierDetection is set
+	// Hash is loadBalancer.consistentHash, instead of simple.
+	Hash *ConsistentHash
+	// Ports are portLevelSettings: each port's policy over this one.
+	Ports map[uint16]*TrafficPolicy
+}
+
+// ConsistentHash picks a request's endpoint by a hash of one of its
+// header, cookie, query parameter or source IP, on a ring (Envoy's
+// RING_HASH) or a Maglev table.
+type ConsistentHash struct {
+	Header, Cookie, QueryParam string
+	SourceIP                   bool
+	Maglev                     bool
+	MinRingSize, TableSize     uint64
 }
 
 // schema names the fields shunt runs: a nested schema for an object,
@@ -54,14 +69,30 @@ type mapOf struct{ of schema }
 
 var stringMatch = schema{"exact": nil, "prefix": nil, "regex": nil}
 
-var policySchema = schema{
-	"loadBalancer": schema{"simple": nil},
+// portPolicySchema is a traffic policy's fields for one port.
+var portPolicySchema = schema{
+	"port": schema{"number": nil},
+	"loadBalancer": schema{"simple": nil, "consistentHash": schema{"httpHeaderName": nil, "httpCookie": schema{"name": nil},
+		"useSourceIp": nil, "httpQueryParameterName": nil, "ringHash": schema{"minimumRingSize": nil},
+		"maglev": schema{"tableSize": nil}, "minimumRingSize": nil}},
 	"connectionPool": schema{
 		"tcp":  schema{"maxConnections": nil, "connectTimeout": nil},
 		"http": schema{"http1MaxPendingRequests": nil, "http2MaxRequests": nil, "maxRetries": nil}},
 	"outlierDetection": schema{"consecutive5xxErrors": nil, "consecutiveGatewayErrors": nil, "interval": nil,
 		"baseEjectionTime": nil, "maxEjectionPercent": nil},
 }
+
+// policySchema is a traffic policy's: a port's fields, and
+// portLevelSettings.
+var policySchema = func() schema {
+	s := schema{"portLevelSettings": listOf{portPolicySchema}}
+	for k, v := range portPolicySchema {
+		if k != "port" {
+			s[k] = v
+		}
+	}
+	return s
+}()
 
 var destinationRuleSchema = schema{
 	"host": nil, "exportTo": nil, "trafficPolicy": policySchema,
@@ -142,8 +173,22 @@ func parseDuration(s, path string) (*time.Duration, error) {
 }
 
 type jsonPolicy struct {
-	LoadBalancer   struct{ Simple string }
-	ConnectionPool struct {
+	LoadBalancer struct {
+		Simple         string
+		ConsistentHash *struct {
+			HTTPHeaderName, HTTPQueryParameterName string
+			HTTPCookie                             *struct{ Name string }
+			UseSourceIP                            bool
+			RingHash                               *struct{ MinimumRingSize uint64 }
+			Maglev                                 *struct{ TableSize uint64 }
+			MinimumRingSize                        uint64
+		}
+	}
+	PortLevelSettings []struct {
+		Port struct{ Number uint16 }
+		jsonPolicy
+	}
+	ConnectionPool *struct {
 		TCP struct {
 			MaxConnections uint32
 			ConnectTimeout string
@@ -163,18 +208,62 @@ func (p *jsonPolicy) model(path string) (*TrafficPolicy, error) {
 	if p == nil {
 		return nil, nil
 	}
-	tp := &TrafficPolicy{LoadBalancer: p.LoadBalancer.Simple, MaxConnections: p.ConnectionPool.TCP.MaxConnections,
-		MaxPending: p.ConnectionPool.HTTP.HTTP1MaxPendingRequests, MaxRequests: p.ConnectionPool.HTTP.HTTP2MaxRequests,
-		MaxRetries: p.ConnectionPool.HTTP.MaxRetries}
+	tp := &TrafficPolicy{LoadBalancer: p.LoadBalancer.Simple}
+	if cp := p.ConnectionPool; cp != nil {
+		tp.Pool, tp.MaxConnections, tp.MaxPending, tp.MaxRequests, tp.MaxRetries = true, cp.TCP.MaxConnections,
+			cp.HTTP.HTTP1MaxPendingRequests, cp.HTTP.HTTP2MaxRequests, cp.HTTP.MaxRetries
+		d, err := parseDuration(cp.TCP.ConnectTimeout, path+".connectionPool.tcp.connectTimeout")
+		if err != nil {
+			return nil, err
+		}
+		if d != nil {
+			tp.ConnectTimeout = *d
+		}
+	}
 	switch tp.LoadBalancer {
 	case "", "ROUND_ROBIN", "LEAST_REQUEST", "LEAST_CONN", "RANDOM":
 	default:
 		return nil, fmt.Errorf("%s.loadBalancer.simple: %q is not ROUND_ROBIN, LEAST_REQUEST or RANDOM", path, tp.LoadBalancer)
 	}
-	if d, err := parseDuration(p.ConnectionPool.TCP.ConnectTimeout, path+".connectionPool.tcp.connectTimeout"); err != nil {
-		return nil, err
-	} else if d != nil {
-		tp.ConnectTimeout = *d
+	if ch := p.LoadBalancer.ConsistentHash; ch != nil {
+		if tp.LoadBalancer != "" {
+			return nil, fmt.Errorf("%s.loadBalancer: simple and consistentHash are exclusive", path)
+		}
+		h := &ConsistentHash{Header: ch.HTTPHeaderName, QueryParam: ch.HTTPQueryParameterName, SourceIP: ch.UseSourceIP,
+			MinRingSize: ch.MinimumRingSize}
+		if ch.HTTPCookie != nil {
+			h.Cookie = ch.HTTPCookie.Name
+		}
+		if ch.RingHash != nil {
+			h.MinRingSize = ch.RingHash.MinimumRingSize
+		}
+		if ch.Maglev != nil {
+			h.Maglev, h.TableSize = true, ch.Maglev.TableSize
+		}
+		keys := 0
+		for _, set := range []bool{h.Header != "", h.Cookie != "", h.QueryParam != "", h.SourceIP} {
+			if set {
+				keys++
+			}
+		}
+		if keys != 1 {
+			return nil, fmt.Errorf("%s.loadBalancer.consistentHash: one of httpHeaderName, httpCookie.name, useSourceIp and httpQueryParameterName is needed", path)
+		}
+		tp.Hash = h
+	}
+	for i, pl := range p.PortLevelSettings {
+		ppath := fmt.Sprintf("%s.portLevelSettings[%d]", path, i)
+		if pl.Port.Number == 0 {
+			return nil, fmt.Errorf("%s.port.number: missing", ppath)
+		}
+		pp, err := pl.jsonPolicy.model(ppath)
+		if err != nil {
+			return nil, err
+		}
+		if tp.Ports == nil {
+			tp.Ports = map[uint16]*TrafficPolicy{}
+		}
+		tp.Ports[pl.Port.Number] = pp
 	}
 	if od := p.OutlierDetection; od != nil {
 		tp.Outlier = true

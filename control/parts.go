@@ -244,7 +244,7 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 		pp.cla = c.loadAssignment(s, p, name)
 	}
 	if dr != nil {
-		applyPolicy(pp.cluster, dr.Policy)
+		applyPolicy(pp.cluster, dr.Policy, p.Port)
 		pp.subsetClusters, pp.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster)
 	}
 	if pp.headless {
@@ -256,6 +256,10 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 		if vs != nil {
 			routes := c.vsRoutes(vs, s, p)
 			pp.vhost[0].Routes, pp.vhost[1].Routes = routes, routes
+		}
+		c.hashRoutes(pp.vhost[0].Routes)
+		if vs == nil {
+			c.hashRoutes(pp.vhost[1].Routes)
 		}
 		if !pp.headless {
 			// To its own addresses a request reaches the service

@@ -254,10 +254,24 @@ func cloneCluster(base *clusterv3.Cluster, name string) *clusterv3.Cluster {
 	return cl
 }
 
-// applyPolicy puts a DestinationRule's traffic policy on a cluster.
-func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
+// applyPolicy puts a DestinationRule's traffic policy on a cluster of
+// port: the policy, then its port's settings over it.
+func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy, port uint16) {
 	if tp == nil {
 		return
+	}
+	applyPortPolicy(cl, tp)
+	if pp := tp.Ports[port]; pp != nil {
+		applyPortPolicy(cl, pp)
+	}
+}
+
+func applyPortPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
+	if h := tp.Hash; h != nil {
+		hashCluster(cl, h)
+	}
+	if tp.LoadBalancer != "" {
+		cl.LbConfig = nil // a hash's ring or table, the rule's
 	}
 	switch tp.LoadBalancer {
 	case "ROUND_ROBIN":
@@ -270,16 +284,20 @@ func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
 	if tp.ConnectTimeout > 0 {
 		cl.ConnectTimeout = durationpb.New(tp.ConnectTimeout)
 	}
-	th := envoyres.UnlimitedBreakers().GetThresholds()[0]
-	for _, f := range []struct {
-		v    uint32
-		into **wrapperspb.UInt32Value
-	}{{tp.MaxConnections, &th.MaxConnections}, {tp.MaxPending, &th.MaxPendingRequests}, {tp.MaxRequests, &th.MaxRequests}, {tp.MaxRetries, &th.MaxRetries}} {
-		if f.v > 0 {
-			*f.into = wrapperspb.UInt32(f.v)
+	// A connection pool replaces the rule's (a subset's or a port's over
+	// the rule's, as Istio's); none keeps it, or Istio's unlimited.
+	if tp.Pool || cl.GetCircuitBreakers() == nil {
+		th := envoyres.UnlimitedBreakers().GetThresholds()[0]
+		for _, f := range []struct {
+			v    uint32
+			into **wrapperspb.UInt32Value
+		}{{tp.MaxConnections, &th.MaxConnections}, {tp.MaxPending, &th.MaxPendingRequests}, {tp.MaxRequests, &th.MaxRequests}, {tp.MaxRetries, &th.MaxRetries}} {
+			if f.v > 0 {
+				*f.into = wrapperspb.UInt32(f.v)
+			}
 		}
+		cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 	}
-	cl.CircuitBreakers = &clusterv3.CircuitBreakers{Thresholds: []*clusterv3.CircuitBreakers_Thresholds{th}}
 	if tp.Outlier {
 		od := &clusterv3.OutlierDetection{Interval: durationpb.New(tp.Interval), BaseEjectionTime: durationpb.New(tp.BaseEjectionTime),
 			MaxEjectionPercent: wrapperspb.UInt32(tp.MaxEjectionPct), EnforcingSuccessRate: wrapperspb.UInt32(0)}
@@ -305,7 +323,7 @@ func (c *compiler) subsetParts(s *Service, p Port, dr *DestinationRule, base *cl
 	for _, sub := range dr.Subsets {
 		name := clusterName("outbound", p.Port, sub.Name, s.Hostname)
 		cl := cloneCluster(base, name)
-		applyPolicy(cl, sub.Policy)
+		applyPolicy(cl, sub.Policy, p.Port)
 		clusters = append(clusters, cl)
 		if len(s.Addresses) == 0 {
 			continue // headless: the original destination
