@@ -40,7 +40,8 @@ var httpRouteSchema = schema{
 		"matches": listOf{schema{"path": schema{"type": nil, "value": nil}, "headers": gatewayMatchValue,
 			"queryParams": gatewayMatchValue, "method": nil}},
 		"backendRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil, "weight": nil}},
-		"timeouts":    schema{"request": nil},
+		"timeouts":    schema{"request": nil, "backendRequest": nil},
+		"retry":       schema{"codes": nil, "attempts": nil, "backoff": nil},
 		// A filter of a type shunt does not run is reported by its type.
 		"filters": listOf{schema{"type": nil,
 			"urlRewrite":             schema{"hostname": nil, "path": gatewayPathModifier},
@@ -110,7 +111,8 @@ type gatewayRouteSpec struct {
 			Port            uint16
 			Weight          *int32
 		}
-		Timeouts struct{ Request string }
+		Timeouts struct{ Request, BackendRequest string }
+		Retry    *gatewayRetry
 		Filters  []gatewayFilter
 	}
 }
@@ -148,6 +150,9 @@ func gatewayRouteFrom(doc []byte, kind string, s schema, domain string, match fu
 		path := fmt.Sprintf("spec.rules[%d]", i)
 		base := RouteRule{Name: r.Name}
 		if base.Timeout, err = parseDuration(r.Timeouts.Request, path+".timeouts.request"); err != nil {
+			return fail(err)
+		}
+		if base.Retries, err = gatewayRetries(r.Retry, r.Timeouts.BackendRequest, path); err != nil {
 			return fail(err)
 		}
 		for j, f := range r.Filters {
@@ -202,6 +207,47 @@ func gatewayRouteFrom(doc []byte, kind string, s schema, domain string, match fu
 	}
 	hr.Routes = vs
 	return hr, nil
+}
+
+// gatewayRetry is an HTTPRoute rule's retry.
+type gatewayRetry struct {
+	Codes    []uint32
+	Attempts *uint32
+	Backoff  string
+}
+
+// gatewayRetries is a rule's retry and timeouts.backendRequest (the
+// timeout of each try) as a retry policy; nil for neither (Istio's
+// default retries).
+func gatewayRetries(retry *gatewayRetry, backendRequest, path string) (*Retries, error) {
+	perTry, err := parseDuration(backendRequest, path+".timeouts.backendRequest")
+	if err != nil || retry == nil && perTry == nil {
+		return nil, err
+	}
+	out := &Retries{Attempts: 2} // Istio's default
+	if perTry != nil {
+		out.PerTryTimeout = *perTry
+	}
+	if retry == nil {
+		return out, nil
+	}
+	if retry.Attempts != nil {
+		out.Attempts = *retry.Attempts
+	}
+	for _, c := range retry.Codes {
+		if c < 500 || c > 599 {
+			return nil, fmt.Errorf("%s.retry.codes: %d is not a 5xx status", path, c)
+		}
+	}
+	out.Codes = retry.Codes
+	backoff, err := parseDuration(retry.Backoff, path+".retry.backoff")
+	if err != nil {
+		return nil, err
+	}
+	if backoff != nil {
+		out.Backoff = *backoff
+	}
+	return out, nil
 }
 
 // httpMatch is an HTTPRoute's match: path, method, headers, query

@@ -162,6 +162,12 @@ func (c *compiler) routeAction(vs *VirtualService, r RouteRule, s *Service, p Po
 			if rt.PerTryTimeout > 0 {
 				a.RetryPolicy.PerTryTimeout = durationpb.New(rt.PerTryTimeout)
 			}
+			if len(rt.Codes) > 0 {
+				a.RetryPolicy.RetriableStatusCodes = rt.Codes
+			}
+			if rt.Backoff > 0 {
+				a.RetryPolicy.RetryBackOff = &routev3.RetryPolicy_RetryBackOff{BaseInterval: durationpb.New(rt.Backoff)}
+			}
 		}
 	}
 	if r.RewriteURI != "" {

@@ -77,11 +77,15 @@ type Destination struct {
 	Weight int32
 }
 
-// Retries is a route's retry policy.
+// Retries is a route's retry policy: RetryOn, else Istio's conditions;
+// Codes, else 503, the statuses retried; Backoff, else Envoy's 25 ms,
+// the first wait.
 type Retries struct {
 	Attempts      uint32
 	PerTryTimeout time.Duration
 	RetryOn       string
+	Codes         []uint32
+	Backoff       time.Duration
 }
 
 // RegexRewrite replaces what Match matches in the path with Rewrite.
