@@ -140,7 +140,7 @@ type space struct {
 	portRoutes map[uint16]*routev3.RouteConfiguration
 	// shared are the snapshot's pieces its sidecars share, made once.
 	sharedOnce sync.Once
-	shared     sharedItems
+	shared     sharedStates
 }
 
 // space is c's namespace's outbound side, compiled when its world is

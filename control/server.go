@@ -9,9 +9,11 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/server/v3"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/experimental"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shunt-dev/shunt/xds"
 )
@@ -31,7 +33,7 @@ type Server struct {
 	log      *slog.Logger
 	after    time.Duration
 	max      time.Duration
-	cache    cache.SnapshotCache
+	cache    *xdsCache
 	xds      server.Server
 	changed  chan time.Time
 	metrics  *metrics
@@ -57,7 +59,7 @@ func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) 
 	}
 	s := &Server{compiler: compiler, log: log, after: after, max: max, world: w, changed: make(chan time.Time, 1),
 		nodes: map[string]*proxyState{}, streams: map[int64]string{}, metrics: newMetrics()}
-	s.cache = cache.NewSnapshotCache(true, cache.IDHash{}, nil)
+	s.cache = newXDSCache()
 	s.xds = server.NewServer(context.Background(), s.cache, server.CallbackFuncs{
 		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id) },
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },
@@ -74,6 +76,30 @@ func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) 
 	compiler.Survey(w)
 	return s, nil
 }
+
+// NewGRPCServer is the gRPC server the control plane serves on. Its
+// buffers are not pooled: a push's messages are big (a sidecar's whole
+// configuration at first) and come in bursts, and a pool would keep a
+// burst's buffers, hundreds of MB for 200 sidecars, long after it.
+func NewGRPCServer(opts ...grpc.ServerOption) *grpc.Server {
+	return grpc.NewServer(append([]grpc.ServerOption{experimental.BufferPool(mem.NopBufferPool{}),
+		grpc.ForceServerCodecV2(unpooledCodec{})}, opts...)...)
+}
+
+// unpooledCodec is gRPC's protobuf codec without its buffer pool: a
+// message's bytes are garbage once sent.
+type unpooledCodec struct{}
+
+func (unpooledCodec) Marshal(v any) (mem.BufferSlice, error) {
+	b, err := proto.Marshal(v.(proto.Message))
+	return mem.BufferSlice{mem.SliceBuffer(b)}, err
+}
+
+func (unpooledCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return proto.Unmarshal(data.Materialize(), v.(proto.Message))
+}
+
+func (unpooledCodec) Name() string { return "proto" }
 
 // Register serves ADS on g.
 func (s *Server) Register(g *grpc.Server) {
@@ -171,6 +197,7 @@ func (s *Server) pushAll() {
 			s.log.Error("push", "proxy", id, "err", err)
 		}
 	}
+	s.cache.endRound()
 	if !since.IsZero() {
 		s.metrics.convergence.Observe(time.Since(since).Seconds())
 	}
@@ -190,12 +217,13 @@ func (s *Server) push(id string) error {
 	}
 	start := time.Now()
 	res := s.compiler.Compile(w, st.node)
-	snap := res.snapshot()
+	states := res.states()
 	s.mu.Lock()
 	st.resources = res
 	s.mu.Unlock()
+	s.cache.set(id, states)
 	s.metrics.pushTime.Observe(time.Since(start).Seconds())
-	return s.cache.SetSnapshot(context.Background(), id, snap)
+	return nil
 }
 
 // request is a state-of-the-world request: the stream's first names the
@@ -257,7 +285,7 @@ func (s *Server) closed(id int64) {
 	if st := s.nodes[nodeID]; st != nil {
 		if st.streams--; st.streams == 0 {
 			delete(s.nodes, nodeID)
-			s.cache.ClearSnapshot(nodeID)
+			s.cache.clear(nodeID)
 			s.log.Info("sidecar disconnected", "proxy", nodeID)
 		}
 	}

@@ -38,7 +38,7 @@ func startServer(t *testing.T, w *control.World) (*control.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := control.NewGRPCServer()
 	s.Register(g)
 	ctx, cancel := context.WithCancel(context.Background())
 	go s.Run(ctx)

@@ -4,39 +4,104 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
-	"maps"
+	"slices"
+	"sync/atomic"
 
-	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
-	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shunt-dev/shunt/xds"
 )
 
-// sharedItems are the snapshot pieces a namespace's sidecars share: the
-// endpoints and routes whole, the clusters but for each sidecar's own.
-type sharedItems struct {
-	endpoints, routes, clusters                cache.Resources
-	endpointHashes, routeHashes, clusterHashes map[string]string // by name, for delta xDS
+// typeState is one type's resources as a sidecar is served them: by
+// name, each with its content hash (its version in delta xDS), and the
+// version of the whole (a hash of the names and hashes in order). It is
+// never changed once made, so sidecars share it.
+type typeState struct {
+	id      uint64 // tells states apart without keeping them
+	typeURL string
+	version string
+	names   []string // sorted
+	items   map[string]proto.Message
+	hashes  map[string]string
+	// made lazily, under the cache's lock:
+	diffs map[uint64]*typeDiff // from an earlier state, by its id
 }
 
-// named is a resource's name as the cache keys it.
-func named(m proto.Message) string { return cache.GetResourceName(m) }
+// typeDiff is what changed between two states of a type: names added
+// or whose content changed, and names gone.
+type typeDiff struct{ updated, removed []string }
 
-// items are list by name, with their content hashes, and the version of
-// the whole: a hash of the names and hashes in order.
-func items[M types.Resource](list []M, hashOf func(proto.Message) string) (cache.Resources, map[string]string) {
-	res := cache.Resources{Items: make(map[string]types.ResourceWithTTL, len(list))}
-	hashes := make(map[string]string, len(list))
-	h := sha256.New()
+var stateIDs atomic.Uint64
+
+// newTypeState makes a state of list, each resource's hash by hashOf.
+func newTypeState[M proto.Message](typeURL string, list []M, hashOf func(proto.Message) string) *typeState {
+	st := &typeState{id: stateIDs.Add(1), typeURL: typeURL, items: make(map[string]proto.Message, len(list)),
+		hashes: make(map[string]string, len(list)), names: make([]string, 0, len(list))}
 	for _, m := range list {
-		name, sum := named(m), hashOf(m)
-		res.Items[name] = types.ResourceWithTTL{Resource: m}
-		hashes[name] = sum
-		writeEntry(h, name, sum)
+		name := named(m)
+		st.items[name], st.hashes[name] = m, hashOf(m)
+		st.names = append(st.names, name)
 	}
-	res.Version = hex.EncodeToString(h.Sum(nil)[:8])
-	return res, hashes
+	slices.Sort(st.names)
+	st.version = versionOf(st.names, st.hashes)
+	return st
 }
+
+// with is st and more resources (a sidecar's own clusters beside its
+// namespace's), a state of its own.
+func (st *typeState) with(more []proto.Message, hashOf func(proto.Message) string) *typeState {
+	list := make([]proto.Message, 0, len(st.names)+len(more))
+	for _, name := range st.names {
+		list = append(list, st.items[name])
+	}
+	own := make(map[proto.Message]bool, len(more))
+	for _, m := range more {
+		list = append(list, m)
+		own[m] = true
+	}
+	return newTypeState(st.typeURL, list, func(m proto.Message) string {
+		if own[m] {
+			return hashOf(m)
+		}
+		return st.hashes[named(m)]
+	})
+}
+
+// diff is what changed from an earlier state to st, found once for all
+// the sidecars that go from one to the other (cache's lock held).
+func (st *typeState) diff(from *typeState) *typeDiff {
+	if d := st.diffs[from.id]; d != nil {
+		return d
+	}
+	d := &typeDiff{}
+	for _, name := range st.names {
+		if h, ok := from.hashes[name]; !ok || h != st.hashes[name] {
+			d.updated = append(d.updated, name)
+		}
+	}
+	for _, name := range from.names {
+		if _, ok := st.hashes[name]; !ok {
+			d.removed = append(d.removed, name)
+		}
+	}
+	if st.diffs == nil {
+		st.diffs = map[uint64]*typeDiff{}
+	}
+	st.diffs[from.id] = d
+	return d
+}
+
+func versionOf(names []string, hashes map[string]string) string {
+	h := sha256.New()
+	for _, name := range names {
+		writeEntry(h, name, hashes[name])
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// named is a resource's name as xDS knows it.
+func named(m proto.Message) string { return cache.GetResourceName(m) }
 
 func writeEntry(h hash.Hash, name, sum string) {
 	h.Write([]byte(name))
@@ -45,55 +110,37 @@ func writeEntry(h hash.Hash, name, sum string) {
 	h.Write([]byte{0})
 }
 
-// shared makes the space's shared pieces once.
-func (sp *space) sharedItems() *sharedItems {
+// sharedStates are the states a namespace's sidecars share: the
+// endpoints and routes whole, the clusters but for each sidecar's own.
+type sharedStates struct{ endpoints, routes, clusters *typeState }
+
+// sharedStates makes the space's shared states once.
+func (sp *space) sharedStates() *sharedStates {
 	sp.sharedOnce.Do(func() {
 		of := func(m proto.Message) string { return sp.hash[m] }
-		sp.shared.endpoints, sp.shared.endpointHashes = items(sp.endpoints, of)
-		sp.shared.routes, sp.shared.routeHashes = items(sp.routes, of)
-		sp.shared.clusters, sp.shared.clusterHashes = items(sp.clusters, of)
+		sp.shared = sharedStates{newTypeState(xds.EndpointType, sp.endpoints, of),
+			newTypeState(xds.RouteType, sp.routes, of), newTypeState(xds.ClusterType, sp.clusters, of)}
 	})
 	return &sp.shared
 }
 
-// snapshot is r as the snapshot cache serves it: each type's resources
-// by name, versioned by their content (so a type is pushed only when it
-// changed), and every resource's own version for delta xDS.
-func (r *Resources) snapshot() *cache.Snapshot {
-	sh := r.space.sharedItems()
+// states are r as the cache serves it, by type URL.
+func (r *Resources) states() map[string]*typeState {
+	sh := r.space.sharedStates()
 	ownHash := func(m proto.Message) string {
 		if h, ok := r.own[m]; ok {
 			return h
 		}
 		return r.space.hash[m]
 	}
-	listeners, listenerHashes := items(r.Listeners, ownHash)
-	clusters, clusterHashes := sh.clusters, sh.clusterHashes
+	clusters := sh.clusters
 	if len(r.ownClusters) > 0 {
-		clusters, clusterHashes = r.withOwnClusters(sh)
+		own := make([]proto.Message, len(r.ownClusters))
+		for i, c := range r.ownClusters {
+			own[i] = c
+		}
+		clusters = sh.clusters.with(own, ownHash)
 	}
-	snap := &cache.Snapshot{VersionMap: map[string]map[string]string{
-		resource.EndpointType: sh.endpointHashes, resource.RouteType: sh.routeHashes,
-		resource.ClusterType: clusterHashes, resource.ListenerType: listenerHashes}}
-	snap.Resources[types.Endpoint] = sh.endpoints
-	snap.Resources[types.Route] = sh.routes
-	snap.Resources[types.Cluster] = clusters
-	snap.Resources[types.Listener] = listeners
-	return snap
-}
-
-// withOwnClusters are the space's clusters and the sidecar's own.
-func (r *Resources) withOwnClusters(sh *sharedItems) (cache.Resources, map[string]string) {
-	clusters := cache.Resources{Items: maps.Clone(sh.clusters.Items)}
-	clusterHashes := maps.Clone(sh.clusterHashes)
-	h := sha256.New()
-	h.Write([]byte(sh.clusters.Version))
-	for _, c := range r.ownClusters {
-		name := named(c)
-		clusters.Items[name] = types.ResourceWithTTL{Resource: c}
-		clusterHashes[name] = r.own[c]
-		writeEntry(h, name, r.own[c])
-	}
-	clusters.Version = hex.EncodeToString(h.Sum(nil)[:8])
-	return clusters, clusterHashes
+	return map[string]*typeState{xds.EndpointType: sh.endpoints, xds.RouteType: sh.routes, xds.ClusterType: clusters,
+		xds.ListenerType: newTypeState(xds.ListenerType, r.Listeners, ownHash)}
 }

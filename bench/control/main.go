@@ -52,7 +52,7 @@ var (
 	changes    = flag.Int("changes", 30, "endpoint changes timed per protocol")
 	debounce   = flag.Duration("debounce-after", 10*time.Millisecond, "the server's --debounce-after")
 	serve      = flag.Bool("serve", false, "be the control plane (the bench starts itself so)")
-	profile    = flag.String("cpuprofile", "", "write the server's CPU profile of the changes here")
+	profile    = flag.String("cpuprofile", "", "write the server's CPU profile of the changes here, and its heap at the end to this name and .heap")
 	only       = flag.String("only", "", "run one protocol: sotw or delta")
 	scoped     = flag.Bool("scoped", false, "each namespace has a Sidecar whose egress is its own services (./*)")
 )
@@ -318,7 +318,7 @@ func runServer() {
 	check(err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
-	g := grpc.NewServer(grpc.MaxConcurrentStreams(1 << 20))
+	g := control.NewGRPCServer(grpc.MaxConcurrentStreams(1 << 20))
 	srv.Register(g)
 	go srv.Run(context.Background())
 	go g.Serve(ln)
@@ -328,6 +328,10 @@ func runServer() {
 	http.Serve(hln, http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/stop-profile" {
 			pprof.StopCPUProfile()
+			if f, err := os.Create(*profile + ".heap"); err == nil {
+				pprof.Lookup("heap").WriteTo(f, 0)
+				f.Close()
+			}
 			return
 		}
 		n, _ := strconv.Atoi(r.URL.Query().Get("n")) // every change new, across rounds

@@ -18,7 +18,6 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spf13/cobra"
-	"google.golang.org/grpc"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -139,7 +138,7 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 	if err != nil {
 		return err
 	}
-	g := grpc.NewServer()
+	g := control.NewGRPCServer()
 	srv.Register(g)
 	go srv.Run(ctx)
 	errs := make(chan error, 2)
