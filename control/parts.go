@@ -138,9 +138,12 @@ type space struct {
 	addrChains []*listenerv3.FilterChain
 	httpPorts  []uint16
 	portRoutes map[uint16]*routev3.RouteConfiguration
-	// shared are the snapshot's pieces its sidecars share, made once.
+	// shared are the states its sidecars share, made once; prev is the
+	// space it follows, whose states it keeps where its lists are the
+	// same (until then).
 	sharedOnce sync.Once
 	shared     sharedStates
+	prev       *space
 }
 
 // space is c's namespace's outbound side, compiled when its world is
@@ -153,7 +156,10 @@ func (cc *Compiler) space(c *compiler) *space {
 		return prev
 	}
 	sp := c.outbound(prev)
-	sp.world = c.w
+	if prev != nil {
+		prev.prev = nil // at most one space back is kept
+	}
+	sp.world, sp.prev = c.w, prev
 	cc.spaces[key] = sp
 	return sp
 }

@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"hash"
+	"maps"
 	"slices"
 	"sync/atomic"
 
@@ -34,16 +35,24 @@ type typeDiff struct{ updated, removed []string }
 
 var stateIDs atomic.Uint64
 
-// newTypeState makes a state of list, each resource's hash by hashOf.
-func newTypeState[M proto.Message](typeURL string, list []M, hashOf func(proto.Message) string) *typeState {
+// newTypeState makes a state of list, each resource's hash by hashOf;
+// like, if not nil, is a state whose names may be list's, in order.
+func newTypeState[M proto.Message](typeURL string, list []M, hashOf func(proto.Message) string, like *typeState) *typeState {
 	st := &typeState{id: stateIDs.Add(1), typeURL: typeURL, items: make(map[string]proto.Message, len(list)),
-		hashes: make(map[string]string, len(list)), names: make([]string, 0, len(list))}
+		hashes: make(map[string]string, len(list))}
+	sameNames := like != nil && len(like.names) == len(list)
 	for _, m := range list {
 		name := named(m)
 		st.items[name], st.hashes[name] = m, hashOf(m)
-		st.names = append(st.names, name)
+		if sameNames {
+			_, sameNames = like.items[name]
+		}
 	}
-	slices.Sort(st.names)
+	if sameNames {
+		st.names = like.names // never changed: shared
+	} else {
+		st.names = slices.Sorted(maps.Keys(st.items))
+	}
 	st.version = versionOf(st.names, st.hashes)
 	return st
 }
@@ -65,7 +74,7 @@ func (st *typeState) with(more []proto.Message, hashOf func(proto.Message) strin
 			return hashOf(m)
 		}
 		return st.hashes[named(m)]
-	})
+	}, nil)
 }
 
 // diff is what changed from an earlier state to st, found once for all
@@ -114,14 +123,47 @@ func writeEntry(h hash.Hash, name, sum string) {
 // endpoints and routes whole, the clusters but for each sidecar's own.
 type sharedStates struct{ endpoints, routes, clusters *typeState }
 
-// sharedStates makes the space's shared states once.
+// sharedStates makes the space's shared states once. A list of the
+// same resources as the space it follows keeps that space's state: an
+// endpoint change makes a new endpoints state only.
 func (sp *space) sharedStates() *sharedStates {
 	sp.sharedOnce.Do(func() {
+		var prev *sharedStates
+		if sp.prev != nil {
+			prev = sp.prev.sharedStates()
+			sp.prev = nil // not kept: a chain of every space before
+		}
 		of := func(m proto.Message) string { return sp.hash[m] }
-		sp.shared = sharedStates{newTypeState(xds.EndpointType, sp.endpoints, of),
-			newTypeState(xds.RouteType, sp.routes, of), newTypeState(xds.ClusterType, sp.clusters, of)}
+		sp.shared = sharedStates{keptState(prev.get(0), xds.EndpointType, sp.endpoints, of),
+			keptState(prev.get(1), xds.RouteType, sp.routes, of), keptState(prev.get(2), xds.ClusterType, sp.clusters, of)}
 	})
 	return &sp.shared
+}
+
+// get is the i-th of endpoints, routes and clusters, or nil.
+func (sh *sharedStates) get(i int) *typeState {
+	if sh == nil {
+		return nil
+	}
+	return [3]*typeState{sh.endpoints, sh.routes, sh.clusters}[i]
+}
+
+// keptState is prev when list is its resources (the same messages, so
+// the same content), else a new state.
+func keptState[M proto.Message](prev *typeState, typeURL string, list []M, hashOf func(proto.Message) string) *typeState {
+	if prev != nil && len(prev.names) == len(list) {
+		same := true
+		for _, m := range list {
+			if prev.items[named(m)] != proto.Message(m) {
+				same = false
+				break
+			}
+		}
+		if same {
+			return prev
+		}
+	}
+	return newTypeState(typeURL, list, hashOf, prev)
 }
 
 // states are r as the cache serves it, by type URL.
@@ -142,5 +184,5 @@ func (r *Resources) states() map[string]*typeState {
 		clusters = sh.clusters.with(own, ownHash)
 	}
 	return map[string]*typeState{xds.EndpointType: sh.endpoints, xds.RouteType: sh.routes, xds.ClusterType: clusters,
-		xds.ListenerType: newTypeState(xds.ListenerType, r.Listeners, ownHash)}
+		xds.ListenerType: newTypeState(xds.ListenerType, r.Listeners, ownHash, nil)}
 }

@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/shunt-dev/shunt/control"
+	"github.com/shunt-dev/shunt/internal/memlimit"
 )
 
 // usageError marks an error in what the user asked for (exit 2).
@@ -104,6 +105,9 @@ func newControlCmd() *cobra.Command {
 			handler = slog.NewJSONHandler(cmd.ErrOrStderr(), nil)
 		}
 		log := slog.New(handler)
+		if soft := memlimit.FromCgroup(); soft > 0 {
+			log.Info("Go memory limit set from the container's", "bytes", soft)
+		}
 		world := control.NewWorld()
 		world.Domain = *domain
 		if *fromFile != "" {
