@@ -77,6 +77,7 @@ func main() {
 	_, err = fmt.Fscan(bufio.NewReader(out), &xdsAddr, &changeAddr)
 	check(err)
 	pid := child.Process.Pid
+	serverPID = pid
 	scope := "all visible to all"
 	if *scoped {
 		scope = "each namespace's sidecars scoped to its own by a Sidecar"
@@ -187,7 +188,13 @@ func waitAll(cs []*client, ok func(int) bool, limit time.Duration, what string) 
 			return
 		}
 		if time.Now().After(deadline) {
-			fail(fmt.Sprintf("%s: not every client updated in %s", what, limit))
+			missing := 0
+			for i := range cs {
+				if !ok(i) {
+					missing++
+				}
+			}
+			fail(fmt.Sprintf("%s: %d of %d clients not updated in %s", what, missing, len(cs), limit))
 		}
 		time.Sleep(time.Millisecond)
 	}
@@ -396,7 +403,15 @@ func check(err error) {
 	}
 }
 
+// serverPID is the control plane's process, which a failure asks for
+// its goroutines' stacks (on its stderr) before the bench ends.
+var serverPID int
+
 func fail(msg string) {
 	fmt.Fprintln(os.Stderr, "bench/control:", msg)
+	if serverPID != 0 {
+		syscall.Kill(serverPID, syscall.SIGQUIT)
+		time.Sleep(2 * time.Second)
+	}
 	os.Exit(1)
 }
