@@ -17,6 +17,7 @@ import (
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy"
+	"github.com/shunt-dev/shunt/xds"
 )
 
 // outbound is the sidecar's outbound side: virtualOutbound, the route
@@ -41,6 +42,7 @@ func (c *compiler) outbound(prev *space) *space {
 	byPort := map[uint16]bool{}          // ports whose route configuration "P" a chain names
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
+	var names []xds.NameEntry
 	sp.clusters = c.builtinClusters()
 	c.rules = c.w.rulesFor(c.n.Namespace)
 	scope := c.w.sidecarFor(c.n.Namespace, c.m.RootNamespace)
@@ -51,8 +53,12 @@ func (c *compiler) outbound(prev *space) *space {
 		if scope != nil && !scope.admits(s, c.n.Namespace) {
 			continue // not among the namespace's Sidecar's egress hosts
 		}
+		var podAddrs []netip.Addr // a headless service's
 		for _, p := range s.Ports {
 			pp := c.cc.parts(c, s, p)
+			if pp.headless {
+				podAddrs = append(podAddrs, pp.addrs...)
+			}
 			sp.clusters = append(append(sp.clusters, pp.cluster), pp.subsetClusters...)
 			if pp.cla != nil {
 				sp.endpoints = append(append(sp.endpoints, pp.cla), pp.subsetCLAs...)
@@ -97,7 +103,11 @@ func (c *compiler) outbound(prev *space) *space {
 			}
 			addrChains = append(addrChains, c.addrChains(pp, p.Port, clusterName("outbound", p.Port, "", s.Hostname), rds, free)...)
 		}
+		if e, ok := nameEntry(s, podAddrs); ok {
+			names = append(names, e)
+		}
 	}
+	sp.setNameTable(prev, names)
 	for _, port := range slices.Sorted(maps.Keys(byPort)) {
 		rc := prev.portRoute(port, vhosts[port])
 		if rc == nil {

@@ -16,6 +16,8 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/shunt-dev/shunt/xds"
 )
 
 // A Compiler compiles sidecars' resources under one mesh configuration,
@@ -131,6 +133,10 @@ type space struct {
 	routes    []*routev3.RouteConfiguration
 	clusters  []*clusterv3.Cluster
 	endpoints []*endpointv3.ClusterLoadAssignment
+	// nameTable is the names the namespace's sidecars' DNS proxies
+	// answer (NDS), made of names.
+	nameTable proto.Message
+	names     []xds.NameEntry
 	// hash is every resource's content hash, by resource.
 	hash map[proto.Message]string
 	// What the listener and the route configurations by port were made

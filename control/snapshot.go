@@ -121,7 +121,7 @@ func writeEntry(h hash.Hash, name, sum string) {
 
 // sharedStates are the states a namespace's sidecars share: the
 // endpoints and routes whole, the clusters but for each sidecar's own.
-type sharedStates struct{ endpoints, routes, clusters *typeState }
+type sharedStates struct{ endpoints, routes, clusters, names *typeState }
 
 // sharedStates makes the space's shared states once. A list of the
 // same resources as the space it follows keeps that space's state: an
@@ -135,17 +135,18 @@ func (sp *space) sharedStates() *sharedStates {
 		}
 		of := func(m proto.Message) string { return sp.hash[m] }
 		sp.shared = sharedStates{keptState(prev.get(0), xds.EndpointType, sp.endpoints, of),
-			keptState(prev.get(1), xds.RouteType, sp.routes, of), keptState(prev.get(2), xds.ClusterType, sp.clusters, of)}
+			keptState(prev.get(1), xds.RouteType, sp.routes, of), keptState(prev.get(2), xds.ClusterType, sp.clusters, of),
+			keptState(prev.get(3), xds.NameTableType, []proto.Message{sp.nameTable}, of)}
 	})
 	return &sp.shared
 }
 
-// get is the i-th of endpoints, routes and clusters, or nil.
+// get is the i-th of endpoints, routes, clusters and names, or nil.
 func (sh *sharedStates) get(i int) *typeState {
 	if sh == nil {
 		return nil
 	}
-	return [3]*typeState{sh.endpoints, sh.routes, sh.clusters}[i]
+	return [4]*typeState{sh.endpoints, sh.routes, sh.clusters, sh.names}[i]
 }
 
 // keptState is prev when list is its resources (the same messages, so
@@ -184,5 +185,5 @@ func (r *Resources) states() map[string]*typeState {
 		clusters = sh.clusters.with(own, ownHash)
 	}
 	return map[string]*typeState{xds.EndpointType: sh.endpoints, xds.RouteType: sh.routes, xds.ClusterType: clusters,
-		xds.ListenerType: newTypeState(xds.ListenerType, r.Listeners, ownHash, nil)}
+		xds.ListenerType: newTypeState(xds.ListenerType, r.Listeners, ownHash, nil), xds.NameTableType: sh.names}
 }

@@ -29,6 +29,9 @@ type Client struct {
 	Base *bootstrapv3.Bootstrap
 	// Apply puts a configuration in force, or refuses it with why.
 	Apply func(*bootstrapv3.Bootstrap) error
+	// Names, if set, subscribes to the name table (NDS) and takes each
+	// one the control plane sends, or refuses it with why.
+	Names func([]NameEntry) error
 	Log   *slog.Logger
 
 	mu     sync.Mutex
@@ -161,6 +164,11 @@ func (st *stream) run(ctx context.Context, conn *grpc.ClientConn) (bool, error) 
 			return false, err
 		}
 	}
+	if st.c.Names != nil {
+		if err := st.send(&discoveryv3.DiscoveryRequest{TypeUrl: NameTableType, VersionInfo: st.versions[NameTableType]}); err != nil {
+			return false, err
+		}
+	}
 	got := false
 	for {
 		resp, err := s.Recv()
@@ -184,8 +192,11 @@ func (st *stream) run(ctx context.Context, conn *grpc.ClientConn) (bool, error) 
 func (st *stream) handle(resp *discoveryv3.DiscoveryResponse) error {
 	t := resp.GetTypeUrl()
 	st.nonces[t] = resp.GetNonce()
-	next, err := st.res.with(t, resp.GetResources())
-	if err == nil {
+	var next *resources
+	var err error
+	if t == NameTableType {
+		next, err = st.res, st.nameTable(resp)
+	} else if next, err = st.res.with(t, resp.GetResources()); err == nil {
 		err = st.apply(next, t)
 	}
 	req := &discoveryv3.DiscoveryRequest{TypeUrl: t, ResponseNonce: resp.GetNonce(), ResourceNames: st.names[t]}
@@ -225,6 +236,23 @@ func (st *stream) apply(next *resources, t string) error {
 		err = st.c.Apply(b)
 	}
 	return err
+}
+
+// nameTable hands the name table a response carries (none: an empty one) to
+// the client's Names.
+func (st *stream) nameTable(resp *discoveryv3.DiscoveryResponse) error {
+	if st.c.Names == nil {
+		return fmt.Errorf("the name table was not asked for")
+	}
+	var entries []NameEntry
+	for _, a := range resp.GetResources() {
+		more, err := ReadNameTable(a)
+		if err != nil {
+			return err
+		}
+		entries = append(entries, more...)
+	}
+	return st.c.Names(entries)
 }
 
 // subscribe asks for the routes and endpoints the configuration names,

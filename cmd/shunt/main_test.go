@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
 // shuntBin is the shunt binary built once for the tests that run it as a
@@ -34,6 +36,7 @@ func TestMain(m *testing.M) {
 	}
 	code := m.Run()
 	os.RemoveAll(dir)
+	testnet.RemoveBuilt()
 	os.Exit(code)
 }
 

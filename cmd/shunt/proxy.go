@@ -379,6 +379,9 @@ func (r *proxyRun) serve(ctx context.Context) error {
 		// The file is read at the start; the control plane's resources
 		// join it as they come.
 		c := &xds.Client{Address: r.xdsAddress, Node: r.xdsNode, Base: r.cfg.Bootstrap, Apply: xds.Checked(p.Reload), Log: log}
+		if dns != nil {
+			c.Names = r.dns.fromControlPlane(dns, log)
+		}
 		p.AwaitConfig()
 		p.SetXDSStatus(func() any { return c.Status() })
 		go c.Run(ctx)

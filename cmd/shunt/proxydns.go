@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -17,6 +18,7 @@ import (
 	"github.com/shunt-dev/shunt/dnsproxy"
 	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/sidecar"
+	"github.com/shunt-dev/shunt/xds"
 )
 
 // dnsFlags are `shunt proxy`'s DNS proxy settings.
@@ -42,6 +44,9 @@ type dnsRun struct {
 	table     *dnsproxy.Table
 	upstreams []string
 	hosts     int
+	// what the table is made of, for the control plane's names to join
+	static            []dnsproxy.Host
+	namespace, domain string
 }
 
 // check reads what the DNS proxy needs, refusing what is wrong; nil when
@@ -78,7 +83,7 @@ func (d *dnsFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool), 
 			return nil, fmt.Errorf("--dns-hosts %s: %v", clip.Quote(d.hosts), err)
 		}
 	}
-	r := &dnsRun{table: dnsproxy.NewTable(hosts, ns, d.domain), hosts: len(hosts)}
+	r := &dnsRun{table: dnsproxy.NewTable(hosts, ns, d.domain), hosts: len(hosts), static: hosts, namespace: ns, domain: d.domain}
 	if len(d.upstreams) == 0 {
 		servers, err := nameServers(resolvConf)
 		if err != nil {
@@ -150,6 +155,22 @@ func (r *dnsRun) listen(log *slog.Logger) (*dnsproxy.Server, error) {
 	}
 	log.Info("DNS proxy listening", "port", sidecar.DNSPort, "mesh_hosts", r.hosts, "names", r.table.Len(), "upstreams", r.upstreams)
 	return s, nil
+}
+
+// fromControlPlane is what the xDS client gives the name tables the
+// control plane sends (Istio's NDS): each becomes s's table, with
+// --dns-hosts' names beside it.
+func (r *dnsRun) fromControlPlane(s *dnsproxy.Server, log *slog.Logger) func([]xds.NameEntry) error {
+	return func(entries []xds.NameEntry) error {
+		hosts := slices.Clone(r.static)
+		for _, e := range entries {
+			hosts = append(hosts, dnsproxy.Host{Name: e.Host, Addrs: e.Addrs})
+		}
+		t := dnsproxy.NewTable(hosts, r.namespace, r.domain)
+		s.SetTable(t)
+		log.Info("DNS proxy: the control plane's names", "mesh_hosts", len(entries), "names", t.Len())
+		return nil
+	}
 }
 
 // serveDNS runs s until ctx ends.

@@ -26,10 +26,16 @@ var (
 // and ControlBinary built, if any. Use it as the package's TestMain.
 func Main(m *testing.M) {
 	code := m.Run()
+	RemoveBuilt()
+	os.Exit(code)
+}
+
+// RemoveBuilt removes the binaries ShuntBinary and ControlBinary built,
+// for a TestMain of its own.
+func RemoveBuilt() {
 	if buildDir != "" {
 		os.RemoveAll(buildDir)
 	}
-	os.Exit(code)
 }
 
 // ShuntBinary builds cmd/shunt once per test process, under /tmp so that a
