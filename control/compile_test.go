@@ -3,6 +3,7 @@ package control_test
 import (
 	"bytes"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -353,5 +354,47 @@ spec:
 	}
 	if len(vs.HTTP) != 1 || len(vs.HTTP[0].Match) != 1 || vs.HTTP[0].Headers.Request.Set["x-ok"] != "yes" || len(vs.HTTP[0].Headers.Request.Set) != 1 {
 		t.Errorf("the rule as loaded: %+v", vs.HTTP)
+	}
+}
+
+// TestDNSAutoAllocate: with auto-allocation, the ServiceEntry hosts with
+// no address get one of 240.240.0.0/16, the same whatever order the
+// hosts came in: a chain takes it (the TLS port no longer reported) and
+// the name table answers it; a host with an address keeps it.
+func TestDNSAutoAllocate(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	more, _ := os.ReadFile("testdata/serviceentry.yaml")
+	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), more...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := control.DefaultMesh()
+	m.DNSAutoAllocate = true
+	cc, err := control.NewCompiler(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cc.Compile(w, appSidecar(t))
+	runs(t, res)
+	var api string
+	for _, fc := range res.Listeners[1].GetFilterChains() {
+		if strings.HasSuffix(fc.GetName(), "_443") && strings.HasPrefix(fc.GetName(), "240.240.") {
+			api = strings.TrimSuffix(fc.GetName(), "_443")
+		}
+	}
+	if api == "" {
+		t.Fatalf("no chain for api.example.com's allocated address: %v", res.Listeners[1].GetFilterChains())
+	}
+	for key := range cc.Problems() {
+		if strings.Contains(key, "api") {
+			t.Errorf("reported with an address allocated: %s", key)
+		}
+	}
+	names := map[string]string{}
+	for _, e := range res.NameTable() {
+		names[e.Host] = fmt.Sprint(e.Addrs)
+	}
+	if names["api.example.com"] != "["+api+"]" || names["db.example.com"] != "[240.0.0.1]" || !strings.HasPrefix(names["httpbin.org"], "[240.240.") {
+		t.Errorf("the name table: %v (api.example.com's chain at %s)", names, api)
 	}
 }

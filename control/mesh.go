@@ -33,6 +33,10 @@ type Mesh struct {
 	// RootNamespace's Sidecar is every namespace's default
 	// (rootNamespace, istio-system).
 	RootNamespace string
+	// DNSAutoAllocate gives ServiceEntry hosts with no addresses one of
+	// 240.240.0.0/16, which their sidecars' DNS proxies answer and their
+	// chains take (Istio's ISTIO_META_DNS_AUTO_ALLOCATE).
+	DNSAutoAllocate bool
 
 	logs []*accesslogv3.AccessLog
 }

@@ -40,3 +40,6 @@ func (sp *space) setNameTable(prev *space, entries []xds.NameEntry) {
 func sameEntry(a, b xds.NameEntry) bool {
 	return a.Host == b.Host && a.Registry == b.Registry && a.ShortName == b.ShortName && a.Namespace == b.Namespace && slices.Equal(a.Addrs, b.Addrs)
 }
+
+// NameTable is what the sidecar's DNS proxy is sent to answer (NDS).
+func (r *Resources) NameTable() []xds.NameEntry { return r.space.names }

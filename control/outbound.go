@@ -47,6 +47,7 @@ func (c *compiler) outbound(prev *space) *space {
 	c.rules = c.w.rulesFor(c.n.Namespace)
 	scope := c.w.sidecarFor(c.n.Namespace, c.m.RootNamespace)
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
+		s = c.cc.compiled(s)
 		if s.Namespace == c.n.Namespace {
 			sp.local = append(sp.local, s)
 		}

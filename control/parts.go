@@ -34,8 +34,9 @@ type Compiler struct {
 
 	log       *slog.Logger
 	onProblem func(Problem)
-	problems  map[string]Problem // the world's last compiled, by Problem.key
-	reported  map[string]string  // what was logged (and told onProblem), by key: once each
+	problems  map[string]Problem    // the world's last compiled, by Problem.key
+	allocated map[*Service]*Service // ServiceEntries' with an address allocated, by original
+	reported  map[string]string     // what was logged (and told onProblem), by key: once each
 }
 
 // Problem is what of a routing rule cannot take effect: a field shunt
@@ -186,6 +187,7 @@ func (cc *Compiler) survey(w *World) {
 		return
 	}
 	cc.world = w
+	cc.allocateAddresses(w)
 	for k, pp := range cc.ports {
 		if w.Services[k.svc] != pp.svc {
 			delete(cc.ports, k) // changed or gone

@@ -75,6 +75,8 @@ func newControlCmd() *cobra.Command {
 	f.StringVar(&mesh.AccessLogFormat, "access-log-format", "", "in this format: istio (default), envoy, json, a JSON object, or an Envoy format string")
 	f.DurationVar(&mesh.ProtocolDetectionTimeout, "protocol-detection-timeout", mesh.ProtocolDetectionTimeout,
 		"how long sidecars wait for a client's first bytes to tell HTTP (meshConfig protocolDetectionTimeout; 0 waits)")
+	f.BoolVar(&mesh.DNSAutoAllocate, "dns-auto-allocate", false,
+		"give ServiceEntry hosts with no addresses one of 240.240.0.0/16, which sidecars' DNS proxies answer and their capture routes (Istio's ISTIO_META_DNS_AUTO_ALLOCATE)")
 	var after, most time.Duration
 	f.DurationVar(&after, "debounce-after", control.DefaultDebounceAfter, "push once no change came for this long (PILOT_DEBOUNCE_AFTER)")
 	f.DurationVar(&most, "debounce-max", control.DefaultDebounceMax, "push at the latest this long after the first change (PILOT_DEBOUNCE_MAX)")
