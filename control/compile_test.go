@@ -224,7 +224,7 @@ func TestCompileRoutingRules(t *testing.T) {
 	cc, _ := compileWith(t, "traffic.yaml", "traffic.golden.yaml")
 	problems := cc.Problems()
 	for key, want := range map[string]string{
-		"VirtualService default/backend spec.http[4].corsPolicy":                                     "not run by shunt",
+		"VirtualService default/backend spec.http[1].retries.retryRemoteLocalities":                  "not run by shunt",
 		"DestinationRule default/backend spec.trafficPolicy.tls":                                     "not run by shunt",
 		"VirtualService default/backend spec.http[5].route[2].destination.host":                      "no service nowhere.default.svc.cluster.local",
 		"DestinationRule other/shared spec.trafficPolicy.loadBalancer.consistentHash.httpCookie.ttl": "not run by shunt",

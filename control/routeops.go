@@ -5,10 +5,13 @@ import (
 	"maps"
 	"math"
 	"slices"
+	"strconv"
+	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	commonfaultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/common/fault/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
@@ -71,8 +74,14 @@ func (c *compiler) vsRoute(vs *VirtualService, r RouteRule, s *Service, p Port, 
 		a.RequestMirrorPolicies = c.mirrorPolicies(vs, r, p, i)
 		rt.Action = &routev3.Route_Route{Route: a}
 	}
+	if r.Fault != nil || r.CORS != nil {
+		rt.TypedPerFilterConfig = map[string]*anypb.Any{}
+	}
 	if r.Fault != nil {
-		rt.TypedPerFilterConfig = map[string]*anypb.Any{envoyres.FaultFilter: envoyres.Typed(faultConfig(r.Fault))}
+		rt.TypedPerFilterConfig[envoyres.FaultFilter] = envoyres.Typed(faultConfig(r.Fault))
+	}
+	if r.CORS != nil {
+		rt.TypedPerFilterConfig[envoyres.CORSFilter] = envoyres.Typed(corsConfig(r.CORS))
 	}
 	return rt
 }
@@ -131,6 +140,24 @@ func faultConfig(f *Fault) *faultv3.HTTPFault {
 			a.ErrorType = &faultv3.FaultAbort_GrpcStatus{GrpcStatus: uint32(f.AbortGRPC)}
 		}
 		out.Abort = a
+	}
+	return out
+}
+
+// corsConfig is a CORS policy as Envoy's CORS filter's per-route config.
+func corsConfig(c *CORSPolicy) *corsv3.CorsPolicy {
+	out := &corsv3.CorsPolicy{AllowMethods: strings.Join(c.Methods, ","), AllowHeaders: strings.Join(c.Headers, ","),
+		ExposeHeaders: strings.Join(c.Expose, ","), ForwardNotMatchingPreflights: wrapperspb.Bool(!c.IgnoreUnmatched)}
+	for _, o := range c.Origins {
+		if sm := stringMatcher(o); sm != nil {
+			out.AllowOriginStringMatch = append(out.AllowOriginStringMatch, sm)
+		}
+	}
+	if c.MaxAge != nil {
+		out.MaxAge = strconv.FormatInt(int64(c.MaxAge.Seconds()), 10)
+	}
+	if c.Credentials {
+		out.AllowCredentials = wrapperspb.Bool(true)
 	}
 	return out
 }

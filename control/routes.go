@@ -8,6 +8,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	previoushostsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
@@ -33,12 +34,13 @@ func ads() *corev3.ConfigSource {
 
 // hcm is an HTTP connection manager filter whose routes are the route
 // configuration named rds (sent over ADS), or inline when rds is "". As
-// Istio's, it has the fault filter, doing nothing until a route's
-// typed_per_filter_config gives it a fault.
+// Istio's, it has the CORS and fault filters, doing nothing until a
+// route's typed_per_filter_config gives them a policy or a fault.
 func (c *compiler) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration) *listenerv3.Filter {
 	h := &hcmv3.HttpConnectionManager{StatPrefix: statPrefix,
-		HttpFilters: []*hcmv3.HttpFilter{envoyres.HTTPFilter(envoyres.FaultFilter, &faultv3.HTTPFault{}), envoyres.Router()},
-		AccessLog:   c.m.logs,
+		HttpFilters: []*hcmv3.HttpFilter{envoyres.HTTPFilter(envoyres.CORSFilter, &corsv3.Cors{}),
+			envoyres.HTTPFilter(envoyres.FaultFilter, &faultv3.HTTPFault{}), envoyres.Router()},
+		AccessLog: c.m.logs,
 		// HTTP/1.0 is served, not refused with 426 as Istio's default
 		// does: an unmodified app (nginx's proxy_pass) speaks it.
 		HttpProtocolOptions: &corev3.Http1ProtocolOptions{AcceptHttp_10: true},

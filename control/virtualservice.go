@@ -49,6 +49,19 @@ type RouteRule struct {
 	Fault                        *Fault
 	Mirrors                      []Mirror
 	Headers                      HeaderOps
+	CORS                         *CORSPolicy
+}
+
+// CORSPolicy is a route's corsPolicy: the origins whose scripts may read
+// its responses, and what their preflights are told.
+type CORSPolicy struct {
+	Origins                  []StringMatch
+	Methods, Headers, Expose []string
+	MaxAge                   *time.Duration
+	Credentials              bool
+	// IgnoreUnmatched answers another origin's preflight itself
+	// (unmatchedPreflights IGNORE); else it goes to the upstream.
+	IgnoreUnmatched bool
 }
 
 // HTTPMatch is a request match: every condition it has holds.
@@ -164,6 +177,8 @@ var virtualServiceSchema = schema{
 			"abort": schema{"httpStatus": nil, "grpcStatus": nil, "percentage": percentSchema}},
 		"mirror": destinationSchema, "mirrorPercentage": percentSchema, "mirrorPercent": nil,
 		"mirrors": listOf{schema{"destination": destinationSchema, "percentage": percentSchema}},
+		"corsPolicy": schema{"allowOrigins": listOf{stringMatch}, "allowOrigin": nil, "allowMethods": nil, "allowHeaders": nil,
+			"exposeHeaders": nil, "maxAge": nil, "allowCredentials": nil, "unmatchedPreflights": nil},
 	}},
 }
 
@@ -248,6 +263,13 @@ type vsHTTP struct {
 	Mirrors          []struct {
 		Destination jsonDestination
 		Percentage  *jsonPercent
+	}
+	CORSPolicy *struct {
+		AllowOrigins                            []jsonStringMatch
+		AllowOrigin, AllowMethods, AllowHeaders []string
+		ExposeHeaders                           []string
+		MaxAge, UnmatchedPreflights             string
+		AllowCredentials                        bool
 	}
 }
 
@@ -373,6 +395,9 @@ func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err
 		return r, false, err
 	}
 	if r.Mirrors, err = vsMirrors(h, path); err != nil {
+		return r, false, err
+	}
+	if r.CORS, err = vsCORS(h, path); err != nil {
 		return r, false, err
 	}
 	answers := 0
@@ -523,6 +548,35 @@ func vsDirectResponse(h vsHTTP, path string) (*DirectResponse, error) {
 			return nil, fmt.Errorf("%s.directResponse.body.bytes: not base64: %v", path, err)
 		}
 		out.Body = string(b)
+	}
+	return out, nil
+}
+
+func vsCORS(h vsHTTP, path string) (*CORSPolicy, error) {
+	c := h.CORSPolicy
+	if c == nil {
+		return nil, nil
+	}
+	out := &CORSPolicy{Methods: c.AllowMethods, Headers: c.AllowHeaders, Expose: c.ExposeHeaders, Credentials: c.AllowCredentials}
+	for i, o := range c.AllowOrigins {
+		if err := checkRegex(o.Regex, fmt.Sprintf("%s.corsPolicy.allowOrigins[%d].regex", path, i)); err != nil {
+			return nil, err
+		}
+		out.Origins = append(out.Origins, o.model())
+	}
+	for _, o := range c.AllowOrigin { // deprecated: exact origins
+		out.Origins = append(out.Origins, StringMatch{Exact: o})
+	}
+	var err error
+	if out.MaxAge, err = parseDuration(c.MaxAge, path+".corsPolicy.maxAge"); err != nil {
+		return nil, err
+	}
+	switch c.UnmatchedPreflights {
+	case "", "UNSPECIFIED", "FORWARD":
+	case "IGNORE":
+		out.IgnoreUnmatched = true
+	default:
+		return nil, fmt.Errorf("%s.corsPolicy.unmatchedPreflights: %q is not FORWARD or IGNORE", path, c.UnmatchedPreflights)
 	}
 	return out, nil
 }

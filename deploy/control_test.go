@@ -57,7 +57,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	os.WriteFile(kubeconfig, []byte(strings.Replace(string(admin), "token: shunt-test-token", "token: "+strings.TrimSpace(token), 1)), 0o600)
 	if _, err := c.Kubectl("apiVersion: v1\nkind: Service\nmetadata: {name: backend-service, namespace: default}\nspec: {ports: [{name: http, port: 10000}]}\n---\n"+
 		"apiVersion: networking.istio.io/v1\nkind: VirtualService\nmetadata: {name: backend, namespace: default}\n"+
-		"spec: {hosts: [backend-service], http: [{route: [{destination: {host: backend-service}}], corsPolicy: {allowOrigins: [{exact: 'https://shop.example'}]}}]}",
+		"spec: {hosts: [backend-service], http: [{route: [{destination: {host: backend-service}}], retries: {attempts: 2, retryRemoteLocalities: true}}]}",
 		"apply", "-f", "-"); err != nil {
 		t.Fatal(err)
 	}
@@ -89,11 +89,11 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	if !strings.Contains(metrics, "pilot_services 4") {
 		t.Errorf("/metrics:\n%s", metrics)
 	}
-	// The CORS policy it does not run is told on the VirtualService.
+	// The retry field it does not run is told on the VirtualService.
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 		out, _ := c.Kubectl("", "-n", "default", "get", "events", "--field-selector", "involvedObject.kind=VirtualService,involvedObject.name=backend",
 			"-o", "jsonpath={range .items[*]}{.type} {.reason} {.message}{\"\\n\"}{end}")
-		if strings.Contains(out, "Warning NotInForce spec.http[0].corsPolicy: not run by shunt") {
+		if strings.Contains(out, "Warning NotInForce spec.http[0].retries.retryRemoteLocalities: not run by shunt") {
 			break
 		}
 		if time.Now().After(deadline) {

@@ -18,6 +18,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
@@ -1052,8 +1053,13 @@ func (r *resources) routeFilters(specs []filterSpec, route, vhost map[string]*an
 // (Istio's on every route but those that give one) costs no work per
 // request.
 func idle(f httpFilter) bool {
-	ff, ok := f.(*faultFilter)
-	return ok && !ff.hasDelay && !ff.hasAbort
+	switch f := f.(type) {
+	case *faultFilter:
+		return !f.hasDelay && !f.hasAbort
+	case *corsFilter:
+		return f.idle()
+	}
+	return false
 }
 
 // httpFilter makes a fault or local rate limit filter.
@@ -1079,6 +1085,10 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 			}
 		}
 		return f
+	case *corsv3.Cors:
+		return &corsFilter{} // idle until a route's CorsPolicy
+	case *corsv3.CorsPolicy:
+		return r.corsFilter(m, path)
 	case *localratelimitv3.LocalRateLimit:
 		tb := m.GetTokenBucket()
 		if tb == nil || durationOr(tb.GetFillInterval(), 0) <= 0 {
@@ -1101,7 +1111,7 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 		}
 		return l
 	}
-	r.add(path, "not implemented by shunt: %s as an HTTP filter (shunt runs fault, local_ratelimit and the router)", msg.ProtoReflect().Descriptor().FullName())
+	r.add(path, "not implemented by shunt: %s as an HTTP filter (shunt runs fault, cors, local_ratelimit and the router)", msg.ProtoReflect().Descriptor().FullName())
 	return nil
 }
 

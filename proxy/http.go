@@ -100,6 +100,8 @@ type h1conn struct {
 	// newTarget holds a rewritten request target; location a redirect's.
 	newTarget []byte
 	location  string
+	// filtered are the response headers the filters add (CORS's).
+	filtered []headerAdd
 	// vals holds the values of headers the proxy adds (x-request-id,
 	// x-forwarded-proto, x-envoy-upstream-service-time); the header views
 	// point into it.
@@ -182,6 +184,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1,
 	}
 	h.body.Reset(h.br, http1.RequestFraming(req), req.ContentLength)
+	h.filtered = nil
 	h.addRequestHeaders()
 	if req.Minor == 0 && h.hcm.rejectHTTP10 {
 		return h.localReply(426, 0, "http1.http10_not_allowed", "")
@@ -201,7 +204,9 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
 	h.rec.RouteName = rt.name
-	if ans, ok := rt.runFilters(h, &h.rec); ok {
+	ans, ok := rt.runFilters(h, &h.rec)
+	h.filtered = ans.headers
+	if ok {
 		return h.localReply(ans.code, ans.flags, ans.details, ans.body)
 	}
 	h.matched = rt // the router's from here: its replies get the route's response headers

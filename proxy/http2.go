@@ -147,6 +147,8 @@ type h2stream struct {
 	grpcStatus int
 	cl         *cluster // the request's cluster, once routed
 	rt         *route   // the request's route, once past the filters
+	// filtered are the response headers the filters add (CORS's).
+	filtered []headerAdd
 }
 
 // countingBody counts a request body's bytes as the upstream reads them;
@@ -195,7 +197,9 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.rec.RouteName = rt.name
-	if ans, ok := rt.runFilters(s, &s.rec); ok {
+	ans, ok := rt.runFilters(s, &s.rec)
+	s.filtered = ans.headers
+	if ok {
 		if ans.grpcStatus >= 0 && s.grpc && ans.flags == accesslog.FaultInjected {
 			s.grpcStatus = ans.grpcStatus
 		}
@@ -328,6 +332,7 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 	}
 	removeHopByHop(hdr)
 	applyHeaderMutations(hdr, rt.responseAdd, rt.responseRemove)
+	applyHeaderMutations(hdr, s.filtered, nil)
 	hdr.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sentAt).Milliseconds(), 10))
 	s.w.WriteHeader(resp.StatusCode)
 	s.rec.ResponseCode = resp.StatusCode
@@ -549,6 +554,7 @@ func (s *h2stream) overflow() {
 // trailers-only response (HTTP 200) whose grpc-status says why.
 func (s *h2stream) localReply(code int, flags accesslog.Flags, details, body string) {
 	hdr := s.w.Header()
+	applyHeaderMutations(hdr, s.filtered, nil)
 	if s.rt != nil { // the router's reply (a direct response, say): as Envoy, with the route's response headers
 		applyHeaderMutations(hdr, s.rt.responseAdd, nil)
 	}

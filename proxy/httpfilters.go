@@ -19,12 +19,14 @@ type httpFilter interface {
 
 // localAnswer is a filter's own reply: its status (0: none), Envoy's
 // flag and details for the log, its body; grpcStatus for a gRPC request.
+// headers go on the reply, or with no reply, on the upstream's response.
 type localAnswer struct {
 	code       int
 	grpcStatus int
 	flags      accesslog.Flags
 	details    string
 	body       string
+	headers    []headerAdd
 }
 
 // fraction is an Envoy FractionalPercent: numerator over denominator.
@@ -151,8 +153,10 @@ func (l *rateLimiter) decide(requestView) (time.Duration, localAnswer) {
 }
 
 // runFilters runs the route's filters on a request: it waits out their
-// delays (flag DI) and returns the first local answer, if one answers.
+// delays (flag DI) and returns the first local answer, if one answers;
+// else an answer of no code with the response headers they add.
 func (rt *route) runFilters(r requestView, rec *accesslog.Record) (localAnswer, bool) {
+	var headers []headerAdd
 	for _, f := range rt.filters {
 		delay, ans := f.decide(r)
 		if delay > 0 {
@@ -160,8 +164,10 @@ func (rt *route) runFilters(r requestView, rec *accesslog.Record) (localAnswer, 
 			time.Sleep(delay)
 		}
 		if ans.code > 0 {
+			ans.headers = append(headers, ans.headers...)
 			return ans, true
 		}
+		headers = append(headers, ans.headers...)
 	}
-	return localAnswer{}, false
+	return localAnswer{headers: headers}, false
 }

@@ -115,6 +115,9 @@ func (h *h1conn) appendDownstreamHead(b []byte, serviceMs int64, chunkedOut, clo
 	if rt != nil && len(rt.responseAdd)+len(rt.responseRemove) > 0 {
 		applyHeadMutations(&resp.Head, rt.responseAdd, rt.responseRemove)
 	}
+	if len(h.filtered) > 0 {
+		applyHeadMutations(&resp.Head, h.filtered, nil)
+	}
 	for _, hd := range resp.Headers {
 		if resp.HopByHop(hd.Name) {
 			continue

@@ -32,6 +32,9 @@ func (h *h1conn) localReply(code int, flags accesslog.Flags, details, body strin
 		out = append(append(append(out, "location: "...), h.location...), "\r\n"...)
 		h.location = ""
 	}
+	for _, a := range h.filtered {
+		out = http1.AppendHeader(out, a.nameB, a.valueB)
+	}
 	if rt := h.matched; rt != nil {
 		// The router's reply (a direct response, a redirect, a 503): as
 		// Envoy, with the route's response headers, but not over the

@@ -47,9 +47,12 @@ func NetworkFilter(name string, a *anypb.Any) *listenerv3.Filter {
 	return &listenerv3.Filter{Name: name, ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: a}}
 }
 
-// FaultFilter names Envoy's fault filter: a route's
-// typed_per_filter_config configures it under this key.
-const FaultFilter = "envoy.filters.http.fault"
+// FaultFilter and CORSFilter name Envoy's fault and CORS filters: a
+// route's typed_per_filter_config configures them under these keys.
+const (
+	FaultFilter = "envoy.filters.http.fault"
+	CORSFilter  = "envoy.filters.http.cors"
+)
 
 // HTTPFilter is an HTTP filter named name configured by m.
 func HTTPFilter(name string, m proto.Message) *hcmv3.HttpFilter {

@@ -404,7 +404,7 @@ endpoints: [` + addrs + `]
 }
 
 // routeOpsRules give backend-service's VirtualService a fault, a
-// redirect, a direct response and a response header.
+// redirect, a CORS policy, a direct response and a response header.
 const routeOpsRules = `
 ---
 apiVersion: networking.istio.io/v1
@@ -418,6 +418,9 @@ spec:
     route: [{destination: {host: backend-service}}]
   - match: [{uri: {exact: /test/old}}]
     redirect: {uri: /new}
+  - match: [{uri: {prefix: /test/cors}}]
+    corsPolicy: {allowOrigins: [{exact: "https://shop.example"}], allowMethods: [GET, POST], maxAge: 10m}
+    route: [{destination: {host: backend-service}}]
   - match: [{uri: {prefix: /test/closed}}]
     directResponse: {status: 403, body: {string: "closed by the mesh"}}
   - headers: {response: {set: {x-mesh: shunt}}}
@@ -438,6 +441,9 @@ func TestSeedControlPlaneRouteOps(t *testing.T) {
 		want         string
 	}{
 		{"/test", "abort", 418, func(_ *http.Response, b string) bool { return strings.Contains(b, "fault filter abort") }, "the fault's body"},
+		{"/test/cors", "preflight", 200, func(r *http.Response, _ string) bool {
+			return r.Header.Get("Access-Control-Allow-Origin") == "https://shop.example" && r.Header.Get("Access-Control-Max-Age") == "600"
+		}, "the CORS preflight's answer"},
 		{"/test/old", "", 301, func(r *http.Response, _ string) bool { return strings.HasSuffix(r.Header.Get("Location"), "/new") }, "Location …/new"},
 		{"/test/closed/x", "", 403, func(_ *http.Response, b string) bool { return b == "closed by the mesh" }, "the direct response's body"},
 		{"/test", "", 200, func(r *http.Response, b string) bool {
@@ -445,7 +451,13 @@ func TestSeedControlPlaneRouteOps(t *testing.T) {
 		}, "the backend's answer with x-mesh: shunt"},
 	} {
 		req, _ := http.NewRequest("GET", "http://127.0.0.1"+c.path, nil)
-		if c.header != "" {
+		switch c.header {
+		case "preflight":
+			req.Method = "OPTIONS"
+			req.Header.Set("Origin", "https://shop.example")
+			req.Header.Set("Access-Control-Request-Method", "POST")
+		case "":
+		default:
 			req.Header.Set("X-Fault", c.header)
 		}
 		resp, err := client.Do(req)

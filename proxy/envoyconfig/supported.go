@@ -5,6 +5,7 @@ import (
 	// that typed_config resolves.
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -51,6 +52,8 @@ var supported = map[string][]string{
 	"envoy.config.route.v3.RouteAction.RequestMirrorPolicy":                          {"cluster", "runtime_fraction"},
 	"envoy.config.route.v3.RouteAction.MaxStreamDuration":                            {"max_stream_duration", "grpc_timeout_header_max", "grpc_timeout_header_offset"},
 	"envoy.extensions.filters.http.fault.v3.HTTPFault":                               {"delay", "abort", "headers", "max_active_faults"},
+	"envoy.extensions.filters.http.cors.v3.Cors":                                     {},
+	"envoy.extensions.filters.http.cors.v3.CorsPolicy":                               {"allow_origin_string_match", "allow_methods", "allow_headers", "expose_headers", "max_age", "allow_credentials", "filter_enabled", "forward_not_matching_preflights"},
 	"envoy.extensions.filters.common.fault.v3.FaultDelay":                            {"fixed_delay", "header_delay", "percentage"},
 	"envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay":                {},
 	"envoy.extensions.filters.http.fault.v3.FaultAbort":                              {"http_status", "grpc_status", "header_abort", "percentage"},
