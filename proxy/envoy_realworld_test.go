@@ -33,7 +33,6 @@ func TestRealWorldConfigs(t *testing.T) {
 			"static_resources.listeners[0].address.socket_address.ipv4_compat: not implemented",
 			"common_http_protocol_options: not implemented",
 			"http2_protocol_options: not implemented",
-			"http_filters[0].typed_config.@type: envoy.extensions.filters.http.cors.v3.Cors is not an extension shunt runs",
 			"http_filters[1].typed_config.@type: envoy.extensions.filters.http.lua.v3.Lua is not an extension shunt runs",
 			"virtual_hosts[0].cors: not implemented",
 			"use_remote_address: not implemented",
