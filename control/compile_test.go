@@ -307,7 +307,7 @@ func TestCompileSidecarScope(t *testing.T) {
 func TestVirtualServiceRefused(t *testing.T) {
 	const head = "kind: VirtualService\nmetadata: {name: bad}\nspec:\n  hosts: [backend-service]\n  http:\n"
 	for _, c := range []struct{ rule, want string }{
-		{"  - {redirect: {uri: /x}, route: [{destination: {host: b}}]}", "spec.http[0]: route, redirect and directResponse are exclusive"},
+		{"  - {redirect: {uri: /x}, route: [{destination: {host: b}}]}", "spec.http[0]: route, redirect, directResponse and delegate are exclusive"},
 		{"  - {redirect: {uri: /x, redirectCode: 200}}", "spec.http[0].redirect.redirectCode: 200 is not 301, 302, 303, 307 or 308"},
 		{"  - {redirect: {derivePort: SOMETIMES}}", `spec.http[0].redirect.derivePort: "SOMETIMES"`},
 		{"  - {directResponse: {status: 99}}", "spec.http[0].directResponse.status: 99 is not a status"},
@@ -396,5 +396,65 @@ func TestDNSAutoAllocate(t *testing.T) {
 	}
 	if names["api.example.com"] != "["+api+"]" || names["db.example.com"] != "[240.0.0.1]" || !strings.HasPrefix(names["httpbin.org"], "[240.240.") {
 		t.Errorf("the name table: %v (api.example.com's chain at %s)", names, api)
+	}
+}
+
+// TestDelegate: a root VirtualService's route delegates to another, in
+// another namespace: the delegate's routes under the root's match,
+// merged (a path outside the root's left out), its short hosts in its
+// own namespace; a missing delegate is reported.
+func TestDelegate(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	w, err := control.LoadWorld(append(mesh, []byte(`
+---
+kind: VirtualService
+metadata: {name: root, namespace: default}
+spec:
+  hosts: [backend-service]
+  http:
+  - match: [{uri: {prefix: /api}, headers: {x-team: {exact: shop}}}]
+    delegate: {name: api, namespace: other}
+  - match: [{uri: {prefix: /gone}}]
+    delegate: {name: nowhere}
+  - route: [{destination: {host: backend-service}}]
+---
+kind: VirtualService
+metadata: {name: api, namespace: other}
+spec:
+  http:
+  - match: [{uri: {prefix: /api/v1}}, {uri: {prefix: /web}}]
+    route: [{destination: {host: shared}}]
+  - headers: {response: {set: {x-delegated: "yes"}}}
+    route: [{destination: {host: backend-service.default.svc.cluster.local}}]
+`)...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	res := cc.Compile(w, appSidecar(t))
+	runs(t, res)
+	var got []string
+	for _, rc := range res.Routes {
+		if rc.GetName() != "backend-service.default.svc.cluster.local:10000" {
+			continue
+		}
+		for _, r := range rc.GetVirtualHosts()[0].GetRoutes() {
+			m := r.GetMatch()
+			got = append(got, fmt.Sprintf("%s %s %d %s", r.GetName(), m.GetPrefix(), len(m.GetHeaders()), r.GetRoute().GetCluster()))
+		}
+	}
+	want := []string{
+		"api.other.0 /api/v1 1 outbound|80||shared.other.svc.cluster.local",
+		"api.other.1 /api 1 outbound|10000||backend-service.default.svc.cluster.local",
+		"root.default.2 / 0 outbound|10000||backend-service.default.svc.cluster.local",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("routes:\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+	if p := cc.Problems()["VirtualService default/root spec.http[1].delegate"]; p != "no VirtualService default/nowhere" {
+		t.Errorf("a missing delegate: %q (all: %v)", p, cc.Problems())
 	}
 }

@@ -29,23 +29,33 @@ import (
 // makes them; a request no route takes gets 404 (Envoy's NR).
 func (c *compiler) vsRoutes(vs *VirtualService, s *Service, p Port) []*routev3.Route {
 	var out []*routev3.Route
-	for i, r := range vs.HTTP {
-		matches := r.Match
-		if len(matches) == 0 {
-			matches = []HTTPMatch{{}}
+	for i, root := range vs.HTTP {
+		rules := []RouteRule{root}
+		if root.Delegate != nil {
+			rules = c.delegated(vs, i, root)
 		}
-		var rule *routev3.Route
-		for _, m := range matches {
-			if m.Port != 0 && m.Port != p.Port {
-				continue
-			}
-			if rule == nil {
-				rule = c.vsRoute(vs, r, s, p, i)
-			}
-			rt := proto.Clone(rule).(*routev3.Route)
-			rt.Match = routeMatch(m)
-			out = append(out, rt)
+		for _, r := range rules {
+			out = append(out, c.ruleRoutes(vs, r, s, p, i)...)
 		}
+	}
+	return out
+}
+
+// ruleRoutes are a rule's routes, one per match (a match for another
+// port has none).
+func (c *compiler) ruleRoutes(vs *VirtualService, r RouteRule, s *Service, p Port, i int) []*routev3.Route {
+	var out []*routev3.Route
+	var rule *routev3.Route
+	for _, m := range orAny(r.Match) {
+		if m.Port != 0 && m.Port != p.Port {
+			continue
+		}
+		if rule == nil {
+			rule = c.vsRoute(vs, r, s, p, i)
+		}
+		rt := proto.Clone(rule).(*routev3.Route)
+		rt.Match = routeMatch(m)
+		out = append(out, rt)
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -50,7 +51,13 @@ type RouteRule struct {
 	Mirrors                      []Mirror
 	Headers                      HeaderOps
 	CORS                         *CORSPolicy
+	// Delegate names the VirtualService (one with no hosts) whose routes
+	// take this one's place, under its matches.
+	Delegate *Delegate
 }
+
+// Delegate is a route's delegate: a VirtualService by name.
+type Delegate struct{ Name, Namespace string }
 
 // CORSPolicy is a route's corsPolicy: the origins whose scripts may read
 // its responses, and what their preflights are told.
@@ -176,7 +183,8 @@ var virtualServiceSchema = schema{
 			"delay": schema{"fixedDelay": nil, "percentage": percentSchema, "percent": nil},
 			"abort": schema{"httpStatus": nil, "grpcStatus": nil, "percentage": percentSchema}},
 		"mirror": destinationSchema, "mirrorPercentage": percentSchema, "mirrorPercent": nil,
-		"mirrors": listOf{schema{"destination": destinationSchema, "percentage": percentSchema}},
+		"mirrors":  listOf{schema{"destination": destinationSchema, "percentage": percentSchema}},
+		"delegate": schema{"name": nil, "namespace": nil},
 		"corsPolicy": schema{"allowOrigins": listOf{stringMatch}, "allowOrigin": nil, "allowMethods": nil, "allowHeaders": nil,
 			"exposeHeaders": nil, "maxAge": nil, "allowCredentials": nil, "unmatchedPreflights": nil},
 	}},
@@ -264,6 +272,7 @@ type vsHTTP struct {
 		Destination jsonDestination
 		Percentage  *jsonPercent
 	}
+	Delegate   *struct{ Name, Namespace string }
 	CORSPolicy *struct {
 		AllowOrigins                            []jsonStringMatch
 		AllowOrigin, AllowMethods, AllowHeaders []string
@@ -400,17 +409,23 @@ func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err
 	if r.CORS, err = vsCORS(h, path); err != nil {
 		return r, false, err
 	}
+	if d := h.Delegate; d != nil {
+		if d.Name == "" {
+			return r, false, fmt.Errorf("%s.delegate.name: missing", path)
+		}
+		r.Delegate = &Delegate{d.Name, cmp.Or(d.Namespace, vs.Namespace)}
+	}
 	answers := 0
-	for _, set := range []bool{len(r.Route) > 0, r.Redirect != nil, r.DirectResponse != nil} {
+	for _, set := range []bool{len(r.Route) > 0, r.Redirect != nil, r.DirectResponse != nil, r.Delegate != nil} {
 		if set {
 			answers++
 		}
 	}
 	switch {
 	case answers > 1:
-		return r, false, fmt.Errorf("%s: route, redirect and directResponse are exclusive", path)
+		return r, false, fmt.Errorf("%s: route, redirect, directResponse and delegate are exclusive", path)
 	case answers == 0:
-		vs.Problems = append(vs.Problems, path+": no route, redirect or directResponse")
+		vs.Problems = append(vs.Problems, path+": no route, redirect, directResponse or delegate")
 		return r, false, nil
 	}
 	return r, true, nil
