@@ -189,26 +189,34 @@ func TestCompilerKeepsWhatDidNotChange(t *testing.T) {
 	}
 }
 
-// compileWith compiles the seed's mesh with testdata/extra for the
-// app's sidecar, checks that the sidecar runs it and that it matches
-// testdata/goldenName, and returns the compiler and the world.
-func compileWith(t *testing.T, extra, goldenName string) (*control.Compiler, *control.World) {
+// compiled compiles the seed's mesh and more under m for the app's
+// sidecar, and checks that the sidecar runs it.
+func compiled(t *testing.T, more []byte, m control.Mesh) (*control.Compiler, *control.World, *control.Resources) {
 	t.Helper()
 	mesh, _ := os.ReadFile("testdata/mesh.yaml")
-	more, err := os.ReadFile(filepath.Join("testdata", extra))
-	if err != nil {
-		t.Fatal(err)
-	}
 	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), more...), control.DefaultDomain)
 	if err != nil {
 		t.Fatal(err)
 	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
+	cc, err := control.NewCompiler(m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	res := cc.Compile(w, appSidecar(t))
 	runs(t, res)
+	return cc, w, res
+}
+
+// compileWith compiles the seed's mesh with testdata/extra for the
+// app's sidecar, checks that the sidecar runs it and that it matches
+// testdata/goldenName, and returns the compiler and the world.
+func compileWith(t *testing.T, extra, goldenName string) (*control.Compiler, *control.World) {
+	t.Helper()
+	more, err := os.ReadFile(filepath.Join("testdata", extra))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, w, res := compiled(t, more, control.DefaultMesh())
 	got, err := res.YAML()
 	if err != nil {
 		t.Fatal(err)
@@ -362,20 +370,10 @@ spec:
 // hosts came in: a chain takes it (the TLS port no longer reported) and
 // the name table answers it; a host with an address keeps it.
 func TestDNSAutoAllocate(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
 	more, _ := os.ReadFile("testdata/serviceentry.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), more...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
 	m := control.DefaultMesh()
 	m.DNSAutoAllocate = true
-	cc, err := control.NewCompiler(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := cc.Compile(w, appSidecar(t))
-	runs(t, res)
+	cc, _, res := compiled(t, more, m)
 	var api string
 	for _, fc := range res.Listeners[1].GetFilterChains() {
 		if strings.HasSuffix(fc.GetName(), "_443") && strings.HasPrefix(fc.GetName(), "240.240.") {
@@ -404,8 +402,7 @@ func TestDNSAutoAllocate(t *testing.T) {
 // merged (a path outside the root's left out), its short hosts in its
 // own namespace; a missing delegate is reported.
 func TestDelegate(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
-	w, err := control.LoadWorld(append(mesh, []byte(`
+	cc, _, res := compiled(t, []byte(`
 ---
 kind: VirtualService
 metadata: {name: root, namespace: default}
@@ -426,16 +423,7 @@ spec:
     route: [{destination: {host: shared}}]
   - headers: {response: {set: {x-delegated: "yes"}}}
     route: [{destination: {host: backend-service.default.svc.cluster.local}}]
-`)...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := cc.Compile(w, appSidecar(t))
-	runs(t, res)
+`), control.DefaultMesh())
 	var got []string
 	for _, rc := range res.Routes {
 		if rc.GetName() != "backend-service.default.svc.cluster.local:10000" {

@@ -137,13 +137,19 @@ func (c *xdsCache) CreateWatch(req *cache.Request, sub cache.Subscription, ch ch
 	defer c.mu.Unlock()
 	n := c.node(req.GetNode().GetId())
 	w := &sotwWatch{req, sub, ch}
-	if c.respondSotw(n, w) {
+	return keep(c, n.sotw, w, c.respondSotw(n, w))
+}
+
+// keep is a watch's cancel: nothing to do for one answered already;
+// else it is kept open, until answered or cancelled (c.mu held).
+func keep[W comparable](c *xdsCache, open map[W]bool, w W, answered bool) (func(), error) {
+	if answered {
 		return func() {}, nil
 	}
-	n.sotw[w] = true
+	open[w] = true
 	return func() {
 		c.mu.Lock()
-		delete(n.sotw, w)
+		delete(open, w)
 		c.mu.Unlock()
 	}, nil
 }
@@ -210,15 +216,7 @@ func (c *xdsCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscript
 	defer c.mu.Unlock()
 	n := c.node(req.GetNode().GetId())
 	w := &deltaWatch{req, sub, ch}
-	if c.respondDelta(n, w) {
-		return func() {}, nil
-	}
-	n.delta[w] = true
-	return func() {
-		c.mu.Lock()
-		delete(n.delta, w)
-		c.mu.Unlock()
-	}, nil
+	return keep(c, n.delta, w, c.respondDelta(n, w))
 }
 
 // respondDelta answers w if something differs (c.mu held). When the

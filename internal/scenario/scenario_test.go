@@ -218,7 +218,7 @@ func startControlled(t *testing.T, label, manifest string) *scenario.Scenario {
 
 // splitRules put backend-service's two versions (the backend host's
 // nginx on 10000 and 10009) behind a VirtualService that splits 90/10.
-const splitRules = `
+var splitRules = `
 ---
 apiVersion: v1
 kind: Pod
@@ -231,20 +231,8 @@ kind: Pod
 metadata: {name: backend-v2, namespace: default, labels: {app: backend, version: v2}}
 spec: {containers: [{name: b, image: b}]}
 status: {podIP: 10.1.0.1}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-service-1, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
-addressType: IPv4
-ports: [{name: http, port: 10000}]
-endpoints: [{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v1}}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-service-2, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
-addressType: IPv4
-ports: [{name: http, port: 10009}]
-endpoints: [{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v2}}]
+` + endpointSlice("backend-service-1", "backend-service", 10000, "{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v1}}") +
+	endpointSlice("backend-service-2", "backend-service", 10009, "{addresses: [10.1.0.1], targetRef: {kind: Pod, name: backend-v2}}") + `
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -266,10 +254,24 @@ spec:
   - {name: v2, labels: {version: v2}}
 `
 
+// endpointSlice is an EndpointSlice of service named name: its
+// endpoints (YAML flow items) on port.
+func endpointSlice(name, service string, port int, endpoints string) string {
+	return fmt.Sprintf(`
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: %s, namespace: default, labels: {kubernetes.io/service-name: %s}}
+addressType: IPv4
+ports: [{name: http, port: %d}]
+endpoints: [%s]
+`, name, service, port, endpoints)
+}
+
 // httpRouteSplitRules split backend-service 90/10 with a Gateway API
 // HTTPRoute (GAMMA) between two Services of its versions (the backend
 // host's nginx on 10000 and 10009).
-const httpRouteSplitRules = `
+var httpRouteSplitRules = `
 ---
 apiVersion: v1
 kind: Service
@@ -280,20 +282,8 @@ apiVersion: v1
 kind: Service
 metadata: {name: backend-v2, namespace: default}
 spec: {clusterIP: 10.96.0.12, ports: [{name: http, port: 10000}]}
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-v1-1, namespace: default, labels: {kubernetes.io/service-name: backend-v1}}
-addressType: IPv4
-ports: [{name: http, port: 10000}]
-endpoints: [{addresses: [10.1.0.1]}]
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-v2-1, namespace: default, labels: {kubernetes.io/service-name: backend-v2}}
-addressType: IPv4
-ports: [{name: http, port: 10009}]
-endpoints: [{addresses: [10.1.0.1]}]
+` + endpointSlice("backend-v1-1", "backend-v1", 10000, "{addresses: [10.1.0.1]}") +
+	endpointSlice("backend-v2-1", "backend-v2", 10009, "{addresses: [10.1.0.1]}") + `
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -317,16 +307,11 @@ func TestSeedControlPlaneSplit(t *testing.T) {
 			const n = 1000
 			v2 := 0
 			for i := range n {
-				resp, err := client.Get("http://127.0.0.1/test")
-				if err != nil {
-					t.Fatalf("request %d: %v", i, err)
-				}
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
+				resp, body := getTest(t, client, i)
 				switch {
-				case strings.HasPrefix(string(body), "hello from backend-service v2: /test"):
+				case strings.HasPrefix(body, "hello from backend-service v2: /test"):
 					v2++
-				case !strings.HasPrefix(string(body), "hello from backend-service: /test"):
+				case !strings.HasPrefix(body, "hello from backend-service: /test"):
 					t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
 				}
 			}
@@ -339,22 +324,24 @@ func TestSeedControlPlaneSplit(t *testing.T) {
 	}
 }
 
+// getTest is the i-th request for /test through the pod's nginx, read.
+func getTest(t *testing.T, client *http.Client, i int) (*http.Response, string) {
+	t.Helper()
+	resp, err := client.Get("http://127.0.0.1/test")
+	if err != nil {
+		t.Fatalf("request %d: %v", i, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(body)
+}
+
 // TestSeedControlPlaneScaleDown: backend-service has three endpoints
 // (the backend host's nginx at three addresses); nginx's requests,
 // captured, reach all three; the slice loses one and, once shunt-control
 // has read it, no request reaches the removed endpoint and none fails.
 func TestSeedControlPlaneScaleDown(t *testing.T) {
-	slice := func(addrs string) string {
-		return `
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-service-2, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
-addressType: IPv4
-ports: [{name: http, port: 10000}]
-endpoints: [` + addrs + `]
-`
-	}
+	slice := func(addrs string) string { return endpointSlice("backend-service-2", "backend-service", 10000, addrs) }
 	s := startControlled(t, "scaledown", scenario.MeshManifest+slice("{addresses: [10.1.0.2]}, {addresses: [10.1.0.3]}"))
 	for _, a := range []string{"10.1.0.2/24", "10.1.0.3/24"} {
 		if out, err := s.Pod.Peer.Run("ip", "addr", "add", a, "dev", "eth0"); err != nil {
@@ -366,12 +353,7 @@ endpoints: [` + addrs + `]
 	get := func(n int) map[string]int {
 		seen := map[string]int{}
 		for i := range n {
-			resp, err := client.Get("http://127.0.0.1/test")
-			if err != nil {
-				t.Fatalf("request %d: %v", i, err)
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
+			resp, body := getTest(t, client, i)
 			at := resp.Header.Get("X-Backend-Addr")
 			if resp.StatusCode != 200 || at == "" {
 				t.Fatalf("request %d: %d %q", i, resp.StatusCode, body)
@@ -532,14 +514,7 @@ func TestSeedControlPlaneRestart(t *testing.T) {
 // nginx's requests then reach only the good one (none failed: Istio's
 // retries take a 503 to the other host meanwhile).
 func TestSeedControlPlaneOutlier(t *testing.T) {
-	s := startControlled(t, "outlier", scenario.MeshManifest+`
----
-apiVersion: discovery.k8s.io/v1
-kind: EndpointSlice
-metadata: {name: backend-service-bad, namespace: default, labels: {kubernetes.io/service-name: backend-service}}
-addressType: IPv4
-ports: [{name: http, port: 10008}]
-endpoints: [{addresses: [10.1.0.1]}]
+	s := startControlled(t, "outlier", scenario.MeshManifest+endpointSlice("backend-service-bad", "backend-service", 10008, "{addresses: [10.1.0.1]}")+`
 ---
 apiVersion: networking.istio.io/v1
 kind: DestinationRule
