@@ -15,6 +15,7 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/shunt-dev/shunt/control"
 	"github.com/shunt-dev/shunt/proxy"
@@ -444,5 +445,53 @@ spec:
 	}
 	if p := cc.Problems()["VirtualService default/root spec.http[1].delegate"]; p != "no VirtualService default/nowhere" {
 		t.Errorf("a missing delegate: %q (all: %v)", p, cc.Problems())
+	}
+}
+
+// TestDiscoverySelectors: with discovery selectors, a namespace they do
+// not select is outside the mesh: its services get no clusters and its
+// routing rules do not apply; selecting it by its labels brings it in.
+func TestDiscoverySelectors(t *testing.T) {
+	extra := []byte(`apiVersion: v1
+kind: Namespace
+metadata: {name: default, labels: {mesh: "on"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: other, labels: {team: b}}
+---
+kind: VirtualService
+metadata: {name: from-other, namespace: other}
+spec:
+  hosts: [backend-service.default.svc.cluster.local]
+  http: [{directResponse: {status: 503}}]
+`)
+	for _, c := range []struct {
+		selectors []string
+		other     bool
+	}{{nil, true}, {[]string{"mesh=on"}, false}, {[]string{"mesh=on", "team in (a,b)"}, true}} {
+		m := control.DefaultMesh()
+		for _, s := range c.selectors {
+			sel, err := labels.Parse(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m.DiscoverySelectors = append(m.DiscoverySelectors, sel)
+		}
+		_, _, res := compiled(t, extra, m)
+		var shared, direct bool
+		for _, cl := range res.Clusters {
+			shared = shared || strings.HasSuffix(cl.GetName(), "|shared.other.svc.cluster.local")
+		}
+		for _, rc := range res.Routes {
+			for _, vh := range rc.GetVirtualHosts() {
+				for _, r := range vh.GetRoutes() {
+					direct = direct || r.GetDirectResponse() != nil && strings.HasPrefix(vh.GetName(), "backend-service.")
+				}
+			}
+		}
+		if shared != c.other || direct != c.other {
+			t.Errorf("selectors %q: other's service %t, its VirtualService %t; want both %t", c.selectors, shared, direct, c.other)
+		}
 	}
 }

@@ -19,6 +19,9 @@ func (c *compiler) delegated(vs *VirtualService, i int, r RouteRule) []RouteRule
 	case d == nil:
 		c.report(vs, path, "no VirtualService "+r.Delegate.Namespace+"/"+r.Delegate.Name)
 		return nil
+	case !c.m.inMesh(c.w, d.Namespace):
+		c.report(vs, path, r.Delegate.Namespace+" is outside the mesh's discovery selectors")
+		return nil
 	case len(d.Hosts) > 0:
 		c.report(vs, path, r.Delegate.Namespace+"/"+r.Delegate.Name+" has hosts: a root, not a delegate")
 		return nil

@@ -50,7 +50,7 @@ func restClients(cfg *rest.Config) (core, discovery rest.Interface, err error) {
 }
 
 // Watch keeps s's world in step with a cluster's Services,
-// EndpointSlices and Pods, and the routing rules where it has their CRDs
+// EndpointSlices, Pods and Namespaces, and the routing rules where it has their CRDs
 // (Istio's VirtualServices, DestinationRules and ServiceEntries, Gateway
 // API's HTTPRoutes), by informers; what of a rule cannot take effect is
 // told as a Warning event on it; it returns once their first
@@ -63,6 +63,7 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	}
 	services, slices, pods := informer(core, "services", &corev1.Service{}),
 		informer(disc, "endpointslices", &discoveryv1.EndpointSlice{}), informer(core, "pods", &corev1.Pod{})
+	namespaces := informer(core, "namespaces", &corev1.Namespace{})
 	domain := s.World().Domain
 	handle := func(inf cache.SharedIndexInformer, put func(w *World, obj any), del func(w *World, obj any)) error {
 		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -118,6 +119,19 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 				}
 			})
 	}
+	if err == nil {
+		err = handle(namespaces,
+			func(w *World, obj any) {
+				if ns, ok := obj.(*corev1.Namespace); ok {
+					w.PutNamespace(ns.Name, ns.Labels)
+				}
+			},
+			func(w *World, obj any) {
+				if ns, ok := obj.(*corev1.Namespace); ok {
+					delete(w.Namespaces, ns.Name)
+				}
+			})
+	}
 	if err != nil {
 		return err
 	}
@@ -127,7 +141,7 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 		return err
 	}
 	start := time.Now()
-	all := append([]cache.SharedIndexInformer{services, slices, pods}, rules...)
+	all := append([]cache.SharedIndexInformer{services, slices, pods, namespaces}, rules...)
 	synced := make([]cache.InformerSynced, len(all))
 	for i, inf := range all {
 		go inf.Run(ctx.Done())

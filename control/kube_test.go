@@ -93,6 +93,12 @@ func TestWatchCluster(t *testing.T) {
 		t.Fatalf("kubectl delete: %v\n%s", err, out)
 	}
 	waitFor(t, "a deleted service is gone", func() bool { return s.World().Services["default/backend-service"] == nil })
+	if out, err := c.Kubectl("", "label", "namespace", "default", "istio-discovery=enabled"); err != nil {
+		t.Fatalf("kubectl label: %v\n%s", err, out)
+	}
+	waitFor(t, "a namespace's labels are followed", func() bool {
+		return s.World().Namespaces["default"]["istio-discovery"] == "enabled"
+	})
 }
 
 // TestWatchRoutingRules follows Istio's rules through their CRDs

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/shunt-dev/shunt/proxy"
 )
@@ -37,6 +38,10 @@ type Mesh struct {
 	// 240.240.0.0/16, which their sidecars' DNS proxies answer and their
 	// chains take (Istio's ISTIO_META_DNS_AUTO_ALLOCATE).
 	DNSAutoAllocate bool
+	// DiscoverySelectors limit the mesh to the namespaces whose labels
+	// one of them selects (discoverySelectors; none: every namespace):
+	// another's services and rules are not the sidecars'.
+	DiscoverySelectors []labels.Selector
 
 	logs []*accesslogv3.AccessLog
 }
@@ -67,4 +72,22 @@ func (m *Mesh) check() error {
 		m.logs = []*accesslogv3.AccessLog{l}
 	}
 	return nil
+}
+
+// inMesh says whether namespace ns is the mesh's: one of the discovery
+// selectors selects its labels (w's), or there is none.
+func (m *Mesh) inMesh(w *World, ns string) bool {
+	if len(m.DiscoverySelectors) == 0 {
+		return true
+	}
+	l, ok := w.Namespaces[ns]
+	if !ok {
+		return false
+	}
+	for _, s := range m.DiscoverySelectors {
+		if s.Matches(labels.Set(l)) {
+			return true
+		}
+	}
+	return false
 }

@@ -90,6 +90,9 @@ type World struct {
 	// namespace/name; sidecarProblems what of the others is not run.
 	Sidecars        map[string]*Sidecar
 	sidecarProblems map[string][]string
+	// Namespaces are the cluster's namespaces' labels, by name, which
+	// the mesh's discovery selectors read.
+	Namespaces map[string]map[string]string
 	// Domain is the cluster's DNS domain (cluster.local).
 	Domain string
 	// epVersion changes, per service, with its endpoints: a compiler
@@ -115,7 +118,7 @@ func NewWorld() *World {
 	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
 		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
-		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}}
+		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -124,7 +127,7 @@ func (w *World) Clone() *World {
 		epVersion: maps.Clone(w.epVersion), podVersion: w.podVersion,
 		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
 		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
-		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems)}
+		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

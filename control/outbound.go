@@ -44,9 +44,13 @@ func (c *compiler) outbound(prev *space) *space {
 	var addrChains []*listenerv3.FilterChain
 	var names []xds.NameEntry
 	sp.clusters = c.builtinClusters()
-	c.rules = c.w.rulesFor(c.n.Namespace)
+	inMesh := func(ns string) bool { return c.m.inMesh(c.w, ns) }
+	c.rules = c.w.rulesFor(c.n.Namespace, inMesh)
 	scope := c.w.sidecarFor(c.n.Namespace, c.m.RootNamespace)
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
+		if !inMesh(s.Namespace) {
+			continue // outside the discovery selectors
+		}
 		s = c.cc.compiled(s)
 		if s.Namespace == c.n.Namespace {
 			sp.local = append(sp.local, s)

@@ -41,7 +41,7 @@ func (w *World) fqdn(host, namespace string) string {
 	return host
 }
 
-func (w *World) rulesFor(ns string) rules {
+func (w *World) rulesFor(ns string, inMesh func(string) bool) rules {
 	out := rules{vs: map[string]*VirtualService{}, dr: map[string]*DestinationRule{}}
 	rank := func(ruleNS, host string) int {
 		switch {
@@ -59,7 +59,7 @@ func (w *World) rulesFor(ns string) rules {
 	best := map[string]int{}
 	for _, key := range slices.Sorted(maps.Keys(w.VirtualServices)) {
 		vs := w.VirtualServices[key]
-		if !visible(vs.ExportTo, vs.Namespace) {
+		if !visible(vs.ExportTo, vs.Namespace) || !inMesh(vs.Namespace) {
 			continue
 		}
 		for _, h := range vs.Hosts {
@@ -69,10 +69,10 @@ func (w *World) rulesFor(ns string) rules {
 			}
 		}
 	}
-	w.routesFor(ns, out.vs)
+	w.routesFor(ns, out.vs, inMesh)
 	for _, key := range slices.Sorted(maps.Keys(w.DestinationRules)) {
 		dr := w.DestinationRules[key]
-		if !visible(dr.ExportTo, dr.Namespace) {
+		if !visible(dr.ExportTo, dr.Namespace) || !inMesh(dr.Namespace) {
 			continue
 		}
 		f := w.fqdn(dr.Host, dr.Namespace)
@@ -88,7 +88,7 @@ func (w *World) rulesFor(ns string) rules {
 // the sidecar's own namespace (a consumer's) over those in the service's
 // (the producer's); the rules of several merged in Gateway API's
 // precedence.
-func (w *World) routesFor(ns string, vs map[string]*VirtualService) {
+func (w *World) routesFor(ns string, vs map[string]*VirtualService, inMesh func(string) bool) {
 	type bound struct {
 		consumer bool
 		routes   []*HTTPRoute
@@ -96,6 +96,9 @@ func (w *World) routesFor(ns string, vs map[string]*VirtualService) {
 	byHost := map[string]*bound{}
 	for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 		r := w.HTTPRoutes[key]
+		if !inMesh(r.Namespace) {
+			continue
+		}
 		for i, p := range r.Parents {
 			svcNS, _, _ := strings.Cut(p.Service, "/")
 			consumer := r.Namespace == ns && r.Namespace != svcNS

@@ -124,6 +124,14 @@ func (w *World) DeleteSidecar(key string) {
 	delete(w.sidecarProblems, key)
 }
 
+// PutNamespace adds or replaces a namespace's labels.
+func (w *World) PutNamespace(name string, labels map[string]string) {
+	if labels == nil {
+		labels = map[string]string{}
+	}
+	w.Namespaces[name] = labels
+}
+
 // PutHTTPRoute adds or replaces an HTTPRoute or a GRPCRoute.
 func (w *World) PutHTTPRoute(r *HTTPRoute) {
 	w.HTTPRoutes[routeKey(r.Routes.Kind, r.Namespace+"/"+r.Name)] = r
@@ -202,6 +210,12 @@ func (w *World) putManifest(doc []byte) error {
 			return fmt.Errorf("EndpointSlice %s/%s: no %s label", es.Namespace, es.Name, discoveryv1.LabelServiceName)
 		}
 		w.PutSlice(svc, es.Namespace+"/"+es.Name, eps)
+	case "Namespace":
+		var ns corev1.Namespace
+		if err := yaml.UnmarshalStrict(doc, &ns); err != nil {
+			return err
+		}
+		w.PutNamespace(ns.Name, ns.Labels)
 	case "Pod":
 		var p corev1.Pod
 		if err := yaml.UnmarshalStrict(doc, &p); err != nil {

@@ -36,7 +36,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	}
 	sa := "system:serviceaccount:shunt-system:shunt-control"
 	for _, q := range []struct{ verb, resource, want string }{
-		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"},
+		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"}, {"watch", "namespaces", "yes"},
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "grpcroutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
 		{"watch", "sidecars.networking.istio.io", "yes"},

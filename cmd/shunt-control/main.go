@@ -18,6 +18,7 @@ import (
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -77,12 +78,21 @@ func newControlCmd() *cobra.Command {
 		"how long sidecars wait for a client's first bytes to tell HTTP (meshConfig protocolDetectionTimeout; 0 waits)")
 	f.BoolVar(&mesh.DNSAutoAllocate, "dns-auto-allocate", false,
 		"give ServiceEntry hosts with no addresses one of 240.240.0.0/16, which sidecars' DNS proxies answer and their capture routes (Istio's ISTIO_META_DNS_AUTO_ALLOCATE)")
+	selectors := f.StringArray("discovery-selectors", nil,
+		"a label selector of namespaces, repeated: the mesh is the namespaces one selects, their services and rules (meshConfig discoverySelectors; none: every namespace)")
 	var after, most time.Duration
 	f.DurationVar(&after, "debounce-after", control.DefaultDebounceAfter, "push once no change came for this long (PILOT_DEBOUNCE_AFTER)")
 	f.DurationVar(&most, "debounce-max", control.DefaultDebounceMax, "push at the latest this long after the first change (PILOT_DEBOUNCE_MAX)")
 	logJSON := f.Bool("log-json", false, "log as JSON lines")
 	cmd.PreRunE = func(*cobra.Command, []string) error {
 		mesh.RegistryOnly = *policy == "REGISTRY_ONLY"
+		for _, s := range *selectors {
+			sel, err := labels.Parse(s)
+			if err != nil {
+				return usageError{fmt.Errorf("--discovery-selectors %q: %v", s, err)}
+			}
+			mesh.DiscoverySelectors = append(mesh.DiscoverySelectors, sel)
+		}
 		switch {
 		case *policy != "ALLOW_ANY" && *policy != "REGISTRY_ONLY":
 			return usageError{fmt.Errorf("--outbound-traffic-policy %q: not ALLOW_ANY or REGISTRY_ONLY", *policy)}

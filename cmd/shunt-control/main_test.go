@@ -43,6 +43,7 @@ func TestUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"--outbound-traffic-policy", "DENY"}, `--outbound-traffic-policy "DENY": not ALLOW_ANY or REGISTRY_ONLY`},
+		{[]string{"--discovery-selectors", "env in (prod"}, `--discovery-selectors "env in (prod": `},
 		{[]string{"--kubeconfig", "k", "--from-file", mesh}, "give one source"},
 		{[]string{"--dump", appNode}, "--dump reads --from-file"},
 		{[]string{"--from-file", "/nonexistent.yaml"}, "--from-file: open /nonexistent.yaml"},
