@@ -166,6 +166,9 @@ func TestCompilerKeepsWhatDidNotChange(t *testing.T) {
 	if before.Listeners[1] != after.Listeners[1] {
 		t.Error("virtualOutbound was rebuilt for an endpoint change")
 	}
+	if &before.Routes[0] != &after.Routes[0] {
+		t.Error("the namespace's resources were compiled whole for an endpoint change, not patched")
+	}
 	changed := 0
 	for i := range before.Endpoints {
 		if before.Endpoints[i] != after.Endpoints[i] {

@@ -55,7 +55,7 @@ func (c *compiler) outbound(prev *space) *space {
 		if s.Namespace == c.n.Namespace {
 			sp.local = append(sp.local, s)
 		}
-		if scope != nil && !scope.admits(s, c.n.Namespace) {
+		if !c.admitted(s, scope, inMesh) {
 			continue // not among the namespace's Sidecar's egress hosts
 		}
 		var podAddrs []netip.Addr // a headless service's
@@ -147,6 +147,12 @@ func (c *compiler) outbound(prev *space) *space {
 	slices.SortFunc(sp.endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
 	sp.hashAll(prev)
 	return sp
+}
+
+// admitted says whether the namespace's sidecars get s: it is exported
+// to them, in the mesh, and among their Sidecar's egress hosts.
+func (c *compiler) admitted(s *Service, scope *Sidecar, inMesh func(string) bool) bool {
+	return s.visibleFrom(c.n.Namespace) && inMesh(s.Namespace) && (scope == nil || scope.admits(s, c.n.Namespace))
 }
 
 func outboundStatPrefix(port uint16) string { return fmt.Sprintf("outbound_0.0.0.0_%d", port) }

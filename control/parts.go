@@ -36,7 +36,11 @@ type Compiler struct {
 	onProblem func(Problem)
 	problems  map[string]Problem    // the world's last compiled, by Problem.key
 	allocated map[*Service]*Service // ServiceEntries' with an address allocated, by original
-	reported  map[string]string     // what was logged (and told onProblem), by key: once each
+	// lastWorld is the world before cc.world; epChanged the services
+	// whose endpoints alone changed from it (nil: more changed).
+	lastWorld *World
+	epChanged map[string]bool
+	reported  map[string]string // what was logged (and told onProblem), by key: once each
 }
 
 // Problem is what of a routing rule cannot take effect: a field shunt
@@ -162,6 +166,10 @@ func (cc *Compiler) space(c *compiler) *space {
 	if prev != nil && prev.world == c.w {
 		return prev
 	}
+	if sp := cc.patched(c, prev); sp != nil {
+		cc.spaces[key] = sp
+		return sp
+	}
 	sp := c.outbound(prev)
 	if prev != nil {
 		prev.prev = nil // at most one space back is kept
@@ -186,6 +194,7 @@ func (cc *Compiler) survey(w *World) {
 	if cc.world == w {
 		return
 	}
+	cc.lastWorld, cc.epChanged = cc.world, endpointChanges(cc.world, w)
 	cc.world = w
 	cc.allocateAddresses(w)
 	for k, pp := range cc.ports {

@@ -52,6 +52,7 @@ var (
 	changes    = flag.Int("changes", 30, "endpoint changes timed per protocol")
 	debounce   = flag.Duration("debounce-after", 10*time.Millisecond, "the server's --debounce-after")
 	serve      = flag.Bool("serve", false, "be the control plane (the bench starts itself so)")
+	settle     = flag.Duration("settle", 10*time.Second, "how long after the changes the server's RSS is read again (the runtime returns memory to the kernel over time)")
 	profile    = flag.String("cpuprofile", "", "write the server's CPU profile of the changes here, and its heap at the end to this name and .heap")
 	only       = flag.String("only", "", "run one protocol: sotw or delta")
 	scoped     = flag.Bool("scoped", false, "each namespace has a Sidecar whose egress is its own services (./*)")
@@ -171,7 +172,9 @@ func runRound(delta bool, xdsAddr, changeAddr string, pid int) {
 	fmt.Printf("  per change: %.1f KB pushed in all, %.0f bytes and %.1f endpoint resources per client; server CPU %.0f ms\n",
 		float64(pushed)/1e3/float64(*changes), float64(pushed)/float64(affectedClients),
 		float64(pushedResources)/float64(affectedClients), changeCPU*1000/float64(*changes))
-	fmt.Printf("  server RSS with %d clients: %.0f MB\n", len(cs), rssMB(pid, "VmRSS"))
+	fmt.Printf("  server RSS with %d clients: %.0f MB", len(cs), rssMB(pid, "VmRSS"))
+	time.Sleep(*settle)
+	fmt.Printf(", %.0f MB %s later\n", rssMB(pid, "VmRSS"), *settle)
 }
 
 func waitAll(cs []*client, ok func(int) bool, limit time.Duration, what string) {
