@@ -18,6 +18,12 @@ import (
 	"github.com/shunt-dev/shunt/xds"
 )
 
+// DefaultPushThrottle is how many large answers (a sidecar's whole
+// configuration of a type, as at its first sync) may be in flight at
+// once; the rest wait for one to be taken. Istio's PILOT_PUSH_THROTTLE
+// is 100 pushes; each holds its marshaled bytes until taken.
+const DefaultPushThrottle = 32
+
 // Istio's debounce of configuration changes: a push waits for 100ms
 // without change (PILOT_DEBOUNCE_AFTER), at most 10s (PILOT_DEBOUNCE_MAX).
 const (
@@ -59,7 +65,7 @@ func NewServer(mesh Mesh, w *World, after, max time.Duration, log *slog.Logger) 
 	}
 	s := &Server{compiler: compiler, log: log, after: after, max: max, world: w, changed: make(chan time.Time, 1),
 		nodes: map[string]*proxyState{}, streams: map[int64]string{}, metrics: newMetrics()}
-	s.cache = newXDSCache()
+	s.cache = newXDSCache(DefaultPushThrottle)
 	s.xds = server.NewServer(context.Background(), s.cache, server.CallbackFuncs{
 		StreamClosedFunc:      func(id int64, _ *corev3.Node) { s.closed(id) },
 		DeltaStreamClosedFunc: func(id int64, _ *corev3.Node) { s.closed(id) },

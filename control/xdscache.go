@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"slices"
 	"sync"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
@@ -25,9 +26,23 @@ type xdsCache struct {
 	// marshaled resources by message, this round's and the last's: a
 	// message a compile keeps is not marshaled again.
 	wire, lastWire map[proto.Message]*discoveryv3.Resource
+	// throttle bounds the large answers in flight (a sidecar's whole
+	// configuration, as at its first sync, each held marshaled until it
+	// is taken): heavy are the places taken, by sidecar and type, until
+	// the answer is acknowledged; held the ones that wait for a place.
+	throttle int
+	heavy    map[heavyKey]bool
+	held     []heavyKey
 }
 
+// heavyKey is a sidecar's type URL.
+type heavyKey struct{ node, typeURL string }
+
+// heavyMin is how many resources make an answer large.
+const heavyMin = 64
+
 type cacheNode struct {
+	id     string
 	states map[string]*typeState // by type URL
 	sotw   map[*sotwWatch]bool
 	delta  map[*deltaWatch]bool
@@ -55,14 +70,60 @@ type deltaWatch struct {
 
 var _ cache.Cache = (*xdsCache)(nil)
 
-func newXDSCache() *xdsCache {
-	return &xdsCache{nodes: map[string]*cacheNode{}, wire: map[proto.Message]*discoveryv3.Resource{}}
+// newXDSCache is a cache with at most throttle large answers in flight.
+func newXDSCache(throttle int) *xdsCache {
+	return &xdsCache{nodes: map[string]*cacheNode{}, wire: map[proto.Message]*discoveryv3.Resource{},
+		throttle: throttle, heavy: map[heavyKey]bool{}}
+}
+
+// admit says whether an answer of n resources for k may go now, taking
+// a place for a large one (c.mu held); one that may not is held until a
+// place is given back.
+func (c *xdsCache) admit(k heavyKey, n int) bool {
+	if n < heavyMin || c.heavy[k] {
+		return true // small, or the sidecar's place for the type not given back yet
+	}
+	if len(c.heavy) >= c.throttle {
+		if !slices.Contains(c.held, k) {
+			c.held = append(c.held, k)
+		}
+		return false
+	}
+	c.heavy[k] = true
+	return true
+}
+
+// release gives back k's place, and answers the watches held for one, in
+// the order they came (c.mu held).
+func (c *xdsCache) release(k heavyKey) {
+	if !c.heavy[k] {
+		return
+	}
+	delete(c.heavy, k)
+	for len(c.held) > 0 && len(c.heavy) < c.throttle {
+		k := c.held[0]
+		c.held = c.held[1:]
+		n := c.nodes[k.node]
+		if n == nil {
+			continue
+		}
+		for w := range n.sotw {
+			if w.req.GetTypeUrl() == k.typeURL && c.respondSotw(n, w) {
+				delete(n.sotw, w)
+			}
+		}
+		for w := range n.delta {
+			if w.req.GetTypeUrl() == k.typeURL && c.respondDelta(n, w) {
+				delete(n.delta, w)
+			}
+		}
+	}
 }
 
 func (c *xdsCache) node(id string) *cacheNode {
 	n := c.nodes[id]
 	if n == nil {
-		n = &cacheNode{sotw: map[*sotwWatch]bool{}, delta: map[*deltaWatch]bool{}, sent: map[string]deltaSent{}}
+		n = &cacheNode{id: id, sotw: map[*sotwWatch]bool{}, delta: map[*deltaWatch]bool{}, sent: map[string]deltaSent{}}
 		c.nodes[id] = n
 	}
 	return n
@@ -95,11 +156,16 @@ func (c *xdsCache) set(id string, states map[string]*typeState) {
 	}
 }
 
-// clear forgets a sidecar.
+// clear forgets a sidecar, giving back its places.
 func (c *xdsCache) clear(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.nodes, id)
+	for k := range c.heavy {
+		if k.node == id {
+			c.release(k)
+		}
+	}
 }
 
 // endRound drops the marshaled resources no response of the last two
@@ -136,6 +202,9 @@ func (c *xdsCache) CreateWatch(req *cache.Request, sub cache.Subscription, ch ch
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.node(req.GetNode().GetId())
+	if req.GetResponseNonce() != "" {
+		c.release(heavyKey{n.id, req.GetTypeUrl()}) // the last answer taken
+	}
 	w := &sotwWatch{req, sub, ch}
 	return keep(c, n.sotw, w, c.respondSotw(n, w))
 }
@@ -172,6 +241,9 @@ func (c *xdsCache) respondSotw(n *cacheNode, w *sotwWatch) bool {
 			}
 			names = append(names, name)
 		}
+	}
+	if !c.admit(heavyKey{n.id, st.typeURL}, len(names)) {
+		return false
 	}
 	out := &discoveryv3.DiscoveryResponse{VersionInfo: st.version, TypeUrl: st.typeURL, Resources: make([]*anypb.Any, 0, len(names))}
 	returned := make(map[string]string, len(names))
@@ -215,6 +287,9 @@ func (c *xdsCache) CreateDeltaWatch(req *cache.DeltaRequest, sub cache.Subscript
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	n := c.node(req.GetNode().GetId())
+	if req.GetResponseNonce() != "" {
+		c.release(heavyKey{n.id, req.GetTypeUrl()}) // the last answer taken
+	}
 	w := &deltaWatch{req, sub, ch}
 	return keep(c, n.delta, w, c.respondDelta(n, w))
 }
@@ -242,13 +317,14 @@ func (c *xdsCache) respondDelta(n *cacheNode, w *deltaWatch) bool {
 		if !w.sub.IsWildcard() {
 			updated, removed = subscribed(updated, w.sub), subscribed(removed, w.sub)
 		}
-		n.sent[t] = deltaSent{st, sent.known}
 		if len(updated)+len(removed) == 0 {
+			n.sent[t] = deltaSent{st, sent.known}
 			return false
 		}
-		if !c.sendDelta(w, st, updated, removed, known) {
-			return false
+		if !c.sendDelta(n, w, st, updated, removed, known) {
+			return false // held back: the client is still at sent.state
 		}
+		n.sent[t] = deltaSent{st, sent.known}
 		for _, name := range updated {
 			known[name] = st.hashes[name]
 		}
@@ -292,7 +368,7 @@ func (c *xdsCache) respondDelta(n *cacheNode, w *deltaWatch) bool {
 		n.sent[t] = deltaSent{st, mapID(known)}
 		return false
 	}
-	if !c.sendDelta(w, st, updated, removed, next) {
+	if !c.sendDelta(n, w, st, updated, removed, next) {
 		return false
 	}
 	n.sent[t] = deltaSent{st, mapID(next)}
@@ -301,7 +377,10 @@ func (c *xdsCache) respondDelta(n *cacheNode, w *deltaWatch) bool {
 
 // sendDelta sends w a delta response of st's updated resources and the
 // removed names, after which the client holds next.
-func (c *xdsCache) sendDelta(w *deltaWatch, st *typeState, updated, removed []string, next map[string]string) bool {
+func (c *xdsCache) sendDelta(n *cacheNode, w *deltaWatch, st *typeState, updated, removed []string, next map[string]string) bool {
+	if !c.admit(heavyKey{n.id, st.typeURL}, len(updated)+len(removed)) {
+		return false
+	}
 	out := &discoveryv3.DeltaDiscoveryResponse{SystemVersionInfo: st.version, TypeUrl: st.typeURL,
 		Resources: make([]*discoveryv3.Resource, 0, len(updated)), RemovedResources: removed}
 	for _, name := range updated {
