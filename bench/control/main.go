@@ -324,6 +324,7 @@ func runServer() {
 			w.PutSidecar(&control.Sidecar{Name: "default", Namespace: ns, Hosts: []string{"./*"}})
 		}
 	}
+	control.TuneGC() // as shunt-control runs
 	srv, err := control.NewServer(control.DefaultMesh(), w, *debounce, 10*time.Second, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	check(err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")

@@ -120,6 +120,7 @@ func newControlCmd() *cobra.Command {
 		if soft := memlimit.FromCgroup(); soft > 0 {
 			log.Info("Go memory limit set from the container's", "bytes", soft)
 		}
+		control.TuneGC()
 		world := control.NewWorld()
 		world.Domain = *domain
 		if *fromFile != "" {
