@@ -355,15 +355,17 @@ func (r *proxyRun) serve(ctx context.Context) error {
 	if err == nil && r.workers > 1 && !isWorker {
 		err = startWorkers(p, r.workers)
 	}
-	var dns *dnsproxy.Server
-	if err == nil && r.dns != nil && !isWorker {
-		dns, err = r.dns.listen(log)
-	}
 	if err == nil {
 		err = dropPrivileges(r.uid, r.gid)
 	}
 	if err == nil {
 		err = checkIdentity(r.targetUID, r.targetGID, r.allowRootGiven)
+	}
+	// The DNS proxy binds as the proxy's identity (its port is not
+	// privileged): the capture tracks its answers by their socket's owner.
+	var dns *dnsproxy.Server
+	if err == nil && r.dns != nil && !isWorker {
+		dns, err = r.dns.listen(log)
 	}
 	if err != nil {
 		p.Close()

@@ -11,6 +11,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/shunt-dev/shunt/dnsproxy"
+	"github.com/shunt-dev/shunt/internal/netlab"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
@@ -31,18 +32,20 @@ spec:
   resolution: NONE
 `
 
-// TestProxyDNSFromControlPlane: shunt proxy --dns --xds-address, in a
-// namespace with shunt-control, answers a Service by its names and a
-// ServiceEntry's host from the name table the control plane sends
-// (NDS), and the rest from its upstream, over UDP and TCP.
+// TestProxyDNSFromControlPlane: in a pod whose DNS is captured (shunt
+// redirect --redirect-dns, the name server of its resolv.conf on the
+// peer), the app's queries reach shunt proxy --dns, which follows
+// shunt-control: a Service by its names and a ServiceEntry's host from
+// the name table (NDS), the rest from the pod's name server, over UDP
+// and TCP.
 func TestProxyDNSFromControlPlane(t *testing.T) {
-	testnet.RequireRoot(t, "ip")
-	ns := testnet.NewNS(t, "nds")
-	// The upstream name server, on the namespace's loopback.
+	testnet.RequireRoot(t, "ip", "iptables-legacy")
+	pod := testnet.NewPod(t)
+	// The pod's name server, on the peer.
 	var pc net.PacketConn
 	var ln net.Listener
-	if err := ns.Do(func() (err error) {
-		pc, ln, err = dnsproxy.ListenPair("127.0.0.1:5353")
+	if err := pod.Peer.Do(func() (err error) {
+		pc, ln, err = dnsproxy.ListenPair(netlab.PeerIP + ":53")
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -62,17 +65,30 @@ func TestProxyDNSFromControlPlane(t *testing.T) {
 		go srv.ActivateAndServe()
 		t.Cleanup(func() { srv.Shutdown() })
 	}
+	// ip netns exec mounts /etc/netns/NAME/resolv.conf over the pod's.
+	etc := filepath.Join("/etc/netns", pod.NS.Name)
+	if err := os.MkdirAll(etc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(etc) })
+	if err := os.WriteFile(filepath.Join(etc, "resolv.conf"), []byte("nameserver "+netlab.PeerIP+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := pod.NS.Command(shuntBin, "redirect", "-p", "15001", "-z", "15006", "-u", "1337", "-g", "1337", "-m", "REDIRECT",
+		"-i", "*", "-b", "*", "--redirect-dns").CombinedOutput(); err != nil {
+		t.Fatalf("shunt redirect: %v\n%s", err, out)
+	}
 	manifest := filepath.Join(t.TempDir(), "mesh.yaml")
 	if err := os.WriteFile(manifest, []byte(ndsMesh), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	startProcess(t, "ip", "netns", "exec", ns.Name, testnet.ControlBinary(t), "--from-file", manifest,
+	startProcess(t, "ip", "netns", "exec", pod.NS.Name, testnet.ControlBinary(t), "--from-file", manifest,
 		"--addr", "127.0.0.1:15010", "--monitor-addr", "127.0.0.1:15014")
-	startProcess(t, "ip", "netns", "exec", ns.Name, "env", "POD_NAME=app-1", "POD_NAMESPACE=default", "INSTANCE_IP=10.1.0.5",
-		shuntBin, "proxy", "--allow-root", "--capture-uid", "0", "--capture-gid", "0", "--xds-address", "127.0.0.1:15010",
-		"--drain-timeout", "1s", "--dns", "--dns-upstream", "127.0.0.1:5353")
+	startProcess(t, "ip", "netns", "exec", pod.NS.Name, "env", "POD_NAME=app-1", "POD_NAMESPACE=default", "INSTANCE_IP="+netlab.PodIP,
+		shuntBin, "proxy", "--uid", "1337", "--gid", "1337", "--xds-address", "127.0.0.1:15010", "--drain-timeout", "1s", "--dns")
+	// The app (UID 101) asks its name server; the capture answers.
 	ask := func(network, name string) (*dns.Msg, error) {
-		return ns.ExchangeDNS(network, "127.0.0.1:15053", 0, 0, name, dns.TypeA)
+		return pod.NS.ExchangeDNS(network, netlab.PeerIP+":53", 101, 101, name, dns.TypeA)
 	}
 	answer := func(m *dns.Msg) string {
 		var out []string
@@ -87,7 +103,7 @@ func TestProxyDNSFromControlPlane(t *testing.T) {
 		if m, err := ask("udp", "backend-service"); err == nil && answer(m) == "10.96.0.20" {
 			break
 		} else if time.Now().After(deadline) {
-			t.Fatalf("the DNS proxy never answered backend-service from the control plane's names: %v %v", m, err)
+			t.Fatalf("the captured DNS never answered backend-service from the control plane's names: %v %v", m, err)
 		}
 	}
 	for _, network := range []string{"udp", "tcp"} {
