@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"slices"
 	"sync"
+	"time"
 
 	discoveryv3 "github.com/envoyproxy/go-control-plane/envoy/service/discovery/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/v3"
@@ -28,12 +29,17 @@ type xdsCache struct {
 	wire, lastWire map[proto.Message]*discoveryv3.Resource
 	// throttle bounds the large answers in flight (a sidecar's whole
 	// configuration, as at its first sync, each held marshaled until it
-	// is taken): heavy are the places taken, by sidecar and type, until
-	// the answer is acknowledged; held the ones that wait for a place.
+	// is taken): heavy are the places taken, by sidecar and type, when,
+	// until the answer is acknowledged (or heavyTimeout passed: a
+	// sidecar that never says does not hold one for ever); held the ones
+	// that wait for a place.
 	throttle int
-	heavy    map[heavyKey]bool
+	heavy    map[heavyKey]time.Time
 	held     []heavyKey
 }
+
+// heavyTimeout is how long a large answer holds its place at most.
+var heavyTimeout = 5 * time.Second
 
 // heavyKey is a sidecar's type URL.
 type heavyKey struct{ node, typeURL string }
@@ -73,33 +79,53 @@ var _ cache.Cache = (*xdsCache)(nil)
 // newXDSCache is a cache with at most throttle large answers in flight.
 func newXDSCache(throttle int) *xdsCache {
 	return &xdsCache{nodes: map[string]*cacheNode{}, wire: map[proto.Message]*discoveryv3.Resource{},
-		throttle: throttle, heavy: map[heavyKey]bool{}}
+		throttle: throttle, heavy: map[heavyKey]time.Time{}}
 }
 
 // admit says whether an answer of n resources for k may go now, taking
 // a place for a large one (c.mu held); one that may not is held until a
 // place is given back.
 func (c *xdsCache) admit(k heavyKey, n int) bool {
-	if n < heavyMin || c.heavy[k] {
+	if _, own := c.heavy[k]; n < heavyMin || own {
 		return true // small, or the sidecar's place for the type not given back yet
 	}
+	c.expire()
 	if len(c.heavy) >= c.throttle {
 		if !slices.Contains(c.held, k) {
 			c.held = append(c.held, k)
 		}
 		return false
 	}
-	c.heavy[k] = true
+	c.heavy[k] = time.Now()
 	return true
 }
 
-// release gives back k's place, and answers the watches held for one, in
-// the order they came (c.mu held).
+// expire gives back the places of answers never acknowledged in
+// heavyTimeout: taken as lost (c.mu held).
+func (c *xdsCache) expire() {
+	if len(c.heavy) < c.throttle {
+		return
+	}
+	for k, at := range c.heavy {
+		if time.Since(at) > heavyTimeout {
+			delete(c.heavy, k)
+		}
+	}
+}
+
+// release gives back k's place, and answers the watches held for one.
 func (c *xdsCache) release(k heavyKey) {
-	if !c.heavy[k] {
+	if _, ok := c.heavy[k]; !ok {
 		return
 	}
 	delete(c.heavy, k)
+	c.drain()
+}
+
+// drain answers the watches held for a place while there are places,
+// in the order they came (c.mu held).
+func (c *xdsCache) drain() {
+	c.expire()
 	for len(c.held) > 0 && len(c.heavy) < c.throttle {
 		k := c.held[0]
 		c.held = c.held[1:]
@@ -154,6 +180,7 @@ func (c *xdsCache) set(id string, states map[string]*typeState) {
 			delete(n.delta, w)
 		}
 	}
+	c.drain() // places given up on since
 }
 
 // clear forgets a sidecar, giving back its places.

@@ -2,7 +2,9 @@ package control
 
 import (
 	"fmt"
+	"maps"
 	"testing"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -24,10 +26,15 @@ func TestPushThrottle(t *testing.T) {
 	}
 	big := newTypeState(xds.ClusterType, clusters, func(proto.Message) string { return "h" }, nil)
 	small := newTypeState(xds.ListenerType, clusters[:1], func(proto.Message) string { return "h" }, nil)
+	// watch is a delta request; an ACK (a nonce) holds the cluster state.
 	watch := func(node, typeURL, nonce string) chan cache.DeltaResponse {
 		ch := make(chan cache.DeltaResponse, 1)
 		req := &cache.DeltaRequest{Node: &corev3.Node{Id: node}, TypeUrl: typeURL, ResponseNonce: nonce}
-		if _, err := c.CreateDeltaWatch(req, stream.NewDeltaSubscription(nil, nil, nil, true), ch); err != nil {
+		var held map[string]string
+		if nonce != "" {
+			held = maps.Clone(big.hashes)
+		}
+		if _, err := c.CreateDeltaWatch(req, stream.NewDeltaSubscription(nil, nil, held, true), ch); err != nil {
 			t.Fatal(err)
 		}
 		return ch
@@ -53,5 +60,19 @@ func TestPushThrottle(t *testing.T) {
 	watch("a", xds.ClusterType, "1") // a's ACK gives its place back
 	if !answered(b) {
 		t.Error("the held answer did not go once a place was given back")
+	}
+	// b never acknowledges: after heavyTimeout its place is given back,
+	// at the next push at the latest.
+	defer func(d time.Duration) { heavyTimeout = d }(heavyTimeout)
+	heavyTimeout = 10 * time.Millisecond
+	c.set("c", map[string]*typeState{xds.ClusterType: big})
+	cw := watch("c", xds.ClusterType, "")
+	if answered(cw) {
+		t.Fatal("c went while b held the place")
+	}
+	time.Sleep(20 * time.Millisecond)
+	c.set("b", map[string]*typeState{xds.ClusterType: big}) // a push: b has no watch open
+	if !answered(cw) {
+		t.Error("a place never acknowledged was not given back")
 	}
 }
