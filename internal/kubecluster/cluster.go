@@ -176,33 +176,23 @@ func (c *Cluster) Kubectl(stdin string, args ...string) (string, error) {
 // GatewayRouteCRDs stand for Gateway API's HTTPRoute and GRPCRoute CRDs
 // (which a cluster installs from Gateway API's release), their schemas
 // left open.
-const GatewayRouteCRDs = `apiVersion: apiextensions.k8s.io/v1
+var GatewayRouteCRDs = gatewayCRD("HTTPRoute", "httproute") + "---\n" + gatewayCRD("GRPCRoute", "grpcroute")
+
+// gatewayCRD is a Gateway API kind's CRD, its schema left open.
+func gatewayCRD(kind, singular string) string {
+	return fmt.Sprintf(`apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: httproutes.gateway.networking.k8s.io
+  name: %[2]ss.gateway.networking.k8s.io
   annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/3328"}
 spec:
   group: gateway.networking.k8s.io
   scope: Namespaced
-  names: {kind: HTTPRoute, listKind: HTTPRouteList, plural: httproutes, singular: httproute}
+  names: {kind: %[1]s, listKind: %[1]sList, plural: %[2]ss, singular: %[2]s}
   versions:
   - name: v1
     served: true
     storage: true
     schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}}
----
-apiVersion: apiextensions.k8s.io/v1
-kind: CustomResourceDefinition
-metadata:
-  name: grpcroutes.gateway.networking.k8s.io
-  annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/3328"}
-spec:
-  group: gateway.networking.k8s.io
-  scope: Namespaced
-  names: {kind: GRPCRoute, listKind: GRPCRouteList, plural: grpcroutes, singular: grpcroute}
-  versions:
-  - name: v1
-    served: true
-    storage: true
-    schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}}
-`
+`, kind, singular)
+}
