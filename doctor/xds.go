@@ -49,7 +49,7 @@ func controlPlaneFrom(client *http.Client, url string) Check {
 		return c
 	}
 	var types []string
-	for _, t := range []string{xds.ListenerType, xds.RouteType, xds.ClusterType, xds.EndpointType} {
+	for _, t := range []string{xds.ListenerType, xds.RouteType, xds.ClusterType, xds.EndpointType, xds.NameTableType} {
 		if v, ok := st.Versions[t]; ok {
 			types = append(types, fmt.Sprintf("%s %s", shortType(t), clipVersion(v)))
 		}
@@ -84,6 +84,8 @@ func shortType(t string) string {
 		return "clusters"
 	case xds.EndpointType:
 		return "endpoints"
+	case xds.NameTableType:
+		return "names"
 	}
 	return t
 }
