@@ -54,6 +54,8 @@ func controlPlaneFrom(client *http.Client, url string) Check {
 			types = append(types, fmt.Sprintf("%s %s", shortType(t), clipVersion(v)))
 		}
 	}
+	_, listeners := st.Versions[xds.ListenerType]
+	_, clusters := st.Versions[xds.ClusterType]
 	switch {
 	case len(st.Nacked) > 0:
 		var refused []string
@@ -65,7 +67,7 @@ func controlPlaneFrom(client *http.Client, url string) Check {
 	case !st.Connected:
 		c.Status, c.Detail = Fail, fmt.Sprintf("not connected to %s (%s)", st.Address, st.LastError)
 		c.Hint = "the sidecar serves on with what it has and retries; check the control plane's address and that it runs"
-	case len(types) < 2:
+	case !listeners || !clusters:
 		c.Status, c.Detail = Fail, fmt.Sprintf("connected to %s, but listeners and clusters have not both come", st.Address)
 		c.Hint = "the sidecar is not ready until they do; the control plane's /debug/syncz says what it sent"
 	default:
