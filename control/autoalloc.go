@@ -36,9 +36,10 @@ func allocate(hosts []string) map[string]netip.Addr {
 }
 
 // allocateAddresses gives the ServiceEntry hosts of w with no address
-// one (Istio's DNS auto-allocation): the services as compiled are copies
-// with it, by original (cc.mu held). Their sidecars get chains for it
-// and their DNS proxies answer it.
+// one (Istio's DNS auto-allocation), but those of resolution NONE, which
+// go where the app was going anyway: the services as compiled are
+// copies with it, by original (cc.mu held). Their sidecars get chains
+// for it and their DNS proxies answer it.
 func (cc *Compiler) allocateAddresses(w *World) {
 	cc.allocated = nil
 	if !cc.mesh.DNSAutoAllocate {
@@ -46,19 +47,25 @@ func (cc *Compiler) allocateAddresses(w *World) {
 	}
 	var hosts []string
 	for _, s := range w.Services {
-		if s.Resolution != "" && len(s.Addresses) == 0 && !strings.HasPrefix(s.Hostname, "*") {
+		if allocates(s) {
 			hosts = append(hosts, s.Hostname)
 		}
 	}
 	addrs := allocate(hosts)
 	cc.allocated = make(map[*Service]*Service, len(hosts))
 	for _, s := range w.Services {
-		if a, ok := addrs[s.Hostname]; ok && s.Resolution != "" && len(s.Addresses) == 0 {
+		if a, ok := addrs[s.Hostname]; ok && allocates(s) {
 			c := *s
 			c.Addresses = []netip.Addr{a}
 			cc.allocated[s] = &c
 		}
 	}
+}
+
+// allocates says whether s is a ServiceEntry host an address is
+// allocated for: one with none, not a wildcard, not of resolution NONE.
+func allocates(s *Service) bool {
+	return s.Resolution != "" && s.Resolution != ResolutionNone && len(s.Addresses) == 0 && !strings.HasPrefix(s.Hostname, "*")
 }
 
 // compiled is s as compiled: with its allocated address, if it has one.
