@@ -32,12 +32,16 @@ func (r *Resources) ByType() map[string][]*anypb.Any {
 }
 
 // YAML is the resources as Envoy's field names spell them, for a person:
-// listeners, routes, clusters, endpoints.
+// listeners, routes, clusters, endpoints, and the DNS proxy's names.
 func (r *Resources) YAML() ([]byte, error) {
 	doc := map[string][]json.RawMessage{}
+	var names []proto.Message
+	if r.space != nil && r.space.nameTable != nil {
+		names = []proto.Message{r.space.nameTable}
+	}
 	for kind, list := range map[string][]proto.Message{
 		"listeners": asMessages(r.Listeners), "routes": asMessages(r.Routes),
-		"clusters": asMessages(r.Clusters), "endpoints": asMessages(r.Endpoints)} {
+		"clusters": asMessages(r.Clusters), "endpoints": asMessages(r.Endpoints), "names": names} {
 		doc[kind] = []json.RawMessage{}
 		for _, m := range list {
 			js, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(m)
