@@ -1042,24 +1042,11 @@ func (r *resources) routeFilters(specs []filterSpec, route, vhost map[string]*an
 				break
 			}
 		}
-		if f := r.httpFilter(msg, path); f != nil && !idle(f) {
+		if f := r.httpFilter(msg, path); f != nil && !f.idle() {
 			out = append(out, f)
 		}
 	}
 	return out
-}
-
-// idle says a filter does nothing: a fault with neither delay nor abort
-// (Istio's on every route but those that give one) costs no work per
-// request.
-func idle(f httpFilter) bool {
-	switch f := f.(type) {
-	case *faultFilter:
-		return !f.hasDelay && !f.hasAbort
-	case *corsFilter:
-		return f.idle()
-	}
-	return false
 }
 
 // httpFilter makes a fault or local rate limit filter.

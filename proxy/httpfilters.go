@@ -15,6 +15,10 @@ type httpFilter interface {
 	// decide is the filter's verdict on a request whose headers r shows:
 	// a delay before going on, or a local reply (code > 0).
 	decide(r requestView) (delay time.Duration, reply localAnswer)
+	// idle says the filter does nothing (Istio's fault and CORS filters
+	// on every route but those that configure them): a route leaves it
+	// out, and it costs no work per request.
+	idle() bool
 }
 
 // localAnswer is a filter's own reply: its status (0: none), Envoy's
@@ -57,6 +61,8 @@ type faultFilter struct {
 	mu        sync.Mutex
 	active    int64
 }
+
+func (f *faultFilter) idle() bool { return !f.hasDelay && !f.hasAbort }
 
 func (f *faultFilter) decide(r requestView) (time.Duration, localAnswer) {
 	for i := range f.headers {
@@ -128,6 +134,8 @@ type rateLimiter struct {
 	tokens             int64
 	lastFill           time.Time
 }
+
+func (l *rateLimiter) idle() bool { return false }
 
 func (l *rateLimiter) decide(requestView) (time.Duration, localAnswer) {
 	if !l.enabled.hit() {
