@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -29,12 +30,12 @@ type NameEntry struct {
 	Namespace string
 }
 
-// nameTable is Istio's NameTable message, described here as Istio's
-// networking/nds/v1/nds.proto does (so the wire is the same): a map of
-// host to NameInfo {ips, registry, shortname, namespace, alt_hosts}.
-var nameTable, nameInfo protoreflect.MessageDescriptor
-
-func init() {
+// nameTableTypes are Istio's NameTable message and its NameInfo,
+// described as Istio's networking/nds/v1/nds.proto does (so the wire is
+// the same): a map of host to NameInfo {ips, registry, shortname,
+// namespace, alt_hosts}. Built on first use: a sidecar without the DNS
+// proxy never pays for it.
+var nameTableTypes = sync.OnceValues(func() (table, info protoreflect.MessageDescriptor) {
 	str := func(name string, n int32, repeated bool) *descriptorpb.FieldDescriptorProto {
 		label := descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL
 		if repeated {
@@ -65,15 +66,13 @@ func init() {
 	if err != nil {
 		panic(err) // a descriptor written here
 	}
-	nameTable = fd.Messages().ByName("NameTable")
-	nameInfo = nameTable.Messages().ByName("NameInfo")
-	if err := protoregistry.GlobalTypes.RegisterMessage(dynamicpb.NewMessageType(nameTable)); err != nil {
-		panic(err)
-	}
-}
+	table = fd.Messages().ByName("NameTable")
+	return table, table.Messages().ByName("NameInfo")
+})
 
 // NewNameTable is a NameTable of entries.
 func NewNameTable(entries []NameEntry) proto.Message {
+	nameTable, nameInfo := nameTableTypes()
 	m := dynamicpb.NewMessage(nameTable)
 	table := m.Mutable(nameTable.Fields().ByName("table")).Map()
 	f := nameInfo.Fields()
@@ -98,6 +97,7 @@ func ReadNameTable(a *anypb.Any) ([]NameEntry, error) {
 	if a.GetTypeUrl() != NameTableType {
 		return nil, fmt.Errorf("a %s, not a NameTable", a.GetTypeUrl())
 	}
+	nameTable, nameInfo := nameTableTypes()
 	m := dynamicpb.NewMessage(nameTable)
 	if err := proto.Unmarshal(a.GetValue(), m); err != nil {
 		return nil, fmt.Errorf("NameTable: %v", err)
