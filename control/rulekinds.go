@@ -12,57 +12,36 @@ var ruleKinds = []struct {
 	del      func(w *World, key string)
 }{
 	{"VirtualService", "networking.istio.io", []string{"v1", "v1beta1"}, "virtualservices",
-		func(w *World, doc []byte) error {
-			vs, err := VirtualServiceFrom(doc)
-			if err == nil && vs != nil {
-				w.PutVirtualService(vs)
-			}
-			return err
-		},
+		reading(anyDomain(VirtualServiceFrom), (*World).PutVirtualService),
 		func(w *World, key string) { delete(w.VirtualServices, key) }},
 	{"DestinationRule", "networking.istio.io", []string{"v1", "v1beta1"}, "destinationrules",
-		func(w *World, doc []byte) error {
-			dr, err := DestinationRuleFrom(doc)
-			if err == nil {
-				w.PutDestinationRule(dr)
-			}
-			return err
-		},
+		reading(anyDomain(DestinationRuleFrom), (*World).PutDestinationRule),
 		func(w *World, key string) { delete(w.DestinationRules, key) }},
 	{"ServiceEntry", "networking.istio.io", []string{"v1", "v1beta1"}, "serviceentries",
-		func(w *World, doc []byte) error {
-			se, err := ServiceEntryFrom(doc)
-			if err == nil {
-				w.PutServiceEntry(se)
-			}
-			return err
-		},
-		func(w *World, key string) { w.DeleteServiceEntry(key) }},
+		reading(anyDomain(ServiceEntryFrom), (*World).PutServiceEntry), (*World).DeleteServiceEntry},
 	{"Sidecar", "networking.istio.io", []string{"v1", "v1beta1"}, "sidecars",
-		func(w *World, doc []byte) error {
-			sc, err := SidecarFrom(doc)
-			if err == nil {
-				w.PutSidecar(sc)
-			}
-			return err
-		},
-		func(w *World, key string) { w.DeleteSidecar(key) }},
+		reading(anyDomain(SidecarFrom), (*World).PutSidecar), (*World).DeleteSidecar},
 	{"HTTPRoute", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "httproutes",
-		func(w *World, doc []byte) error {
-			r, err := HTTPRouteFrom(doc, w.Domain)
-			if err == nil && r != nil {
-				w.PutHTTPRoute(r)
-			}
-			return err
-		},
+		reading(HTTPRouteFrom, (*World).PutHTTPRoute),
 		func(w *World, key string) { delete(w.HTTPRoutes, key) }},
 	{"GRPCRoute", "gateway.networking.k8s.io", []string{"v1"}, "grpcroutes",
-		func(w *World, doc []byte) error {
-			r, err := GRPCRouteFrom(doc, w.Domain)
-			if err == nil && r != nil {
-				w.PutHTTPRoute(r)
-			}
-			return err
-		},
+		reading(GRPCRouteFrom, (*World).PutHTTPRoute),
 		func(w *World, key string) { delete(w.HTTPRoutes, routeKey("GRPCRoute", key)) }},
+}
+
+// reading puts into the world what from reads of a manifest, in the
+// world's cluster domain; nothing for a nil (a rule not the sidecars').
+func reading[T any](from func(doc []byte, domain string) (*T, error), put func(*World, *T)) func(*World, []byte) error {
+	return func(w *World, doc []byte) error {
+		v, err := from(doc, w.Domain)
+		if err == nil && v != nil {
+			put(w, v)
+		}
+		return err
+	}
+}
+
+// anyDomain is a reader that needs no cluster domain.
+func anyDomain[T any](from func(doc []byte) (*T, error)) func([]byte, string) (*T, error) {
+	return func(doc []byte, _ string) (*T, error) { return from(doc) }
 }
