@@ -65,72 +65,33 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 		informer(disc, "endpointslices", &discoveryv1.EndpointSlice{}), informer(core, "pods", &corev1.Pod{})
 	namespaces := informer(core, "namespaces", &corev1.Namespace{})
 	domain := s.World().Domain
-	handle := func(inf cache.SharedIndexInformer, put func(w *World, obj any), del func(w *World, obj any)) error {
-		_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
-			AddFunc:    func(obj any) { s.Update(func(w *World) { put(w, obj) }) },
-			UpdateFunc: func(old, obj any) { s.Update(func(w *World) { del(w, old); put(w, obj) }) },
-			DeleteFunc: func(obj any) {
-				if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-					obj = tomb.Obj
-				}
-				s.Update(func(w *World) { del(w, obj) })
-			},
-		})
-		return err
-	}
-	err = handle(services,
-		func(w *World, obj any) {
-			if svc, ok := obj.(*corev1.Service); ok {
-				w.PutService(ServiceFrom(svc, domain))
-			}
-		},
-		func(w *World, obj any) {
-			if svc, ok := obj.(*corev1.Service); ok {
-				w.DeleteService(svc.Namespace + "/" + svc.Name)
-			}
-		})
+	err = follow(s, services, func(w *World, svc *corev1.Service) { w.PutService(ServiceFrom(svc, domain)) },
+		func(w *World, svc *corev1.Service) { w.DeleteService(svc.Namespace + "/" + svc.Name) })
 	if err == nil {
-		err = handle(slices,
-			func(w *World, obj any) {
-				if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
-					if svc, eps, ok := EndpointsFrom(es); ok {
-						w.PutSlice(svc, es.Namespace+"/"+es.Name, nonNil(eps))
-					}
+		err = follow(s, slices,
+			func(w *World, es *discoveryv1.EndpointSlice) {
+				if svc, eps, ok := EndpointsFrom(es); ok {
+					w.PutSlice(svc, es.Namespace+"/"+es.Name, nonNil(eps))
 				}
 			},
-			func(w *World, obj any) {
-				if es, ok := obj.(*discoveryv1.EndpointSlice); ok {
-					if svc, _, ok := EndpointsFrom(es); ok {
-						w.PutSlice(svc, es.Namespace+"/"+es.Name, nil)
-					}
+			func(w *World, es *discoveryv1.EndpointSlice) {
+				if svc, _, ok := EndpointsFrom(es); ok {
+					w.PutSlice(svc, es.Namespace+"/"+es.Name, nil)
 				}
 			})
 	}
 	if err == nil {
-		err = handle(pods,
-			func(w *World, obj any) {
-				if p, ok := obj.(*corev1.Pod); ok && p.Status.PodIP != "" {
+		err = follow(s, pods,
+			func(w *World, p *corev1.Pod) {
+				if p.Status.PodIP != "" {
 					w.PutPod(PodFrom(p))
 				}
 			},
-			func(w *World, obj any) {
-				if p, ok := obj.(*corev1.Pod); ok {
-					w.DeletePod(p.Namespace + "/" + p.Name)
-				}
-			})
+			func(w *World, p *corev1.Pod) { w.DeletePod(p.Namespace + "/" + p.Name) })
 	}
 	if err == nil {
-		err = handle(namespaces,
-			func(w *World, obj any) {
-				if ns, ok := obj.(*corev1.Namespace); ok {
-					w.PutNamespace(ns.Name, ns.Labels)
-				}
-			},
-			func(w *World, obj any) {
-				if ns, ok := obj.(*corev1.Namespace); ok {
-					delete(w.Namespaces, ns.Name)
-				}
-			})
+		err = follow(s, namespaces, func(w *World, ns *corev1.Namespace) { w.PutNamespace(ns.Name, ns.Labels) },
+			func(w *World, ns *corev1.Namespace) { delete(w.Namespaces, ns.Name) })
 	}
 	if err != nil {
 		return err
@@ -152,6 +113,29 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	}
 	s.log.Info("cluster listed", "services", len(s.World().Services), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// follow keeps s's world in step with an informer's objects of type T:
+// put when added, taken out and put again when changed, del when gone.
+func follow[T any](s *Server, inf cache.SharedIndexInformer, put, del func(*World, T)) error {
+	typed := func(obj any, f func(T)) {
+		if tomb, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+			obj = tomb.Obj
+		}
+		if o, ok := obj.(T); ok {
+			f(o)
+		}
+	}
+	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc: func(obj any) { typed(obj, func(o T) { s.Update(func(w *World) { put(w, o) }) }) },
+		UpdateFunc: func(old, obj any) {
+			typed(old, func(o T) {
+				typed(obj, func(n T) { s.Update(func(w *World) { del(w, o); put(w, n) }) })
+			})
+		},
+		DeleteFunc: func(obj any) { typed(obj, func(o T) { s.Update(func(w *World) { del(w, o) }) }) },
+	})
+	return err
 }
 
 // nonNil keeps an empty slice's place: a slice with no endpoints still
