@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -13,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/kubecluster"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
@@ -110,12 +110,4 @@ func TestFollowsFile(t *testing.T) {
 	}
 }
 
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return fmt.Sprint(ln.Addr())
-}
+func freeAddr(t *testing.T) string { return fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t)) }
