@@ -42,15 +42,15 @@ func (f *corsFilter) decide(r requestView) (time.Duration, localAnswer) {
 	preflight := string(method) == "OPTIONS" && asks
 	switch {
 	case preflight && allowed:
-		h := []headerAdd{corsHeader("access-control-allow-origin", string(origin))}
+		h := []headerAdd{newHeaderAdd("access-control-allow-origin", string(origin), overwriteIfExistsOrAdd)}
 		for _, kv := range [][2]string{{"access-control-allow-methods", f.methods}, {"access-control-allow-headers", f.headers},
 			{"access-control-max-age", f.maxAge}} {
 			if kv[1] != "" {
-				h = append(h, corsHeader(kv[0], kv[1]))
+				h = append(h, newHeaderAdd(kv[0], kv[1], overwriteIfExistsOrAdd))
 			}
 		}
 		if f.credentials {
-			h = append(h, corsHeader("access-control-allow-credentials", "true"))
+			h = append(h, newHeaderAdd("access-control-allow-credentials", "true", overwriteIfExistsOrAdd))
 		}
 		return 0, localAnswer{code: 200, details: "cors_response", headers: h}
 	case preflight && f.answerUnmatchedPreflights:
@@ -58,18 +58,14 @@ func (f *corsFilter) decide(r requestView) (time.Duration, localAnswer) {
 	case !allowed || preflight:
 		return 0, localAnswer{}
 	}
-	h := []headerAdd{corsHeader("access-control-allow-origin", string(origin))}
+	h := []headerAdd{newHeaderAdd("access-control-allow-origin", string(origin), overwriteIfExistsOrAdd)}
 	if f.credentials {
-		h = append(h, corsHeader("access-control-allow-credentials", "true"))
+		h = append(h, newHeaderAdd("access-control-allow-credentials", "true", overwriteIfExistsOrAdd))
 	}
 	if f.expose != "" {
-		h = append(h, corsHeader("access-control-expose-headers", f.expose))
+		h = append(h, newHeaderAdd("access-control-expose-headers", f.expose, overwriteIfExistsOrAdd))
 	}
 	return 0, localAnswer{headers: h}
-}
-
-func corsHeader(name, value string) headerAdd {
-	return headerAdd{name: name, value: value, nameB: []byte(name), valueB: []byte(value), action: overwriteIfExistsOrAdd}
 }
 
 // corsFilter makes a route's CORS filter of its policy (none: idle).

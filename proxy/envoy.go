@@ -578,8 +578,7 @@ func (r *resources) mutations(m headerMutating, path string) mutations {
 				r.add(p+".append", "not implemented by shunt: the deprecated append; say append_action")
 				continue
 			}
-			out = append(out, headerAdd{name: name, value: value, nameB: []byte(name), valueB: []byte(value),
-				action: addAction(o.GetAppendAction())})
+			out = append(out, newHeaderAdd(name, value, addAction(o.GetAppendAction())))
 		}
 		return out
 	}

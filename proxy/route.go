@@ -111,6 +111,11 @@ type headerAdd struct {
 	action        addAction
 }
 
+// newHeaderAdd is a header to add, name in lower case.
+func newHeaderAdd(name, value string, action addAction) headerAdd {
+	return headerAdd{name: name, value: value, nameB: []byte(name), valueB: []byte(value), action: action}
+}
+
 // addAction is Envoy's HeaderAppendAction.
 type addAction uint8
 
