@@ -39,16 +39,7 @@ func endpointChanges(a, b *World) map[string]bool {
 // samePointers says whether two maps of pointers (or maps) hold the
 // same ones under the same keys.
 func samePointers[V any](a, b map[string]V) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for k, v := range a {
-		w, ok := b[k]
-		if !ok || reflect.ValueOf(v).Pointer() != reflect.ValueOf(w).Pointer() {
-			return false
-		}
-	}
-	return true
+	return maps.EqualFunc(a, b, func(x, y V) bool { return reflect.ValueOf(x).Pointer() == reflect.ValueOf(y).Pointer() })
 }
 
 // patched is prev with the load assignments of the services whose
