@@ -14,6 +14,8 @@ import (
 	"google.golang.org/protobuf/types/descriptorpb"
 	"google.golang.org/protobuf/types/dynamicpb"
 	"google.golang.org/protobuf/types/known/anypb"
+
+	"github.com/shunt-dev/shunt/internal/protofields"
 )
 
 // NameTableType is Istio's NDS: the names the sidecar's DNS proxy
@@ -36,19 +38,7 @@ type NameEntry struct {
 // namespace, alt_hosts}. Built on first use: a sidecar without the DNS
 // proxy never pays for it.
 var nameTableTypes = sync.OnceValues(func() (table, info protoreflect.MessageDescriptor) {
-	str := func(name string, n int32, repeated bool) *descriptorpb.FieldDescriptorProto {
-		label := descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL
-		if repeated {
-			label = descriptorpb.FieldDescriptorProto_LABEL_REPEATED
-		}
-		return &descriptorpb.FieldDescriptorProto{Name: proto.String(name), Number: proto.Int32(n), Label: label.Enum(),
-			Type: descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum(), JsonName: proto.String(name)}
-	}
-	msg := func(name string, n int32, typeName string, repeated bool) *descriptorpb.FieldDescriptorProto {
-		f := str(name, n, repeated)
-		f.Type, f.TypeName = descriptorpb.FieldDescriptorProto_TYPE_MESSAGE.Enum(), proto.String(typeName)
-		return f
-	}
+	str, msg := protofields.String, protofields.Message
 	file := &descriptorpb.FileDescriptorProto{
 		Name: proto.String("networking/nds/v1/nds.proto"), Package: proto.String("istio.networking.nds.v1"), Syntax: proto.String("proto3"),
 		MessageType: []*descriptorpb.DescriptorProto{{
