@@ -27,26 +27,29 @@ func informer(client rest.Interface, resource string, obj runtime.Object) cache.
 
 // restClients are REST clients for core/v1 and discovery.k8s.io/v1.
 func restClients(cfg *rest.Config) (core, discovery rest.Interface, err error) {
-	scheme := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{corev1.AddToScheme, discoveryv1.AddToScheme} {
-		if err := add(scheme); err != nil {
-			return nil, nil, err
-		}
-	}
-	codecs := serializer.NewCodecFactory(scheme)
-	client := func(gv k8sschema.GroupVersion, apiPath string) (rest.Interface, error) {
-		c := rest.CopyConfig(cfg)
-		c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, apiPath, codecs.WithoutConversion()
-		if c.UserAgent == "" {
-			c.UserAgent = "shunt-control"
-		}
-		return rest.RESTClientFor(c)
-	}
-	if core, err = client(corev1.SchemeGroupVersion, "/api"); err != nil {
+	if core, err = restClient(cfg, corev1.SchemeGroupVersion, corev1.AddToScheme); err != nil {
 		return nil, nil, err
 	}
-	discovery, err = client(discoveryv1.SchemeGroupVersion, "/apis")
+	discovery, err = restClient(cfg, discoveryv1.SchemeGroupVersion, discoveryv1.AddToScheme)
 	return core, discovery, err
+}
+
+// restClient is a REST client for one API group version, whose types
+// add registers.
+func restClient(cfg *rest.Config, gv k8sschema.GroupVersion, add func(*runtime.Scheme) error) (rest.Interface, error) {
+	scheme := runtime.NewScheme()
+	if err := add(scheme); err != nil {
+		return nil, err
+	}
+	c := rest.CopyConfig(cfg)
+	c.GroupVersion, c.APIPath, c.NegotiatedSerializer = &gv, "/apis", serializer.NewCodecFactory(scheme).WithoutConversion()
+	if gv.Group == "" {
+		c.APIPath = "/api"
+	}
+	if c.UserAgent == "" {
+		c.UserAgent = "shunt-control"
+	}
+	return rest.RESTClientFor(c)
 }
 
 // Watch keeps s's world in step with a cluster's Services,

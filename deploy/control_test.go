@@ -41,6 +41,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "grpcroutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
 		{"watch", "sidecars.networking.istio.io", "yes"},
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
+		{"create", "tokenreviews.authentication.k8s.io", "yes"}, {"update", "configmaps", "yes"}, {"get", "secrets", "no"},
 	} {
 		out, _ := c.Kubectl("", "auth", "can-i", q.verb, q.resource, "--all-namespaces", "--as", sa)
 		if got := strings.TrimSpace(out); got != q.want {
@@ -62,9 +63,19 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Its own namespace's CA Secret, and only that one.
+	for _, q := range []struct{ ns, what, want string }{{"shunt-system", "secret/istio-ca-secret", "yes"}, {"shunt-system", "secret/other", "no"}, {"default", "secret/istio-ca-secret", "no"}} {
+		out, _ := c.Kubectl("", "auth", "can-i", "get", q.what, "-n", q.ns, "--as", sa)
+		if got := strings.TrimSpace(out); got != q.want {
+			t.Errorf("can shunt-control get %s in %s? %q, want %q", q.what, q.ns, got, q.want)
+		}
+	}
+
 	monitor := fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t))
-	cmd := exec.Command(testnet.ControlBinary(t), "--kubeconfig", kubeconfig,
-		"--addr", fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t)), "--monitor-addr", monitor)
+	caAddr := fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t))
+	args := []string{"--kubeconfig", kubeconfig, "--addr", fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t)),
+		"--monitor-addr", monitor, "--ca-addr", caAddr}
+	cmd := exec.Command(testnet.ControlBinary(t), args...)
 	logf, _ := os.Create(filepath.Join(t.TempDir(), "control.log"))
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
@@ -100,4 +111,13 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 			t.Fatalf("no event on the VirtualService: %q", out)
 		}
 	}
+	checkCA(t, c, caAddr, func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		cmd = exec.Command(testnet.ControlBinary(t), args...)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+	})
 }

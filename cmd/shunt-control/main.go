@@ -22,6 +22,7 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/shunt-dev/shunt/ca"
 	"github.com/shunt-dev/shunt/control"
 	"github.com/shunt-dev/shunt/internal/memlimit"
 )
@@ -84,6 +85,8 @@ func newControlCmd() *cobra.Command {
 	f.DurationVar(&after, "debounce-after", control.DefaultDebounceAfter, "push once no change came for this long (PILOT_DEBOUNCE_AFTER)")
 	f.DurationVar(&most, "debounce-max", control.DefaultDebounceMax, "push at the latest this long after the first change (PILOT_DEBOUNCE_MAX)")
 	logJSON := f.Bool("log-json", false, "log as JSON lines")
+	var caf caFlags
+	caf.register(f)
 	cmd.PreRunE = func(*cobra.Command, []string) error {
 		mesh.RegistryOnly = *policy == "REGISTRY_ONLY"
 		for _, s := range *selectors {
@@ -108,6 +111,9 @@ func newControlCmd() *cobra.Command {
 			return usageError{errors.New("--dump reads --from-file")}
 		case most < after:
 			return usageError{fmt.Errorf("--debounce-max %s is under --debounce-after %s", most, after)}
+		}
+		if err := caf.check(*fromFile != "", f.Changed); err != nil {
+			return usageError{err}
 		}
 		return nil
 	}
@@ -139,26 +145,53 @@ func newControlCmd() *cobra.Command {
 		}
 		ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 		defer stop()
+		var svc *ca.Service
 		if *fromFile != "" {
 			go followFile(ctx, *fromFile, *domain, srv, log)
-		} else if err := watchCluster(ctx, *kubeconfig, srv); err != nil {
-			return err
+		} else {
+			cfg, err := clusterConfig(*kubeconfig)
+			if err != nil {
+				return err
+			}
+			if err := control.Watch(ctx, cfg, srv); err != nil {
+				return err
+			}
+			if caf.addr != "" {
+				if svc, err = control.StartCA(ctx, cfg, caf.opt, log); err != nil {
+					return err
+				}
+			}
 		}
-		return serveControl(ctx, srv, *addr, *monitor, log)
+		return serveControl(ctx, srv, *addr, *monitor, log, &caf, svc)
 	}
 	return cmd
 }
 
 // serveControl serves ADS and the monitoring endpoints until ctx ends.
-func serveControl(ctx context.Context, srv *control.Server, addr, monitor string, log *slog.Logger) error {
+func serveControl(ctx context.Context, srv *control.Server, addr, monitor string, log *slog.Logger, caf *caFlags, svc *ca.Service) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}
 	g := control.NewGRPCServer()
 	srv.Register(g)
+	errs := make(chan error, 3)
+	if svc != nil {
+		tln, err := net.Listen("tcp", caf.addr)
+		if err != nil {
+			ln.Close()
+			return err
+		}
+		tg, err := serveTLS(tln, svc, srv, caf.dnsNames, log)
+		if err != nil {
+			tln.Close()
+			ln.Close()
+			return err
+		}
+		defer tg.Stop()
+		go func() { errs <- tg.Serve(tln) }()
+	}
 	go srv.Run(ctx)
-	errs := make(chan error, 2)
 	go func() { errs <- g.Serve(ln) }()
 	var mon *http.Server
 	if monitor != "" {
@@ -184,9 +217,9 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 	return err
 }
 
-// watchCluster follows the cluster of kubeconfig ($KUBECONFIG, else the
-// pod's own service account), returning once it is listed.
-func watchCluster(ctx context.Context, kubeconfig string, srv *control.Server) error {
+// clusterConfig is how to reach the cluster of kubeconfig ($KUBECONFIG,
+// else the pod's own service account).
+func clusterConfig(kubeconfig string) (*rest.Config, error) {
 	if kubeconfig == "" {
 		kubeconfig = os.Getenv("KUBECONFIG")
 	}
@@ -195,12 +228,12 @@ func watchCluster(ctx context.Context, kubeconfig string, srv *control.Server) e
 	if kubeconfig == "" {
 		cfg, err = rest.InClusterConfig()
 		if err != nil {
-			return usageError{fmt.Errorf("no cluster: give --kubeconfig or --from-file (in a pod: %v)", err)}
+			return nil, usageError{fmt.Errorf("no cluster: give --kubeconfig or --from-file (in a pod: %v)", err)}
 		}
 	} else if cfg, err = clientcmd.BuildConfigFromFlags("", kubeconfig); err != nil {
-		return usageError{fmt.Errorf("--kubeconfig: %v", err)}
+		return nil, usageError{fmt.Errorf("--kubeconfig: %v", err)}
 	}
-	return control.Watch(ctx, cfg, srv)
+	return cfg, nil
 }
 
 func loadManifests(path, domain string) (*control.World, error) {
