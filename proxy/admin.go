@@ -133,6 +133,7 @@ func (p *Proxy) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) {
 		fmt.Fprint(w, "/config_dump  the configuration it runs, as Envoy's resources (Envoy's JSON)\n"+
+			"/certs        the workload certificate and the roots it trusts (Envoy's JSON)\n"+
 			"/server_info  its settings beyond them: limits, workers, threads, drain (JSON)\n"+
 			"/stats        Envoy's stats by Envoy's names (?filter=RE, ?usedonly, ?format=json|prometheus)\n"+
 			"/stats/prometheus  all metrics, Istio's and shunt's too (Prometheus text)\n"+
@@ -142,6 +143,7 @@ func (p *Proxy) adminHandler() http.Handler {
 			"/debug/pprof/ Go profiles of the running proxy\n")
 	})
 	mux.HandleFunc("GET /config_dump", p.serveConfigDump)
+	mux.HandleFunc("GET /certs", p.serveCerts)
 	mux.HandleFunc("GET /server_info", p.serveConfig)
 	mux.HandleFunc("GET /stats", p.serveStats)
 	mux.HandleFunc("GET /stats/prometheus", p.servePrometheus)

@@ -61,6 +61,7 @@ type Proxy struct {
 	awaiting  atomic.Bool  // not ready until a reload: see AwaitConfig
 	listened  bool         // Listen was called
 	xdsStatus atomic.Value // func() any: see SetXDSStatus
+	certs     atomic.Value // func() *ca.Credentials: see SetCertificates
 	draining  atomic.Bool
 	// stopping ends when the drain does: dials still pending give up.
 	stopping context.Context

@@ -52,6 +52,7 @@ type proxyFlags struct {
 	detection                string
 	dns                      dnsFlags
 	xdsAddress               string
+	cert                     certFlags
 }
 
 // sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
@@ -120,6 +121,7 @@ func newProxyCmd() *cobra.Command {
 	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	pf.dns.add(f)
 	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC, shunt-control or istiod): its listeners, routes, clusters and endpoints (ADS) configure the sidecar, or join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
+	pf.cert.add(f)
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)
@@ -151,7 +153,8 @@ type proxyRun struct {
 	captureGIDs    []uint32
 	allowRootGiven bool
 	configFile     string
-	dns            *dnsRun // nil: no DNS proxy
+	dns            *dnsRun  // nil: no DNS proxy
+	cert           *certRun // nil: no workload certificate
 	xdsAddress     string
 	xdsNode        *corev3.Node
 }
@@ -249,6 +252,12 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 	r.dns = dns
 	if err := r.checkXDS(pf.xdsAddress, fs); err != nil {
 		return nil, usageError{err}
+	}
+	if r.cert, err = pf.cert.check(fs, getenv); err != nil {
+		return nil, usageError{err}
+	}
+	if r.cert != nil && r.workers > 1 {
+		return nil, usageError{errors.New("--ca-address with --workers: the workload certificate is kept by one process")}
 	}
 	if r.xdsAddress != "" {
 		if r.xdsNode, err = xdsNode(r.cfg.Bootstrap.GetNode(), getenv); err != nil {
@@ -375,6 +384,14 @@ func (r *proxyRun) serve(ctx context.Context) error {
 	defer stop()
 	if dns != nil {
 		go serveDNS(ctx, dns, log)
+	}
+	if r.cert != nil {
+		k, err := r.cert.start(ctx, log)
+		if err != nil {
+			p.Close()
+			return err
+		}
+		p.SetCertificates(k.Current)
 	}
 	switch {
 	case r.xdsAddress != "":
