@@ -220,3 +220,22 @@ func containsCert(cs []*x509.Certificate, c *x509.Certificate) bool {
 	}
 	return false
 }
+
+// Credentials signs a certificate for id with a new key, as a keeper
+// would get it from the CA: for a workload the authority runs beside
+// (a gateway of the control plane's, a test's peers).
+func (a *Authority) Credentials(id Identity, ttl time.Duration) (*Credentials, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	csr, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{URIs: []*url.URL{id.URL()}}, key)
+	if err != nil {
+		return nil, err
+	}
+	chain, err := a.Sign(pemBlock("CERTIFICATE REQUEST", csr), id, ttl)
+	if err != nil {
+		return nil, err
+	}
+	return (&Keeper{Identity: id, Now: a.Now}).credentials(chain, key)
+}

@@ -72,7 +72,7 @@ func TestChainSelectionByAddress(t *testing.T) {
 		{"192.0.2.1:80", ProtocolTCP, "passthrough", ""},
 	} {
 		dst := netip.MustParseAddrPort(c.dst)
-		fc := l.chainFor(dst, c.proto)
+		fc := l.chainFor(dst, c.proto, nil)
 		if fc == nil || fc.name != c.chain {
 			t.Errorf("%s %v: chain %v, want %s", c.dst, c.proto, fc, c.chain)
 		}

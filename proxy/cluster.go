@@ -67,6 +67,21 @@ type cluster struct {
 	// go upstream through net/http's pools (HTTP/1.1, HTTP/2).
 	upstreamProtocol upstreamProtocol
 	transports       [2]atomic.Pointer[http.Transport]
+	// tls is its transport sockets.
+	tls clusterTLS
+}
+
+// tlsFor is the TLS to originate to an endpoint, nil for plaintext.
+func (c *cluster) tlsFor(addr netip.AddrPort) *tlsContext {
+	if len(c.tls.matches) == 0 {
+		return c.tls.def
+	}
+	if s := c.endpoints.Load(); s != nil {
+		if e := s.byAddr[addr]; e != nil {
+			return e.tls
+		}
+	}
+	return c.tls.forEndpoint(nil)
 }
 
 // errNoHealthyUpstream is a cluster with no endpoint to send to.

@@ -15,19 +15,19 @@ import (
 // the upstream the proxy dialled for it, or, for HTTP, the upstream of
 // the request in flight.
 type flow struct {
-	down, up *net.TCPConn
+	down, up sock
 	http     bool
-	httpUp   atomic.Pointer[net.TCPConn] // HTTP: the request's upstream, nil between requests
-	stage    atomic.Uint32               // HTTP: idle, awaiting a response, or responding
-	activity atomic.Int64                // bytes moved either way, as the copy loops report them
-	rx, tx   atomic.Int64                // L4: bytes from the client, and back to it
-	tcp      *tcpSeries                  // L4: its Istio series while open (reporter only after the start)
-	reported [2]int64                    // rx and tx already added to tcp (reporter only)
-	ended    atomic.Int32                // halves that have seen their source's FIN
-	aborted  atomic.Uint32               // Result+1 when the sweeper or a drain closed it
-	shard    uint32                      // its registry shard
-	seen     int64                       // activity at the sweeper's last look (sweeper only)
-	quietAt  time.Time                   // when the sweeper first saw it quiet (sweeper only)
+	httpUp   atomic.Pointer[upstreamConn] // HTTP: the request's upstream, nil between requests
+	stage    atomic.Uint32                // HTTP: idle, awaiting a response, or responding
+	activity atomic.Int64                 // bytes moved either way, as the copy loops report them
+	rx, tx   atomic.Int64                 // L4: bytes from the client, and back to it
+	tcp      *tcpSeries                   // L4: its Istio series while open (reporter only after the start)
+	reported [2]int64                     // rx and tx already added to tcp (reporter only)
+	ended    atomic.Int32                 // halves that have seen their source's FIN
+	aborted  atomic.Uint32                // Result+1 when the sweeper or a drain closed it
+	shard    uint32                       // its registry shard
+	seen     int64                        // activity at the sweeper's last look (sweeper only)
+	quietAt  time.Time                    // when the sweeper first saw it quiet (sweeper only)
 	// idle and stream are its handler's idle timeouts (see sweep); 0
 	// for none.
 	idle, stream time.Duration
@@ -57,12 +57,12 @@ func (f *flow) abort(why Result) {
 	case why == ResultDrained || f.stage.Load() == stageResponding:
 		reset(f.down)
 		if up != nil {
-			reset(up)
+			reset(up.c)
 		}
 	case f.stage.Load() == stageIdle:
 		f.down.Close()
 	case up != nil:
-		reset(up)
+		reset(up.c)
 	default:
 		reset(f.down)
 	}
@@ -102,8 +102,8 @@ type halfResult struct {
 // dst (FIN goes on). A reset on either side resets both, so the live peer
 // sees the reset too. It sets no deadlines: the registry's sweeper closes
 // idle flows, and a drain closes what is left at its end.
-func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) halfResult {
-	sp, err := newSplicer(src, dst)
+func (p *Proxy) copyHalf(f *flow, dst, src sock) halfResult {
+	sp, err := newMover(src, dst)
 	if err != nil {
 		reset(src)
 		reset(dst)
@@ -152,7 +152,7 @@ func (p *Proxy) copyHalf(f *flow, dst, src *net.TCPConn) halfResult {
 // resetDetail names the side whose error reset the flow, "upstream" or
 // "downstream", and the error; own is true for an error of the proxy's
 // own (no descriptors, say), where the peers did nothing wrong.
-func resetDetail(f *flow, dst, src *net.TCPConn, atDst bool, err error) (detail string, own, upstream bool) {
+func resetDetail(f *flow, dst, src sock, atDst bool, err error) (detail string, own, upstream bool) {
 	side := src
 	if atDst {
 		side = dst
@@ -180,7 +180,7 @@ func isPeerError(err error) bool {
 }
 
 // reset closes c with a TCP reset rather than a FIN.
-func reset(c *net.TCPConn) {
+func reset(c sock) {
 	if c == nil {
 		return // an HTTP/2 connection's flow has no one upstream
 	}

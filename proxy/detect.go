@@ -18,8 +18,9 @@ import (
 // read: whichever handler takes the connection sees them all.
 type detection struct {
 	proto    Protocol
-	sni      string // a TLS ClientHello's server name
-	timedOut bool   // the client said too little before the wait ended
+	sni      string   // a TLS ClientHello's server name
+	alpn     []string // and the application protocols it offers
+	timedOut bool     // the client said too little before the wait ended
 }
 
 // peekSize bounds what detection looks at: a request line or a
@@ -73,7 +74,7 @@ func detect(c *net.TCPConn, wait time.Duration) detection {
 		d.proto = fullVerdict(buf[:n])
 	}
 	if d.proto == ProtocolTLS {
-		d.sni = serverName(buf[:n])
+		d.sni, d.alpn = clientHello(buf[:n])
 	}
 	return d
 }
@@ -169,8 +170,9 @@ func fullVerdict(b []byte) Protocol {
 	return ProtocolTCP
 }
 
-// serverName is the SNI of a ClientHello, or "".
-func serverName(b []byte) string {
+// clientHello reads a ClientHello's server name (SNI) and the
+// application protocols it offers (ALPN); what it cannot read is empty.
+func clientHello(b []byte) (sni string, alpn []string) {
 	// record header (5), handshake type (1) and length (3), version (2),
 	// random (32)
 	p := 5 + 4 + 2 + 32
@@ -186,10 +188,10 @@ func serverName(b []byte) string {
 		return p <= len(b)
 	}
 	if !skip(1) || !skip(2) || !skip(1) { // session id, cipher suites, compression
-		return ""
+		return "", nil
 	}
 	if p+2 > len(b) {
-		return ""
+		return "", nil
 	}
 	end := min(len(b), p+2+int(b[p])<<8|int(b[p+1]))
 	p += 2
@@ -197,20 +199,26 @@ func serverName(b []byte) string {
 		typ, n := int(b[p])<<8|int(b[p+1]), int(b[p+2])<<8|int(b[p+3])
 		p += 4
 		if p+n > end {
-			return ""
+			return sni, alpn
 		}
-		if typ == 0 { // server_name: list length, name type, name length, name
-			ext := b[p : p+n]
-			if len(ext) < 5 || ext[2] != 0 {
-				return ""
+		ext := b[p : p+n]
+		switch typ {
+		case 0: // server_name: list length, name type, name length, name
+			if len(ext) >= 5 && ext[2] == 0 {
+				if l := int(ext[3])<<8 | int(ext[4]); 5+l <= len(ext) {
+					sni = string(ext[5 : 5+l])
+				}
 			}
-			l := int(ext[3])<<8 | int(ext[4])
-			if 5+l > len(ext) {
-				return ""
+		case 16: // ALPN: list length, then (length, protocol)...
+			if len(ext) >= 2 {
+				list := ext[2:min(len(ext), 2+int(ext[0])<<8|int(ext[1]))]
+				for len(list) > 0 && 1+int(list[0]) <= len(list) {
+					alpn = append(alpn, string(list[1:1+int(list[0])]))
+					list = list[1+int(list[0]):]
+				}
 			}
-			return string(ext[5 : 5+l])
 		}
 		p += n
 	}
-	return ""
+	return sni, alpn
 }

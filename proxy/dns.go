@@ -9,6 +9,8 @@ import (
 	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"google.golang.org/protobuf/types/known/structpb"
 )
 
 // hostPort is a DNS cluster's endpoint as configured: a name (or an IP)
@@ -18,6 +20,7 @@ type hostPort struct {
 	port             uint16
 	weight, priority uint32
 	path             string
+	tlsMatch         *structpb.Struct // its envoy.transport_socket_match metadata
 }
 
 // dnsCluster is how a STRICT_DNS or LOGICAL_DNS cluster finds its

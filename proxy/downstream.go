@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"context"
+	"crypto/x509"
 	"net"
 	"net/netip"
 	"strings"
@@ -13,16 +14,22 @@ import (
 
 // downstream is a captured connection on its way through the proxy.
 type downstream struct {
-	c   *net.TCPConn
+	tcp *net.TCPConn // the accepted socket
+	c   sock         // what the handler reads and writes: tcp, or TLS over it
 	lst *listener
 	// capture is the socket it came in on, whose listener a reload may
 	// have replaced since (see h1conn.stale).
-	capture *capture
-	remote  netip.AddrPort // the peer that connected
-	local   netip.AddrPort // where it was going: Envoy's downstream local address
-	id      uint64         // %CONNECTION_ID%
-	start   time.Time
-	sni     string
+	capture  *capture
+	remote   netip.AddrPort // the peer that connected
+	local    netip.AddrPort // where it was going: Envoy's downstream local address
+	id       uint64         // %CONNECTION_ID%
+	start    time.Time
+	sni      string
+	alpn     []string          // the protocols a TLS client offered
+	peer     string            // a TLS client's URI SAN (its SPIFFE ID), once its certificate is checked
+	localURI string            // the proxy's own URI SAN on a TLS connection
+	peerCert *x509.Certificate // a TLS client\'s checked certificate
+	xfcc     string            // its x-forwarded-client-cert element, once made
 	// bytes read from and written to the peer, for the connection metrics
 	received, sent int64
 }
@@ -34,21 +41,21 @@ func (p *Proxy) serveConn(c *net.TCPConn, cp *capture, lst *listener) {
 	s := &p.metrics.dir[lst.dir]
 	s.active.Add(1)
 	defer s.active.Add(-1)
-	d := downstream{c: c, lst: lst, capture: cp, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
+	d := downstream{tcp: c, c: c, lst: lst, capture: cp, remote: addrPort(c.RemoteAddr()), id: p.connIDs.Add(1), start: time.Now()}
 	r := p.route(&d)
 	p.metrics.record(lst.dir, r, d.received, d.sent, time.Since(d.start))
 }
 
 // route sends d to its chain's handler, or refuses it; it closes d.
 func (p *Proxy) route(d *downstream) Result {
-	dst, err := p.originalDst(d.c, d.lst)
+	dst, err := p.originalDst(d.tcp, d.lst)
 	if err != nil {
 		reset(d.c)
 		p.log.Warn("cannot read the original destination", "direction", d.lst.dir, "from", d.remote, "err", err)
 		return p.refuse(d, ResultNoOriginalDst, err.Error())
 	}
 	d.local = dst
-	if p.isLoop(d.c, d.lst, dst) {
+	if p.isLoop(d.tcp, d.lst, dst) {
 		// Not redirected: someone dialled the listener itself. Forwarding
 		// would connect the proxy to itself, again and again.
 		reset(d.c)
@@ -60,15 +67,18 @@ func (p *Proxy) route(d *downstream) Result {
 		d.c.Close()
 		return p.refuse(d, ResultListenerFilterTimeout, "")
 	}
-	fc := d.lst.chainFor(dst, proto)
+	fc := d.lst.chainFor(dst, proto, d.alpn)
 	if fc == nil {
 		reset(d.c)
 		return p.refuse(d, ResultNoChain, "")
 	}
+	if fc.tls != nil {
+		return p.serveTLS(d, fc)
+	}
 	if fc.http != nil && fc.http.codec != ProtocolHTTP1 && proto != ProtocolHTTP2 && !d.lst.inspectHTTP {
 		// codec_type AUTO: the connection manager tells HTTP/2 by its
 		// preface, with or without an http_inspector before it.
-		proto = detect(d.c, declaredHTTPWait).proto
+		proto = detect(d.tcp, declaredHTTPWait).proto
 	}
 	if fc.http != nil && proto == ProtocolHTTP2 && fc.http.codec != ProtocolHTTP1 {
 		return p.serveH2(d, fc.http, nil, nil, nil)
@@ -93,20 +103,20 @@ func (p *Proxy) protocolOf(d *downstream) (proto Protocol, timedOut bool) {
 	case !inspect:
 		// A port declared HTTP: its client speaks first; its first bytes
 		// say HTTP/1 or HTTP/2.
-		if detect(d.c, declaredHTTPWait).proto == ProtocolHTTP2 {
+		if detect(d.tcp, declaredHTTPWait).proto == ProtocolHTTP2 {
 			return ProtocolHTTP2, false
 		}
 		return declared, false
 	}
-	det := detect(d.c, d.lst.detect)
+	det := detect(d.tcp, d.lst.detect)
 	if d.lst.inspectTLS {
-		d.sni = det.sni
+		d.sni, d.alpn = det.sni, det.alpn
 	}
 	proto = det.proto
 	if proto.isHTTP() && !d.lst.inspectHTTP || proto == ProtocolTLS && !d.lst.inspectTLS {
 		proto = ProtocolTCP
 	}
-	if ok && !proto.isHTTP() {
+	if ok && !proto.isHTTP() && proto != ProtocolTLS {
 		return declared, false
 	}
 	if ok && proto == ProtocolHTTP1 && declared.isHTTP() {
@@ -131,6 +141,7 @@ func (p *Proxy) refuse(d *downstream, r Result, detail string) Result {
 // record is the access log record of a TCP flow on d, so far.
 func (d *downstream) record() accesslog.Record {
 	return accesslog.Record{Start: d.start, DownstreamRemote: d.remote, DownstreamLocal: d.local, ConnectionID: d.id,
+		DownstreamPeerURISAN: d.peer, DownstreamLocalURISAN: d.localURI,
 		RequestedServerName: d.sni, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1}
 }
 

@@ -263,9 +263,11 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 				continue
 			}
 			hosts = append(hosts, hostPort{host: sa.GetAddress(), port: uint16(sa.GetPortValue()), path: p,
-				weight: max(1, lbe.GetLoadBalancingWeight().GetValue()), priority: group.GetPriority()})
+				weight: max(1, lbe.GetLoadBalancingWeight().GetValue()), priority: group.GetPriority(),
+				tlsMatch: lbe.GetMetadata().GetFilterMetadata()[transportSocketMatchKey]})
 		}
 	}
+	cl.tls = r.clusterTLS(c, path)
 	switch typ {
 	case clusterv3.Cluster_ORIGINAL_DST:
 		cl.kind = originalDst
@@ -281,7 +283,8 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 				r.add(h.path+".socket_address.address", "invalid: %q is not an IP address (a STATIC cluster's endpoints are; STRICT_DNS resolves names)", h.host)
 				continue
 			}
-			eps = append(eps, &endpoint{addr: netip.AddrPortFrom(ip.Unmap(), h.port), weight: h.weight, priority: h.priority})
+			eps = append(eps, &endpoint{addr: netip.AddrPortFrom(ip.Unmap(), h.port), weight: h.weight, priority: h.priority,
+				tls: cl.tls.forEndpoint(h.tlsMatch)})
 		}
 		cl.setEndpoints(eps)
 	case clusterv3.Cluster_STRICT_DNS, clusterv3.Cluster_LOGICAL_DNS:
@@ -381,14 +384,27 @@ func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filter
 	if p := m.GetDestinationPort(); p != nil {
 		c.ports = []uint16{uint16(p.GetValue())}
 	}
-	for i, ap := range m.GetApplicationProtocols() {
-		if !slices.Contains(applicationProtocols, ap) {
-			r.add(fmt.Sprintf("%s.filter_chain_match.application_protocols[%d]", path, i),
-				"not implemented by shunt: %q (it matches %s, which http_inspector sets)", ap, strings.Join(applicationProtocols, ", "))
-			continue
-		}
-		c.protocol, c.detected = ProtocolHTTP1, true
+	switch tp := m.GetTransportProtocol(); tp {
+	case "":
+	case "raw_buffer":
+		c.transport = transportRaw
+	case "tls":
+		c.transport = transportTLS
+	default:
+		r.add(path+".filter_chain_match.transport_protocol", "invalid: %q (tls_inspector sets tls or raw_buffer)", tp)
 	}
+	for i, ap := range m.GetApplicationProtocols() {
+		switch {
+		case c.transport == transportTLS && isIstioALPN(ap):
+			c.alpns = append(c.alpns, ap)
+		case slices.Contains(applicationProtocols, ap):
+			c.protocol, c.detected = ProtocolHTTP1, true
+		default:
+			r.add(fmt.Sprintf("%s.filter_chain_match.application_protocols[%d]", path, i),
+				"not implemented by shunt: %q (it matches %s, which http_inspector sets, and with transport_protocol tls Istio's mesh ALPNs)", ap, strings.Join(applicationProtocols, ", "))
+		}
+	}
+	c.tls = r.transportSocket(fc.GetTransportSocket(), path+".transport_socket", true)
 	for i, cr := range m.GetPrefixRanges() {
 		prefix, err := cidrRange(cr)
 		if err != nil {
@@ -396,9 +412,6 @@ func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filter
 			continue
 		}
 		c.prefixes = append(c.prefixes, prefix)
-	}
-	if m.GetTransportProtocol() != "" {
-		r.add(path+".filter_chain_match.transport_protocol", "not implemented by shunt")
 	}
 	filters := fc.GetFilters()
 	if len(filters) != 1 {
@@ -456,6 +469,8 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 	if h.GetCodecType() == hcmv3.HttpConnectionManager_HTTP1 {
 		m.codec = ProtocolHTTP1
 	}
+	set := h.GetSetCurrentClientCertDetails()
+	m.clientCert = clientCert{mode: h.GetForwardClientCertDetails(), subject: set.GetSubject().GetValue(), uri: set.GetUri(), dns: set.GetDns()}
 	for _, u := range h.GetUpgradeConfigs() {
 		m.upgrades[strings.ToLower(u.GetUpgradeType())] = true
 	}

@@ -30,6 +30,8 @@ type httpManager struct {
 	codec Protocol
 	// generateRequestID adds x-request-id to requests without one.
 	generateRequestID bool
+	// clientCert handles x-forwarded-client-cert.
+	clientCert clientCert
 	// upgrades are the Upgrade types (lower case; "connect" for CONNECT)
 	// it tunnels; others are answered 403, as Envoy does.
 	upgrades map[string]bool
@@ -111,7 +113,7 @@ type h1conn struct {
 // countingConn reads a connection, counting bytes for the metrics and
 // marking activity for the idle sweeper.
 type countingConn struct {
-	c   *net.TCPConn
+	c   sock
 	n   int64
 	act *atomic.Int64
 }
@@ -130,7 +132,7 @@ var h1conns = sync.Pool{New: func() any {
 	h.br = http1.NewReader(&h.src, 0)
 	h.resetUp = func(error) {
 		if up := h.f.httpUp.Load(); up != nil {
-			reset(up)
+			reset(up.c)
 		}
 	}
 	return h
@@ -181,6 +183,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		Start: time.Now(), Protocol: req.Proto(), Scheme: "http",
 		Method: http1.View(req.Method), Path: http1.View(req.Target), Authority: http1.View(req.Host),
 		Request: req, DownstreamRemote: h.d.remote, DownstreamLocal: h.d.local, ConnectionID: h.d.id,
+		DownstreamPeerURISAN: h.d.peer, DownstreamLocalURISAN: h.d.localURI,
 		RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1,
 	}
 	h.body.Reset(h.br, http1.RequestFraming(req), req.ContentLength)

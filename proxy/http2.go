@@ -40,7 +40,7 @@ type h2conn struct {
 // countedConn counts a downstream connection's bytes for the metrics and
 // marks activity for the sweeper.
 type countedConn struct {
-	*net.TCPConn
+	sock
 	h   *h2conn
 	pre []byte // bytes read already (an upgrade's), served first
 }
@@ -52,7 +52,7 @@ func (c *countedConn) Read(b []byte) (int, error) {
 		n = copy(b, c.pre)
 		c.pre = c.pre[n:]
 	} else {
-		n, err = c.TCPConn.Read(b)
+		n, err = c.sock.Read(b)
 	}
 	c.h.rx.Add(int64(n))
 	c.h.f.activity.Add(int64(n))
@@ -60,7 +60,7 @@ func (c *countedConn) Read(b []byte) (int, error) {
 }
 
 func (c *countedConn) Write(b []byte) (int, error) {
-	n, err := c.TCPConn.Write(b)
+	n, err := c.sock.Write(b)
 	c.h.tx.Add(int64(n))
 	c.h.f.activity.Add(int64(n))
 	return n, err
@@ -112,7 +112,7 @@ func (p *Proxy) serveH2(d *downstream, hcm *httpManager, upgrade *http.Request, 
 	ctx, cancel := context.WithCancel(p.stopping)
 	defer cancel()
 	s := p.h2Server(hcm.idle)
-	s.srv.ServeConn(&countedConn{TCPConn: d.c, h: h, pre: pre}, &http2.ServeConnOpts{
+	s.srv.ServeConn(&countedConn{sock: d.c, h: h, pre: pre}, &http2.ServeConnOpts{
 		Context: ctx, Handler: h, BaseConfig: s.base, UpgradeRequest: upgrade, Settings: settings})
 	d.c.Close()
 	d.received, d.sent = d.received+h.rx.Load(), d.sent+h.tx.Load()
@@ -176,7 +176,8 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	s.rec = accesslog.Record{Start: time.Now(), Protocol: "HTTP/2", Scheme: "http", Method: r.Method, Path: target,
 		Authority: r.Host, Request: headerView(r.Header), DownstreamRemote: h.d.remote, DownstreamLocal: h.d.local,
-		ConnectionID: h.d.id, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1}
+		ConnectionID: h.d.id, RequestDuration: -1, ResponseDuration: -1, ResponseTxDuration: -1,
+		DownstreamPeerURISAN: h.d.peer, DownstreamLocalURISAN: h.d.localURI}
 	if r.ProtoMajor == 1 {
 		s.rec.Protocol = "HTTP/1.1" // the request that asked for the upgrade
 	}
@@ -186,6 +187,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Header.Get("X-Forwarded-Proto") == "" {
 		r.Header.Set("X-Forwarded-Proto", "http")
 	}
+	h.hcm.clientCert.applyXFCC2(r.Header, h.d)
 	if r.Method == http.MethodConnect {
 		s.localReply(403, 0, "upgrade_failed", "")
 		return

@@ -168,7 +168,7 @@ func (h *h1conn) dialUpstream(cl *cluster, ep netip.AddrPort) (*upstreamConn, Re
 	}
 	// A kept body's reader watches the client already (and must not
 	// have its reads cut short by the watch's end).
-	c, r, detail := h.p.connect(h.d, cl, ep, h.kept == nil)
+	c, r, detail := h.p.connect(h.d, cl, ep, h.kept == nil, ProtocolHTTP1)
 	if c == nil {
 		cl.cb.connections.Add(-1)
 		if r != ResultDownstreamClosed && r != ResultDrained {
@@ -225,7 +225,7 @@ func (h *h1conn) exchange(uc *upstreamConn, rt *route) outcome {
 	h.resp.Code = 0
 	req := &h.req
 	uc.src.act = &h.f.activity
-	h.f.httpUp.Store(uc.c)
+	h.f.httpUp.Store(uc)
 	defer h.f.httpUp.Store(nil)
 	buf := getBuf()
 	defer putBuf(buf)
@@ -312,7 +312,7 @@ func (h *h1conn) awaitResponse(uc *upstreamConn, inline bool, body *pendingBody,
 		// Nothing reads the client while the upstream thinks: watch it,
 		// so a client that gives up stops the upstream too.
 		w = h.watch
-		w.rearm(h.d.c, h.resetUp)
+		w.rearm(h.d.tcp, h.resetUp)
 	}
 	for {
 		err := uc.r.ReadResponse(&h.resp)

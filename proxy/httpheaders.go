@@ -22,6 +22,7 @@ func (h *h1conn) addRequestHeaders() {
 	if _, ok := req.Get("x-forwarded-proto"); !ok {
 		req.Headers = append(req.Headers, http1.Header{Name: xForwardedProto, Value: schemeHTTP})
 	}
+	h.hcm.clientCert.applyXFCC1(req, h.d)
 }
 
 var (

@@ -30,6 +30,7 @@ type endpoint struct {
 	priority uint32
 	active   atomic.Int64 // requests in flight (LEAST_REQUEST)
 	health   endpointHealth
+	tls      *tlsContext // its transport socket's TLS, nil for plaintext
 }
 
 // endpointHealth is what active health checking and outlier detection

@@ -50,9 +50,24 @@ type filterChain struct {
 	// detected: the protocol is one detection must find
 	// (application_protocols), not one the port declares.
 	detected bool
-	tcp      *tcpProxy
-	http     *httpManager
+	// transport is transport_protocol: any, raw_buffer or tls; alpns
+	// are application_protocols a TLS client must offer one of (Istio's
+	// mesh ALPNs); tls terminates TLS (its transport_socket).
+	transport transportMatch
+	alpns     []string
+	tls       *tlsContext
+	tcp       *tcpProxy
+	http      *httpManager
 }
+
+// transportMatch is a filter chain's transport_protocol.
+type transportMatch uint8
+
+const (
+	transportAny transportMatch = iota
+	transportRaw                // raw_buffer: not TLS
+	transportTLS                // tls: a ClientHello came
+)
 
 // Protocol is what a connection speaks, as detection or a port's
 // declared protocol says.
@@ -92,15 +107,21 @@ func IstioProtocol(name string) (Protocol, error) {
 // the most specific first, in Envoy's order: a chain naming the port over
 // one naming none, then the longest destination prefix, then one naming
 // the protocol over one taking any; the first of equals.
-func (l *listener) chainFor(dst netip.AddrPort, proto Protocol) *filterChain {
+func (l *listener) chainFor(dst netip.AddrPort, proto Protocol, alpn []string) *filterChain {
 	var best *filterChain
 	bestRank := -1
 	for _, fc := range l.chains {
 		rank, ok := fc.addressRank(dst)
-		if !ok || !fc.takes(proto) {
+		if !ok || !fc.takes(proto) || !fc.takesTransport(proto, alpn) {
 			continue
 		}
-		rank *= 2
+		rank *= 8
+		if fc.transport != transportAny {
+			rank += 4
+		}
+		if len(fc.alpns) > 0 {
+			rank += 2
+		}
 		if fc.protocol != ProtocolAny {
 			rank++
 		}
@@ -144,6 +165,23 @@ func (fc *filterChain) matches(dst netip.AddrPort) (int, bool) {
 	return longest, longest >= 0
 }
 
+// takesTransport says whether a connection that is TLS or not (proto),
+// offering alpn, is one the chain's transport match takes.
+func (fc *filterChain) takesTransport(proto Protocol, alpn []string) bool {
+	switch {
+	case fc.transport == transportTLS && proto != ProtocolTLS, fc.transport == transportRaw && proto == ProtocolTLS:
+		return false
+	case len(fc.alpns) == 0:
+		return true
+	}
+	for _, a := range alpn {
+		if slices.Contains(fc.alpns, a) {
+			return true
+		}
+	}
+	return false
+}
+
 func (fc *filterChain) takes(proto Protocol) bool {
 	switch fc.protocol {
 	case ProtocolAny:
@@ -156,7 +194,8 @@ func (fc *filterChain) takes(proto Protocol) bool {
 
 // declared is the protocol the chains most specific to dst fix, if one
 // does: such a connection needs no detection. Chains that match on the
-// detected application protocol at that rank need it.
+// detected application protocol, or on TLS and its ALPN, at that rank
+// need it.
 func (l *listener) declared(dst netip.AddrPort) (Protocol, bool) {
 	var proto Protocol
 	bestRank, found, detect := -1, false, false
@@ -168,7 +207,7 @@ func (l *listener) declared(dst netip.AddrPort) (Protocol, bool) {
 		case rank > bestRank:
 			bestRank, found, detect = rank, false, false
 		}
-		detect = detect || fc.detected
+		detect = detect || fc.detected || fc.transport != transportAny || len(fc.alpns) > 0
 		if !found && len(fc.ports) > 0 && fc.protocol != ProtocolAny && !fc.detected {
 			proto, found = fc.protocol, true
 		}

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"net"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -27,7 +26,7 @@ var defaultPoolLimits = poolLimits{maxIdle: 128, idleTimeout: time.Hour}
 
 // upstreamConn is one HTTP/1 connection to an endpoint.
 type upstreamConn struct {
-	c         *net.TCPConn
+	c         sock
 	src       countingConn // what r reads; counts toward the current client's flow
 	r         *http1.Reader
 	local     netip.AddrPort
@@ -148,7 +147,7 @@ const recentlyIdle = 500 * time.Millisecond
 
 // open says whether an idle connection is still usable: no FIN, no reset
 // and no stray bytes from the upstream, by one non-blocking peek.
-func open(c *net.TCPConn) bool {
+func open(c sock) bool {
 	raw, err := c.SyscallConn()
 	if err != nil {
 		return false

@@ -3,7 +3,6 @@ package proxy
 import (
 	"context"
 	"errors"
-	"net"
 	"net/netip"
 	"time"
 
@@ -49,7 +48,7 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 		return ResultUpstreamOverflow
 	}
 	defer cl.cb.connections.Add(-1)
-	up, r, detail := p.connect(d, cl, ep, true)
+	up, r, detail := p.connect(d, cl, ep, true, ProtocolTCP)
 	if up == nil {
 		reset(d.c)
 		rec.UpstreamFailureReason = detail
@@ -75,18 +74,33 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 }
 
 // connect dials ep for d, giving up when d goes away (if watch: when
-// nothing else reads d) or the drain ends;
-// on failure it returns nil, the result, and the error for the log.
-func (p *Proxy) connect(d *downstream, cl *cluster, ep netip.AddrPort, watch bool) (*net.TCPConn, Result, string) {
+// nothing else reads d) or the drain ends, and originates the TLS the
+// endpoint's transport socket says, offering ALPN for proto;
+// on failure it returns nil, the result, and the error for the log
+// (Envoy's upstream transport failure reason).
+func (p *Proxy) connect(d *downstream, cl *cluster, ep netip.AddrPort, watch bool, proto Protocol) (sock, Result, string) {
 	ctx, cancel := context.WithCancelCause(p.stopping)
 	defer cancel(nil)
 	ctx, cancelTimeout := cl.dialContext(ctx)
 	defer cancelTimeout()
 	var w *dialWatch
 	if watch {
-		w = watchDownstream(d.c, cancel)
+		w = watchDownstream(d.tcp, cancel)
 	}
 	up, err := p.dial(ctx, d.lst.dir, cl, ep)
+	if t := cl.tlsFor(ep); err == nil && t != nil {
+		s, terr := p.tlsClient(ctx, up, t, t.alpnFor(proto))
+		if terr == nil {
+			gone := w != nil && w.stop()
+			if gone {
+				reset(s)
+				return nil, ResultDownstreamClosed, errDownstreamGone.Error()
+			}
+			return s, ResultOK, ""
+		}
+		reset(up)
+		err = terr
+	}
 	gone := w != nil && w.stop()
 	if err == nil {
 		return up, ResultOK, ""
@@ -101,5 +115,9 @@ func (p *Proxy) connect(d *downstream, cl *cluster, ep netip.AddrPort, watch boo
 		r = ResultConnectTimeout
 	}
 	p.log.Debug("upstream connect failed", "direction", d.lst.dir, "to", ep, "result", r, "err", err)
+	var tf *tlsFailure
+	if errors.As(err, &tf) {
+		return nil, r, tf.reason()
+	}
 	return nil, r, err.Error()
 }

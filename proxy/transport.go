@@ -44,7 +44,20 @@ func (c *cluster) transport(p *Proxy, dir Direction, h2 bool) *http.Transport {
 			}
 			ctx, cancel := c.dialContext(ctx)
 			defer cancel()
-			conn, err := p.dial(ctx, dir, c, ap)
+			var conn net.Conn
+			tcp, err := p.dial(ctx, dir, c, ap)
+			conn = tcp
+			if t := c.tlsFor(ap); err == nil && t != nil {
+				proto := ProtocolHTTP1
+				if h2 {
+					proto = ProtocolHTTP2
+				}
+				var s *tlsSock
+				if s, err = p.tlsClient(ctx, tcp, t, t.alpnFor(proto)); err != nil {
+					reset(tcp)
+				}
+				conn = s
+			}
 			if err != nil {
 				c.cb.connections.Add(-1)
 				c.stats.cxConnectFail.Add(1)

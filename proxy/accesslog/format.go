@@ -351,6 +351,10 @@ func operator(name, arg string, hasArg bool, maxLen int) (op, error) {
 		return num(func(r *Record) (int64, bool) {
 			return int64(r.DownstreamLocal.Port()), r.DownstreamLocal.IsValid()
 		}), nil
+	case "DOWNSTREAM_PEER_URI_SAN":
+		return str(func(r *Record) string { return r.DownstreamPeerURISAN }), nil
+	case "DOWNSTREAM_LOCAL_URI_SAN":
+		return str(func(r *Record) string { return r.DownstreamLocalURISAN }), nil
 	case "REQUESTED_SERVER_NAME":
 		return str(func(r *Record) string { return r.RequestedServerName }), nil
 	case "CONNECTION_TERMINATION_DETAILS":

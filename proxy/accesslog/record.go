@@ -43,6 +43,8 @@ type Record struct {
 	UpstreamFailureReason             string
 	DownstreamRemote, DownstreamLocal netip.AddrPort
 	RequestedServerName               string
+	DownstreamPeerURISAN              string // a TLS client's certificate's URI SAN (its SPIFFE ID)
+	DownstreamLocalURISAN             string // the proxy's own, on that connection
 	TerminationDetails                string
 	RouteName                         string
 	ConnectionID                      uint64

@@ -1,0 +1,382 @@
+package proxy_test
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shunt-dev/shunt/ca"
+	"github.com/shunt-dev/shunt/proxy"
+	"github.com/shunt-dev/shunt/proxy/envoyconfig"
+)
+
+// meshCA issues the test's workload certificates.
+func meshCA(t *testing.T) *ca.Authority {
+	t.Helper()
+	b, err := ca.SelfSigned(ca.DefaultTrustDomain, time.Hour, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.New(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func workload(t *testing.T, a *ca.Authority, sa string) *ca.Credentials {
+	t.Helper()
+	c, err := a.Credentials(ca.Identity{TrustDomain: ca.DefaultTrustDomain, Namespace: "default", ServiceAccount: sa}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+const sdsCert = `tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, resource_api_version: V3}}]`
+
+// calleeConfig is an inbound sidecar's listener as Istio's is: mutual TLS
+// for mesh ALPNs to an HTTP connection manager, and, when permissive,
+// plaintext too; both route to the app on appPort.
+func calleeConfig(logFile string, appPort uint16, permissive bool) string {
+	return calleeConfigOf(logFile, appPort, permissive, false)
+}
+
+// calleeConfigOf is calleeConfig, its chains' filter a TCP proxy when tcp.
+func calleeConfigOf(logFile string, appPort uint16, permissive, tcp bool) string {
+	hcm := func(prefix string) string {
+		if tcp {
+			return fmt.Sprintf(`
+      - name: envoy.filters.network.tcp_proxy
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy
+          stat_prefix: %s
+          cluster: app
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format: {text_format_source: {inline_string: "%s tcp %%BYTES_RECEIVED%% peer=%%DOWNSTREAM_PEER_URI_SAN%%\n"}}`, prefix, logFile, prefix)
+		}
+		return fmt.Sprintf(`
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %s
+          forward_client_cert_details: APPEND_FORWARD
+          set_current_client_cert_details: {subject: true, uri: true}
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format: {text_format_source: {inline_string: "%s %%PROTOCOL%% %%RESPONSE_CODE%% peer=%%DOWNSTREAM_PEER_URI_SAN%% local=%%DOWNSTREAM_LOCAL_URI_SAN%%\n"}}
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config:
+            virtual_hosts: [{name: app, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: app}}]}]`, prefix, logFile, prefix)
+	}
+	plain := ""
+	if permissive {
+		plain = `
+    - filter_chain_match: {transport_protocol: raw_buffer}
+      filters:` + hcm("plaintext")
+	}
+	return fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: inbound
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
+    filter_chains:
+    - filter_chain_match: {transport_protocol: tls, application_protocols: [istio-peer-exchange, istio, istio-http/1.0, istio-http/1.1, istio-h2]}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            %s
+            combined_validation_context:
+              default_validation_context: {}
+              validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}
+      filters:%s%s
+  clusters:
+  - name: app
+    connect_timeout: 1s
+    type: STATIC
+    load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+`, sdsCert, hcm("mtls"), plain, appPort)
+}
+
+// callerConfig is an outbound sidecar's: plaintext HTTP in, to the
+// callee's endpoint at callee with Istio's transport socket matches
+// (mutual TLS to an endpoint labelled tlsMode istio, checked to be
+// wantSAN), and its log lines.
+func callerConfig(logFile, callee, wantSAN string, meshEndpoint bool) string {
+	host, port, _ := net.SplitHostPort(callee)
+	md := ""
+	if meshEndpoint {
+		md = `, metadata: {filter_metadata: {envoy.transport_socket_match: {tlsMode: istio}}}`
+	}
+	return fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: outbound
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: outbound
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: %s
+              log_format: {text_format_source: {inline_string: "caller %%RESPONSE_CODE%% %%RESPONSE_FLAGS%% %%UPSTREAM_TRANSPORT_FAILURE_REASON%%\n"}}
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config:
+            virtual_hosts: [{name: callee, domains: ["*"], routes: [{match: {prefix: "/"}, route: {cluster: callee}}]}]
+  clusters:
+  - name: callee
+    connect_timeout: 1s
+    type: STATIC
+    transport_socket_matches:
+    - name: tlsMode-istio
+      match: {tlsMode: istio}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [istio-peer-exchange, istio]
+            %s
+            combined_validation_context:
+              default_validation_context:
+                match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: "%s"}}]
+              validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}
+    - name: tlsMode-disabled
+      match: {}
+      transport_socket: {name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}
+    load_assignment: {cluster_name: callee, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}%s}]}]}
+`, logFile, sdsCert, wantSAN, host, port, md)
+}
+
+// get sends a GET through a listener and returns the status and body.
+func get(t *testing.T, addr string) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	io.WriteString(c, "GET /hello HTTP/1.1\r\nHost: callee\r\nX-Forwarded-Client-Cert: By=forged\r\n\r\n")
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func logText(path string) string { b, _ := os.ReadFile(path); return string(b) }
+
+// TestMutualTLSBetweenSidecars: a caller's sidecar originates mutual TLS
+// to a callee's, which terminates it, checks the caller's certificate and
+// logs its SPIFFE ID; a strict callee refuses plaintext, a permissive one
+// takes it; a callee whose certificate is not the expected identity, or
+// not of the mesh, is refused by the caller (503 UF, the TLS error).
+func TestMutualTLSBetweenSidecars(t *testing.T) {
+	mesh := meshCA(t)
+	callerCreds, calleeCreds := workload(t, mesh, "caller"), workload(t, mesh, "callee")
+	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "app saw %s", r.URL.Path)
+		if x := r.Header.Values("X-Forwarded-Client-Cert"); len(x) > 0 {
+			fmt.Fprintf(w, " xfcc=%s", strings.Join(x, "|"))
+		}
+	})
+	dir := t.TempDir()
+	calleeLog, callerLog := filepath.Join(dir, "callee.log"), filepath.Join(dir, "caller.log")
+	calleeSAN := "spiffe://cluster.local/ns/default/sa/callee"
+
+	strict := startConfig(t, calleeConfig(calleeLog, appPort, false), nil)
+	strict.SetCertificates(func() *ca.Credentials { return calleeCreds })
+	strictAddr := strict.ListenerAddr("inbound").String()
+	caller := startConfig(t, callerConfig(callerLog, strictAddr, calleeSAN, true), nil)
+	caller.SetCertificates(func() *ca.Credentials { return callerCreds })
+	callerAddr := caller.ListenerAddr("outbound").String()
+
+	// The caller drops the client's forged header (Envoy's SANITIZE);
+	// the callee puts in who called it, as Istio's inbound does.
+	sum := sha256.Sum256(callerCreds.Leaf.Raw)
+	want := "app saw /hello xfcc=By=" + calleeSAN + ";Hash=" + hex.EncodeToString(sum[:]) + `;Subject="";URI=spiffe://cluster.local/ns/default/sa/caller`
+	if code, body := get(t, callerAddr); code != 200 || body != want {
+		t.Fatalf("through both sidecars: %d %q, want %q", code, body, want)
+	}
+	waitFile(t, calleeLog, "mtls HTTP/1.1 200 peer=spiffe://cluster.local/ns/default/sa/caller local="+calleeSAN)
+	// A client with no certificate, and plaintext, are refused by a
+	// strict callee.
+	if code, _ := get(t, strictAddr); code != 0 {
+		t.Errorf("plaintext to a strict callee: %d", code)
+	}
+	tc, err := tls.Dial("tcp", strictAddr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"istio"}})
+	if err == nil {
+		_, err = tc.Read(make([]byte, 1))
+		tc.Close()
+	}
+	if err == nil {
+		t.Error("a TLS client with no certificate got through a strict callee")
+	}
+
+	// Permissive: plaintext and mutual TLS both served, each by its chain.
+	permissive := startConfig(t, calleeConfig(calleeLog, appPort, true), nil)
+	permissive.SetCertificates(func() *ca.Credentials { return calleeCreds })
+	if code, body := get(t, permissive.ListenerAddr("inbound").String()); code != 200 || body != "app saw /hello" {
+		t.Errorf("plaintext to a permissive callee: %d %q (no client certificate: the header is dropped)", code, body)
+	}
+	waitFile(t, calleeLog, "plaintext HTTP/1.1 200 peer=- local=-")
+
+	// The caller checks who answers: another identity, or a certificate
+	// of another mesh, is a connect failure.
+	wrongSAN := startConfig(t, callerConfig(callerLog, strictAddr, "spiffe://cluster.local/ns/default/sa/other", true), nil)
+	wrongSAN.SetCertificates(func() *ca.Credentials { return callerCreds })
+	if code, _ := get(t, wrongSAN.ListenerAddr("outbound").String()); code != 503 {
+		t.Errorf("a callee of the wrong identity: %d, want 503", code)
+	}
+	waitFile(t, callerLog, "caller 503 UF TLS_error:")
+	if !strings.Contains(logText(callerLog), "none_of_the_names_it_must") {
+		t.Errorf("the caller's log does not say why:\n%s", logText(callerLog))
+	}
+	other := startConfig(t, calleeConfig(calleeLog, appPort, false), nil)
+	other.SetCertificates(func() *ca.Credentials { return workload(t, meshCA(t), "callee") })
+	stranger := startConfig(t, callerConfig(callerLog, other.ListenerAddr("inbound").String(), calleeSAN, true), nil)
+	stranger.SetCertificates(func() *ca.Credentials { return callerCreds })
+	if code, _ := get(t, stranger.ListenerAddr("outbound").String()); code != 503 {
+		t.Errorf("a callee of another mesh: %d, want 503", code)
+	}
+	waitFile(t, callerLog, "certificate_signed_by_unknown_authority")
+
+	// An endpoint without the mesh label is sent plaintext.
+	plainCaller := startConfig(t, callerConfig(callerLog, permissive.ListenerAddr("inbound").String(), calleeSAN, false), nil)
+	if code, _ := get(t, plainCaller.ListenerAddr("outbound").String()); code != 200 {
+		t.Errorf("plaintext to an endpoint without tlsMode istio: %d", code)
+	}
+}
+
+func waitFile(t *testing.T, file, want string) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(logText(file), want); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no %q:\n%s", filepath.Base(file), want, logText(file))
+		}
+	}
+}
+
+// TestMutualTLSCarriesTCPAndHTTP2: a TCP flow and HTTP/2 requests go
+// through mutual TLS between two sidecars: the caller offers Istio's ALPN
+// for what it carries (istio for TCP, istio-h2 for HTTP/2), and the
+// callee serves each by it.
+func TestMutualTLSCarriesTCPAndHTTP2(t *testing.T) {
+	mesh := meshCA(t)
+	callerCreds, calleeCreds := workload(t, mesh, "caller"), workload(t, mesh, "callee")
+	dir := t.TempDir()
+	calleeLog, callerLog := filepath.Join(dir, "callee.log"), filepath.Join(dir, "caller.log")
+	calleeSAN := "spiffe://cluster.local/ns/default/sa/callee"
+
+	// TCP: an echo server behind the callee; a tcp_proxy in the caller.
+	echo := localEcho(t)
+	tcpCallee := startConfig(t, calleeConfigOf(calleeLog, echo.Port(), false, true), nil)
+	tcpCallee.SetCertificates(func() *ca.Credentials { return calleeCreds })
+	cfg := callerConfig(callerLog, tcpCallee.ListenerAddr("inbound").String(), calleeSAN, true)
+	start := strings.Index(cfg, "      - name: envoy.filters.network.http_connection_manager")
+	end := strings.Index(cfg, "  clusters:")
+	cfg = cfg[:start] + `      - name: envoy.filters.network.tcp_proxy
+        typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: out, cluster: callee}
+` + cfg[end:]
+	tcpCaller := startConfig(t, cfg, nil)
+	tcpCaller.SetCertificates(func() *ca.Credentials { return callerCreds })
+	c, err := net.Dial("tcp", tcpCaller.ListenerAddr("outbound").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTripLocal(t, c.(*net.TCPConn), "ping over mutual TLS")
+	c.Close()
+	waitFile(t, calleeLog, "mtls tcp 20 peer=spiffe://cluster.local/ns/default/sa/caller")
+
+	// HTTP/2: h2c into the caller, HTTP/2 inside mutual TLS to the callee.
+	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "app saw %s", r.URL.Path) })
+	h2Callee := startConfig(t, calleeConfig(calleeLog, appPort, false), nil)
+	h2Callee.SetCertificates(func() *ca.Credentials { return calleeCreds })
+	cfg = callerConfig(callerLog, h2Callee.ListenerAddr("inbound").String(), calleeSAN, true)
+	cfg = strings.Replace(cfg, "    type: STATIC\n    transport_socket_matches:", `    type: STATIC
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        use_downstream_protocol_config: {http_protocol_options: {}, http2_protocol_options: {}}
+    transport_socket_matches:`, 1)
+	h2Caller := startConfig(t, cfg, nil)
+	h2Caller.SetCertificates(func() *ca.Credentials { return callerCreds })
+	resp, err := h2cClient().Get("http://" + h2Caller.ListenerAddr("outbound").String() + "/over-h2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(body) != "app saw /over-h2" || resp.ProtoMajor != 2 {
+		t.Fatalf("HTTP/2 through both sidecars: %s %d %q", resp.Proto, resp.StatusCode, body)
+	}
+	waitFile(t, calleeLog, "mtls HTTP/2 200 peer=spiffe://cluster.local/ns/default/sa/caller")
+}
+
+// TestTLSConfigProblems: what of a TLS transport socket shunt does not
+// run is refused with its path.
+func TestTLSConfigProblems(t *testing.T) {
+	callee := calleeConfig("/dev/null", 9, false)
+	caller := callerConfig("/dev/null", "127.0.0.1:9", "spiffe://cluster.local/ns/default/sa/callee", true)
+	chain := "static_resources.listeners[0].filter_chains[0]"
+	cluster := "static_resources.clusters[0].transport_socket_matches[0].transport_socket.typed_config.common_tls_context"
+	for _, tc := range []struct {
+		name, config, old, new, want string
+	}{
+		{"another certificate", caller, "name: default,", "name: spiffe-cert,", cluster + `.tls_certificate_sds_secret_configs: not implemented by shunt: a TLS context's certificate is SDS secret "default"`},
+		{"another trust bundle", caller, "name: ROOTCA,", "name: corp-roots,", cluster + `.combined_validation_context.validation_context_sds_secret_config.name: not implemented by shunt: "corp-roots"`},
+		{"SDS from elsewhere", caller, "sds_config: {ads: {}, resource_api_version: V3}}]", "sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: vault}}]}}}]",
+			cluster + `.tls_certificate_sds_secret_configs[0].sds_config: not implemented by shunt: SDS from anywhere but ads or Istio's agent`},
+		{"an email SAN", caller, "san_type: URI", "san_type: EMAIL", cluster + ".combined_validation_context.default_validation_context.match_typed_subject_alt_names[0].san_type: not implemented by shunt: EMAIL"},
+		{"TLS parameters", caller, "alpn_protocols: [istio-peer-exchange, istio]", "alpn_protocols: [istio]\n            tls_params: {tls_minimum_protocol_version: TLSv1_3}", cluster + ".tls_params: not implemented by shunt"},
+		{"a client certificate nobody checks", callee, "            combined_validation_context:\n              default_validation_context: {}\n              validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}\n", "",
+			chain + ".transport_socket.typed_config.common_tls_context: invalid: require_client_certificate without a validation context"},
+		{"an upstream context on a listener", callee, "v3.DownstreamTlsContext\n          require_client_certificate: true", "v3.UpstreamTlsContext", chain + ".transport_socket.typed_config: invalid: an UpstreamTlsContext on a listener's filter chain"},
+		{"QUIC", callee, "transport_protocol: tls", "transport_protocol: quic", chain + `.filter_chain_match.transport_protocol: invalid: "quic"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !strings.Contains(tc.config, tc.old) {
+				t.Fatalf("the config has no %q", tc.old)
+			}
+			b, err := envoyconfig.Parse([]byte(strings.Replace(tc.config, tc.old, tc.new, 1)))
+			if err == nil {
+				cfg := proxy.DefaultConfig()
+				cfg.Bootstrap = b
+				_, err = proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("got %v\nwant %q in it", err, tc.want)
+			}
+		})
+	}
+}
