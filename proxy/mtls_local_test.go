@@ -1,10 +1,10 @@
 package proxy_test
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"bufio"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"log/slog"
@@ -205,7 +205,8 @@ func logText(path string) string { b, _ := os.ReadFile(path); return string(b) }
 func TestMutualTLSBetweenSidecars(t *testing.T) {
 	mesh := meshCA(t)
 	callerCreds, calleeCreds := workload(t, mesh, "caller"), workload(t, mesh, "callee")
-	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "app saw %s", r.URL.Path)
+	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "app saw %s", r.URL.Path)
 		if x := r.Header.Values("X-Forwarded-Client-Cert"); len(x) > 0 {
 			fmt.Fprintf(w, " xfcc=%s", strings.Join(x, "|"))
 		}
