@@ -113,3 +113,72 @@ static_resources:
 		}
 	}
 }
+
+// TestChainSelectionByTransport: Envoy's order of criteria, and where it
+// falls back: a port whose chains take nothing of a connection gives way
+// to the chains naming no port; past the port, a criterion leaves the
+// connection to its most specific chains only.
+func TestChainSelectionByTransport(t *testing.T) {
+	tcp := `[{name: envoy.filters.network.tcp_proxy, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: s, cluster: c}}]`
+	config := strings.ReplaceAll(`
+static_resources:
+  listeners:
+  - name: virtualInbound
+    address: {socket_address: {address: 0.0.0.0, port_value: 15006}}
+    listener_filters:
+    - name: envoy.filters.listener.tls_inspector
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
+    filter_chains:
+    - name: strict-9443
+      filter_chain_match: {destination_port: 9443, transport_protocol: tls, application_protocols: [istio, istio-http/1.1]}
+      filters: TCP
+    - name: mtls-8080
+      filter_chain_match: {destination_port: 8080, transport_protocol: tls, application_protocols: [istio-http/1.1]}
+      filters: TCP
+    - name: app-tls-8080
+      filter_chain_match: {destination_port: 8080, transport_protocol: tls}
+      filters: TCP
+    - name: plain-8080
+      filter_chain_match: {destination_port: 8080, transport_protocol: raw_buffer}
+      filters: TCP
+    - name: db-tls-7000
+      filter_chain_match: {destination_port: 7000, prefix_ranges: [{address_prefix: 10.1.0.7, prefix_len: 32}], transport_protocol: tls}
+      filters: TCP
+    - name: any-7000
+      filter_chain_match: {destination_port: 7000}
+      filters: TCP
+    - name: passthrough
+      filters: TCP
+  clusters:
+  - {name: c, type: STATIC}
+`, "TCP", tcp)
+	b, err := envoyconfig.Parse([]byte(config))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := build(b, buildOptions{open: func(string) (io.Writer, error) { return io.Discard, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := res.listeners[0]
+	for _, c := range []struct {
+		dst   string
+		proto Protocol
+		alpn  []string
+		chain string
+	}{
+		{"10.1.0.5:9443", ProtocolTLS, []string{"istio"}, "strict-9443"},
+		{"10.1.0.5:9443", ProtocolTCP, nil, "passthrough"}, // the port's chains take nothing: the port-less ones do
+		{"10.1.0.5:8080", ProtocolTLS, []string{"istio-http/1.1", "istio"}, "mtls-8080"},
+		{"10.1.0.5:8080", ProtocolTLS, []string{"h2", "http/1.1"}, "app-tls-8080"},
+		{"10.1.0.5:8080", ProtocolHTTP1, nil, "plain-8080"},
+		{"10.1.0.7:7000", ProtocolTLS, nil, "db-tls-7000"},
+		{"10.1.0.7:7000", ProtocolTCP, nil, "passthrough"}, // the longest prefix's chain takes TLS only: not any-7000
+		{"10.1.0.8:7000", ProtocolTCP, nil, "any-7000"},
+	} {
+		fc := l.chainFor(netip.MustParseAddrPort(c.dst), c.proto, c.alpn)
+		if fc == nil || fc.name != c.chain {
+			t.Errorf("%s %v %v: chain %v, want %s", c.dst, c.proto, c.alpn, fc, c.chain)
+		}
+	}
+}

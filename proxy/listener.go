@@ -103,33 +103,100 @@ func IstioProtocol(name string) (Protocol, error) {
 	return 0, fmt.Errorf("%q is not a protocol Istio names (http, http2, grpc, grpc-web, tcp, tls, https, mongo, mysql, redis)", name)
 }
 
-// chainFor picks the chain for a connection to dst that speaks proto,
-// the most specific first, in Envoy's order: a chain naming the port over
-// one naming none, then the longest destination prefix, then one naming
-// the protocol over one taking any; the first of equals.
+// chainFor picks the chain for a connection to dst that speaks proto
+// (offering alpn, for TLS), as Envoy's filter chain manager does, one
+// criterion after another: among the chains naming dst's port (else, if
+// they take nothing, those naming none), those with the longest prefix
+// holding dst's address; then by transport protocol, then by
+// application protocol (ALPN, or what http_inspector found), each time
+// the chains naming a match over those naming nothing. Past the port, a
+// criterion that leaves no chain ends the search: the connection is not
+// sent to a less specific chain. The first of equals wins.
 func (l *listener) chainFor(dst netip.AddrPort, proto Protocol, alpn []string) *filterChain {
+	levels := [...]func(fc *filterChain) int{
+		func(fc *filterChain) int {
+			n, ok := fc.matches(dst)
+			if !ok {
+				return -1
+			}
+			return n + 1
+		},
+		func(fc *filterChain) int { return fc.transportScore(proto) },
+		func(fc *filterChain) int { return fc.protocolScore(proto, alpn) },
+	}
+	namesPort := func(fc *filterChain) bool { return slices.Contains(fc.ports, dst.Port()) }
+	if fc := narrow(l.chains, namesPort, levels[:]); fc != nil {
+		return fc
+	}
+	return narrow(l.chains, func(fc *filterChain) bool { return len(fc.ports) == 0 }, levels[:])
+}
+
+// narrow picks among the chains in the one whose scores, level by
+// level, are the highest: the lexicographic best, which is what keeping
+// the best chains of each level in turn leaves; a negative score is no
+// match, and a best with one leaves nothing.
+func narrow(chains []*filterChain, in func(*filterChain) bool, levels []func(*filterChain) int) *filterChain {
 	var best *filterChain
-	bestRank := -1
-	for _, fc := range l.chains {
-		rank, ok := fc.addressRank(dst)
-		if !ok || !fc.takes(proto) || !fc.takesTransport(proto, alpn) {
+	var bestScores, scores [3]int
+	for _, fc := range chains {
+		if !in(fc) {
 			continue
 		}
-		rank *= 8
-		if fc.transport != transportAny {
-			rank += 4
+		better := best == nil
+		for i, level := range levels {
+			scores[i] = level(fc)
+			if !better && scores[i] != bestScores[i] {
+				if scores[i] < bestScores[i] {
+					break
+				}
+				better = true
+			}
 		}
-		if len(fc.alpns) > 0 {
-			rank += 2
+		if better {
+			best, bestScores = fc, scores
 		}
-		if fc.protocol != ProtocolAny {
-			rank++
-		}
-		if rank > bestRank {
-			best, bestRank = fc, rank
+	}
+	for _, sc := range bestScores[:len(levels)] {
+		if sc < 0 {
+			return nil
 		}
 	}
 	return best
+}
+
+// transportScore is the transport-protocol level: 1 for a chain naming
+// the connection's (tls, or raw_buffer for anything else), 0 for one
+// naming none, -1 for one naming the other.
+func (fc *filterChain) transportScore(proto Protocol) int {
+	switch {
+	case fc.transport == transportAny:
+		return 0
+	case (fc.transport == transportTLS) == (proto == ProtocolTLS):
+		return 1
+	}
+	return -1
+}
+
+// protocolScore is the application-protocol level: a chain naming mesh
+// ALPNs matches a TLS client offering one of them; one naming HTTP's
+// matches a connection detected so; one naming none matches anything.
+func (fc *filterChain) protocolScore(proto Protocol, alpn []string) int {
+	switch {
+	case len(fc.alpns) > 0:
+		for _, a := range alpn {
+			if slices.Contains(fc.alpns, a) {
+				return 1
+			}
+		}
+		return -1
+	case !fc.detected:
+		// No application_protocols: any (a port's declared protocol only
+		// spares detection).
+		return 0
+	case fc.takes(proto):
+		return 1
+	}
+	return -1
 }
 
 // addressRank says whether dst is the chain's port and address, and how
@@ -163,23 +230,6 @@ func (fc *filterChain) matches(dst netip.AddrPort) (int, bool) {
 		}
 	}
 	return longest, longest >= 0
-}
-
-// takesTransport says whether a connection that is TLS or not (proto),
-// offering alpn, is one the chain's transport match takes.
-func (fc *filterChain) takesTransport(proto Protocol, alpn []string) bool {
-	switch {
-	case fc.transport == transportTLS && proto != ProtocolTLS, fc.transport == transportRaw && proto == ProtocolTLS:
-		return false
-	case len(fc.alpns) == 0:
-		return true
-	}
-	for _, a := range alpn {
-		if slices.Contains(fc.alpns, a) {
-			return true
-		}
-	}
-	return false
 }
 
 func (fc *filterChain) takes(proto Protocol) bool {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,6 +110,7 @@ static_resources:
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
           require_client_certificate: true
           common_tls_context:
+            alpn_protocols: [h2, http/1.1]
             %s
             combined_validation_context:
               default_validation_context: {}
@@ -379,5 +381,30 @@ func TestTLSConfigProblems(t *testing.T) {
 				t.Errorf("got %v\nwant %q in it", err, tc.want)
 			}
 		})
+	}
+}
+
+// TestTLSOrigination: a cluster's UpstreamTlsContext with no certificate
+// of its own originates TLS to a server outside the mesh (Envoy's, and
+// Istio's DestinationRule SIMPLE), with no workload certificate at all.
+func TestTLSOrigination(t *testing.T) {
+	var sni string
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "https saw %s", r.URL.Path)
+	}))
+	srv.TLS = &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { sni = h.ServerName; return nil, nil }}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	cfg := callerConfig(filepath.Join(dir, "caller.log"), srv.Listener.Addr().String(), "", false)
+	start := strings.Index(cfg, "    transport_socket_matches:")
+	end := strings.Index(cfg, "    load_assignment:")
+	cfg = cfg[:start] + `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: api.example.com}
+` + cfg[end:]
+	caller := startConfig(t, cfg, nil)
+	if code, body := get(t, caller.ListenerAddr("outbound").String()); code != 200 || body != "https saw /hello" || sni != "api.example.com" {
+		t.Errorf("TLS origination: %d %q, SNI %q", code, body, sni)
 	}
 }

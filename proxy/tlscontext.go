@@ -44,8 +44,11 @@ const (
 type tlsContext struct {
 	server            bool
 	requireClientCert bool
-	sni               string
-	alpn              []string
+	// ownCert: the proxy presents the workload certificate (a client
+	// context may present none: TLS origination to a server outside).
+	ownCert bool
+	sni     string
+	alpn    []string
 	// verify: a validation context checks the peer's chain against the
 	// trust bundle, and its name against sans if any are given.
 	verify bool
@@ -111,9 +114,13 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 	}
 	path += ".common_tls_context"
 	certs := common.GetTlsCertificateSdsSecretConfigs()
-	if len(certs) != 1 || certs[0].GetName() != sdsWorkloadCert {
+	t.ownCert = len(certs) > 0
+	switch {
+	case len(certs) == 0 && !server:
+		// A client with no certificate of its own.
+	case len(certs) != 1 || certs[0].GetName() != sdsWorkloadCert:
 		r.add(path+".tls_certificate_sds_secret_configs", "not implemented by shunt: a TLS context's certificate is SDS secret %q, the workload certificate (Istio's), and only it", sdsWorkloadCert)
-	} else {
+	default:
 		r.sdsSource(certs[0].GetSdsConfig(), path+".tls_certificate_sds_secret_configs[0].sds_config")
 	}
 	t.alpn = common.GetAlpnProtocols()
@@ -202,7 +209,6 @@ func (t *tlsContext) config(creds *ca.Credentials, alpn []string) *tls.Config {
 	}
 	c := &tls.Config{
 		MinVersion:             tls.VersionTLS12,
-		Certificates:           []tls.Certificate{creds.Certificate},
 		NextProtos:             alpn,
 		ServerName:             t.sni,
 		SessionTicketsDisabled: true,
@@ -210,6 +216,9 @@ func (t *tlsContext) config(creds *ca.Credentials, alpn []string) *tls.Config {
 		// ID, not a host name Go's own check would look for.
 		InsecureSkipVerify: true,
 		VerifyConnection:   func(cs tls.ConnectionState) error { return t.verifyPeer(cs, creds) },
+	}
+	if t.ownCert {
+		c.Certificates = []tls.Certificate{creds.Certificate}
 	}
 	if t.server {
 		c.ClientAuth = tls.RequestClientCert
@@ -295,7 +304,7 @@ func (p *Proxy) credentials() *ca.Credentials {
 // tlsClient originates TLS over c for ctx, offering alpn.
 func (p *Proxy) tlsClient(ctx context.Context, c *net.TCPConn, t *tlsContext, alpn []string) (*tlsSock, error) {
 	creds := p.credentials()
-	if creds == nil {
+	if creds == nil && (t.ownCert || t.verify) {
 		return nil, &tlsFailure{errNoCertificate}
 	}
 	tc := tls.Client(c, t.config(creds, alpn))
@@ -353,8 +362,8 @@ func isIstioALPN(s string) bool {
 }
 
 // serveTLS terminates a chain's TLS on d and hands what it carries to
-// the chain's handler: HTTP/2 when the client said so by ALPN (Istio's
-// istio-h2, or h2), else HTTP/1, or TCP.
+// the chain's handler: HTTP/2 when the client said so by ALPN (offering
+// Istio's istio-h2 first, or negotiating h2), else HTTP/1, or TCP.
 func (p *Proxy) serveTLS(d *downstream, fc *filterChain) Result {
 	s, err := p.tlsServer(p.stopping, d.tcp, fc.tls, d.alpn)
 	if err != nil {
@@ -374,7 +383,10 @@ func (p *Proxy) serveTLS(d *downstream, fc *filterChain) Result {
 	if fc.http == nil {
 		return p.proxyTCP(d, fc.tcp)
 	}
-	if (cs.NegotiatedProtocol == alpnIstioHTTP2 || cs.NegotiatedProtocol == "h2") && fc.http.codec != ProtocolHTTP1 || fc.http.codec == ProtocolHTTP2 {
+	// Istio's outbound side names what it sends first among its ALPN
+	// offers (istio-h2); a TLS client of the app's negotiates h2.
+	h2 := cs.NegotiatedProtocol == "h2" || cs.NegotiatedProtocol == alpnIstioHTTP2 || len(d.alpn) > 0 && d.alpn[0] == alpnIstioHTTP2
+	if h2 && fc.http.codec != ProtocolHTTP1 || fc.http.codec == ProtocolHTTP2 {
 		return p.serveH2(d, fc.http, nil, nil, nil)
 	}
 	return p.serveHTTP(d, fc.http)
