@@ -497,3 +497,21 @@ spec:
 		}
 	}
 }
+
+// TestCompileAutoMTLS compiles the seed's mesh with sidecars on the
+// backend's pods and PeerAuthentications (mtls.yaml) under auto mTLS:
+// the golden file, and that the sidecar runs it.
+func TestCompileAutoMTLS(t *testing.T) {
+	more, err := os.ReadFile("testdata/mtls.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := control.DefaultMesh()
+	m.AutoMTLS = true
+	_, _, res := compiled(t, more, m)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "mtls.golden.yaml", got)
+}

@@ -14,41 +14,111 @@ import (
 	"github.com/shunt-dev/shunt/proxy"
 )
 
-// inbound is the sidecar's inbound side: virtualInbound with a chain per
+// inbound is the sidecar's inbound side: virtualInbound with chains per
 // port the pod serves for a service that selects it (HTTP through a
 // connection manager, TCP proxied, undeclared both, by the first bytes),
 // each to its cluster inbound|PORT|| (the original destination, reached
-// from the inbound source); the rest to InboundPassthroughCluster.
+// from the inbound source); the rest to InboundPassthroughCluster. With
+// auto mTLS, each port's chains are as its PeerAuthentication mode says:
+// mutual TLS (the mesh's ALPNs) and plaintext (PERMISSIVE), mutual TLS
+// only (STRICT), plaintext only (DISABLE).
 func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluster) {
 	l := c.virtualListener("virtualInbound", InboundPort, corev3.TrafficDirection_INBOUND)
 	ports := c.servedPorts(sp.local)
+	pod := c.pod()
 	var clusters []*clusterv3.Cluster
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := clusterName("inbound", port, "", "")
 		clusters = append(clusters, envoyres.OriginalDst(name, c.m.ConnectTimeout, c.inboundSource()...))
-		chainName := fmt.Sprintf("0.0.0.0_%d", port)
-		class := ports[port]
-		if class != classTCP {
-			hcm := c.inboundHCM(fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port))
-			if class == classHTTP {
-				l.FilterChains = append(l.FilterChains, chain(chainName, port, nil, false, hcm))
-				continue
-			}
-			l.FilterChains = append(l.FilterChains, chain(chainName+"-http", port, nil, true, hcm))
+		hcm := func() *listenerv3.Filter {
+			return c.inboundHCM(fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port))
 		}
-		l.FilterChains = append(l.FilterChains, chain(chainName, port, nil, false, c.tcpProxy(name)))
+		l.FilterChains = append(l.FilterChains, c.inboundChains(fmt.Sprintf("0.0.0.0_%d", port), port, ports[port],
+			c.peerMode(pod, port), hcm, func() *listenerv3.Filter { return c.tcpProxy(name) })...)
 	}
-	l.FilterChains = append(l.FilterChains,
-		chain("virtualInbound-catchall-http", 0, nil, true,
-			c.inboundHCM(proxy.InboundPassthroughCluster, proxy.InboundPassthroughCluster, "inbound|http|0")),
-		chain("virtualInbound", 0, nil, false, c.tcpProxy(proxy.InboundPassthroughCluster)))
+	l.FilterChains = append(l.FilterChains, c.inboundChains("virtualInbound", 0, classAuto, c.peerMode(pod, 0),
+		func() *listenerv3.Filter {
+			return c.inboundHCM(proxy.InboundPassthroughCluster, proxy.InboundPassthroughCluster, "inbound|http|0")
+		},
+		func() *listenerv3.Filter { return c.tcpProxy(proxy.InboundPassthroughCluster) })...)
 	return l, clusters
 }
 
-// inboundHCM routes every request to cluster.
+// peerMode is the mutual TLS mode of the pod's inbound traffic to port
+// (0: to a port no service declares); DISABLE without auto mTLS.
+func (c *compiler) peerMode(pod *Pod, port uint16) MTLSMode {
+	if !c.m.AutoMTLS {
+		return MTLSDisable
+	}
+	return c.w.inboundMTLS(pod, port, c.m.RootNamespace)
+}
+
+// inboundChains are one port's chains (0: the catch-all's), in Istio's
+// shape: mutual TLS chains by the mesh's ALPNs (HTTP for istio-http/*
+// and istio-h2, TCP for istio and istio-peer-exchange, as the port's
+// class says); in PERMISSIVE, also TLS of the app's own passed through
+// and plaintext; in STRICT, anything else to a declared port goes to
+// BlackHoleCluster (not on to the catch-all).
+func (c *compiler) inboundChains(name string, port uint16, class protocolClass, mode MTLSMode, hcm, tcp func() *listenerv3.Filter) []*listenerv3.FilterChain {
+	var out []*listenerv3.FilterChain
+	if mode != MTLSDisable {
+		meshChain := func(suffix string, alpns []string, f *listenerv3.Filter) {
+			fc := chain(name+suffix, port, nil, false, f)
+			fc.FilterChainMatch.TransportProtocol, fc.FilterChainMatch.ApplicationProtocols = "tls", alpns
+			fc.TransportSocket = envoyres.MutualTLSDownstream()
+			out = append(out, fc)
+		}
+		switch class {
+		case classHTTP:
+			meshChain("-mtls", envoyres.MeshALPNs, hcm())
+		case classTCP:
+			meshChain("-mtls", envoyres.MeshALPNs, tcp())
+		default:
+			meshChain("-mtls-http", []string{"istio-http/1.0", "istio-http/1.1", "istio-h2"}, hcm())
+			meshChain("-mtls", []string{"istio-peer-exchange", "istio"}, tcp())
+		}
+	}
+	switch {
+	case mode == MTLSStrict && port != 0:
+		for _, transport := range []string{"tls", "raw_buffer"} {
+			fc := chain(name+"-refused-"+transport, port, nil, false, c.tcpProxy(proxy.BlackHoleCluster))
+			fc.FilterChainMatch.TransportProtocol = transport
+			out = append(out, fc)
+		}
+		return out
+	case mode == MTLSStrict:
+		return out
+	case mode == MTLSPermissive:
+		appTLS := chain(name+"-tls", port, nil, false, tcp())
+		appTLS.FilterChainMatch.TransportProtocol = "tls"
+		out = append(out, appTLS)
+	}
+	var plain []*listenerv3.FilterChain
+	switch class {
+	case classHTTP:
+		plain = append(plain, chain(name, port, nil, false, hcm()))
+	case classTCP:
+		plain = append(plain, chain(name, port, nil, false, tcp()))
+	default:
+		httpName := name + "-http"
+		if port == 0 {
+			httpName = "virtualInbound-catchall-http"
+		}
+		plain = append(plain, chain(httpName, port, nil, true, hcm()), chain(name, port, nil, false, tcp()))
+	}
+	if mode == MTLSPermissive {
+		for _, fc := range plain {
+			fc.FilterChainMatch.TransportProtocol = "raw_buffer"
+		}
+	}
+	return append(out, plain...)
+}
+
+// inboundHCM routes every request to cluster; with auto mTLS it tells the
+// app who called (x-forwarded-client-cert), as Istio's inbound does.
 func (c *compiler) inboundHCM(statPrefix, cluster, vhost string) *listenerv3.Filter {
-	return c.hcm(statPrefix, "", &routev3.RouteConfiguration{Name: cluster, VirtualHosts: []*routev3.VirtualHost{
-		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{routeTo("default", cluster, false)}}}})
+	return c.hcmWith(statPrefix, "", &routev3.RouteConfiguration{Name: cluster, VirtualHosts: []*routev3.VirtualHost{
+		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{routeTo("default", cluster, false)}}}}, c.m.AutoMTLS)
 }
 
 // servedPorts are the pod's ports behind the services that select it,

@@ -42,6 +42,13 @@ type Mesh struct {
 	// one of them selects (discoverySelectors; none: every namespace):
 	// another's services and rules are not the sidecars'.
 	DiscoverySelectors []labels.Selector
+	// AutoMTLS: sidecars send mutual TLS to endpoints whose pods have a
+	// sidecar (label security.istio.io/tlsMode: istio), plaintext to the
+	// rest, and take it inbound as PeerAuthentications say
+	// (enableAutoMtls); it needs the CA, which signs their certificates.
+	AutoMTLS bool
+	// TrustDomain is the mesh's identities' (trustDomain).
+	TrustDomain string
 
 	logs []*accesslogv3.AccessLog
 }
@@ -51,7 +58,7 @@ type Mesh struct {
 func DefaultMesh() Mesh {
 	return Mesh{ConnectTimeout: 10 * time.Second, ProtocolDetectionTimeout: proxy.DefaultProtocolDetectionTimeout,
 		IdleTimeout: time.Hour, InboundSource: netip.MustParseAddr("127.0.0.6"), InboundSource6: netip.MustParseAddr("::6"),
-		RootNamespace: "istio-system"}
+		RootNamespace: "istio-system", TrustDomain: "cluster.local"}
 }
 
 // check validates m and readies its access log.

@@ -90,6 +90,8 @@ type World struct {
 	// namespace/name; sidecarProblems what of the others is not run.
 	Sidecars        map[string]*Sidecar
 	sidecarProblems map[string][]string
+	// PeerAuthentications are Istio's, by namespace/name.
+	PeerAuthentications map[string]*PeerAuthentication
 	// Namespaces are the cluster's namespaces' labels, by name, which
 	// the mesh's discovery selectors read.
 	Namespaces map[string]map[string]string
@@ -118,7 +120,8 @@ func NewWorld() *World {
 	return &World{Services: map[string]*Service{}, Endpoints: map[string]map[string][]Endpoint{},
 		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
-		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{}}
+		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
+		PeerAuthentications: map[string]*PeerAuthentication{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -127,7 +130,8 @@ func (w *World) Clone() *World {
 		epVersion: maps.Clone(w.epVersion), podVersion: w.podVersion,
 		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
 		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
-		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces)}
+		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
+		PeerAuthentications: maps.Clone(w.PeerAuthentications)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

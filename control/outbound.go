@@ -216,19 +216,23 @@ func (c *compiler) dnsCluster(s *Service, p Port, name string) *clusterv3.Cluste
 
 // loadAssignment is a service port's ready endpoints.
 func (c *compiler) loadAssignment(s *Service, p Port, name string) *endpointv3.ClusterLoadAssignment {
-	return assignment(name, c.w.endpoints(s, p))
+	return assignment(name, c.w.readyEndpoints(s, p), c.meshPod())
 }
 
-// assignment is cluster name's load assignment of addrs, one locality.
-func assignment(name string, addrs []netip.AddrPort) *endpointv3.ClusterLoadAssignment {
+// assignment is cluster name's load assignment of eps, one locality;
+// meshed (nil: none) says which pods' endpoints carry the mesh's
+// metadata.
+func assignment(name string, eps []endpoint, meshed func(string) bool) *endpointv3.ClusterLoadAssignment {
 	cla := &endpointv3.ClusterLoadAssignment{ClusterName: name}
-	if len(addrs) == 0 {
+	if len(eps) == 0 {
 		return cla
 	}
 	group := &endpointv3.LocalityLbEndpoints{}
-	for _, ap := range addrs {
-		group.LbEndpoints = append(group.LbEndpoints, &endpointv3.LbEndpoint{
-			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyres.SocketAddress(ap)}}})
+	for _, e := range eps {
+		lbe := &endpointv3.LbEndpoint{
+			HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{Address: envoyres.SocketAddress(e.addr)}}}
+		markMesh(lbe, e.pod, meshed)
+		group.LbEndpoints = append(group.LbEndpoints, lbe)
 	}
 	cla.Endpoints = []*endpointv3.LocalityLbEndpoints{group}
 	return cla

@@ -128,6 +128,8 @@ type portParts struct {
 	// subsetClusters and subsetCLAs are its DestinationRule's subsets'.
 	subsetClusters []*clusterv3.Cluster
 	subsetCLAs     []*endpointv3.ClusterLoadAssignment
+	// sans are the identities its mutual TLS expects (auto mTLS).
+	sans []string
 }
 
 // space is a namespace's outbound side, shared by its sidecars.
@@ -237,11 +239,16 @@ func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
 	}
 	subsets := dr != nil && len(dr.Subsets) > 0
 	// Routes may name any service: a VirtualService's are made anew.
+	// Pods shape subsets' endpoints, and with auto mTLS which endpoints
+	// have sidecars, and whose identities the cluster expects.
+	podsMatter := subsets || c.m.AutoMTLS
 	if pp := cc.ports[key]; pp != nil && pp.svc == s && vs == nil && pp.vs == nil && pp.dr == dr {
-		if pp.epVersion == epv && (!subsets || pp.podVersion == c.w.podVersion) {
+		if pp.epVersion == epv && (!podsMatter || pp.podVersion == c.w.podVersion) {
 			return pp
 		}
-		if !pp.headless { // only its load assignments follow the endpoints
+		// Only its load assignments follow the endpoints, as long as the
+		// identities behind them stay.
+		if !pp.headless && (!c.m.AutoMTLS || slices.Equal(pp.sans, c.meshIdentities(s, p))) {
 			next := *pp
 			next.cla, next.epVersion, next.podVersion = c.loadAssignment(s, p, pp.cluster.GetName()), epv, c.w.podVersion
 			if subsets {
@@ -262,6 +269,10 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 	name := clusterName("outbound", p.Port, "", s.Hostname)
 	pp := &portParts{svc: s, vs: vs, dr: dr, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
 	pp.cluster = c.serviceCluster(s, p, name)
+	if c.m.AutoMTLS && pp.cluster.GetType() == clusterv3.Cluster_EDS {
+		pp.sans = c.meshIdentities(s, p)
+		autoMTLS(pp.cluster, pp.sans)
+	}
 	// Over EDS: a Service's with cluster IPs, a STATIC ServiceEntry's.
 	if s.Resolution == "" && !pp.headless || s.Resolution == ResolutionStatic {
 		pp.cla = c.loadAssignment(s, p, name)

@@ -19,6 +19,7 @@ func endpointChanges(a, b *World) map[string]bool {
 		!samePointers(a.Services, b.Services) || !samePointers(a.VirtualServices, b.VirtualServices) ||
 		!samePointers(a.DestinationRules, b.DestinationRules) || !samePointers(a.HTTPRoutes, b.HTTPRoutes) ||
 		!samePointers(a.Sidecars, b.Sidecars) || !samePointers(a.Namespaces, b.Namespaces) ||
+		!samePointers(a.PeerAuthentications, b.PeerAuthentications) ||
 		reflect.ValueOf(a.serviceEntries).Pointer() != reflect.ValueOf(b.serviceEntries).Pointer() {
 		return nil
 	}
@@ -64,7 +65,11 @@ func (cc *Compiler) patched(c *compiler, prev *space) *space {
 			return nil // a headless service's or an entry's endpoints shape its chains
 		}
 		for _, p := range s.Ports {
+			old := cc.ports[portKey{svc, p.Port}]
 			pp := cc.parts(c, s, p)
+			if old == nil || old.cluster != pp.cluster {
+				return nil // its cluster changed too (the identities behind it, say)
+			}
 			if pp.cla != nil {
 				fresh = append(append(fresh, pp.cla), pp.subsetCLAs...)
 			}

@@ -37,6 +37,13 @@ func ads() *corev3.ConfigSource {
 // Istio's, it has the CORS and fault filters, doing nothing until a
 // route's typed_per_filter_config gives them a policy or a fault.
 func (c *compiler) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration) *listenerv3.Filter {
+	return c.hcmWith(statPrefix, rds, inline, false)
+}
+
+// hcmWith is hcm; xfcc has it append the mutual TLS client's identity to
+// x-forwarded-client-cert (APPEND_FORWARD, with its subject, URI and DNS
+// SANs), as Istio's inbound does.
+func (c *compiler) hcmWith(statPrefix, rds string, inline *routev3.RouteConfiguration, xfcc bool) *listenerv3.Filter {
 	h := &hcmv3.HttpConnectionManager{StatPrefix: statPrefix,
 		HttpFilters: []*hcmv3.HttpFilter{envoyres.HTTPFilter(envoyres.CORSFilter, &corsv3.Cors{}),
 			envoyres.HTTPFilter(envoyres.FaultFilter, &faultv3.HTTPFault{}), envoyres.Router()},
@@ -49,6 +56,11 @@ func (c *compiler) hcm(statPrefix, rds string, inline *routev3.RouteConfiguratio
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rds, ConfigSource: ads()}}
 	} else {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: inline}
+	}
+	if xfcc {
+		h.ForwardClientCertDetails = hcmv3.HttpConnectionManager_APPEND_FORWARD
+		h.SetCurrentClientCertDetails = &hcmv3.HttpConnectionManager_SetCurrentClientCertDetails{
+			Subject: wrapperspb.Bool(true), Dns: true, Uri: true}
 	}
 	return envoyres.NetworkFilter("envoy.filters.network.http_connection_manager", envoyres.Typed(h))
 }

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -337,13 +336,13 @@ func (c *compiler) subsetParts(s *Service, p Port, dr *DestinationRule, base *cl
 		if len(s.Addresses) == 0 {
 			continue // headless: the original destination
 		}
-		var addrs []netip.AddrPort
+		var eps []endpoint
 		for _, e := range ready {
 			if pod := c.w.Pods[e.pod]; pod != nil && labelsMatch(pod.Labels, sub.Labels) {
-				addrs = append(addrs, e.addr)
+				eps = append(eps, e)
 			}
 		}
-		clas = append(clas, assignment(name, addrs))
+		clas = append(clas, assignment(name, eps, c.meshPod()))
 	}
 	return clusters, clas
 }
