@@ -31,7 +31,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
-		"crd/sidecars.networking.istio.io"); err != nil {
+		"crd/sidecars.networking.istio.io", "crd/peerauthentications.security.istio.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	sa := "system:serviceaccount:shunt-system:shunt-control"
@@ -39,7 +39,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "endpointslices.discovery.k8s.io", "yes"}, {"list", "services", "yes"}, {"watch", "pods", "yes"}, {"watch", "namespaces", "yes"},
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "grpcroutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
-		{"watch", "sidecars.networking.istio.io", "yes"},
+		{"watch", "sidecars.networking.istio.io", "yes"}, {"watch", "peerauthentications.security.istio.io", "yes"},
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 		{"create", "tokenreviews.authentication.k8s.io", "yes"}, {"update", "configmaps", "yes"}, {"get", "secrets", "no"},
 	} {

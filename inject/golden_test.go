@@ -42,6 +42,8 @@ func templateFor(t *testing.T, in []byte) Template {
 			tpl.NativeNftables = v == "true"
 		case "xds":
 			tpl.XDSAddress = v
+		case "ca":
+			tpl.CAAddress = v
 		default:
 			t.Fatalf("template line: unknown %q", k)
 		}

@@ -3,6 +3,8 @@ package inject
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -35,14 +37,37 @@ func escapePointer(s string) string {
 // annotationOp adds one annotation, creating metadata and annotations as
 // needed.
 func annotationOp(raw map[string]any, key, value string) Op {
+	return metadataOps(raw, map[string]string{key: value}, nil)[0]
+}
+
+// metadataOps add annotations and labels to the pod's metadata, making
+// what is missing (in one op where metadata itself is).
+func metadataOps(raw map[string]any, annotations, labels map[string]string) []Op {
+	fields := map[string]map[string]string{}
+	for name, kv := range map[string]map[string]string{"annotations": annotations, "labels": labels} {
+		if len(kv) > 0 {
+			fields[name] = kv
+		}
+	}
 	meta, ok := raw["metadata"].(map[string]any)
 	if !ok {
-		return Op{"add", "/metadata", map[string]any{"annotations": map[string]string{key: value}}}
+		return []Op{{"add", "/metadata", fields}}
 	}
-	if ann, ok := meta["annotations"].(map[string]any); !ok || ann == nil {
-		return Op{"add", "/metadata/annotations", map[string]string{key: value}}
+	var ops []Op
+	for _, field := range []string{"annotations", "labels"} {
+		kv := fields[field]
+		if kv == nil {
+			continue
+		}
+		if m, ok := meta[field].(map[string]any); !ok || m == nil {
+			ops = append(ops, Op{"add", "/metadata/" + field, kv})
+			continue
+		}
+		for _, k := range slices.Sorted(maps.Keys(kv)) {
+			ops = append(ops, Op{"add", "/metadata/" + field + "/" + escapePointer(k), kv[k]})
+		}
 	}
-	return Op{"add", "/metadata/annotations/" + escapePointer(key), value}
+	return ops
 }
 
 // prependOps puts cs, in order, at the front of spec.<list>.

@@ -110,7 +110,17 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	// The probes are replaced where they are now, before containers are
 	// put in front of them.
 	res.Patch = append(res.Patch, probes.ops...)
-	res.Patch = append(res.Patch, annotationOp(raw, StatusAnnotation, statusValue(mode, cp.interception)))
+	var labels map[string]string
+	if t.CAAddress != "" {
+		// The control plane sends mutual TLS to pods so labelled.
+		labels = map[string]string{TLSModeLabel: meshTLSModeName}
+		vops, err := identityVolumeOps(raw, spec)
+		if err != nil {
+			return res, err
+		}
+		res.Patch = append(res.Patch, vops...)
+	}
+	res.Patch = append(res.Patch, metadataOps(raw, map[string]string{StatusAnnotation: statusValue(mode, cp.interception)}, labels)...)
 	res.Patch = append(res.Patch, prependOps(raw, "initContainers", initCs)...)
 	res.Patch = append(res.Patch, prependOps(raw, "containers", cs)...)
 	res.Warnings = w

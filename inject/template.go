@@ -45,7 +45,11 @@ type Template struct {
 	DNSCapture     bool // the pods' DNS goes to the proxy's DNS proxy (Istio's ISTIO_META_DNS_CAPTURE), unless a pod says otherwise
 	// XDSAddress is the control plane (host:port) the proxies take their
 	// configuration from; "" for none (the sidecar from its flags).
-	XDSAddress     string
+	XDSAddress string
+	// CAAddress is the CA (host:port) the proxies get their workload
+	// certificates from, by the pod's projected token; "" for none (no
+	// mutual TLS).
+	CAAddress      string
 	ProxyResources corev1.ResourceRequirements
 	InitResources  corev1.ResourceRequirements
 }
@@ -80,6 +84,11 @@ func (t Template) Validate() error {
 	if t.XDSAddress != "" {
 		if _, _, err := net.SplitHostPort(t.XDSAddress); err != nil {
 			return fmt.Errorf("template: the control plane's address %s is not host:port", clip.Quote(t.XDSAddress))
+		}
+	}
+	if t.CAAddress != "" {
+		if _, _, err := net.SplitHostPort(t.CAAddress); err != nil {
+			return fmt.Errorf("template: the CA's address %s is not host:port", clip.Quote(t.CAAddress))
 		}
 	}
 	switch t.PullPolicy {
@@ -135,6 +144,9 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy, dns bool, res corev1.
 	if dns {
 		args = append(args, "--dns")
 	}
+	if t.CAAddress != "" {
+		args = append(args, "--ca-address", t.CAAddress)
+	}
 	caps := &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}
 	env := id.env()
 	if tproxy {
@@ -172,6 +184,7 @@ func (t Template) proxyContainer(mode SidecarMode, tproxy, dns bool, res corev1.
 		},
 		ReadinessProbe: ready,
 		Resources:      res,
+		VolumeMounts:   t.identityMounts(),
 		SecurityContext: &corev1.SecurityContext{
 			Capabilities:             caps,
 			Privileged:               ptr(false),

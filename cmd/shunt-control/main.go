@@ -87,6 +87,8 @@ func newControlCmd() *cobra.Command {
 	logJSON := f.Bool("log-json", false, "log as JSON lines")
 	var caf caFlags
 	caf.register(f)
+	autoMTLS := f.Bool("enable-auto-mtls", true, "sidecars send mutual TLS to pods with sidecars and take it inbound as PeerAuthentications say (meshConfig enableAutoMtls); "+
+		"in force when the CA serves (--ca-addr, a cluster)")
 	cmd.PreRunE = func(*cobra.Command, []string) error {
 		mesh.RegistryOnly = *policy == "REGISTRY_ONLY"
 		for _, s := range *selectors {
@@ -115,6 +117,7 @@ func newControlCmd() *cobra.Command {
 		if err := caf.check(*fromFile != "", f.Changed); err != nil {
 			return usageError{err}
 		}
+		mesh.AutoMTLS, mesh.TrustDomain = *autoMTLS && caf.addr != "", caf.opt.TrustDomain
 		return nil
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {
