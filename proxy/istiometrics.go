@@ -58,7 +58,13 @@ type requestKey struct {
 	grpc                bool
 	grpcStatus, service string
 	serviceName         string
+	principals
 }
+
+// principals are an inbound mutual TLS connection's: the client's SPIFFE
+// ID (source_principal) and the proxy's own (destination_principal);
+// empty for plaintext, and outbound.
+type principals struct{ peer, local string }
 
 type requestSeries struct {
 	count                        prometheus.Counter
@@ -69,6 +75,7 @@ type tcpKey struct {
 	dir         Direction
 	flags       accesslog.Flags
 	serviceName string
+	principals
 }
 
 type tcpSeries struct {
@@ -116,8 +123,14 @@ func (m *istioMetrics) peers(dir Direction) (reporter string, src, dst Workload)
 }
 
 // peerValues are the label values peerLabels name.
-func (m *istioMetrics) peerValues(dir Direction, service, serviceName string) []string {
+func (m *istioMetrics) peerValues(dir Direction, service, serviceName string, pr principals) []string {
 	reporter, s, d := m.peers(dir)
+	if pr.peer != "" {
+		s.Principal = pr.peer
+	}
+	if pr.local != "" {
+		d.Principal = pr.local
+	}
 	namespace := "unknown"
 	if dir == Inbound {
 		namespace = m.self.Namespace
@@ -129,18 +142,23 @@ func (m *istioMetrics) peerValues(dir Direction, service, serviceName string) []
 }
 
 // securityPolicy is Istio's connection_security_policy: what the
-// destination saw (plaintext: "none"); the source does not know.
-func securityPolicy(dir Direction) string {
-	if dir == Inbound {
-		return "none"
+// destination saw (mutual_tls, or none for plaintext); the source does
+// not know.
+func securityPolicy(dir Direction, pr principals) string {
+	switch {
+	case dir != Inbound:
+		return "unknown"
+	case pr.peer != "":
+		return "mutual_tls"
 	}
-	return "unknown"
+	return "none"
 }
 
 // request counts one request.
 func (m *istioMetrics) request(dir Direction, rec *accesslog.Record, grpcStatus []byte, isGRPC bool) {
 	k := requestKey{dir: dir, code: rec.ResponseCode, flags: rec.Flags, grpc: isGRPC,
-		grpcStatus: http1.View(grpcStatus), service: serviceOf(rec.Authority), serviceName: rec.UpstreamCluster}
+		grpcStatus: http1.View(grpcStatus), service: serviceOf(rec.Authority), serviceName: rec.UpstreamCluster,
+		principals: principals{rec.DownstreamPeerURISAN, rec.DownstreamLocalURISAN}}
 	s := (*m.requestS.Load())[k]
 	if s == nil {
 		s = m.newRequestSeries(k)
@@ -177,7 +195,8 @@ func (m *istioMetrics) newRequestSeries(k requestKey) *requestSeries {
 	if k.grpc {
 		proto = "grpc"
 	}
-	values := append(m.peerValues(k.dir, service, name), proto, strconv.Itoa(k.code), k.grpcStatus, k.flags.String(), securityPolicy(k.dir))
+	values := append(m.peerValues(k.dir, service, name, k.principals), proto, strconv.Itoa(k.code), k.grpcStatus, k.flags.String(),
+		securityPolicy(k.dir, k.principals))
 	s := &requestSeries{count: m.requests.WithLabelValues(values...), duration: m.duration.WithLabelValues(values...),
 		reqBytes: m.reqBytes.WithLabelValues(values...), rspBytes: m.respBytes.WithLabelValues(values...)}
 	next := withEntry(cur, k, s)
@@ -186,8 +205,8 @@ func (m *istioMetrics) newRequestSeries(k requestKey) *requestSeries {
 }
 
 // tcp is the series of a TCP flow in dir to a cluster, ending with flags.
-func (m *istioMetrics) tcp(dir Direction, serviceName string, flags accesslog.Flags) *tcpSeries {
-	k := tcpKey{dir: dir, flags: flags, serviceName: serviceName}
+func (m *istioMetrics) tcp(dir Direction, serviceName string, flags accesslog.Flags, pr principals) *tcpSeries {
+	k := tcpKey{dir: dir, flags: flags, serviceName: serviceName, principals: pr}
 	if s := (*m.tcpS.Load())[k]; s != nil {
 		return s
 	}
@@ -201,7 +220,7 @@ func (m *istioMetrics) tcp(dir Direction, serviceName string, flags accesslog.Fl
 	if name == "" {
 		name = "unknown"
 	}
-	values := append(m.peerValues(dir, "unknown", name), "tcp", flags.String(), securityPolicy(dir))
+	values := append(m.peerValues(dir, "unknown", name, pr), "tcp", flags.String(), securityPolicy(dir, pr))
 	s := &tcpSeries{sent: m.tcpSent.WithLabelValues(values...), received: m.tcpRecv.WithLabelValues(values...),
 		opened: m.tcpOpened.WithLabelValues(values...), closed: m.tcpClosed.WithLabelValues(values...)}
 	next := withEntry(cur, k, s)

@@ -99,6 +99,7 @@ static_resources:
   listeners:
   - name: inbound
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    traffic_direction: INBOUND
     listener_filters:
     - name: envoy.filters.listener.tls_inspector
       typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
@@ -232,6 +233,12 @@ func TestMutualTLSBetweenSidecars(t *testing.T) {
 		t.Fatalf("through both sidecars: %d %q, want %q", code, body, want)
 	}
 	waitFile(t, calleeLog, "mtls HTTP/1.1 200 peer=spiffe://cluster.local/ns/default/sa/caller local="+calleeSAN)
+	// Istio's metrics say who called, and how.
+	m := series(t, strict.Proxy, "istio_requests_total", map[string]string{"reporter": "destination", "connection_security_policy": "mutual_tls",
+		"source_principal": "spiffe://cluster.local/ns/default/sa/caller", "destination_principal": calleeSAN, "response_code": "200"})
+	if m.GetCounter().GetValue() != 1 {
+		t.Errorf("istio_requests_total %v, want 1", m.GetCounter().GetValue())
+	}
 	// A client with no certificate, and plaintext, are refused by a
 	// strict callee.
 	if code, _ := get(t, strictAddr); code != 0 {
@@ -320,6 +327,8 @@ func TestMutualTLSCarriesTCPAndHTTP2(t *testing.T) {
 	roundTripLocal(t, c.(*net.TCPConn), "ping over mutual TLS")
 	c.Close()
 	waitFile(t, calleeLog, "mtls tcp 20 peer=spiffe://cluster.local/ns/default/sa/caller")
+	series(t, tcpCallee.Proxy, "istio_tcp_connections_opened_total", map[string]string{"connection_security_policy": "mutual_tls",
+		"source_principal": "spiffe://cluster.local/ns/default/sa/caller"})
 
 	// HTTP/2: h2c into the caller, HTTP/2 inside mutual TLS to the callee.
 	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "app saw %s", r.URL.Path) })

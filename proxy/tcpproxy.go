@@ -59,7 +59,8 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 	}
 	cl.stats.cxTotal.Add(1)
 	rec.UpstreamLocal = addrPort(up.LocalAddr())
-	f := &flow{down: d.c, up: up, tcp: p.istio.tcp(d.lst.dir, cl.name, 0), idle: t.idle}
+	pr := principals{d.peer, d.localURI}
+	f := &flow{down: d.c, up: up, tcp: p.istio.tcp(d.lst.dir, cl.name, 0, pr), idle: t.idle}
 	f.tcp.opened.Inc()
 	p.flows.add(f)
 	r = p.pump(f, rec)
@@ -67,7 +68,7 @@ func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Re
 	if r != ResultOK && rec.Flags == 0 {
 		rec.Flags = r.flags(false)
 	}
-	end := p.istio.tcp(d.lst.dir, cl.name, rec.Flags)
+	end := p.istio.tcp(d.lst.dir, cl.name, rec.Flags, pr)
 	f.reportTCP(end)
 	end.closed.Inc()
 	return r
