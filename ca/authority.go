@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -217,13 +218,21 @@ func (a *Authority) Sign(csrPEM []byte, id Identity, ttl time.Duration) ([]strin
 }
 
 // ServingCertificate is a certificate for the CA's own TLS port, for
-// dnsNames, with a key of its own.
-func (a *Authority) ServingCertificate(dnsNames []string, ttl time.Duration) (tls.Certificate, error) {
+// hosts (names, or IP addresses), with a key of its own.
+func (a *Authority) ServingCertificate(hosts []string, ttl time.Duration) (tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return tls.Certificate{}, err
 	}
-	leaf, err := a.issue(&x509.Certificate{DNSNames: dnsNames}, key.Public(), ttl)
+	tmpl := &x509.Certificate{}
+	for _, h := range hosts {
+		if ip := net.ParseIP(h); ip != nil {
+			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+		} else {
+			tmpl.DNSNames = append(tmpl.DNSNames, h)
+		}
+	}
+	leaf, err := a.issue(tmpl, key.Public(), ttl)
 	if err != nil {
 		return tls.Certificate{}, err
 	}

@@ -57,7 +57,8 @@ func StartCA(ctx context.Context, cfg *rest.Config, opt CAOptions, log *slog.Log
 	}
 	var bundle ca.Bundle
 	source := "plugged-in (" + opt.PluggedDir + ")"
-	if _, err := os.Stat(filepath.Join(opt.PluggedDir, ca.CAKeyFile)); opt.PluggedDir != "" && err == nil {
+	_, statErr := os.Stat(filepath.Join(opt.PluggedDir, ca.CAKeyFile))
+	if opt.PluggedDir != "" && statErr == nil {
 		bundle, err = ca.ReadDir(opt.PluggedDir)
 	} else {
 		source = "self-signed (Secret " + opt.Namespace + "/" + CASecretName + ")"

@@ -21,7 +21,7 @@ import (
 type caFlags struct {
 	addr     string
 	opt      control.CAOptions
-	dnsNames []string
+	hosts []string
 }
 
 func (c *caFlags) register(f *pflag.FlagSet) {
@@ -36,7 +36,7 @@ func (c *caFlags) register(f *pflag.FlagSet) {
 	f.StringSliceVar(&c.opt.Audiences, "token-audiences", []string{control.TokenAudience}, "a sidecar's token must be for one of these (TOKEN_AUDIENCES)")
 	f.DurationVar(&c.opt.DefaultTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "a workload certificate's lifetime when the sidecar asks none (DEFAULT_WORKLOAD_CERT_TTL)")
 	f.DurationVar(&c.opt.MaxTTL, "max-workload-cert-ttl", ca.MaxWorkloadTTL, "the longest lifetime a sidecar may ask (MAX_WORKLOAD_CERT_TTL)")
-	f.StringSliceVar(&c.dnsNames, "ca-dns-names", nil, "the names the CA's TLS certificate is for (default shunt-control.<namespace>.svc and istiod.<namespace>.svc)")
+	f.StringSliceVar(&c.hosts, "ca-hosts", nil, "the names (or IP addresses) the CA's TLS certificate is for (default shunt-control.<namespace>.svc and istiod.<namespace>.svc)")
 }
 
 func (c *caFlags) check(fromFile bool, changed func(string) bool) error {
@@ -54,15 +54,15 @@ func (c *caFlags) check(fromFile bool, changed func(string) bool) error {
 	if fromFile {
 		c.addr = ""
 	}
-	if len(c.dnsNames) == 0 {
-		c.dnsNames = []string{"shunt-control." + c.opt.Namespace + ".svc", "istiod." + c.opt.Namespace + ".svc"}
+	if len(c.hosts) == 0 {
+		c.hosts = []string{"shunt-control." + c.opt.Namespace + ".svc", "istiod." + c.opt.Namespace + ".svc"}
 	}
 	return nil
 }
 
 // serveTLS serves the CA and ADS over TLS on ln, with a certificate of
 // the CA's own for the flags' names, renewed half way through its day.
-func serveTLS(ln net.Listener, svc *ca.Service, ads interface{ Register(*grpc.Server) }, dnsNames []string, log *slog.Logger) (*grpc.Server, error) {
+func serveTLS(ln net.Listener, svc *ca.Service, ads interface{ Register(*grpc.Server) }, hosts []string, log *slog.Logger) (*grpc.Server, error) {
 	var mu sync.Mutex
 	var cert tls.Certificate
 	current := func() (*tls.Certificate, error) {
@@ -71,7 +71,7 @@ func serveTLS(ln net.Listener, svc *ca.Service, ads interface{ Register(*grpc.Se
 		if cert.Leaf != nil && time.Until(cert.Leaf.NotAfter) > 12*time.Hour {
 			return &cert, nil
 		}
-		c, err := svc.Authority().ServingCertificate(dnsNames, 24*time.Hour)
+		c, err := svc.Authority().ServingCertificate(hosts, 24*time.Hour)
 		if err != nil {
 			return nil, err
 		}
@@ -87,6 +87,6 @@ func serveTLS(ln net.Listener, svc *ca.Service, ads interface{ Register(*grpc.Se
 	})))
 	svc.Register(g)
 	ads.Register(g)
-	log.Info("CA serving", "addr", ln.Addr().String(), "names", dnsNames)
+	log.Info("CA serving", "addr", ln.Addr().String(), "hosts", hosts)
 	return g, nil
 }

@@ -185,7 +185,7 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 			ln.Close()
 			return err
 		}
-		tg, err := serveTLS(tln, svc, srv, caf.dnsNames, log)
+		tg, err := serveTLS(tln, svc, srv, caf.hosts, log)
 		if err != nil {
 			tln.Close()
 			ln.Close()
