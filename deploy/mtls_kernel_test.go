@@ -111,9 +111,9 @@ func TestMutualTLSBetweenPods(t *testing.T) {
 
 	shunt := testnet.ShuntBinary(t)
 	for _, p := range []struct {
-		ns          *testnet.NS
+		ns           *testnet.NS
 		name, sa, ip string
-		control     string
+		control      string
 	}{{sleep, "sleep-1", "sleep", netlab.PodIP, sleepCtl}, {httpbin, "httpbin-1", "httpbin", netlab.PeerIP, httpbinCtl}} {
 		token, err := c.Kubectl("", "-n", "default", "create", "token", p.sa, "--audience", "istio-ca")
 		if err != nil {
@@ -270,4 +270,3 @@ func capture(t *testing.T, ns *testnet.NS, fn func()) []byte {
 	}
 	return b
 }
-

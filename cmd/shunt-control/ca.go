@@ -19,8 +19,8 @@ import (
 
 // caFlags are the CA's flags, Istio's environment variables' meaning.
 type caFlags struct {
-	addr     string
-	opt      control.CAOptions
+	addr  string
+	opt   control.CAOptions
 	hosts []string
 }
 
