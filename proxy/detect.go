@@ -115,7 +115,7 @@ func classifyTLS(b []byte) (Protocol, bool) {
 	if b[1] != 3 || b[2] > 4 || b[5] != 1 {
 		return ProtocolTCP, true
 	}
-	record := 5 + int(b[3])<<8 | int(b[4])
+	record := 5 + (int(b[3])<<8 | int(b[4]))
 	return ProtocolTLS, len(b) >= record
 }
 
@@ -193,7 +193,7 @@ func clientHello(b []byte) (sni string, alpn []string) {
 	if p+2 > len(b) {
 		return "", nil
 	}
-	end := min(len(b), p+2+int(b[p])<<8|int(b[p+1]))
+	end := min(len(b), p+2+(int(b[p])<<8|int(b[p+1])))
 	p += 2
 	for p+4 <= end {
 		typ, n := int(b[p])<<8|int(b[p+1]), int(b[p+2])<<8|int(b[p+3])
@@ -211,7 +211,7 @@ func clientHello(b []byte) (sni string, alpn []string) {
 			}
 		case 16: // ALPN: list length, then (length, protocol)...
 			if len(ext) >= 2 {
-				list := ext[2:min(len(ext), 2+int(ext[0])<<8|int(ext[1]))]
+				list := ext[2:min(len(ext), 2+(int(ext[0])<<8|int(ext[1])))]
 				for len(list) > 0 && 1+int(list[0]) <= len(list) {
 					alpn = append(alpn, string(list[1:1+int(list[0])]))
 					list = list[1+int(list[0]):]
