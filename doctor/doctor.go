@@ -98,6 +98,7 @@ func Run(ctx context.Context, o Options) Report {
 	r.Checks = append(r.Checks, proxyCheck(o, listeners, err))
 	if len(listeners[sidecar.AdminPort]) > 0 {
 		r.Checks = append(r.Checks, controlPlaneCheck(o.NetNS))
+		r.Checks = append(r.Checks, certificateCheck(o.NetNS))
 	}
 	r.Checks = append(r.Checks, identityCheck(o, listeners))
 	r.Checks = append(r.Checks, probeChecks(o, listeners)...)

@@ -20,7 +20,18 @@ import (
 // namespace) how it stands with its control plane: connected, every
 // type in force, nothing refused.
 func controlPlaneCheck(ns string) Check {
-	client := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+	return controlPlaneFrom(adminClient(ns), fmt.Sprintf("http://127.0.0.1:%d/xds_status", sidecar.AdminPort))
+}
+
+// certificateCheck asks the sidecar's admin API for its workload
+// certificate.
+func certificateCheck(ns string) Check {
+	return certificateFrom(adminClient(ns), fmt.Sprintf("http://127.0.0.1:%d/certs", sidecar.AdminPort), time.Now())
+}
+
+// adminClient reaches the sidecar's admin API on loopback in ns.
+func adminClient(ns string) *http.Client {
+	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
 		DialContext: func(ctx context.Context, network, addr string) (c net.Conn, err error) {
 			err = netns.Do(ns, func() (err error) {
 				c, err = (&net.Dialer{}).DialContext(ctx, network, addr)
@@ -28,7 +39,6 @@ func controlPlaneCheck(ns string) Check {
 			})
 			return c, err
 		}}}
-	return controlPlaneFrom(client, fmt.Sprintf("http://127.0.0.1:%d/xds_status", sidecar.AdminPort))
 }
 
 func controlPlaneFrom(client *http.Client, url string) Check {

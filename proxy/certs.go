@@ -25,7 +25,8 @@ type certDetails struct {
 }
 
 // serveCerts is Envoy's /certs: {"certificates": [{"ca_cert": [...],
-// "cert_chain": [...]}]}, empty before the first certificate or with no CA.
+// "cert_chain": [...]}]}, empty before the first certificate; 404 with no
+// CA to get one from.
 func (p *Proxy) serveCerts(w http.ResponseWriter, _ *http.Request) {
 	type entry struct {
 		CACert    []certDetails `json:"ca_cert"`
@@ -34,7 +35,12 @@ func (p *Proxy) serveCerts(w http.ResponseWriter, _ *http.Request) {
 	out := struct {
 		Certificates []entry `json:"certificates"`
 	}{Certificates: []entry{}}
-	if current, _ := p.certs.Load().(func() *ca.Credentials); current != nil {
+	current, _ := p.certs.Load().(func() *ca.Credentials)
+	if current == nil {
+		http.Error(w, "no workload certificate: the sidecar has no CA (--ca-address)", http.StatusNotFound)
+		return
+	}
+	{
 		if c := current(); c != nil {
 			now := time.Now()
 			e := entry{}
