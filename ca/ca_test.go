@@ -24,10 +24,10 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/shunt-dev/shunt/ca"
+	"github.com/shunt-dev/shunt/internal/catest"
 )
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -44,43 +44,13 @@ func (t tokens) Authenticate(_ context.Context, token string) (string, string, e
 
 var callers = tokens{"token-a": {"default", "a"}, "token-b": {"prod", "b"}}
 
-func selfSigned(t *testing.T) *ca.Authority {
-	t.Helper()
-	b, err := ca.SelfSigned(ca.DefaultTrustDomain, ca.SelfSignedRootTTL, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ca.New(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
+func selfSigned(t *testing.T) *ca.Authority { return catest.Authority(t) }
 
 // serve runs the service over TLS on loopback (its certificate from the
 // authority, for "ca.test") and returns a client connection to it that
 // trusts the authority's roots.
 func serve(t *testing.T, a *ca.Authority) (*ca.Service, *grpc.ClientConn) {
-	t.Helper()
-	svc := ca.NewService(a, ca.DefaultTrustDomain, callers, quiet)
-	serving, err := a.ServingCertificate([]string{"ca.test"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}})))
-	svc.Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(),
-		grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: a.RootPool(), ServerName: "ca.test"})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
+	svc, _, conn := catest.Serve(t, a, callers, "ca.test")
 	return svc, conn
 }
 

@@ -1,7 +1,6 @@
 package doctor
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"time"
@@ -25,19 +24,8 @@ type certDetails struct {
 // admin API's /certs: who it says the pod is, and until when.
 func certificateFrom(client *http.Client, url string, now time.Time) Check {
 	c := Check{Name: "workload certificate"}
-	resp, err := client.Get(url)
-	if err != nil {
-		c.Status, c.Detail = Info, "no sidecar admin API on loopback to ask ("+err.Error()+")"
-		return c
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		c.Status, c.Detail = Info, "the sidecar gets no certificate (no --ca-address): no mutual TLS"
-		return c
-	}
 	var d certsDump
-	if err := json.NewDecoder(resp.Body).Decode(&d); err != nil || resp.StatusCode != http.StatusOK {
-		c.Status, c.Detail = Fail, fmt.Sprintf("the sidecar's /certs answered %s: %v", resp.Status, err)
+	if !askAdmin(&c, client, url, "the sidecar gets no certificate (no --ca-address): no mutual TLS", &d) {
 		return c
 	}
 	if len(d.Certificates) == 0 || len(d.Certificates[0].CertChain) == 0 {

@@ -29,6 +29,27 @@ func certificateCheck(ns string) Check {
 	return certificateFrom(adminClient(ns), fmt.Sprintf("http://127.0.0.1:%d/certs", sidecar.AdminPort), time.Now())
 }
 
+// askAdmin reads one of the sidecar's admin endpoints (JSON) into v; when
+// it cannot, it says why in c and returns false: no admin API to ask, the
+// endpoint's 404 (what notFound says), or an answer that does not read.
+func askAdmin(c *Check, client *http.Client, url, notFound string, v any) bool {
+	resp, err := client.Get(url)
+	if err != nil {
+		c.Status, c.Detail = Info, "no sidecar admin API on loopback to ask ("+err.Error()+")"
+		return false
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode == http.StatusNotFound {
+		c.Status, c.Detail = Info, notFound
+		return false
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil || resp.StatusCode != http.StatusOK {
+		c.Status, c.Detail = Fail, fmt.Sprintf("the sidecar's %s answered %s: %v", url[strings.LastIndexByte(url, '/'):], resp.Status, err)
+		return false
+	}
+	return true
+}
+
 // adminClient reaches the sidecar's admin API on loopback in ns.
 func adminClient(ns string) *http.Client {
 	return &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
@@ -43,19 +64,8 @@ func adminClient(ns string) *http.Client {
 
 func controlPlaneFrom(client *http.Client, url string) Check {
 	c := Check{Name: "control plane"}
-	resp, err := client.Get(url)
-	if err != nil {
-		c.Status, c.Detail = Info, "no sidecar admin API on loopback to ask ("+err.Error()+")"
-		return c
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode == http.StatusNotFound {
-		c.Status, c.Detail = Info, "the sidecar takes no configuration from a control plane"
-		return c
-	}
 	var st xds.Status
-	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil || resp.StatusCode != http.StatusOK {
-		c.Status, c.Detail = Fail, fmt.Sprintf("the sidecar's /xds_status answered %s: %v", resp.Status, err)
+	if !askAdmin(&c, client, url, "the sidecar takes no configuration from a control plane", &st) {
 		return c
 	}
 	var types []string

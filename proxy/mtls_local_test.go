@@ -21,27 +21,14 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	"github.com/shunt-dev/shunt/ca"
+	"github.com/shunt-dev/shunt/internal/catest"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
 )
 
 // meshCA issues the test's workload certificates.
-func meshCA(t *testing.T) *ca.Authority {
-	t.Helper()
-	b, err := ca.SelfSigned(ca.DefaultTrustDomain, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ca.New(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return a
-}
+func meshCA(t *testing.T) *ca.Authority { return catest.Authority(t) }
 
 func workload(t *testing.T, a *ca.Authority, sa string) *ca.Credentials {
 	t.Helper()
@@ -436,7 +423,7 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 	}
 	authority := meshCA(t)
 	authority.MaxTTL = time.Hour
-	conn := caConn(t, authority)
+	_, _, conn := catest.Serve(t, authority, catest.NamedToken{}, "127.0.0.1")
 	keep := func(sa string) *ca.Keeper {
 		k := &ca.Keeper{Identity: ca.Identity{TrustDomain: ca.DefaultTrustDomain, Namespace: "default", ServiceAccount: sa}, Conn: conn,
 			Token: func() (string, error) { return sa, nil }, TTL: 2 * time.Second, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
@@ -522,36 +509,4 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 	}
 	t.Logf("%d requests, %d failed; renewals caller %d callee %d; callee certificates seen %d",
 		requests.Load(), failures.Load(), callerK.Renewals(), calleeK.Renewals(), len(serials))
-}
-
-// anyToken authenticates a token as the default namespace's service
-// account of its name.
-type anyToken struct{}
-
-func (anyToken) Authenticate(_ context.Context, token string) (string, string, error) {
-	return "default", token, nil
-}
-
-// caConn serves the authority's CA over gRPC (TLS) on loopback and
-// returns a client connection to it.
-func caConn(t *testing.T, a *ca.Authority) *grpc.ClientConn {
-	t.Helper()
-	serving, err := a.ServingCertificate([]string{"127.0.0.1"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}})))
-	ca.NewService(a, ca.DefaultTrustDomain, anyToken{}, slog.New(slog.NewTextHandler(io.Discard, nil))).Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
-	conn, err := grpc.NewClient(ln.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: a.RootPool()})))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return conn
 }

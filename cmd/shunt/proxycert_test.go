@@ -1,13 +1,7 @@
 package main
 
 import (
-	"context"
-	"crypto/tls"
 	"encoding/json"
-	"errors"
-	"fmt"
-	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -17,51 +11,22 @@ import (
 	"testing"
 	"time"
 
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials"
-
 	"github.com/shunt-dev/shunt/ca"
+	"github.com/shunt-dev/shunt/internal/catest"
 )
 
-// oneCaller authenticates the token "app-token" as default/app.
-type oneCaller struct{}
-
-func (oneCaller) Authenticate(_ context.Context, token string) (string, string, error) {
-	if token == "app-token" {
-		return "default", "app", nil
-	}
-	return "", "", errors.New("unknown token")
-}
-
-// startCA serves a CA on loopback over TLS for "localhost"; it returns
-// its address and the file of its roots.
+// startCA serves a CA on loopback over TLS for "localhost", a token
+// naming the service account it is; it returns its address and the file
+// of its roots.
 func startCA(t *testing.T, dir string) (string, string) {
 	t.Helper()
-	b, err := ca.SelfSigned(ca.DefaultTrustDomain, time.Hour, time.Now())
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, err := ca.New(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	serving, err := a.ServingCertificate([]string{"localhost"}, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	g := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{Certificates: []tls.Certificate{serving}})))
-	ca.NewService(a, ca.DefaultTrustDomain, oneCaller{}, slog.New(slog.NewTextHandler(io.Discard, nil))).Register(g)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go g.Serve(ln)
-	t.Cleanup(g.Stop)
+	a := catest.Authority(t)
+	_, addr, _ := catest.Serve(t, a, catest.NamedToken{}, "localhost")
 	roots := filepath.Join(dir, "root-cert.pem")
 	if err := os.WriteFile(roots, []byte(a.Roots()), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("localhost:%d", ln.Addr().(*net.TCPAddr).Port), roots
+	return addr, roots
 }
 
 // TestProxyWorkloadCertificate: `shunt proxy --ca-address` gets the pod's
@@ -75,7 +40,7 @@ func TestProxyWorkloadCertificate(t *testing.T) {
 	os.Chmod(dir, 0o755)
 	addr, roots := startCA(t, dir)
 	token := filepath.Join(dir, "istio-token")
-	os.WriteFile(token, []byte("app-token\n"), 0o644)
+	os.WriteFile(token, []byte("app\n"), 0o644)
 	config := filepath.Join(dir, "envoy.yaml")
 	os.WriteFile(config, []byte("static_resources: {}\n"), 0o644)
 	admin := freeLoopbackPort(t)
