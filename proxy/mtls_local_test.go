@@ -23,6 +23,7 @@ import (
 
 	"github.com/shunt-dev/shunt/ca"
 	"github.com/shunt-dev/shunt/internal/catest"
+	"github.com/shunt-dev/shunt/internal/envoytest"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
 )
@@ -38,8 +39,6 @@ func workload(t *testing.T, a *ca.Authority, sa string) *ca.Credentials {
 	}
 	return c
 }
-
-const sdsCert = `tls_certificate_sds_secret_configs: [{name: default, sds_config: {ads: {}, resource_api_version: V3}}]`
 
 // calleeConfig is an inbound sidecar's listener as Istio's is: mutual TLS
 // for mesh ALPNs to an HTTP connection manager, and, when permissive,
@@ -98,25 +97,15 @@ static_resources:
     - name: envoy.filters.listener.tls_inspector
       typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}
     filter_chains:
-    - filter_chain_match: {transport_protocol: tls, application_protocols: [istio-peer-exchange, istio, istio-http/1.0, istio-http/1.1, istio-h2]}
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            alpn_protocols: [h2, http/1.1]
-            %s
-            combined_validation_context:
-              default_validation_context: {}
-              validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}
+    - filter_chain_match: %s
+      transport_socket: %s
       filters:%s%s
   clusters:
   - name: app
     connect_timeout: 1s
     type: STATIC
     load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
-`, sdsCert, hcm("mtls"), plain, appPort)
+`, envoytest.MeshChainMatch, envoytest.MeshServerSocket, hcm("mtls"), plain, appPort)
 }
 
 // callerConfig is an outbound sidecar's: plaintext HTTP in, to the
@@ -127,7 +116,7 @@ func callerConfig(logFile, callee, wantSAN string, meshEndpoint bool) string {
 	host, port, _ := net.SplitHostPort(callee)
 	md := ""
 	if meshEndpoint {
-		md = `, metadata: {filter_metadata: {envoy.transport_socket_match: {tlsMode: istio}}}`
+		md = ", metadata: " + envoytest.MeshEndpointMetadata
 	}
 	return fmt.Sprintf(`
 static_resources:
@@ -153,25 +142,9 @@ static_resources:
   - name: callee
     connect_timeout: 1s
     type: STATIC
-    transport_socket_matches:
-    - name: tlsMode-istio
-      match: {tlsMode: istio}
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-          common_tls_context:
-            alpn_protocols: [istio-peer-exchange, istio]
-            %s
-            combined_validation_context:
-              default_validation_context:
-                match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: "%s"}}]
-              validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}
-    - name: tlsMode-disabled
-      match: {}
-      transport_socket: {name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}
+    transport_socket_matches: %s
     load_assignment: {cluster_name: callee, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %s}}}%s}]}]}
-`, logFile, sdsCert, wantSAN, host, port, md)
+`, logFile, envoytest.MeshClientMatches(wantSAN), host, port, md)
 }
 
 // get sends a GET through a listener and returns the status and body.
@@ -364,10 +337,10 @@ func TestTLSConfigProblems(t *testing.T) {
 		{"SDS from elsewhere", caller, "sds_config: {ads: {}, resource_api_version: V3}}]", "sds_config: {api_config_source: {api_type: GRPC, grpc_services: [{envoy_grpc: {cluster_name: vault}}]}}}]",
 			cluster + `.tls_certificate_sds_secret_configs[0].sds_config: not implemented by shunt: SDS from anywhere but ads or Istio's agent`},
 		{"an email SAN", caller, "san_type: URI", "san_type: EMAIL", cluster + ".combined_validation_context.default_validation_context.match_typed_subject_alt_names[0].san_type: not implemented by shunt: EMAIL"},
-		{"TLS parameters", caller, "alpn_protocols: [istio-peer-exchange, istio]", "alpn_protocols: [istio]\n            tls_params: {tls_minimum_protocol_version: TLSv1_3}", cluster + ".tls_params: not implemented by shunt"},
-		{"a client certificate nobody checks", callee, "            combined_validation_context:\n              default_validation_context: {}\n              validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}\n", "",
+		{"TLS parameters", caller, "alpn_protocols: [istio-peer-exchange, istio]", "alpn_protocols: [istio], tls_params: {tls_minimum_protocol_version: TLSv1_3}", cluster + ".tls_params: not implemented by shunt"},
+		{"a client certificate nobody checks", callee, ", combined_validation_context: {default_validation_context: {}, validation_context_sds_secret_config: {name: ROOTCA, sds_config: {ads: {}, resource_api_version: V3}}}", "",
 			chain + ".transport_socket.typed_config.common_tls_context: invalid: require_client_certificate without a validation context"},
-		{"an upstream context on a listener", callee, "v3.DownstreamTlsContext\n          require_client_certificate: true", "v3.UpstreamTlsContext", chain + ".transport_socket.typed_config: invalid: an UpstreamTlsContext on a listener's filter chain"},
+		{"an upstream context on a listener", callee, "v3.DownstreamTlsContext, require_client_certificate: true", "v3.UpstreamTlsContext", chain + ".transport_socket.typed_config: invalid: an UpstreamTlsContext on a listener's filter chain"},
 		{"QUIC", callee, "transport_protocol: tls", "transport_protocol: quic", chain + `.filter_chain_match.transport_protocol: invalid: "quic"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -33,6 +33,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/shunt-dev/shunt/ca"
+	"github.com/shunt-dev/shunt/internal/envoytest"
 )
 
 var (
@@ -103,23 +104,11 @@ func run(shunt, dir, caAddr, roots, app string, mtls bool) sample {
 
 const router = `http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]`
 
-const sds = `{ads: {}, resource_api_version: V3}`
-
 func calleeConfig(port int, app string, mtls bool) string {
 	host, appPort, _ := net.SplitHostPort(app)
 	chain := ""
 	if mtls {
-		chain = `
-      filter_chain_match: {transport_protocol: tls, application_protocols: [istio-peer-exchange, istio, istio-http/1.0, istio-http/1.1, istio-h2]}
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
-          require_client_certificate: true
-          common_tls_context:
-            alpn_protocols: [h2, http/1.1]
-            tls_certificate_sds_secret_configs: [{name: default, sds_config: ` + sds + `}]
-            combined_validation_context: {default_validation_context: {}, validation_context_sds_secret_config: {name: ROOTCA, sds_config: ` + sds + `}}`
+		chain = "\n      filter_chain_match: " + envoytest.MeshChainMatch + "\n      transport_socket: " + envoytest.MeshServerSocket
 	}
 	return fmt.Sprintf(`static_resources:
   listeners:
@@ -148,22 +137,8 @@ func calleeConfig(port int, app string, mtls bool) string {
 func callerConfig(port, callee int, mtls bool) string {
 	ts, md := "", ""
 	if mtls {
-		ts = `
-    transport_socket_matches:
-    - name: tlsMode-istio
-      match: {tlsMode: istio}
-      transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext
-          common_tls_context:
-            alpn_protocols: [istio-peer-exchange, istio]
-            tls_certificate_sds_secret_configs: [{name: default, sds_config: ` + sds + `}]
-            combined_validation_context:
-              default_validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: "spiffe://cluster.local/ns/default/sa/callee"}}]}
-              validation_context_sds_secret_config: {name: ROOTCA, sds_config: ` + sds + `}
-    - {name: tlsMode-disabled, match: {}, transport_socket: {name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}}`
-		md = `, metadata: {filter_metadata: {envoy.transport_socket_match: {tlsMode: istio}}}`
+		ts = "\n    transport_socket_matches: " + envoytest.MeshClientMatches("spiffe://cluster.local/ns/default/sa/callee")
+		md = ", metadata: " + envoytest.MeshEndpointMetadata
 	}
 	return fmt.Sprintf(`static_resources:
   listeners:

@@ -102,3 +102,34 @@ func StaticCluster(name, ip string, port int) string {
 	return fmt.Sprintf("\n  - name: %s\n    type: STATIC\n    load_assignment: {cluster_name: %s, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: %s, port_value: %d}}}}]}]}",
 		name, name, ip, port)
 }
+
+// sds is where Istio's SDS secrets come from, in flow style.
+const sds = `{ads: {}, resource_api_version: V3}`
+
+// MeshChainMatch is an inbound filter chain's filter_chain_match for
+// Istio's mutual TLS (the mesh's ALPNs), in flow style.
+const MeshChainMatch = `{transport_protocol: tls, application_protocols: [istio-peer-exchange, istio, istio-http/1.0, istio-http/1.1, istio-h2]}`
+
+// MeshServerSocket is the transport socket of Istio's inbound mutual TLS:
+// the workload certificate, a client certificate required and checked
+// against the trust bundle; flow style.
+const MeshServerSocket = `{name: envoy.transport_sockets.tls, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext, ` +
+	`require_client_certificate: true, common_tls_context: {alpn_protocols: [h2, http/1.1], ` +
+	`tls_certificate_sds_secret_configs: [{name: default, sds_config: ` + sds + `}], ` +
+	`combined_validation_context: {default_validation_context: {}, validation_context_sds_secret_config: {name: ROOTCA, sds_config: ` + sds + `}}}}}`
+
+// MeshClientMatches are a cluster's transport_socket_matches as Istio's:
+// mutual TLS to endpoints with the mesh's metadata (MeshEndpointMetadata),
+// the peer checked to be san, plaintext to the rest; flow style.
+func MeshClientMatches(san string) string {
+	return `[{name: tlsMode-istio, match: {tlsMode: istio}, transport_socket: {name: envoy.transport_sockets.tls, typed_config: {` +
+		`"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, common_tls_context: {` +
+		`alpn_protocols: [istio-peer-exchange, istio], tls_certificate_sds_secret_configs: [{name: default, sds_config: ` + sds + `}], ` +
+		`combined_validation_context: {default_validation_context: {match_typed_subject_alt_names: [{san_type: URI, matcher: {exact: "` + san + `"}}]}, ` +
+		`validation_context_sds_secret_config: {name: ROOTCA, sds_config: ` + sds + `}}}}}}, ` +
+		`{name: tlsMode-disabled, match: {}, transport_socket: {name: envoy.transport_sockets.raw_buffer, typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer}}}]`
+}
+
+// MeshEndpointMetadata marks an endpoint as a sidecar's (tlsMode istio);
+// flow style.
+const MeshEndpointMetadata = `{filter_metadata: {envoy.transport_socket_match: {tlsMode: istio}}}`
