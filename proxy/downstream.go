@@ -75,6 +75,9 @@ func (p *Proxy) route(d *downstream) Result {
 	if fc.tls != nil {
 		return p.serveTLS(d, fc)
 	}
+	if r, refused := p.rbacRefused(d, fc); refused {
+		return r
+	}
 	if fc.http != nil && fc.http.codec != ProtocolHTTP1 && proto != ProtocolHTTP2 && !d.lst.inspectHTTP {
 		// codec_type AUTO: the connection manager tells HTTP/2 by its
 		// preface, with or without an http_inspector before it.

@@ -15,13 +15,16 @@ import (
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	rbacv3 "github.com/envoyproxy/go-control-plane/envoy/config/rbac/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	filev3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	streamv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	faultv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	localratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	rbachttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	rbacnetv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	upstreamhttpv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/upstreams/http/v3"
 	matcherv3 "github.com/envoyproxy/go-control-plane/envoy/type/matcher/v3"
@@ -414,14 +417,29 @@ func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filter
 		c.prefixes = append(c.prefixes, prefix)
 	}
 	filters := fc.GetFilters()
-	if len(filters) != 1 {
-		r.add(path+".filters", "not implemented by shunt: %d filters (shunt runs one, an http_connection_manager or a tcp_proxy)", len(filters))
+	if len(filters) == 0 {
+		r.add(path+".filters", "invalid: no filter (an http_connection_manager or a tcp_proxy goes last)")
 		return nil
 	}
-	fpath := path + ".filters[0].typed_config"
-	tc := filters[0].GetTypedConfig()
+	// Network RBAC filters, then the one that takes the connection.
+	for i, f := range filters[:len(filters)-1] {
+		fp := fmt.Sprintf("%s.filters[%d]", path, i)
+		m, err := f.GetTypedConfig().UnmarshalNew()
+		rb, ok := m.(*rbacnetv3.RBAC)
+		switch {
+		case err != nil:
+			r.add(fp+".typed_config", "invalid: %v", err)
+		case !ok:
+			r.add(fp, "not implemented by shunt: %s before the last filter (shunt runs network RBAC filters, then an http_connection_manager or a tcp_proxy)", f.GetTypedConfig().MessageName())
+		case rb.GetRules() != nil:
+			c.rbac = append(c.rbac, r.rbacRules(rb.GetRules(), fp+".typed_config.rules"))
+		}
+	}
+	last := len(filters) - 1
+	fpath := fmt.Sprintf("%s.filters[%d].typed_config", path, last)
+	tc := filters[last].GetTypedConfig()
 	if tc == nil {
-		r.add(path+".filters[0]", "invalid: no typed_config")
+		r.add(fmt.Sprintf("%s.filters[%d]", path, last), "invalid: no typed_config")
 		return nil
 	}
 	msg, err := tc.UnmarshalNew()
@@ -828,15 +846,8 @@ func (r *resources) routeMatch(out *route, m *routev3.RouteMatch, path string) b
 	out.grpc = m.GetGrpc() != nil
 	ok := true
 	for i, h := range m.GetHeaders() {
-		hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
-		switch {
-		case h.GetStringMatch() != nil:
-			hm.value = r.stringMatcher(h.GetStringMatch(), fmt.Sprintf("%s.headers[%d].string_match", path, i))
-			ok = ok && hm.value != nil
-		default:
-			_, isPresent := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch)
-			hm.absent = isPresent && !h.GetPresentMatch()
-		}
+		hm, hok := r.headerMatcher(h, fmt.Sprintf("%s.headers[%d]", path, i))
+		ok = ok && hok
 		out.headers = append(out.headers, hm)
 	}
 	for i, q := range m.GetQueryParameters() {
@@ -848,6 +859,19 @@ func (r *resources) routeMatch(out *route, m *routev3.RouteMatch, path string) b
 		out.queries = append(out.queries, qm)
 	}
 	return ok
+}
+
+// headerMatcher reads Envoy's HeaderMatcher: a string match, or
+// present_match; false when the string match is refused.
+func (r *resources) headerMatcher(h *routev3.HeaderMatcher, path string) (headerMatcher, bool) {
+	hm := headerMatcher{name: strings.ToLower(h.GetName()), invert: h.GetInvertMatch()}
+	if h.GetStringMatch() != nil {
+		hm.value = r.stringMatcher(h.GetStringMatch(), path+".string_match")
+		return hm, hm.value != nil
+	}
+	_, isPresent := h.GetHeaderMatchSpecifier().(*routev3.HeaderMatcher_PresentMatch)
+	hm.absent = isPresent && !h.GetPresentMatch()
+	return hm, true
 }
 
 func (r *resources) stringMatcher(m *matcherv3.StringMatcher, path string) *stringMatcher {
@@ -1086,6 +1110,11 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 			}
 		}
 		return f
+	case *rbachttpv3.RBAC:
+		if m.GetRules() == nil {
+			return &rbacFilter{engine: &rbacEngine{action: rbacv3.RBAC_LOG}} // no rules: Envoy lets everything on
+		}
+		return &rbacFilter{engine: r.rbacRules(m.GetRules(), path+".rules")}
 	case *corsv3.Cors:
 		return &corsFilter{} // idle until a route's CorsPolicy
 	case *corsv3.CorsPolicy:

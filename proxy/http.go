@@ -263,6 +263,8 @@ func (h *h1conn) header(name string) ([]byte, bool) {
 
 func (h *h1conn) target() []byte { return h.req.Target }
 
+func (h *h1conn) downstream() *downstream { return h.d }
+
 // rewrite applies the route's rewrites and header mutations to the
 // request: the path (the original kept in x-envoy-original-path, as
 // Envoy does), the authority, the headers.

@@ -269,6 +269,8 @@ func (s *h2stream) header(name string) ([]byte, bool) {
 
 func (s *h2stream) target() []byte { return s.targetB }
 
+func (s *h2stream) downstream() *downstream { return s.h.d }
+
 // rewrite applies the route's rewrites and header mutations to the
 // stream's request.
 func (s *h2stream) rewrite(rt *route) {

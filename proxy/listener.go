@@ -56,8 +56,11 @@ type filterChain struct {
 	transport transportMatch
 	alpns     []string
 	tls       *tlsContext
-	tcp       *tcpProxy
-	http      *httpManager
+	// rbac are its network RBAC filters, in order: a connection one of
+	// them stops is closed before its handler sees it.
+	rbac []*rbacEngine
+	tcp  *tcpProxy
+	http *httpManager
 }
 
 // transportMatch is a filter chain's transport_protocol.

@@ -46,13 +46,14 @@ const (
 	ResultListenerFilterTimeout               // silent past the listener filters' timeout, which does not continue
 	ResultUpstreamOverflow                    // a circuit breaker of its cluster turned it away
 	ResultTLSHandshake                        // its chain's TLS handshake failed (a client with no or a wrong certificate, say)
+	ResultRBACDenied                          // a network RBAC filter of its chain stopped it
 	resultCount
 )
 
 var resultNames = [resultCount]string{"ok", "reset", "idle_timeout", "drained", "connect_timeout",
 	"connect_refused", "connect_unreachable", "connect_error", "loop_refused", "over_limit", "no_original_dst",
 	"downstream_closed", "no_filter_chain", "no_healthy_upstream", "listener_filter_timeout", "upstream_overflow",
-	"tls_handshake_failed"}
+	"tls_handshake_failed", "rbac_denied"}
 
 func (r Result) String() string { return resultNames[r] }
 

@@ -39,7 +39,6 @@ type responseHeaders interface {
 type respView struct{ h responseHeaders }
 
 func (r respView) header(name string) ([]byte, bool) { return r.h.Get(name) }
-func (r respView) target() []byte                    { return nil }
 
 // retriesHeaders says whether a response's headers ask for a retry.
 func (p *retryPolicy) retriesHeaders(h responseHeaders) bool {

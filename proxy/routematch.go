@@ -12,8 +12,15 @@ import (
 // protocol it came in: a header by lower-case name (the pseudo-headers
 // :method, :authority, :path, :scheme included), and its target.
 type requestView interface {
-	header(lowerName string) ([]byte, bool)
+	headerSource
 	target() []byte
+	downstream() *downstream // the connection it came on
+}
+
+// headerSource is what a header matcher reads: a request's or a
+// response's headers.
+type headerSource interface {
+	header(lowerName string) ([]byte, bool)
 }
 
 // stringMatcher is Envoy's StringMatcher.
@@ -76,7 +83,7 @@ type headerMatcher struct {
 	invert  bool
 }
 
-func (m *headerMatcher) match(r requestView) bool {
+func (m *headerMatcher) match(r headerSource) bool {
 	v, ok := r.header(m.name)
 	var res bool
 	switch {

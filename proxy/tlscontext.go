@@ -380,6 +380,9 @@ func (p *Proxy) serveTLS(d *downstream, fc *filterChain) Result {
 	if creds := p.credentials(); creds != nil {
 		d.localURI = creds.Identity.String()
 	}
+	if r, refused := p.rbacRefused(d, fc); refused {
+		return r
+	}
 	if fc.http == nil {
 		return p.proxyTCP(d, fc.tcp)
 	}

@@ -8,11 +8,13 @@ import (
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/fault/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/local_ratelimit/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/rbac/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/http_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/original_dst/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/rbac/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/retry/host/previous_hosts/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/raw_buffer/v3"
@@ -41,6 +43,16 @@ var supported = map[string][]string{
 	"envoy.config.listener.v3.FilterChain":                                                            {"name", "filter_chain_match", "filters", "transport_socket"},
 	"envoy.config.listener.v3.FilterChainMatch":                                                       {"destination_port", "prefix_ranges", "application_protocols", "transport_protocol"},
 	"envoy.config.core.v3.TransportSocket":                                                            {"name", "typed_config"},
+	"envoy.extensions.filters.http.rbac.v3.RBAC":                                                      {"rules"},
+	"envoy.extensions.filters.network.rbac.v3.RBAC":                                                   {"rules", "stat_prefix"},
+	"envoy.config.rbac.v3.RBAC":                                                                       {"action", "policies"},
+	"envoy.config.rbac.v3.Policy":                                                                     {"permissions", "principals"},
+	"envoy.config.rbac.v3.Permission":                                                                 {"and_rules", "or_rules", "any", "header", "url_path", "destination_ip", "destination_port", "not_rule"},
+	"envoy.config.rbac.v3.Permission.Set":                                                             {"rules"},
+	"envoy.config.rbac.v3.Principal":                                                                  {"and_ids", "or_ids", "any", "authenticated", "direct_remote_ip", "remote_ip", "header", "not_id"},
+	"envoy.config.rbac.v3.Principal.Set":                                                              {"ids"},
+	"envoy.config.rbac.v3.Principal.Authenticated":                                                    {"principal_name"},
+	"envoy.type.matcher.v3.PathMatcher":                                                               {"path"},
 	"envoy.config.cluster.v3.Cluster.TransportSocketMatch":                                            {"name", "match", "transport_socket"},
 	"envoy.config.core.v3.Metadata":                                                                   {"filter_metadata"},
 	"envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer":                                      {},
