@@ -515,3 +515,23 @@ func TestCompileAutoMTLS(t *testing.T) {
 	}
 	golden(t, "mtls.golden.yaml", got)
 }
+
+// TestCompileAuthorizationPolicies compiles the seed's mesh under auto
+// mTLS with AuthorizationPolicies (authz.yaml) for the app's sidecar:
+// the golden file (DENY then ALLOW RBAC filters on its inbound
+// connection managers and TCP proxies; for TCP, the ALLOW rule that
+// looks at HTTP left out), and that the sidecar runs it.
+func TestCompileAuthorizationPolicies(t *testing.T) {
+	more, err := os.ReadFile("testdata/authz.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := control.DefaultMesh()
+	m.AutoMTLS = true
+	_, _, res := compiled(t, more, m)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "authz.golden.yaml", got)
+}

@@ -4,11 +4,13 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy"
@@ -26,21 +28,29 @@ func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluste
 	l := c.virtualListener("virtualInbound", InboundPort, corev3.TrafficDirection_INBOUND)
 	ports := c.servedPorts(sp.local)
 	pod := c.pod()
+	authzHTTP, authzTCP := c.authzFilters(pod)
 	var clusters []*clusterv3.Cluster
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := clusterName("inbound", port, "", "")
 		clusters = append(clusters, envoyres.OriginalDst(name, c.m.ConnectTimeout, c.inboundSource()...))
 		hcm := func() *listenerv3.Filter {
-			return c.inboundHCM(fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port))
+			return c.inboundHCM(fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port), authzHTTP)
 		}
 		l.FilterChains = append(l.FilterChains, c.inboundChains(fmt.Sprintf("0.0.0.0_%d", port), port, ports[port],
 			c.peerMode(pod, port), hcm, func() *listenerv3.Filter { return c.tcpProxy(name) })...)
 	}
 	l.FilterChains = append(l.FilterChains, c.inboundChains("virtualInbound", 0, classAuto, c.peerMode(pod, 0),
 		func() *listenerv3.Filter {
-			return c.inboundHCM(proxy.InboundPassthroughCluster, proxy.InboundPassthroughCluster, "inbound|http|0")
+			return c.inboundHCM(proxy.InboundPassthroughCluster, proxy.InboundPassthroughCluster, "inbound|http|0", authzHTTP)
 		},
 		func() *listenerv3.Filter { return c.tcpProxy(proxy.InboundPassthroughCluster) })...)
+	// AuthorizationPolicies' network RBAC before every TCP proxy but
+	// those that refuse already.
+	for _, fc := range l.FilterChains {
+		if len(authzTCP) > 0 && fc.Filters[0].GetName() == "envoy.filters.network.tcp_proxy" && !strings.Contains(fc.GetName(), "-refused-") {
+			fc.Filters = append(slices.Clone(authzTCP), fc.Filters...)
+		}
+	}
 	return l, clusters
 }
 
@@ -114,11 +124,12 @@ func (c *compiler) inboundChains(name string, port uint16, class protocolClass, 
 	return append(out, plain...)
 }
 
-// inboundHCM routes every request to cluster; with auto mTLS it tells the
-// app who called (x-forwarded-client-cert), as Istio's inbound does.
-func (c *compiler) inboundHCM(statPrefix, cluster, vhost string) *listenerv3.Filter {
+// inboundHCM routes every request to cluster, through the pod's
+// AuthorizationPolicies' RBAC filters (authz); with auto mTLS it tells
+// the app who called (x-forwarded-client-cert), as Istio's inbound does.
+func (c *compiler) inboundHCM(statPrefix, cluster, vhost string, authz []*hcmv3.HttpFilter) *listenerv3.Filter {
 	return c.hcmWith(statPrefix, "", &routev3.RouteConfiguration{Name: cluster, VirtualHosts: []*routev3.VirtualHost{
-		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{routeTo("default", cluster, false)}}}}, c.m.AutoMTLS)
+		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{routeTo("default", cluster, false)}}}}, c.m.AutoMTLS, authz)
 }
 
 // servedPorts are the pod's ports behind the services that select it,

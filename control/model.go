@@ -90,8 +90,10 @@ type World struct {
 	// namespace/name; sidecarProblems what of the others is not run.
 	Sidecars        map[string]*Sidecar
 	sidecarProblems map[string][]string
-	// PeerAuthentications are Istio's, by namespace/name.
-	PeerAuthentications map[string]*PeerAuthentication
+	// PeerAuthentications and AuthorizationPolicies are Istio's, by
+	// namespace/name.
+	PeerAuthentications   map[string]*PeerAuthentication
+	AuthorizationPolicies map[string]*AuthorizationPolicy
 	// Namespaces are the cluster's namespaces' labels, by name, which
 	// the mesh's discovery selectors read.
 	Namespaces map[string]map[string]string
@@ -121,7 +123,7 @@ func NewWorld() *World {
 		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
 		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
-		PeerAuthentications: map[string]*PeerAuthentication{}}
+		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -131,7 +133,7 @@ func (w *World) Clone() *World {
 		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
 		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
 		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
-		PeerAuthentications: maps.Clone(w.PeerAuthentications)}
+		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
@@ -225,6 +226,19 @@ func (cc *Compiler) survey(w *World) {
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.sidecarProblems)) {
 		unrun("Sidecar", key, w.sidecarProblems[key])
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.PeerAuthentications)) {
+		unrun("PeerAuthentication", key, w.PeerAuthentications[key].Problems)
+	}
+	for _, key := range slices.Sorted(maps.Keys(w.AuthorizationPolicies)) {
+		ap := w.AuthorizationPolicies[key]
+		for _, p := range ap.Problems {
+			field, why, ok := strings.Cut(p, ": ")
+			if !ok {
+				field, why = p, "not run by shunt"
+			}
+			cc.report(Problem{"AuthorizationPolicy", key, field, why})
+		}
 	}
 }
 

@@ -19,7 +19,7 @@ func endpointChanges(a, b *World) map[string]bool {
 		!samePointers(a.Services, b.Services) || !samePointers(a.VirtualServices, b.VirtualServices) ||
 		!samePointers(a.DestinationRules, b.DestinationRules) || !samePointers(a.HTTPRoutes, b.HTTPRoutes) ||
 		!samePointers(a.Sidecars, b.Sidecars) || !samePointers(a.Namespaces, b.Namespaces) ||
-		!samePointers(a.PeerAuthentications, b.PeerAuthentications) ||
+		!samePointers(a.PeerAuthentications, b.PeerAuthentications) || !samePointers(a.AuthorizationPolicies, b.AuthorizationPolicies) ||
 		reflect.ValueOf(a.serviceEntries).Pointer() != reflect.ValueOf(b.serviceEntries).Pointer() {
 		return nil
 	}

@@ -61,3 +61,21 @@ func TestInboundMTLS(t *testing.T) {
 		}
 	}
 }
+
+func TestAuthorizationPolicyRefused(t *testing.T) {
+	for _, c := range []struct{ spec, want string }{
+		{`{action: PERMIT}`, `spec.action: "PERMIT" is not ALLOW, DENY, AUDIT or CUSTOM`},
+		{`{rules: [{to: [{operation: {ports: [http]}}]}]}`, `spec.rules[0].to[0].operation.ports[0]: "http" is not a port`},
+		{`{rules: [{when: [{key: "request.auth.claims[iss]", values: [x]}]}]}`, `spec.rules[0].when[0].key: "request.auth.claims[iss]" is not a key shunt runs`},
+		{`{rules: [{when: [{key: source.ip}]}]}`, `spec.rules[0].when[0]: values or notValues is needed`},
+	} {
+		_, err := AuthorizationPolicyFrom([]byte("metadata: {name: p, namespace: ns}\nspec: " + c.spec))
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%s: %v, want %q", c.spec, err, c.want)
+		}
+	}
+	ap, err := AuthorizationPolicyFrom([]byte("metadata: {name: p, namespace: ns}\nspec: {action: CUSTOM, provider: {name: opa}, rules: [{from: [{source: {requestPrincipals: ['*']}}]}]}"))
+	if err != nil || len(ap.Problems) != 2 || !strings.Contains(strings.Join(ap.Problems, " "), "spec.rules[0].from[0].source.requestPrincipals") {
+		t.Errorf("CUSTOM and a JWT field: %+v %v, want both reported", ap, err)
+	}
+}
