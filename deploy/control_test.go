@@ -31,7 +31,8 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
-		"crd/sidecars.networking.istio.io", "crd/peerauthentications.security.istio.io"); err != nil {
+		"crd/sidecars.networking.istio.io", "crd/peerauthentications.security.istio.io",
+		"crd/authorizationpolicies.security.istio.io"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	sa := "system:serviceaccount:shunt-system:shunt-control"
@@ -40,6 +41,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "grpcroutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
 		{"watch", "sidecars.networking.istio.io", "yes"}, {"watch", "peerauthentications.security.istio.io", "yes"},
+		{"watch", "authorizationpolicies.security.istio.io", "yes"},
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 		{"create", "tokenreviews.authentication.k8s.io", "yes"}, {"update", "configmaps", "yes"}, {"get", "secrets", "no"},
 	} {

@@ -67,7 +67,8 @@ endpoints: [{addresses: [10.1.0.1], conditions: {ready: true}, targetRef: {kind:
 // caller's identity (x-forwarded-client-cert), as mutual TLS on the wire
 // (a capture of the veth holds a TLS handshake, not the request); a
 // client outside the mesh is served while the namespace is PERMISSIVE
-// (the default) and refused once a PeerAuthentication makes it STRICT.
+// (the default) and refused once a PeerAuthentication makes it STRICT;
+// AuthorizationPolicies then deny and allow sleep's requests as they say.
 func TestMutualTLSBetweenPods(t *testing.T) {
 	testnet.RequireRoot(t, "ip", "iptables-legacy", "tcpdump")
 	c := kubecluster.Start(t)
@@ -194,6 +195,57 @@ func TestMutualTLSBetweenPods(t *testing.T) {
 	if code, body, err := sleep.HTTPGet(service); code != 200 || !strings.Contains(body, wantCaller) {
 		t.Errorf("the mesh's own request under STRICT: %d %q %v", code, body, err)
 	}
+	checkAuthorization(t, c, sleep)
+}
+
+// checkAuthorization applies AuthorizationPolicies to httpbin and checks
+// each with sleep's real requests: DENY by path; ALLOW by principal and
+// method; ALLOW by namespace (sleep's is not it).
+func checkAuthorization(t *testing.T, c *kubecluster.Cluster, sleep *testnet.NS) {
+	t.Helper()
+	call := func(method, path string) (int, string) {
+		req, _ := http.NewRequest(method, "http://10.96.0.20:8080"+path, nil)
+		resp, err := sleep.HTTPClient().Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	policy := func(name, spec string) {
+		t.Helper()
+		doc := "apiVersion: security.istio.io/v1\nkind: AuthorizationPolicy\nmetadata: {name: " + name + ", namespace: default}\nspec: " + spec + "\n"
+		if out, err := c.Kubectl(doc, "apply", "-f", "-"); err != nil {
+			t.Fatalf("%v\n%s", err, out)
+		}
+	}
+	// expect waits for a request to be answered code (the policy pushed),
+	// then checks the others as they are.
+	expect := func(what, method, path string, code int, others ...any) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			got, body := call(method, path)
+			if got == code && (code != 403 || body == "RBAC: access denied") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %s %s answered %d %q, want %d", what, method, path, got, body, code)
+			}
+		}
+		for i := 0; i+2 < len(others); i += 3 {
+			m, p, want := others[i].(string), others[i+1].(string), others[i+2].(int)
+			if got, body := call(m, p); got != want {
+				t.Errorf("%s: %s %s answered %d %q, want %d", what, m, p, got, body, want)
+			}
+		}
+	}
+	policy("deny-admin", `{selector: {matchLabels: {app: httpbin}}, action: DENY, rules: [{to: [{operation: {paths: ["/admin*"]}}]}]}`)
+	expect("DENY by path", "GET", "/admin/users", 403, "GET", "/headers", 200)
+	policy("readers", `{selector: {matchLabels: {app: httpbin}}, rules: [{from: [{source: {principals: [cluster.local/ns/default/sa/sleep]}}], to: [{operation: {methods: [GET]}}]}]}`)
+	expect("ALLOW by principal and method", "POST", "/headers", 403, "GET", "/headers", 200, "GET", "/admin/users", 403)
+	policy("readers", `{selector: {matchLabels: {app: httpbin}}, rules: [{from: [{source: {namespaces: [monitoring]}}]}]}`)
+	expect("ALLOW by namespace", "GET", "/headers", 403)
 }
 
 // controlLink joins ns to the host's namespace by a veth of its own
