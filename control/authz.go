@@ -27,6 +27,10 @@ type AuthzRule struct {
 	From []AuthzSource
 	To   []AuthzOperation
 	When []AuthzCondition
+	// Unrun: it sets a field shunt does not run (a JWT's). Left out of
+	// an ALLOW policy (it allows nothing, rather than more); a DENY
+	// policy denies without the field (more, rather than less).
+	Unrun bool
 }
 
 // AuthzSource is a rule's from.source.
@@ -126,6 +130,7 @@ func AuthorizationPolicyFrom(doc []byte) (*AuthorizationPolicy, error) {
 				return nil, fmt.Errorf("AuthorizationPolicy %s: spec.rules[%d].when[%d]: values or notValues is needed", name, i, j)
 			}
 		}
+		rule.Unrun = slices.ContainsFunc(problems, func(p string) bool { return strings.HasPrefix(p, fmt.Sprintf("spec.rules[%d].", i)) })
 		ap.Rules = append(ap.Rules, rule)
 	}
 	return ap, nil

@@ -44,6 +44,9 @@ func (c *compiler) authzFilters(pod *Pod) (http []*hcmv3.HttpFilter, tcp []*list
 			}
 			any = true
 			for i, rule := range ap.Rules {
+				if rule.Unrun && group.action != rbacv3.RBAC_DENY {
+					continue
+				}
 				name := fmt.Sprintf("ns[%s]-policy[%s]-rule[%d]", ap.Namespace, ap.Name, i)
 				httpRules.Policies[name] = authzPolicy(rule, false, false)
 				if p := authzPolicy(rule, true, group.action == rbacv3.RBAC_DENY); p != nil {

@@ -75,7 +75,7 @@ func TestAuthorizationPolicyRefused(t *testing.T) {
 		}
 	}
 	ap, err := AuthorizationPolicyFrom([]byte("metadata: {name: p, namespace: ns}\nspec: {action: CUSTOM, provider: {name: opa}, rules: [{from: [{source: {requestPrincipals: ['*']}}]}]}"))
-	if err != nil || len(ap.Problems) != 2 || !strings.Contains(strings.Join(ap.Problems, " "), "spec.rules[0].from[0].source.requestPrincipals") {
-		t.Errorf("CUSTOM and a JWT field: %+v %v, want both reported", ap, err)
+	if err != nil || len(ap.Problems) != 2 || !strings.Contains(strings.Join(ap.Problems, " "), "spec.rules[0].from[0].source.requestPrincipals") || !ap.Rules[0].Unrun {
+		t.Errorf("CUSTOM and a JWT field: %+v %v, want both reported, the rule marked", ap, err)
 	}
 }
