@@ -483,3 +483,48 @@ func TestMutualTLSRotationUnderLoad(t *testing.T) {
 	t.Logf("%d requests, %d failed; renewals caller %d callee %d; callee certificates seen %d",
 		requests.Load(), failures.Load(), callerK.Renewals(), calleeK.Renewals(), len(serials))
 }
+
+// TestExpiredCertificateRefused: a peer whose certificate has expired is
+// refused both ways: a caller does not take an expired callee, a callee
+// does not take an expired caller.
+func TestExpiredCertificateRefused(t *testing.T) {
+	// A root made four hours ago, which signs both fresh certificates and
+	// ones that ended two hours ago.
+	root, err := ca.SelfSigned(ca.DefaultTrustDomain, 24*time.Hour, time.Now().Add(-4*time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mesh, err := ca.New(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := func(authority *ca.Authority, sa string) *ca.Credentials {
+		// The same mesh's root, a certificate that ended two hours ago.
+		authority.Now = func() time.Time { return time.Now().Add(-3 * time.Hour) }
+		defer func() { authority.Now = time.Now }()
+		return workload(t, authority, sa)
+	}
+	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	dir := t.TempDir()
+	callerLog := filepath.Join(dir, "caller.log")
+	for _, c := range []struct {
+		name           string
+		caller, callee *ca.Credentials
+		want           string
+	}{
+		{"an expired callee", workload(t, mesh, "caller"), old(mesh, "callee"), "caller 503 UF TLS_error:the_peer's_certificate:_x509:_certificate_has_expired"},
+		{"an expired caller", old(mesh, "caller"), workload(t, mesh, "callee"), "caller 503 UF TLS_error:"},
+	} {
+		callee := startConfig(t, calleeConfig(filepath.Join(dir, "callee.log"), appPort, false), nil)
+		calleeCreds := c.callee
+		callee.SetCertificates(func() *ca.Credentials { return calleeCreds })
+		caller := startConfig(t, callerConfig(callerLog, callee.ListenerAddr("inbound").String(), "spiffe://cluster.local/ns/default/sa/callee", true), nil)
+		callerCreds := c.caller
+		caller.SetCertificates(func() *ca.Credentials { return callerCreds })
+		if code, _ := get(t, caller.ListenerAddr("outbound").String()); code != 503 {
+			t.Errorf("%s: %d, want 503", c.name, code)
+		}
+		waitFile(t, callerLog, c.want)
+	}
+	waitFile(t, filepath.Join(dir, "callee.log"), "tls_handshake_failed{TLS:_the_peer's_certificate:_x509:_certificate_has_expired")
+}
