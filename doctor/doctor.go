@@ -99,6 +99,7 @@ func Run(ctx context.Context, o Options) Report {
 	if len(listeners[sidecar.AdminPort]) > 0 {
 		r.Checks = append(r.Checks, controlPlaneCheck(o.NetNS))
 		r.Checks = append(r.Checks, certificateCheck(o.NetNS))
+		r.Checks = append(r.Checks, meshSecurityCheck(o.NetNS))
 	}
 	r.Checks = append(r.Checks, identityCheck(o, listeners))
 	r.Checks = append(r.Checks, probeChecks(o, listeners)...)
