@@ -88,6 +88,7 @@ var (
 		{"rq_redirect", "Requests answered with a redirect.", func(s *hcmStats) uint64 { return s.redirect.Load() }},
 		{"rq_direct_response", "Requests answered with a direct response.", func(s *hcmStats) uint64 { return s.direct.Load() }},
 		{"rq_total", "Requests a route matched.", func(s *hcmStats) uint64 { return s.routed.Load() }},
+		{"rbac.denied", "Requests an RBAC filter denied (403).", func(s *hcmStats) uint64 { return s.rbacDenied.Load() }},
 	}...)
 	clusterClass = clusterScope.desc("upstream_rq_xx", "Responses by status class.", "envoy_response_code_class")
 	clusterCode  = clusterScope.desc("upstream_rq", "Upstream responses by status code.", "envoy_response_code")

@@ -92,6 +92,9 @@ func TestHTTPRBAC(t *testing.T) {
 		}
 		waitFile(t, calleeLog, c.details)
 	}
+	if _, text := adminGet(t, callee, "/stats?filter=rbac"); !strings.Contains(text, "http.inbound.rbac.denied: 3\n") {
+		t.Errorf("Envoy's stats: %q, want http.inbound.rbac.denied: 3", text)
+	}
 }
 
 // TestNetworkRBAC: Envoy's network RBAC filter before a TCP proxy: a

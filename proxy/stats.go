@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,11 +116,15 @@ type hcmStats struct {
 	rqClass                                         [6]atomic.Uint64
 	rqTimeout, noRoute, noCluster, redirect, direct atomic.Uint64
 	routed                                          atomic.Uint64
+	rbacDenied                                      atomic.Uint64
 }
 
 // done counts a finished request by its record.
 func (s *hcmStats) done(rec *accesslog.Record) {
 	s.rqTotal.Add(1)
+	if strings.HasPrefix(rec.ResponseCodeDetails, "rbac_access_denied") {
+		s.rbacDenied.Add(1)
+	}
 	if c := rec.ResponseCode; c >= 100 && c <= 599 {
 		s.rqClass[c/100].Add(1)
 	}
