@@ -347,3 +347,84 @@ func TestRenewal(t *testing.T) {
 		t.Fatalf("%d certificates in 20s with a 2s lifetime, want 4", len(seen))
 	}
 }
+
+// TestRootRotation: a plugged-in CA's root rotated in Istio's two steps,
+// the files rewritten under FollowDir: first the trust bundle holds both
+// roots while the old one still signs, then the new one signs. A
+// workload renewed at each step trusts the others, both ways; one that
+// never renewed does not know the new root.
+func TestRootRotation(t *testing.T) {
+	oldCA, newCA := intermediate(t, time.Now().Add(48*time.Hour)), intermediate(t, time.Now().Add(48*time.Hour))
+	both := append(append([]byte{}, oldCA.Root...), newCA.Root...)
+	dir := t.TempDir()
+	write := func(b ca.Bundle, roots []byte) {
+		for name, data := range map[string][]byte{ca.CACertFile: b.Cert, ca.CAKeyFile: b.Key, ca.CertChainFile: b.Chain, ca.RootCertFile: roots} {
+			if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	write(oldCA, oldCA.Root)
+	b, err := ca.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := ca.New(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, conn := serve(t, a)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ca.FollowDir(ctx, dir, svc, ca.DefaultWorkloadTTL, ca.MaxWorkloadTTL, 20*time.Millisecond, quiet)
+	fetch := func(sa, token string) *ca.Credentials {
+		c, err := keeper(conn, "default", sa, token).Fetch(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	waitRoots := func(n int) {
+		for deadline := time.Now().Add(5 * time.Second); strings.Count(svc.Authority().Roots(), "BEGIN CERTIFICATE") != n; time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("the CA did not take the new files (its roots: %d, want %d)", strings.Count(svc.Authority().Roots(), "BEGIN CERTIFICATE"), n)
+			}
+		}
+	}
+	never := fetch("a", "token-a")
+	// Step 1: both roots trusted, the old one signing.
+	time.Sleep(20 * time.Millisecond) // a modification time of its own
+	write(oldCA, both)
+	waitRoots(2)
+	bundled := fetch("a", "token-a")
+	if len(bundled.RootCerts) != 2 {
+		t.Fatalf("after step 1 a workload trusts %d roots, want 2", len(bundled.RootCerts))
+	}
+	// Step 2: the new root signs.
+	time.Sleep(20 * time.Millisecond)
+	write(newCA, both)
+	newRoot := parse(t, string(newCA.Root))
+	var rotated *ca.Credentials
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		rotated = fetch("a", "token-a")
+		if len(rotated.Chain) > 0 && rotated.Chain[0].CheckSignatureFrom(newRoot) == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no certificate from the new root after step 2")
+		}
+	}
+	handshake(t, bundled, rotated)
+	handshake(t, rotated, bundled)
+	if chains, err := rotated.Leaf.Verify(x509.VerifyOptions{Roots: never.Roots, Intermediates: poolOf(rotated.Chain)}); err == nil {
+		t.Errorf("a workload that never renewed trusts the new root: %d roots; chain %v", len(never.RootCerts), chains)
+	}
+}
+
+func poolOf(cs []*x509.Certificate) *x509.CertPool {
+	p := x509.NewCertPool()
+	for _, c := range cs {
+		p.AddCert(c)
+	}
+	return p
+}

@@ -73,8 +73,12 @@ func StartCA(ctx context.Context, cfg *rest.Config, opt CAOptions, log *slog.Log
 	}
 	authority.DefaultTTL, authority.MaxTTL = opt.DefaultTTL, opt.MaxTTL
 	log.Info("CA signing", "root", source, "trust domain", opt.TrustDomain, "expires", authority.Expiry().UTC().Format(time.RFC3339))
-	go publishRoots(ctx, core, authority.Roots(), log)
-	return ca.NewService(authority, opt.TrustDomain, tokenReviewer{authn, opt.Audiences}, log), nil
+	svc := ca.NewService(authority, opt.TrustDomain, tokenReviewer{authn, opt.Audiences}, log)
+	if statErr == nil && opt.PluggedDir != "" {
+		go ca.FollowDir(ctx, opt.PluggedDir, svc, opt.DefaultTTL, opt.MaxTTL, 10*time.Second, log)
+	}
+	go publishRoots(ctx, core, func() string { return svc.Authority().Roots() }, log)
+	return svc, nil
 }
 
 // rootSecret reads the self-signed root from its Secret, making it first
@@ -150,13 +154,20 @@ func (r tokenReviewer) Authenticate(ctx context.Context, token string) (string, 
 // publishRoots keeps the trust bundle in every namespace's
 // istio-ca-root-cert ConfigMap, as Istio's namespace controller does:
 // new namespaces at once (looked for every 5 seconds), every namespace
-// again every 10 minutes (a ConfigMap deleted or edited comes back).
-func publishRoots(ctx context.Context, core rest.Interface, roots string, log *slog.Logger) {
+// again every 10 minutes (a ConfigMap deleted or edited comes back), and
+// at once when the bundle changes (a root rotated).
+func publishRoots(ctx context.Context, core rest.Interface, bundle func() string, log *slog.Logger) {
 	done := map[string]bool{}
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
 	full := time.Now()
+	published := ""
 	for {
+		roots := bundle()
+		if roots != published {
+			clear(done)
+			published = roots
+		}
 		var list corev1.NamespaceList
 		if err := core.Get().Resource("namespaces").Do(ctx).Into(&list); err != nil && ctx.Err() == nil {
 			log.Warn("trust bundle: namespaces not listed", "err", err)

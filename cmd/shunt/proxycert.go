@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -84,10 +85,15 @@ func (c *certFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool))
 		keeper: &ca.Keeper{Identity: id, Token: ca.TokenFile(c.tokenFile), TTL: c.ttl}}, nil
 }
 
-// start keeps the certificate until ctx ends.
+// start keeps the certificate until ctx ends. The CA's TLS certificate
+// is checked against --ca-root-cert's roots and those the CA last sent:
+// a root rotated after the sidecar started is known to it.
 func (r *certRun) start(ctx context.Context, log *slog.Logger) (*ca.Keeper, error) {
-	conn, err := grpc.NewClient(r.address, grpc.WithTransportCredentials(credentials.NewTLS(
-		&tls.Config{RootCAs: r.roots, ServerName: r.serverName, MinVersion: tls.VersionTLS12})))
+	conn, err := grpc.NewClient(r.address, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{
+		ServerName: r.serverName, MinVersion: tls.VersionTLS12,
+		InsecureSkipVerify: true, // checked below, against the roots as they are now
+		VerifyConnection:   func(cs tls.ConnectionState) error { return r.verifyCA(cs) },
+	})))
 	if err != nil {
 		return nil, fmt.Errorf("--ca-address: %w", err)
 	}
@@ -97,4 +103,25 @@ func (r *certRun) start(ctx context.Context, log *slog.Logger) (*ca.Keeper, erro
 		conn.Close()
 	}()
 	return r.keeper, nil
+}
+
+// verifyCA checks the CA's TLS certificate: for the name dialled, and
+// chaining to the trust bundle of --ca-root-cert or the CA's own last
+// one.
+func (r *certRun) verifyCA(cs tls.ConnectionState) error {
+	if len(cs.PeerCertificates) == 0 {
+		return errors.New("the CA sent no certificate")
+	}
+	roots := r.roots.Clone()
+	if c := r.keeper.Current(); c != nil {
+		for _, rc := range c.RootCerts {
+			roots.AddCert(rc)
+		}
+	}
+	inter := x509.NewCertPool()
+	for _, c := range cs.PeerCertificates[1:] {
+		inter.AddCert(c)
+	}
+	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: r.serverName})
+	return err
 }
