@@ -140,12 +140,12 @@ func anyRule(rules []rbacRule, in rbacInput) bool {
 
 // rbacRefused applies a chain's network RBAC filters (Envoy's
 // envoy.filters.network.rbac) to d, whose TLS, if any, is done: a
-// connection one stops is closed, and logged with the policy that
-// decided.
+// connection one stops is reset, and logged with the policy that
+// decided. The connection is reset: its client learns at once.
 func (p *Proxy) rbacRefused(d *downstream, fc *filterChain) (Result, bool) {
 	for _, e := range fc.rbac {
 		if ok, policy := e.decide(rbacInput{d: d}); !ok {
-			d.c.Close()
+			reset(d.c)
 			rec := d.record()
 			rec.Duration = time.Since(d.start)
 			rec.TerminationDetails = "rbac_access_denied_matched_policy[" + policy + "]"
