@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -44,9 +45,10 @@ type Keeper struct {
 	Log      *slog.Logger
 	Now      func() time.Time
 
-	current atomic.Pointer[Credentials]
-	ready   chan struct{}
-	renewed atomic.Int64
+	current   atomic.Pointer[Credentials]
+	readyOnce sync.Once
+	ready     chan struct{}
+	renewed   atomic.Int64
 }
 
 // TokenFile reads a token from path each time it is called.
@@ -73,9 +75,7 @@ func (k *Keeper) Renewals() int64 { return k.renewed.Load() }
 func (k *Keeper) Ready() <-chan struct{} { return k.readyChan() }
 
 func (k *Keeper) readyChan() chan struct{} {
-	if k.ready == nil {
-		k.ready = make(chan struct{})
-	}
+	k.readyOnce.Do(func() { k.ready = make(chan struct{}) })
 	return k.ready
 }
 

@@ -29,7 +29,7 @@ type downstream struct {
 	peer     string            // a TLS client's URI SAN (its SPIFFE ID), once its certificate is checked
 	localURI string            // the proxy's own URI SAN on a TLS connection
 	peerCert *x509.Certificate // a TLS client\'s checked certificate
-	xfcc     string            // its x-forwarded-client-cert element, once made
+	xfcc     string            // its x-forwarded-client-cert element, made after the handshake
 	// bytes read from and written to the peer, for the connection metrics
 	received, sent int64
 }

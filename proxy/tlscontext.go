@@ -380,6 +380,9 @@ func (p *Proxy) serveTLS(d *downstream, fc *filterChain) Result {
 	if creds := p.credentials(); creds != nil {
 		d.localURI = creds.Identity.String()
 	}
+	if fc.http != nil {
+		d.xfcc = fc.http.clientCert.element(d)
+	}
 	if r, refused := p.rbacRefused(d, fc); refused {
 		return r
 	}

@@ -24,12 +24,14 @@ const xfccName = "x-forwarded-client-cert"
 
 var xfccNameB = []byte(xfccName)
 
-// xfccElement is a mutual-TLS connection's element of the header, in
+// element is a mutual-TLS connection's element of the header, in
 // Envoy's order: By (the proxy's own URI SAN), Hash (SHA-256 of the
-// client's certificate), then Subject, URI and DNS as configured.
-func (cc *clientCert) xfccElement(d *downstream) string {
-	if d.xfcc != "" || d.peerCert == nil {
-		return d.xfcc
+// client's certificate), then Subject, URI and DNS as configured. It is
+// made once, when the handshake is done (an HTTP/2 connection's streams
+// read it at once).
+func (cc *clientCert) element(d *downstream) string {
+	if d.peerCert == nil {
+		return ""
 	}
 	var b strings.Builder
 	if d.localURI != "" {
@@ -50,8 +52,7 @@ func (cc *clientCert) xfccElement(d *downstream) string {
 			b.WriteString(";DNS=" + n)
 		}
 	}
-	d.xfcc = b.String()
-	return d.xfcc
+	return b.String()
 }
 
 func subjectOf(c *x509.Certificate) string {
@@ -72,11 +73,11 @@ func (cc *clientCert) action(d *downstream) (keep bool, add string) {
 		return mtls, ""
 	case hcmv3.HttpConnectionManager_APPEND_FORWARD:
 		if mtls {
-			return true, cc.xfccElement(d)
+			return true, d.xfcc
 		}
 	case hcmv3.HttpConnectionManager_SANITIZE_SET:
 		if mtls {
-			return false, cc.xfccElement(d)
+			return false, d.xfcc
 		}
 	}
 	return false, "" // SANITIZE, Envoy's default; and any mode on a connection that is not mutual TLS
