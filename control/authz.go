@@ -75,9 +75,7 @@ func AuthorizationPolicyFrom(doc []byte) (*AuthorizationPolicy, error) {
 	}
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
 	var spec struct {
-		Selector *struct {
-			MatchLabels map[string]string `json:"matchLabels"`
-		}
+		Selector *workloadSelector
 		Action   string
 		Provider any
 		Rules    []struct {
@@ -89,7 +87,7 @@ func AuthorizationPolicyFrom(doc []byte) (*AuthorizationPolicy, error) {
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("AuthorizationPolicy %s: %v", name, err)
 	}
-	ap := &AuthorizationPolicy{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Action: spec.Action, Problems: problems}
+	ap := &AuthorizationPolicy{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Action: spec.Action, Selector: spec.Selector.labels(), Problems: problems}
 	if ap.Action == "" {
 		ap.Action = "ALLOW"
 	}
@@ -101,12 +99,6 @@ func AuthorizationPolicyFrom(doc []byte) (*AuthorizationPolicy, error) {
 		ap.Problems = append(ap.Problems, "spec.action: CUSTOM (an external authorizer) is not run: the requests it would check are denied")
 	default:
 		return nil, fmt.Errorf("AuthorizationPolicy %s: spec.action: %q is not ALLOW, DENY, AUDIT or CUSTOM", name, ap.Action)
-	}
-	if spec.Selector != nil {
-		ap.Selector = spec.Selector.MatchLabels
-		if ap.Selector == nil {
-			ap.Selector = map[string]string{}
-		}
 	}
 	for i, r := range spec.Rules {
 		rule := AuthzRule{When: r.When}

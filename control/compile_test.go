@@ -498,40 +498,27 @@ spec:
 	}
 }
 
-// TestCompileAutoMTLS compiles the seed's mesh with sidecars on the
-// backend's pods and PeerAuthentications (mtls.yaml) under auto mTLS:
-// the golden file, and that the sidecar runs it.
-func TestCompileAutoMTLS(t *testing.T) {
-	more, err := os.ReadFile("testdata/mtls.yaml")
-	if err != nil {
-		t.Fatal(err)
+// TestCompileMeshSecurity compiles the seed's mesh under auto mTLS, for
+// the app's sidecar, with sidecars on the backend's pods and
+// PeerAuthentications (mtls.yaml), and with AuthorizationPolicies
+// (authz.yaml: DENY then ALLOW RBAC filters on its inbound connection
+// managers and TCP proxies; for TCP, the ALLOW rule that looks at HTTP
+// left out): each against its golden file, and run by the sidecar.
+func TestCompileMeshSecurity(t *testing.T) {
+	for _, name := range []string{"mtls", "authz"} {
+		t.Run(name, func(t *testing.T) {
+			more, err := os.ReadFile("testdata/" + name + ".yaml")
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := control.DefaultMesh()
+			m.AutoMTLS = true
+			_, _, res := compiled(t, more, m)
+			got, err := res.YAML()
+			if err != nil {
+				t.Fatal(err)
+			}
+			golden(t, name+".golden.yaml", got)
+		})
 	}
-	m := control.DefaultMesh()
-	m.AutoMTLS = true
-	_, _, res := compiled(t, more, m)
-	got, err := res.YAML()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "mtls.golden.yaml", got)
-}
-
-// TestCompileAuthorizationPolicies compiles the seed's mesh under auto
-// mTLS with AuthorizationPolicies (authz.yaml) for the app's sidecar:
-// the golden file (DENY then ALLOW RBAC filters on its inbound
-// connection managers and TCP proxies; for TCP, the ALLOW rule that
-// looks at HTTP left out), and that the sidecar runs it.
-func TestCompileAuthorizationPolicies(t *testing.T) {
-	more, err := os.ReadFile("testdata/authz.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := control.DefaultMesh()
-	m.AutoMTLS = true
-	_, _, res := compiled(t, more, m)
-	got, err := res.YAML()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "authz.golden.yaml", got)
 }

@@ -44,23 +44,15 @@ func PeerAuthenticationFrom(doc []byte) (*PeerAuthentication, error) {
 	}
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
 	var spec struct {
-		Selector *struct {
-			MatchLabels map[string]string `json:"matchLabels"`
-		}
-		MTLS *struct{ Mode string }
+		Selector *workloadSelector
+		MTLS     *struct{ Mode string }
 		// PortLevelMtls is by port number.
 		PortLevelMtls map[string]struct{ Mode string } `json:"portLevelMtls"`
 	}
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("PeerAuthentication %s: %v", name, err)
 	}
-	pa := &PeerAuthentication{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
-	if spec.Selector != nil {
-		pa.Selector = spec.Selector.MatchLabels
-		if pa.Selector == nil {
-			pa.Selector = map[string]string{}
-		}
-	}
+	pa := &PeerAuthentication{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Selector: spec.Selector.labels(), Problems: problems}
 	if spec.MTLS != nil {
 		if pa.Mode, err = mtlsMode(spec.MTLS.Mode, "spec.mtls.mode"); err != nil {
 			return nil, fmt.Errorf("PeerAuthentication %s: %v", name, err)
@@ -84,6 +76,23 @@ func PeerAuthenticationFrom(doc []byte) (*PeerAuthentication, error) {
 		pa.PortModes[uint16(port)] = m
 	}
 	return pa, nil
+}
+
+// workloadSelector is a security policy's selector.
+type workloadSelector struct {
+	MatchLabels map[string]string `json:"matchLabels"`
+}
+
+// labels are the labels it selects by: nil with no selector (every pod
+// of the namespace), none for one that names none.
+func (s *workloadSelector) labels() map[string]string {
+	switch {
+	case s == nil:
+		return nil
+	case s.MatchLabels == nil:
+		return map[string]string{}
+	}
+	return s.MatchLabels
 }
 
 func mtlsMode(s, path string) (MTLSMode, error) {
