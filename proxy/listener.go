@@ -116,53 +116,35 @@ func IstioProtocol(name string) (Protocol, error) {
 // criterion that leaves no chain ends the search: the connection is not
 // sent to a less specific chain. The first of equals wins.
 func (l *listener) chainFor(dst netip.AddrPort, proto Protocol, alpn []string) *filterChain {
-	levels := [...]func(fc *filterChain) int{
-		func(fc *filterChain) int {
-			n, ok := fc.matches(dst)
-			if !ok {
-				return -1
-			}
-			return n + 1
-		},
-		func(fc *filterChain) int { return fc.transportScore(proto) },
-		func(fc *filterChain) int { return fc.protocolScore(proto, alpn) },
-	}
-	namesPort := func(fc *filterChain) bool { return slices.Contains(fc.ports, dst.Port()) }
-	if fc := narrow(l.chains, namesPort, levels[:]); fc != nil {
+	if fc := l.narrow(true, dst, proto, alpn); fc != nil {
 		return fc
 	}
-	return narrow(l.chains, func(fc *filterChain) bool { return len(fc.ports) == 0 }, levels[:])
+	return l.narrow(false, dst, proto, alpn)
 }
 
-// narrow picks among the chains in the one whose scores, level by
-// level, are the highest: the lexicographic best, which is what keeping
-// the best chains of each level in turn leaves; a negative score is no
-// match, and a best with one leaves nothing.
-func narrow(chains []*filterChain, in func(*filterChain) bool, levels []func(*filterChain) int) *filterChain {
+// narrow picks, among the chains naming dst's port (namedPort) or naming
+// none, the one whose scores (address, transport, application protocol)
+// are the highest, level by level: the lexicographic best, which is what
+// keeping the best chains of each level in turn leaves. A negative score
+// is no match, and a best with one leaves nothing.
+func (l *listener) narrow(namedPort bool, dst netip.AddrPort, proto Protocol, alpn []string) *filterChain {
 	var best *filterChain
-	var bestScores, scores [3]int
-	for _, fc := range chains {
-		if !in(fc) {
+	var bestScores [3]int
+	for _, fc := range l.chains {
+		if namedPort != (len(fc.ports) > 0) || namedPort && !slices.Contains(fc.ports, dst.Port()) {
 			continue
 		}
-		better := best == nil
-		for i, level := range levels {
-			scores[i] = level(fc)
-			if !better && scores[i] != bestScores[i] {
-				if scores[i] < bestScores[i] {
-					break
-				}
-				better = true
-			}
+		prefix, ok := fc.matches(dst)
+		if !ok {
+			prefix = -2
 		}
-		if better {
+		scores := [3]int{prefix + 1, fc.transportScore(proto), fc.protocolScore(proto, alpn)}
+		if best == nil || slices.Compare(scores[:], bestScores[:]) > 0 {
 			best, bestScores = fc, scores
 		}
 	}
-	for _, sc := range bestScores[:len(levels)] {
-		if sc < 0 {
-			return nil
-		}
+	if best == nil || slices.Min(bestScores[:]) < 0 {
+		return nil
 	}
 	return best
 }
