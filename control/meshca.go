@@ -17,17 +17,15 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/shunt-dev/shunt/ca"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // Istio's names: the Secret of the self-signed root (in the control
 // plane's namespace), the ConfigMap of the trust bundle in every
 // namespace, and the audience of the tokens sidecars prove themselves by.
 const (
-	CASecretName     = "istio-ca-secret"
-	CASecretType     = "istio.io/ca-root"
-	RootConfigMap    = "istio-ca-root-cert"
-	RootConfigMapKey = "root-cert.pem"
-	TokenAudience    = "istio-ca"
+	CASecretName = "istio-ca-secret"
+	CASecretType = "istio.io/ca-root"
 )
 
 // CAOptions shape the mesh's CA.
@@ -197,20 +195,20 @@ func publishRoots(ctx context.Context, core rest.Interface, bundle func() string
 // putRoots makes or corrects one namespace's ConfigMap.
 func putRoots(ctx context.Context, core rest.Interface, ns, roots string) error {
 	var cm corev1.ConfigMap
-	err := core.Get().Namespace(ns).Resource("configmaps").Name(RootConfigMap).Do(ctx).Into(&cm)
+	err := core.Get().Namespace(ns).Resource("configmaps").Name(sidecar.RootConfigMap).Do(ctx).Into(&cm)
 	switch {
 	case apierrors.IsNotFound(err):
-		cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: RootConfigMap, Namespace: ns,
-			Labels: map[string]string{"istio.io/config": "true"}}, Data: map[string]string{RootConfigMapKey: roots}}
+		cm = corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: sidecar.RootConfigMap, Namespace: ns,
+			Labels: map[string]string{"istio.io/config": "true"}}, Data: map[string]string{sidecar.RootCertKey: roots}}
 		return core.Post().Namespace(ns).Resource("configmaps").Body(&cm).Do(ctx).Error()
 	case err != nil:
 		return err
-	case cm.Data[RootConfigMapKey] == roots:
+	case cm.Data[sidecar.RootCertKey] == roots:
 		return nil
 	}
 	if cm.Data == nil {
 		cm.Data = map[string]string{}
 	}
-	cm.Data[RootConfigMapKey] = roots
-	return core.Put().Namespace(ns).Resource("configmaps").Name(RootConfigMap).Body(&cm).Do(ctx).Error()
+	cm.Data[sidecar.RootCertKey] = roots
+	return core.Put().Namespace(ns).Resource("configmaps").Name(sidecar.RootConfigMap).Body(&cm).Do(ctx).Error()
 }

@@ -10,14 +10,11 @@ import (
 
 	"github.com/shunt-dev/shunt/ca"
 	"github.com/shunt-dev/shunt/internal/envoyres"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
-// TLSModeLabel marks a pod whose sidecar speaks the mesh's mutual TLS
-// (Istio's injector sets it, as shunt's does).
-const TLSModeLabel = "security.istio.io/tlsMode"
-
 // meshed says whether the pod runs a sidecar of the mesh.
-func (p *Pod) meshed() bool { return p.Labels[TLSModeLabel] == "istio" }
+func (p *Pod) meshed() bool { return p.Labels[sidecar.TLSModeLabel] == sidecar.TLSModeIstio }
 
 // meshPod says whether the pod namespace/name has a sidecar, for the
 // endpoints' metadata; nil when the mesh sends no mutual TLS.

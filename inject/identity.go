@@ -6,6 +6,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"github.com/shunt-dev/shunt/internal/clip"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // The workload identity's parts, with Istio's names and paths: the
@@ -13,15 +14,9 @@ import (
 // audience), and the trust bundle the CA's TLS is checked against (the
 // namespace's istio-ca-root-cert ConfigMap, which the control plane keeps).
 const (
-	TokenVolume     = "istio-token"
-	TokenPath       = "/var/run/secrets/tokens"
-	TokenAudience   = "istio-ca"
-	TrustVolume     = "istiod-ca-cert"
-	TrustPath       = "/var/run/secrets/istio"
-	TrustConfigMap  = "istio-ca-root-cert"
-	TLSModeLabel    = "security.istio.io/tlsMode"
-	tokenLifetime   = 43200 // seconds, Istio's
-	meshTLSModeName = "istio"
+	TokenVolume   = "istio-token"
+	TrustVolume   = "istiod-ca-cert"
+	tokenLifetime = 43200 // seconds, Istio's
 )
 
 // identityMounts are the proxy's mounts of the token and the trust
@@ -30,8 +25,8 @@ func (t Template) identityMounts() []corev1.VolumeMount {
 	if t.CAAddress == "" {
 		return nil
 	}
-	return []corev1.VolumeMount{{Name: TokenVolume, MountPath: TokenPath, ReadOnly: true},
-		{Name: TrustVolume, MountPath: TrustPath, ReadOnly: true}}
+	return []corev1.VolumeMount{{Name: TokenVolume, MountPath: sidecar.TokenDir, ReadOnly: true},
+		{Name: TrustVolume, MountPath: sidecar.RootCertDir, ReadOnly: true}}
 }
 
 // identityVolumes are the pod's volumes of the token and the trust bundle.
@@ -39,9 +34,9 @@ func identityVolumes() []corev1.Volume {
 	lifetime := int64(tokenLifetime)
 	return []corev1.Volume{
 		{Name: TokenVolume, VolumeSource: corev1.VolumeSource{Projected: &corev1.ProjectedVolumeSource{Sources: []corev1.VolumeProjection{{
-			ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: TokenAudience, ExpirationSeconds: &lifetime, Path: "istio-token"}}}}}},
+			ServiceAccountToken: &corev1.ServiceAccountTokenProjection{Audience: sidecar.TokenAudience, ExpirationSeconds: &lifetime, Path: "istio-token"}}}}}},
 		{Name: TrustVolume, VolumeSource: corev1.VolumeSource{ConfigMap: &corev1.ConfigMapVolumeSource{
-			LocalObjectReference: corev1.LocalObjectReference{Name: TrustConfigMap}}}},
+			LocalObjectReference: corev1.LocalObjectReference{Name: sidecar.RootConfigMap}}}},
 	}
 }
 

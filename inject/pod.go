@@ -113,7 +113,7 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	var labels map[string]string
 	if t.CAAddress != "" {
 		// The control plane sends mutual TLS to pods so labelled.
-		labels = map[string]string{TLSModeLabel: meshTLSModeName}
+		labels = map[string]string{sidecar.TLSModeLabel: sidecar.TLSModeIstio}
 		vops, err := identityVolumeOps(raw, spec)
 		if err != nil {
 			return res, err

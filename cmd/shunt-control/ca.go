@@ -15,6 +15,7 @@ import (
 
 	"github.com/shunt-dev/shunt/ca"
 	"github.com/shunt-dev/shunt/control"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // caFlags are the CA's flags, Istio's environment variables' meaning.
@@ -33,7 +34,7 @@ func (c *caFlags) register(f *pflag.FlagSet) {
 	f.StringVar(&c.opt.Namespace, "namespace", ns, "the control plane's namespace, where the self-signed root's Secret istio-ca-secret is (default $POD_NAMESPACE)")
 	f.StringVar(&c.opt.TrustDomain, "trust-domain", ca.DefaultTrustDomain, "the trust domain of the identities the CA signs (meshConfig trustDomain)")
 	f.StringVar(&c.opt.PluggedDir, "cacerts", "/etc/cacerts", "a plugged-in CA's ca-cert.pem, ca-key.pem, cert-chain.pem and root-cert.pem, used when ca-key.pem is there (Istio's cacerts)")
-	f.StringSliceVar(&c.opt.Audiences, "token-audiences", []string{control.TokenAudience}, "a sidecar's token must be for one of these (TOKEN_AUDIENCES)")
+	f.StringSliceVar(&c.opt.Audiences, "token-audiences", []string{sidecar.TokenAudience}, "a sidecar's token must be for one of these (TOKEN_AUDIENCES)")
 	f.DurationVar(&c.opt.DefaultTTL, "workload-cert-ttl", ca.DefaultWorkloadTTL, "a workload certificate's lifetime when the sidecar asks none (DEFAULT_WORKLOAD_CERT_TTL)")
 	f.DurationVar(&c.opt.MaxTTL, "max-workload-cert-ttl", ca.MaxWorkloadTTL, "the longest lifetime a sidecar may ask (MAX_WORKLOAD_CERT_TTL)")
 	f.StringSliceVar(&c.hosts, "ca-hosts", nil, "the names (or IP addresses) the CA's TLS certificate is for (default shunt-control.<namespace>.svc and istiod.<namespace>.svc)")

@@ -15,6 +15,7 @@ import (
 
 	"github.com/shunt-dev/shunt/inject"
 	"github.com/shunt-dev/shunt/internal/clip"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // templateFlags registers what both `inject` and `webhook` put in a pod;
@@ -30,7 +31,7 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 	fs.BoolVar(&t.DNSCapture, "dns-capture", false, "capture the pods' DNS to the proxy's DNS proxy (redirect --redirect-dns, proxy --dns), unless a pod says otherwise with "+inject.DNSCaptureAnnotation+" or Istio's proxy.istio.io/config proxyMetadata ISTIO_META_DNS_CAPTURE")
 	fs.StringVar(&t.XDSAddress, "xds-address", "", "the control plane (host:port; shunt-control.shunt-system.svc:15010, say) the proxies take their configuration from over xDS; \"\" for the sidecar from its flags")
 	fs.StringVar(&t.CAAddress, "ca-address", "", "the CA (host:port; shunt-control.shunt-system.svc:15012, say) the proxies get their workload certificates from, by the pod's projected token (audience istio-ca); "+
-		"the pods are labelled "+inject.TLSModeLabel+"=istio, so the mesh sends them mutual TLS; \"\" for none")
+		"the pods are labelled "+sidecar.TLSModeLabel+"="+sidecar.TLSModeIstio+", so the mesh sends them mutual TLS; \"\" for none")
 	fs.BoolVar(&t.RewriteProbes, "rewrite-app-probes", t.RewriteProbes, "send app probes on captured ports through the proxy's status port, so they test the app (a pod may say otherwise with sidecar.istio.io/rewriteAppHTTPProbers)")
 	type quantityFlag struct {
 		flag, annotation string

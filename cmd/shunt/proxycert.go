@@ -32,8 +32,8 @@ type certFlags struct {
 
 func (c *certFlags) add(f *pflag.FlagSet) {
 	f.StringVar(&c.address, "ca-address", "", "the mesh's CA (host:port, TLS gRPC, shunt-control's or istiod's 15012): the sidecar gets its workload certificate there and renews it half way through its life [$CA_ADDR]")
-	f.StringVar(&c.rootCert, "ca-root-cert", "/var/run/secrets/istio/root-cert.pem", "the trust bundle the CA's TLS certificate is checked against (the namespace's istio-ca-root-cert ConfigMap)")
-	f.StringVar(&c.tokenFile, "token-file", "/var/run/secrets/tokens/istio-token", "the pod's service-account token for the CA (projected, audience istio-ca), read anew for each request")
+	f.StringVar(&c.rootCert, "ca-root-cert", sidecar.RootCertDir+"/"+sidecar.RootCertKey, "the trust bundle the CA's TLS certificate is checked against (the namespace's istio-ca-root-cert ConfigMap)")
+	f.StringVar(&c.tokenFile, "token-file", sidecar.TokenFile, "the pod's service-account token for the CA (projected, audience istio-ca), read anew for each request")
 	f.StringVar(&c.trustDomain, "trust-domain", ca.DefaultTrustDomain, "the trust domain of the sidecar's identity [$TRUST_DOMAIN]")
 	f.DurationVar(&c.ttl, "workload-cert-ttl", 0, "the certificate lifetime to ask (0: the CA's default, 24h in Istio) [$SECRET_TTL]")
 }
