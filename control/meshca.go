@@ -8,8 +8,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -77,6 +79,20 @@ func StartCA(ctx context.Context, cfg *rest.Config, opt CAOptions, log *slog.Log
 	}
 	go publishRoots(ctx, core, func() string { return svc.Authority().Roots() }, log)
 	return svc, nil
+}
+
+// CAMetrics are the CA's counters by Istio's names (istiod's citadel_server_*).
+func CAMetrics(svc *ca.Service) []prometheus.Collector {
+	c := svc.Counts()
+	counter := func(name, help string, v *atomic.Int64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return float64(v.Load()) })
+	}
+	return []prometheus.Collector{
+		counter("citadel_server_csr_count", "Certificate signing requests the CA received.", &c.CSRs),
+		counter("citadel_server_success_cert_issuance_count", "Certificates the CA issued.", &c.Issued),
+		counter("citadel_server_authentication_failure_count", "Requests whose caller the CA could not authenticate.", &c.AuthFailures),
+		counter("citadel_server_csr_sign_error_count", "Requests the CA refused to sign (a bad CSR, another identity, a TTL over the max).", &c.CSRErrors),
+	}
 }
 
 // rootSecret reads the self-signed root from its Secret, making it first

@@ -109,6 +109,9 @@ func (s *Server) Status() []SyncStatus {
 // /debug/config_dump?proxyID=ID (what that sidecar was last sent, YAML),
 // /debug/problems (what of the routing rules is not in force, and why),
 // /ready.
+// RegisterMetrics adds collectors to what /metrics serves (the CA's, say).
+func (s *Server) RegisterMetrics(cs ...prometheus.Collector) { s.metrics.registry.MustRegister(cs...) }
+
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(s.metrics.registry, promhttp.HandlerOpts{}))

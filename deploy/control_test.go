@@ -122,4 +122,24 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	// The CA counts as istiod's does: the restarted one issued b's.
+	resp, err := http.Get("http://" + monitor + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(b), "citadel_server_success_cert_issuance_count 1\n") {
+		t.Errorf("the CA's metrics: %s", grepLines(string(b), "citadel_"))
+	}
+}
+
+func grepLines(text, sub string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

@@ -163,6 +163,7 @@ func newControlCmd() *cobra.Command {
 				if svc, err = control.StartCA(ctx, cfg, caf.opt, log); err != nil {
 					return err
 				}
+				srv.RegisterMetrics(control.CAMetrics(svc)...)
 			}
 		}
 		return serveControl(ctx, srv, *addr, *monitor, log, &caf, svc)
