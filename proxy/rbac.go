@@ -44,7 +44,8 @@ type rbacRule struct {
 type rbacKind uint8
 
 const (
-	rbacAny rbacKind = iota
+	rbacNone rbacKind = iota // matches nothing: a rule refused, its problem reported
+	rbacAny
 	rbacAnd
 	rbacOr
 	rbacNot
@@ -65,6 +66,8 @@ type rbacInput struct {
 
 func (r *rbacRule) match(in rbacInput) bool {
 	switch r.kind {
+	case rbacNone:
+		return false
 	case rbacAny:
 		return true
 	case rbacAnd:
@@ -176,12 +179,8 @@ func (r *resources) rbacRules(rules *rbacv3.RBAC, path string) *rbacEngine {
 		pol := rules.GetPolicies()[name]
 		pp := fmt.Sprintf("%s.policies.%s", path, name)
 		p := rbacPolicy{name: name}
-		for i, perm := range pol.GetPermissions() {
-			p.permissions = append(p.permissions, r.rbacPermission(perm, fmt.Sprintf("%s.permissions[%d]", pp, i)))
-		}
-		for i, prin := range pol.GetPrincipals() {
-			p.principals = append(p.principals, r.rbacPrincipal(prin, fmt.Sprintf("%s.principals[%d]", pp, i)))
-		}
+		p.permissions = rbacSet(pol.GetPermissions(), pp, "permissions", r.rbacPermission)
+		p.principals = rbacSet(pol.GetPrincipals(), pp, "principals", r.rbacPrincipal)
 		if len(p.permissions) == 0 || len(p.principals) == 0 {
 			r.add(pp, "invalid: a policy needs permissions and principals, as Envoy requires")
 		}
@@ -195,9 +194,9 @@ func (r *resources) rbacPermission(p *rbacv3.Permission, path string) rbacRule {
 	case *rbacv3.Permission_Any:
 		return rbacRule{kind: rbacAny}
 	case *rbacv3.Permission_AndRules:
-		return rbacRule{kind: rbacAnd, children: r.rbacPermissions(rule.AndRules.GetRules(), path+".and_rules")}
+		return rbacRule{kind: rbacAnd, children: rbacSet(rule.AndRules.GetRules(), path+".and_rules", "rules", r.rbacPermission)}
 	case *rbacv3.Permission_OrRules:
-		return rbacRule{kind: rbacOr, children: r.rbacPermissions(rule.OrRules.GetRules(), path+".or_rules")}
+		return rbacRule{kind: rbacOr, children: rbacSet(rule.OrRules.GetRules(), path+".or_rules", "rules", r.rbacPermission)}
 	case *rbacv3.Permission_NotRule:
 		return rbacRule{kind: rbacNot, children: []rbacRule{r.rbacPermission(rule.NotRule, path+".not_rule")}}
 	case *rbacv3.Permission_Header:
@@ -213,15 +212,7 @@ func (r *resources) rbacPermission(p *rbacv3.Permission, path string) rbacRule {
 	default:
 		r.add(path, "invalid: a permission needs a rule")
 	}
-	return rbacRule{kind: rbacNot, children: []rbacRule{{kind: rbacAny}}} // never matches; the problem is reported
-}
-
-func (r *resources) rbacPermissions(ps []*rbacv3.Permission, path string) []rbacRule {
-	out := make([]rbacRule, 0, len(ps))
-	for i, p := range ps {
-		out = append(out, r.rbacPermission(p, fmt.Sprintf("%s.rules[%d]", path, i)))
-	}
-	return out
+	return rbacRule{kind: rbacNone}
 }
 
 func (r *resources) rbacPrincipal(p *rbacv3.Principal, path string) rbacRule {
@@ -229,9 +220,9 @@ func (r *resources) rbacPrincipal(p *rbacv3.Principal, path string) rbacRule {
 	case *rbacv3.Principal_Any:
 		return rbacRule{kind: rbacAny}
 	case *rbacv3.Principal_AndIds:
-		return rbacRule{kind: rbacAnd, children: r.rbacPrincipals(id.AndIds.GetIds(), path+".and_ids")}
+		return rbacRule{kind: rbacAnd, children: rbacSet(id.AndIds.GetIds(), path+".and_ids", "ids", r.rbacPrincipal)}
 	case *rbacv3.Principal_OrIds:
-		return rbacRule{kind: rbacOr, children: r.rbacPrincipals(id.OrIds.GetIds(), path+".or_ids")}
+		return rbacRule{kind: rbacOr, children: rbacSet(id.OrIds.GetIds(), path+".or_ids", "ids", r.rbacPrincipal)}
 	case *rbacv3.Principal_NotId:
 		return rbacRule{kind: rbacNot, children: []rbacRule{r.rbacPrincipal(id.NotId, path+".not_id")}}
 	case *rbacv3.Principal_Header:
@@ -252,13 +243,14 @@ func (r *resources) rbacPrincipal(p *rbacv3.Principal, path string) rbacRule {
 	default:
 		r.add(path, "invalid: a principal needs an identifier")
 	}
-	return rbacRule{kind: rbacNot, children: []rbacRule{{kind: rbacAny}}}
+	return rbacRule{kind: rbacNone}
 }
 
-func (r *resources) rbacPrincipals(ps []*rbacv3.Principal, path string) []rbacRule {
-	out := make([]rbacRule, 0, len(ps))
-	for i, p := range ps {
-		out = append(out, r.rbacPrincipal(p, fmt.Sprintf("%s.ids[%d]", path, i)))
+// rbacSet reads a list of permissions or principals, each by one.
+func rbacSet[T any](items []T, path, elem string, one func(T, string) rbacRule) []rbacRule {
+	out := make([]rbacRule, 0, len(items))
+	for i, it := range items {
+		out = append(out, one(it, fmt.Sprintf("%s.%s[%d]", path, elem, i)))
 	}
 	return out
 }
@@ -266,7 +258,7 @@ func (r *resources) rbacPrincipals(ps []*rbacv3.Principal, path string) []rbacRu
 func (r *resources) rbacHeader(h *routev3.HeaderMatcher, path string) rbacRule {
 	hm, ok := r.headerMatcher(h, path)
 	if !ok {
-		return rbacRule{kind: rbacNot, children: []rbacRule{{kind: rbacAny}}}
+		return rbacRule{kind: rbacNone}
 	}
 	return rbacRule{kind: rbacHeader, header: &hm}
 }
@@ -275,7 +267,7 @@ func (r *resources) rbacPrefix(kind rbacKind, cr *corev3.CidrRange, path string)
 	prefix, err := cidrRange(cr)
 	if err != nil {
 		r.add(path, "invalid: %v", err)
-		return rbacRule{kind: rbacNot, children: []rbacRule{{kind: rbacAny}}}
+		return rbacRule{kind: rbacNone}
 	}
 	return rbacRule{kind: kind, prefix: prefix}
 }
