@@ -22,7 +22,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -34,6 +33,7 @@ import (
 
 	"github.com/shunt-dev/shunt/ca"
 	"github.com/shunt-dev/shunt/internal/envoytest"
+	"github.com/shunt-dev/shunt/internal/wrk"
 )
 
 var (
@@ -92,10 +92,10 @@ func run(shunt, dir, caAddr, roots, app string, mtls bool) sample {
 	defer stop(caller)
 	url := fmt.Sprintf("http://127.0.0.1:%d/", callerPort)
 	waitFor(url)
-	wrk(url, time.Second) // warm up
+	runWrk(url, time.Second) // warm up
 	cx0 := upstreamConnections(callerAdmin)
 	c0, e0 := cpu(caller.Process.Pid), cpu(callee.Process.Pid)
-	rps, p50, p99, total := wrk(url, *duration)
+	rps, p50, p99, total := runWrk(url, *duration)
 	c1, e1 := cpu(caller.Process.Pid), cpu(callee.Process.Pid)
 	cx1 := upstreamConnections(callerAdmin)
 	return sample{rps: rps, p50: p50, p99: p99, callerCPU: (c1 - c0) / total, calleeCPU: (e1 - e0) / total,
@@ -204,36 +204,16 @@ func (namedToken) Authenticate(_ context.Context, token string) (string, string,
 	return "default", token, nil
 }
 
-var (
-	wrkRate    = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
-	wrkTotal   = regexp.MustCompile(`(\d+) requests in`)
-	wrkPercent = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)$`)
-)
-
-func wrk(url string, d time.Duration) (rps, p50, p99, total float64) {
+func runWrk(url string, d time.Duration) (rps, p50, p99, total float64) {
 	out, err := exec.Command("wrk", "-t", "2", "-c", strconv.Itoa(*conns), "-d", d.String(), "--latency", url).CombinedOutput()
 	if err != nil {
 		fail(fmt.Sprintf("wrk: %v\n%s", err, out))
 	}
-	if m := wrkRate.FindSubmatch(out); m != nil {
-		rps, _ = strconv.ParseFloat(string(m[1]), 64)
+	r, err := wrk.Parse(string(out))
+	if err != nil {
+		fail(err.Error() + ":\n" + string(out))
 	}
-	if m := wrkTotal.FindSubmatch(out); m != nil {
-		total, _ = strconv.ParseFloat(string(m[1]), 64)
-	}
-	for _, m := range wrkPercent.FindAllSubmatch(out, -1) {
-		v, _ := strconv.ParseFloat(string(m[2]), 64)
-		v *= map[string]float64{"us": 1, "ms": 1e3, "s": 1e6}[string(m[3])]
-		if string(m[1]) == "50" {
-			p50 = v
-		} else {
-			p99 = v
-		}
-	}
-	if total == 0 {
-		fail("wrk made no request:\n" + string(out))
-	}
-	return rps, p50, p99, total
+	return r.RPS, r.P50, r.P99, r.Total
 }
 
 // cpu is a process's CPU time so far, in µs.

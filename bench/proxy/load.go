@@ -5,19 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"regexp"
 	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/shunt-dev/shunt/internal/scenario"
-)
-
-var (
-	wrkRate    = regexp.MustCompile(`Requests/sec:\s+([\d.]+)`)
-	wrkTotal   = regexp.MustCompile(`(\d+) requests in`)
-	wrkPercent = regexp.MustCompile(`(?m)^\s+(50|99)%\s+([\d.]+)(us|ms|s)$`)
+	"github.com/shunt-dev/shunt/internal/wrk"
 )
 
 // runWrk drives the pod's nginx from inside the pod; every request makes
@@ -25,30 +19,11 @@ var (
 func runWrk(s *scenario.Scenario, dur time.Duration, conns int) (rps, p50, p99, total float64) {
 	out, err := s.Pod.NS.Run("wrk", "-t", "2", "-c", strconv.Itoa(conns), "-d", dur.String(), "--latency", "http://127.0.0.1/test")
 	check(err)
-	if m := wrkRate.FindStringSubmatch(out); m != nil {
-		rps, _ = strconv.ParseFloat(m[1], 64)
+	r, err := wrk.Parse(out)
+	if err != nil {
+		fail(err.Error() + ":\n" + out)
 	}
-	if m := wrkTotal.FindStringSubmatch(out); m != nil {
-		total, _ = strconv.ParseFloat(m[1], 64)
-	}
-	for _, m := range wrkPercent.FindAllStringSubmatch(out, -1) {
-		v, _ := strconv.ParseFloat(m[2], 64)
-		switch m[3] {
-		case "ms":
-			v *= 1000
-		case "s":
-			v *= 1e6
-		}
-		if m[1] == "50" {
-			p50 = v
-		} else {
-			p99 = v
-		}
-	}
-	if rps == 0 {
-		fail("wrk printed no rate:\n" + out)
-	}
-	return rps, p50, p99, total
+	return r.RPS, r.P50, r.P99, r.Total
 }
 
 // runIperf measures bulk TCP throughput from an app in the pod to the
