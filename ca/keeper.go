@@ -239,3 +239,19 @@ func (a *Authority) Credentials(id Identity, ttl time.Duration) (*Credentials, e
 	}
 	return (&Keeper{Identity: id, Now: a.Now}).credentials(chain, key)
 }
+
+// VerifyPeer checks a TLS peer's certificates (the leaf first, then what
+// it sent to chain it) against roots; with dnsName, the leaf must be for
+// that name or address.
+func VerifyPeer(certs []*x509.Certificate, roots *x509.CertPool, dnsName string) error {
+	if len(certs) == 0 {
+		return errors.New("the peer sent no certificate")
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	_, err := certs[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: dnsName,
+		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}})
+	return err
+}

@@ -249,27 +249,24 @@ func (t *tlsContext) verifyPeer(cs tls.ConnectionState, creds *ca.Credentials) e
 		}
 		return errors.New("the peer sent no certificate")
 	}
-	leaf := cs.PeerCertificates[0]
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	if _, err := leaf.Verify(x509.VerifyOptions{Roots: creds.Roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+	if err := ca.VerifyPeer(cs.PeerCertificates, creds.Roots, ""); err != nil {
 		return fmt.Errorf("the peer's certificate: %v", err)
 	}
+	leaf := cs.PeerCertificates[0]
 	if len(t.sans) == 0 {
 		return nil
 	}
 	for _, m := range t.sans {
-		names := leaf.DNSNames
-		if !m.dns {
-			names = names[:0:0]
-			for _, u := range leaf.URIs {
-				names = append(names, u.String())
+		if m.dns {
+			for _, n := range leaf.DNSNames {
+				if m.m.match([]byte(n)) {
+					return nil
+				}
 			}
+			continue
 		}
-		for _, n := range names {
-			if m.m.match([]byte(n)) {
+		for _, u := range leaf.URIs {
+			if m.m.match([]byte(u.String())) {
 				return nil
 			}
 		}

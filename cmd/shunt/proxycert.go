@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -109,19 +108,11 @@ func (r *certRun) start(ctx context.Context, log *slog.Logger) (*ca.Keeper, erro
 // chaining to the trust bundle of --ca-root-cert or the CA's own last
 // one.
 func (r *certRun) verifyCA(cs tls.ConnectionState) error {
-	if len(cs.PeerCertificates) == 0 {
-		return errors.New("the CA sent no certificate")
-	}
 	roots := r.roots.Clone()
 	if c := r.keeper.Current(); c != nil {
 		for _, rc := range c.RootCerts {
 			roots.AddCert(rc)
 		}
 	}
-	inter := x509.NewCertPool()
-	for _, c := range cs.PeerCertificates[1:] {
-		inter.AddCert(c)
-	}
-	_, err := cs.PeerCertificates[0].Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter, DNSName: r.serverName})
-	return err
+	return ca.VerifyPeer(cs.PeerCertificates, roots, r.serverName)
 }
