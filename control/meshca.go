@@ -46,7 +46,7 @@ type CAOptions struct {
 // race reads the winner's), knows callers by TokenReview, and keeps the
 // trust bundle in the ConfigMap istio-ca-root-cert of every namespace
 // until ctx ends.
-func StartCA(ctx context.Context, cfg *rest.Config, opt CAOptions, log *slog.Logger) (*ca.Service, error) {
+func StartCA(ctx context.Context, cfg *rest.Config, srv *Server, opt CAOptions, log *slog.Logger) (*ca.Service, error) {
 	core, err := restClient(cfg, corev1.SchemeGroupVersion, corev1.AddToScheme)
 	if err != nil {
 		return nil, err
@@ -77,7 +77,7 @@ func StartCA(ctx context.Context, cfg *rest.Config, opt CAOptions, log *slog.Log
 	if statErr == nil && opt.PluggedDir != "" {
 		go ca.FollowDir(ctx, opt.PluggedDir, svc, opt.DefaultTTL, opt.MaxTTL, 10*time.Second, log)
 	}
-	go publishRoots(ctx, core, func() string { return svc.Authority().Roots() }, log)
+	go publishRoots(ctx, core, srv.Namespaces, func() string { return svc.Authority().Roots() }, log)
 	return svc, nil
 }
 
@@ -170,7 +170,7 @@ func (r tokenReviewer) Authenticate(ctx context.Context, token string) (string, 
 // new namespaces at once (looked for every 5 seconds), every namespace
 // again every 10 minutes (a ConfigMap deleted or edited comes back), and
 // at once when the bundle changes (a root rotated).
-func publishRoots(ctx context.Context, core rest.Interface, bundle func() string, log *slog.Logger) {
+func publishRoots(ctx context.Context, core rest.Interface, namespaces func() []string, bundle func() string, log *slog.Logger) {
 	done := map[string]bool{}
 	tick := time.NewTicker(5 * time.Second)
 	defer tick.Stop()
@@ -182,23 +182,22 @@ func publishRoots(ctx context.Context, core rest.Interface, bundle func() string
 			clear(done)
 			published = roots
 		}
-		var list corev1.NamespaceList
-		if err := core.Get().Resource("namespaces").Do(ctx).Into(&list); err != nil && ctx.Err() == nil {
-			log.Warn("trust bundle: namespaces not listed", "err", err)
-		}
 		if time.Since(full) > 10*time.Minute {
 			clear(done)
 			full = time.Now()
 		}
-		for _, ns := range list.Items {
-			if done[ns.Name] || ns.Status.Phase == corev1.NamespaceTerminating {
+		for _, ns := range namespaces() {
+			if done[ns] {
 				continue
 			}
-			if err := putRoots(ctx, core, ns.Name, roots); err != nil {
-				log.Warn("trust bundle not published", "namespace", ns.Name, "err", err)
+			if err := putRoots(ctx, core, ns, roots); err != nil {
+				// A namespace being deleted refuses new objects: not worth a word.
+				if !apierrors.IsForbidden(err) && !apierrors.IsNotFound(err) && ctx.Err() == nil {
+					log.Warn("trust bundle not published", "namespace", ns, "err", err)
+				}
 				continue
 			}
-			done[ns.Name] = true
+			done[ns] = true
 		}
 		select {
 		case <-ctx.Done():

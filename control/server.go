@@ -4,8 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"runtime/debug"
+	"slices"
 	"sync"
 	"time"
 
@@ -125,6 +127,19 @@ func (unpooledCodec) Name() string { return "proto" }
 // Register serves ADS on g.
 func (s *Server) Register(g *grpc.Server) {
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(g, s.xds)
+}
+
+// Namespaces are the cluster's namespaces as the world has them now
+// (changes not pushed yet included), copied under the lock that guards
+// the world being changed.
+func (s *Server) Namespaces() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	w := s.world
+	if s.next != nil {
+		w = s.next
+	}
+	return slices.Collect(maps.Keys(w.Namespaces))
 }
 
 // World is the world the resources are compiled from now (changes made

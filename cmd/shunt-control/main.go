@@ -160,7 +160,7 @@ func newControlCmd() *cobra.Command {
 				return err
 			}
 			if caf.addr != "" {
-				if svc, err = control.StartCA(ctx, cfg, caf.opt, log); err != nil {
+				if svc, err = control.StartCA(ctx, cfg, srv, caf.opt, log); err != nil {
 					return err
 				}
 				srv.RegisterMetrics(control.CAMetrics(svc)...)
