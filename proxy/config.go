@@ -49,6 +49,9 @@ type Config struct {
 	// byte either way: Envoy's stream_idle_timeout (5 minutes); before the
 	// response it is answered 408, after it reset.
 	StreamIdleTimeout time.Duration
+	// TracingFlushInterval is how often queued spans go to the collector
+	// (Envoy's OpenTelemetry tracer: 5s); 0 for that.
+	TracingFlushInterval time.Duration
 	// MaxConnections bounds open connections; beyond it new ones are reset
 	// at once. 0 is no limit of its own, but the descriptor limit always
 	// bounds it (see Limits).
@@ -105,6 +108,12 @@ type Config struct {
 	// Workload is the pod's identity in Istio's metric labels; nil reads
 	// it from the environment (WorkloadFromEnv).
 	Workload *Workload
+	// NodeID is the sidecar's Envoy node id (Istio's
+	// sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local), in its spans.
+	NodeID string
+	// Tracing, if set, has the sidecar's connection managers record
+	// spans and send them to a collector.
+	Tracing *TracingConfig
 
 	// OriginalDst finds where a captured connection was going; nil reads
 	// SO_ORIGINAL_DST (or, for TPROXY inbound, the local address).
@@ -169,6 +178,11 @@ func DefaultConfig() Config {
 // Validate checks the Config.
 func (c *Config) Validate() error {
 	var errs []error
+	if c.Tracing != nil {
+		if err := c.Tracing.check(); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	if c.OutboundPort == c.InboundPort && c.OutboundPort != 0 {
 		errs = append(errs, fmt.Errorf("outbound port %d and inbound port %d must differ", c.OutboundPort, c.InboundPort))
 	}

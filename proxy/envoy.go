@@ -57,8 +57,12 @@ type resources struct {
 	sinks     map[string]*accessLog // by destination
 	loggers   map[string]logger     // by destination and format
 	admin     string                // the bootstrap's admin address, if any
-	problems  envoyconfig.Problems
-	opt       buildOptions
+	node      string                // the bootstrap's node id, for spans' node_id
+	// exporterKeys are the span exporters this build started, stopped if
+	// it fails.
+	exporterKeys []string
+	problems     envoyconfig.Problems
+	opt          buildOptions
 	// bufferLimit is the listener being built's
 	// per_connection_buffer_limit_bytes.
 	bufferLimit int64
@@ -83,6 +87,9 @@ type buildOptions struct {
 	// store keeps the stats of clusters, routes and connection managers
 	// by name, across reloads; nil for a new one.
 	store *statStore
+	// exporters keeps the span exporters across reloads; nil for a new
+	// set.
+	exporters *exporterSet
 }
 
 func (r *resources) add(path, format string, args ...any) {
@@ -95,7 +102,11 @@ func build(b *bootstrapv3.Bootstrap, opt buildOptions) (*resources, error) {
 	if opt.store == nil {
 		opt.store = newStatStore()
 	}
-	r := &resources{clusters: map[string]*cluster{}, sinks: map[string]*accessLog{}, loggers: map[string]logger{}, opt: opt}
+	if opt.exporters == nil {
+		opt.exporters = newExporterSet(0)
+	}
+	r := &resources{clusters: map[string]*cluster{}, sinks: map[string]*accessLog{}, loggers: map[string]logger{}, opt: opt,
+		node: b.GetNode().GetId()}
 	if a := b.GetAdmin().GetAddress(); a != nil {
 		ap, ok := r.socketAddress(a, "admin.address")
 		if ok {
@@ -118,6 +129,7 @@ func build(b *bootstrapv3.Bootstrap, opt buildOptions) (*resources, error) {
 		for _, s := range r.sinks {
 			s.closeFile()
 		}
+		r.opt.exporters.drop(r.exporterKeys)
 		return nil, r.problems
 	}
 	return r, nil
@@ -525,6 +537,7 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 		return nil
 	}
 	m.routes = r.routeConfig(rc, path+".route_config", specs)
+	m.tracer = r.tracer(h.GetTracing(), path+".tracing")
 	return m
 }
 
@@ -986,7 +999,9 @@ func compileFormat(f *corev3.SubstitutionFormatString) (*accesslog.Format, error
 // binding anything: nil, or envoyconfig.Problems naming every field it
 // cannot run.
 func CheckBootstrap(b *bootstrapv3.Bootstrap) error {
-	_, err := build(b, buildOptions{open: func(string) (io.Writer, error) { return io.Discard, nil }})
+	exp := newExporterSet(0)
+	defer exp.close()
+	_, err := build(b, buildOptions{open: func(string) (io.Writer, error) { return io.Discard, nil }, exporters: exp})
 	return err
 }
 

@@ -67,6 +67,7 @@ func startConfig(t testing.TB, config string, hosts map[string][]netip.Addr) *co
 	cfg.HealthAddr, cfg.PrometheusAddr, cfg.StatusAddr = "", "", ""
 	cfg.AdminAddr = "127.0.0.1:0"
 	cfg.DrainListeners, cfg.DrainTimeout = proxy.DrainAll, time.Second
+	cfg.TracingFlushInterval = 50 * time.Millisecond
 	cfg.Resolve = func(_ context.Context, host string) ([]netip.Addr, error) {
 		if a, ok := hosts[host]; ok {
 			return a, nil

@@ -6,6 +6,8 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shunt-dev/shunt/proxy/tracing"
 )
 
 // envoyStats is the collector of Envoy's stats: clusters
@@ -89,6 +91,11 @@ var (
 		{"rq_direct_response", "Requests answered with a direct response.", func(s *hcmStats) uint64 { return s.direct.Load() }},
 		{"rq_total", "Requests a route matched.", func(s *hcmStats) uint64 { return s.routed.Load() }},
 		{"rbac.denied", "Requests an RBAC filter denied (403).", func(s *hcmStats) uint64 { return s.rbacDenied.Load() }},
+		{"tracing.random_sampling", "Requests traced by the random sampling rate (or their caller's decision).",
+			func(s *hcmStats) uint64 { return s.tracing[tracing.RandomSampled].Load() }},
+		{"tracing.client_enabled", "Requests traced for their x-client-trace-id.", func(s *hcmStats) uint64 { return s.tracing[tracing.ClientForced].Load() }},
+		{"tracing.service_forced", "Requests traced for their x-envoy-force-trace.", func(s *hcmStats) uint64 { return s.tracing[tracing.ServiceForced].Load() }},
+		{"tracing.not_traceable", "Requests not traced.", func(s *hcmStats) uint64 { return s.tracing[tracing.NotTraceable].Load() }},
 	}...)
 	clusterClass = clusterScope.desc("upstream_rq_xx", "Responses by status class.", "envoy_response_code_class")
 	clusterCode  = clusterScope.desc("upstream_rq", "Upstream responses by status code.", "envoy_response_code")
@@ -100,6 +107,19 @@ var (
 )
 
 const rqTimeHelp = "Time of requests an upstream answered, retries included (ms)."
+
+// The OpenTelemetry tracer's counters (tracing.opentelemetry.*), summed
+// over the proxy's exporters: spans_sent is Envoy's; spans_dropped (a
+// full queue) and spans_failed (an export that failed) are shunt's.
+var tracingSpans = []struct {
+	d   *prometheus.Desc
+	get func(*tracing.Exporter) uint64
+}{
+	{prometheus.NewDesc("envoy_tracing_opentelemetry_spans_sent", "Spans the collector took.", nil, nil), func(e *tracing.Exporter) uint64 { return e.Sent.Load() }},
+	{prometheus.NewDesc("envoy_tracing_opentelemetry_spans_dropped", "Spans dropped for a full export queue (a slow or absent collector).", nil, nil),
+		func(e *tracing.Exporter) uint64 { return e.Dropped.Load() }},
+	{prometheus.NewDesc("envoy_tracing_opentelemetry_spans_failed", "Spans lost to a failed export.", nil, nil), func(e *tracing.Exporter) uint64 { return e.Failed.Load() }},
+}
 
 // desc describes one stat of the scope, with more tags if any.
 func (sc statScope) desc(name, help string, tags ...string) *prometheus.Desc {
@@ -117,6 +137,9 @@ func (e envoyStats) Describe(ch chan<- *prometheus.Desc) {
 	describe(ch, hcmOwn)
 	for _, d := range []*prometheus.Desc{clusterClass, clusterCode, clusterTime, routeClass, routeCode, routeTime, hcmClass} {
 		ch <- d
+	}
+	for _, t := range tracingSpans {
+		ch <- t.d
 	}
 }
 
@@ -178,4 +201,9 @@ func (e envoyStats) Collect(ch chan<- prometheus.Metric) {
 		emit(ch, hcmOwn, s, prefix)
 		emitClasses(ch, &s.rqClass, hcmClass, prefix)
 	})
+	for _, t := range tracingSpans {
+		var n uint64
+		e.p.exporters.each(func(x *tracing.Exporter) { n += t.get(x) })
+		ch <- prometheus.MustNewConstMetric(t.d, prometheus.CounterValue, float64(n))
+	}
 }

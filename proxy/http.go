@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 	"github.com/shunt-dev/shunt/proxy/http1"
+	"github.com/shunt-dev/shunt/proxy/tracing"
 )
 
 // httpManager is Envoy's HTTP connection manager on a filter chain: it
@@ -45,6 +47,9 @@ type httpManager struct {
 	// head (request_timeout; 0 for none): past it, 408.
 	requestTimeout time.Duration
 	stats          *hcmStats // http.<stat_prefix>.*, kept across reloads
+	// tracer samples, records and exports its requests' spans; nil
+	// without tracing.
+	tracer *tracing.Tracer
 }
 
 // done counts a finished request in the manager's stats, and in its
@@ -104,6 +109,12 @@ type h1conn struct {
 	location  string
 	// filtered are the response headers the filters add (CORS's).
 	filtered []headerAdd
+	// The request's span, when its manager traces: its context, the
+	// headers that carry it on and their values.
+	traced      bool
+	span        tracing.SpanContext
+	traceFields []tracing.Field
+	traceVals   [tracing.FieldsSize]byte
 	// vals holds the values of headers the proxy adds (x-request-id,
 	// x-forwarded-proto, x-envoy-upstream-service-time); the header views
 	// point into it.
@@ -189,6 +200,9 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	h.body.Reset(h.br, http1.RequestFraming(req), req.ContentLength)
 	h.filtered = nil
 	h.addRequestHeaders()
+	if tr := h.hcm.tracer; tr != nil {
+		h.startSpan(tr)
+	}
 	if req.Minor == 0 && h.hcm.rejectHTTP10 {
 		return h.localReply(426, 0, "http1.http10_not_allowed", "")
 	}
@@ -338,4 +352,76 @@ func upgradeType(upgrade []byte, connect bool) string {
 // request takes the new one.
 func (h *h1conn) stale() bool {
 	return h.d.capture != nil && h.d.capture.lst.Load() != h.d.lst
+}
+
+// startSpan begins the request's span: the trace context it came with is
+// read, its sampling decided, and the headers that carry it replaced by
+// ones naming the sidecar's span as the next hop's parent.
+func (h *h1conn) startSpan(tr *tracing.Tracer) {
+	req := &h.req
+	var d tracing.Decision
+	h.span, d = tr.Start(req)
+	h.hcm.stats.traced(d.Reason)
+	req.Headers = slices.DeleteFunc(req.Headers, func(f http1.Header) bool { return isTraceHeader(f.Name) })
+	h.traceFields, _ = h.span.AppendFields(h.traceFields[:0], h.traceVals[:0])
+	for _, f := range h.traceFields {
+		req.Headers = append(req.Headers, http1.Header{Name: f.Name, Value: f.Value})
+	}
+	h.traced = true
+}
+
+// isTraceHeader says a header carries a trace context the sidecar
+// replaces.
+func isTraceHeader(name []byte) bool {
+	for _, s := range tracing.Strip {
+		if len(name) == len(s) && strings.EqualFold(http1.View(name), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// finishSpan records the request's span, if it is sampled, from its
+// record: a SERVER span for a request coming in, CLIENT going out.
+func (h *h1conn) finishSpan() {
+	if !h.traced {
+		return
+	}
+	h.traced = false
+	if !h.span.Sampled {
+		return
+	}
+	rec := &h.rec
+	kind := tracing.KindClient
+	if h.d.lst.dir == Inbound {
+		kind = tracing.KindServer
+	}
+	r := spanRequest(rec, &h.req, rec.Response)
+	h.hcm.tracer.Finish(&h.span, kind, tracing.OperationName(kind, rec.Authority), rec.Start, rec.Start.Add(rec.Duration), &r)
+}
+
+// spanRequest is what a span's tags say of a request, from its record
+// and headers.
+func spanRequest(rec *accesslog.Record, req, resp accesslog.Headers) tracing.Request {
+	get := func(h accesslog.Headers, name string) string {
+		if h == nil {
+			return ""
+		}
+		v, _ := h.Get(name)
+		return http1.View(v)
+	}
+	r := tracing.Request{Method: rec.Method, Scheme: rec.Scheme, Authority: rec.Authority, Path: rec.Path, Protocol: rec.Protocol,
+		RequestID: get(req, "x-request-id"), UserAgent: get(req, "user-agent"), DownstreamCluster: get(req, "x-envoy-downstream-service-cluster"),
+		Status: rec.ResponseCode, Flags: rec.Flags.String(), UpstreamCluster: rec.UpstreamCluster,
+		PeerAddress: rec.DownstreamRemote.String(), PeerPrincipal: rec.DownstreamPeerURISAN,
+		RequestSize: rec.BytesReceived, ResponseSize: rec.BytesSent}
+	if rec.UpstreamHost.IsValid() {
+		r.UpstreamAddress = rec.UpstreamHost.String()
+	}
+	if rec.ResponseCode != 0 {
+		if r.GRPCStatus = get(rec.Trailers, "grpc-status"); r.GRPCStatus == "" {
+			r.GRPCStatus = get(resp, "grpc-status")
+		}
+	}
+	return r
 }

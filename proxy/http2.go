@@ -18,6 +18,7 @@ import (
 
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 	"github.com/shunt-dev/shunt/proxy/http1"
+	"github.com/shunt-dev/shunt/proxy/tracing"
 )
 
 // This file is the HTTP connection manager's HTTP/2 side: h2c with prior
@@ -149,6 +150,44 @@ type h2stream struct {
 	rt         *route   // the request's route, once past the filters
 	// filtered are the response headers the filters add (CORS's).
 	filtered []headerAdd
+	// span is the stream's span when its manager traces (traced).
+	span   tracing.SpanContext
+	traced bool
+}
+
+// startSpan begins the stream's span and replaces the headers that carry
+// the trace context with ones naming it (see h1conn.startSpan).
+func (s *h2stream) startSpan(tr *tracing.Tracer) {
+	var d tracing.Decision
+	s.span, d = tr.Start(headerView(s.r.Header))
+	s.h.hcm.stats.traced(d.Reason)
+	for _, name := range tracing.Strip {
+		s.r.Header.Del(name)
+	}
+	fields, _ := s.span.AppendFields(nil, make([]byte, 0, tracing.FieldsSize))
+	for _, f := range fields {
+		s.r.Header.Set(string(f.Name), string(f.Value))
+	}
+	s.traced = true
+}
+
+// finishSpan records the stream's span, if sampled; status is its
+// grpc-status, if any.
+func (s *h2stream) finishSpan(resp *http.Response, status []byte) {
+	if !s.traced || !s.span.Sampled {
+		return
+	}
+	kind := tracing.KindClient
+	if s.h.d.lst.dir == Inbound {
+		kind = tracing.KindServer
+	}
+	var respHeaders accesslog.Headers
+	if resp != nil {
+		respHeaders = headerView(resp.Header)
+	}
+	r := spanRequest(&s.rec, s.rec.Request, respHeaders)
+	r.GRPCStatus = string(status)
+	s.h.hcm.tracer.Finish(&s.span, kind, tracing.OperationName(kind, s.rec.Authority), s.rec.Start, s.rec.Start.Add(s.rec.Duration), &r)
 }
 
 // countingBody counts a request body's bytes as the upstream reads them;
@@ -188,6 +227,9 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("X-Forwarded-Proto", "http")
 	}
 	h.hcm.clientCert.applyXFCC2(r.Header, h.d)
+	if tr := h.hcm.tracer; tr != nil {
+		s.startSpan(tr)
+	}
 	if r.Method == http.MethodConnect {
 		s.localReply(403, 0, "upgrade_failed", "")
 		return
@@ -629,6 +671,7 @@ func (s *h2stream) log(resp *http.Response) {
 	s.h.p.istio.request(s.h.d.lst.dir, &s.rec, status, s.grpc)
 	s.h.hcm.done(s.rt, s.cl, &s.rec)
 	writeAll(s.h.hcm.logs, &s.rec)
+	s.finishSpan(resp, status)
 }
 
 // hopByHop are the headers that concern one connection only (RFC 9110

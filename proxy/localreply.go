@@ -79,4 +79,5 @@ func (h *h1conn) log() {
 	h.p.istio.request(h.d.lst.dir, &h.rec, nil, false)
 	h.hcm.done(h.matched, h.cl, &h.rec)
 	writeAll(h.hcm.logs, &h.rec)
+	h.finishSpan()
 }

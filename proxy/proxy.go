@@ -34,6 +34,8 @@ type Proxy struct {
 	gen      atomic.Pointer[generation]
 	reloadMu sync.Mutex
 	stats    *statStore // Envoy's stats by name, across reloads
+	// exporters send the connection managers' spans, across reloads.
+	exporters *exporterSet
 	// bg is the context of the clusters' background work (DNS, health
 	// checks, outlier detection) while serving.
 	bg      context.Context
@@ -90,7 +92,11 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	if level == nil {
 		level = new(slog.LevelVar)
 	}
-	p := &Proxy{cfg: cfg, log: log, level: level, stats: newStatStore()}
+	p := &Proxy{cfg: cfg, log: log, level: level, stats: newStatStore(), exporters: newExporterSet(cfg.TracingFlushInterval)}
+	if p.cfg.Workload == nil {
+		w := WorkloadFromEnv(os.Getenv, LabelsFile)
+		p.cfg.Workload = &w
+	}
 	b, builtin := cfg.Bootstrap, cfg.Bootstrap == nil
 	if builtin {
 		var err error
@@ -98,17 +104,12 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 			return nil, err
 		}
 	}
-	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout, store: p.stats})
+	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout, store: p.stats, exporters: p.exporters})
 	if err != nil {
 		return nil, err
 	}
 	p.gen.Store(&generation{bootstrap: b, listeners: res.listeners, clusters: res.clusters, sinks: res.sinks})
-	self := cfg.Workload
-	if self == nil {
-		w := WorkloadFromEnv(os.Getenv, LabelsFile)
-		self = &w
-	}
-	p.istio = newIstioMetrics(*self)
+	p.istio = newIstioMetrics(*p.cfg.Workload)
 	p.registry = prometheus.NewRegistry()
 	p.registry.MustRegister(&p.metrics)
 	p.registry.MustRegister(p.istio.collectors()...)
@@ -284,6 +285,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 			s.Close()
 			s.closeFile()
 		}
+		p.exporters.close() // the spans of the drain's last requests go too
 	}()
 	bgCtx, stopBG := context.WithCancel(ctx)
 	defer stopBG()

@@ -48,7 +48,14 @@ func sidecarBootstrap(cfg *Config) (*bootstrapv3.Bootstrap, error) {
 		envoyres.OriginalDst(InboundPassthroughCluster, cfg.ConnectTimeout, source...)}
 	clusters = append(clusters, &clusterv3.Cluster{Name: BlackHoleCluster, ConnectTimeout: durationpb.New(cfg.ConnectTimeout),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}})
-	return &bootstrapv3.Bootstrap{StaticResources: &bootstrapv3.Bootstrap_StaticResources{
+	if _, collector := sidecarTracing(cfg); collector != nil {
+		clusters = append(clusters, collector)
+	}
+	var node *corev3.Node
+	if cfg.NodeID != "" {
+		node = &corev3.Node{Id: cfg.NodeID}
+	}
+	return &bootstrapv3.Bootstrap{Node: node, StaticResources: &bootstrapv3.Bootstrap_StaticResources{
 		Listeners: []*listenerv3.Listener{
 			sidecarListener(cfg, "virtualOutbound", cfg.OutboundPort, corev3.TrafficDirection_OUTBOUND, PassthroughCluster, "allow_any", logs),
 			sidecarListener(cfg, "virtualInbound", cfg.InboundPort, corev3.TrafficDirection_INBOUND, InboundPassthroughCluster, "default", logs),
@@ -88,7 +95,9 @@ func sidecarListener(cfg *Config, name string, port uint16, dir corev3.TrafficDi
 
 func sidecarHCM(cfg *Config, name, cluster, route string, logs []*accesslogv3.AccessLog) *anypb.Any {
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}, Timeout: durationpb.New(0)}
+	tracing, _ := sidecarTracing(cfg)
 	return envoyres.Typed(&hcmv3.HttpConnectionManager{
+		Tracing:    tracing,
 		StatPrefix: name,
 		RouteSpecifier: &hcmv3.HttpConnectionManager_RouteConfig{RouteConfig: &routev3.RouteConfiguration{Name: route,
 			VirtualHosts: []*routev3.VirtualHost{{Name: route, Domains: []string{"*"}, Routes: []*routev3.Route{

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/shunt-dev/shunt/proxy/accesslog"
+	"github.com/shunt-dev/shunt/proxy/tracing"
 )
 
 // rqStats are request counters in Envoy's names, kept by a cluster
@@ -117,7 +118,13 @@ type hcmStats struct {
 	rqTimeout, noRoute, noCluster, redirect, direct atomic.Uint64
 	routed                                          atomic.Uint64
 	rbacDenied                                      atomic.Uint64
+	// tracing counts requests by their tracing decision's reason
+	// (tracing.Reason).
+	tracing [5]atomic.Uint64
 }
+
+// traced counts a request's tracing decision.
+func (s *hcmStats) traced(r tracing.Reason) { s.tracing[r].Add(1) }
 
 // done counts a finished request by its record.
 func (s *hcmStats) done(rec *accesslog.Record) {

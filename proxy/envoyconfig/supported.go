@@ -3,6 +3,7 @@ package envoyconfig
 import (
 	// The extensions shunt runs; importing them registers their types so
 	// that typed_config resolves.
+	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
@@ -139,7 +140,16 @@ var supported = map[string][]string{
 	"envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector":                                 {},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager": {
 		"stat_prefix", "request_timeout", "codec_type", "route_config", "http_filters", "access_log", "stream_idle_timeout",
-		"generate_request_id", "http_protocol_options", "upgrade_configs", "forward_client_cert_details", "set_current_client_cert_details"},
+		"generate_request_id", "http_protocol_options", "upgrade_configs", "forward_client_cert_details", "set_current_client_cert_details", "tracing"},
+	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.Tracing": {
+		"client_sampling", "random_sampling", "overall_sampling", "max_path_tag_length", "custom_tags", "provider"},
+	"envoy.type.tracing.v3.CustomTag":             {"tag", "literal", "environment"},
+	"envoy.type.tracing.v3.CustomTag.Literal":     {"value"},
+	"envoy.type.tracing.v3.CustomTag.Environment": {"name", "default_value"},
+	"envoy.config.trace.v3.Tracing.Http":          {"name", "typed_config"},
+	"envoy.config.trace.v3.OpenTelemetryConfig":   {"grpc_service", "http_service", "service_name"},
+	"envoy.config.core.v3.HttpService":            {"http_uri"},
+	"envoy.config.core.v3.HttpUri":                {"uri", "cluster", "timeout"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails": {"subject", "uri", "dns"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig":               {"upgrade_type"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                                        {"name", "typed_config"},

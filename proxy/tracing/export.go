@@ -38,7 +38,8 @@ const (
 type ExporterConfig struct {
 	Protocol Protocol
 	// Address is the collector's host:port; for OTLP/HTTP it may be a URL
-	// (http://host:port/path), else the path is /v1/traces.
+	// (http://host:port/path), else the path is /v1/traces. With Dial set,
+	// a gRPC address is only the name the collector is asked by.
 	Address string
 	// Resource is the sidecar's resource attributes (service.name first).
 	Resource []Attr
@@ -84,10 +85,32 @@ type Exporter struct {
 	lastErr                 atomic.Pointer[string]
 }
 
+// Check says what is wrong with cfg, if anything.
+func (cfg *ExporterConfig) Check() error {
+	if cfg.Address == "" {
+		return errors.New("tracing: no collector address")
+	}
+	switch cfg.Protocol {
+	case OTLPGRPC, "":
+		if strings.Contains(cfg.Address, "://") {
+			return fmt.Errorf("tracing: OTLP/gRPC collector address %q: want host:port", cfg.Address)
+		}
+		if _, _, err := net.SplitHostPort(cfg.Address); err != nil && cfg.Dial == nil {
+			return fmt.Errorf("tracing: collector address %q: %v", cfg.Address, err)
+		}
+	case OTLPHTTP:
+		_, err := tracesURL(cfg.Address)
+		return err
+	default:
+		return fmt.Errorf("tracing: protocol %q: want grpc or http", cfg.Protocol)
+	}
+	return nil
+}
+
 // NewExporter checks cfg and starts the exporter; Close stops it.
 func NewExporter(cfg ExporterConfig) (*Exporter, error) {
-	if cfg.Address == "" {
-		return nil, errors.New("tracing: no collector address")
+	if err := cfg.Check(); err != nil {
+		return nil, err
 	}
 	if cfg.FlushInterval <= 0 {
 		cfg.FlushInterval = DefaultFlushInterval
@@ -103,14 +126,17 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 	}
 	e := &Exporter{cfg: cfg, q: make(chan *Span, cfg.QueueSize), flush: make(chan chan struct{}),
 		stop: make(chan struct{}), done: make(chan struct{})}
-	switch cfg.Protocol {
-	case OTLPGRPC, "":
-		if strings.Contains(cfg.Address, "://") {
-			return nil, fmt.Errorf("tracing: OTLP/gRPC collector address %q: want host:port", cfg.Address)
+	if cfg.Protocol == OTLPHTTP {
+		url, _ := tracesURL(cfg.Address)
+		tr := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
+		if cfg.Dial != nil {
+			tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return cfg.Dial(ctx, addr) }
 		}
-		if _, _, err := net.SplitHostPort(cfg.Address); err != nil {
-			return nil, fmt.Errorf("tracing: collector address %q: %v", cfg.Address, err)
+		client := &http.Client{Transport: tr}
+		e.send = func(ctx context.Context, body *tracepb.TracesData) error {
+			return postOTLP(ctx, client, url, body)
 		}
+	} else {
 		opts := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
 		if cfg.Dial != nil {
 			opts = append(opts, grpc.WithContextDialer(cfg.Dial))
@@ -125,21 +151,6 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 			// that rejects some spans still took the export.
 			return conn.Invoke(ctx, ExportMethod, body, &emptypb.Empty{})
 		}
-	case OTLPHTTP:
-		url, err := tracesURL(cfg.Address)
-		if err != nil {
-			return nil, err
-		}
-		tr := &http.Transport{MaxIdleConns: 2, IdleConnTimeout: time.Minute}
-		if cfg.Dial != nil {
-			tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return cfg.Dial(ctx, addr) }
-		}
-		client := &http.Client{Transport: tr}
-		e.send = func(ctx context.Context, body *tracepb.TracesData) error {
-			return postOTLP(ctx, client, url, body)
-		}
-	default:
-		return nil, fmt.Errorf("tracing: protocol %q: want grpc or http", cfg.Protocol)
 	}
 	go e.run()
 	return e, nil
