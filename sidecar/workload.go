@@ -64,3 +64,9 @@ func WorkloadOfPod(pod string, labels map[string]string) string {
 	}
 	return pod
 }
+
+// NodeID is Istio's Envoy node id for a sidecar:
+// sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local.
+func NodeID(ip, pod, namespace string) string {
+	return "sidecar~" + ip + "~" + pod + "." + namespace + "~" + namespace + ".svc.cluster.local"
+}

@@ -53,11 +53,12 @@ type proxyFlags struct {
 	dns                      dnsFlags
 	xdsAddress               string
 	cert                     certFlags
+	tracing                  tracingFlags
 }
 
 // sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
 var sidecarOnlyFlags = []string{"outbound-port", "inbound-port", "tproxy", "port-protocol", "protocol-detection", "protocol-detection-timeout",
-	"access-log", "access-log-format", "stream-idle-timeout", "connect-timeout"}
+	"access-log", "access-log-format", "stream-idle-timeout", "connect-timeout", "tracing-collector", "tracing-protocol", "tracing-sampling"}
 
 // proxyEnv are Istio's environment variables for the drain, read when the
 // flag is not given; seconds marks one given in whole seconds.
@@ -85,7 +86,8 @@ func newProxyCmd() *cobra.Command {
 		Args: cobra.NoArgs,
 	}
 	pf := &proxyFlags{cfg: proxy.DefaultConfig(), captureUIDs: []uint32{sidecar.ProxyUID}, captureGIDs: []uint32{sidecar.ProxyGID},
-		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1, detection: "on"}
+		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1, detection: "on",
+		tracing: tracingFlags{protocol: "grpc", sampling: 1}}
 	f := cmd.Flags()
 	f.Var(newPort(&pf.cfg.OutboundPort), "outbound-port", "port captured outbound connections arrive on")
 	f.Var(newPort(&pf.cfg.InboundPort), "inbound-port", "port captured inbound connections arrive on")
@@ -122,6 +124,7 @@ func newProxyCmd() *cobra.Command {
 	pf.dns.add(f)
 	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC, shunt-control or istiod): its listeners, routes, clusters and endpoints (ADS) configure the sidecar, or join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
 	pf.cert.add(f)
+	pf.tracing.add(f)
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)
@@ -254,6 +257,9 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 		return nil, usageError{err}
 	}
 	if r.cert, err = pf.cert.check(fs, getenv); err != nil {
+		return nil, usageError{err}
+	}
+	if err := pf.tracing.check(fs, &r.cfg, getenv); err != nil {
 		return nil, usageError{err}
 	}
 	if r.cert != nil && r.workers > 1 {

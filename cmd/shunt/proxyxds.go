@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -77,6 +76,5 @@ func xdsNode(bootstrapNode *corev3.Node, getenv func(string) (string, bool)) (*c
 	if err != nil {
 		return nil, err
 	}
-	id := strings.Join([]string{"sidecar", ip, pod + "." + ns, ns + ".svc.cluster.local"}, "~")
-	return &corev3.Node{Id: id, Cluster: env(sidecar.WorkloadNameEnv) + "." + ns, Metadata: md}, nil
+	return &corev3.Node{Id: sidecar.NodeID(ip, pod, ns), Cluster: env(sidecar.WorkloadNameEnv) + "." + ns, Metadata: md}, nil
 }
