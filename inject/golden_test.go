@@ -44,6 +44,8 @@ func templateFor(t *testing.T, in []byte) Template {
 			tpl.XDSAddress = v
 		case "ca":
 			tpl.CAAddress = v
+		case "tracing":
+			tpl.TracingCollector = v
 		default:
 			t.Fatalf("template line: unknown %q", k)
 		}

@@ -73,7 +73,9 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 	errs = append(errs, aerrs...)
 	proxyRes, rerrs := t.proxyResources(meta.Annotations, &w)
 	errs = append(errs, rerrs...)
-	dns, err := t.dnsCapture(meta.Annotations, &w)
+	pc, err := readIstioProxyConfig(meta.Annotations, &w)
+	errs = append(errs, err)
+	dns, err := t.dnsCapture(meta.Annotations, pc, &w)
 	errs = append(errs, err)
 	if err := errors.Join(errs...); err != nil {
 		return res, err
@@ -102,6 +104,7 @@ func (t Template) Pod(meta *metav1.ObjectMeta, spec *corev1.PodSpec, raw map[str
 		workload = workloadOf(meta)
 	}
 	proxy := t.proxyContainer(mode, cp.interception == "TPROXY", dns, proxyRes, status, probes.env(), proxyIdentity{workload, meta.Labels})
+	proxy.Args = append(proxy.Args, t.tracingArgs(pc, &w)...)
 	if mode == Native {
 		initCs = append(initCs, proxy)
 	} else {

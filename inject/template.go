@@ -49,20 +49,30 @@ type Template struct {
 	// CAAddress is the CA (host:port) the proxies get their workload
 	// certificates from, by the pod's projected token; "" for none (no
 	// mutual TLS).
-	CAAddress      string
-	ProxyResources corev1.ResourceRequirements
-	InitResources  corev1.ResourceRequirements
+	CAAddress string
+	// TracingCollector is the OpenTelemetry collector (host:port, or an
+	// http:// URL with TracingProtocol http) the proxies send spans to;
+	// "" for no tracing. TracingSampling is the percentage of requests
+	// traced (Istio's meshConfig.defaultConfig.tracing.sampling), unless
+	// a pod's proxy.istio.io/config says otherwise.
+	TracingCollector string
+	TracingProtocol  string
+	TracingSampling  float64
+	ProxyResources   corev1.ResourceRequirements
+	InitResources    corev1.ResourceRequirements
 }
 
 // DefaultTemplate is Istio's resource defaults with shunt's image.
 func DefaultTemplate() Template {
 	return Template{
-		Image:          "shunt:latest",
-		PullPolicy:     corev1.PullIfNotPresent,
-		Mode:           Native,
-		RewriteProbes:  true,
-		ProxyResources: resources("100m", "128Mi", "2", "1Gi"),
-		InitResources:  resources("10m", "16Mi", "500m", "128Mi"),
+		Image:         "shunt:latest",
+		PullPolicy:    corev1.PullIfNotPresent,
+		Mode:          Native,
+		RewriteProbes: true,
+		// Istio's default sampling.
+		TracingSampling: 1,
+		ProxyResources:  resources("100m", "128Mi", "2", "1Gi"),
+		InitResources:   resources("10m", "16Mi", "500m", "128Mi"),
 	}
 }
 
@@ -90,6 +100,9 @@ func (t Template) Validate() error {
 		if _, _, err := net.SplitHostPort(t.CAAddress); err != nil {
 			return fmt.Errorf("template: the CA's address %s is not host:port", clip.Quote(t.CAAddress))
 		}
+	}
+	if err := t.checkTracing(); err != nil {
+		return err
 	}
 	switch t.PullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
@@ -267,4 +280,49 @@ func workloadOf(meta *metav1.ObjectMeta) string {
 		return sidecar.WorkloadOfPod(meta.Name, meta.Labels)
 	}
 	return sidecar.WorkloadOfPod(meta.GenerateName, meta.Labels)
+}
+
+// tracingArgs are the proxy's tracing flags: the template's collector,
+// at the pod's sampling rate or the template's. Under a control plane
+// the tracing is the control plane's to configure: none.
+func (t Template) tracingArgs(pc istioProxyConfig, w *warnings) []string {
+	if t.TracingCollector == "" || t.XDSAddress != "" {
+		if pc.sampling != nil {
+			w.addf("%s: tracing.sampling: the proxy traces nothing here (no collector in the injection template, or the control plane configures tracing)", IstioProxyConfig)
+		}
+		return nil
+	}
+	sampling := t.TracingSampling
+	if pc.sampling != nil {
+		sampling = *pc.sampling
+	}
+	protocol := t.TracingProtocol
+	if protocol == "" {
+		protocol = "grpc"
+	}
+	return []string{"--tracing-collector", t.TracingCollector, "--tracing-protocol", protocol,
+		"--tracing-sampling", strconv.FormatFloat(sampling, 'f', -1, 64)}
+}
+
+// checkTracing checks the template's collector, protocol and sampling.
+func (t Template) checkTracing() error {
+	if t.TracingCollector == "" {
+		return nil
+	}
+	switch t.TracingProtocol {
+	case "", "grpc", "http":
+	default:
+		return fmt.Errorf("template: tracing protocol %s is not grpc or http", clip.Quote(t.TracingProtocol))
+	}
+	if t.TracingSampling < 0 || t.TracingSampling > 100 {
+		return fmt.Errorf("template: tracing sampling %v is not a percentage (0 to 100)", t.TracingSampling)
+	}
+	hostPort := t.TracingCollector
+	if rest, ok := strings.CutPrefix(hostPort, "http://"); ok && t.TracingProtocol == "http" {
+		hostPort, _, _ = strings.Cut(rest, "/")
+	}
+	if _, _, err := net.SplitHostPort(hostPort); err != nil {
+		return fmt.Errorf("template: the tracing collector %s is not host:port (or, over http, an http:// URL)", clip.Quote(t.TracingCollector))
+	}
+	return nil
 }

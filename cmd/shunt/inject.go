@@ -32,6 +32,10 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 	fs.StringVar(&t.XDSAddress, "xds-address", "", "the control plane (host:port; shunt-control.shunt-system.svc:15010, say) the proxies take their configuration from over xDS; \"\" for the sidecar from its flags")
 	fs.StringVar(&t.CAAddress, "ca-address", "", "the CA (host:port; shunt-control.shunt-system.svc:15012, say) the proxies get their workload certificates from, by the pod's projected token (audience istio-ca); "+
 		"the pods are labelled "+sidecar.TLSModeLabel+"="+sidecar.TLSModeIstio+", so the mesh sends them mutual TLS; \"\" for none")
+	fs.StringVar(&t.TracingCollector, "tracing-collector", "", "the OpenTelemetry collector the proxies send spans to (proxy --tracing-collector); \"\" for no tracing. Ignored with --xds-address: the control plane configures tracing")
+	t.TracingProtocol = "grpc"
+	fs.Var(newChoice(&t.TracingProtocol, "grpc", "http"), "tracing-protocol", "grpc or http: OTLP's transport to --tracing-collector")
+	fs.Float64Var(&t.TracingSampling, "tracing-sampling", t.TracingSampling, "percentage of requests the proxies trace (Istio's meshConfig.defaultConfig.tracing.sampling), unless a pod's proxy.istio.io/config sets tracing.sampling")
 	fs.BoolVar(&t.RewriteProbes, "rewrite-app-probes", t.RewriteProbes, "send app probes on captured ports through the proxy's status port, so they test the app (a pod may say otherwise with sidecar.istio.io/rewriteAppHTTPProbers)")
 	type quantityFlag struct {
 		flag, annotation string
@@ -69,7 +73,13 @@ func templateFlags(fs *pflag.FlagSet) func() (inject.Template, error) {
 			}
 			q.list[q.name] = v
 		}
+		if t.TracingSampling < 0 || t.TracingSampling > 100 {
+			return t, usageError{fmt.Errorf("--tracing-sampling %v: not a percentage (0 to 100)", t.TracingSampling)}
+		}
 		if err := t.Validate(); err != nil {
+			if strings.Contains(err.Error(), "tracing collector") {
+				err = fmt.Errorf("--tracing-collector %s: not host:port (or, with --tracing-protocol http, an http:// URL)", clip.Quote(t.TracingCollector))
+			}
 			return t, usageError{err}
 		}
 		return t, nil
