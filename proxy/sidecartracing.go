@@ -17,6 +17,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy/tracing"
 )
@@ -48,7 +49,7 @@ func (t *TracingConfig) hostPort() (string, uint16, error) {
 	if t.Protocol == tracing.OTLPHTTP {
 		if u, err := url.Parse(t.Collector); err == nil && u.Scheme != "" {
 			if u.Scheme != "http" {
-				return "", 0, fmt.Errorf("tracing collector %q: only http:// URLs", t.Collector)
+				return "", 0, fmt.Errorf("tracing collector %s: only http:// URLs", clip.Quote(t.Collector))
 			}
 			hp = u.Host
 		}
@@ -56,7 +57,7 @@ func (t *TracingConfig) hostPort() (string, uint16, error) {
 	host, port, err := net.SplitHostPort(hp)
 	n, perr := strconv.ParseUint(port, 10, 16)
 	if err != nil || perr != nil || n == 0 || host == "" {
-		return "", 0, fmt.Errorf("tracing collector %q: want host:port", t.Collector)
+		return "", 0, fmt.Errorf("tracing collector %s: want host:port", clip.Quote(t.Collector))
 	}
 	return host, uint16(n), nil
 }

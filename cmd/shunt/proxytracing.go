@@ -5,7 +5,6 @@ import (
 
 	"github.com/spf13/pflag"
 
-	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/tracing"
 	"github.com/shunt-dev/shunt/sidecar"
@@ -45,7 +44,7 @@ func (t *tracingFlags) check(fs *pflag.FlagSet, cfg *proxy.Config, getenv func(s
 		cfg.NodeID = sidecar.NodeID(env(sidecar.InstanceIPEnv), pod, ns)
 	}
 	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("--tracing-collector %s: %v", clip.Quote(t.collector), err)
+		return fmt.Errorf("--tracing-collector: %v", err)
 	}
 	return nil
 }
