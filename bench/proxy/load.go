@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/otlptest"
 	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/internal/wrk"
 )
@@ -82,4 +83,25 @@ func connectionsPerSecond(s *scenario.Scenario, dur time.Duration) float64 {
 	}
 	wg.Wait()
 	return float64(done.Load()) / dur.Seconds()
+}
+
+// startCollector runs an OpenTelemetry collector in the pod's namespace at
+// collectorAddr (OTLP/gRPC) and the port after it (OTLP/HTTP), counting
+// the spans it gets.
+func startCollector(s *scenario.Scenario) *otlptest.Collector {
+	var col *otlptest.Collector
+	check(s.Pod.NS.Do(func() error {
+		gl, err := net.Listen("tcp", collectorAddr)
+		if err != nil {
+			return err
+		}
+		hl, err := net.Listen("tcp", "127.0.0.1:4318")
+		if err != nil {
+			gl.Close()
+			return err
+		}
+		col = otlptest.Serve(gl, hl, false)
+		return nil
+	}))
+	return col
 }

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/otlptest"
 	"github.com/shunt-dev/shunt/internal/scenario"
 )
 
@@ -47,6 +49,8 @@ var contenders = []contender{
 	{"haproxy tcp", scenario.HAProxy, nil, false, ""},
 	{"haproxy http", scenario.HAProxyHTTP, nil, true, ""},
 	{"caddy", scenario.Caddy, nil, true, ""},
+	{"shunt L7 tracing 1%", scenario.Shunt, tracingArgs("1"), true, ""},
+	{"shunt L7 tracing 100%", scenario.Shunt, tracingArgs("100"), true, ""},
 	{"shunt L7 --config, 1 route", scenario.Shunt, nil, true, routeTable(0)},
 	{"shunt L7 --config, 500 routes", scenario.Shunt, nil, true, routeTable(50)},
 }
@@ -56,6 +60,7 @@ type sample struct {
 	rps, p50, p99 float64 // wrk: requests/s, latency in µs
 	cpuPerReq     float64 // sidecar CPU µs per proxied request
 	backendCPU    float64 // the backend nginx's CPU µs per request
+	spansPerK     float64 // spans the collector got per 1,000 requests
 	upstreamPerK  float64 // connections the backend accepted per 1,000 requests
 	rssMB, hwmMB  float64 // the sidecar's resident memory after the load, and its peak
 	gbps          float64 // iperf3
@@ -68,19 +73,37 @@ type sample struct {
 
 // speaksH2 says the contender is run with the HTTP/2 and gRPC loads.
 func (c contender) speaksH2() bool {
-	return c.envoyConfig == "" && (c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt)
+	return c.envoyConfig == "" && !c.traced() && (c.sidecar == scenario.Direct || c.sidecar == scenario.Shunt)
 }
+
+// tracingArgs trace a percentage of requests to the collector the bench
+// runs in the pod (collectorAddr).
+func tracingArgs(pct string) []string {
+	return []string{"--tracing-collector", collectorAddr, "--tracing-sampling", pct}
+}
+
+// collectorAddr is where the traced contenders' OpenTelemetry collector
+// listens, in the pod's namespace (the sidecar's own traffic is not
+// captured).
+const collectorAddr = "127.0.0.1:4317"
+
+// traced says the contender sends spans.
+func (c contender) traced() bool { return slices.Contains(c.args, "--tracing-collector") }
 
 func main() {
 	rounds := flag.Int("rounds", 3, "rounds; each runs every contender once, in rotating order")
 	dur := flag.Duration("duration", 5*time.Second, "length of each load run")
 	conns := flag.Int("connections", 16, "wrk connections")
 	flag.StringVar(&profileDir, "profile", "", "write a CPU profile of each shunt contender's wrk run into this directory")
-	only := flag.String("only", "", "run only the contenders whose names contain this (direct always runs: the ratios need it)")
+	only := flag.String("only", "", "run only the contenders whose names match this regular expression (direct always runs: the ratios need it), e.g. '^shunt L7( tracing|$)'")
 	flag.Parse()
 	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			fail("-only: " + err.Error())
+		}
 		contenders = slices.DeleteFunc(contenders, func(c contender) bool {
-			return c.sidecar != scenario.Direct && !strings.Contains(c.name, *only)
+			return c.sidecar != scenario.Direct && !re.MatchString(c.name)
 		})
 	}
 	if os.Geteuid() != 0 {
@@ -176,6 +199,11 @@ func measure(bin string, c contender, round int, dur time.Duration, conns int) s
 		fail(fmt.Sprintf("%s: the scenario does not answer: %v %s", c.name, err, body))
 	}
 	var out sample
+	var col *otlptest.Collector
+	if c.traced() {
+		col = startCollector(s)
+		defer col.Close()
+	}
 	cpu0, backend0, accepts0 := cpuTime(s.ProxyPID()), cpuTimes(s.BackendPIDs()), passiveOpens(s)
 	var requests float64
 	profiled := profile(s, c, round, dur)
@@ -188,6 +216,10 @@ func measure(bin string, c contender, round int, dur time.Duration, conns int) s
 		}
 		out.backendCPU = float64((cpuTimes(s.BackendPIDs()) - backend0).Microseconds()) / requests
 		out.upstreamPerK = float64(passiveOpens(s)-accepts0) / requests * 1000
+		if col != nil {
+			time.Sleep(6 * time.Second) // the sidecar sends what it holds every 5 s
+			out.spansPerK = float64(col.Count()) / requests * 1000
+		}
 	}
 	if !c.httpOnly {
 		out.gbps = runIperf(s, dur)
@@ -350,6 +382,17 @@ func report(results map[string][]sample, rounds int, dur time.Duration, conns in
 		rps := med(big, func(s sample) float64 { return s.rps }) / med(one, func(s sample) float64 { return s.rps })
 		cpu := med(big, func(s sample) float64 { return s.cpuPerReq }) / med(one, func(s sample) float64 { return s.cpuPerReq })
 		fmt.Printf("500 routes (51 virtual hosts; the request's found by domain, its route the 4th, after a prefix, a regex and a header miss) / 1 route: req/s %.2f, CPU per request %.2f\n", rps, cpu)
+	}
+	if base := results["shunt L7"]; base != nil {
+		cpu0, p990 := med("shunt L7", func(s sample) float64 { return s.cpuPerReq }), med("shunt L7", func(s sample) float64 { return s.p99 })
+		for _, ct := range contenders {
+			if !ct.traced() || results[ct.name] == nil {
+				continue
+			}
+			cpu, p99 := med(ct.name, func(s sample) float64 { return s.cpuPerReq }), med(ct.name, func(s sample) float64 { return s.p99 })
+			fmt.Printf("%s (OTLP/gRPC to a collector in the pod): CPU per request / shunt L7's: %.3f (%+.1f%%), p99 added %+.0f µs, spans per 1,000 requests %.1f\n",
+				ct.name, cpu/cpu0, 100*(cpu/cpu0-1), p99-p990, med(ct.name, func(s sample) float64 { return s.spansPerK }))
+		}
 	}
 	for _, pair := range [][2]string{{"shunt L4", "haproxy tcp"}, {"shunt L7", "haproxy http"}, {"shunt L7 --concurrency 1", "haproxy http"}, {"shunt L7", "caddy"}} {
 		if results[pair[0]] == nil || results[pair[1]] == nil {

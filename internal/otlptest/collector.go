@@ -18,22 +18,38 @@ import (
 	"google.golang.org/protobuf/types/known/emptypb"
 )
 
-// Collector is a running collector; its servers stop with the test.
+// Collector is a running collector.
 type Collector struct {
 	GRPCAddr, HTTPAddr string
 	mu                 sync.Mutex
 	exports            []*tracepb.TracesData
+	spans              int
+	keep               bool // keep the exports, else only count their spans
 	changed            chan struct{}
 	grpc               *grpc.Server
+	http               *http.Server
 }
 
-// Start starts a collector for t on 127.0.0.1.
+// Start starts a collector for t on 127.0.0.1, keeping what it gets; its
+// servers stop with the test.
 func Start(t testing.TB) *Collector {
-	c := &Collector{changed: make(chan struct{}, 1)}
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Serve(gl, hl, true)
+	t.Cleanup(c.Close)
+	return c
+}
+
+// Serve serves OTLP/gRPC on gl and OTLP/HTTP on hl, keeping the exports
+// or only counting their spans (Spans is then empty, Count is not).
+func Serve(gl, hl net.Listener, keep bool) *Collector {
+	c := &Collector{changed: make(chan struct{}, 1), keep: keep}
 	c.grpc = grpc.NewServer()
 	c.grpc.RegisterService(&grpc.ServiceDesc{
 		ServiceName: "opentelemetry.proto.collector.trace.v1.TraceService",
@@ -48,11 +64,7 @@ func Start(t testing.TB) *Collector {
 		}}},
 	}, struct{}{})
 	go c.grpc.Serve(gl)
-	hl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	hs := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	c.http = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/v1/traces" || r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/x-protobuf" {
 			http.Error(w, "want POST /v1/traces, application/x-protobuf", http.StatusBadRequest)
 			return
@@ -66,10 +78,15 @@ func Start(t testing.TB) *Collector {
 		c.add(&td)
 		w.Header().Set("Content-Type", "application/x-protobuf")
 	})}
-	go hs.Serve(hl)
+	go c.http.Serve(hl)
 	c.GRPCAddr, c.HTTPAddr = gl.Addr().String(), hl.Addr().String()
-	t.Cleanup(func() { c.grpc.Stop(); hs.Close() })
 	return c
+}
+
+// Close stops both servers.
+func (c *Collector) Close() {
+	c.grpc.Stop()
+	c.http.Close()
 }
 
 // Stop stops the gRPC server now (a collector that went away).
@@ -77,12 +94,26 @@ func (c *Collector) Stop() { c.grpc.Stop() }
 
 func (c *Collector) add(td *tracepb.TracesData) {
 	c.mu.Lock()
-	c.exports = append(c.exports, td)
+	for _, rs := range td.ResourceSpans {
+		for _, ss := range rs.ScopeSpans {
+			c.spans += len(ss.Spans)
+		}
+	}
+	if c.keep {
+		c.exports = append(c.exports, td)
+	}
 	c.mu.Unlock()
 	select {
 	case c.changed <- struct{}{}:
 	default:
 	}
+}
+
+// Count is how many spans came so far.
+func (c *Collector) Count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.spans
 }
 
 // Exports are the exports received so far.
