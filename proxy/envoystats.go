@@ -90,12 +90,12 @@ var (
 		{"rq_redirect", "Requests answered with a redirect.", func(s *hcmStats) uint64 { return s.redirect.Load() }},
 		{"rq_direct_response", "Requests answered with a direct response.", func(s *hcmStats) uint64 { return s.direct.Load() }},
 		{"rq_total", "Requests a route matched.", func(s *hcmStats) uint64 { return s.routed.Load() }},
-		{"rbac.denied", "Requests an RBAC filter denied (403).", func(s *hcmStats) uint64 { return s.rbacDenied.Load() }},
-		{"tracing.random_sampling", "Requests traced by the random sampling rate (or their caller's decision).",
+		{"rbac_denied", "Requests an RBAC filter denied (403).", func(s *hcmStats) uint64 { return s.rbacDenied.Load() }},
+		{"tracing_random_sampling", "Requests traced by the random sampling rate (or their caller's decision).",
 			func(s *hcmStats) uint64 { return s.tracing[tracing.RandomSampled].Load() }},
-		{"tracing.client_enabled", "Requests traced for their x-client-trace-id.", func(s *hcmStats) uint64 { return s.tracing[tracing.ClientForced].Load() }},
-		{"tracing.service_forced", "Requests traced for their x-envoy-force-trace.", func(s *hcmStats) uint64 { return s.tracing[tracing.ServiceForced].Load() }},
-		{"tracing.not_traceable", "Requests not traced.", func(s *hcmStats) uint64 { return s.tracing[tracing.NotTraceable].Load() }},
+		{"tracing_client_enabled", "Requests traced for their x-client-trace-id.", func(s *hcmStats) uint64 { return s.tracing[tracing.ClientForced].Load() }},
+		{"tracing_service_forced", "Requests traced for their x-envoy-force-trace.", func(s *hcmStats) uint64 { return s.tracing[tracing.ServiceForced].Load() }},
+		{"tracing_not_traceable", "Requests not traced.", func(s *hcmStats) uint64 { return s.tracing[tracing.NotTraceable].Load() }},
 	}...)
 	clusterClass = clusterScope.desc("upstream_rq_xx", "Responses by status class.", "envoy_response_code_class")
 	clusterCode  = clusterScope.desc("upstream_rq", "Upstream responses by status code.", "envoy_response_code")

@@ -38,12 +38,22 @@ type dottedStat struct {
 func dottedStats(families []*dto.MetricFamily) []dottedStat {
 	var out []dottedStat
 	for _, mf := range families {
+		if rest, ok := strings.CutPrefix(mf.GetName(), "envoy_tracing_opentelemetry_"); ok && len(mf.GetMetric()) == 1 {
+			out = append(out, dottedStat{name: "tracing.opentelemetry." + rest, value: mf.GetMetric()[0].GetCounter().GetValue()})
+			continue
+		}
 		for _, sc := range statScopes {
 			rest, ok := strings.CutPrefix(mf.GetName(), "envoy_"+sc.scope.prefix)
 			if !ok {
 				continue
 			}
-			rest = strings.Replace(rest, "outlier_detection_", "outlier_detection.", 1)
+			// The stats of a filter or feature are under its own name.
+			for _, sub := range []string{"outlier_detection", "rbac", "tracing"} {
+				if r, ok := strings.CutPrefix(rest, sub+"_"); ok {
+					rest = sub + "." + r
+					break
+				}
+			}
 			for _, m := range mf.GetMetric() {
 				out = append(out, dottedMetric(sc.format, sc.scope.labels, rest, m))
 			}
