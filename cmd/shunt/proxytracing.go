@@ -2,13 +2,20 @@ package main
 
 import (
 	"fmt"
+	"strconv"
+	"time"
 
 	"github.com/spf13/pflag"
 
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/tracing"
 	"github.com/shunt-dev/shunt/sidecar"
 )
+
+// scheduleDelayEnv is the OpenTelemetry SDKs' batch span processor delay
+// (ms): how often the sidecar sends its queued spans (5000 by default).
+const scheduleDelayEnv = "OTEL_BSP_SCHEDULE_DELAY"
 
 // tracingFlags are the sidecar's tracing settings: Istio's OpenTelemetry
 // extension provider and its sampling percentage.
@@ -39,6 +46,13 @@ func (t *tracingFlags) check(fs *pflag.FlagSet, cfg *proxy.Config, getenv func(s
 		return fmt.Errorf("--tracing-sampling %v: not a percentage (0 to 100)", t.sampling)
 	}
 	cfg.Tracing = &proxy.TracingConfig{Collector: t.collector, Protocol: tracing.Protocol(t.protocol), Sampling: t.sampling}
+	if v, ok := getenv(scheduleDelayEnv); ok && v != "" {
+		ms, err := strconv.ParseUint(v, 10, 32)
+		if err != nil || ms == 0 {
+			return fmt.Errorf("$%s %s: not a positive number of milliseconds", scheduleDelayEnv, clip.Quote(v))
+		}
+		cfg.TracingFlushInterval = time.Duration(ms) * time.Millisecond
+	}
 	env := func(k string) string { v, _ := getenv(k); return v }
 	if pod, ns := env(sidecar.PodNameEnv), env(sidecar.PodNamespaceEnv); pod != "" && ns != "" {
 		cfg.NodeID = sidecar.NodeID(env(sidecar.InstanceIPEnv), pod, ns)
