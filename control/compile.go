@@ -158,14 +158,19 @@ func hosts(addrs []netip.Addr) []netip.Prefix {
 
 // builtinClusters are Istio's: PassthroughCluster to the original
 // destination, InboundPassthroughCluster to the app from the inbound
-// source, BlackHoleCluster with no endpoint.
+// source, BlackHoleCluster with no endpoint; and the trace collector's
+// when the mesh traces.
 func (c *compiler) builtinClusters() []*clusterv3.Cluster {
-	return []*clusterv3.Cluster{
+	out := []*clusterv3.Cluster{
 		envoyres.OriginalDst(proxy.PassthroughCluster, c.m.ConnectTimeout),
 		envoyres.OriginalDst(proxy.InboundPassthroughCluster, c.m.ConnectTimeout, c.inboundSource()...),
 		{Name: proxy.BlackHoleCluster, ConnectTimeout: durationpb.New(c.m.ConnectTimeout),
 			ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: clusterv3.Cluster_STATIC}},
 	}
+	if c.m.tracingCluster != nil {
+		out = append(out, c.m.tracingCluster) // the collector's, for the connection managers' tracing
+	}
+	return out
 }
 
 // inboundSource are the addresses the sidecar binds to reach its app.

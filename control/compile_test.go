@@ -19,6 +19,7 @@ import (
 
 	"github.com/shunt-dev/shunt/control"
 	"github.com/shunt-dev/shunt/proxy"
+	"github.com/shunt-dev/shunt/proxy/tracing"
 	"github.com/shunt-dev/shunt/xds"
 )
 
@@ -109,6 +110,9 @@ func TestCompileSeedCluster(t *testing.T) {
 		{"default", func(*control.Mesh) {}},
 		{"registry-only", func(m *control.Mesh) {
 			m.RegistryOnly, m.AccessLogFile, m.ProtocolDetectionTimeout = true, "/dev/stdout", 0
+		}},
+		{"tracing", func(m *control.Mesh) {
+			m.Tracing = &proxy.TracingConfig{Collector: "otel-collector.observability.svc.cluster.local:4317", Protocol: tracing.OTLPGRPC, Sampling: 10}
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

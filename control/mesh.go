@@ -6,6 +6,8 @@ import (
 	"time"
 
 	accesslogv3 "github.com/envoyproxy/go-control-plane/envoy/config/accesslog/v3"
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
 	"k8s.io/apimachinery/pkg/labels"
 
 	"github.com/shunt-dev/shunt/proxy"
@@ -49,8 +51,16 @@ type Mesh struct {
 	AutoMTLS bool
 	// TrustDomain is the mesh's identities' (trustDomain).
 	TrustDomain string
+	// Tracing, if set, has every sidecar trace its HTTP requests to an
+	// OpenTelemetry collector (Istio's extensionProviders opentelemetry
+	// with defaultProviders.tracing, at meshConfig.defaultConfig.tracing
+	// .sampling percent); each sidecar names its spans by its own
+	// workload.
+	Tracing *proxy.TracingConfig
 
-	logs []*accesslogv3.AccessLog
+	logs           []*accesslogv3.AccessLog
+	tracing        *hcmv3.HttpConnectionManager_Tracing
+	tracingCluster *clusterv3.Cluster
 }
 
 // DefaultMesh is Istio's defaults, with protocol detection bounded as
@@ -77,6 +87,13 @@ func (m *Mesh) check() error {
 			return err
 		}
 		m.logs = []*accesslogv3.AccessLog{l}
+	}
+	m.tracing, m.tracingCluster = nil, nil
+	if m.Tracing != nil {
+		if err := m.Tracing.Check(); err != nil {
+			return err
+		}
+		m.tracing, m.tracingCluster = proxy.TracingResources(m.Tracing, m.ConnectTimeout)
 	}
 	return nil
 }

@@ -52,7 +52,8 @@ func (c *compiler) hcmWith(statPrefix, rds string, inline *routev3.RouteConfigur
 		// HTTP/1.0 is served, not refused with 426 as Istio's default
 		// does: an unmodified app (nginx's proxy_pass) speaks it.
 		HttpProtocolOptions: &corev3.Http1ProtocolOptions{AcceptHttp_10: true},
-		UpgradeConfigs:      []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}}}
+		UpgradeConfigs:      []*hcmv3.HttpConnectionManager_UpgradeConfig{{UpgradeType: "websocket"}},
+		Tracing:             c.m.tracing}
 	if rds != "" {
 		h.RouteSpecifier = &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{RouteConfigName: rds, ConfigSource: ads()}}
 	} else {

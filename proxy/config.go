@@ -179,7 +179,7 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	if c.Tracing != nil {
-		if err := c.Tracing.check(); err != nil {
+		if err := c.Tracing.Check(); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -90,6 +90,9 @@ type buildOptions struct {
 	// exporters keeps the span exporters across reloads; nil for a new
 	// set.
 	exporters *exporterSet
+	// workload is the sidecar's own, for its spans' service name and
+	// Istio's tags; nil for none.
+	workload *Workload
 }
 
 func (r *resources) add(path, format string, args ...any) {

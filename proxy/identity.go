@@ -17,6 +17,12 @@ type Workload struct {
 	Cluster                                  string
 }
 
+// known says w is a workload's (a pod's environment named it), not
+// unknown or nil.
+func (w *Workload) known() bool {
+	return w != nil && w.CanonicalService != "unknown" && w.Namespace != "unknown"
+}
+
 // unknownWorkload is a peer the proxy has no metadata for.
 var unknownWorkload = Workload{"unknown", "unknown", "unknown", "unknown", "unknown", "unknown", "unknown", "unknown"}
 

@@ -104,7 +104,7 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 			return nil, err
 		}
 	}
-	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout, store: p.stats, exporters: p.exporters})
+	res, err := build(b, buildOptions{open: p.openLog, builtin: builtin, idle: cfg.IdleTimeout, store: p.stats, exporters: p.exporters, workload: p.cfg.Workload})
 	if err != nil {
 		return nil, err
 	}

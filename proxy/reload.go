@@ -66,7 +66,7 @@ func (p *Proxy) Reload(b *bootstrapv3.Bootstrap) error {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	old := p.gen.Load()
-	res, err := build(b, buildOptions{open: p.openLog, idle: p.cfg.IdleTimeout, previous: old.clusters, sinks: old.sinks, store: p.stats, exporters: p.exporters})
+	res, err := build(b, buildOptions{open: p.openLog, idle: p.cfg.IdleTimeout, previous: old.clusters, sinks: old.sinks, store: p.stats, exporters: p.exporters, workload: p.cfg.Workload})
 	if err != nil {
 		return err
 	}

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strconv"
+	"time"
 
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -35,7 +36,8 @@ type TracingConfig struct {
 	Sampling float64
 }
 
-func (t *TracingConfig) check() error {
+// Check says what is wrong with t, if anything.
+func (t *TracingConfig) Check() error {
 	if t.Sampling < 0 || t.Sampling > 100 {
 		return fmt.Errorf("tracing sampling %v: not a percentage (0 to 100)", t.Sampling)
 	}
@@ -65,30 +67,37 @@ func (t *TracingConfig) hostPort() (string, uint16, error) {
 // Istio's mesh ID, in the spans' istio.mesh_id tag.
 const meshID = "cluster.local"
 
-// sidecarTracing is the sidecar's connection managers' tracing, as
-// Istio's is with an OpenTelemetry provider: the collector's cluster
-// (named as Istio names it, outbound|PORT||HOST), the service name
-// CANONICAL-SERVICE.NAMESPACE, Istio's custom tags.
+// sidecarTracing is the sidecar's connection managers' tracing.
 func sidecarTracing(cfg *Config) (*hcmv3.HttpConnectionManager_Tracing, *clusterv3.Cluster) {
-	t := cfg.Tracing
-	if t == nil {
+	if cfg.Tracing == nil {
 		return nil, nil
 	}
+	return TracingResources(cfg.Tracing, cfg.ConnectTimeout)
+}
+
+// TracingResources are a sidecar's tracing as Envoy's resources: the
+// connection managers' tracing, with an OpenTelemetry provider, and the
+// collector's cluster (tracing|PORT||HOST: a name of its own, so that it
+// never clashes with the collector's service cluster). They say nothing
+// of the sidecar itself: each sidecar names its spans' service
+// (CANONICAL-SERVICE.NAMESPACE) and adds Istio's identity tags from its
+// own workload, so that one configuration serves every sidecar. t must
+// be checked.
+func TracingResources(t *TracingConfig, connectTimeout time.Duration) (*hcmv3.HttpConnectionManager_Tracing, *clusterv3.Cluster) {
 	host, port, _ := t.hostPort() // checked
-	name := fmt.Sprintf("outbound|%d||%s", port, host)
+	name := fmt.Sprintf("tracing|%d||%s", port, host)
 	kind := clusterv3.Cluster_STRICT_DNS
 	if _, err := netip.ParseAddr(host); err == nil {
 		kind = clusterv3.Cluster_STATIC
 	}
-	cl := &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(cfg.ConnectTimeout),
+	cl := &clusterv3.Cluster{Name: name, ConnectTimeout: durationpb.New(connectTimeout),
 		ClusterDiscoveryType: &clusterv3.Cluster_Type{Type: kind},
 		LoadAssignment: &endpointv3.ClusterLoadAssignment{ClusterName: name, Endpoints: []*endpointv3.LocalityLbEndpoints{{
 			LbEndpoints: []*endpointv3.LbEndpoint{{HostIdentifier: &endpointv3.LbEndpoint_Endpoint{Endpoint: &endpointv3.Endpoint{
 				Address: &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
 					Address: host, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: uint32(port)}}}}}}}}}}},
 	}
-	w := cfg.Workload
-	otel := &tracev3.OpenTelemetryConfig{ServiceName: w.CanonicalService + "." + w.Namespace}
+	otel := &tracev3.OpenTelemetryConfig{}
 	if t.Protocol == tracing.OTLPHTTP {
 		uri := t.Collector
 		if u, err := url.Parse(uri); err != nil || u.Scheme == "" {
@@ -99,11 +108,7 @@ func sidecarTracing(cfg *Config) (*hcmv3.HttpConnectionManager_Tracing, *cluster
 	} else {
 		otel.GrpcService = &corev3.GrpcService{TargetSpecifier: &corev3.GrpcService_EnvoyGrpc_{EnvoyGrpc: &corev3.GrpcService_EnvoyGrpc{ClusterName: name}}}
 	}
-	var tags []*tracingtagv3.CustomTag
-	for _, kv := range [][2]string{{"istio.canonical_revision", w.CanonicalRevision}, {"istio.canonical_service", w.CanonicalService},
-		{"istio.cluster_id", w.Cluster}, {"istio.mesh_id", meshID}, {"istio.namespace", w.Namespace}} {
-		tags = append(tags, &tracingtagv3.CustomTag{Tag: kv[0], Type: &tracingtagv3.CustomTag_Literal_{Literal: &tracingtagv3.CustomTag_Literal{Value: kv[1]}}})
-	}
+	tags := []*tracingtagv3.CustomTag{{Tag: "istio.mesh_id", Type: &tracingtagv3.CustomTag_Literal_{Literal: &tracingtagv3.CustomTag_Literal{Value: meshID}}}}
 	return &hcmv3.HttpConnectionManager_Tracing{
 		RandomSampling: &typev3.Percent{Value: t.Sampling}, ClientSampling: &typev3.Percent{Value: 100},
 		OverallSampling: &typev3.Percent{Value: 100}, MaxPathTagLength: wrapperspb.UInt32(tracing.MaxPathTagLength),

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +58,7 @@ func (r *resources) tracer(t *hcmv3.HttpConnectionManager_Tracing, path string) 
 			r.add(fmt.Sprintf("%s.custom_tags[%d]", path, i), "not implemented by shunt: only literal and environment custom tags")
 		}
 	}
+	r.identityTags(tr)
 	p := t.GetProvider()
 	if p == nil {
 		r.add(path+".provider", "invalid: shunt needs a provider (envoy.tracers.opentelemetry) to send spans to")
@@ -71,6 +74,9 @@ func (r *resources) tracer(t *hcmv3.HttpConnectionManager_Tracing, path string) 
 		r.add(path+".provider.typed_config", "not implemented by shunt: %s (shunt sends spans over OTLP: envoy.tracers.opentelemetry)", p.GetTypedConfig().MessageName())
 		return nil
 	}
+	if otel.GetServiceName() == "" && r.opt.workload.known() {
+		otel.ServiceName = r.opt.workload.CanonicalService + "." + r.opt.workload.Namespace
+	}
 	cfg, cl := r.otlpExporter(otel, path+".provider.typed_config")
 	if cl == nil {
 		return nil
@@ -79,6 +85,24 @@ func (r *resources) tracer(t *hcmv3.HttpConnectionManager_Tracing, path string) 
 	tr.Exporter, key = r.opt.exporters.get(cfg, cl)
 	r.exporterKeys = append(r.exporterKeys, key)
 	return tr
+}
+
+// identityTags adds Istio's tags of the sidecar's own workload
+// (istio.canonical_service, istio.canonical_revision, istio.namespace,
+// istio.cluster_id) that the configuration does not set itself, when the
+// sidecar knows its workload (a pod's environment).
+func (r *resources) identityTags(tr *tracing.Tracer) {
+	w := r.opt.workload
+	if !w.known() {
+		return
+	}
+	for _, kv := range []tracing.Attr{{Key: "istio.canonical_revision", Value: w.CanonicalRevision}, {Key: "istio.canonical_service", Value: w.CanonicalService},
+		{Key: "istio.cluster_id", Value: w.Cluster}, {Key: "istio.namespace", Value: w.Namespace}} {
+		if !slices.ContainsFunc(tr.Node.Istio, func(a tracing.Attr) bool { return a.Key == kv.Key }) {
+			tr.Node.Istio = append(tr.Node.Istio, kv)
+		}
+	}
+	slices.SortFunc(tr.Node.Istio, func(a, b tracing.Attr) int { return strings.Compare(a.Key, b.Key) })
 }
 
 // otlpExporter is where an OpenTelemetry provider's spans go: the

@@ -24,7 +24,10 @@ import (
 
 	"github.com/shunt-dev/shunt/ca"
 	"github.com/shunt-dev/shunt/control"
+	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/internal/memlimit"
+	"github.com/shunt-dev/shunt/proxy"
+	"github.com/shunt-dev/shunt/proxy/tracing"
 )
 
 // usageError marks an error in what the user asked for (exit 2).
@@ -85,6 +88,10 @@ func newControlCmd() *cobra.Command {
 	f.DurationVar(&after, "debounce-after", control.DefaultDebounceAfter, "push once no change came for this long (PILOT_DEBOUNCE_AFTER)")
 	f.DurationVar(&most, "debounce-max", control.DefaultDebounceMax, "push at the latest this long after the first change (PILOT_DEBOUNCE_MAX)")
 	logJSON := f.Bool("log-json", false, "log as JSON lines")
+	tracingCollector := f.String("tracing-collector", "", "sidecars trace their HTTP requests to this OpenTelemetry collector: host:port (OTLP/gRPC; otel-collector.observability.svc:4317, say), or over --tracing-protocol http an http:// URL "+
+		"(Istio's meshConfig.extensionProviders opentelemetry with defaultProviders.tracing; each sidecar names its spans by its workload; \"\" for none)")
+	tracingProtocol := f.String("tracing-protocol", "grpc", "grpc or http: OTLP's transport to --tracing-collector")
+	tracingSampling := f.Float64("tracing-sampling", 1, "percentage of requests the sidecars trace when a request carries no decision of its own (meshConfig.defaultConfig.tracing.sampling)")
 	var caf caFlags
 	caf.register(f)
 	autoMTLS := f.Bool("enable-auto-mtls", true, "sidecars send mutual TLS to pods with sidecars and take it inbound as PeerAuthentications say (meshConfig enableAutoMtls); "+
@@ -115,6 +122,9 @@ func newControlCmd() *cobra.Command {
 			return usageError{fmt.Errorf("--debounce-max %s is under --debounce-after %s", most, after)}
 		}
 		if err := caf.check(*fromFile != "", f.Changed); err != nil {
+			return usageError{err}
+		}
+		if err := meshTracing(&mesh, *tracingCollector, *tracingProtocol, *tracingSampling, f.Changed); err != nil {
 			return usageError{err}
 		}
 		mesh.AutoMTLS, mesh.TrustDomain = *autoMTLS && caf.addr != "", caf.opt.TrustDomain
@@ -301,4 +311,27 @@ func dumpProxy(cmd *cobra.Command, w *control.World, id string, mesh control.Mes
 	}
 	_, err = cmd.OutOrStdout().Write(out)
 	return err
+}
+
+// meshTracing sets the mesh's tracing from the --tracing-* flags.
+func meshTracing(m *control.Mesh, collector, protocol string, sampling float64, changed func(string) bool) error {
+	if collector == "" {
+		for _, name := range []string{"tracing-protocol", "tracing-sampling"} {
+			if changed(name) {
+				return fmt.Errorf("--%s without --tracing-collector: nothing to send spans to", name)
+			}
+		}
+		return nil
+	}
+	if protocol != "grpc" && protocol != "http" {
+		return fmt.Errorf("--tracing-protocol %s: not grpc or http", clip.Quote(protocol))
+	}
+	if sampling < 0 || sampling > 100 {
+		return fmt.Errorf("--tracing-sampling %v: not a percentage (0 to 100)", sampling)
+	}
+	m.Tracing = &proxy.TracingConfig{Collector: collector, Protocol: tracing.Protocol(protocol), Sampling: sampling}
+	if err := m.Tracing.Check(); err != nil {
+		return fmt.Errorf("--tracing-collector: %v", err)
+	}
+	return nil
 }
