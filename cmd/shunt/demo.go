@@ -56,10 +56,17 @@ func runDemo(ctx context.Context, out io.Writer, shuntBin string) error {
 	step := func(format string, args ...any) { fmt.Fprintf(out, "\n== "+format+"\n", args...) }
 	step("building the seed scenario")
 	s, err := scenario.Start(ctx, scenario.Options{Name: "shunt-demo-" + strconv.Itoa(os.Getpid()),
-		Sidecar: scenario.Shunt, ShuntBin: shuntBin, Log: out, ProxyArgs: []string{"--log-level", "warn"}})
+		Sidecar: scenario.Shunt, ShuntBin: shuntBin, Log: out, ProxyArgs: append([]string{"--log-level", "warn"}, demoTracingArgs...),
+		ProxyEnv: demoPodEnv})
 	if err != nil {
 		return err
 	}
+	col, err := startDemoCollector(s)
+	if err != nil {
+		s.Close()
+		return err
+	}
+	defer col.Close()
 	defer func() {
 		step("tearing down")
 		s.Close()
@@ -92,6 +99,9 @@ func runDemo(ctx context.Context, out io.Writer, shuntBin string) error {
 	step("the sidecar's access log: each request, as Envoy logs it (the seed's format)")
 	waitForLines(ctx, s.AccessLog, 3)
 	fmt.Fprint(out, s.AccessLog.String())
+	step("the sidecar's spans, as an OpenTelemetry collector got them (OTLP/gRPC): nginx's proxy_pass passes the\n" +
+		"   request's headers on, traceparent among them, so the inbound request and nginx's call for it are one trace")
+	printTraces(out, col.WaitCount(ctx, 3, 5*time.Second))
 	uid := nginxWorkerUID(s.Pod.NS)
 	step("shunt trace of nginx's connection to backend-service (nginx worker UID %d)", uid)
 	return traceSeed(out, uid)

@@ -24,6 +24,10 @@ func TestDemo(t *testing.T) {
 		`"GET /test HTTP/1.1" 200 49 `,
 		" 10.1.0.5:80 InboundPassthroughCluster -",
 		"verdict: REDIRECT → 15001",
+		// The inbound request's trace: nginx passed traceparent on, its call
+		// to the backend is the SERVER span's child.
+		"  SERVER ingress                      app.default  GET 200  ",
+		"\n    CLIENT egress backend_ups           app.default  GET 200  ",
 		"namespaces, processes and files removed",
 	} {
 		if !strings.Contains(out, want) {

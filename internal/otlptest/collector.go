@@ -158,6 +158,22 @@ func (c *Collector) Spans() []Span {
 	return out
 }
 
+// WaitCount waits, up to timeout or until ctx ends, for at least n spans
+// and returns those it has.
+func (c *Collector) WaitCount(ctx context.Context, n int, timeout time.Duration) []Span {
+	deadline := time.After(timeout)
+	for c.Count() < n {
+		select {
+		case <-c.changed:
+		case <-deadline:
+			return c.Spans()
+		case <-ctx.Done():
+			return c.Spans()
+		}
+	}
+	return c.Spans()
+}
+
 // WaitSpans waits up to timeout for at least n spans and returns them.
 func (c *Collector) WaitSpans(t testing.TB, n int, timeout time.Duration) []Span {
 	t.Helper()

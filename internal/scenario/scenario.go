@@ -59,6 +59,7 @@ type Options struct {
 	Sidecar   Sidecar
 	ShuntBin  string    // the shunt binary, readable by UID 1337
 	ProxyArgs []string  // extra `shunt proxy` flags
+	ProxyEnv  []string  // and variables (KEY=VALUE)
 	Log       io.Writer // progress; nil for none
 	// AccessLogFormat is the sidecar's access log format; "" for
 	// SeedFormat.
@@ -268,7 +269,7 @@ func (s *Scenario) startSidecar(ctx context.Context) error {
 		args = append(args, s.Opts.ProxyArgs...)
 		s.logf("sidecar: %s %s", strings.Join(env, " "), strings.Join(args, " "))
 		s.proxy = s.Pod.NS.Command(args...)
-		s.proxy.Env = append(os.Environ(), env...)
+		s.proxy.Env = append(append(os.Environ(), env...), s.Opts.ProxyEnv...)
 		s.proxy.Stdout = s.AccessLog
 		s.proxy.Stderr = os.Stderr
 		if err := s.start(s.proxy); err != nil {
