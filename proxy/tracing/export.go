@@ -13,11 +13,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
-	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/emptypb"
+	"google.golang.org/grpc/mem"
 )
 
 // ExportMethod is OTLP's gRPC method. Its request,
@@ -74,7 +72,8 @@ type Exporter struct {
 	flush chan chan struct{}
 	stop  chan struct{}
 	done  chan struct{}
-	send  func(ctx context.Context, body *tracepb.TracesData) error
+	send  func(ctx context.Context, body []byte) error
+	buf   []byte // the batch's encoding, reused
 	conn  *grpc.ClientConn
 	close sync.Once
 	// Sent, Dropped and Failed count spans: delivered, turned away by a
@@ -133,7 +132,7 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 			tr.DialContext = func(ctx context.Context, _, addr string) (net.Conn, error) { return cfg.Dial(ctx, addr) }
 		}
 		client := &http.Client{Transport: tr}
-		e.send = func(ctx context.Context, body *tracepb.TracesData) error {
+		e.send = func(ctx context.Context, body []byte) error {
 			return postOTLP(ctx, client, url, body)
 		}
 	} else {
@@ -146,10 +145,10 @@ func NewExporter(cfg ExporterConfig) (*Exporter, error) {
 			return nil, fmt.Errorf("tracing: collector %s: %v", cfg.Address, err)
 		}
 		e.conn = conn
-		e.send = func(ctx context.Context, body *tracepb.TracesData) error {
+		e.send = func(ctx context.Context, body []byte) error {
 			// The response's partial_success is not read: a collector
 			// that rejects some spans still took the export.
-			return conn.Invoke(ctx, ExportMethod, body, &emptypb.Empty{})
+			return conn.Invoke(ctx, ExportMethod, body, nil, grpc.ForceCodecV2(rawCodec{}))
 		}
 	}
 	go e.run()
@@ -175,12 +174,8 @@ func tracesURL(addr string) (string, error) {
 	return addr, nil
 }
 
-func postOTLP(ctx context.Context, client *http.Client, url string, body *tracepb.TracesData) error {
-	b, err := proto.Marshal(body)
-	if err != nil {
-		return err
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(b))
+func postOTLP(ctx context.Context, client *http.Client, url string, body []byte) error {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
 	if err != nil {
 		return err
 	}
@@ -280,7 +275,8 @@ func (e *Exporter) send1(batch []*Span) []*Span {
 		return batch
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Timeout)
-	err := e.send(ctx, request(e.cfg.Resource, batch))
+	e.buf = appendTracesData(e.buf[:0], e.cfg.Resource, batch)
+	err := e.send(ctx, e.buf)
 	cancel()
 	e.Exports.Add(1)
 	if err != nil {
@@ -294,3 +290,16 @@ func (e *Exporter) send1(batch []*Span) []*Span {
 	clear(batch)
 	return batch[:0]
 }
+
+// rawCodec sends a request already in its wire form ([]byte) and reads
+// nothing of the answer: the exporter encodes OTLP itself.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	return mem.BufferSlice{mem.SliceBuffer(v.([]byte))}, nil
+}
+
+func (rawCodec) Unmarshal(mem.BufferSlice, any) error { return nil }
+
+// Name is the content subtype, proto's: the collector reads protobuf.
+func (rawCodec) Name() string { return "proto" }

@@ -34,7 +34,9 @@ type Span struct {
 }
 
 // Request is what a span's tags are made of: a request's record at its
-// end, as the access log has it.
+// end, as the access log has it. Method, RequestID, UserAgent,
+// DownstreamCluster and GRPCStatus may view the request's buffers (Tags
+// copies them); the rest must be the caller's own strings.
 type Request struct {
 	Method, Scheme, Authority, Path, Protocol string
 	RequestID, UserAgent, DownstreamCluster   string
@@ -73,17 +75,19 @@ func Tags(r *Request, n *Node, maxPath int) (attrs []Attr, failed bool) {
 		url = url[:maxPath]
 	}
 	attrs = make([]Attr, 0, 20+len(n.Istio))
-	// The values may view a request's buffers: each is copied.
-	add := func(k, v string) { attrs = append(attrs, Attr{k, strings.Clone(v)}) }
+	add := func(k, v string) { attrs = append(attrs, Attr{k, v}) }
+	// A value that may view the request's buffers is copied; the rest
+	// are the span's already (made here, or the configuration's).
+	view := func(k, v string) { attrs = append(attrs, Attr{k, strings.Clone(v)}) }
 	add("component", "proxy")
 	add("node_id", n.ID)
 	add("zone", orDash(n.Zone))
-	add("guid:x-request-id", r.RequestID)
+	view("guid:x-request-id", r.RequestID)
 	add("http.url", url)
-	add("http.method", r.Method)
+	view("http.method", r.Method)
 	add("http.protocol", r.Protocol)
-	add("downstream_cluster", orDash(r.DownstreamCluster))
-	add("user_agent", orDash(r.UserAgent))
+	view("downstream_cluster", orDash(r.DownstreamCluster))
+	view("user_agent", orDash(r.UserAgent))
 	add("peer.address", r.PeerAddress)
 	add("request_size", strconv.FormatInt(r.RequestSize, 10))
 	add("response_size", strconv.FormatInt(r.ResponseSize, 10))
@@ -97,7 +101,7 @@ func Tags(r *Request, n *Node, maxPath int) (attrs []Attr, failed bool) {
 	add("http.status_code", strconv.Itoa(r.Status))
 	add("response_flags", orDash(r.Flags))
 	if r.GRPCStatus != "" {
-		add("grpc.status_code", r.GRPCStatus)
+		view("grpc.status_code", r.GRPCStatus)
 	}
 	if r.PeerPrincipal != "" {
 		add("peer.principal", r.PeerPrincipal)
