@@ -135,6 +135,12 @@ func (m *istioMetrics) peerValues(dir Direction, service, serviceName string, pr
 	if dir == Inbound {
 		namespace = m.self.Namespace
 	}
+	if host, name, ns, ok := istioClusterService(serviceName); ok {
+		service, serviceName = host, name
+		if ns != "" {
+			namespace = ns
+		}
+	}
 	return []string{reporter,
 		s.Name, s.CanonicalService, s.CanonicalRevision, s.Namespace, s.Principal, s.App, s.Version, s.Cluster,
 		d.Name, d.Namespace, d.Principal, d.App, d.Version, service, d.CanonicalService, d.CanonicalRevision,
@@ -226,6 +232,25 @@ func (m *istioMetrics) tcp(dir Direction, serviceName string, flags accesslog.Fl
 	next := withEntry(cur, k, s)
 	m.tcpS.Store(&next)
 	return s
+}
+
+// istioClusterService reads the service of a cluster Istio's control
+// plane named, outbound|PORT|SUBSET|HOST or inbound|PORT|SUBSET|HOST, as
+// Istio's stats do: destination_service is the host, its name and
+// namespace the first two labels of a Kubernetes service's name
+// (NAME.NAMESPACE.svc.DOMAIN); another host (a ServiceEntry's) is its own
+// name, in no namespace the cluster says.
+func istioClusterService(cluster string) (host, name, namespace string, ok bool) {
+	parts := strings.Split(cluster, "|")
+	if len(parts) != 4 || parts[0] != "outbound" && parts[0] != "inbound" || parts[3] == "" {
+		return "", "", "", false
+	}
+	host = parts[3]
+	labels := strings.Split(host, ".")
+	if len(labels) >= 3 && labels[2] == "svc" {
+		return host, labels[0], labels[1], true
+	}
+	return host, host, "", true
 }
 
 // serviceOf is destination_service from a request's authority: the host,
