@@ -3,6 +3,7 @@ package control
 import (
 	"encoding/json"
 	"net/http"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -149,4 +150,19 @@ func (s *Server) Handler() http.Handler {
 		w.Write(out)
 	})
 	return mux
+}
+
+// ProxyAddrs are the connected sidecars' addresses (each one's first IP),
+// sorted: where their metrics are read (Istio's port 15090).
+func (s *Server) ProxyAddrs() []netip.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []netip.Addr
+	for _, st := range s.nodes {
+		if len(st.node.IPs) > 0 {
+			out = append(out, st.node.IPs[0])
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return slices.Compact(out)
 }

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/signal"
 	"syscall"
@@ -26,8 +27,10 @@ import (
 	"github.com/shunt-dev/shunt/control"
 	"github.com/shunt-dev/shunt/internal/clip"
 	"github.com/shunt-dev/shunt/internal/memlimit"
+	"github.com/shunt-dev/shunt/meshgraph"
 	"github.com/shunt-dev/shunt/proxy"
 	"github.com/shunt-dev/shunt/proxy/tracing"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // usageError marks an error in what the user asked for (exit 2).
@@ -214,7 +217,7 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 			g.Stop()
 			return err
 		}
-		mon = &http.Server{Handler: srv.Handler(), ReadHeaderTimeout: 10 * time.Second}
+		mon = &http.Server{Handler: monitorHandler(ctx, srv), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errs <- mon.Serve(mln) }()
 		log.Info("control plane serving", "xds", ln.Addr().String(), "monitor", mln.Addr().String())
 	} else {
@@ -229,6 +232,27 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 		mon.Close()
 	}
 	return err
+}
+
+// monitorHandler is the control plane's monitoring endpoints and the mesh
+// graph (/graph, /graph.svg, /graph.json), drawn from the connected
+// sidecars' metrics, read every 5 s over the last minute.
+func monitorHandler(ctx context.Context, srv *control.Server) http.Handler {
+	scraper := &meshgraph.Scraper{Targets: func() []string {
+		var out []string
+		for _, a := range srv.ProxyAddrs() {
+			out = append(out, netip.AddrPortFrom(a, sidecar.PrometheusPort).String())
+		}
+		return out
+	}}
+	go scraper.Run(ctx)
+	graph := meshgraph.Handler(scraper.Graph, 5*time.Second)
+	mux := http.NewServeMux()
+	mux.Handle("/", srv.Handler())
+	for _, path := range []string{"/graph", "/graph.svg", "/graph.json"} {
+		mux.Handle(path, graph)
+	}
+	return mux
 }
 
 // clusterConfig is how to reach the cluster of kubeconfig ($KUBECONFIG,

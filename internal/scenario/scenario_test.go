@@ -2,6 +2,7 @@ package scenario_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -191,6 +192,7 @@ func TestSeedControlPlane(t *testing.T) {
 		strings.Contains(syncz, "nacks") {
 		t.Errorf("syncz: %v\n%s", err, syncz)
 	}
+	checkMeshGraph(t, s)
 	s.Close() // flushes the access log
 	log := s.AccessLog.String()
 	for _, want := range []string{`"GET /test HTTP/1.0" 200 49 `, " 10.1.0.1:10000 outbound|10000||backend-service.default.svc.cluster.local - ",
@@ -578,5 +580,48 @@ spec:
 	}
 	if after := bad.Load(); after != before {
 		t.Errorf("the ejected endpoint got %d more requests", after-before)
+	}
+}
+
+// checkMeshGraph reads shunt-control's mesh graph, drawn from the
+// sidecar's metrics (read every 5 s): the seed's two requests are a call
+// from outside the mesh into the app, and the app's call to
+// backend-service (named from its cluster, outbound|10000||backend-service
+// .default.svc.cluster.local, as Istio's stats name it), neither over
+// mutual TLS.
+func checkMeshGraph(t *testing.T, s *scenario.Scenario) {
+	t.Helper()
+	type edge struct {
+		From, To string
+		RPS      float64 `json:"rps"`
+		MTLS     float64 `json:"mtls"`
+	}
+	var g struct {
+		Edges []edge `json:"edges"`
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(500 * time.Millisecond) {
+		body, err := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/graph.json")
+		if err == nil && json.Unmarshal([]byte(body), &g) == nil && len(g.Edges) >= 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the mesh graph has no edges of the seed's requests: %v\n%s", err, body)
+		}
+	}
+	var in, out *edge
+	for i, e := range g.Edges {
+		switch {
+		case e.From == "unknown":
+			in = &g.Edges[i]
+		case e.To == "backend-service.default":
+			out = &g.Edges[i]
+		}
+	}
+	if in == nil || out == nil || in.To != out.From || in.RPS <= 0 || out.RPS <= 0 || in.MTLS != 0 || out.MTLS != 0 {
+		t.Errorf("mesh graph edges %+v: want unknown → the app → backend-service.default, plaintext", g.Edges)
+	}
+	page, err := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/graph")
+	if err != nil || !strings.Contains(page, `data-node="backend-service.default"`) || !strings.Contains(page, `class="edge"`) {
+		t.Errorf("the mesh graph page: %v\n%s", err, page)
 	}
 }

@@ -1,0 +1,212 @@
+// Package meshgraph is the mesh's live picture: which service calls which,
+// how often, how fast, how often it fails and whether over mutual TLS,
+// computed from the sidecars' Istio metrics (istio_requests_total and
+// istio_request_duration_milliseconds) and drawn as SVG.
+package meshgraph
+
+import (
+	"io"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Node is a service of the mesh, by Istio's canonical service name and
+// namespace; "unknown" for a caller the sidecar could not name (a client
+// outside the mesh).
+type Node struct{ Name, Namespace string }
+
+func (n Node) String() string {
+	if n.Namespace == "" || n.Namespace == "unknown" {
+		return n.Name
+	}
+	return n.Name + "." + n.Namespace
+}
+
+// EdgeKey is a caller and the service it calls.
+type EdgeKey struct{ From, To Node }
+
+// Counts are what the sidecars counted of an edge's requests, as
+// cumulative counters: all of them, the 5xx among them, those over mutual
+// TLS, and their durations (cumulative buckets over Bounds, in ms).
+type Counts struct {
+	Requests, Errors, MTLS float64
+	Buckets                []float64 // cumulative, one per Bounds entry, then +Inf
+}
+
+// Bounds are the duration histogram's upper bounds (ms): Envoy's, as
+// Istio's metrics have them.
+var Bounds = []float64{0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000, 300000, 600000, 1800000, 3600000}
+
+// Snapshot is every edge's counts at one moment, summed over the sidecars.
+type Snapshot map[EdgeKey]*Counts
+
+// Add reads one sidecar's /stats/prometheus text into s. The destination
+// sidecar's report of a request is taken (it knows both ends and the
+// mutual TLS); a source's report counts only where the destination has
+// no sidecar to report it.
+func (s Snapshot) Add(r io.Reader) error {
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := p.TextToMetricFamilies(r)
+	if err != nil {
+		return err
+	}
+	for _, m := range families["istio_requests_total"].GetMetric() {
+		key, ok := edgeOf(m)
+		if !ok {
+			continue
+		}
+		c := s.counts(key)
+		v := m.GetCounter().GetValue()
+		c.Requests += v
+		if code, _ := strconv.Atoi(label(m, "response_code")); code >= 500 || code == 0 {
+			c.Errors += v
+		}
+		if label(m, "connection_security_policy") == "mutual_tls" {
+			c.MTLS += v
+		}
+	}
+	for _, m := range families["istio_request_duration_milliseconds"].GetMetric() {
+		key, ok := edgeOf(m)
+		if !ok {
+			continue
+		}
+		c := s.counts(key)
+		h := m.GetHistogram()
+		for _, b := range h.GetBucket() {
+			if i := slices.Index(Bounds, b.GetUpperBound()); i >= 0 {
+				c.Buckets[i] += float64(b.GetCumulativeCount())
+			}
+		}
+		c.Buckets[len(Bounds)] += float64(h.GetSampleCount())
+	}
+	return nil
+}
+
+func (s Snapshot) counts(k EdgeKey) *Counts {
+	c := s[k]
+	if c == nil {
+		c = &Counts{Buckets: make([]float64, len(Bounds)+1)}
+		s[k] = c
+	}
+	return c
+}
+
+// edgeOf is the edge a series counts, if it is one the graph takes.
+func edgeOf(m *dto.Metric) (EdgeKey, bool) {
+	reporter := label(m, "reporter")
+	if reporter == "source" && label(m, "destination_workload") != "unknown" {
+		return EdgeKey{}, false // the destination's sidecar reports it
+	}
+	from := Node{label(m, "source_canonical_service"), label(m, "source_workload_namespace")}
+	to := Node{label(m, "destination_canonical_service"), label(m, "destination_service_namespace")}
+	if to.Name == "" || to.Name == "unknown" {
+		to.Name = label(m, "destination_service_name")
+	}
+	if to.Namespace == "" || to.Namespace == "unknown" {
+		to.Namespace = label(m, "destination_workload_namespace")
+	}
+	if from.Name == "" {
+		from.Name = "unknown"
+	}
+	return EdgeKey{from, to}, reporter == "source" || reporter == "destination"
+}
+
+func label(m *dto.Metric, name string) string {
+	for _, l := range m.GetLabel() {
+		if l.GetName() == name {
+			return l.GetValue()
+		}
+	}
+	return ""
+}
+
+// Edge is a caller's requests to a service over a window.
+type Edge struct {
+	EdgeKey
+	RPS       float64 // requests per second
+	ErrorRate float64 // the share answered 5xx, or not at all (0 to 1)
+	P50, P99  float64 // ms; NaN when no request ended in the window
+	MTLS      float64 // the share over mutual TLS (0 to 1)
+	Requests  float64 // in the window
+}
+
+// Graph is the mesh's services and the calls between them over a window.
+type Graph struct {
+	Nodes   []Node
+	Edges   []Edge
+	Seconds float64 // the window
+}
+
+// Diff is the graph of what happened between two snapshots seconds
+// apart: an edge with no request in the window is left out. A counter
+// that went down (a sidecar restarted) counts from zero.
+func Diff(before, after Snapshot, seconds float64) Graph {
+	g := Graph{Seconds: seconds}
+	nodes := map[Node]bool{}
+	for k, a := range after {
+		b := before[k]
+		if b == nil {
+			b = &Counts{Buckets: make([]float64, len(Bounds)+1)}
+		}
+		d := delta(a, b)
+		if d.Requests <= 0 {
+			continue
+		}
+		e := Edge{EdgeKey: k, Requests: d.Requests, RPS: d.Requests / seconds, ErrorRate: d.Errors / d.Requests, MTLS: d.MTLS / d.Requests,
+			P50: quantile(0.5, d.Buckets), P99: quantile(0.99, d.Buckets)}
+		g.Edges = append(g.Edges, e)
+		nodes[k.From], nodes[k.To] = true, true
+	}
+	for n := range nodes {
+		g.Nodes = append(g.Nodes, n)
+	}
+	slices.SortFunc(g.Nodes, func(a, b Node) int { return strings.Compare(a.String(), b.String()) })
+	slices.SortFunc(g.Edges, func(a, b Edge) int {
+		return strings.Compare(a.From.String()+" "+a.To.String(), b.From.String()+" "+b.To.String())
+	})
+	return g
+}
+
+func delta(a, b *Counts) Counts {
+	sub := func(x, y float64) float64 {
+		if x < y {
+			return x // restarted
+		}
+		return x - y
+	}
+	d := Counts{Requests: sub(a.Requests, b.Requests), Errors: sub(a.Errors, b.Errors), MTLS: sub(a.MTLS, b.MTLS),
+		Buckets: make([]float64, len(a.Buckets))}
+	for i := range a.Buckets {
+		d.Buckets[i] = sub(a.Buckets[i], b.Buckets[i])
+	}
+	return d
+}
+
+// quantile is Prometheus's histogram_quantile over cumulative buckets:
+// the bucket where the rank falls, interpolated linearly; the highest
+// finite bound when it falls in +Inf.
+func quantile(q float64, buckets []float64) float64 {
+	total := buckets[len(buckets)-1]
+	if total == 0 {
+		return math.NaN()
+	}
+	rank := q * total
+	lower, below := 0.0, 0.0
+	for i, upper := range Bounds {
+		if buckets[i] >= rank {
+			in := buckets[i] - below
+			if in == 0 {
+				return upper
+			}
+			return lower + (upper-lower)*(rank-below)/in
+		}
+		lower, below = upper, buckets[i]
+	}
+	return Bounds[len(Bounds)-1]
+}
