@@ -12,7 +12,7 @@ import (
 // column.
 const (
 	nodeW, nodeH = 190, 46
-	colGap       = 330 // column to column
+	colGap       = 450 // column to column: room for an edge's labels
 	rowGap       = 92  // row to row
 	margin       = 30
 )
@@ -86,7 +86,7 @@ func SVG(g Graph) string {
 		if x2 > x1 {
 			sx, sy, ex, ey := x1+nodeW, y1+nodeH/2, x2, y2+nodeH/2
 			path = fmt.Sprintf("M%.0f,%.0f C%.0f,%.0f %.0f,%.0f %.0f,%.0f", sx, sy, (sx+ex)/2, sy, (sx+ex)/2, ey, ex, ey)
-			lx, ly = (sx+ex)/2, (sy+ey)/2-8
+			lx, ly = (sx+ex)/2, (sy+ey)/2-6
 		} else { // a call back or within a column: around below
 			sx, sy, ex, ey := x1+nodeW/2+20, y1+nodeH, x2+nodeW/2-20, y2+nodeH
 			path = fmt.Sprintf("M%.0f,%.0f C%.0f,%.0f %.0f,%.0f %.0f,%.0f", sx, sy, sx, sy+60, ex, ey+60, ex, ey)
@@ -95,8 +95,9 @@ func SVG(g Graph) string {
 		fmt.Fprintf(&b, `<g class="edge" data-from="%s" data-to="%s" data-rps="%.2f" data-error-rate="%.4f" data-p50="%s" data-p99="%s" data-mtls="%.2f">`,
 			attr(e.From.String()), attr(e.To.String()), e.RPS, e.ErrorRate, ms(e.P50), ms(e.P99), e.MTLS)
 		fmt.Fprintf(&b, `<path d="%s" fill="none" stroke="%s" stroke-width="%.1f" marker-end="url(#arrow)"/>`, path, color, 1.5+math.Min(4, math.Log10(1+e.RPS)))
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="%s">%.1f rps · %.1f%% err · %s</text>`, lx, ly, color, e.RPS, 100*e.ErrorRate, security)
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="#555">p50 %s ms · p99 %s ms</text></g>`, lx, ly+14, ms(e.P50), ms(e.P99))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="%s">%.1f rps · %.1f%% errors</text>`, lx, ly-14, color, e.RPS, 100*e.ErrorRate)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="#555">p50 %s ms · p99 %s ms</text>`, lx, ly, ms(e.P50), ms(e.P99))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="%s">%s</text></g>`, lx, ly+30, color, security)
 	}
 	for _, n := range g.Nodes {
 		x, y := xy(n)

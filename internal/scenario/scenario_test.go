@@ -1,14 +1,17 @@
 package scenario_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"image/png"
 	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -620,8 +623,96 @@ func checkMeshGraph(t *testing.T, s *scenario.Scenario) {
 	if in == nil || out == nil || in.To != out.From || in.RPS <= 0 || out.RPS <= 0 || in.MTLS != 0 || out.MTLS != 0 {
 		t.Errorf("mesh graph edges %+v: want unknown → the app → backend-service.default, plaintext", g.Edges)
 	}
-	page, err := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/graph")
-	if err != nil || !strings.Contains(page, `data-node="backend-service.default"`) || !strings.Contains(page, `class="edge"`) {
-		t.Errorf("the mesh graph page: %v\n%s", err, page)
+	checkGraphInBrowser(t, s)
+}
+
+// checkGraphInBrowser loads the graph page in headless Chromium (Debian's)
+// from the backend host: the DOM it renders has the running scenario's
+// services and calls, each call's numbers those /graph.json gives at the
+// same moment; and a screenshot of it is an image with the page's colours
+// (kept in $SHUNT_SCREENSHOT_DIR when set).
+func checkGraphInBrowser(t *testing.T, s *scenario.Scenario) {
+	t.Helper()
+	if _, err := exec.LookPath("chromium"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("chromium is not installed (.ci/deps tests installs it)")
+		}
+		t.Log("chromium is not installed: the graph page is not checked in a browser")
+		return
+	}
+	const url = "http://10.1.0.1:15014/graph"
+	dir := t.TempDir()
+	chromium := func(args ...string) string {
+		t.Helper()
+		cmd := s.Pod.Peer.Command(append([]string{"chromium", "--headless", "--no-sandbox", "--disable-gpu", "--user-data-dir=" + filepath.Join(dir, "profile")}, args...)...)
+		var out bytes.Buffer
+		cmd.Stdout = &out
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("chromium %v: %v", args, err)
+		}
+		return out.String()
+	}
+	rps := func(jsonText string) string {
+		var g struct {
+			Edges []struct {
+				From, To string
+				RPS      float64 `json:"rps"`
+			} `json:"edges"`
+		}
+		json.Unmarshal([]byte(jsonText), &g)
+		var parts []string
+		for _, e := range g.Edges {
+			parts = append(parts, fmt.Sprintf(`data-from="%s" data-to="%s" data-rps="%.2f"`, e.From, e.To, e.RPS))
+		}
+		return strings.Join(parts, "\n")
+	}
+	// The graph changes with each scrape (every 5 s): the DOM is compared
+	// with the numbers read before and after it, when they agree.
+	for attempt := 0; ; attempt++ {
+		before, _ := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/graph.json")
+		dom := chromium("--dump-dom", url)
+		after, _ := scenario.Curl(s.Pod.Peer, "http://10.1.0.1:15014/graph.json")
+		if rps(before) != rps(after) && attempt < 5 {
+			continue
+		}
+		for _, want := range append([]string{`data-node="unknown"`, `data-node="backend-service.default"`, `<table id="edges">`},
+			strings.Split(rps(after), "\n")...) {
+			if !strings.Contains(dom, want) {
+				t.Errorf("Chromium's DOM of the graph lacks %q:\n%s", want, dom)
+			}
+		}
+		if n := strings.Count(dom, `class="edge"`); n != 2 {
+			t.Errorf("Chromium's DOM has %d edges, want 2", n)
+		}
+		break
+	}
+	shot := filepath.Join(dir, "mesh-graph.png")
+	chromium("--window-size=1200,400", "--screenshot="+shot, url)
+	f, err := os.Open(shot)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	img, err := png.Decode(f)
+	if err != nil {
+		t.Fatalf("the screenshot: %v", err)
+	}
+	// The node boxes' fill (#e3f2fd) is on it.
+	found := false
+	for y := img.Bounds().Min.Y; y < img.Bounds().Max.Y && !found; y++ {
+		for x := img.Bounds().Min.X; x < img.Bounds().Max.X; x++ {
+			r, g, b, _ := img.At(x, y).RGBA()
+			if r>>8 == 0xe3 && g>>8 == 0xf2 && b>>8 == 0xfd {
+				found = true
+				break
+			}
+		}
+	}
+	if !found {
+		t.Errorf("the screenshot (%v) shows no service box", img.Bounds())
+	}
+	if keep := os.Getenv("SHUNT_SCREENSHOT_DIR"); keep != "" {
+		b, _ := os.ReadFile(shot)
+		os.WriteFile(filepath.Join(keep, "mesh-graph.png"), b, 0o644)
 	}
 }
