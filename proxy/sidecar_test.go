@@ -114,14 +114,21 @@ func (s *sidecarPod) metric(t *testing.T, series string) float64 {
 // part given (label="value", as printed).
 func (s *sidecarPod) metricSum(t *testing.T, name string, parts ...string) float64 {
 	t.Helper()
-	_, body, err := s.NS.HTTPGet("http://127.0.0.1:15090/stats/prometheus")
+	return metricSumIn(t, s.NS, name, parts...)
+}
+
+// metricSumIn is metricSum of the sidecar in ns; a metric without labels
+// counts too.
+func metricSumIn(t *testing.T, ns *testnet.NS, name string, parts ...string) float64 {
+	t.Helper()
+	_, body, err := ns.HTTPGet("http://127.0.0.1:15090/stats/prometheus")
 	if err != nil {
 		t.Fatal(err)
 	}
 	sum := 0.0
 lines:
 	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") {
+		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
 			continue
 		}
 		for _, p := range parts {

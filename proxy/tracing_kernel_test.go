@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -68,29 +67,7 @@ func startMeshApp(t *testing.T, ns *testnet.NS, app, ip, collector, sampling, ex
 // the sidecar's /stats/prometheus.
 func (m *meshApp) metric(t *testing.T, name string, parts ...string) float64 {
 	t.Helper()
-	_, body, err := m.ns.HTTPGet("http://127.0.0.1:15090/stats/prometheus")
-	if err != nil {
-		t.Fatal(err)
-	}
-	total := 0.0
-lines:
-	for _, line := range strings.Split(body, "\n") {
-		if !strings.HasPrefix(line, name+"{") && !strings.HasPrefix(line, name+" ") {
-			continue
-		}
-		for _, p := range parts {
-			if !strings.Contains(line, p) {
-				continue lines
-			}
-		}
-		f := strings.Fields(line)
-		v, err := strconv.ParseFloat(f[len(f)-1], 64)
-		if err != nil {
-			t.Fatalf("%q: %v", line, err)
-		}
-		total += v
-	}
-	return total
+	return metricSumIn(t, m.ns, name, parts...)
 }
 
 // traceHeaders are what an app copies from the request it serves onto the

@@ -89,19 +89,7 @@ func connectionsPerSecond(s *scenario.Scenario, dur time.Duration) float64 {
 // collectorAddr (OTLP/gRPC) and the port after it (OTLP/HTTP), counting
 // the spans it gets.
 func startCollector(s *scenario.Scenario) *otlptest.Collector {
-	var col *otlptest.Collector
-	check(s.Pod.NS.Do(func() error {
-		gl, err := net.Listen("tcp", collectorAddr)
-		if err != nil {
-			return err
-		}
-		hl, err := net.Listen("tcp", "127.0.0.1:4318")
-		if err != nil {
-			gl.Close()
-			return err
-		}
-		col = otlptest.Serve(gl, hl, false)
-		return nil
-	}))
+	col, err := otlptest.ServeIn(s.Pod.NS.Do, collectorAddr, "127.0.0.1:4318", false)
+	check(err)
 	return col
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"fmt"
 	"io"
-	"net"
 	"slices"
 	"strings"
 	"time"
@@ -24,21 +23,7 @@ var (
 // the sidecar sends its spans (127.0.0.1:4317; its own traffic is not
 // captured).
 func startDemoCollector(s *scenario.Scenario) (*otlptest.Collector, error) {
-	var col *otlptest.Collector
-	err := s.Pod.NS.Do(func() error {
-		gl, err := net.Listen("tcp", "127.0.0.1:4317")
-		if err != nil {
-			return err
-		}
-		hl, err := net.Listen("tcp", "127.0.0.1:4318")
-		if err != nil {
-			gl.Close()
-			return err
-		}
-		col = otlptest.Serve(gl, hl, true)
-		return nil
-	})
-	return col, err
+	return otlptest.ServeIn(s.Pod.NS.Do, "127.0.0.1:4317", "127.0.0.1:4318", true)
 }
 
 // printTraces prints spans as trees, one per trace, each span under its

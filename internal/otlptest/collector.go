@@ -83,6 +83,26 @@ func Serve(gl, hl net.Listener, keep bool) *Collector {
 	return c
 }
 
+// ServeIn serves a collector on grpcAddr and httpAddr, its sockets made by
+// in (a network namespace's Do, say), keeping the exports or counting.
+func ServeIn(in func(func() error) error, grpcAddr, httpAddr string, keep bool) (*Collector, error) {
+	var col *Collector
+	err := in(func() error {
+		gl, err := net.Listen("tcp", grpcAddr)
+		if err != nil {
+			return err
+		}
+		hl, err := net.Listen("tcp", httpAddr)
+		if err != nil {
+			gl.Close()
+			return err
+		}
+		col = Serve(gl, hl, keep)
+		return nil
+	})
+	return col, err
+}
+
 // Close stops both servers.
 func (c *Collector) Close() {
 	c.grpc.Stop()

@@ -75,26 +75,26 @@ func Extract(h Headers) Parent {
 	if v, ok := h.Get("b3"); ok {
 		var b Parent
 		if parseB3Single(v, &b) {
-			if !p.HasTrace() {
-				p.Trace, p.Span = b.Trace, b.Span
-			}
-			if !p.Decided {
-				p.Decided, p.Sampled = b.Decided, b.Sampled
-			}
-			p.Formats |= B3Single
+			p.join(&b, B3Single)
 		}
 	}
 	var b Parent
 	if parseB3Multi(h, &b) {
-		if !p.HasTrace() {
-			p.Trace, p.Span = b.Trace, b.Span
-		}
-		if !p.Decided {
-			p.Decided, p.Sampled = b.Decided, b.Sampled
-		}
-		p.Formats |= B3Multi
+		p.join(&b, B3Multi)
 	}
 	return p
+}
+
+// join takes from b, read in format f, what p does not have yet: the
+// trace, the decision.
+func (p *Parent) join(b *Parent, f Format) {
+	if !p.HasTrace() {
+		p.Trace, p.Span = b.Trace, b.Span
+	}
+	if !p.Decided {
+		p.Decided, p.Sampled = b.Decided, b.Sampled
+	}
+	p.Formats |= f
 }
 
 // parseTraceparent reads W3C's version-traceid-parentid-flags. A later

@@ -238,10 +238,7 @@ func (e *Exporter) run() {
 	for {
 		select {
 		case s := <-e.q:
-			batch = append(batch, s)
-			if len(batch) >= e.cfg.MaxBatch {
-				batch = e.send1(batch)
-			}
+			batch = e.add(batch, s)
 		case <-t.C:
 			batch = e.send1(batch)
 		case ack := <-e.flush:
@@ -254,15 +251,21 @@ func (e *Exporter) run() {
 	}
 }
 
+// add puts s in the batch, which goes once full.
+func (e *Exporter) add(batch []*Span, s *Span) []*Span {
+	batch = append(batch, s)
+	if len(batch) >= e.cfg.MaxBatch {
+		batch = e.send1(batch)
+	}
+	return batch
+}
+
 // drain sends the batch and everything queued.
 func (e *Exporter) drain(batch []*Span) []*Span {
 	for {
 		select {
 		case s := <-e.q:
-			batch = append(batch, s)
-			if len(batch) >= e.cfg.MaxBatch {
-				batch = e.send1(batch)
-			}
+			batch = e.add(batch, s)
 		default:
 			return e.send1(batch)
 		}
