@@ -184,3 +184,45 @@ func TestScraperAndPage(t *testing.T) {
 		t.Errorf("/graph.json: %+v", j)
 	}
 }
+
+// TestPrometheusSource: the graph from Prometheus's query API — its
+// increase() vectors read as a window's counts; a server that answers
+// an error is named under failed.
+func TestPrometheusSource(t *testing.T) {
+	labels := `"reporter":"destination","source_canonical_service":"productpage","source_workload_namespace":"shop",` +
+		`"destination_canonical_service":"reviews","destination_service_name":"reviews","destination_service_namespace":"shop",` +
+		`"destination_workload":"reviews-v1","destination_workload_namespace":"shop","connection_security_policy":"mutual_tls"`
+	var queries []string
+	prom := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query().Get("query")
+		queries = append(queries, q)
+		switch {
+		case strings.Contains(q, "istio_requests_total[60s]"):
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[`+
+				`{"metric":{%s,"response_code":"200"},"value":[1,"594"]},{"metric":{%s,"response_code":"503"},"value":[1,"6"]}]}}`, labels, labels)
+		case strings.Contains(q, "istio_request_duration_milliseconds_bucket[60s]"):
+			fmt.Fprintf(w, `{"status":"success","data":{"resultType":"vector","result":[`+
+				`{"metric":{%s,"response_code":"200","le":"5"},"value":[1,"300"]},{"metric":{%s,"response_code":"200","le":"10"},"value":[1,"600"]},`+
+				`{"metric":{%s,"response_code":"200","le":"+Inf"},"value":[1,"600"]}]}}`, labels, labels, labels)
+		default:
+			w.WriteHeader(400)
+			io.WriteString(w, `{"status":"error","error":"unexpected query"}`)
+		}
+	}))
+	defer prom.Close()
+	g, failed := (&meshgraph.Prometheus{URL: prom.URL}).Graph()
+	if len(failed) != 0 || len(g.Edges) != 1 {
+		t.Fatalf("graph %+v, failed %v (queries %q)", g, failed, queries)
+	}
+	e := g.Edges[0]
+	if e.From.String() != "productpage.shop" || e.To.String() != "reviews.shop" || e.RPS != 10 || e.ErrorRate != 0.01 || e.MTLS != 1 || e.P50 != 5 {
+		t.Errorf("edge %+v", e)
+	}
+	if !strings.Contains(queries[0], "sum by (reporter,") || !strings.Contains(queries[1], ",le) (increase(") {
+		t.Errorf("queries %q", queries)
+	}
+	prom.Close()
+	if _, failed := (&meshgraph.Prometheus{URL: prom.URL}).Graph(); failed[prom.URL] == "" {
+		t.Errorf("a Prometheus that is not there: failed %v", failed)
+	}
+}

@@ -57,35 +57,64 @@ func (s Snapshot) Add(r io.Reader) error {
 		return err
 	}
 	for _, m := range families["istio_requests_total"].GetMetric() {
-		key, ok := edgeOf(m)
-		if !ok {
-			continue
-		}
-		c := s.counts(key)
-		v := m.GetCounter().GetValue()
-		c.Requests += v
-		if code, _ := strconv.Atoi(label(m, "response_code")); code >= 500 || code == 0 {
-			c.Errors += v
-		}
-		if label(m, "connection_security_policy") == "mutual_tls" {
-			c.MTLS += v
-		}
+		s.AddRequests(metricLabels(m), m.GetCounter().GetValue())
 	}
 	for _, m := range families["istio_request_duration_milliseconds"].GetMetric() {
-		key, ok := edgeOf(m)
-		if !ok {
-			continue
-		}
-		c := s.counts(key)
+		labels := metricLabels(m)
 		h := m.GetHistogram()
 		for _, b := range h.GetBucket() {
-			if i := slices.Index(Bounds, b.GetUpperBound()); i >= 0 {
-				c.Buckets[i] += float64(b.GetCumulativeCount())
+			if !math.IsInf(b.GetUpperBound(), 1) { // the count below is +Inf's
+				s.AddBucket(labels, b.GetUpperBound(), float64(b.GetCumulativeCount()))
 			}
 		}
-		c.Buckets[len(Bounds)] += float64(h.GetSampleCount())
+		s.AddBucket(labels, math.Inf(1), float64(h.GetSampleCount()))
 	}
 	return nil
+}
+
+// Labels give a series' label by name ("" when it has none).
+type Labels func(name string) string
+
+func metricLabels(m *dto.Metric) Labels {
+	return func(name string) string {
+		for _, l := range m.GetLabel() {
+			if l.GetName() == name {
+				return l.GetValue()
+			}
+		}
+		return ""
+	}
+}
+
+// AddRequests counts v requests of an istio_requests_total series.
+func (s Snapshot) AddRequests(l Labels, v float64) {
+	key, ok := edgeOf(l)
+	if !ok {
+		return
+	}
+	c := s.counts(key)
+	c.Requests += v
+	if code, _ := strconv.Atoi(l("response_code")); code >= 500 || code == 0 {
+		c.Errors += v
+	}
+	if l("connection_security_policy") == "mutual_tls" {
+		c.MTLS += v
+	}
+}
+
+// AddBucket counts v requests of an istio_request_duration_milliseconds
+// series at or under le (+Inf: all of them).
+func (s Snapshot) AddBucket(l Labels, le, v float64) {
+	key, ok := edgeOf(l)
+	if !ok {
+		return
+	}
+	c := s.counts(key)
+	if math.IsInf(le, 1) {
+		c.Buckets[len(Bounds)] += v
+	} else if i := slices.Index(Bounds, le); i >= 0 {
+		c.Buckets[i] += v
+	}
 }
 
 func (s Snapshot) counts(k EdgeKey) *Counts {
@@ -98,32 +127,23 @@ func (s Snapshot) counts(k EdgeKey) *Counts {
 }
 
 // edgeOf is the edge a series counts, if it is one the graph takes.
-func edgeOf(m *dto.Metric) (EdgeKey, bool) {
-	reporter := label(m, "reporter")
-	if reporter == "source" && label(m, "destination_workload") != "unknown" {
+func edgeOf(label Labels) (EdgeKey, bool) {
+	reporter := label("reporter")
+	if reporter == "source" && label("destination_workload") != "unknown" {
 		return EdgeKey{}, false // the destination's sidecar reports it
 	}
-	from := Node{label(m, "source_canonical_service"), label(m, "source_workload_namespace")}
-	to := Node{label(m, "destination_canonical_service"), label(m, "destination_service_namespace")}
+	from := Node{label("source_canonical_service"), label("source_workload_namespace")}
+	to := Node{label("destination_canonical_service"), label("destination_service_namespace")}
 	if to.Name == "" || to.Name == "unknown" {
-		to.Name = label(m, "destination_service_name")
+		to.Name = label("destination_service_name")
 	}
 	if to.Namespace == "" || to.Namespace == "unknown" {
-		to.Namespace = label(m, "destination_workload_namespace")
+		to.Namespace = label("destination_workload_namespace")
 	}
 	if from.Name == "" {
 		from.Name = "unknown"
 	}
 	return EdgeKey{from, to}, reporter == "source" || reporter == "destination"
-}
-
-func label(m *dto.Metric, name string) string {
-	for _, l := range m.GetLabel() {
-		if l.GetName() == name {
-			return l.GetValue()
-		}
-	}
-	return ""
 }
 
 // Edge is a caller's requests to a service over a window.

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/signal"
 	"syscall"
@@ -94,6 +95,7 @@ func newControlCmd() *cobra.Command {
 	tracingCollector := f.String("tracing-collector", "", "sidecars trace their HTTP requests to this OpenTelemetry collector: host:port (OTLP/gRPC; otel-collector.observability.svc:4317, say), or over --tracing-protocol http an http:// URL "+
 		"(Istio's meshConfig.extensionProviders opentelemetry with defaultProviders.tracing; each sidecar names its spans by its workload; \"\" for none)")
 	tracingProtocol := f.String("tracing-protocol", "grpc", "grpc or http: OTLP's transport to --tracing-collector")
+	prometheusURL := f.String("prometheus-url", "", "the mesh graph (/graph on --monitor-addr) reads the sidecars' metrics from this Prometheus (http://prometheus:9090, say) instead of scraping them itself")
 	tracingSampling := f.Float64("tracing-sampling", 1, "percentage of requests the sidecars trace when a request carries no decision of its own (meshConfig.defaultConfig.tracing.sampling)")
 	var caf caFlags
 	caf.register(f)
@@ -129,6 +131,9 @@ func newControlCmd() *cobra.Command {
 		}
 		if err := meshTracing(&mesh, *tracingCollector, *tracingProtocol, *tracingSampling, f.Changed); err != nil {
 			return usageError{err}
+		}
+		if u, err := url.Parse(*prometheusURL); *prometheusURL != "" && (err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "") {
+			return usageError{fmt.Errorf("--prometheus-url %s: not an http:// or https:// URL", clip.Quote(*prometheusURL))}
 		}
 		mesh.AutoMTLS, mesh.TrustDomain = *autoMTLS && caf.addr != "", caf.opt.TrustDomain
 		return nil
@@ -179,13 +184,13 @@ func newControlCmd() *cobra.Command {
 				srv.RegisterMetrics(control.CAMetrics(svc)...)
 			}
 		}
-		return serveControl(ctx, srv, *addr, *monitor, log, &caf, svc)
+		return serveControl(ctx, srv, *addr, *monitor, *prometheusURL, log, &caf, svc)
 	}
 	return cmd
 }
 
 // serveControl serves ADS and the monitoring endpoints until ctx ends.
-func serveControl(ctx context.Context, srv *control.Server, addr, monitor string, log *slog.Logger, caf *caFlags, svc *ca.Service) error {
+func serveControl(ctx context.Context, srv *control.Server, addr, monitor, prometheusURL string, log *slog.Logger, caf *caFlags, svc *ca.Service) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -217,7 +222,7 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 			g.Stop()
 			return err
 		}
-		mon = &http.Server{Handler: monitorHandler(ctx, srv), ReadHeaderTimeout: 10 * time.Second}
+		mon = &http.Server{Handler: monitorHandler(ctx, srv, prometheusURL), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errs <- mon.Serve(mln) }()
 		log.Info("control plane serving", "xds", ln.Addr().String(), "monitor", mln.Addr().String())
 	} else {
@@ -235,18 +240,25 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor string
 }
 
 // monitorHandler is the control plane's monitoring endpoints and the mesh
-// graph (/graph, /graph.svg, /graph.json), drawn from the connected
-// sidecars' metrics, read every 5 s over the last minute.
-func monitorHandler(ctx context.Context, srv *control.Server) http.Handler {
-	scraper := &meshgraph.Scraper{Targets: func() []string {
-		var out []string
-		for _, a := range srv.ProxyAddrs() {
-			out = append(out, netip.AddrPortFrom(a, sidecar.PrometheusPort).String())
-		}
-		return out
-	}}
-	go scraper.Run(ctx)
-	graph := meshgraph.Handler(scraper.Graph, 5*time.Second)
+// graph (/graph, /graph.svg, /graph.json) over the last minute: from
+// Prometheus when prometheusURL is set, else from the connected sidecars'
+// metrics, read every 5 s.
+func monitorHandler(ctx context.Context, srv *control.Server, prometheusURL string) http.Handler {
+	var source func() (meshgraph.Graph, map[string]string)
+	if prometheusURL != "" {
+		source = (&meshgraph.Prometheus{URL: prometheusURL}).Graph
+	} else {
+		scraper := &meshgraph.Scraper{Targets: func() []string {
+			var out []string
+			for _, a := range srv.ProxyAddrs() {
+				out = append(out, netip.AddrPortFrom(a, sidecar.PrometheusPort).String())
+			}
+			return out
+		}}
+		go scraper.Run(ctx)
+		source = scraper.Graph
+	}
+	graph := meshgraph.Handler(source, 5*time.Second)
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
 	for _, path := range []string{"/graph", "/graph.svg", "/graph.json"} {

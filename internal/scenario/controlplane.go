@@ -64,6 +64,7 @@ func (s *Scenario) startControlPlane(format string) (args, env []string, err err
 	}
 	s.controlArgv = []string{s.Opts.ControlBin, "--from-file", manifest, "--addr", ControlAddr, "--monitor-addr", netlab.PeerIP + ":15014",
 		"--access-log-file", "/dev/stdout", "--access-log-format", format}
+	s.controlArgv = append(s.controlArgv, s.Opts.ControlArgs...)
 	s.logf("control plane: %s", strings.Join(s.controlArgv, " "))
 	if err := s.runControlPlane(); err != nil {
 		return nil, nil, err

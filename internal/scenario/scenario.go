@@ -72,8 +72,9 @@ type Options struct {
 	// ControlBin, if set, is shunt-control: it serves Manifest (else
 	// MeshManifest) and the shunt sidecar takes all its configuration
 	// from it over xDS.
-	ControlBin string
-	Manifest   string
+	ControlBin  string
+	Manifest    string
+	ControlArgs []string // more shunt-control flags
 }
 
 // EnvoyPort is where the seed's Envoy configuration listens.

@@ -9,6 +9,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -594,6 +595,14 @@ spec:
 // mutual TLS.
 func checkMeshGraph(t *testing.T, s *scenario.Scenario) {
 	t.Helper()
+	checkGraphEdges(t, s)
+	checkGraphInBrowser(t, s)
+}
+
+// checkGraphEdges waits for the graph to have the seed's calls, and
+// checks them.
+func checkGraphEdges(t *testing.T, s *scenario.Scenario) {
+	t.Helper()
 	type edge struct {
 		From, To string
 		RPS      float64 `json:"rps"`
@@ -623,7 +632,79 @@ func checkMeshGraph(t *testing.T, s *scenario.Scenario) {
 	if in == nil || out == nil || in.To != out.From || in.RPS <= 0 || out.RPS <= 0 || in.MTLS != 0 || out.MTLS != 0 {
 		t.Errorf("mesh graph edges %+v: want unknown → the app → backend-service.default, plaintext", g.Edges)
 	}
-	checkGraphInBrowser(t, s)
+}
+
+// TestSeedMeshGraphFromPrometheus: with --prometheus-url, shunt-control
+// draws the graph from Debian's Prometheus scraping the sidecar (as Kiali
+// reads it), and finds the same calls as from the sidecar itself.
+func TestSeedMeshGraphFromPrometheus(t *testing.T) {
+	testnet.RequireRoot(t, "nginx", "curl", "iptables-nft-save")
+	if _, err := exec.LookPath("prometheus"); err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("prometheus is not installed (.ci/deps tests installs it)")
+		}
+		t.Skip("prometheus is not installed")
+	}
+	s, err := scenario.Start(context.Background(), scenario.Options{Name: "shunt-seed-prom-" + strconv.Itoa(os.Getpid()),
+		Sidecar: scenario.Shunt, ShuntBin: testnet.ShuntBinary(t), ControlBin: testnet.ControlBinary(t),
+		ControlArgs: []string{"--prometheus-url", "http://127.0.0.1:9099"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(s.Close)
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "prometheus.yml")
+	os.WriteFile(conf, []byte("global: {scrape_interval: 1s}\nscrape_configs:\n- job_name: sidecars\n  metrics_path: /stats/prometheus\n"+
+		"  static_configs: [{targets: [\"10.1.0.5:15090\"]}]\n"), 0o644)
+	prom := s.Pod.Peer.Command("prometheus", "--config.file="+conf, "--storage.tsdb.path="+filepath.Join(dir, "data"),
+		"--web.listen-address=127.0.0.1:9099")
+	var log bytes.Buffer
+	prom.Stdout, prom.Stderr = &log, &log
+	if err := prom.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		prom.Process.Kill()
+		prom.Wait()
+		if t.Failed() {
+			t.Logf("prometheus:\n%s", log.String())
+		}
+	})
+	// Ready, and the sidecar scraped once (Prometheus takes its targets a
+	// few seconds after it starts).
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		out, err := scenario.Curl(s.Pod.Peer, "http://127.0.0.1:9099/api/v1/query?query="+url.QueryEscape(`up{job="sidecars"}`))
+		if err == nil && strings.Contains(out, `"1"]`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("prometheus never scraped the sidecar: %v %s", err, out)
+		}
+	}
+	// Two rounds of requests a few scrapes apart: a series is born with
+	// the first, and increase() counts from its first sample on.
+	for round := range 2 {
+		if round > 0 {
+			time.Sleep(3 * time.Second) // scrapes of the first round's counts
+		}
+		for range 5 {
+			for what, do := range map[string]func() (string, error){"outbound": s.Outbound, "inbound": s.Inbound} {
+				if body, err := do(); err != nil || !strings.HasPrefix(body, "hello from backend-service: /test") {
+					t.Fatalf("%s: %q, %v", what, body, err)
+				}
+			}
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() { // what Prometheus has
+			for _, path := range []string{"/api/v1/query?query=" + url.QueryEscape("sum by (reporter,source_canonical_service,destination_canonical_service,destination_service_name,response_code) (increase(istio_requests_total[60s]))"),
+				"/api/v1/query?query=" + url.QueryEscape(`istio_requests_total{reporter="source"}[60s]`)} {
+				out, err := scenario.Curl(s.Pod.Peer, "http://127.0.0.1:9099"+path)
+				t.Logf("%s: %v %s", path, err, out)
+			}
+		}
+	})
+	checkGraphEdges(t, s)
 }
 
 // checkGraphInBrowser loads the graph page in headless Chromium (Debian's)
