@@ -381,8 +381,7 @@ func isTraceHeader(name []byte) bool {
 	return false
 }
 
-// finishSpan records the request's span, if it is sampled, from its
-// record: a SERVER span for a request coming in, CLIENT going out.
+// finishSpan records the request's span, if it is sampled.
 func (h *h1conn) finishSpan() {
 	if !h.traced {
 		return
@@ -391,13 +390,8 @@ func (h *h1conn) finishSpan() {
 	if !h.span.Sampled {
 		return
 	}
-	rec := &h.rec
-	kind := tracing.KindClient
-	if h.d.lst.dir == Inbound {
-		kind = tracing.KindServer
-	}
-	r := spanRequest(rec, &h.req, rec.Response)
-	h.hcm.tracer.Finish(&h.span, kind, tracing.OperationName(kind, rec.Authority), rec.Start, rec.Start.Add(rec.Duration), &r)
+	r := spanRequest(&h.rec, &h.req, h.rec.Response)
+	h.hcm.finishSpan(&h.span, h.d.lst.dir, &h.rec, &r)
 }
 
 // spanRequest is what a span's tags say of a request, from its record

@@ -177,17 +177,13 @@ func (s *h2stream) finishSpan(resp *http.Response, status []byte) {
 	if !s.traced || !s.span.Sampled {
 		return
 	}
-	kind := tracing.KindClient
-	if s.h.d.lst.dir == Inbound {
-		kind = tracing.KindServer
-	}
 	var respHeaders accesslog.Headers
 	if resp != nil {
 		respHeaders = headerView(resp.Header)
 	}
 	r := spanRequest(&s.rec, s.rec.Request, respHeaders)
 	r.GRPCStatus = string(status)
-	s.h.hcm.tracer.Finish(&s.span, kind, tracing.OperationName(kind, s.rec.Authority), s.rec.Start, s.rec.Start.Add(s.rec.Duration), &r)
+	s.h.hcm.finishSpan(&s.span, s.h.d.lst.dir, &s.rec, &r)
 }
 
 // countingBody counts a request body's bytes as the upstream reads them;

@@ -13,7 +13,9 @@ import (
 
 	tracev3 "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	hcmv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/http_connection_manager/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 
+	"github.com/shunt-dev/shunt/proxy/accesslog"
 	"github.com/shunt-dev/shunt/proxy/tracing"
 )
 
@@ -27,22 +29,21 @@ func (r *resources) tracer(t *hcmv3.HttpConnectionManager_Tracing, path string) 
 	if t == nil {
 		return nil
 	}
-	pct := func(v interface{ GetValue() float64 }, set bool) float64 {
-		if !set {
+	// A percentage unset is 100; one out of range is refused.
+	pct := func(p *typev3.Percent, name string) float64 {
+		if p == nil {
 			return 100
 		}
-		return v.GetValue()
-	}
-	tr := &tracing.Tracer{
-		Sampling: tracing.Sampling{Random: pct(t.GetRandomSampling(), t.RandomSampling != nil),
-			Client: pct(t.GetClientSampling(), t.ClientSampling != nil), Overall: pct(t.GetOverallSampling(), t.OverallSampling != nil)},
-		Node:             tracing.Node{ID: r.node},
-		MaxPathTagLength: int(t.GetMaxPathTagLength().GetValue()),
-	}
-	for name, v := range map[string]float64{"random_sampling": tr.Sampling.Random, "client_sampling": tr.Sampling.Client, "overall_sampling": tr.Sampling.Overall} {
-		if v < 0 || v > 100 {
+		if v := p.GetValue(); v < 0 || v > 100 {
 			r.add(path+"."+name, "invalid: %v is not a percentage", v)
 		}
+		return p.GetValue()
+	}
+	tr := &tracing.Tracer{
+		Sampling: tracing.Sampling{Random: pct(t.GetRandomSampling(), "random_sampling"),
+			Client: pct(t.GetClientSampling(), "client_sampling"), Overall: pct(t.GetOverallSampling(), "overall_sampling")},
+		Node:             tracing.Node{ID: r.node},
+		MaxPathTagLength: int(t.GetMaxPathTagLength().GetValue()),
 	}
 	for i, ct := range t.GetCustomTags() {
 		switch {
@@ -215,4 +216,18 @@ func (s *exporterSet) close() {
 	for _, e := range s.all {
 		e.Close()
 	}
+}
+
+// finishSpan exports a request's span if it is sampled: a SERVER span for
+// a request coming in (dir Inbound), CLIENT going out, named as Envoy
+// names it, timed and tagged from the request's record.
+func (m *httpManager) finishSpan(c *tracing.SpanContext, dir Direction, rec *accesslog.Record, r *tracing.Request) {
+	if !c.Sampled {
+		return
+	}
+	kind := tracing.KindClient
+	if dir == Inbound {
+		kind = tracing.KindServer
+	}
+	m.tracer.Finish(c, kind, tracing.OperationName(kind, rec.Authority), rec.Start, rec.Start.Add(rec.Duration), r)
 }

@@ -47,7 +47,6 @@ func (s *Sampling) Decide(h Headers, p *Parent) Decision {
 	if _, ok := h.Get("x-envoy-force-trace"); ok {
 		return Decision{true, ServiceForced}
 	}
-	stable := stableValue(h)
 	if p.Decided {
 		r := RandomSampled
 		if !p.Sampled {
@@ -55,6 +54,7 @@ func (s *Sampling) Decide(h Headers, p *Parent) Decision {
 		}
 		return Decision{p.Sampled, r}
 	}
+	stable := stableValue(h)
 	d := Decision{}
 	if _, ok := h.Get("x-client-trace-id"); ok {
 		d = Decision{enabled(s.Client, stable), ClientForced}
