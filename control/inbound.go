@@ -20,19 +20,26 @@ import (
 // port the pod serves for a service that selects it (HTTP through a
 // connection manager, TCP proxied, undeclared both, by the first bytes),
 // each to its cluster inbound|PORT|| (the original destination, reached
-// from the inbound source); the rest to InboundPassthroughCluster. With
+// from the inbound source; its metadata names the services, as Istio's
+// does for its stats' destination_service); the rest to InboundPassthroughCluster. With
 // auto mTLS, each port's chains are as its PeerAuthentication mode says:
 // mutual TLS (the mesh's ALPNs) and plaintext (PERMISSIVE), mutual TLS
 // only (STRICT), plaintext only (DISABLE).
 func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluster) {
 	l := c.virtualListener("virtualInbound", InboundPort, corev3.TrafficDirection_INBOUND)
-	ports := c.servedPorts(sp.local)
+	ports, services := c.servedPorts(sp.local)
 	pod := c.pod()
 	authzHTTP, authzTCP := c.authzFilters(pod)
 	var clusters []*clusterv3.Cluster
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := clusterName("inbound", port, "", "")
-		clusters = append(clusters, envoyres.OriginalDst(name, c.m.ConnectTimeout, c.inboundSource()...))
+		cl := envoyres.OriginalDst(name, c.m.ConnectTimeout, c.inboundSource()...)
+		var refs []envoyres.ServiceRef
+		for _, s := range services[port] {
+			refs = append(refs, envoyres.ServiceRef{Host: s.Hostname, Name: s.Name, Namespace: s.Namespace})
+		}
+		cl.Metadata = envoyres.IstioServices(refs)
+		clusters = append(clusters, cl)
 		hcm := func() *listenerv3.Filter {
 			return c.inboundHCM(fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port), authzHTTP)
 		}
@@ -129,15 +136,15 @@ func (c *compiler) inboundChains(name string, port uint16, class protocolClass, 
 // the app who called (x-forwarded-client-cert), as Istio's inbound does.
 func (c *compiler) inboundHCM(statPrefix, cluster, vhost string, authz []*hcmv3.HttpFilter) *listenerv3.Filter {
 	return c.hcmWith(statPrefix, "", &routev3.RouteConfiguration{Name: cluster, VirtualHosts: []*routev3.VirtualHost{
-		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{routeTo("default", cluster, false)}}}}, c.m.AutoMTLS, authz)
+		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{routeTo("default", cluster, false)}}}}, proxy.Inbound, c.m.AutoMTLS, authz)
 }
 
 // servedPorts are the pod's ports behind the services that select it,
 // with how each is handled: the first service (by hostname) to name a
 // port decides.
-func (c *compiler) servedPorts(local []*Service) map[uint16]protocolClass {
+func (c *compiler) servedPorts(local []*Service) (map[uint16]protocolClass, map[uint16][]*Service) {
 	pod := c.pod()
-	out := map[uint16]protocolClass{}
+	out, services := map[uint16]protocolClass{}, map[uint16][]*Service{}
 	for _, s := range local {
 		if !s.selects(pod) {
 			continue
@@ -156,9 +163,12 @@ func (c *compiler) servedPorts(local []*Service) map[uint16]protocolClass {
 			if _, ok := out[target]; !ok {
 				out[target] = classOf(p.Protocol)
 			}
+			if !slices.Contains(services[target], s) {
+				services[target] = append(services[target], s)
+			}
 		}
 	}
-	return out
+	return out, services
 }
 
 // pod is the sidecar's pod as the cluster knows it, else as its node

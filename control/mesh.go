@@ -57,6 +57,12 @@ type Mesh struct {
 	// .sampling percent); each sidecar names its spans by its own
 	// workload.
 	Tracing *proxy.TracingConfig
+	// PeerMetadata is the sidecars' part in Istio's metadata exchange
+	// (defaultConfig.proxyHeaders.metadataExchangeHeaders):
+	// proxy.PeerMetadataAlways (ALWAYS), proxy.PeerMetadataInMesh
+	// (IN_MESH) or proxy.PeerMetadataOff (no istio.metadata_exchange
+	// filter).
+	PeerMetadata string
 
 	logs           []*accesslogv3.AccessLog
 	tracing        *hcmv3.HttpConnectionManager_Tracing

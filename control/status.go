@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/shunt-dev/shunt/internal/buildinfo"
 	"github.com/shunt-dev/shunt/xds"
 )
 
@@ -53,7 +54,7 @@ func newMetrics() *metrics {
 		debounce: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "pilot_debounce_time",
 			Help: "Delay in seconds between the first config enters debouncing and the merged push request is pushed into the push queue.", Buckets: buckets}),
 	}
-	m.registry.MustRegister(m.proxies, m.services, m.pushes, m.rejects, m.pushTime, m.convergence, m.debounce)
+	m.registry.MustRegister(m.proxies, m.services, m.pushes, m.rejects, m.pushTime, m.convergence, m.debounce, buildinfo.Collector("pilot"))
 	return m
 }
 

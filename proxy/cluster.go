@@ -3,12 +3,15 @@ package proxy
 import (
 	"context"
 	"errors"
-	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	"net/http"
 	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
+
+	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
+
+	"github.com/shunt-dev/shunt/internal/envoyres"
 )
 
 // Istio's names for the sidecar's built-in clusters.
@@ -32,6 +35,9 @@ const (
 type cluster struct {
 	name string
 	kind clusterKind
+	// services are the services its metadata names for Istio's stats
+	// (filter_metadata istio.services), if any.
+	services []envoyres.ServiceRef
 	// source is the address upstream connections are made from
 	// (upstream_bind_config): 127.0.0.6 for the inbound passthrough, so
 	// the capture rules let them through; invalid for the kernel's choice.

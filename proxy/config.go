@@ -114,6 +114,15 @@ type Config struct {
 	// Tracing, if set, has the sidecar's connection managers record
 	// spans and send them to a collector.
 	Tracing *TracingConfig
+	// PeerMetadata is how the sidecar's own configuration (no Bootstrap)
+	// takes part in Istio's metadata exchange (x-envoy-peer-metadata on
+	// HTTP, which names the peer workload in the metrics): its connection
+	// managers' istio.metadata_exchange filters, as istiod sends them,
+	// for PeerMetadataAlways (Istio's default, ""), PeerMetadataInMesh
+	// (Istio's IN_MESH: nothing sent to PassthroughCluster), none for
+	// PeerMetadataOff. A Bootstrap's or control plane's configuration says
+	// so itself.
+	PeerMetadata string
 
 	// OriginalDst finds where a captured connection was going; nil reads
 	// SO_ORIGINAL_DST (or, for TPROXY inbound, the local address).
@@ -221,6 +230,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := AccessLogFormat(c.AccessLogFormat); err != nil {
 		errs = append(errs, fmt.Errorf("access log format: %w", err))
+	}
+	switch c.PeerMetadata {
+	case "", PeerMetadataAlways, PeerMetadataInMesh, PeerMetadataOff:
+	default:
+		errs = append(errs, fmt.Errorf("peer metadata mode %q is not %s, %s or %s", c.PeerMetadata, PeerMetadataAlways, PeerMetadataInMesh, PeerMetadataOff))
 	}
 	if c.ProtocolDetectionTimeout < 0 {
 		errs = append(errs, fmt.Errorf("protocol detection timeout %s is negative", c.ProtocolDetectionTimeout))

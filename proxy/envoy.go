@@ -34,6 +34,7 @@ import (
 	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 	"github.com/shunt-dev/shunt/proxy/envoyconfig"
 )
@@ -164,7 +165,7 @@ func (r *resources) cluster(c *clusterv3.Cluster, path string) {
 		return
 	}
 	cl := &cluster{name: name, stats: r.opt.store.cluster(name), connectTimeout: durationOr(c.GetConnectTimeout(), envoyConnectTimeout), poolLimits: defaultPoolLimits,
-		cb: defaultBreakers(), panicThreshold: 50}
+		cb: defaultBreakers(), panicThreshold: 50, services: envoyres.IstioServicesOf(c.GetMetadata())}
 	if pt := c.GetCommonLbConfig().GetHealthyPanicThreshold(); pt != nil {
 		cl.panicThreshold = int(pt.GetValue())
 	}
@@ -519,6 +520,8 @@ func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *ht
 			}
 		case i == len(filters)-1:
 			r.add(p, "invalid: the last filter must be the router")
+		case isTypedStruct(string(name)):
+			r.istioFilter(f.GetTypedConfig(), m, p+".typed_config")
 		default:
 			msg, err := f.GetTypedConfig().UnmarshalNew()
 			if err != nil {

@@ -50,6 +50,8 @@ type httpManager struct {
 	// tracer samples, records and exports its requests' spans; nil
 	// without tracing.
 	tracer *tracing.Tracer
+	// mx is its part in Istio's metadata exchange.
+	mx mxConfig
 }
 
 // done counts a finished request in the manager's stats, and in its
@@ -115,6 +117,11 @@ type h1conn struct {
 	span        tracing.SpanContext
 	traceFields []tracing.Field
 	traceVals   [tracing.FieldsSize]byte
+	// peer is the workload at the other end, when the metadata exchange
+	// names it; peerAsked says an inbound caller sent its own, to be
+	// answered with the sidecar's.
+	peer      *Workload
+	peerAsked bool
 	// vals holds the values of headers the proxy adds (x-request-id,
 	// x-forwarded-proto, x-envoy-upstream-service-time); the header views
 	// point into it.

@@ -153,6 +153,9 @@ type h2stream struct {
 	// span is the stream's span when its manager traces (traced).
 	span   tracing.SpanContext
 	traced bool
+	// peer and peerAsked: see h1conn's.
+	peer      *Workload
+	peerAsked bool
 }
 
 // startSpan begins the stream's span and replaces the headers that carry
@@ -223,6 +226,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("X-Forwarded-Proto", "http")
 	}
 	h.hcm.clientCert.applyXFCC2(r.Header, h.d)
+	s.takePeerMetadata()
 	if tr := h.hcm.tracer; tr != nil {
 		s.startSpan(tr)
 	}
@@ -360,6 +364,7 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 		}
 	}
 	removeHopByHop(r.Header)
+	s.sendPeerMetadata(cl)
 	resp, sentAt, err := s.attempts(ctx, rt, cl, ep)
 	stopRequestTimer()
 	if err != nil {
@@ -373,6 +378,7 @@ func (s *h2stream) forward(rt *route, cl *cluster, ep netip.AddrPort) {
 		hdr[k] = v
 	}
 	removeHopByHop(hdr)
+	s.answerPeerMetadata(hdr)
 	applyHeaderMutations(hdr, rt.responseAdd, rt.responseRemove)
 	applyHeaderMutations(hdr, s.filtered, nil)
 	hdr.Set("X-Envoy-Upstream-Service-Time", strconv.FormatInt(time.Since(sentAt).Milliseconds(), 10))
@@ -664,7 +670,7 @@ func (s *h2stream) log(resp *http.Response) {
 	} else if s.grpc {
 		status = []byte(s.w.Header().Get("Grpc-Status"))
 	}
-	s.h.p.istio.request(s.h.d.lst.dir, &s.rec, status, s.grpc)
+	s.h.p.istio.request(s.h.d.lst.dir, &s.rec, status, s.grpc, s.peer)
 	s.h.hcm.done(s.rt, s.cl, &s.rec)
 	writeAll(s.h.hcm.logs, &s.rec)
 	s.finishSpan(resp, status)

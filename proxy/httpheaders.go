@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/hex"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -23,6 +24,51 @@ func (h *h1conn) addRequestHeaders() {
 		req.Headers = append(req.Headers, http1.Header{Name: xForwardedProto, Value: schemeHTTP})
 	}
 	h.hcm.clientCert.applyXFCC1(req, h.d)
+	h.takePeerMetadata()
+}
+
+// takePeerMetadata strips the metadata exchange's headers from a request
+// to a manager that takes part (the app's own are replaced by the
+// sidecar's); where it reads them, they name the caller.
+func (h *h1conn) takePeerMetadata() {
+	h.peer, h.peerAsked = nil, false
+	mx := h.hcm.mx
+	if !mx.any() {
+		return
+	}
+	var value []byte
+	h.req.Headers = slices.DeleteFunc(h.req.Headers, func(f http1.Header) bool {
+		switch peerHeader(f.Name) {
+		case peerMetadata:
+			value = f.Value
+			return true
+		case peerMetadataID:
+			return true
+		}
+		return false
+	})
+	if mx.readRequest && value != nil {
+		h.peer, h.peerAsked = h.p.peers.peer(http1.View(value)), mx.answer
+	}
+}
+
+// Which of the exchange's headers a header is.
+const (
+	notPeerHeader = iota
+	peerMetadata
+	peerMetadataID
+)
+
+// peerHeader says which of the exchange's headers a header name is (in
+// any case).
+func peerHeader(name []byte) int {
+	switch {
+	case len(name) == len(peerMetadataHeader) && strings.EqualFold(http1.View(name), peerMetadataHeader):
+		return peerMetadata
+	case len(name) == len(peerMetadataIDHeader) && strings.EqualFold(http1.View(name), peerMetadataIDHeader):
+		return peerMetadataID
+	}
+	return notPeerHeader
 }
 
 var (
@@ -91,6 +137,10 @@ func (h *h1conn) appendUpstreamHead(b []byte) []byte {
 		b = h.d.local.AppendTo(append(append(b, hostHeader...), ": "...))
 		b = append(b, "\r\n"...)
 	}
+	if h.cl != nil && h.hcm.mx.sendsTo(h.cl.name) {
+		b = http1.AppendHeader(b, peerMetadataIDName, h.p.peers.id)
+		b = http1.AppendHeader(b, peerMetadataName, h.p.peers.value)
+	}
 	if h.rt != nil && h.rt.includeAttemptCount {
 		b = strconv.AppendInt(append(b, "x-envoy-attempt-count: "...), int64(h.rec.AttemptCount), 10)
 		b = append(b, "\r\n"...)
@@ -119,11 +169,24 @@ func (h *h1conn) appendDownstreamHead(b []byte, serviceMs int64, chunkedOut, clo
 	if len(h.filtered) > 0 {
 		applyHeadMutations(&resp.Head, h.filtered, nil)
 	}
+	mx := h.hcm.mx
 	for _, hd := range resp.Headers {
 		if resp.HopByHop(hd.Name) {
 			continue
 		}
+		if mx.any() {
+			if kind := peerHeader(hd.Name); kind != notPeerHeader {
+				if kind == peerMetadata && mx.readResponse {
+					h.peer = h.p.peers.peer(http1.View(hd.Value)) // the upstream sidecar's answer
+				}
+				continue
+			}
+		}
 		b = http1.AppendHeader(b, hd.Name, hd.Value)
+	}
+	if h.peerAsked {
+		b = http1.AppendHeader(b, peerMetadataIDName, h.p.peers.id)
+		b = http1.AppendHeader(b, peerMetadataName, h.p.peers.value)
 	}
 	if serviceMs >= 0 {
 		// The value lives in h.vals, after the request ID, for the log's

@@ -9,6 +9,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy/accesslog"
 	"github.com/shunt-dev/shunt/proxy/http1"
 )
@@ -35,7 +36,10 @@ var (
 const maxSeries = 10000
 
 type istioMetrics struct {
-	self      Workload
+	self Workload
+	// services are the services a cluster's metadata names (Istio's
+	// istio.services), by cluster name.
+	services  func(cluster string) []envoyres.ServiceRef
 	requests  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	reqBytes  *prometheus.HistogramVec
@@ -59,6 +63,9 @@ type requestKey struct {
 	grpcStatus, service string
 	serviceName         string
 	principals
+	// peer is the workload at the other end when the metadata exchange
+	// named it (one pointer per peer), else nil.
+	peer *Workload
 }
 
 // principals are an inbound mutual TLS connection's: the client's SPIFFE
@@ -113,29 +120,32 @@ func (m *istioMetrics) collectors() []prometheus.Collector {
 
 // peers are the source and destination of traffic in dir: this pod is the
 // source of outbound traffic (reporter "source") and the destination of
-// inbound (reporter "destination"); the other side is unknown until
-// peers exchange metadata.
-func (m *istioMetrics) peers(dir Direction) (reporter string, src, dst Workload) {
-	if dir == Outbound {
-		return "source", m.self, unknownWorkload
+// inbound (reporter "destination"); the other side is peer, the workload
+// the metadata exchange named, else unknown.
+func (m *istioMetrics) peers(dir Direction, peer *Workload) (reporter string, src, dst Workload) {
+	other := unknownWorkload
+	if peer != nil {
+		other = *peer
 	}
-	return "destination", unknownWorkload, m.self
+	if dir == Outbound {
+		return "source", m.self, other
+	}
+	return "destination", other, m.self
 }
 
 // peerValues are the label values peerLabels name.
-func (m *istioMetrics) peerValues(dir Direction, service, serviceName string, pr principals) []string {
-	reporter, s, d := m.peers(dir)
+func (m *istioMetrics) peerValues(dir Direction, service, serviceName string, pr principals, peer *Workload) []string {
+	reporter, s, d := m.peers(dir, peer)
 	if pr.peer != "" {
 		s.Principal = pr.peer
 	}
 	if pr.local != "" {
 		d.Principal = pr.local
 	}
-	namespace := "unknown"
-	if dir == Inbound {
-		namespace = m.self.Namespace
-	}
-	if host, name, ns, ok := istioClusterService(serviceName); ok {
+	namespace := d.Namespace // the destination workload's, unless the cluster names the service's
+	if svc, ok := m.clusterService(serviceName, service); ok {
+		service, serviceName, namespace = svc.Host, svc.Name, svc.Namespace
+	} else if host, name, ns, ok := istioClusterService(serviceName); ok {
 		service, serviceName = host, name
 		if ns != "" {
 			namespace = ns
@@ -145,6 +155,26 @@ func (m *istioMetrics) peerValues(dir Direction, service, serviceName string, pr
 		s.Name, s.CanonicalService, s.CanonicalRevision, s.Namespace, s.Principal, s.App, s.Version, s.Cluster,
 		d.Name, d.Namespace, d.Principal, d.App, d.Version, service, d.CanonicalService, d.CanonicalRevision,
 		serviceName, namespace, d.Cluster}
+}
+
+// clusterService is the service a request to cluster went to, as the
+// cluster's metadata names it: of several (a port that more than one
+// service selects the pod on), the one the request's host names, else
+// the first.
+func (m *istioMetrics) clusterService(cluster, host string) (envoyres.ServiceRef, bool) {
+	if m.services == nil {
+		return envoyres.ServiceRef{}, false
+	}
+	svcs := m.services(cluster)
+	if len(svcs) == 0 {
+		return envoyres.ServiceRef{}, false
+	}
+	for _, s := range svcs {
+		if host == s.Host || host == s.Name || host == s.Name+"."+s.Namespace || strings.HasPrefix(s.Host, host+".svc.") {
+			return s, true
+		}
+	}
+	return svcs[0], true
 }
 
 // securityPolicy is Istio's connection_security_policy: what the
@@ -160,11 +190,12 @@ func securityPolicy(dir Direction, pr principals) string {
 	return "none"
 }
 
-// request counts one request.
-func (m *istioMetrics) request(dir Direction, rec *accesslog.Record, grpcStatus []byte, isGRPC bool) {
+// request counts one request, peer the workload at the other end when
+// known.
+func (m *istioMetrics) request(dir Direction, rec *accesslog.Record, grpcStatus []byte, isGRPC bool, peer *Workload) {
 	k := requestKey{dir: dir, code: rec.ResponseCode, flags: rec.Flags, grpc: isGRPC,
 		grpcStatus: http1.View(grpcStatus), service: serviceOf(rec.Authority), serviceName: rec.UpstreamCluster,
-		principals: principals{rec.DownstreamPeerURISAN, rec.DownstreamLocalURISAN}}
+		principals: principals{rec.DownstreamPeerURISAN, rec.DownstreamLocalURISAN}, peer: peer}
 	s := (*m.requestS.Load())[k]
 	if s == nil {
 		s = m.newRequestSeries(k)
@@ -185,7 +216,7 @@ func (m *istioMetrics) newRequestSeries(k requestKey) *requestSeries {
 	// The key's strings may be views of a request's buffer: keep copies.
 	k.grpcStatus, k.service = string([]byte(k.grpcStatus)), string([]byte(k.service))
 	if len(cur) >= maxSeries {
-		k.service = "unknown"
+		k.service, k.peer = "unknown", nil
 		if s := cur[k]; s != nil {
 			return s
 		}
@@ -201,7 +232,7 @@ func (m *istioMetrics) newRequestSeries(k requestKey) *requestSeries {
 	if k.grpc {
 		proto = "grpc"
 	}
-	values := append(m.peerValues(k.dir, service, name, k.principals), proto, strconv.Itoa(k.code), k.grpcStatus, k.flags.String(),
+	values := append(m.peerValues(k.dir, service, name, k.principals, k.peer), proto, strconv.Itoa(k.code), k.grpcStatus, k.flags.String(),
 		securityPolicy(k.dir, k.principals))
 	s := &requestSeries{count: m.requests.WithLabelValues(values...), duration: m.duration.WithLabelValues(values...),
 		reqBytes: m.reqBytes.WithLabelValues(values...), rspBytes: m.respBytes.WithLabelValues(values...)}
@@ -226,7 +257,7 @@ func (m *istioMetrics) tcp(dir Direction, serviceName string, flags accesslog.Fl
 	if name == "" {
 		name = "unknown"
 	}
-	values := append(m.peerValues(dir, "unknown", name, pr), "tcp", flags.String(), securityPolicy(dir, pr))
+	values := append(m.peerValues(dir, "unknown", name, pr, nil), "tcp", flags.String(), securityPolicy(dir, pr))
 	s := &tcpSeries{sent: m.tcpSent.WithLabelValues(values...), received: m.tcpRecv.WithLabelValues(values...),
 		opened: m.tcpOpened.WithLabelValues(values...), closed: m.tcpClosed.WithLabelValues(values...)}
 	next := withEntry(cur, k, s)

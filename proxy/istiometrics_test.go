@@ -24,12 +24,39 @@ var productpage = proxy.Workload{Name: "productpage-v1", Namespace: "bookinfo", 
 // returns it; it fails if there is none or more than one.
 func series(t *testing.T, p *proxy.Proxy, family string, want map[string]string) *dto.Metric {
 	t.Helper()
+	found, all := matching(t, p, family, want)
+	if len(found) != 1 {
+		sort.Strings(all)
+		t.Fatalf("%d series of %s with %v, want 1; there are:\n%s", len(found), family, want, strings.Join(all, "\n"))
+	}
+	return found[0]
+}
+
+// waitCount waits for the one counter of a family whose labels include
+// want to reach n (the series may not be there yet: a request is counted
+// after its response), and fails if it does not in 5 s.
+func waitCount(t *testing.T, p *proxy.Proxy, family string, want map[string]string, n float64) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		found, all := matching(t, p, family, want)
+		if len(found) == 1 && found[0].GetCounter().GetValue() == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			sort.Strings(all)
+			t.Fatalf("%d series of %s with %v, want 1 counting %v; there are:\n%s", len(found), family, want, n, strings.Join(all, "\n"))
+		}
+	}
+}
+
+// matching are the series of a family whose labels include want, and
+// every series of the family's labels.
+func matching(t *testing.T, p *proxy.Proxy, family string, want map[string]string) (found []*dto.Metric, all []string) {
+	t.Helper()
 	mfs, err := p.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	var found []*dto.Metric
-	var all []string
 	for _, mf := range mfs {
 		if mf.GetName() != family {
 			continue
@@ -49,11 +76,7 @@ func series(t *testing.T, p *proxy.Proxy, family string, want map[string]string)
 			found = append(found, m)
 		}
 	}
-	if len(found) != 1 {
-		sort.Strings(all)
-		t.Fatalf("%d series of %s with %v, want 1; there are:\n%s", len(found), family, want, strings.Join(all, "\n"))
-	}
-	return found[0]
+	return found, all
 }
 
 // TestIstioMetrics: requests and TCP flows are counted in Istio's
@@ -88,9 +111,7 @@ func TestIstioMetrics(t *testing.T) {
 		"destination_workload": "unknown", "destination_service": "reviews.bookinfo", "destination_service_name": "PassthroughCluster",
 		"destination_service_namespace": "unknown", "request_protocol": "http", "response_code": "200",
 		"grpc_response_status": "", "response_flags": "-", "connection_security_policy": "unknown"}
-	waitFor(t, func() bool {
-		return series(t, lp.Proxy, "istio_requests_total", out).GetCounter().GetValue() == 3
-	})
+	waitCount(t, lp.Proxy, "istio_requests_total", out, 3)
 	h := series(t, lp.Proxy, "istio_request_duration_milliseconds", out).GetHistogram()
 	if h.GetSampleCount() != 3 {
 		t.Errorf("duration count %d", h.GetSampleCount())
@@ -105,14 +126,12 @@ func TestIstioMetrics(t *testing.T) {
 		"destination_workload_namespace": "bookinfo", "destination_app": "productpage", "destination_service": "productpage",
 		"destination_service_name": "InboundPassthroughCluster", "destination_service_namespace": "bookinfo",
 		"response_code": "200", "connection_security_policy": "none"}
-	waitFor(t, func() bool { return series(t, lp.Proxy, "istio_requests_total", in).GetCounter().GetValue() == 1 })
+	waitCount(t, lp.Proxy, "istio_requests_total", in, 1)
 	uf := map[string]string{"reporter": "source", "destination_service": "ratings", "response_code": "503", "response_flags": "UF"}
-	waitFor(t, func() bool { return series(t, lp.Proxy, "istio_requests_total", uf).GetCounter().GetValue() == 1 })
+	waitCount(t, lp.Proxy, "istio_requests_total", uf, 1)
 	tcp := map[string]string{"reporter": "source", "source_workload": "productpage-v1", "request_protocol": "tcp",
 		"destination_service_name": "PassthroughCluster", "response_flags": "-"}
-	waitFor(t, func() bool {
-		return series(t, lp.Proxy, "istio_tcp_connections_closed_total", tcp).GetCounter().GetValue() == 1
-	})
+	waitCount(t, lp.Proxy, "istio_tcp_connections_closed_total", tcp, 1)
 	for _, name := range []string{"istio_tcp_connections_opened_total", "istio_tcp_received_bytes_total", "istio_tcp_sent_bytes_total"} {
 		want := 1.0
 		if name != "istio_tcp_connections_opened_total" {
@@ -155,4 +174,56 @@ func TestWorkloadFromEnv(t *testing.T) {
 	if got := proxy.WorkloadFromEnv(func(string) string { return "" }, "/nonexistent"); got.Name != "unknown" || got.Cluster != "Kubernetes" {
 		t.Errorf("from nothing: %+v", got)
 	}
+}
+
+// TestIstioMetricsServiceFromClusterMetadata: a cluster whose metadata
+// names its services (Istio's istio.services, as shunt-control and istiod
+// give inbound|PORT|| clusters) names destination_service, at the
+// inbound sidecar too, whatever host the request came with, and for TCP.
+func TestIstioMetricsServiceFromClusterMetadata(t *testing.T) {
+	_, appPort := backendPort(t, func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "ok") })
+	echo := localEcho(t)
+	cluster := func(name string, port uint16) string {
+		return fmt.Sprintf(`  - name: "%s"
+    connect_timeout: 1s
+    type: STATIC
+    metadata: {filter_metadata: {istio: {services: [{host: reviews.shop.svc.cluster.local, name: reviews, namespace: shop}]}}}
+    load_assignment: {cluster_name: "%[1]s", endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}
+`, name, port)
+	}
+	config := `
+static_resources:
+  listeners:
+  - name: listener_0
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    traffic_direction: INBOUND
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: inbound_0.0.0.0_9080
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config: {virtual_hosts: [{name: inbound, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: "inbound|9080||"}}]}]}
+  - name: tcp
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    traffic_direction: INBOUND
+    filter_chains:
+    - filters: [{name: envoy.filters.network.tcp_proxy, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy, stat_prefix: inbound, cluster: "inbound|9000||"}}]
+  clusters:
+` + cluster("inbound|9080||", appPort) + cluster("inbound|9000||", echo.Port())
+	cp := startConfig(t, config, nil)
+	if resp, _ := cp.request(t, "GET / HTTP/1.1\r\nHost: 10.0.0.7:9080\r\nConnection: close\r\n\r\n"); resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	c, err := net.DialTCP("tcp4", nil, net.TCPAddrFromAddrPort(cp.ListenerAddr("tcp")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roundTripLocal(t, c, "\x00\x01not http\n")
+	c.Close()
+	svc := map[string]string{"reporter": "destination", "destination_service": "reviews.shop.svc.cluster.local",
+		"destination_service_name": "reviews", "destination_service_namespace": "shop"}
+	waitCount(t, cp.Proxy, "istio_requests_total", svc, 1)
+	waitCount(t, cp.Proxy, "istio_tcp_connections_closed_total", svc, 1)
 }

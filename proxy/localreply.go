@@ -76,7 +76,7 @@ func (h *h1conn) log() {
 	}
 	h.logged = true
 	h.rec.Duration = time.Since(h.rec.Start)
-	h.p.istio.request(h.d.lst.dir, &h.rec, nil, false)
+	h.p.istio.request(h.d.lst.dir, &h.rec, nil, false, h.peer)
 	h.hcm.done(h.matched, h.cl, &h.rec)
 	writeAll(h.hcm.logs, &h.rec)
 	h.finishSpan()

@@ -19,6 +19,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/shunt-dev/shunt/internal/buildinfo"
+	"github.com/shunt-dev/shunt/internal/envoyres"
+	"github.com/shunt-dev/shunt/sidecar"
 )
 
 // Proxy is the sidecar. Listen binds its sockets (do it before dropping
@@ -29,6 +33,7 @@ type Proxy struct {
 	level    *slog.LevelVar
 	metrics  Metrics
 	istio    *istioMetrics
+	peers    *peerExchange        // the metadata exchange's identity and peers
 	registry *prometheus.Registry // what /stats/prometheus serves
 	// gen is the configuration it runs (a reload swaps it).
 	gen      atomic.Pointer[generation]
@@ -110,10 +115,22 @@ func New(cfg Config, log *slog.Logger, level *slog.LevelVar) (*Proxy, error) {
 	}
 	p.gen.Store(&generation{bootstrap: b, listeners: res.listeners, clusters: res.clusters, sinks: res.sinks})
 	p.istio = newIstioMetrics(*p.cfg.Workload)
+	p.istio.services = func(name string) []envoyres.ServiceRef {
+		if cl := p.gen.Load().clusters[name]; cl != nil {
+			return cl.services
+		}
+		return nil
+	}
+	id := cfg.NodeID
+	if pod := os.Getenv(sidecar.PodNameEnv); id == "" && pod != "" {
+		id = sidecar.NodeID(os.Getenv(sidecar.InstanceIPEnv), pod, os.Getenv(sidecar.PodNamespaceEnv))
+	}
+	p.peers = newPeerExchange(*p.cfg.Workload, os.Getenv(sidecar.PodNameEnv), id)
 	p.registry = prometheus.NewRegistry()
 	p.registry.MustRegister(&p.metrics)
 	p.registry.MustRegister(p.istio.collectors()...)
 	p.registry.MustRegister(envoyStats{p})
+	p.registry.MustRegister(buildinfo.Collector("proxy"))
 	p.stopping, p.stop = context.WithCancelCause(context.Background())
 	p.bg = p.stopping
 	// No TCP keepalive from the proxy: the app and the upstream keep their

@@ -71,7 +71,7 @@ func sidecarListener(cfg *Config, name string, port uint16, dir corev3.TrafficDi
 	}
 	l := envoyres.CaptureListener(name, dir, netip.AddrPortFrom(cfg.ListenAddr, port), addr6,
 		cfg.ProtocolDetectionTimeout > 0, cfg.ProtocolDetectionTimeout, cfg.TProxy)
-	hcm := sidecarHCM(cfg, name, cluster, route, logs)
+	hcm := sidecarHCM(cfg, name, cluster, route, dir, logs)
 	tcp := envoyres.Typed(&tcpproxyv3.TcpProxy{StatPrefix: cluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: cluster},
 		IdleTimeout: durationpb.New(cfg.IdleTimeout), AccessLog: logs})
 	for _, p := range slices.Sorted(maps.Keys(cfg.PortProtocols)) {
@@ -93,7 +93,15 @@ func sidecarListener(cfg *Config, name string, port uint16, dir corev3.TrafficDi
 	return l
 }
 
-func sidecarHCM(cfg *Config, name, cluster, route string, logs []*accesslogv3.AccessLog) *anypb.Any {
+func sidecarHCM(cfg *Config, name, cluster, route string, dir corev3.TrafficDirection, logs []*accesslogv3.AccessLog) *anypb.Any {
+	filters := []*hcmv3.HttpFilter{envoyres.Router()}
+	d := Outbound
+	if dir == corev3.TrafficDirection_INBOUND {
+		d = Inbound
+	}
+	if mx := PeerMetadataFilter(d, cfg.PeerMetadata); mx != nil {
+		filters = append([]*hcmv3.HttpFilter{mx}, filters...)
+	}
 	action := &routev3.RouteAction{ClusterSpecifier: &routev3.RouteAction_Cluster{Cluster: cluster}, Timeout: durationpb.New(0)}
 	tracing, _ := sidecarTracing(cfg)
 	return envoyres.Typed(&hcmv3.HttpConnectionManager{
@@ -106,7 +114,7 @@ func sidecarHCM(cfg *Config, name, cluster, route string, logs []*accesslogv3.Ac
 				{Name: route + "-connect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_ConnectMatcher_{ConnectMatcher: &routev3.RouteMatch_ConnectMatcher{}}},
 					Action: &routev3.Route_Route{Route: action}},
 			}}}}},
-		HttpFilters:         []*hcmv3.HttpFilter{envoyres.Router()},
+		HttpFilters:         filters,
 		AccessLog:           logs,
 		StreamIdleTimeout:   durationpb.New(cfg.StreamIdleTimeout),
 		HttpProtocolOptions: &corev3.Http1ProtocolOptions{AcceptHttp_10: true},

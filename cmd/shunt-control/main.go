@@ -97,6 +97,8 @@ func newControlCmd() *cobra.Command {
 	tracingProtocol := f.String("tracing-protocol", "grpc", "grpc or http: OTLP's transport to --tracing-collector")
 	prometheusURL := f.String("prometheus-url", "", "the mesh graph (/graph on --monitor-addr) reads the sidecars' metrics from this Prometheus (http://prometheus:9090, say) instead of scraping them itself")
 	tracingSampling := f.Float64("tracing-sampling", 1, "percentage of requests the sidecars trace when a request carries no decision of its own (meshConfig.defaultConfig.tracing.sampling)")
+	metadataExchange := f.String("metadata-exchange-headers", proxy.PeerMetadataAlways, "sidecars' part in Istio's metadata exchange (x-envoy-peer-metadata, which names the peer workload in the metrics): "+
+		"always (Istio's ALWAYS: with every outbound HTTP request), in-mesh (IN_MESH: not to PassthroughCluster, which leaves the mesh), off (meshConfig.defaultConfig.proxyHeaders.metadataExchangeHeaders)")
 	var caf caFlags
 	caf.register(f)
 	autoMTLS := f.Bool("enable-auto-mtls", true, "sidecars send mutual TLS to pods with sidecars and take it inbound as PeerAuthentications say (meshConfig enableAutoMtls); "+
@@ -136,6 +138,11 @@ func newControlCmd() *cobra.Command {
 			return usageError{fmt.Errorf("--prometheus-url %s: not an http:// or https:// URL", clip.Quote(*prometheusURL))}
 		}
 		mesh.AutoMTLS, mesh.TrustDomain = *autoMTLS && caf.addr != "", caf.opt.TrustDomain
+		switch mesh.PeerMetadata = *metadataExchange; mesh.PeerMetadata {
+		case proxy.PeerMetadataAlways, proxy.PeerMetadataInMesh, proxy.PeerMetadataOff:
+		default:
+			return usageError{fmt.Errorf("--metadata-exchange-headers %s: not always, in-mesh or off", clip.Quote(*metadataExchange))}
+		}
 		return nil
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error {

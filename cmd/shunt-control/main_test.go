@@ -50,6 +50,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--from-file", mesh, "--access-log-file", "/dev/stdout", "--access-log-format", "{bad", "--dump", appNode}, "access log format"},
 		{[]string{"--from-file", mesh, "--dump", "router~1~2~3"}, "not a sidecar's"},
 		{[]string{"--debounce-after", "1s", "--debounce-max", "10ms"}, "--debounce-max 10ms is under --debounce-after 1s"},
+		{[]string{"--metadata-exchange-headers", "sometimes"}, `--metadata-exchange-headers "sometimes": not always, in-mesh or off`},
 		{[]string{"--bogus"}, "unknown flag: --bogus"},
 	} {
 		if out, code := run(t, c.args...); code != 2 || !strings.Contains(out, c.want) {

@@ -155,6 +155,8 @@ func TestProxyConfigFlags(t *testing.T) {
 		{"--config", seed, "--port-protocol", "80=http", "--validate"},
 		{"--protocol-detection", "off", "--protocol-detection-timeout", "1s", "--uid", "1337", "--gid", "1337"},
 		{"--protocol-detection", "maybe"},
+		{"--metadata-exchange-headers", "sometimes"},
+		{"--config", seed, "--metadata-exchange-headers", "off", "--validate"},
 	} {
 		if _, errs, code := shunt(t, nil, append([]string{"proxy"}, args...)...); code != exitUsage || errs == "" {
 			t.Errorf("%v: code %d %q", args, code, errs)

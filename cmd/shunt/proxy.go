@@ -58,7 +58,8 @@ type proxyFlags struct {
 
 // sidecarOnlyFlags shape Istio's sidecar, which a --config file replaces.
 var sidecarOnlyFlags = []string{"outbound-port", "inbound-port", "tproxy", "port-protocol", "protocol-detection", "protocol-detection-timeout",
-	"access-log", "access-log-format", "stream-idle-timeout", "connect-timeout", "tracing-collector", "tracing-protocol", "tracing-sampling"}
+	"access-log", "access-log-format", "stream-idle-timeout", "connect-timeout", "tracing-collector", "tracing-protocol", "tracing-sampling",
+	"metadata-exchange-headers"}
 
 // proxyEnv are Istio's environment variables for the drain, read when the
 // flag is not given; seconds marks one given in whole seconds.
@@ -125,6 +126,9 @@ func newProxyCmd() *cobra.Command {
 	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC, shunt-control or istiod): its listeners, routes, clusters and endpoints (ADS) configure the sidecar, or join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
 	pf.cert.add(f)
 	pf.tracing.add(f)
+	pf.cfg.PeerMetadata = proxy.PeerMetadataAlways
+	f.Var(newChoice(&pf.cfg.PeerMetadata, proxy.PeerMetadataAlways, proxy.PeerMetadataInMesh, proxy.PeerMetadataOff), "metadata-exchange-headers",
+		"Istio's metadata exchange (x-envoy-peer-metadata, which names the peer workload in the metrics): always (Istio's default: with every outbound HTTP request), in-mesh (Istio's IN_MESH: not to PassthroughCluster, which leaves the mesh), off")
 	var run *proxyRun
 	cmd.PreRunE = func(cmd *cobra.Command, _ []string) (err error) {
 		run, err = pf.check(cmd.Flags(), os.LookupEnv)

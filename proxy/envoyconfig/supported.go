@@ -3,6 +3,8 @@ package envoyconfig
 import (
 	// The extensions shunt runs; importing them registers their types so
 	// that typed_config resolves.
+	_ "github.com/cncf/xds/go/udpa/type/v1"
+	_ "github.com/cncf/xds/go/xds/type/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/config/trace/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/file/v3"
 	_ "github.com/envoyproxy/go-control-plane/envoy/extensions/access_loggers/stream/v3"
@@ -126,7 +128,7 @@ var supported = map[string][]string{
 	"envoy.type.matcher.v3.RegexMatchAndSubstitute":                                                   {"pattern", "substitution"},
 	"envoy.config.core.v3.HeaderValueOption":                                                          {"header", "append_action"},
 	"envoy.config.core.v3.HeaderValue":                                                                {"key", "value"},
-	"envoy.config.cluster.v3.Cluster":                                                                 {"name", "type", "transport_socket", "transport_socket_matches", "outlier_detection", "health_checks", "common_lb_config", "circuit_breakers", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "upstream_bind_config", "typed_extension_protocol_options"},
+	"envoy.config.cluster.v3.Cluster":                                                                 {"name", "metadata", "type", "transport_socket", "transport_socket_matches", "outlier_detection", "health_checks", "common_lb_config", "circuit_breakers", "ring_hash_lb_config", "maglev_lb_config", "least_request_lb_config", "connect_timeout", "lb_policy", "load_assignment", "dns_lookup_family", "dns_refresh_rate", "upstream_bind_config", "typed_extension_protocol_options"},
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions":                                          {"explicit_http_config", "use_downstream_protocol_config"},
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig":                       {"http_protocol_options"},
 	"envoy.extensions.upstreams.http.v3.HttpProtocolOptions.UseDownstreamHttpConfig":                  {"http_protocol_options", "http2_protocol_options"},
@@ -154,10 +156,12 @@ var supported = map[string][]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig":               {"upgrade_type"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                                        {"name", "typed_config"},
 	"envoy.extensions.filters.http.router.v3.Router":                                                                {},
-	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                                                        {"stat_prefix", "cluster", "access_log", "idle_timeout"},
-	"envoy.extensions.access_loggers.file.v3.FileAccessLog":                                                         {"path", "log_format"},
-	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog":                                                     {"log_format"},
-	"envoy.extensions.access_loggers.stream.v3.StderrAccessLog":                                                     {"log_format"},
+	"udpa.type.v1.TypedStruct":                                  {"type_url", "value"},
+	"xds.type.v3.TypedStruct":                                   {"type_url", "value"},
+	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":    {"stat_prefix", "cluster", "access_log", "idle_timeout"},
+	"envoy.extensions.access_loggers.file.v3.FileAccessLog":     {"path", "log_format"},
+	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": {"log_format"},
+	"envoy.extensions.access_loggers.stream.v3.StderrAccessLog": {"log_format"},
 }
 
 // enumValues restricts enum fields to the values shunt implements.
