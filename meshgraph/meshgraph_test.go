@@ -25,9 +25,9 @@ type series struct {
 }
 
 func (s series) text() string {
-	labels := fmt.Sprintf(`reporter=%q,source_canonical_service=%q,source_workload_namespace=%q,destination_canonical_service=%q,`+
+	labels := fmt.Sprintf(`reporter=%q,source_canonical_service=%q,source_workload=%q,source_workload_namespace=%q,destination_canonical_service=%q,`+
 		`destination_service_name=%q,destination_service_namespace=%q,destination_workload=%q,destination_workload_namespace=%q,response_code=%q,connection_security_policy=%q`,
-		s.reporter, s.srcApp, s.srcNS, s.dstApp, s.dstService, s.dstNS, s.dstWorkload, s.dstNS, s.code, s.security)
+		s.reporter, s.srcApp, s.srcApp+"-v1", s.srcNS, s.dstApp, s.dstService, s.dstNS, s.dstWorkload, s.dstNS, s.code, s.security)
 	var b strings.Builder
 	fmt.Fprintf(&b, "istio_requests_total{%s} %d\n", labels, s.count)
 	top := 0.0 // the highest bound given
@@ -89,7 +89,14 @@ func TestDiff(t *testing.T) {
 			series{"source", "productpage", "shop", "unknown", "api.example.com", "unknown", "unknown", "200", "unknown", 50, map[float64]int{1: 0, 5: 0, 10: 0, 25: 0, 50: 0, 100: 50}},
 		),
 	)
-	g := meshgraph.Diff(before, after, 10)
+	all := meshgraph.Diff(before, after, 10)
+	// By workload: the same calls, between productpage-v1 and
+	// reviews-v1; the external host, which has no workload, by its name.
+	if w := all.View(true); len(w.Edges) != 2 || w.Edges[0].To.String() != "api.example.com" ||
+		w.Edges[1].From.String() != "productpage-v1.shop" || w.Edges[1].To.String() != "reviews-v1.shop" || w.Edges[1].Requests != 1000 {
+		t.Errorf("the workloads' edges: %+v", w.Edges)
+	}
+	g := all.View(false)
 	if len(g.Edges) != 2 {
 		t.Fatalf("edges %+v, want 2", g.Edges)
 	}
@@ -112,7 +119,7 @@ func TestDiff(t *testing.T) {
 	}
 	// A sidecar restarted: its counters start over, and count from zero.
 	restarted := snapshot(t, exposition(series{"destination", "productpage", "shop", "reviews", "reviews", "shop", "reviews-v1", "200", "mutual_tls", 30, nil}))
-	if g := meshgraph.Diff(after, restarted, 10); len(g.Edges) != 1 || !near(g.Edges[0].RPS, 3) {
+	if g := meshgraph.Diff(after, restarted, 10).View(false); len(g.Edges) != 1 || !near(g.Edges[0].RPS, 3) {
 		t.Errorf("after a restart: %+v", g.Edges)
 	}
 }
@@ -143,10 +150,11 @@ func TestScraperAndPage(t *testing.T) {
 	count.Add(50)
 	s.Scrape(context.Background())
 	g, failed := s.Graph()
+	g = g.View(false)
 	if len(g.Edges) != 1 || g.Edges[0].Requests != 50 || len(failed) != 1 {
 		t.Fatalf("graph %+v, failed %v", g, failed)
 	}
-	srv := httptest.NewServer(meshgraph.Handler(s.Graph, 5*time.Second))
+	srv := httptest.NewServer(meshgraph.Handler(s.Graph, 5*time.Second, meshgraph.Options{}))
 	defer srv.Close()
 	get := func(path string) string {
 		resp, err := http.Get(srv.URL + path)
@@ -161,10 +169,14 @@ func TestScraperAndPage(t *testing.T) {
 	rps := fmt.Sprintf("%.2f", g.Edges[0].RPS)
 	for _, want := range []string{`<meta http-equiv="refresh" content="5">`, `data-node="productpage.shop"`, `data-node="reviews.shop"`,
 		`data-from="productpage.shop" data-to="reviews.shop" data-rps="` + rps + `"`, `data-mtls="1.00"`, "🔒 mTLS",
-		"<td>productpage.shop</td><td>reviews.shop</td><td>" + rps + "</td>", `class="failed"`} {
+		`<td><a href="/graph/service/shop/productpage">productpage.shop</a></td><td><a href="/graph/service/shop/reviews">reviews.shop</a></td><td>` + rps + "</td>", `class="failed"`} {
 		if !strings.Contains(page, want) {
 			t.Errorf("the page lacks %q:\n%s", want, page)
 		}
+	}
+	if page := get("/graph?view=workloads"); !strings.Contains(page, `data-node="productpage-v1.shop"`) || !strings.Contains(page, `data-node="reviews-v1.shop"`) ||
+		!strings.Contains(page, `<a id="services" href="/graph">services</a>`) || strings.Contains(page, `data-node="reviews.shop"`) {
+		t.Errorf("the workloads' page:\n%s", page)
 	}
 	if svg := get("/graph.svg"); !strings.HasPrefix(svg, `<svg xmlns="http://www.w3.org/2000/svg"`) || !strings.Contains(svg, `class="edge"`) {
 		t.Errorf("/graph.svg: %s", svg)
@@ -211,6 +223,7 @@ func TestPrometheusSource(t *testing.T) {
 	}))
 	defer prom.Close()
 	g, failed := (&meshgraph.Prometheus{URL: prom.URL}).Graph()
+	g = g.View(false)
 	if len(failed) != 0 || len(g.Edges) != 1 {
 		t.Fatalf("graph %+v, failed %v (queries %q)", g, failed, queries)
 	}

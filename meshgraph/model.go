@@ -17,9 +17,12 @@ import (
 )
 
 // Node is a service of the mesh, by Istio's canonical service name and
-// namespace; "unknown" for a caller the sidecar could not name (a client
-// outside the mesh).
-type Node struct{ Name, Namespace string }
+// namespace, or in the graph's workload view a workload; "unknown" for a
+// caller the sidecar could not name (a client outside the mesh).
+type Node struct {
+	Name, Namespace string
+	Workload        bool
+}
 
 func (n Node) String() string {
 	if n.Namespace == "" || n.Namespace == "unknown" {
@@ -86,34 +89,39 @@ func metricLabels(m *dto.Metric) Labels {
 	}
 }
 
-// AddRequests counts v requests of an istio_requests_total series.
+// AddRequests counts v requests of an istio_requests_total series, on
+// its service edge and its workload edge.
 func (s Snapshot) AddRequests(l Labels, v float64) {
-	key, ok := edgeOf(l)
+	keys, ok := edgesOf(l)
 	if !ok {
 		return
 	}
-	c := s.counts(key)
-	c.Requests += v
-	if code, _ := strconv.Atoi(l("response_code")); code >= 500 || code == 0 {
-		c.Errors += v
-	}
-	if l("connection_security_policy") == "mutual_tls" {
-		c.MTLS += v
+	for _, key := range keys {
+		c := s.counts(key)
+		c.Requests += v
+		if code, _ := strconv.Atoi(l("response_code")); code >= 500 || code == 0 {
+			c.Errors += v
+		}
+		if l("connection_security_policy") == "mutual_tls" {
+			c.MTLS += v
+		}
 	}
 }
 
 // AddBucket counts v requests of an istio_request_duration_milliseconds
 // series at or under le (+Inf: all of them).
 func (s Snapshot) AddBucket(l Labels, le, v float64) {
-	key, ok := edgeOf(l)
+	keys, ok := edgesOf(l)
 	if !ok {
 		return
 	}
-	c := s.counts(key)
-	if math.IsInf(le, 1) {
-		c.Buckets[len(Bounds)] += v
-	} else if i := slices.Index(Bounds, le); i >= 0 {
-		c.Buckets[i] += v
+	for _, key := range keys {
+		c := s.counts(key)
+		if math.IsInf(le, 1) {
+			c.Buckets[len(Bounds)] += v
+		} else if i := slices.Index(Bounds, le); i >= 0 {
+			c.Buckets[i] += v
+		}
 	}
 }
 
@@ -126,24 +134,28 @@ func (s Snapshot) counts(k EdgeKey) *Counts {
 	return c
 }
 
-// edgeOf is the edge a series counts, if it is one the graph takes.
-func edgeOf(label Labels) (EdgeKey, bool) {
+// edgesOf are the edges a series counts, if it is one the graph takes:
+// between services, and between workloads (a destination without a
+// sidecar, which has no workload to name, is its service there too).
+func edgesOf(label Labels) ([2]EdgeKey, bool) {
 	reporter := label("reporter")
 	if reporter == "source" && label("destination_workload") != "unknown" {
-		return EdgeKey{}, false // the destination's sidecar reports it
+		return [2]EdgeKey{}, false // the destination's sidecar reports it
 	}
-	from := Node{label("source_canonical_service"), label("source_workload_namespace")}
-	to := Node{label("destination_canonical_service"), label("destination_service_namespace")}
+	from := Node{Name: orUnknown(label("source_canonical_service")), Namespace: label("source_workload_namespace")}
+	to := Node{Name: label("destination_canonical_service"), Namespace: label("destination_service_namespace")}
 	if to.Name == "" || to.Name == "unknown" {
 		to.Name = label("destination_service_name")
 	}
 	if to.Namespace == "" || to.Namespace == "unknown" {
 		to.Namespace = label("destination_workload_namespace")
 	}
-	if from.Name == "" {
-		from.Name = "unknown"
+	fromW := Node{Name: orUnknown(label("source_workload")), Namespace: label("source_workload_namespace"), Workload: true}
+	toW := Node{Name: label("destination_workload"), Namespace: label("destination_workload_namespace"), Workload: true}
+	if toW.Name == "" || toW.Name == "unknown" {
+		toW.Name, toW.Namespace = to.Name, to.Namespace
 	}
-	return EdgeKey{from, to}, reporter == "source" || reporter == "destination"
+	return [2]EdgeKey{{from, to}, {fromW, toW}}, reporter == "source" || reporter == "destination"
 }
 
 // Edge is a caller's requests to a service over a window.
@@ -156,11 +168,28 @@ type Edge struct {
 	Requests  float64 // in the window
 }
 
-// Graph is the mesh's services and the calls between them over a window.
+// Graph is the mesh's services and workloads and the calls between them
+// over a window (see View).
 type Graph struct {
 	Nodes   []Node
 	Edges   []Edge
 	Seconds float64 // the window
+}
+
+// View is the graph's services (workloads false) or its workloads.
+func (g Graph) View(workloads bool) Graph {
+	out := Graph{Seconds: g.Seconds}
+	for _, n := range g.Nodes {
+		if n.Workload == workloads {
+			out.Nodes = append(out.Nodes, n)
+		}
+	}
+	for _, e := range g.Edges {
+		if e.From.Workload == workloads {
+			out.Edges = append(out.Edges, e)
+		}
+	}
+	return out
 }
 
 // Diff is the graph of what happened between two snapshots seconds

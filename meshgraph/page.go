@@ -12,35 +12,50 @@ import (
 // Handler serves the graph: /graph, a page that draws it and refreshes
 // itself every refresh (no script, nothing from elsewhere: it works
 // without internet access), with the edges as a table too; /graph.svg,
-// the drawing alone; /graph.json, the numbers. source gives the graph and
-// the scrape targets that failed.
-func Handler(source func() (Graph, map[string]string), refresh time.Duration) http.Handler {
+// the drawing alone; /graph.json, the numbers; each by service, or with
+// ?view=workloads by workload; /graph/service/NS/NAME, a service's page
+// (see Options). source gives the graph and the scrape targets that
+// failed.
+func Handler(source func() (Graph, map[string]string), refresh time.Duration, opts Options) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/graph.svg", func(w http.ResponseWriter, _ *http.Request) {
-		g, _ := source()
+	servicePage(mux, source, opts)
+	// view is the graph of the request's view: ?view=workloads, else
+	// services.
+	view := func(r *http.Request) (Graph, map[string]string, bool) {
+		g, failed := source()
+		workloads := r.URL.Query().Get("view") == "workloads"
+		return g.View(workloads), failed, workloads
+	}
+	mux.HandleFunc("/graph.svg", func(w http.ResponseWriter, r *http.Request) {
+		g, _, _ := view(r)
 		w.Header().Set("Content-Type", "image/svg+xml")
 		fmt.Fprint(w, SVG(g))
 	})
-	mux.HandleFunc("/graph.json", func(w http.ResponseWriter, _ *http.Request) {
-		g, failed := source()
+	mux.HandleFunc("/graph.json", func(w http.ResponseWriter, r *http.Request) {
+		g, failed, _ := view(r)
 		w.Header().Set("Content-Type", "application/json")
 		enc := json.NewEncoder(w)
 		enc.SetIndent("", "  ")
 		enc.Encode(jsonGraph(g, failed))
 	})
-	mux.HandleFunc("/graph", func(w http.ResponseWriter, _ *http.Request) {
-		g, failed := source()
+	mux.HandleFunc("/graph", func(w http.ResponseWriter, r *http.Request) {
+		g, failed, workloads := view(r)
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		page(w, g, failed, refresh)
+		page(w, g, failed, refresh, workloads)
 	})
 	return mux
 }
 
-func page(w http.ResponseWriter, g Graph, failed map[string]string, refresh time.Duration) {
+func page(w http.ResponseWriter, g Graph, failed map[string]string, refresh time.Duration, workloads bool) {
 	fmt.Fprintf(w, `<!DOCTYPE html><html><head><meta charset="utf-8"><meta http-equiv="refresh" content="%d"><title>shunt: the mesh</title>`+
 		`<style>body{font-family:sans-serif;margin:20px;color:#222}table{border-collapse:collapse}td,th{padding:3px 10px;border-bottom:1px solid #ddd;text-align:right}`+
 		`td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}.failed{color:#c62828}</style></head><body>`, int(refresh.Seconds()))
-	fmt.Fprintf(w, `<h1>The mesh</h1><p id="window">Requests over the last %.0f s, from the sidecars' Istio metrics; refreshed every %s.</p>`, g.Seconds, refresh)
+	views := `<b>services</b> · <a id="workloads" href="/graph?view=workloads">workloads</a>`
+	if workloads {
+		views = `<a id="services" href="/graph">services</a> · <b>workloads</b>`
+	}
+	fmt.Fprintf(w, `<h1>The mesh</h1><p id="views">%s</p><p id="window">Requests over the last %.0f s, from the sidecars' Istio metrics; refreshed every %s.</p>`,
+		views, g.Seconds, refresh)
 	if len(g.Edges) == 0 {
 		fmt.Fprint(w, `<p id="empty">No requests in the window yet.</p>`)
 	} else {
@@ -48,7 +63,7 @@ func page(w http.ResponseWriter, g Graph, failed map[string]string, refresh time
 		fmt.Fprint(w, `<table id="edges"><tr><th>from</th><th>to</th><th>req/s</th><th>errors</th><th>p50 ms</th><th>p99 ms</th><th>mTLS</th></tr>`)
 		for _, e := range g.Edges {
 			fmt.Fprintf(w, `<tr class="edge-row"><td>%s</td><td>%s</td><td>%.2f</td><td>%.1f%%</td><td>%s</td><td>%s</td><td>%.0f%%</td></tr>`,
-				html.EscapeString(e.From.String()), html.EscapeString(e.To.String()), e.RPS, 100*e.ErrorRate, ms(e.P50), ms(e.P99), 100*e.MTLS)
+				nodeLink(e.From), nodeLink(e.To), e.RPS, 100*e.ErrorRate, ms(e.P50), ms(e.P99), 100*e.MTLS)
 		}
 		fmt.Fprint(w, `</table>`)
 	}

@@ -23,7 +23,7 @@ type Prometheus struct {
 }
 
 // graphLabels are the labels the graph reads of Istio's metrics.
-const graphLabels = "reporter,source_canonical_service,source_workload_namespace,destination_canonical_service," +
+const graphLabels = "reporter,source_canonical_service,source_workload,source_workload_namespace,destination_canonical_service," +
 	"destination_service_name,destination_service_namespace,destination_workload,destination_workload_namespace," +
 	"response_code,connection_security_policy"
 

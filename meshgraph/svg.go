@@ -101,10 +101,14 @@ func SVG(g Graph) string {
 	}
 	for _, n := range g.Nodes {
 		x, y := xy(n)
-		fmt.Fprintf(&b, `<g class="node" data-node="%s"><rect x="%.0f" y="%.0f" width="%d" height="%d" rx="8" fill="#e3f2fd" stroke="#1565c0"/>`,
-			attr(n.String()), x, y, nodeW, nodeH)
+		link, end := `<a href="`+attr(servicePath(n))+`">`, `</a>`
+		if n.Name == "unknown" || n.Workload {
+			link, end = "", ""
+		}
+		fmt.Fprintf(&b, `%s<g class="node" data-node="%s"><rect x="%.0f" y="%.0f" width="%d" height="%d" rx="8" fill="#e3f2fd" stroke="#1565c0"/>`,
+			link, attr(n.String()), x, y, nodeW, nodeH)
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" font-weight="bold">%s</text>`, x+nodeW/2, y+20, html.EscapeString(n.Name))
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="#555">%s</text></g>`, x+nodeW/2, y+36, html.EscapeString(orUnknown(n.Namespace)))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" text-anchor="middle" fill="#555">%s</text></g>%s`, x+nodeW/2, y+36, html.EscapeString(orUnknown(n.Namespace)), end)
 	}
 	b.WriteString(`</svg>`)
 	return b.String()
@@ -112,11 +116,11 @@ func SVG(g Graph) string {
 
 func attr(s string) string { return html.EscapeString(s) }
 
-func orUnknown(ns string) string {
-	if ns == "" {
+func orUnknown(s string) string {
+	if s == "" {
 		return "unknown"
 	}
-	return ns
+	return s
 }
 
 // ms prints a duration in milliseconds, "-" when there is none.

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -17,6 +18,7 @@ import (
 	"github.com/shunt-dev/shunt/internal/jaegertest"
 	"github.com/shunt-dev/shunt/internal/scenario"
 	"github.com/shunt-dev/shunt/internal/testnet"
+	"github.com/shunt-dev/shunt/meshgraph"
 )
 
 // meshApp is a namespace with shunt's capture and a sidecar tracing to
@@ -195,6 +197,21 @@ func TestTracingThroughCapture(t *testing.T) {
 				}
 			}
 			cur = next
+		}
+		// The mesh graph's trace search for a request ID (shunt-control
+		// --tracing-ui-url) finds the trace in Jaeger: the link's
+		// parameters are the UI's, which its query API takes too.
+		requestID := root.Tags["guid:x-request-id"]
+		link, err := url.Parse(meshgraph.TraceSearch("http://jaeger:16686", root.Service, requestID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		found, err := jaeger.Search(link.RawQuery)
+		if err != nil || len(found) == 0 || found[0].TraceID != root.TraceID {
+			t.Errorf("searching %s for request %s: %v %+v, want trace %s", link.RawQuery, requestID, err, found, root.TraceID)
+		}
+		if other, _ := jaeger.Search(strings.Replace(link.RawQuery, url.QueryEscape(requestID), "not-a-request", 1)); len(other) != 0 {
+			t.Errorf("a request ID no request had found %d spans", len(other))
 		}
 	})
 

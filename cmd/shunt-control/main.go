@@ -95,7 +95,9 @@ func newControlCmd() *cobra.Command {
 	tracingCollector := f.String("tracing-collector", "", "sidecars trace their HTTP requests to this OpenTelemetry collector: host:port (OTLP/gRPC; otel-collector.observability.svc:4317, say), or over --tracing-protocol http an http:// URL "+
 		"(Istio's meshConfig.extensionProviders opentelemetry with defaultProviders.tracing; each sidecar names its spans by its workload; \"\" for none)")
 	tracingProtocol := f.String("tracing-protocol", "grpc", "grpc or http: OTLP's transport to --tracing-collector")
-	prometheusURL := f.String("prometheus-url", "", "the mesh graph (/graph on --monitor-addr) reads the sidecars' metrics from this Prometheus (http://prometheus:9090, say) instead of scraping them itself")
+	var graph graphSources
+	f.StringVar(&graph.prometheusURL, "prometheus-url", "", "the mesh graph (/graph on --monitor-addr) reads the sidecars' metrics from this Prometheus (http://prometheus:9090, say) instead of scraping them itself")
+	f.StringVar(&graph.tracingURL, "tracing-ui-url", "", "the trace backend's UI (Jaeger's, http://jaeger:16686, say): the mesh graph's service pages link a search of the service's traces, and of a request's by its x-request-id")
 	tracingSampling := f.Float64("tracing-sampling", 1, "percentage of requests the sidecars trace when a request carries no decision of its own (meshConfig.defaultConfig.tracing.sampling)")
 	metadataExchange := f.String("metadata-exchange-headers", proxy.PeerMetadataAlways, "sidecars' part in Istio's metadata exchange (x-envoy-peer-metadata, which names the peer workload in the metrics): "+
 		"always (Istio's ALWAYS: with every outbound HTTP request), in-mesh (IN_MESH: not to PassthroughCluster, which leaves the mesh), off (meshConfig.defaultConfig.proxyHeaders.metadataExchangeHeaders)")
@@ -134,8 +136,10 @@ func newControlCmd() *cobra.Command {
 		if err := meshTracing(&mesh, *tracingCollector, *tracingProtocol, *tracingSampling, f.Changed); err != nil {
 			return usageError{err}
 		}
-		if u, err := url.Parse(*prometheusURL); *prometheusURL != "" && (err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "") {
-			return usageError{fmt.Errorf("--prometheus-url %s: not an http:// or https:// URL", clip.Quote(*prometheusURL))}
+		for _, f := range [][2]string{{"prometheus-url", graph.prometheusURL}, {"tracing-ui-url", graph.tracingURL}} {
+			if u, err := url.Parse(f[1]); f[1] != "" && (err != nil || u.Scheme != "http" && u.Scheme != "https" || u.Host == "") {
+				return usageError{fmt.Errorf("--%s %s: not an http:// or https:// URL", f[0], clip.Quote(f[1]))}
+			}
 		}
 		mesh.AutoMTLS, mesh.TrustDomain = *autoMTLS && caf.addr != "", caf.opt.TrustDomain
 		switch mesh.PeerMetadata = *metadataExchange; mesh.PeerMetadata {
@@ -191,13 +195,13 @@ func newControlCmd() *cobra.Command {
 				srv.RegisterMetrics(control.CAMetrics(svc)...)
 			}
 		}
-		return serveControl(ctx, srv, *addr, *monitor, *prometheusURL, log, &caf, svc)
+		return serveControl(ctx, srv, *addr, *monitor, graph, log, &caf, svc)
 	}
 	return cmd
 }
 
 // serveControl serves ADS and the monitoring endpoints until ctx ends.
-func serveControl(ctx context.Context, srv *control.Server, addr, monitor, prometheusURL string, log *slog.Logger, caf *caFlags, svc *ca.Service) error {
+func serveControl(ctx context.Context, srv *control.Server, addr, monitor string, graph graphSources, log *slog.Logger, caf *caFlags, svc *ca.Service) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
@@ -229,7 +233,7 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor, prome
 			g.Stop()
 			return err
 		}
-		mon = &http.Server{Handler: monitorHandler(ctx, srv, prometheusURL), ReadHeaderTimeout: 10 * time.Second}
+		mon = &http.Server{Handler: monitorHandler(ctx, srv, graph), ReadHeaderTimeout: 10 * time.Second}
 		go func() { errs <- mon.Serve(mln) }()
 		log.Info("control plane serving", "xds", ln.Addr().String(), "monitor", mln.Addr().String())
 	} else {
@@ -246,14 +250,19 @@ func serveControl(ctx context.Context, srv *control.Server, addr, monitor, prome
 	return err
 }
 
+// graphSources are where the mesh graph reads the sidecars' metrics
+// (Prometheus, else the sidecars), and the trace backend it links.
+type graphSources struct{ prometheusURL, tracingURL string }
+
 // monitorHandler is the control plane's monitoring endpoints and the mesh
-// graph (/graph, /graph.svg, /graph.json) over the last minute: from
-// Prometheus when prometheusURL is set, else from the connected sidecars'
-// metrics, read every 5 s.
-func monitorHandler(ctx context.Context, srv *control.Server, prometheusURL string) http.Handler {
+// graph (/graph, /graph.svg, /graph.json, /graph/service/NS/NAME) over the
+// last minute: from Prometheus when its URL is set, else from the
+// connected sidecars' metrics, read every 5 s; service pages link the
+// trace backend's search, when set.
+func monitorHandler(ctx context.Context, srv *control.Server, gs graphSources) http.Handler {
 	var source func() (meshgraph.Graph, map[string]string)
-	if prometheusURL != "" {
-		source = (&meshgraph.Prometheus{URL: prometheusURL}).Graph
+	if gs.prometheusURL != "" {
+		source = (&meshgraph.Prometheus{URL: gs.prometheusURL}).Graph
 	} else {
 		scraper := &meshgraph.Scraper{Targets: func() []string {
 			var out []string
@@ -265,10 +274,10 @@ func monitorHandler(ctx context.Context, srv *control.Server, prometheusURL stri
 		go scraper.Run(ctx)
 		source = scraper.Graph
 	}
-	graph := meshgraph.Handler(source, 5*time.Second)
+	graph := meshgraph.Handler(source, 5*time.Second, meshgraph.Options{Describe: srv.DescribeService, TracingURL: gs.tracingURL})
 	mux := http.NewServeMux()
 	mux.Handle("/", srv.Handler())
-	for _, path := range []string{"/graph", "/graph.svg", "/graph.json"} {
+	for _, path := range []string{"/graph", "/graph.svg", "/graph.json", "/graph/"} {
 		mux.Handle(path, graph)
 	}
 	return mux

@@ -3,6 +3,7 @@ package dashboards_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -212,6 +213,26 @@ scrape_configs:
 		}
 	}
 	t.Logf("Istio's dashboards against shunt's sidecars:\n%s", report.String())
+
+	// shunt-control's mesh graph, read from the same Prometheus: the
+	// calls by service and by workload, each end named.
+	for view, want := range map[string][]string{"": {"productpage.shop → reviews.shop", "reviews.shop → ratings.shop"},
+		"?view=workloads": {"productpage-v1.shop → reviews-v1.shop", "reviews-v1.shop → ratings-v1.shop"}} {
+		var g struct{ Edges []struct{ From, To string } }
+		resp, err := reviews.HTTPClient().Get("http://" + controlMon + "/graph.json" + view)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = json.NewDecoder(resp.Body).Decode(&g)
+		resp.Body.Close()
+		var got []string
+		for _, e := range g.Edges {
+			got = append(got, e.From+" → "+e.To)
+		}
+		if err != nil || !slices.Equal(got, want) {
+			t.Errorf("the mesh graph%s: %q %v, want %q", view, got, err, want)
+		}
+	}
 }
 
 // checkNames checks that the dashboards name the mesh's services and

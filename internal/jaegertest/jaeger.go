@@ -130,8 +130,17 @@ type Span struct {
 }
 
 // Trace is the trace's spans, as Jaeger has them now.
-func (j *Jaeger) Trace(id string) ([]Span, error) {
-	b, err := j.get("/api/traces/" + id)
+func (j *Jaeger) Trace(id string) ([]Span, error) { return j.spans("/api/traces/" + id) }
+
+// Search is the spans of the traces a search finds: query is the search's
+// parameters as Jaeger's UI puts them in its URL (service=S&tags={...}),
+// which its query API takes too.
+func (j *Jaeger) Search(query string) ([]Span, error) {
+	return j.spans("/api/traces?" + query + "&lookback=1h&limit=20")
+}
+
+func (j *Jaeger) spans(path string) ([]Span, error) {
+	b, err := j.get(path)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +168,7 @@ func (j *Jaeger) Trace(id string) ([]Span, error) {
 		} `json:"data"`
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("trace %s: %v: %s", id, err, tail(b, 512))
+		return nil, fmt.Errorf("%s: %v: %s", path, err, tail(b, 512))
 	}
 	var out []Span
 	for _, d := range r.Data {

@@ -70,7 +70,9 @@ func (s *Scenario) startControlPlane(format string) (args, env []string, err err
 		return nil, nil, err
 	}
 	return []string{"--xds-address", ControlAddr},
-		[]string{"POD_NAME=app-1", "POD_NAMESPACE=default", "INSTANCE_IP=" + netlab.PodIP}, nil
+		// The pod's labels, as injection passes them (its canonical
+		// service, app, is the mesh graph's node).
+		[]string{"POD_NAME=app-1", "POD_NAMESPACE=default", "INSTANCE_IP=" + netlab.PodIP, `ISTIO_METAJSON_LABELS={"app":"app"}`}, nil
 }
 
 func (s *Scenario) runControlPlane() error {

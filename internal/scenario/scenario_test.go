@@ -796,4 +796,15 @@ func checkGraphInBrowser(t *testing.T, s *scenario.Scenario) {
 		b, _ := os.ReadFile(shot)
 		os.WriteFile(filepath.Join(keep, "mesh-graph.png"), b, 0o644)
 	}
+	// The app's page, the node's link: its call to backend-service, the
+	// service's port, its pod's sidecar synced with shunt-control.
+	page := chromium("--dump-dom", "http://10.1.0.1:15014/graph/service/default/app")
+	for _, want := range []string{`<h1 id="service">app.default</h1>`, "app.default.svc.cluster.local · ports http 80 → http-web",
+		`<a href="/graph/service/default/backend-service">backend-service.default</a>`,
+		`<td>sidecar~10.1.0.5~app-1.default~default.svc.cluster.local</td>`, `<td class="good">SYNCED</td>`,
+		`<p id="endpoints" class="bad">None: calls to it fail.</p>`} { // the manifest has no EndpointSlice of app's
+		if !strings.Contains(page, want) {
+			t.Errorf("Chromium's DOM of the app's page lacks %q:\n%s", want, page)
+		}
+	}
 }
