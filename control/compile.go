@@ -56,8 +56,11 @@ func Compile(w *World, n Node, m Mesh) (*Resources, error) {
 	return cc.Compile(w, n), nil
 }
 
-// Compile is what the sidecar n is sent from w.
+// Compile is what the sidecar (or gateway) n is sent from w.
 func (cc *Compiler) Compile(w *World, n Node) *Resources {
+	if n.Router {
+		return cc.compileGateway(w, n)
+	}
 	c := &compiler{w: w, n: n, m: cc.mesh, cc: cc}
 	for _, a := range n.IPs {
 		c.v6 = c.v6 || a.Is6()

@@ -260,8 +260,13 @@ func TestCompileRoutingRules(t *testing.T) {
 // reported.
 func TestCompileHTTPRoutes(t *testing.T) {
 	cc, w := compileWith(t, "gamma.yaml", "gamma.golden.yaml")
-	if len(w.HTTPRoutes) != 3 || w.HTTPRoutes["GRPCRoute default/backend"] == nil {
-		t.Errorf("routes bound to services: %v, want backend's and the consumer's HTTPRoutes (not the gateway's) and cart's GRPCRoute", w.HTTPRoutes)
+	if len(w.HTTPRoutes) != 4 || w.HTTPRoutes["GRPCRoute default/backend"] == nil {
+		t.Errorf("routes: %v, want backend's, the consumer's and the gateway's HTTPRoutes and cart's GRPCRoute", w.HTTPRoutes)
+	}
+	// The gateway's is the gateway's alone: the sidecars' golden has none
+	// of it.
+	if r := w.HTTPRoutes["default/ingress"]; r == nil || len(r.Parents) != 0 || len(r.Gateways) != 1 {
+		t.Errorf("the gateway's route: %+v", r)
 	}
 	if p := cc.Problems(); len(p) != 1 || p["HTTPRoute default/backend spec.rules[2].filters[4]: ExtensionRef"] != "not run by shunt" {
 		t.Errorf("problems: %v", p)

@@ -8,7 +8,7 @@ import (
 )
 
 var grpcRouteSchema = schema{
-	"parentRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil}},
+	"parentRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil, "sectionName": nil}},
 	"hostnames":  nil,
 	"rules": listOf{schema{
 		"name": nil,

@@ -16,7 +16,11 @@ type HTTPRoute struct {
 	// Parents are the services (namespace/name) it is bound to, each to
 	// a port or (0) all of them.
 	Parents []ParentService
-	Routes  *VirtualService
+	// Gateways are the Gateways' listeners it attaches to, for requests
+	// to Hostnames (none: any the listener takes).
+	Gateways  []ParentGateway
+	Hostnames []string
+	Routes    *VirtualService
 }
 
 // ParentService is an HTTPRoute's parentRef to a Service.
@@ -33,7 +37,7 @@ var (
 )
 
 var httpRouteSchema = schema{
-	"parentRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil}},
+	"parentRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil, "sectionName": nil}},
 	"hostnames":  nil,
 	"rules": listOf{schema{
 		"name": nil,
@@ -91,7 +95,7 @@ type gatewayFilter struct {
 }
 
 // HTTPRouteFrom reads an HTTPRoute manifest (YAML or JSON); one bound to
-// no Service (a Gateway's) is nil.
+// neither a Service nor a Gateway is nil.
 func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 	return gatewayRouteFrom(doc, "HTTPRoute", httpRouteSchema, domain, httpMatch)
 }
@@ -99,10 +103,11 @@ func HTTPRouteFrom(doc []byte, domain string) (*HTTPRoute, error) {
 // gatewayRouteSpec is an HTTPRoute's or a GRPCRoute's spec.
 type gatewayRouteSpec struct {
 	ParentRefs []struct {
-		Group, Kind, Name, Namespace *string
-		Port                         uint16
+		Group, Kind, Name, Namespace, SectionName *string
+		Port                                      uint16
 	}
-	Rules []struct {
+	Hostnames []string
+	Rules     []struct {
 		Name        string
 		Matches     []gatewayMatch
 		BackendRefs []struct {
@@ -132,18 +137,23 @@ func gatewayRouteFrom(doc []byte, kind string, s schema, domain string, match fu
 	}
 	hr := &HTTPRoute{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace}
 	vs := &VirtualService{Kind: kind, Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
+	hr.Hostnames = spec.Hostnames
 	for _, p := range spec.ParentRefs {
-		if p.Kind == nil || *p.Kind != "Service" || (p.Group != nil && *p.Group != "" && *p.Group != "core") {
-			continue // a Gateway's: not the mesh's
-		}
 		ns := o.Metadata.Namespace
 		if p.Namespace != nil && *p.Namespace != "" {
 			ns = *p.Namespace
 		}
+		if (p.Kind == nil || *p.Kind == "Gateway") && (p.Group == nil || *p.Group == "gateway.networking.k8s.io") {
+			hr.Gateways = append(hr.Gateways, ParentGateway{Gateway: ns + "/" + deref(p.Name), Section: deref(p.SectionName), Port: p.Port})
+			continue
+		}
+		if p.Kind == nil || *p.Kind != "Service" || (p.Group != nil && *p.Group != "" && *p.Group != "core") {
+			continue // neither a Gateway nor a Service
+		}
 		hr.Parents = append(hr.Parents, ParentService{Service: ns + "/" + deref(p.Name), Port: p.Port})
 		vs.Hosts = append(vs.Hosts, deref(p.Name)+"."+ns+".svc."+domain)
 	}
-	if len(hr.Parents) == 0 {
+	if len(hr.Parents)+len(hr.Gateways) == 0 {
 		return nil, nil
 	}
 	for i, r := range spec.Rules {
@@ -261,7 +271,10 @@ func httpMatch(m gatewayMatch, path string) (HTTPMatch, error) {
 		case "RegularExpression":
 			hm.URI = StringMatch{Regex: p.Value}
 		case "", "PathPrefix":
-			hm.URI = StringMatch{Prefix: p.Value}
+			// By path segments; "/" is every path.
+			if v := strings.TrimSuffix(p.Value, "/"); v != "" {
+				hm.URI, hm.URISegments = StringMatch{Prefix: v}, true
+			}
 		default:
 			return hm, fmt.Errorf("%s.path.type: %q is not Exact, PathPrefix or RegularExpression", path, p.Type)
 		}

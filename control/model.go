@@ -94,6 +94,10 @@ type World struct {
 	// namespace/name.
 	PeerAuthentications   map[string]*PeerAuthentication
 	AuthorizationPolicies map[string]*AuthorizationPolicy
+	// Gateways are Gateway API's, by namespace/name; GatewayClasses by
+	// name.
+	Gateways       map[string]*Gateway
+	GatewayClasses map[string]*GatewayClass
 	// Namespaces are the cluster's namespaces' labels, by name, which
 	// the mesh's discovery selectors read.
 	Namespaces map[string]map[string]string
@@ -123,7 +127,8 @@ func NewWorld() *World {
 		Pods: map[string]*Pod{}, Domain: DefaultDomain, epVersion: map[string]uint64{},
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
 		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
-		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{}}
+		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{},
+		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -133,7 +138,8 @@ func (w *World) Clone() *World {
 		VirtualServices: maps.Clone(w.VirtualServices), DestinationRules: maps.Clone(w.DestinationRules),
 		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
 		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
-		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies)}
+		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies),
+		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

@@ -42,4 +42,9 @@ func sameEntry(a, b xds.NameEntry) bool {
 }
 
 // NameTable is what the sidecar's DNS proxy is sent to answer (NDS).
-func (r *Resources) NameTable() []xds.NameEntry { return r.space.names }
+func (r *Resources) NameTable() []xds.NameEntry {
+	if r.space == nil {
+		return nil // a gateway's: it has no DNS proxy
+	}
+	return r.space.names
+}

@@ -21,15 +21,19 @@ type Node struct {
 	// TProxy: the pod's inbound capture is TPROXY (INTERCEPTION_MODE),
 	// so the inbound listener is transparent.
 	TProxy bool
+	// Router: the node is a gateway's proxy (Istio's router~ nodes), not
+	// a sidecar: it serves its Gateway's listeners.
+	Router bool
 }
 
 // ParseNode reads a sidecar's identity from its xDS node.
 func ParseNode(n *corev3.Node) (Node, error) {
 	out := Node{ID: n.GetId(), Labels: map[string]string{}}
 	parts := strings.Split(n.GetId(), "~")
-	if len(parts) != 4 || parts[0] != "sidecar" {
-		return out, fmt.Errorf("node id %q: not a sidecar's (sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local)", n.GetId())
+	if len(parts) != 4 || parts[0] != "sidecar" && parts[0] != "router" {
+		return out, fmt.Errorf("node id %q: not a sidecar's or a gateway's (sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local, or router~…)", n.GetId())
 	}
+	out.Router = parts[0] == "router"
 	out.Name, out.Namespace, _ = strings.Cut(parts[2], ".")
 	md := n.GetMetadata().GetFields()
 	if v := md["NAMESPACE"].GetStringValue(); v != "" {

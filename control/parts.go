@@ -230,6 +230,12 @@ func (cc *Compiler) survey(w *World) {
 	for _, key := range slices.Sorted(maps.Keys(w.PeerAuthentications)) {
 		unrun("PeerAuthentication", key, w.PeerAuthentications[key].Problems)
 	}
+	for _, key := range slices.Sorted(maps.Keys(w.Gateways)) {
+		for _, p := range w.Gateways[key].Problems {
+			field, why, _ := strings.Cut(p, ": ")
+			cc.report(Problem{"Gateway", key, field, why})
+		}
+	}
 	for _, key := range slices.Sorted(maps.Keys(w.AuthorizationPolicies)) {
 		ap := w.AuthorizationPolicies[key]
 		for _, p := range ap.Problems {

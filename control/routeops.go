@@ -207,6 +207,8 @@ func routeMatch(m HTTPMatch) *routev3.RouteMatch {
 	switch u := m.URI; {
 	case u.Exact != "":
 		rm.PathSpecifier = &routev3.RouteMatch_Path{Path: u.Exact}
+	case u.Prefix != "" && m.URISegments:
+		rm.PathSpecifier = &routev3.RouteMatch_PathSeparatedPrefix{PathSeparatedPrefix: u.Prefix}
 	case u.Prefix != "":
 		rm.PathSpecifier = &routev3.RouteMatch_Prefix{Prefix: u.Prefix}
 	case u.Regex != "":

@@ -165,8 +165,8 @@ func dialADS(t *testing.T, addr string) (discoveryv3.AggregatedDiscoveryServiceC
 }
 
 // TestServerRecordsNACK speaks ADS by hand: a NACK shows in syncz and
-// pilot_total_xds_rejects, and a node that is not a sidecar is refused
-// with why.
+// pilot_total_xds_rejects, and a node that is neither a sidecar nor a
+// gateway is refused with why.
 func TestServerRecordsNACK(t *testing.T) {
 	s, addr := startServer(t, loadWorld(t))
 	ads, ctx, cancel := dialADS(t, addr)
@@ -175,9 +175,9 @@ func TestServerRecordsNACK(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "router~1.2.3.4~gw.ns~ns.svc.cluster.local"}, TypeUrl: xds.ClusterType})
-	if _, err := bad.Recv(); err == nil || !strings.Contains(err.Error(), "not a sidecar's") {
-		t.Errorf("a gateway's node: %v, want it refused as not a sidecar's", err)
+	bad.Send(&discoveryv3.DiscoveryRequest{Node: &corev3.Node{Id: "waypoint~1.2.3.4~wp.ns~ns.svc.cluster.local"}, TypeUrl: xds.ClusterType})
+	if _, err := bad.Recv(); err == nil || !strings.Contains(err.Error(), "not a sidecar's or a gateway's") {
+		t.Errorf("a waypoint's node: %v, want it refused as not a sidecar's or a gateway's", err)
 	}
 
 	st, err := ads.StreamAggregatedResources(ctx)

@@ -169,6 +169,11 @@ func keptState[M proto.Message](prev *typeState, typeURL string, list []M, hashO
 
 // states are r as the cache serves it, by type URL.
 func (r *Resources) states() map[string]*typeState {
+	if r.space == nil { // a gateway's: its own throughout
+		return map[string]*typeState{xds.EndpointType: newTypeState(xds.EndpointType, r.Endpoints, hashOf, nil),
+			xds.RouteType: newTypeState(xds.RouteType, r.Routes, hashOf, nil), xds.ClusterType: newTypeState(xds.ClusterType, r.Clusters, hashOf, nil),
+			xds.ListenerType: newTypeState(xds.ListenerType, r.Listeners, hashOf, nil), xds.NameTableType: newTypeState(xds.NameTableType, []proto.Message{}, hashOf, nil)}
+	}
 	sh := r.space.sharedStates()
 	ownHash := func(m proto.Message) string {
 		if h, ok := r.own[m]; ok {

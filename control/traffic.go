@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -173,7 +174,11 @@ func (c *compiler) routeAction(vs *VirtualService, r RouteRule, s *Service, p Po
 		}
 	}
 	if r.RewriteURI != "" {
-		a.PrefixRewrite = r.RewriteURI
+		if m := r.Match; len(m) == 1 && m[0].URISegments {
+			a.RegexRewrite = segmentRewrite(m[0].URI.Prefix, r.RewriteURI)
+		} else {
+			a.PrefixRewrite = r.RewriteURI
+		}
 	}
 	if rr := r.RewriteRegex; rr != nil {
 		a.RegexRewrite = &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: rr.Match}, Substitution: rr.Rewrite}
@@ -201,6 +206,17 @@ func (c *compiler) routeAction(vs *VirtualService, r RouteRule, s *Service, p Po
 	}
 	a.ClusterSpecifier = &routev3.RouteAction_WeightedClusters{WeightedClusters: &routev3.WeightedCluster{Clusters: weighted}}
 	return a
+}
+
+// segmentRewrite replaces a path-segment prefix (Gateway API's
+// ReplacePrefixMatch under PathPrefix) as Gateway API says: /api/x and
+// /api become /new/x and /new for /new, /x and / for /.
+func segmentRewrite(prefix, with string) *matcherv3.RegexMatchAndSubstitute {
+	pattern := "^" + regexp.QuoteMeta(prefix) + "(/|$)"
+	if strings.HasSuffix(with, "/") {
+		return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: pattern}, Substitution: with}
+	}
+	return &matcherv3.RegexMatchAndSubstitute{Pattern: &matcherv3.RegexMatcher{Regex: pattern}, Substitution: with + `\1`}
 }
 
 // destinationCluster is the cluster of a route's destination, or

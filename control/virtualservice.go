@@ -78,7 +78,10 @@ type HTTPMatch struct {
 	Headers, WithoutHeaders   map[string]StringMatch
 	QueryParams               map[string]StringMatch
 	IgnoreURICase             bool
-	Port                      uint16 // 0: any of the hosts' ports
+	// URISegments: URI's prefix matches whole path segments (Gateway
+	// API's PathPrefix: /api is /api and /api/…, not /apix).
+	URISegments bool
+	Port        uint16 // 0: any of the hosts' ports
 }
 
 // StringMatch is one of exact, prefix or regex (RE2); none set matches

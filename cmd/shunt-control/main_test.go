@@ -48,7 +48,7 @@ func TestUsage(t *testing.T) {
 		{[]string{"--dump", appNode}, "--dump reads --from-file"},
 		{[]string{"--from-file", "/nonexistent.yaml"}, "--from-file: open /nonexistent.yaml"},
 		{[]string{"--from-file", mesh, "--access-log-file", "/dev/stdout", "--access-log-format", "{bad", "--dump", appNode}, "access log format"},
-		{[]string{"--from-file", mesh, "--dump", "router~1~2~3"}, "not a sidecar's"},
+		{[]string{"--from-file", mesh, "--dump", "waypoint~1~2~3"}, "not a sidecar's or a gateway's"},
 		{[]string{"--debounce-after", "1s", "--debounce-max", "10ms"}, "--debounce-max 10ms is under --debounce-after 1s"},
 		{[]string{"--metadata-exchange-headers", "sometimes"}, `--metadata-exchange-headers "sometimes": not always, in-mesh or off`},
 		{[]string{"--bogus"}, "unknown flag: --bogus"},

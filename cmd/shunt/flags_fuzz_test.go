@@ -24,8 +24,15 @@ var baseArgs = map[string][]string{
 	"inject":  {"--filename", "-"},
 	"trace":   {"--dst", "10.96.0.10", "--dport", "80"},
 	"proxy":   {"--uid", "1337", "--gid", "1337"},
+	"gateway": {"--uid", "1337", "--gid", "1337", "--xds-address", "127.0.0.1:15010"},
 	"webhook": {"--cert", "tls.crt", "--key", "tls.key"},
 	"certs":   {"--dir", "certs"},
+}
+
+// baseEnv is each command's environment, to the same end: a gateway's
+// pod names itself.
+var baseEnv = map[string][]string{
+	"gateway": {"POD_NAME", "public-gw-1", "POD_NAMESPACE", "default"},
 }
 
 type flagCase struct{ cmd, flag, env string }
@@ -144,6 +151,9 @@ func checkFlagValue(t *testing.T, fc flagCase, value string) error {
 		if base[i] != "--"+fc.flag {
 			args = append(args, base[i], base[i+1])
 		}
+	}
+	for env := baseEnv[fc.cmd]; len(env) >= 2; env = env[2:] {
+		t.Setenv(env[0], env[1])
 	}
 	if fc.env != "" {
 		t.Setenv(fc.env, value)

@@ -52,6 +52,7 @@ type proxyFlags struct {
 	detection                string
 	dns                      dnsFlags
 	xdsAddress               string
+	proxyType                string
 	cert                     certFlags
 	tracing                  tracingFlags
 }
@@ -72,6 +73,24 @@ var proxyEnv = []struct {
 	{"minimum-drain-duration", "MINIMUM_DRAIN_DURATION", false},
 }
 
+// newGatewayCmd is `shunt gateway`: the proxy as a gateway's (Istio's
+// router), configured by the control plane from the Gateway its pod's
+// label names; no capture, no sidecar.
+func newGatewayCmd() *cobra.Command {
+	cmd := newProxyCmd()
+	cmd.Use = "gateway"
+	cmd.Short = "Run a gateway's proxy: serve the listeners of the Gateway its pod runs, as the control plane configures them"
+	cmd.Long = "Run a gateway's proxy (shunt proxy --proxy-type router) in its own pod, no capture: it asks the control plane at\n" +
+		"--xds-address for its configuration as router~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local, and the control plane sends\n" +
+		"the listeners of the Gateway (gateway.networking.k8s.io, of a GatewayClass whose controllerName is shunt.dev/gateway)\n" +
+		"that the pod's label gateway.networking.k8s.io/gateway-name names, with the HTTPRoutes attached to it."
+	cmd.Example = "  POD_NAME=public-gw-1 POD_NAMESPACE=default INSTANCE_IP=10.1.0.50 shunt gateway --xds-address shunt-control.shunt-system:15010 --uid 1337 --gid 1337"
+	if err := cmd.Flags().Set("proxy-type", "router"); err != nil {
+		panic(err) // the flag is the proxy command's
+	}
+	return cmd
+}
+
 func newProxyCmd() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "proxy",
@@ -88,7 +107,7 @@ func newProxyCmd() *cobra.Command {
 	}
 	pf := &proxyFlags{cfg: proxy.DefaultConfig(), captureUIDs: []uint32{sidecar.ProxyUID}, captureGIDs: []uint32{sidecar.ProxyGID},
 		accessLog: "stdout", accessLogFormat: "text", logLevel: "info", drainListeners: "inbound", workers: 1, detection: "on",
-		tracing: tracingFlags{protocol: "grpc", sampling: 1}}
+		tracing: tracingFlags{protocol: "grpc", sampling: 1}, proxyType: "sidecar"}
 	f := cmd.Flags()
 	f.Var(newPort(&pf.cfg.OutboundPort), "outbound-port", "port captured outbound connections arrive on")
 	f.Var(newPort(&pf.cfg.InboundPort), "inbound-port", "port captured inbound connections arrive on")
@@ -124,6 +143,7 @@ func newProxyCmd() *cobra.Command {
 	f.Var(newCount(&pf.workers, 1, proxy.MaxWorkers), "workers", "worker processes sharing the listeners; each has its own descriptor limit (two per connection)")
 	pf.dns.add(f)
 	f.StringVar(&pf.xdsAddress, "xds-address", "", "the control plane (host:port, plaintext gRPC, shunt-control or istiod): its listeners, routes, clusters and endpoints (ADS) configure the sidecar, or join --config's static resources, applied as they come; the proxy is the bootstrap's node, else Istio's sidecar identity from $POD_NAME, $POD_NAMESPACE, $INSTANCE_IP")
+	f.Var(newChoice(&pf.proxyType, "sidecar", "router"), "proxy-type", "with --xds-address: what the proxy is to the control plane, as Istio's pilot-agent proxy says: a sidecar, or a gateway's proxy (router), which serves its Gateway's listeners")
 	pf.cert.add(f)
 	pf.tracing.add(f)
 	pf.cfg.PeerMetadata = proxy.PeerMetadataAlways
@@ -269,8 +289,11 @@ func (pf *proxyFlags) check(fs *pflag.FlagSet, getenv func(string) (string, bool
 	if r.cert != nil && r.workers > 1 {
 		return nil, usageError{errors.New("--ca-address with --workers: the workload certificate is kept by one process")}
 	}
+	if pf.proxyType == "router" && r.xdsAddress == "" {
+		return nil, usageError{errors.New("--proxy-type router: a gateway's proxy serves what its control plane sends: give --xds-address")}
+	}
 	if r.xdsAddress != "" {
-		if r.xdsNode, err = xdsNode(r.cfg.Bootstrap.GetNode(), getenv); err != nil {
+		if r.xdsNode, err = xdsNode(r.cfg.Bootstrap.GetNode(), pf.proxyType, getenv); err != nil {
 			return nil, usageError{err}
 		}
 	}

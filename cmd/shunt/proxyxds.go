@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -44,10 +45,10 @@ func (r *proxyRun) checkXDS(addr string, flags *pflag.FlagSet) error {
 }
 
 // xdsNode is who the proxy tells the control plane it is: the
-// bootstrap's node, else Istio's sidecar identity from the pod's
-// environment (sidecar~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local,
-// with its metadata).
-func xdsNode(bootstrapNode *corev3.Node, getenv func(string) (string, bool)) (*corev3.Node, error) {
+// bootstrap's node, else Istio's identity of a proxy of kind (sidecar or
+// router) from the pod's environment
+// (KIND~IP~POD.NAMESPACE~NAMESPACE.svc.cluster.local, with its metadata).
+func xdsNode(bootstrapNode *corev3.Node, kind string, getenv func(string) (string, bool)) (*corev3.Node, error) {
 	if bootstrapNode.GetId() != "" {
 		return proto.Clone(bootstrapNode).(*corev3.Node), nil
 	}
@@ -76,5 +77,9 @@ func xdsNode(bootstrapNode *corev3.Node, getenv func(string) (string, bool)) (*c
 	if err != nil {
 		return nil, err
 	}
-	return &corev3.Node{Id: sidecar.NodeID(ip, pod, ns), Cluster: env(sidecar.WorkloadNameEnv) + "." + ns, Metadata: md}, nil
+	id := sidecar.NodeID(ip, pod, ns)
+	if kind == "router" {
+		id = "router" + strings.TrimPrefix(id, "sidecar")
+	}
+	return &corev3.Node{Id: id, Cluster: env(sidecar.WorkloadNameEnv) + "." + ns, Metadata: md}, nil
 }

@@ -20,6 +20,8 @@ func TestProxyXDSFlags(t *testing.T) {
 		{[]string{"--config", seed, "--xds-address", "istiod"}, `--xds-address "istiod": not host:port`},
 		{[]string{"--config", seed, "--xds-address", "127.0.0.1:15010", "--workers", "2"}, "--xds-address with --workers"},
 		{[]string{"--config", seed, "--xds-address", "127.0.0.1:15010"}, "the bootstrap has no node id, and $POD_NAME or $POD_NAMESPACE is unset"},
+		{[]string{"--proxy-type", "router"}, "--proxy-type router: a gateway's proxy serves what its control plane sends: give --xds-address"},
+		{[]string{"--proxy-type", "waypoint"}, `--proxy-type`},
 	} {
 		args := append([]string{"proxy", "--uid", "1337", "--gid", "1337"}, c.args...)
 		if _, errs, code := shunt(t, []string{"POD_NAME=", "POD_NAMESPACE="}, args...); code != exitUsage || !strings.Contains(errs, c.want) {
@@ -34,7 +36,7 @@ func TestXDSNode(t *testing.T) {
 	env := map[string]string{"POD_NAME": "app-1", "POD_NAMESPACE": "default", "INSTANCE_IP": "10.1.0.5",
 		"SERVICE_ACCOUNT": "app", "ISTIO_META_WORKLOAD_NAME": "app", "ISTIO_META_INTERCEPTION_MODE": "TPROXY", "ISTIO_METAJSON_LABELS": `{"app":"app","version":"v1"}`}
 	getenv := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
-	n, err := xdsNode(nil, getenv)
+	n, err := xdsNode(nil, "sidecar", getenv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -43,11 +45,14 @@ func TestXDSNode(t *testing.T) {
 		md["NAMESPACE"] != "default" || md["SERVICE_ACCOUNT"] != "app" || md["INTERCEPTION_MODE"] != "TPROXY" || md["LABELS"].(map[string]any)["version"] != "v1" {
 		t.Errorf("node %v", n)
 	}
-	if n, _ := xdsNode(&corev3.Node{Id: "mine"}, getenv); n.GetId() != "mine" {
+	if n, _ := xdsNode(&corev3.Node{Id: "mine"}, "sidecar", getenv); n.GetId() != "mine" {
 		t.Errorf("the bootstrap's node: %v", n)
 	}
+	if n, _ := xdsNode(nil, "router", getenv); n.GetId() != "router~10.1.0.5~app-1.default~default.svc.cluster.local" {
+		t.Errorf("a gateway's node: %v", n)
+	}
 	env["ISTIO_METAJSON_LABELS"] = "app=app"
-	if _, err := xdsNode(nil, getenv); err == nil || !strings.Contains(err.Error(), "ISTIO_METAJSON_LABELS") {
+	if _, err := xdsNode(nil, "sidecar", getenv); err == nil || !strings.Contains(err.Error(), "ISTIO_METAJSON_LABELS") {
 		t.Errorf("bad labels: %v", err)
 	}
 }

@@ -49,7 +49,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(flagError)
-	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newDemoCmd(), newDoctorCmd(),
+	root.AddCommand(newRedirectCmd(), newExplainCmd(), newTraceCmd(), newProxyCmd(), newGatewayCmd(), newDemoCmd(), newDoctorCmd(),
 		newInjectCmd(), newWebhookCmd(), newCertsCmd(), newWaitCmd())
 	return root
 }

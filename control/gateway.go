@@ -1,0 +1,185 @@
+package control
+
+import (
+	"encoding/json"
+	"fmt"
+	"strings"
+)
+
+// GatewayController is the controllerName of the GatewayClasses whose
+// Gateways shunt runs.
+const GatewayController = "shunt.dev/gateway"
+
+// GatewayClass is a Gateway API GatewayClass: which controller runs the
+// Gateways of the class.
+type GatewayClass struct {
+	Name, Controller string
+}
+
+// Gateway is a Gateway API (gateway.networking.k8s.io/v1) Gateway: the
+// listeners a gateway's proxies open, and which routes may attach.
+type Gateway struct {
+	Name, Namespace string
+	Class           string
+	Listeners       []GatewayListener
+	// Problems are what of it is not run, with why.
+	Problems []string
+}
+
+// GatewayListener is one of a Gateway's listeners.
+type GatewayListener struct {
+	Name     string
+	Port     uint16
+	Protocol string // HTTP (HTTPS, TLS and TCP are reported, not run)
+	Hostname string // "" for any; may start with "*."
+	// AllNamespaces: routes of every namespace may attach (allowedRoutes
+	// from: All); else only the Gateway's own (Same).
+	AllNamespaces bool
+}
+
+// ParentGateway is a route's parentRef to a Gateway: its listener by
+// name (sectionName) or port, or all of them.
+type ParentGateway struct {
+	Gateway string // namespace/name
+	Section string
+	Port    uint16
+}
+
+var gatewaySchema = schema{
+	"gatewayClassName": nil,
+	"listeners": listOf{schema{"name": nil, "port": nil, "protocol": nil, "hostname": nil,
+		"allowedRoutes": schema{"namespaces": schema{"from": nil}, "kinds": nil}}},
+}
+
+// GatewayFrom reads a Gateway manifest.
+func GatewayFrom(doc []byte) (*Gateway, error) {
+	o, problems, err := decodeObject(doc, gatewaySchema)
+	if err != nil {
+		return nil, err
+	}
+	var spec struct {
+		GatewayClassName string
+		Listeners        []struct {
+			Name, Protocol, Hostname string
+			Port                     uint16
+			AllowedRoutes            *struct {
+				Namespaces *struct{ From string }
+				Kinds      []struct{ Group, Kind string }
+			}
+		}
+	}
+	name := o.Metadata.Namespace + "/" + o.Metadata.Name
+	if err := json.Unmarshal(o.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("Gateway %s: %v", name, err)
+	}
+	if spec.GatewayClassName == "" {
+		return nil, fmt.Errorf("Gateway %s: spec.gatewayClassName: none", name)
+	}
+	g := &Gateway{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Class: spec.GatewayClassName, Problems: problems}
+	for i, l := range spec.Listeners {
+		path := fmt.Sprintf("spec.listeners[%d]", i)
+		if l.Name == "" || l.Port == 0 {
+			return nil, fmt.Errorf("Gateway %s: %s: a listener needs a name and a port", name, path)
+		}
+		if l.Protocol != "HTTP" {
+			g.Problems = append(g.Problems, fmt.Sprintf("%s.protocol: %s is not run by shunt yet (HTTP is)", path, l.Protocol))
+			continue
+		}
+		gl := GatewayListener{Name: l.Name, Port: l.Port, Protocol: l.Protocol, Hostname: strings.ToLower(l.Hostname)}
+		if ar := l.AllowedRoutes; ar != nil {
+			if ns := ar.Namespaces; ns != nil {
+				switch ns.From {
+				case "", "Same":
+				case "All":
+					gl.AllNamespaces = true
+				default:
+					g.Problems = append(g.Problems, fmt.Sprintf("%s.allowedRoutes.namespaces.from: %s is not run by shunt (Same and All are): the Gateway's own namespace's routes attach", path, ns.From))
+				}
+			}
+			for j, k := range ar.Kinds {
+				if k.Kind != "HTTPRoute" {
+					g.Problems = append(g.Problems, fmt.Sprintf("%s.allowedRoutes.kinds[%d]: %s is not run by shunt (HTTPRoute is)", path, j, k.Kind))
+				}
+			}
+		}
+		g.Listeners = append(g.Listeners, gl)
+	}
+	return g, nil
+}
+
+// GatewayClassFrom reads a GatewayClass manifest.
+func GatewayClassFrom(doc []byte) (*GatewayClass, error) {
+	o, _, err := decodeObject(doc, schema{"controllerName": nil, "parametersRef": nil, "description": nil})
+	if err != nil {
+		return nil, err
+	}
+	var spec struct{ ControllerName string }
+	if err := json.Unmarshal(o.Spec, &spec); err != nil {
+		return nil, fmt.Errorf("GatewayClass %s: %v", o.Metadata.Name, err)
+	}
+	return &GatewayClass{Name: o.Metadata.Name, Controller: spec.ControllerName}, nil
+}
+
+// PutGateway adds or replaces a Gateway.
+func (w *World) PutGateway(g *Gateway) { w.Gateways[g.Namespace+"/"+g.Name] = g }
+
+// PutGatewayClass adds or replaces a GatewayClass (cluster-scoped: by
+// name).
+func (w *World) PutGatewayClass(c *GatewayClass) { w.GatewayClasses[c.Name] = c }
+
+// gatewayOf is the Gateway a gateway's pod runs: the one its label
+// gateway.networking.k8s.io/gateway-name names in its namespace (as
+// Istio labels the gateways it deploys), if its class is shunt's.
+func (w *World) gatewayOf(n Node) (*Gateway, string) {
+	labels := n.Labels
+	for _, ip := range n.IPs { // the pod as the cluster knows it, else as the node says
+		if p := w.podByIP(ip); p != nil && p.Namespace == n.Namespace {
+			labels = p.Labels
+		}
+	}
+	name := labels["gateway.networking.k8s.io/gateway-name"]
+	if name == "" {
+		return nil, "the pod has no label gateway.networking.k8s.io/gateway-name naming its Gateway"
+	}
+	g := w.Gateways[n.Namespace+"/"+name]
+	if g == nil {
+		return nil, "no Gateway " + n.Namespace + "/" + name
+	}
+	class := w.GatewayClasses[g.Class]
+	if class == nil || class.Controller != GatewayController {
+		return nil, fmt.Sprintf("Gateway %s/%s: its class %s is not one of shunt's (controllerName %s)", g.Namespace, g.Name, g.Class, GatewayController)
+	}
+	return g, ""
+}
+
+// admits says a route of namespace ns with parent p attaches to a
+// Gateway's listener l.
+func (g *Gateway) admits(l GatewayListener, ns string, p ParentGateway) bool {
+	return p.Gateway == g.Namespace+"/"+g.Name && (p.Section == "" || p.Section == l.Name) && (p.Port == 0 || p.Port == l.Port) &&
+		(l.AllNamespaces || ns == g.Namespace)
+}
+
+// hostnames are the names a listener serves for a route: the route's
+// the listener's hostname admits (its own when the route names none),
+// "*" when neither names any.
+func (l GatewayListener) hostnames(route []string) []string {
+	if len(route) == 0 {
+		if l.Hostname == "" {
+			return []string{"*"}
+		}
+		return []string{l.Hostname}
+	}
+	var out []string
+	for _, h := range route {
+		h = strings.ToLower(h)
+		switch {
+		case l.Hostname == "" || h == l.Hostname:
+			out = append(out, h)
+		case strings.HasPrefix(l.Hostname, "*.") && strings.HasSuffix(h, l.Hostname[1:]):
+			out = append(out, h) // the listener's wildcard covers it
+		case strings.HasPrefix(h, "*.") && strings.HasSuffix(l.Hostname, h[1:]):
+			out = append(out, l.Hostname) // the route's wildcard covers the listener's name
+		}
+	}
+	return out
+}

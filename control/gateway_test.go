@@ -1,0 +1,62 @@
+package control_test
+
+import (
+	"os"
+	"strings"
+	"testing"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/shunt-dev/shunt/control"
+)
+
+const gatewayNode = "router~10.1.0.50~public-gw-1.default~default.svc.cluster.local"
+
+// TestCompileGateway compiles a gateway's proxy's resources (gateway.yaml
+// over the seed's mesh): the golden file, and the proxy runs it; the
+// HTTPS listener is reported, not run; a route the listener does not
+// admit (another namespace's, under allowedRoutes Same) and one for
+// another listener are left out; a backend in another namespace is
+// refused (500, reported).
+func TestCompileGateway(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	gw, _ := os.ReadFile("testdata/gateway.yaml")
+	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), gw...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := control.ParseNode(&corev3.Node{Id: gatewayNode})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Survey(w)
+	res := cc.Compile(w, n)
+	runs(t, res)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, "gateway.golden.yaml", got)
+	if len(res.Listeners) != 1 || res.Listeners[0].GetName() != "0.0.0.0_8080" {
+		t.Errorf("listeners %v, want the HTTP listener's alone", res.Listeners)
+	}
+	if text := string(got); strings.Contains(text, "other.example.com") || !strings.Contains(text, "shop.example.com:8080") {
+		t.Errorf("the virtual hosts are not shop.example.com's alone:\n%s", text)
+	}
+	if p := cc.Problems(); p["Gateway default/public spec.listeners[1].protocol"] != "HTTPS is not run by shunt yet (HTTP is)" ||
+		!strings.HasPrefix(p["HTTPRoute default/shop spec.rules.backendRefs"], "a backend in another namespace needs a ReferenceGrant") {
+		t.Errorf("problems: %v", p)
+	}
+	if text := string(got); !strings.Contains(text, "path_separated_prefix: /foreign") || !strings.Contains(text, "status: 500") {
+		t.Errorf("the route to another namespace's backend does not answer 500:\n%s", text)
+	}
+	// A gateway whose pod names no Gateway of shunt's is sent nothing.
+	other, _ := control.ParseNode(&corev3.Node{Id: "router~10.1.0.99~lost-1.default~default.svc.cluster.local"})
+	if res := cc.Compile(w, other); len(res.Listeners)+len(res.Clusters) != 0 {
+		t.Errorf("a gateway of no Gateway got %d listeners, %d clusters", len(res.Listeners), len(res.Clusters))
+	}
+}

@@ -1,0 +1,272 @@
+// Package ingress_test runs shunt's gateway end to end: shunt-control
+// serving Gateway API objects, `shunt gateway` in a namespace of its own,
+// a client outside and the services behind it in namespaces the test
+// makes.
+package ingress_test
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/shunt-dev/shunt/internal/otlptest"
+	"github.com/shunt-dev/shunt/internal/testnet"
+)
+
+func TestMain(m *testing.M) { testnet.Main(m) }
+
+const manifest = `
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: shunt}
+spec: {controllerName: shunt.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: public, namespace: shop}
+spec:
+  gatewayClassName: shunt
+  listeners: [{name: http, port: 8080, protocol: HTTP, hostname: "*.example.com"}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: public-gw-5f4d58-x2x9z, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: public, app: public-gw}}
+spec: {containers: [{name: proxy, image: shunt}]}
+status: {podIP: 10.3.0.1}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: reviews, namespace: shop}
+spec: {clusterIP: 10.96.1.1, ports: [{name: http, port: 9080}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: reviews-1, namespace: shop, labels: {kubernetes.io/service-name: reviews}}
+addressType: IPv4
+ports: [{name: http, port: 9080}]
+endpoints: [{addresses: [10.4.0.2], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: ratings, namespace: shop}
+spec: {clusterIP: 10.96.1.2, ports: [{name: http, port: 9080, targetPort: 9081}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: ratings-1, namespace: shop, labels: {kubernetes.io/service-name: ratings}}
+addressType: IPv4
+ports: [{name: http, port: 9081}]
+endpoints: [{addresses: [10.4.0.2], conditions: {ready: true}}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: shop, namespace: shop}
+spec:
+  parentRefs: [{name: public}]
+  hostnames: [shop.example.com]
+  rules:
+  - matches: [{path: {type: PathPrefix, value: /reviews}}]
+    backendRefs: [{name: reviews, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /ratings}}]
+    filters: [{type: URLRewrite, urlRewrite: {path: {type: ReplacePrefixMatch, replacePrefixMatch: /}}}]
+    backendRefs: [{name: ratings, port: 9080}]
+  - matches: [{headers: [{name: x-canary, value: "yes"}]}]
+    filters: [{type: RequestHeaderModifier, requestHeaderModifier: {set: [{name: x-via, value: canary}]}}]
+    backendRefs: [{name: ratings, port: 9080}]
+  - matches: [{path: {type: PathPrefix, value: /foreign}}]
+    backendRefs: [{name: web, namespace: team, port: 80}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: team, namespace: team}
+spec:
+  parentRefs: [{name: public, namespace: shop}]
+  hostnames: [team.example.com]
+  rules: [{backendRefs: [{name: reviews, namespace: shop, port: 9080}]}]
+`
+
+// TestGateway: a client outside reaches two services through `shunt
+// gateway`, configured by shunt-control from a Gateway and an HTTPRoute:
+// by path (a path segment's prefix, rewritten), by header (a header
+// set on the way), in Gateway API's precedence; a host no route names,
+// a path no rule takes and a route the listener does not admit (another
+// namespace's) are 404; a backend in another namespace, 500. The gateway logs, counts (Istio's metrics,
+// reporter source) and traces what it forwards.
+func TestGateway(t *testing.T) {
+	testnet.RequireRoot(t)
+	outside, gw, apps := testnet.NewNS(t, "out"), testnet.NewNS(t, "gw"), testnet.NewNS(t, "apps")
+	testnet.Link(t, outside, "eth0", "10.3.0.2/24", gw, "eth0", "10.3.0.1/24")
+	testnet.Link(t, gw, "eth1", "10.4.0.1/24", apps, "eth0", "10.4.0.2/24")
+
+	// The apps: each says who it is, the path and the x-via header it got.
+	for port, name := range map[string]string{"9080": "reviews", "9081": "ratings"} {
+		app := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			fmt.Fprintf(w, "%s %s via=%s", name, r.URL.Path, r.Header.Get("x-via"))
+		})}
+		go app.Serve(apps.Listener(t, "0.0.0.0:"+port))
+		t.Cleanup(func() { app.Close() })
+	}
+	col, err := otlptest.ServeIn(gw.Do, "127.0.0.1:4317", "127.0.0.1:4318", true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(col.Close)
+
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(manifest), 0o644)
+	start(t, gw, "shunt-control", testnet.ControlBinary(t), "--from-file", filepath.Join(dir, "mesh.yaml"), "--addr", "127.0.0.1:15010",
+		"--monitor-addr", "127.0.0.1:15014", "--access-log-file", "/dev/stdout", "--tracing-collector", "127.0.0.1:4317", "--tracing-sampling", "100")
+	waitHTTP(t, gw, "http://127.0.0.1:15014/ready")
+	proxyLog := start(t, gw, "shunt gateway", "env", "POD_NAME=public-gw-5f4d58-x2x9z", "POD_NAMESPACE=shop", "INSTANCE_IP=10.3.0.1",
+		`ISTIO_METAJSON_LABELS={"gateway.networking.k8s.io/gateway-name":"public","app":"public-gw"}`, "OTEL_BSP_SCHEDULE_DELAY=100",
+		testnet.ShuntBinary(t), "gateway", "--xds-address", "127.0.0.1:15010", "--uid", "1337", "--gid", "1337")
+	client := outside.HTTPClient()
+	get := func(host, path string, headers ...string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("GET", "http://10.3.0.1:8080"+path, nil)
+		req.Host = host
+		for i := 0; i+1 < len(headers); i += 2 {
+			req.Header.Set(headers[i], headers[i+1])
+		}
+		resp, err := client.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if code, _ := get("shop.example.com", "/reviews/1"); code == 200 {
+			break
+		}
+		if time.Now().After(deadline) {
+			code, body := get("shop.example.com", "/reviews/1")
+			t.Fatalf("the gateway never served: %d %s", code, body)
+		}
+	}
+	for _, c := range []struct {
+		host, path string
+		headers    []string
+		code       int
+		body       string
+	}{
+		{"shop.example.com", "/reviews/1", nil, 200, "reviews /reviews/1 via="},
+		{"shop.example.com:8080", "/reviews", nil, 200, "reviews /reviews via="},
+		{"shop.example.com", "/ratings/5", nil, 200, "ratings /5 via="},
+		{"shop.example.com", "/ratings", nil, 200, "ratings / via="},
+		{"shop.example.com", "/reviews/1", []string{"x-canary", "yes"}, 200, "reviews /reviews/1 via="}, // the path's rule ranks first
+		{"shop.example.com", "/other", []string{"x-canary", "yes"}, 200, "ratings /other via=canary"},
+		{"shop.example.com", "/ratingsx", nil, 404, ""},   // /ratings is a path segment
+		{"other.example.com", "/reviews/1", nil, 404, ""}, // no route names the host
+		{"team.example.com", "/", nil, 404, ""},           // another namespace's route: allowedRoutes Same
+		{"shop.example.com", "/foreign", nil, 500, ""},    // a backend in another namespace: no ReferenceGrant
+	} {
+		code, body := get(c.host, c.path, c.headers...)
+		if code != c.code || c.code == 200 && body != c.body {
+			t.Errorf("%s%s %v: %d %q, want %d %q", c.host, c.path, c.headers, code, body, c.code, c.body)
+		}
+	}
+	// Istio's metrics, as a gateway reports them: reporter source, the
+	// gateway the source, the service by its FQDN.
+	_, text, err := gw.HTTPGet("http://127.0.0.1:15090/stats/prometheus")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `reporter="source",source_workload="public-gw",source_canonical_service="public-gw"`
+	found := false
+	for _, line := range strings.Split(text, "\n") {
+		if strings.HasPrefix(line, "istio_requests_total{") && strings.Contains(line, `destination_service="reviews.shop.svc.cluster.local"`) &&
+			strings.Contains(line, `reporter="source"`) && strings.Contains(line, `source_workload="public-gw"`) && strings.Contains(line, `response_code="200"`) {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no istio_requests_total with %s for reviews:\n%s", want, grep(text, "istio_requests_total{"))
+	}
+	// The access log: Envoy's line, the route's cluster.
+	waitFor(t, "the access log", func() bool {
+		return strings.Contains(proxyLog.String(), `"GET /reviews/1 HTTP/1.1" 200`) && strings.Contains(proxyLog.String(), "outbound|9080||reviews.shop.svc.cluster.local")
+	})
+	// Its spans: one per request it forwarded, named by its workload.
+	spans := col.WaitSpans(t, 6, 10*time.Second)
+	var names []string
+	for _, s := range spans {
+		if s.Resource["service.name"] != "public-gw.shop" {
+			t.Errorf("a span of %q, want the gateway's, public-gw.shop", s.Resource["service.name"])
+		}
+		names = append(names, s.Name)
+	}
+	if !strings.Contains(strings.Join(names, " "), "shop.example.com") {
+		t.Errorf("span names %q", names)
+	}
+	t.Logf("the gateway's spans: %q", names)
+}
+
+func grep(text, prefix string) string {
+	var out []string
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, prefix) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// start runs a program inside ns until the test ends; its output is kept
+// (and shown if the test fails).
+func start(t *testing.T, ns *testnet.NS, what string, args ...string) *lockedBuffer {
+	t.Helper()
+	cmd := ns.Command(args...)
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("%s:\n%s", what, out.String())
+		}
+	})
+	return out
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func waitHTTP(t *testing.T, ns *testnet.NS, url string) {
+	t.Helper()
+	waitFor(t, url+" answering", func() bool { code, _, _ := ns.HTTPGet(url); return code == 200 })
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: never", what)
+		}
+	}
+}
