@@ -55,9 +55,32 @@ func (c *compiler) ruleRoutes(vs *VirtualService, r RouteRule, s *Service, p Por
 		}
 		rt := proto.Clone(rule).(*routev3.Route)
 		rt.Match = routeMatch(m)
+		rt.Decorator = &routev3.Decorator{Operation: routeOperation(rt, vs.Name, p.Port)}
 		out = append(out, rt)
 	}
 	return out
+}
+
+// routeOperation is the name Istio's routes give their spans (their
+// decorator): the destination's host and port and the route's path
+// (a prefix ending in *), as host:port/path; a route to several
+// destinations, or to none, says its rule's name and port instead.
+func routeOperation(rt *routev3.Route, rule string, port uint16) string {
+	path := "/*"
+	switch m := rt.GetMatch(); m.GetPathSpecifier().(type) {
+	case *routev3.RouteMatch_Prefix:
+		path = m.GetPrefix() + "*"
+	case *routev3.RouteMatch_PathSeparatedPrefix:
+		path = m.GetPathSeparatedPrefix() + "*"
+	case *routev3.RouteMatch_Path:
+		path = m.GetPath()
+	case *routev3.RouteMatch_SafeRegex:
+		path = m.GetSafeRegex().GetRegex()
+	}
+	if parts := strings.Split(rt.GetRoute().GetCluster(), "|"); len(parts) == 4 {
+		return parts[3] + ":" + parts[1] + path
+	}
+	return rule + ":" + strconv.Itoa(int(port)) + path
 }
 
 // vsRoute is what an http route does, but its match: forward (with

@@ -113,8 +113,10 @@ func (c *compiler) serviceHost(s *Service, p Port, cluster string, sameNamespace
 	for _, n := range names {
 		domains = append(domains, n, n+":"+strconv.Itoa(int(p.Port)))
 	}
+	rt := routeTo("default", cluster, true)
+	rt.Decorator = &routev3.Decorator{Operation: fmt.Sprintf("%s:%d/*", s.Hostname, p.Port)} // Istio's span name
 	return &routev3.VirtualHost{Name: fmt.Sprintf("%s:%d", s.Hostname, p.Port), Domains: domains,
-		Routes: []*routev3.Route{routeTo("default", cluster, true)}, IncludeRequestAttemptCount: true}
+		Routes: []*routev3.Route{rt}, IncludeRequestAttemptCount: true}
 }
 
 func hostLiteral(a netip.Addr) string {

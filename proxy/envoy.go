@@ -648,7 +648,7 @@ func (r *resources) mutations(m headerMutating, path string) mutations {
 }
 
 func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy, outer ...mutations) *route {
-	out := &route{name: rt.GetName()}
+	out := &route{name: rt.GetName(), decorator: rt.GetDecorator().GetOperation()}
 	if !r.routeMatch(out, rt.GetMatch(), rpath+".match") {
 		return nil
 	}

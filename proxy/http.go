@@ -95,6 +95,9 @@ type h1conn struct {
 	// for its stats and the response headers of the router's own
 	// replies: unlike rt, also one that answers directly.
 	matched *route
+	// routed is the route chosen, whether the filters let the request on
+	// or not (its decorator names the span).
+	routed *route
 	// The request's retries: how many are left, its head and body kept
 	// to send again, the endpoints tried, the route's deadline.
 	retriesLeft int
@@ -195,7 +198,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 		return false, h.badRequest(err)
 	}
 	h.f.stage.Store(stageAwaiting)
-	h.parsed, h.logged, h.matched, h.cl = true, false, nil, nil
+	h.parsed, h.logged, h.matched, h.routed, h.cl = true, false, nil, nil, nil
 	req := &h.req
 	h.rec = accesslog.Record{
 		Start: time.Now(), Protocol: req.Proto(), Scheme: "http",
@@ -227,7 +230,7 @@ func (h *h1conn) serveRequest() (more bool, r Result) {
 	if rt == nil {
 		return h.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 	}
-	h.rec.RouteName = rt.name
+	h.rec.RouteName, h.routed = rt.name, rt
 	ans, ok := rt.runFilters(h, &h.rec)
 	h.filtered = ans.headers
 	if ok {
@@ -398,7 +401,7 @@ func (h *h1conn) finishSpan() {
 		return
 	}
 	r := spanRequest(&h.rec, &h.req, h.rec.Response)
-	h.hcm.finishSpan(&h.span, h.d.lst.dir, &h.rec, &r)
+	h.hcm.finishSpan(&h.span, h.d.lst.dir, h.routed, &h.rec, &r)
 }
 
 // spanRequest is what a span's tags say of a request, from its record

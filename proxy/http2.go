@@ -148,6 +148,7 @@ type h2stream struct {
 	grpcStatus int
 	cl         *cluster // the request's cluster, once routed
 	rt         *route   // the request's route, once past the filters
+	routed     *route   // the route chosen (its decorator names the span)
 	// filtered are the response headers the filters add (CORS's).
 	filtered []headerAdd
 	// span is the stream's span when its manager traces (traced).
@@ -186,7 +187,7 @@ func (s *h2stream) finishSpan(resp *http.Response, status []byte) {
 	}
 	r := spanRequest(&s.rec, s.rec.Request, respHeaders)
 	r.GRPCStatus = string(status)
-	s.h.hcm.finishSpan(&s.span, s.h.d.lst.dir, &s.rec, &r)
+	s.h.hcm.finishSpan(&s.span, s.h.d.lst.dir, s.routed, &s.rec, &r)
 }
 
 // countingBody counts a request body's bytes as the upstream reads them;
@@ -240,7 +241,7 @@ func (h *h2conn) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.localReply(404, accesslog.NoRouteFound, "route_not_found", "")
 		return
 	}
-	s.rec.RouteName = rt.name
+	s.rec.RouteName, s.routed = rt.name, rt
 	ans, ok := rt.runFilters(s, &s.rec)
 	s.filtered = ans.headers
 	if ok {

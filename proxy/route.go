@@ -31,6 +31,9 @@ type virtualHost struct {
 // matches.
 type route struct {
 	name string
+	// decorator names the spans of its requests (decorator.operation),
+	// "" for Envoy's default name.
+	decorator string
 	// stats are vhost.<virtual host>.route.<stat_prefix>.*, nil without
 	// a stat_prefix.
 	stats *rqStats

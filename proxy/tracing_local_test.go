@@ -54,7 +54,9 @@ func startTraced(t *testing.T, col *otlptest.Collector, random float64, overHTTP
 	})
 	g, h := netip.MustParseAddrPort(col.GRPCAddr), netip.MustParseAddrPort(col.HTTPAddr)
 	cfg := envoytest.HCM{Fields: []string{tracingYAML(random, overHTTP)},
-		RouteConfig: "\n            virtual_hosts: [{name: b, domains: [\"*\"], routes: [{match: {prefix: /}, route: {cluster: backend}}]}]",
+		RouteConfig: "\n            virtual_hosts: [{name: b, domains: [\"*\"], routes: [" +
+			"{match: {prefix: /reviews}, decorator: {operation: \"reviews.shop.svc.cluster.local:9080/reviews*\"}, route: {cluster: backend}}, " +
+			"{match: {prefix: /}, route: {cluster: backend}}]}]",
 		Clusters: envoytest.StaticCluster("backend", "127.0.0.1", int(port)) + envoytest.StaticCluster("otel", "127.0.0.1", int(g.Port())) +
 			envoytest.StaticCluster("otelhttp", "127.0.0.1", int(h.Port())),
 	}.YAML()
@@ -144,6 +146,11 @@ func TestTracingSpans(t *testing.T) {
 			spans = col.WaitSpans(t, 3, 10*time.Second)
 			if len(spans) != 3 {
 				t.Errorf("the collector has %d spans, want 3 (the unsampled request has none)", len(spans))
+			}
+			// A route's decorator names its spans, as Istio's routes do.
+			cp.request(t, "GET /reviews/1 HTTP/1.1\r\nHost: shop\r\nx-client-trace-id: t\r\nConnection: close\r\n\r\n")
+			if spans = col.WaitSpans(t, 4, 10*time.Second); spans[3].Name != "reviews.shop.svc.cluster.local:9080/reviews*" {
+				t.Errorf("the decorated route's span is named %q", spans[3].Name)
 			}
 		})
 	}

@@ -219,9 +219,10 @@ func (s *exporterSet) close() {
 }
 
 // finishSpan exports a request's span if it is sampled: a SERVER span for
-// a request coming in (dir Inbound), CLIENT going out, named as Envoy
-// names it, timed and tagged from the request's record.
-func (m *httpManager) finishSpan(c *tracing.SpanContext, dir Direction, rec *accesslog.Record, r *tracing.Request) {
+// a request coming in (dir Inbound), CLIENT going out, named by its
+// route's decorator (rt, nil when none was chosen), else as Envoy names
+// it, timed and tagged from the request's record.
+func (m *httpManager) finishSpan(c *tracing.SpanContext, dir Direction, rt *route, rec *accesslog.Record, r *tracing.Request) {
 	if !c.Sampled {
 		return
 	}
@@ -229,5 +230,9 @@ func (m *httpManager) finishSpan(c *tracing.SpanContext, dir Direction, rec *acc
 	if dir == Inbound {
 		kind = tracing.KindServer
 	}
-	m.tracer.Finish(c, kind, tracing.OperationName(kind, rec.Authority), rec.Start, rec.Start.Add(rec.Duration), r)
+	name := tracing.OperationName(kind, rec.Authority)
+	if rt != nil && rt.decorator != "" {
+		name = rt.decorator
+	}
+	m.tracer.Finish(c, kind, name, rec.Start, rec.Start.Add(rec.Duration), r)
 }
