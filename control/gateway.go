@@ -131,13 +131,7 @@ func (w *World) PutGatewayClass(c *GatewayClass) { w.GatewayClasses[c.Name] = c 
 // gateway.networking.k8s.io/gateway-name names in its namespace (as
 // Istio labels the gateways it deploys), if its class is shunt's.
 func (w *World) gatewayOf(n Node) (*Gateway, string) {
-	labels := n.Labels
-	for _, ip := range n.IPs { // the pod as the cluster knows it, else as the node says
-		if p := w.podByIP(ip); p != nil && p.Namespace == n.Namespace {
-			labels = p.Labels
-		}
-	}
-	name := labels["gateway.networking.k8s.io/gateway-name"]
+	name := w.labelsOf(n)["gateway.networking.k8s.io/gateway-name"]
 	if name == "" {
 		return nil, "the pod has no label gateway.networking.k8s.io/gateway-name naming its Gateway"
 	}
@@ -150,6 +144,17 @@ func (w *World) gatewayOf(n Node) (*Gateway, string) {
 		return nil, fmt.Sprintf("Gateway %s/%s: its class %s is not one of shunt's (controllerName %s)", g.Namespace, g.Name, g.Class, GatewayController)
 	}
 	return g, ""
+}
+
+// labelsOf are a node's pod's labels: as the cluster knows the pod, else
+// as its node metadata says.
+func (w *World) labelsOf(n Node) map[string]string {
+	for _, ip := range n.IPs {
+		if p := w.podByIP(ip); p != nil && p.Namespace == n.Namespace {
+			return p.Labels
+		}
+	}
+	return n.Labels
 }
 
 // admits says a route of namespace ns with parent p attaches to a

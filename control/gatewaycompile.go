@@ -19,34 +19,89 @@ import (
 )
 
 // compileGateway is what a gateway's proxy (a router node) is sent: a
-// listener per HTTP listener of its Gateway, on all addresses, whose
+// listener per port its Gateways open — the HTTP listeners of the
+// Gateway API Gateway its pod's label names, the HTTP servers of the
+// Istio Gateways whose selector picks its pod —, on all addresses, whose
 // connection manager routes by the route configuration http.PORT: a
-// virtual host per hostname of the HTTPRoutes attached to the listener,
-// their rules in Gateway API's precedence; the clusters and endpoints of
-// the services the routes send to. Nothing for a node whose Gateway is
-// not there or not shunt's (why is logged); what of the Gateway shunt
-// does not run is reported with the other rules' (Survey).
+// virtual host per hostname, with the rules of the HTTPRoutes attached
+// there (in Gateway API's precedence) and of the VirtualServices bound
+// there (in their order); the clusters and endpoints of the services
+// the routes send to. Nothing for a node with no Gateway to serve (why is
+// logged); what of a Gateway shunt does not run is reported with the
+// other rules' (Survey).
 func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	c := &compiler{w: w, n: n, m: cc.mesh, cc: cc}
 	c.rules = w.rulesFor(n.Namespace, func(string) bool { return true })
 	out := &Resources{}
 	g, why := w.gatewayOf(n)
-	if g == nil {
+	istio := w.istioGatewaysOf(w.labelsOf(n))
+	if g == nil && len(istio) == 0 {
 		if cc.log != nil {
-			cc.log.Warn("a gateway has nothing to serve", "proxy", n.ID, "why", why)
+			cc.log.Warn("a gateway has nothing to serve", "proxy", n.ID, "why", why+"; and no Istio Gateway's selector picks its pod")
 		}
 		return out
 	}
+	ports := map[uint16]map[string]*gatewayHost{}
+	open := func(port uint16) {
+		if ports[port] == nil {
+			ports[port] = map[string]*gatewayHost{}
+		}
+	}
+	host := func(port uint16, h string) *gatewayHost {
+		gh := ports[port][h]
+		if gh == nil {
+			gh = &gatewayHost{}
+			ports[port][h] = gh
+		}
+		return gh
+	}
+	if g != nil {
+		for _, l := range g.Listeners {
+			open(l.Port)
+			for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
+				r := w.HTTPRoutes[key]
+				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Namespace, p) }) {
+					continue
+				}
+				rules := c.sameNamespaceBackends(r)
+				for _, h := range l.hostnames(r.Hostnames) {
+					gh := host(l.Port, h)
+					if gh.routes == nil {
+						gh.routes = &VirtualService{Kind: r.Routes.Kind, Name: r.Name, Namespace: r.Namespace}
+					}
+					gh.routes.HTTP = append(gh.routes.HTTP, rules...)
+				}
+			}
+		}
+	}
+	for _, key := range istio {
+		gw := w.IstioGateways[key]
+		for _, srv := range gw.Servers {
+			open(srv.Port)
+			for _, vsKey := range slices.Sorted(maps.Keys(w.VirtualServices)) {
+				vs := w.VirtualServices[vsKey]
+				rules := vs.gatewayRules(key)
+				if len(rules) == 0 {
+					continue
+				}
+				bound := &VirtualService{Name: vs.Name, Namespace: vs.Namespace, HTTP: rules}
+				for _, h := range vs.Hosts {
+					if srv.admitsHost(h, vs.Namespace, gw.Namespace) {
+						gh := host(srv.Port, h)
+						gh.vss = append(gh.vss, bound)
+					}
+				}
+			}
+		}
+	}
 	clusters := map[string]bool{}
-	for _, l := range g.Listeners {
-		name := fmt.Sprintf("0.0.0.0_%d", l.Port)
-		rds := "http." + strconv.Itoa(int(l.Port))
-		lst := &listenerv3.Listener{Name: name, Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), l.Port)),
-			TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-			FilterChains: []*listenerv3.FilterChain{{Name: name,
-				Filters: []*listenerv3.Filter{c.hcm(outboundStatPrefix(l.Port), rds, nil)}}}}
-		out.Listeners = append(out.Listeners, lst)
-		rc := c.gatewayRoutes(g, l, rds)
+	for _, port := range slices.Sorted(maps.Keys(ports)) {
+		name := fmt.Sprintf("0.0.0.0_%d", port)
+		rds := "http." + strconv.Itoa(int(port))
+		out.Listeners = append(out.Listeners, &listenerv3.Listener{Name: name,
+			Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)), TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+			FilterChains: []*listenerv3.FilterChain{{Name: name, Filters: []*listenerv3.Filter{c.hcm(outboundStatPrefix(port), rds, nil)}}}})
+		rc := c.gatewayRoutes(ports[port], port, rds)
 		out.Routes = append(out.Routes, rc)
 		for _, vh := range rc.GetVirtualHosts() {
 			for _, rt := range vh.GetRoutes() {
@@ -79,37 +134,38 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	return out
 }
 
-// gatewayRoutes is a listener's route configuration: per hostname the
-// rules of the routes attached to it, in Gateway API's precedence; a
-// request for another host gets 404 (no virtual host).
-func (c *compiler) gatewayRoutes(g *Gateway, l GatewayListener, name string) *routev3.RouteConfiguration {
-	byHost := map[string]*VirtualService{}
-	for _, key := range slices.Sorted(maps.Keys(c.w.HTTPRoutes)) {
-		r := c.w.HTTPRoutes[key]
-		if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Namespace, p) }) {
-			continue
-		}
-		rules := c.sameNamespaceBackends(r)
-		for _, h := range l.hostnames(r.Hostnames) {
-			vs := byHost[h]
-			if vs == nil {
-				vs = &VirtualService{Kind: r.Routes.Kind, Name: r.Name, Namespace: r.Namespace}
-				byHost[h] = vs
-			}
-			vs.HTTP = append(vs.HTTP, rules...)
-		}
-	}
+// gatewayHost is what a gateway port serves for one hostname: the rules
+// of the HTTPRoutes attached (merged: their backends are FQDNs), the
+// VirtualServices bound (each on its own: a short host is in its
+// namespace).
+type gatewayHost struct {
+	routes *VirtualService
+	vss    []*VirtualService
+}
+
+// gatewayRoutes is a port's route configuration: a virtual host per
+// hostname (host and host:port), the HTTPRoutes' rules in Gateway API's
+// precedence, then the VirtualServices'; a request for another host gets
+// 404 (no virtual host).
+func (c *compiler) gatewayRoutes(hosts map[string]*gatewayHost, port uint16, name string) *routev3.RouteConfiguration {
 	rc := &routev3.RouteConfiguration{Name: name}
-	port := Port{Port: l.Port, Protocol: "http"}
-	for _, h := range slices.Sorted(maps.Keys(byHost)) {
-		vs := byHost[h]
-		slices.SortStableFunc(vs.HTTP, byPrecedence)
+	p := Port{Port: port, Protocol: "http"}
+	for _, h := range slices.Sorted(maps.Keys(hosts)) {
+		gh := hosts[h]
+		var routes []*routev3.Route
+		if gh.routes != nil {
+			slices.SortStableFunc(gh.routes.HTTP, byPrecedence)
+			routes = append(routes, c.vsRoutes(gh.routes, nil, p)...)
+		}
+		for _, vs := range gh.vss {
+			routes = append(routes, c.vsRoutes(vs, nil, p)...)
+		}
 		domains := []string{h}
 		if h != "*" {
-			domains = append(domains, h+":"+strconv.Itoa(int(l.Port)))
+			domains = append(domains, h+":"+strconv.Itoa(int(port)))
 		}
-		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: h + ":" + strconv.Itoa(int(l.Port)), Domains: domains,
-			Routes: c.vsRoutes(vs, nil, port), IncludeRequestAttemptCount: true})
+		rc.VirtualHosts = append(rc.VirtualHosts, &routev3.VirtualHost{Name: h + ":" + strconv.Itoa(int(port)), Domains: domains,
+			Routes: routes, IncludeRequestAttemptCount: true})
 	}
 	return rc
 }

@@ -236,6 +236,12 @@ func (cc *Compiler) survey(w *World) {
 			cc.report(Problem{"Gateway", key, field, why})
 		}
 	}
+	for _, key := range slices.Sorted(maps.Keys(w.IstioGateways)) {
+		for _, p := range w.IstioGateways[key].Problems {
+			field, why, _ := strings.Cut(p, ": ")
+			cc.report(Problem{"Gateway", key, field, why})
+		}
+	}
 	for _, key := range slices.Sorted(maps.Keys(w.AuthorizationPolicies)) {
 		ap := w.AuthorizationPolicies[key]
 		for _, p := range ap.Problems {

@@ -1,5 +1,7 @@
 package control
 
+import "strings"
+
 // ruleKinds are the routing rules the control plane follows, Istio's and
 // Gateway API's (newest API version first): how a manifest of each goes
 // into the world and comes out, from a file or a cluster alike.
@@ -33,9 +35,12 @@ var ruleKinds = []struct {
 	{"Gateway", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "gateways",
 		reading(anyDomain(GatewayFrom), (*World).PutGateway),
 		func(w *World, key string) { delete(w.Gateways, key) }},
+	{"Gateway", "networking.istio.io", []string{"v1", "v1beta1"}, "gateways",
+		reading(anyDomain(IstioGatewayFrom), (*World).PutIstioGateway),
+		func(w *World, key string) { delete(w.IstioGateways, key) }},
 	{"GatewayClass", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "gatewayclasses",
 		reading(anyDomain(GatewayClassFrom), (*World).PutGatewayClass),
-		func(w *World, key string) { delete(w.GatewayClasses, key) }},
+		func(w *World, key string) { delete(w.GatewayClasses, strings.TrimPrefix(key, "/")) }}, // cluster-scoped: "/NAME"
 	{"GRPCRoute", "gateway.networking.k8s.io", []string{"v1"}, "grpcroutes",
 		reading(GRPCRouteFrom, (*World).PutHTTPRoute),
 		func(w *World, key string) { delete(w.HTTPRoutes, routeKey("GRPCRoute", key)) }},

@@ -59,7 +59,7 @@ func (w *World) rulesFor(ns string, inMesh func(string) bool) rules {
 	best := map[string]int{}
 	for _, key := range slices.Sorted(maps.Keys(w.VirtualServices)) {
 		vs := w.VirtualServices[key]
-		if !visible(vs.ExportTo, vs.Namespace) || !inMesh(vs.Namespace) {
+		if !vs.forMesh() || !visible(vs.ExportTo, vs.Namespace) || !inMesh(vs.Namespace) {
 			continue
 		}
 		for _, h := range vs.Hosts {

@@ -25,6 +25,12 @@ type VirtualService struct {
 	Hosts           []string
 	ExportTo        []string
 	HTTP            []RouteRule
+	// Gateways are those it is bound to (namespace/name, "mesh" for the
+	// sidecars; none: the sidecars alone); GatewayHTTP its rules as the
+	// gateways take them, each match with its own gateways, if any (see
+	// gatewayRules).
+	Gateways    []string
+	GatewayHTTP []RouteRule
 	// Problems are the fields shunt does not run, by their paths: left
 	// out, and reported.
 	Problems []string
@@ -82,6 +88,9 @@ type HTTPMatch struct {
 	// API's PathPrefix: /api is /api and /api/…, not /apix).
 	URISegments bool
 	Port        uint16 // 0: any of the hosts' ports
+	// Gateways are the gateways (namespace/name) a match of a gateway's
+	// rule is for; none: its VirtualService's.
+	Gateways []string
 }
 
 // StringMatch is one of exact, prefix or regex (RE2); none set matches
@@ -297,25 +306,52 @@ func VirtualServiceFrom(doc []byte) (*VirtualService, error) {
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("VirtualService %s/%s: %v", o.Metadata.Namespace, o.Metadata.Name, err)
 	}
-	vs := &VirtualService{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Hosts: spec.Hosts, ExportTo: spec.ExportTo, Problems: problems}
-	if len(spec.Gateways) > 0 && !slices.Contains(spec.Gateways, "mesh") {
-		return nil, nil // a gateway's only: not the sidecars'
+	vs := &VirtualService{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Hosts: spec.Hosts, ExportTo: spec.ExportTo, Problems: problems,
+		Gateways: qualifyGateways(spec.Gateways, o.Metadata.Namespace)}
+	notMesh := func(g string) bool { return g != "mesh" }
+	gatewayBound := slices.ContainsFunc(vs.Gateways, notMesh)
+	for _, h := range spec.HTTP {
+		for _, m := range h.Match {
+			gatewayBound = gatewayBound || slices.ContainsFunc(m.Gateways, notMesh)
+		}
 	}
 	for i, h := range spec.HTTP {
 		path := fmt.Sprintf("spec.http[%d]", i)
-		r, ok, err := vs.rule(h, path)
-		if err != nil {
-			return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
-		}
-		if ok {
-			vs.HTTP = append(vs.HTTP, r)
+		for _, forGateway := range []bool{false, true} {
+			if !forGateway && !vs.forMesh() || forGateway && !gatewayBound {
+				continue
+			}
+			r, ok, err := vs.rule(h, path, forGateway)
+			if err != nil {
+				return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
+			}
+			switch {
+			case ok && forGateway:
+				vs.GatewayHTTP = append(vs.GatewayHTTP, r)
+			case ok:
+				vs.HTTP = append(vs.HTTP, r)
+			}
 		}
 	}
+	vs.Problems = compactProblems(vs.Problems)
 	return vs, nil
 }
 
-// rule reads one http route; ok is false for one no sidecar runs.
-func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err error) {
+// compactProblems drops repeats (a rule read for the sidecars and the
+// gateways alike says its problems twice), keeping the order.
+func compactProblems(ps []string) []string {
+	seen := map[string]bool{}
+	return slices.DeleteFunc(ps, func(p string) bool {
+		dup := seen[p]
+		seen[p] = true
+		return dup
+	})
+}
+
+// rule reads one http route as the sidecars take it, or (forGateway)
+// the gateways, each match with its gateways; ok is false for one they
+// do not run.
+func (vs *VirtualService) rule(h vsHTTP, path string, forGateway bool) (r RouteRule, ok bool, err error) {
 	r = RouteRule{Name: h.Name, RewriteURI: h.Rewrite.URI, RewriteAuthority: h.Rewrite.Authority}
 	if rr := h.Rewrite.URIRegexRewrite; rr != nil {
 		if err := checkRegex(rr.Match, path+".rewrite.uriRegexRewrite.match"); err != nil {
@@ -325,8 +361,14 @@ func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err
 	}
 	for j, m := range h.Match {
 		mpath := fmt.Sprintf("%s.match[%d]", path, j)
-		if len(m.Gateways) > 0 && !slices.Contains(m.Gateways, "mesh") {
+		gws := slices.DeleteFunc(qualifyGateways(m.Gateways, vs.Namespace), func(g string) bool { return g == "mesh" })
+		switch {
+		case !forGateway && len(m.Gateways) > 0 && !slices.Contains(m.Gateways, "mesh"):
 			continue // a gateway's match
+		case forGateway && len(m.Gateways) > 0 && len(gws) == 0:
+			continue // the sidecars' match
+		case forGateway && len(m.Gateways) == 0 && !slices.ContainsFunc(vs.Gateways, func(g string) bool { return g != "mesh" }):
+			continue // no gateway's
 		}
 		if len(m.SourceLabels) > 0 || m.SourceNamespace != "" {
 			// Without its condition the match would take every client's
@@ -336,6 +378,9 @@ func (vs *VirtualService) rule(h vsHTTP, path string) (r RouteRule, ok bool, err
 		}
 		hm := HTTPMatch{URI: m.URI.model(), Method: m.Method.model(), Scheme: m.Scheme.model(), Authority: m.Authority.model(),
 			IgnoreURICase: m.IgnoreURICase, Port: m.Port}
+		if forGateway {
+			hm.Gateways = gws
+		}
 		for _, f := range []struct {
 			in   map[string]jsonStringMatch
 			into *map[string]StringMatch

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"regexp"
+	"strings"
 	"sync/atomic"
 
 	corev1 "k8s.io/api/core/v1"
@@ -175,8 +176,9 @@ func LoadWorld(data []byte, domain string) (*World, error) {
 
 func (w *World) putManifest(doc []byte) error {
 	var head struct {
-		Kind  string
-		Items []any
+		APIVersion string `json:"apiVersion"`
+		Kind       string
+		Items      []any
 	}
 	if err := yaml.Unmarshal(doc, &head); err != nil {
 		return err
@@ -226,8 +228,9 @@ func (w *World) putManifest(doc []byte) error {
 	case "":
 		return fmt.Errorf("no kind")
 	default:
+		group, _, _ := strings.Cut(head.APIVersion, "/")
 		for _, k := range ruleKinds {
-			if k.kind == head.Kind {
+			if k.kind == head.Kind && (k.group == group || head.APIVersion == "") {
 				return k.put(w, doc)
 			}
 		}

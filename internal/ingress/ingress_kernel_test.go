@@ -38,7 +38,7 @@ spec:
 ---
 apiVersion: v1
 kind: Pod
-metadata: {name: public-gw-5f4d58-x2x9z, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: public, app: public-gw}}
+metadata: {name: public-gw-5f4d58-x2x9z, namespace: shop, labels: {gateway.networking.k8s.io/gateway-name: public, app: public-gw, istio: ingressgateway}}
 spec: {containers: [{name: proxy, image: shunt}]}
 status: {podIP: 10.3.0.1}
 ---
@@ -84,6 +84,23 @@ spec:
   - matches: [{path: {type: PathPrefix, value: /foreign}}]
     backendRefs: [{name: web, namespace: team, port: 80}]
 ---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: istio-ingress, namespace: shop}
+spec:
+  selector: {istio: ingressgateway}
+  servers: [{port: {number: 8081, name: http, protocol: HTTP}, hosts: [istio.example.com]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: istio-shop, namespace: shop}
+spec:
+  hosts: [istio.example.com]
+  gateways: [istio-ingress]
+  http:
+  - match: [{uri: {prefix: /ratings}}]
+    route: [{destination: {host: ratings, port: {number: 9080}}}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: team, namespace: team}
@@ -94,7 +111,8 @@ spec:
 `
 
 // TestGateway: a client outside reaches two services through `shunt
-// gateway`, configured by shunt-control from a Gateway and an HTTPRoute:
+// gateway`, configured by shunt-control from a Gateway and an HTTPRoute
+// (and, on another port, Istio's Gateway and a VirtualService):
 // by path (a path segment's prefix, rewritten), by header (a header
 // set on the way), in Gateway API's precedence; a host no route names,
 // a path no rule takes and a route the listener does not admit (another
@@ -131,7 +149,11 @@ func TestGateway(t *testing.T) {
 	client := outside.HTTPClient()
 	get := func(host, path string, headers ...string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("GET", "http://10.3.0.1:8080"+path, nil)
+		port := "8080"
+		if strings.HasPrefix(host, "istio.") {
+			port = "8081" // the Istio Gateway's server
+		}
+		req, _ := http.NewRequest("GET", "http://10.3.0.1:"+port+path, nil)
 		req.Host = host
 		for i := 0; i+1 < len(headers); i += 2 {
 			req.Header.Set(headers[i], headers[i+1])
@@ -165,10 +187,12 @@ func TestGateway(t *testing.T) {
 		{"shop.example.com", "/ratings", nil, 200, "ratings / via="},
 		{"shop.example.com", "/reviews/1", []string{"x-canary", "yes"}, 200, "reviews /reviews/1 via="}, // the path's rule ranks first
 		{"shop.example.com", "/other", []string{"x-canary", "yes"}, 200, "ratings /other via=canary"},
-		{"shop.example.com", "/ratingsx", nil, 404, ""},   // /ratings is a path segment
-		{"other.example.com", "/reviews/1", nil, 404, ""}, // no route names the host
-		{"team.example.com", "/", nil, 404, ""},           // another namespace's route: allowedRoutes Same
-		{"shop.example.com", "/foreign", nil, 500, ""},    // a backend in another namespace: no ReferenceGrant
+		{"shop.example.com", "/ratingsx", nil, 404, ""},                          // /ratings is a path segment
+		{"other.example.com", "/reviews/1", nil, 404, ""},                        // no route names the host
+		{"team.example.com", "/", nil, 404, ""},                                  // another namespace's route: allowedRoutes Same
+		{"shop.example.com", "/foreign", nil, 500, ""},                           // a backend in another namespace: no ReferenceGrant
+		{"istio.example.com", "/ratings/7", nil, 200, "ratings /ratings/7 via="}, // Istio's Gateway and VirtualService
+		{"istio.example.com", "/reviews", nil, 404, ""},
 	} {
 		code, body := get(c.host, c.path, c.headers...)
 		if code != c.code || c.code == 200 && body != c.body {
