@@ -92,7 +92,7 @@ func TestCompileIstioGateway(t *testing.T) {
 	golden(t, "istio-gateway.golden.yaml", got)
 	text := string(got)
 	for _, want := range []string{"name: shop.example.com:8080", "name: edge.example.com:8080", "name: apps.example.com:8080",
-		"prefix: /edge", "prefix: /backend"} {
+		"prefix: /edge", "prefix: /backend", "ns[istio-system]-policy[edge-deny-admin]"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("the gateway lacks %q", want)
 		}

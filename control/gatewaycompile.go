@@ -16,6 +16,7 @@ import (
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
+	"github.com/shunt-dev/shunt/proxy"
 )
 
 // compileGateway is what a gateway's proxy (a router node) is sent: a
@@ -26,7 +27,8 @@ import (
 // virtual host per hostname, with the rules of the HTTPRoutes attached
 // there (in Gateway API's precedence) and of the VirtualServices bound
 // there (in their order); the clusters and endpoints of the services
-// the routes send to. Nothing for a node with no Gateway to serve (why is
+// the routes send to; the AuthorizationPolicies on its pod before them.
+// Nothing for a node with no Gateway to serve (why is
 // logged); what of a Gateway shunt does not run is reported with the
 // other rules' (Survey).
 func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
@@ -94,13 +96,17 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 			}
 		}
 	}
+	// The AuthorizationPolicies on the gateway's pod guard what it takes
+	// in, as on a sidecar's inbound (ipBlocks: the client's address).
+	authz, _ := c.authzFilters(c.pod())
 	clusters := map[string]bool{}
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := fmt.Sprintf("0.0.0.0_%d", port)
 		rds := "http." + strconv.Itoa(int(port))
 		out.Listeners = append(out.Listeners, &listenerv3.Listener{Name: name,
 			Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)), TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-			FilterChains: []*listenerv3.FilterChain{{Name: name, Filters: []*listenerv3.Filter{c.hcm(outboundStatPrefix(port), rds, nil)}}}})
+			FilterChains: []*listenerv3.FilterChain{{Name: name,
+				Filters: []*listenerv3.Filter{c.hcmWith(outboundStatPrefix(port), rds, nil, proxy.Outbound, false, authz)}}}})
 		rc := c.gatewayRoutes(ports[port], port, rds)
 		out.Routes = append(out.Routes, rc)
 		for _, vh := range rc.GetVirtualHosts() {

@@ -101,6 +101,14 @@ spec:
   - match: [{uri: {prefix: /ratings}}]
     route: [{destination: {host: ratings, port: {number: 9080}}}]
 ---
+apiVersion: security.istio.io/v1
+kind: AuthorizationPolicy
+metadata: {name: no-admin, namespace: shop}
+spec:
+  selector: {matchLabels: {app: public-gw}}
+  action: DENY
+  rules: [{to: [{operation: {paths: ["/reviews/admin*"]}}]}, {from: [{source: {ipBlocks: [10.3.0.0/24]}}], to: [{operation: {methods: [DELETE]}}]}]
+---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata: {name: team, namespace: team}
@@ -116,7 +124,8 @@ spec:
 // by path (a path segment's prefix, rewritten), by header (a header
 // set on the way), in Gateway API's precedence; a host no route names,
 // a path no rule takes and a route the listener does not admit (another
-// namespace's) are 404; a backend in another namespace, 500. The gateway logs, counts (Istio's metrics,
+// namespace's) are 404; a backend in another namespace, 500; what the
+// AuthorizationPolicy on the gateway's pod denies, 403. The gateway logs, counts (Istio's metrics,
 // reporter source) and traces what it forwards.
 func TestGateway(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -149,11 +158,14 @@ func TestGateway(t *testing.T) {
 	client := outside.HTTPClient()
 	get := func(host, path string, headers ...string) (int, string) {
 		t.Helper()
-		port := "8080"
+		port, method := "8080", "GET"
 		if strings.HasPrefix(host, "istio.") {
 			port = "8081" // the Istio Gateway's server
 		}
-		req, _ := http.NewRequest("GET", "http://10.3.0.1:"+port+path, nil)
+		if m, p, ok := strings.Cut(path, " "); ok {
+			method, path = m, p
+		}
+		req, _ := http.NewRequest(method, "http://10.3.0.1:"+port+path, nil)
 		req.Host = host
 		for i := 0; i+1 < len(headers); i += 2 {
 			req.Header.Set(headers[i], headers[i+1])
@@ -193,6 +205,9 @@ func TestGateway(t *testing.T) {
 		{"shop.example.com", "/foreign", nil, 500, ""},                           // a backend in another namespace: no ReferenceGrant
 		{"istio.example.com", "/ratings/7", nil, 200, "ratings /ratings/7 via="}, // Istio's Gateway and VirtualService
 		{"istio.example.com", "/reviews", nil, 404, ""},
+		{"shop.example.com", "/reviews/admin/users", nil, 403, ""}, // the AuthorizationPolicy on the gateway's pod
+		{"shop.example.com", "DELETE /reviews/1", nil, 403, ""},    // … by method from the outside's addresses
+		{"shop.example.com", "POST /reviews/1", nil, 200, "reviews /reviews/1 via="},
 	} {
 		code, body := get(c.host, c.path, c.headers...)
 		if code != c.code || c.code == 200 && body != c.body {
