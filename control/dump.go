@@ -32,15 +32,20 @@ func (r *Resources) ByType() map[string][]*anypb.Any {
 }
 
 // YAML is the resources as Envoy's field names spell them, for a person:
-// listeners, routes, clusters, endpoints, and the DNS proxy's names.
+// listeners (private keys redacted), routes, clusters, endpoints, and the
+// DNS proxy's names.
 func (r *Resources) YAML() ([]byte, error) {
 	doc := map[string][]json.RawMessage{}
 	var names []proto.Message
 	if r.space != nil && r.space.nameTable != nil {
 		names = []proto.Message{r.space.nameTable}
 	}
+	listeners := make([]proto.Message, len(r.Listeners))
+	for i, l := range r.Listeners {
+		listeners[i] = envoyres.Redacted(l)
+	}
 	for kind, list := range map[string][]proto.Message{
-		"listeners": asMessages(r.Listeners), "routes": asMessages(r.Routes),
+		"listeners": listeners, "routes": asMessages(r.Routes),
 		"clusters": asMessages(r.Clusters), "endpoints": asMessages(r.Endpoints), "names": names} {
 		doc[kind] = []json.RawMessage{}
 		for _, m := range list {

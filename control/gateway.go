@@ -1,9 +1,12 @@
 package control
 
 import (
+	"cmp"
 	"encoding/json"
 	"fmt"
 	"strings"
+
+	corev1 "k8s.io/api/core/v1"
 )
 
 // GatewayController is the controllerName of the GatewayClasses whose
@@ -30,11 +33,14 @@ type Gateway struct {
 type GatewayListener struct {
 	Name     string
 	Port     uint16
-	Protocol string // HTTP (HTTPS, TLS and TCP are reported, not run)
+	Protocol string // HTTP, HTTPS (TLS and TCP are reported, not run)
 	Hostname string // "" for any; may start with "*."
 	// AllNamespaces: routes of every namespace may attach (allowedRoutes
 	// from: All); else only the Gateway's own (Same).
 	AllNamespaces bool
+	// Certificates are an HTTPS listener's certificateRefs (TLS Secrets,
+	// namespace/name), which it terminates TLS with, chosen by SNI.
+	Certificates []string
 }
 
 // ParentGateway is a route's parentRef to a Gateway: its listener by
@@ -48,7 +54,8 @@ type ParentGateway struct {
 var gatewaySchema = schema{
 	"gatewayClassName": nil,
 	"listeners": listOf{schema{"name": nil, "port": nil, "protocol": nil, "hostname": nil,
-		"allowedRoutes": schema{"namespaces": schema{"from": nil}, "kinds": nil}}},
+		"allowedRoutes": schema{"namespaces": schema{"from": nil}, "kinds": nil},
+		"tls":           schema{"mode": nil, "certificateRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil}}}}},
 }
 
 // GatewayFrom reads a Gateway manifest.
@@ -66,6 +73,10 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 				Namespaces *struct{ From string }
 				Kinds      []struct{ Group, Kind string }
 			}
+			TLS *struct {
+				Mode            string
+				CertificateRefs []struct{ Group, Kind, Name, Namespace string }
+			}
 		}
 	}
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
@@ -81,11 +92,31 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 		if l.Name == "" || l.Port == 0 {
 			return nil, fmt.Errorf("Gateway %s: %s: a listener needs a name and a port", name, path)
 		}
-		if l.Protocol != "HTTP" {
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.protocol: %s is not run by shunt yet (HTTP is)", path, l.Protocol))
+		gl := GatewayListener{Name: l.Name, Port: l.Port, Protocol: l.Protocol, Hostname: strings.ToLower(l.Hostname)}
+		switch {
+		case l.Protocol == "HTTPS" && (l.TLS == nil || l.TLS.Mode != "" && l.TLS.Mode != "Terminate"):
+			g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.mode: only Terminate is run by shunt yet, with certificateRefs", path))
+			continue
+		case l.Protocol == "HTTPS":
+			for j, ref := range l.TLS.CertificateRefs {
+				ns := cmp.Or(ref.Namespace, o.Metadata.Namespace)
+				switch {
+				case ref.Kind != "" && ref.Kind != "Secret" || ref.Group != "" && ref.Group != "core":
+					g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs[%d]: a %s, not a Secret", path, j, ref.Kind))
+				case ns != o.Metadata.Namespace:
+					g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs[%d]: a Secret in another namespace needs a ReferenceGrant, which shunt does not read yet: refused", path, j))
+				default:
+					gl.Certificates = append(gl.Certificates, ns+"/"+ref.Name)
+				}
+			}
+			if len(gl.Certificates) == 0 {
+				g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs: no certificate to terminate TLS with: the listener is left out", path))
+				continue
+			}
+		case l.Protocol != "HTTP":
+			g.Problems = append(g.Problems, fmt.Sprintf("%s.protocol: %s is not run by shunt yet (HTTP and HTTPS are)", path, l.Protocol))
 			continue
 		}
-		gl := GatewayListener{Name: l.Name, Port: l.Port, Protocol: l.Protocol, Hostname: strings.ToLower(l.Hostname)}
 		if ar := l.AllowedRoutes; ar != nil {
 			if ns := ar.Namespaces; ns != nil {
 				switch ns.From {
@@ -187,4 +218,28 @@ func (l GatewayListener) hostnames(route []string) []string {
 		}
 	}
 	return out
+}
+
+// TLSSecret is a Secret of type kubernetes.io/tls: a certificate chain and
+// its key (PEM).
+type TLSSecret struct {
+	Cert, Key []byte
+}
+
+// PutSecret adds or replaces a TLS Secret (namespace/name).
+func (w *World) PutSecret(key string, s *TLSSecret) { w.Secrets[key] = s }
+
+// TLSSecretFrom is a Secret's certificate and key, if it is a TLS Secret
+// (type kubernetes.io/tls: tls.crt and tls.key, in data or stringData).
+func TLSSecretFrom(s *corev1.Secret) (*TLSSecret, bool) {
+	if s.Type != corev1.SecretTypeTLS {
+		return nil, false
+	}
+	get := func(k string) []byte {
+		if v, ok := s.StringData[k]; ok {
+			return []byte(v)
+		}
+		return s.Data[k]
+	}
+	return &TLSSecret{Cert: get(corev1.TLSCertKey), Key: get(corev1.TLSPrivateKeyKey)}, true
 }

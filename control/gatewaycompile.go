@@ -2,6 +2,8 @@ package control
 
 import (
 	"cmp"
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -14,6 +16,8 @@ import (
 	endpointv3 "github.com/envoyproxy/go-control-plane/envoy/config/endpoint/v3"
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy"
@@ -57,9 +61,15 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		}
 		return gh
 	}
+	// tlsPorts are the HTTPS listeners, by port: their certificates and
+	// hostname.
+	tlsPorts := map[uint16]GatewayListener{}
 	if g != nil {
 		for _, l := range g.Listeners {
 			open(l.Port)
+			if len(l.Certificates) > 0 {
+				tlsPorts[l.Port] = l
+			}
 			for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 				r := w.HTTPRoutes[key]
 				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Namespace, p) }) {
@@ -103,10 +113,19 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := fmt.Sprintf("0.0.0.0_%d", port)
 		rds := "http." + strconv.Itoa(int(port))
-		out.Listeners = append(out.Listeners, &listenerv3.Listener{Name: name,
-			Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)), TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-			FilterChains: []*listenerv3.FilterChain{{Name: name,
-				Filters: []*listenerv3.Filter{c.hcmWith(outboundStatPrefix(port), rds, nil, proxy.Outbound, false, authz)}}}})
+		lst := &listenerv3.Listener{Name: name,
+			Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)), TrafficDirection: corev3.TrafficDirection_OUTBOUND}
+		hcm := c.hcmWith(outboundStatPrefix(port), rds, nil, proxy.Outbound, false, authz)
+		if l, ok := tlsPorts[port]; ok {
+			lst.ListenerFilters = []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
+			lst.FilterChains = c.tlsChains(g, l, name, hcm)
+			if len(lst.FilterChains) == 0 {
+				continue // no certificate to serve: reported
+			}
+		} else {
+			lst.FilterChains = []*listenerv3.FilterChain{{Name: name, Filters: []*listenerv3.Filter{hcm}}}
+		}
+		out.Listeners = append(out.Listeners, lst)
 		rc := c.gatewayRoutes(ports[port], port, rds)
 		out.Routes = append(out.Routes, rc)
 		for _, vh := range rc.GetVirtualHosts() {
@@ -137,6 +156,42 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	slices.SortFunc(out.Listeners, byName((*listenerv3.Listener).GetName))
 	slices.SortFunc(out.Clusters, byName((*clusterv3.Cluster).GetName))
 	slices.SortFunc(out.Endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
+	return out
+}
+
+// tlsChains are an HTTPS listener's filter chains: one per certificate
+// (a TLS Secret), terminating TLS with it for the SNIs it is for — the
+// listener's hostname, else the certificate's DNS names — and handing
+// the requests to hcm. A Secret that is not there, or not a certificate
+// and key, is reported and left out.
+func (c *compiler) tlsChains(g *Gateway, l GatewayListener, name string, hcm *listenerv3.Filter) []*listenerv3.FilterChain {
+	var out []*listenerv3.FilterChain
+	for i, ref := range l.Certificates {
+		field := fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i)
+		sec := c.w.Secrets[ref]
+		if sec == nil {
+			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, field, "no TLS Secret " + ref})
+			continue
+		}
+		pair, err := tls.X509KeyPair(sec.Cert, sec.Key)
+		if err != nil {
+			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, field, "Secret " + ref + ": " + err.Error()})
+			continue
+		}
+		names := []string{l.Hostname}
+		if l.Hostname == "" {
+			leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+			names = leaf.DNSNames
+		}
+		ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{AlpnProtocols: []string{"h2", "http/1.1"},
+			TlsCertificates: []*tlsv3.TlsCertificate{{
+				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.Cert}},
+				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.Key}}}}}}
+		out = append(out, &listenerv3.FilterChain{Name: fmt.Sprintf("%s-%s", name, ref),
+			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: names},
+			TransportSocket:  &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyres.Typed(ctx)}},
+			Filters:          []*listenerv3.Filter{hcm}})
+	}
 	return out
 }
 

@@ -67,6 +67,9 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	services, slices, pods := informer(core, "services", &corev1.Service{}),
 		informer(disc, "endpointslices", &discoveryv1.EndpointSlice{}), informer(core, "pods", &corev1.Pod{})
 	namespaces := informer(core, "namespaces", &corev1.Namespace{})
+	// TLS Secrets alone: a gateway's certificates.
+	secrets := cache.NewSharedIndexInformer(cache.NewListWatchFromClient(core, "secrets", metav1.NamespaceAll,
+		fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS))), &corev1.Secret{}, 0, cache.Indexers{})
 	domain := s.World().Domain
 	err = follow(s, services, func(w *World, svc *corev1.Service) { w.PutService(ServiceFrom(svc, domain)) },
 		func(w *World, svc *corev1.Service) { w.DeleteService(svc.Namespace + "/" + svc.Name) })
@@ -96,6 +99,18 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 		err = follow(s, namespaces, func(w *World, ns *corev1.Namespace) { w.PutNamespace(ns.Name, ns.Labels) },
 			func(w *World, ns *corev1.Namespace) { delete(w.Namespaces, ns.Name) })
 	}
+	// The gateways' TLS Secrets where it may read them
+	// (deploy/control-gateway-secrets.yaml); else not followed.
+	readSecrets := secretsReadable(ctx, core, s)
+	if err == nil && readSecrets {
+		err = follow(s, secrets,
+			func(w *World, sec *corev1.Secret) {
+				if ts, ok := TLSSecretFrom(sec); ok {
+					w.PutSecret(sec.Namespace+"/"+sec.Name, ts)
+				}
+			},
+			func(w *World, sec *corev1.Secret) { delete(w.Secrets, sec.Namespace+"/"+sec.Name) })
+	}
 	if err != nil {
 		return err
 	}
@@ -106,6 +121,9 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	}
 	start := time.Now()
 	all := append([]cache.SharedIndexInformer{services, slices, pods, namespaces}, rules...)
+	if readSecrets {
+		all = append(all, secrets)
+	}
 	synced := make([]cache.InformerSynced, len(all))
 	for i, inf := range all {
 		go inf.Run(ctx.Done())
@@ -116,6 +134,18 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	}
 	s.log.Info("cluster listed", "services", len(s.World().Services), "took", time.Since(start).Round(time.Millisecond))
 	return nil
+}
+
+// secretsReadable says the control plane may list TLS Secrets; where it
+// may not, that is logged once.
+func secretsReadable(ctx context.Context, core rest.Interface, s *Server) bool {
+	err := core.Get().Resource("secrets").VersionedParams(&metav1.ListOptions{Limit: 1,
+		FieldSelector: fields.OneTermEqualSelector("type", string(corev1.SecretTypeTLS)).String()}, metav1.ParameterCodec).Do(ctx).Error()
+	if err != nil {
+		s.log.Warn("the control plane may not read TLS Secrets: the gateways' HTTPS listeners get no certificate (see deploy/control-gateway-secrets.yaml)", "err", err)
+		return false
+	}
+	return true
 }
 
 // follow keeps s's world in step with an informer's objects of type T:

@@ -99,6 +99,19 @@ func TestWatchCluster(t *testing.T) {
 	waitFor(t, "a namespace's labels are followed", func() bool {
 		return s.World().Namespaces["default"]["istio-discovery"] == "enabled"
 	})
+	// TLS Secrets (a gateway's certificates), and only those.
+	if out, err := c.Kubectl("apiVersion: v1\nkind: Secret\nmetadata: {name: shop-cert, namespace: default}\ntype: kubernetes.io/tls\n"+
+		"stringData: {tls.crt: CERT, tls.key: KEY}\n---\napiVersion: v1\nkind: Secret\nmetadata: {name: password, namespace: default}\n"+
+		"stringData: {password: hunter2}\n", "apply", "-f", "-"); err != nil {
+		t.Fatalf("kubectl apply: %v\n%s", err, out)
+	}
+	waitFor(t, "a TLS Secret is followed", func() bool {
+		sec := s.World().Secrets["default/shop-cert"]
+		return sec != nil && string(sec.Cert) == "CERT" && string(sec.Key) == "KEY"
+	})
+	if len(s.World().Secrets) != 1 {
+		t.Errorf("Secrets followed: %v, want the TLS one alone", s.World().Secrets)
+	}
 }
 
 // TestWatchRoutingRules follows Istio's rules through their CRDs

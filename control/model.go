@@ -101,6 +101,9 @@ type World struct {
 	// IstioGateways are Istio's (networking.istio.io) Gateways, by
 	// namespace/name.
 	IstioGateways map[string]*IstioGateway
+	// Secrets are the TLS Secrets (a gateway's certificates), by
+	// namespace/name.
+	Secrets map[string]*TLSSecret
 	// Namespaces are the cluster's namespaces' labels, by name, which
 	// the mesh's discovery selectors read.
 	Namespaces map[string]map[string]string
@@ -131,7 +134,8 @@ func NewWorld() *World {
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
 		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
 		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{},
-		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}, IstioGateways: map[string]*IstioGateway{}}
+		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}, IstioGateways: map[string]*IstioGateway{},
+		Secrets: map[string]*TLSSecret{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -142,7 +146,8 @@ func (w *World) Clone() *World {
 		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
 		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
 		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies),
-		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses), IstioGateways: maps.Clone(w.IstioGateways)}
+		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses), IstioGateways: maps.Clone(w.IstioGateways),
+		Secrets: maps.Clone(w.Secrets)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

@@ -218,6 +218,15 @@ func (w *World) putManifest(doc []byte) error {
 			return err
 		}
 		w.PutNamespace(ns.Name, ns.Labels)
+	case "Secret":
+		var sec corev1.Secret
+		if err := yaml.UnmarshalStrict(doc, &sec); err != nil {
+			return err
+		}
+		defaultNamespace(&sec.Namespace)
+		if ts, ok := TLSSecretFrom(&sec); ok {
+			w.PutSecret(sec.Namespace+"/"+sec.Name, ts)
+		}
 	case "Pod":
 		var p corev1.Pod
 		if err := yaml.UnmarshalStrict(doc, &p); err != nil {

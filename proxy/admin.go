@@ -10,10 +10,14 @@ import (
 	"net/http/pprof"
 	"net/netip"
 	"runtime"
+	"slices"
 	"strings"
 
 	adminv3 "github.com/envoyproxy/go-control-plane/envoy/admin/v3"
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/anypb"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -196,6 +200,13 @@ func (p *Proxy) serveConfigDump(w http.ResponseWriter, _ *http.Request) {
 	dump := &adminv3.ConfigDump{}
 	var listeners []*adminv3.ListenersConfigDump_StaticListener
 	b := p.gen.Load().bootstrap
+	if ls := b.GetStaticResources().GetListeners(); slices.ContainsFunc(ls, func(l *listenerv3.Listener) bool { return envoyres.Redacted(l) != l }) {
+		// A listener's inline private keys are not shown.
+		b = proto.Clone(b).(*bootstrapv3.Bootstrap)
+		for i, l := range b.GetStaticResources().GetListeners() {
+			b.GetStaticResources().Listeners[i] = envoyres.Redacted(l)
+		}
+	}
 	for _, l := range b.GetStaticResources().GetListeners() {
 		listeners = append(listeners, &adminv3.ListenersConfigDump_StaticListener{Listener: envoyres.Typed(l)})
 	}

@@ -72,7 +72,7 @@ func TestChainSelectionByAddress(t *testing.T) {
 		{"192.0.2.1:80", ProtocolTCP, "passthrough", ""},
 	} {
 		dst := netip.MustParseAddrPort(c.dst)
-		fc := l.chainFor(dst, c.proto, nil)
+		fc := l.chainFor(dst, c.proto, nil, "")
 		if fc == nil || fc.name != c.chain {
 			t.Errorf("%s %v: chain %v, want %s", c.dst, c.proto, fc, c.chain)
 		}
@@ -176,7 +176,7 @@ static_resources:
 		{"10.1.0.7:7000", ProtocolTCP, nil, "passthrough"}, // the longest prefix's chain takes TLS only: not any-7000
 		{"10.1.0.8:7000", ProtocolTCP, nil, "any-7000"},
 	} {
-		fc := l.chainFor(netip.MustParseAddrPort(c.dst), c.proto, c.alpn)
+		fc := l.chainFor(netip.MustParseAddrPort(c.dst), c.proto, c.alpn, "")
 		if fc == nil || fc.name != c.chain {
 			t.Errorf("%s %v %v: chain %v, want %s", c.dst, c.proto, c.alpn, fc, c.chain)
 		}

@@ -67,7 +67,7 @@ func (p *Proxy) route(d *downstream) Result {
 		d.c.Close()
 		return p.refuse(d, ResultListenerFilterTimeout, "")
 	}
-	fc := d.lst.chainFor(dst, proto, d.alpn)
+	fc := d.lst.chainFor(dst, proto, d.alpn, d.sni)
 	if fc == nil {
 		reset(d.c)
 		return p.refuse(d, ResultNoChain, "")

@@ -423,6 +423,9 @@ func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filter
 				"not implemented by shunt: %q (it matches %s, which http_inspector sets, and with transport_protocol tls Istio's mesh ALPNs)", ap, strings.Join(applicationProtocols, ", "))
 		}
 	}
+	for _, n := range m.GetServerNames() {
+		c.serverNames = append(c.serverNames, strings.ToLower(n))
+	}
 	c.tls = r.transportSocket(fc.GetTransportSocket(), path+".transport_socket", true)
 	for i, cr := range m.GetPrefixRanges() {
 		prefix, err := cidrRange(cr)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -55,7 +56,10 @@ type filterChain struct {
 	// mesh ALPNs); tls terminates TLS (its transport_socket).
 	transport transportMatch
 	alpns     []string
-	tls       *tlsContext
+	// serverNames are server_names: the SNIs (exact, or *.suffix) it
+	// takes; none: any.
+	serverNames []string
+	tls         *tlsContext
 	// rbac are its network RBAC filters, in order: a connection one of
 	// them stops is closed before its handler sees it.
 	rbac []*rbacEngine
@@ -115,21 +119,22 @@ func IstioProtocol(name string) (Protocol, error) {
 // the chains naming a match over those naming nothing. Past the port, a
 // criterion that leaves no chain ends the search: the connection is not
 // sent to a less specific chain. The first of equals wins.
-func (l *listener) chainFor(dst netip.AddrPort, proto Protocol, alpn []string) *filterChain {
-	if fc := l.narrow(true, dst, proto, alpn); fc != nil {
+func (l *listener) chainFor(dst netip.AddrPort, proto Protocol, alpn []string, sni string) *filterChain {
+	if fc := l.narrow(true, dst, proto, alpn, sni); fc != nil {
 		return fc
 	}
-	return l.narrow(false, dst, proto, alpn)
+	return l.narrow(false, dst, proto, alpn, sni)
 }
 
 // narrow picks, among the chains naming dst's port (namedPort) or naming
-// none, the one whose scores (address, transport, application protocol)
-// are the highest, level by level: the lexicographic best, which is what
-// keeping the best chains of each level in turn leaves. A negative score
-// is no match, and a best with one leaves nothing.
-func (l *listener) narrow(namedPort bool, dst netip.AddrPort, proto Protocol, alpn []string) *filterChain {
+// none, the one whose scores (address, server name, transport,
+// application protocol) are the highest, level by level: the
+// lexicographic best, which is what keeping the best chains of each
+// level in turn leaves. A negative score is no match, and a best with
+// one leaves nothing.
+func (l *listener) narrow(namedPort bool, dst netip.AddrPort, proto Protocol, alpn []string, sni string) *filterChain {
 	var best *filterChain
-	var bestScores [3]int
+	var bestScores [4]int
 	for _, fc := range l.chains {
 		if namedPort != (len(fc.ports) > 0) || namedPort && !slices.Contains(fc.ports, dst.Port()) {
 			continue
@@ -138,13 +143,33 @@ func (l *listener) narrow(namedPort bool, dst netip.AddrPort, proto Protocol, al
 		if !ok {
 			prefix = -2
 		}
-		scores := [3]int{prefix + 1, fc.transportScore(proto), fc.protocolScore(proto, alpn)}
+		scores := [4]int{prefix + 1, fc.serverNameScore(sni), fc.transportScore(proto), fc.protocolScore(proto, alpn)}
 		if best == nil || slices.Compare(scores[:], bestScores[:]) > 0 {
 			best, bestScores = fc, scores
 		}
 	}
 	if best == nil || slices.Min(bestScores[:]) < 0 {
 		return nil
+	}
+	return best
+}
+
+// serverNameScore is the server-name level (server_names, against a TLS
+// client's SNI), as Envoy ranks it: an exact name over the longest
+// wildcard suffix (*.example.com) over a chain naming none (0); -1 for a
+// chain whose names the SNI is not.
+func (fc *filterChain) serverNameScore(sni string) int {
+	if len(fc.serverNames) == 0 {
+		return 0
+	}
+	best := -1
+	for _, n := range fc.serverNames {
+		switch {
+		case n == sni && sni != "":
+			return 1 << 20
+		case strings.HasPrefix(n, "*.") && strings.HasSuffix(sni, n[1:]) && len(n) > best:
+			best = len(n)
+		}
 	}
 	return best
 }

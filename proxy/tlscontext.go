@@ -45,8 +45,11 @@ type tlsContext struct {
 	server            bool
 	requireClientCert bool
 	// ownCert: the proxy presents the workload certificate (a client
-	// context may present none: TLS origination to a server outside).
+	// context may present none: TLS origination to a server outside),
+	// or static, a certificate the configuration holds (tls_certificates:
+	// a gateway's, for its hosts).
 	ownCert bool
+	static  *tls.Certificate
 	sni     string
 	alpn    []string
 	// verify: a validation context checks the peer's chain against the
@@ -115,6 +118,23 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 	path += ".common_tls_context"
 	certs := common.GetTlsCertificateSdsSecretConfigs()
 	t.ownCert = len(certs) > 0
+	if inline := common.GetTlsCertificates(); len(inline) > 0 {
+		switch {
+		case !server || len(certs) > 0 || len(inline) > 1:
+			r.add(path+".tls_certificates", "not implemented by shunt: one inline certificate, on a listener's chain without SDS certificates (a chain per certificate, chosen by server_names)")
+		default:
+			if c, err := tls.X509KeyPair(dataSource(inline[0].GetCertificateChain()), dataSource(inline[0].GetPrivateKey())); err != nil {
+				r.add(path+".tls_certificates[0]", "invalid: %v", err)
+			} else {
+				t.static = &c
+			}
+		}
+		t.alpn = common.GetAlpnProtocols()
+		if common.GetValidationContextType() != nil {
+			r.add(path, "not implemented by shunt: a validation context beside an inline certificate (clients are not checked)")
+		}
+		return t
+	}
 	switch {
 	case len(certs) == 0 && !server:
 		// A client with no certificate of its own.
@@ -159,6 +179,14 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 		r.add(path, "invalid: require_client_certificate without a validation context: nothing would check the client's certificate")
 	}
 	return t
+}
+
+// dataSource is an inline data source's bytes.
+func dataSource(d *corev3.DataSource) []byte {
+	if b := d.GetInlineBytes(); b != nil {
+		return b
+	}
+	return []byte(d.GetInlineString())
 }
 
 // sdsAgentCluster is Istio's bootstrap's cluster of the agent's SDS.
@@ -217,10 +245,13 @@ func (t *tlsContext) config(creds *ca.Credentials, alpn []string) *tls.Config {
 		InsecureSkipVerify: true,
 		VerifyConnection:   func(cs tls.ConnectionState) error { return t.verifyPeer(cs, creds) },
 	}
-	if t.ownCert {
+	switch {
+	case t.static != nil:
+		c.Certificates = []tls.Certificate{*t.static}
+	case t.ownCert:
 		c.Certificates = []tls.Certificate{creds.Certificate}
 	}
-	if t.server {
+	if t.server && t.static == nil { // a mesh peer's, if it has one; a gateway's clients are not asked
 		c.ClientAuth = tls.RequestClientCert
 		if t.requireClientCert {
 			c.ClientAuth = tls.RequireAnyClientCert
@@ -331,7 +362,7 @@ const tlsHandshakeTimeout = 10 * time.Second
 // contexts, the first offered: the client named what it sends).
 func (p *Proxy) tlsServer(ctx context.Context, c *net.TCPConn, t *tlsContext, offered []string) (*tlsSock, error) {
 	creds := p.credentials()
-	if creds == nil {
+	if creds == nil && t.static == nil {
 		return nil, errNoCertificate
 	}
 	var alpn []string

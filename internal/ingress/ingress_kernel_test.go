@@ -6,8 +6,14 @@ package ingress_test
 
 import (
 	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -17,6 +23,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/catest"
 	"github.com/shunt-dev/shunt/internal/otlptest"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
@@ -34,7 +41,9 @@ kind: Gateway
 metadata: {name: public, namespace: shop}
 spec:
   gatewayClassName: shunt
-  listeners: [{name: http, port: 8080, protocol: HTTP, hostname: "*.example.com"}]
+  listeners:
+  - {name: http, port: 8080, protocol: HTTP, hostname: "*.example.com"}
+  - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: shop-cert}, {name: api-cert}]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -111,6 +120,22 @@ spec:
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
+metadata: {name: api, namespace: shop}
+spec:
+  parentRefs: [{name: public, sectionName: https}]
+  hostnames: [api.example.com]
+  rules: [{backendRefs: [{name: reviews, port: 9080}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: api-to-https, namespace: shop}
+spec:
+  parentRefs: [{name: public, sectionName: http}]
+  hostnames: [api.example.com]
+  rules: [{filters: [{type: RequestRedirect, requestRedirect: {scheme: https, statusCode: 301}}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
 metadata: {name: team, namespace: team}
 spec:
   parentRefs: [{name: public, namespace: shop}]
@@ -125,7 +150,9 @@ spec:
 // set on the way), in Gateway API's precedence; a host no route names,
 // a path no rule takes and a route the listener does not admit (another
 // namespace's) are 404; a backend in another namespace, 500; what the
-// AuthorizationPolicy on the gateway's pod denies, 403. The gateway logs, counts (Istio's metrics,
+// AuthorizationPolicy on the gateway's pod denies, 403. Over HTTPS each
+// host gets its certificate by SNI (two Secrets), HTTP/1.1 and h2; plain
+// HTTP is redirected; a renewed Secret is served without a restart. The gateway logs, counts (Istio's metrics,
 // reporter source) and traces what it forwards.
 func TestGateway(t *testing.T) {
 	testnet.RequireRoot(t)
@@ -148,7 +175,14 @@ func TestGateway(t *testing.T) {
 	t.Cleanup(col.Close)
 
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(manifest), 0o644)
+	shopCert, shopKey := catest.ServerCert(t, "shop.example.com")
+	apiCert, apiKey := catest.ServerCert(t, "api.example.com")
+	writeManifest := func(shopCert, shopKey []byte) {
+		text := manifest + tlsSecret("shop-cert", shopCert, shopKey) + tlsSecret("api-cert", apiCert, apiKey)
+		os.WriteFile(filepath.Join(dir, "mesh.yaml.new"), []byte(text), 0o644)
+		os.Rename(filepath.Join(dir, "mesh.yaml.new"), filepath.Join(dir, "mesh.yaml"))
+	}
+	writeManifest(shopCert, shopKey)
 	start(t, gw, "shunt-control", testnet.ControlBinary(t), "--from-file", filepath.Join(dir, "mesh.yaml"), "--addr", "127.0.0.1:15010",
 		"--monitor-addr", "127.0.0.1:15014", "--access-log-file", "/dev/stdout", "--tracing-collector", "127.0.0.1:4317", "--tracing-sampling", "100")
 	waitHTTP(t, gw, "http://127.0.0.1:15014/ready")
@@ -214,6 +248,63 @@ func TestGateway(t *testing.T) {
 			t.Errorf("%s%s %v: %d %q, want %d %q", c.host, c.path, c.headers, code, body, c.code, c.body)
 		}
 	}
+	// HTTPS: the certificate the client's SNI names, HTTP/1.1 or h2 by
+	// ALPN; plain HTTP to api.example.com is sent there (301).
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(shopCert)
+	roots.AppendCertsFromPEM(apiCert)
+	https := func(host, path string, h2 bool) (cert *x509.Certificate, proto, body string, err error) {
+		tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: roots}, ForceAttemptHTTP2: h2,
+			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+				var c net.Conn
+				err := outside.Do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", "10.3.0.1:8443"); return err })
+				return c, err
+			}}
+		defer tr.CloseIdleConnections()
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + host + path)
+		if err != nil {
+			return nil, "", "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.TLS.PeerCertificates[0], resp.Proto, string(b), nil
+	}
+	for _, c := range []struct {
+		host, path string
+		h2         bool
+		proto      string
+		body       string
+	}{
+		{"shop.example.com", "/reviews/1", false, "HTTP/1.1", "reviews /reviews/1 via="},
+		{"shop.example.com", "/ratings/2", true, "HTTP/2.0", "ratings /2 via="},
+		{"api.example.com", "/v1/x", false, "HTTP/1.1", "reviews /v1/x via="},
+	} {
+		cert, proto, body, err := https(c.host, c.path, c.h2)
+		if err != nil || cert.Subject.CommonName != c.host || proto != c.proto || body != c.body {
+			t.Errorf("https://%s%s: %v %v %q, want %s's certificate, %s, %q", c.host, c.path, err, proto, body, c.host, c.proto, c.body)
+		}
+	}
+	if _, _, _, err := https("nowhere.test", "/", false); err == nil {
+		t.Error("an SNI no certificate names was served")
+	}
+	noRedirect := outside.HTTPClient()
+	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	req, _ := http.NewRequest("GET", "http://10.3.0.1:8080/v1/x?q=1", nil)
+	req.Host = "api.example.com"
+	if resp, err := noRedirect.Do(req); err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != "https://api.example.com/v1/x?q=1" {
+		t.Errorf("plain HTTP to api.example.com: %v %v, want 301 to https://api.example.com/v1/x?q=1", resp, err)
+	}
+	// The Secret renewed: the new certificate is served, the gateway not
+	// restarted (the control plane reads its file again).
+	newCert, newKey := catest.ServerCert(t, "shop.example.com")
+	writeManifest(newCert, newKey)
+	roots.AppendCertsFromPEM(newCert)
+	renewed, _ := pem.Decode(newCert)
+	waitFor(t, "the renewed certificate served", func() bool {
+		cert, _, body, err := https("shop.example.com", "/reviews/1", false)
+		return err == nil && bytes.Equal(cert.Raw, renewed.Bytes) && body == "reviews /reviews/1 via="
+	})
+
 	// Istio's metrics, as a gateway reports them: reporter source, the
 	// gateway the source, the service by its FQDN.
 	_, text, err := gw.HTTPGet("http://127.0.0.1:15090/stats/prometheus")
@@ -252,6 +343,12 @@ func TestGateway(t *testing.T) {
 		}
 	}
 	t.Logf("the gateway's spans: %q", names)
+}
+
+// tlsSecret is a TLS Secret of shop's manifest document.
+func tlsSecret(name string, cert, key []byte) string {
+	return fmt.Sprintf("---\napiVersion: v1\nkind: Secret\nmetadata: {name: %s, namespace: shop}\ntype: kubernetes.io/tls\n"+
+		"data: {tls.crt: %s, tls.key: %s}\n", name, base64.StdEncoding.EncodeToString(cert), base64.StdEncoding.EncodeToString(key))
 }
 
 func grep(text, prefix string) string {

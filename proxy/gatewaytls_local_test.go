@@ -1,0 +1,89 @@
+package proxy_test
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/shunt-dev/shunt/internal/catest"
+)
+
+// TestTLSBySNI: a listener terminating TLS with certificates the
+// configuration holds (a gateway's), one chain per certificate chosen by
+// the client's SNI (server_names, exact over wildcard), HTTP/1.1 or h2 by
+// ALPN; an SNI no chain names is refused; /config_dump shows the keys
+// redacted.
+func TestTLSBySNI(t *testing.T) {
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprintf(w, "%s %s", r.Host, r.Proto) })
+	shopCert, shopKey := catest.ServerCert(t, "shop.example.com")
+	anyCert, anyKey := catest.ServerCert(t, "*.example.com")
+	chain := func(names, cert, key string) string {
+		return fmt.Sprintf(`
+    - filter_chain_match: {server_names: [%s]}
+      transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: https
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}`, names, cert, key)
+	}
+	config := `
+static_resources:
+  listeners:
+  - name: listener_0
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    listener_filters: [{name: envoy.filters.listener.tls_inspector, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}]
+    filter_chains:` + chain(`"*.example.com"`, string(anyCert), string(anyKey)) + chain("shop.example.com", string(shopCert), string(shopKey)) + `
+  clusters:
+  - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ` + fmt.Sprint(port) + `}}}}]}]}}
+`
+	cp := startConfig(t, config, nil)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(shopCert)
+	roots.AppendCertsFromPEM(anyCert)
+	get := func(sni string, h2 bool) (string, string, error) {
+		c, err := tls.Dial("tcp", cp.ListenerAddr("listener_0").String(), &tls.Config{ServerName: sni, RootCAs: roots,
+			NextProtos: map[bool][]string{false: {"http/1.1"}, true: {"h2"}}[h2]})
+		if err != nil {
+			return "", "", err
+		}
+		defer c.Close()
+		cn := c.ConnectionState().PeerCertificates[0].Subject.CommonName
+		if h2 {
+			return cn, c.ConnectionState().NegotiatedProtocol, nil
+		}
+		fmt.Fprintf(c, "GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		b, _ := io.ReadAll(c)
+		return cn, string(b), nil
+	}
+	for _, c := range []struct{ sni, cn string }{{"shop.example.com", "shop.example.com"}, {"api.example.com", "*.example.com"}} {
+		cn, body, err := get(c.sni, false)
+		if err != nil || cn != c.cn || !strings.HasSuffix(body, c.sni+" HTTP/1.1") {
+			t.Errorf("SNI %s: certificate %q, %v: %q", c.sni, cn, err, body)
+		}
+	}
+	if cn, proto, err := get("shop.example.com", true); err != nil || cn != "shop.example.com" || proto != "h2" {
+		t.Errorf("h2 with SNI shop.example.com: certificate %q, ALPN %q, %v", cn, proto, err)
+	}
+	if _, _, err := get("other.test", false); err == nil {
+		t.Error("an SNI no chain names was served")
+	}
+	_, dump := adminGet(t, cp, "/config_dump")
+	if strings.Contains(dump, "PRIVATE KEY") || !strings.Contains(dump, `"[redacted]"`) || !strings.Contains(dump, "BEGIN CERTIFICATE") {
+		t.Errorf("/config_dump does not redact the keys alone")
+	}
+}
