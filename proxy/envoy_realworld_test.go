@@ -20,7 +20,8 @@ func TestRealWorldConfigs(t *testing.T) {
 		"istio-like-sidecar.yaml": nil,
 		"../seed.yaml":            nil,
 		"tls-termination.yaml": {
-			"static_resources.listeners[0].filter_chains[0].transport_socket.typed_config.common_tls_context.tls_certificates: not implemented",
+			"common_tls_context.tls_certificates[0].certificate_chain.filename: not implemented",
+			"common_tls_context.tls_certificates[0].private_key.filename: not implemented",
 		},
 		"dynamic.yaml": {
 			"dynamic_resources: not implemented",

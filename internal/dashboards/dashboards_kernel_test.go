@@ -123,9 +123,9 @@ func TestIstioDashboards(t *testing.T) {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	os.Chmod(dir, 0o755)
 	os.WriteFile(filepath.Join(dir, "mesh.yaml"), []byte(manifest), 0o644)
-	start(t, reviews, "shunt-control", "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", testnet.ControlBinary(t), "--from-file", filepath.Join(dir, "mesh.yaml"), "--addr", controlAt,
+	reviews.Start(t, "shunt-control", "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups", testnet.ControlBinary(t), "--from-file", filepath.Join(dir, "mesh.yaml"), "--addr", controlAt,
 		"--monitor-addr", controlMon, "--enable-auto-mtls=false", "--prometheus-url", "http://"+promAddr)
-	waitHTTP(t, reviews, "http://"+controlMon+"/ready")
+	reviews.WaitHTTP(t, "http://"+controlMon+"/ready")
 
 	sidecar := func(ns *testnet.NS, pod, ip, control, excluded string) {
 		bin := testnet.ShuntBinary(t)
@@ -134,10 +134,10 @@ func TestIstioDashboards(t *testing.T) {
 		if out, err := exec.Command(bin, args...).CombinedOutput(); err != nil {
 			t.Fatalf("shunt redirect: %v: %s", err, out)
 		}
-		start(t, ns, pod+"'s sidecar", "env", "POD_NAME="+pod, "POD_NAMESPACE=shop", "INSTANCE_IP="+ip,
+		ns.Start(t, pod+"'s sidecar", "env", "POD_NAME="+pod, "POD_NAMESPACE=shop", "INSTANCE_IP="+ip,
 			`ISTIO_METAJSON_LABELS={"app":"`+strings.Split(pod, "-")[0]+`","version":"v1","pod-template-hash":"`+strings.Split(pod, "-")[2]+`"}`,
 			bin, "proxy", "--uid", "1337", "--gid", "1337", "--xds-address", control)
-		waitHTTP(t, ns, "http://127.0.0.1:15021/healthz/ready")
+		ns.WaitHTTP(t, "http://127.0.0.1:15021/healthz/ready")
 	}
 	sidecar(reviews, "reviews-v1-6c5d8b9f7-k2j4q", "10.1.0.1", "127.0.0.1"+controlAt, ",15010,15014,9099")
 	sidecar(ratings, "ratings-v1-7d9f6c4b8-p8m2n", "10.2.0.2", "10.2.0.1"+controlAt, "")
@@ -158,7 +158,7 @@ scrape_configs:
 	data := filepath.Join(dir, "data")
 	os.Mkdir(data, 0o755)
 	os.Chown(data, 1337, 1337)
-	start(t, reviews, "prometheus", "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups",
+	reviews.Start(t, "prometheus", "setpriv", "--reuid=1337", "--regid=1337", "--clear-groups",
 		"prometheus", "--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+data, "--web.listen-address="+promAddr)
 	prom := &dashboards.Prometheus{URL: "http://" + promAddr, Client: reviews.HTTPClient()}
 	// Every target up, and a few scrapes of the traffic in (irate needs
@@ -433,46 +433,6 @@ func drive(t *testing.T, productpage *testnet.NS) (stop func()) {
 		wg.Wait()
 		if failed.Load() > ok.Load()/10 {
 			t.Errorf("%d of %d calls through the mesh failed", failed.Load(), failed.Load()+ok.Load())
-		}
-	}
-}
-
-// start runs a program inside ns until the test ends; its output is
-// shown if the test fails.
-func start(t *testing.T, ns *testnet.NS, what string, args ...string) {
-	t.Helper()
-	cmd := ns.Command(args...)
-	var out bytes.Buffer
-	var mu sync.Mutex
-	w := writerFunc(func(p []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(p) })
-	cmd.Stdout, cmd.Stderr = w, w
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			mu.Lock()
-			t.Logf("%s:\n%s", what, out.String())
-			mu.Unlock()
-		}
-	})
-}
-
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
-
-// waitHTTP waits for url to answer 200 from inside ns.
-func waitHTTP(t *testing.T, ns *testnet.NS, url string) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if code, _, _ := ns.HTTPGet(url); code == 200 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s never answered 200", url)
 		}
 	}
 }

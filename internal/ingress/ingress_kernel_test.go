@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -183,10 +182,10 @@ func TestGateway(t *testing.T) {
 		os.Rename(filepath.Join(dir, "mesh.yaml.new"), filepath.Join(dir, "mesh.yaml"))
 	}
 	writeManifest(shopCert, shopKey)
-	start(t, gw, "shunt-control", testnet.ControlBinary(t), "--from-file", filepath.Join(dir, "mesh.yaml"), "--addr", "127.0.0.1:15010",
+	gw.Start(t, "shunt-control", testnet.ControlBinary(t), "--from-file", filepath.Join(dir, "mesh.yaml"), "--addr", "127.0.0.1:15010",
 		"--monitor-addr", "127.0.0.1:15014", "--access-log-file", "/dev/stdout", "--tracing-collector", "127.0.0.1:4317", "--tracing-sampling", "100")
-	waitHTTP(t, gw, "http://127.0.0.1:15014/ready")
-	proxyLog := start(t, gw, "shunt gateway", "env", "POD_NAME=public-gw-5f4d58-x2x9z", "POD_NAMESPACE=shop", "INSTANCE_IP=10.3.0.1",
+	gw.WaitHTTP(t, "http://127.0.0.1:15014/ready")
+	proxyLog := gw.Start(t, "shunt gateway", "env", "POD_NAME=public-gw-5f4d58-x2x9z", "POD_NAMESPACE=shop", "INSTANCE_IP=10.3.0.1",
 		`ISTIO_METAJSON_LABELS={"gateway.networking.k8s.io/gateway-name":"public","app":"public-gw"}`, "OTEL_BSP_SCHEDULE_DELAY=100",
 		testnet.ShuntBinary(t), "gateway", "--xds-address", "127.0.0.1:15010", "--uid", "1337", "--gid", "1337")
 	client := outside.HTTPClient()
@@ -300,7 +299,7 @@ func TestGateway(t *testing.T) {
 	writeManifest(newCert, newKey)
 	roots.AppendCertsFromPEM(newCert)
 	renewed, _ := pem.Decode(newCert)
-	waitFor(t, "the renewed certificate served", func() bool {
+	testnet.WaitFor(t, "the renewed certificate served", func() bool {
 		cert, _, body, err := https("shop.example.com", "/reviews/1", false)
 		return err == nil && bytes.Equal(cert.Raw, renewed.Bytes) && body == "reviews /reviews/1 via="
 	})
@@ -323,7 +322,7 @@ func TestGateway(t *testing.T) {
 		t.Errorf("no istio_requests_total with %s for reviews:\n%s", want, grep(text, "istio_requests_total{"))
 	}
 	// The access log: Envoy's line, the route's cluster.
-	waitFor(t, "the access log", func() bool {
+	testnet.WaitFor(t, "the access log", func() bool {
 		return strings.Contains(proxyLog.String(), `"GET /reviews/1 HTTP/1.1" 200`) && strings.Contains(proxyLog.String(), "outbound|9080||reviews.shop.svc.cluster.local")
 	})
 	// Its spans: one per request it forwarded, named by its workload.
@@ -359,55 +358,4 @@ func grep(text, prefix string) string {
 		}
 	}
 	return strings.Join(out, "\n")
-}
-
-// start runs a program inside ns until the test ends; its output is kept
-// (and shown if the test fails).
-func start(t *testing.T, ns *testnet.NS, what string, args ...string) *lockedBuffer {
-	t.Helper()
-	cmd := ns.Command(args...)
-	out := &lockedBuffer{}
-	cmd.Stdout, cmd.Stderr = out, out
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("%s: %v", what, err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		cmd.Wait()
-		if t.Failed() {
-			t.Logf("%s:\n%s", what, out.String())
-		}
-	})
-	return out
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func waitHTTP(t *testing.T, ns *testnet.NS, url string) {
-	t.Helper()
-	waitFor(t, url+" answering", func() bool { code, _, _ := ns.HTTPGet(url); return code == 200 })
-}
-
-func waitFor(t *testing.T, what string, ok func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(15 * time.Second); !ok(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: never", what)
-		}
-	}
 }
