@@ -675,11 +675,11 @@ func (r *resources) route(rt *routev3.Route, rpath string, vhRetry *retryPolicy,
 		return out
 	case rt.GetDirectResponse() != nil:
 		dr := rt.GetDirectResponse()
-		body := dr.GetBody().GetInlineString()
-		if b := dr.GetBody().GetInlineBytes(); b != nil {
-			body = string(b)
+		body, err := dataSource(dr.GetBody())
+		if err != nil {
+			r.add(rpath+".direct_response.body", "invalid: %v", err)
 		}
-		out.direct = &directResponse{code: int(dr.GetStatus()), body: body}
+		out.direct = &directResponse{code: int(dr.GetStatus()), body: string(body)}
 		return out
 	case rt.GetRoute() == nil:
 		r.add(rpath, "invalid: a route needs route, redirect or direct_response")
@@ -999,7 +999,11 @@ func compileFormat(f *corev3.SubstitutionFormatString) (*accesslog.Format, error
 		}
 		return accesslog.CompileJSON(fields)
 	case f.GetTextFormatSource() != nil:
-		return accesslog.Compile(f.GetTextFormatSource().GetInlineString())
+		text, err := dataSource(f.GetTextFormatSource())
+		if err != nil {
+			return nil, fmt.Errorf("text_format_source: %v", err)
+		}
+		return accesslog.Compile(string(text))
 	}
 	return accesslog.Compile(f.GetTextFormat())
 }

@@ -20,8 +20,7 @@ func TestRealWorldConfigs(t *testing.T) {
 		"istio-like-sidecar.yaml": nil,
 		"../seed.yaml":            nil,
 		"tls-termination.yaml": {
-			"common_tls_context.tls_certificates[0].certificate_chain.filename: not implemented",
-			"common_tls_context.tls_certificates[0].private_key.filename: not implemented",
+			"common_tls_context.tls_certificates[0].certificate_chain: invalid: open certs/servercert.pem: no such file or directory",
 		},
 		"dynamic.yaml": {
 			"dynamic_resources: not implemented",

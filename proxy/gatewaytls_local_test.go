@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +33,7 @@ func TestTLSBySNI(t *testing.T) {
           "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
           common_tls_context:
             alpn_protocols: [h2, http/1.1]
-            tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]
+            tls_certificates: [{certificate_chain: %s, private_key: %s}]
       filters:
       - name: envoy.filters.network.http_connection_manager
         typed_config:
@@ -40,13 +42,19 @@ func TestTLSBySNI(t *testing.T) {
           http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
           route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}`, names, cert, key)
 	}
+	// One chain's certificate is inline, the other's in files.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "cert.pem"), anyCert, 0o600)
+	os.WriteFile(filepath.Join(dir, "key.pem"), anyKey, 0o600)
+	inline := func(pem []byte) string { return fmt.Sprintf("{inline_string: %q}", pem) }
+	file := func(name string) string { return fmt.Sprintf("{filename: %q}", filepath.Join(dir, name)) }
 	config := `
 static_resources:
   listeners:
   - name: listener_0
     address: {socket_address: {address: 127.0.0.1, port_value: 0}}
     listener_filters: [{name: envoy.filters.listener.tls_inspector, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector}}]
-    filter_chains:` + chain(`"*.example.com"`, string(anyCert), string(anyKey)) + chain("shop.example.com", string(shopCert), string(shopKey)) + `
+    filter_chains:` + chain(`"*.example.com"`, file("cert.pem"), file("key.pem")) + chain("shop.example.com", inline(shopCert), inline(shopKey)) + `
   clusters:
   - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: ` + fmt.Sprint(port) + `}}}}]}]}}
 `

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -123,9 +124,16 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 		case !server || len(certs) > 0 || len(inline) > 1:
 			r.add(path+".tls_certificates", "not implemented by shunt: one inline certificate, on a listener's chain without SDS certificates (a chain per certificate, chosen by server_names)")
 		default:
-			if c, err := tls.X509KeyPair(dataSource(inline[0].GetCertificateChain()), dataSource(inline[0].GetPrivateKey())); err != nil {
+			chain, err1 := dataSource(inline[0].GetCertificateChain())
+			key, err2 := dataSource(inline[0].GetPrivateKey())
+			switch c, err := tls.X509KeyPair(chain, key); {
+			case err1 != nil:
+				r.add(path+".tls_certificates[0].certificate_chain", "invalid: %v", err1)
+			case err2 != nil:
+				r.add(path+".tls_certificates[0].private_key", "invalid: %v", err2)
+			case err != nil:
 				r.add(path+".tls_certificates[0]", "invalid: %v", err)
-			} else {
+			default:
 				t.static = &c
 			}
 		}
@@ -181,12 +189,19 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 	return t
 }
 
-// dataSource is an inline data source's bytes.
-func dataSource(d *corev3.DataSource) []byte {
-	if b := d.GetInlineBytes(); b != nil {
-		return b
+// dataSource is a data source's bytes: inline, or a file's, read as the
+// configuration loads (as Envoy reads it; a file changed later is not read
+// again until the configuration is).
+func dataSource(d *corev3.DataSource) ([]byte, error) {
+	switch s := d.GetSpecifier().(type) {
+	case *corev3.DataSource_Filename:
+		return os.ReadFile(s.Filename)
+	case *corev3.DataSource_InlineBytes:
+		return s.InlineBytes, nil
+	case *corev3.DataSource_InlineString:
+		return []byte(s.InlineString), nil
 	}
-	return []byte(d.GetInlineString())
+	return nil, nil
 }
 
 // sdsAgentCluster is Istio's bootstrap's cluster of the agent's SDS.

@@ -39,7 +39,7 @@ var supported = map[string][]string{
 	"envoy.config.core.v3.ExtraSourceAddress":                                                         {"address"},
 	"envoy.config.core.v3.CidrRange":                                                                  {"address_prefix", "prefix_len"},
 	"envoy.config.core.v3.Http1ProtocolOptions":                                                       {"accept_http_10"},
-	"envoy.config.core.v3.DataSource":                                                                 {"inline_string", "inline_bytes"},
+	"envoy.config.core.v3.DataSource":                                                                 {"filename", "inline_string", "inline_bytes"},
 	"envoy.config.core.v3.SubstitutionFormatString":                                                   {"text_format", "text_format_source", "json_format"},
 	"envoy.config.listener.v3.Listener":                                                               {"name", "address", "additional_addresses", "filter_chains", "listener_filters", "listener_filters_timeout", "continue_on_listener_filters_timeout", "use_original_dst", "traffic_direction", "transparent", "per_connection_buffer_limit_bytes"},
 	"envoy.config.listener.v3.AdditionalAddress":                                                      {"address"},
