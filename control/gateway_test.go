@@ -72,7 +72,9 @@ func TestCompileGateway(t *testing.T) {
 // proxy runs it: the servers the Gateway whose selector picks the pod
 // opens, the VirtualServices bound to it on the hosts it admits, each
 // match where its gateways say; the sidecars keep theirs and do not get
-// the gateway's.
+// the gateway's; an HTTP server with httpsRedirect sends its hosts to
+// https, an HTTPS one serves the certificate its credentialName names,
+// a MUTUAL one is reported, not run.
 func TestCompileIstioGateway(t *testing.T) {
 	mesh, _ := os.ReadFile("testdata/mesh.yaml")
 	gw, _ := os.ReadFile("testdata/istio-gateway.yaml")
@@ -103,10 +105,20 @@ func TestCompileIstioGateway(t *testing.T) {
 			t.Errorf("the gateway lacks %q", want)
 		}
 	}
-	if strings.Contains(text, "/mesh-only") || strings.Contains(text, "0.0.0.0_8443") {
-		t.Errorf("the gateway has the sidecars' match or the HTTPS server")
+	if strings.Contains(text, "/mesh-only") || strings.Contains(text, "0.0.0.0_9443") {
+		t.Errorf("the gateway has the sidecars' match or the MUTUAL server")
 	}
-	if p := cc.Problems(); p["Gateway default/ingress spec.servers[1].port.protocol"] != "HTTPS is not run by shunt yet (HTTP is)" {
+	var names []string
+	for _, l := range res.Listeners {
+		names = append(names, l.GetName())
+	}
+	if strings.Join(names, " ") != "0.0.0.0_8080 0.0.0.0_8081 0.0.0.0_8443" {
+		t.Errorf("listeners %v, want the two HTTP servers' and the SIMPLE one's", names)
+	}
+	if !strings.Contains(text, "https_redirect: true") || !strings.Contains(text, "name: edge.example.com:8443") || strings.Contains(text, "PRIVATE KEY") {
+		t.Errorf("no https redirect or no HTTPS virtual host, or the key shows")
+	}
+	if p := cc.Problems(); len(p) != 1 || p["Gateway default/ingress spec.servers[3].tls.mode"] != "MUTUAL is not run by shunt yet (SIMPLE is)" {
 		t.Errorf("problems: %v", p)
 	}
 	app, err := cc.Compile(w, appSidecar(t)).YAML()
@@ -115,5 +127,68 @@ func TestCompileIstioGateway(t *testing.T) {
 	}
 	if s := string(app); !strings.Contains(s, "prefix: /mesh-only") || strings.Contains(s, "/edge") || strings.Contains(s, "/backend") {
 		t.Errorf("the sidecar's routes are not the mesh's alone")
+	}
+}
+
+// TestIstioGatewayCertificateFiles: an HTTPS server's serverCertificate
+// and privateKey are the gateway's files, which its proxy reads, served
+// for the server's hosts (namespace/ left off; the key redacted in
+// dumps); an HTTP server given a
+// certificate is refused, reported.
+func TestIstioGatewayCertificateFiles(t *testing.T) {
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	w, err := control.LoadWorld(append(mesh, `
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: files, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 443, name: https, protocol: HTTPS}
+    hosts: [default/shop.example.com]
+    tls: {mode: SIMPLE, serverCertificate: /etc/istio/ingressgateway-certs/tls.crt, privateKey: /etc/istio/ingressgateway-certs/tls.key}
+  - port: {number: 80, name: http, protocol: HTTP}
+    hosts: ["*"]
+    tls: {credentialName: shop-cert}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ingress-1, namespace: istio-system, labels: {istio: ingressgateway}}
+status: {podIP: 10.1.0.51}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: shop, namespace: default}
+spec:
+  hosts: [shop.example.com]
+  gateways: [istio-system/files]
+  http: [{route: [{destination: {host: app, port: {number: 80}}}]}]
+`...), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Survey(w)
+	n, _ := control.ParseNode(&corev3.Node{Id: "router~10.1.0.51~ingress-1.istio-system~istio-system.svc.cluster.local"})
+	got, err := cc.Compile(w, n).YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(got)
+	for _, want := range []string{"filename: /etc/istio/ingressgateway-certs/tls.crt",
+		"- shop.example.com\n", "name: shop.example.com:443"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("no %q in:\n%s", want, text)
+		}
+	}
+	if strings.Contains(text, "0.0.0.0_80\n") {
+		t.Errorf("the HTTP server with a certificate is run")
+	}
+	if p := cc.Problems(); p["Gateway istio-system/files spec.servers[1].tls"] != "an HTTP server takes httpsRedirect alone" {
+		t.Errorf("problems: %v", p)
 	}
 }

@@ -61,14 +61,18 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		}
 		return gh
 	}
-	// tlsPorts are the HTTPS listeners, by port: their certificates and
-	// hostname.
-	tlsPorts := map[uint16]GatewayListener{}
+	// certs are the HTTPS ports' certificates, by port.
+	certs := map[uint16][]gatewayCert{}
 	if g != nil {
 		for _, l := range g.Listeners {
 			open(l.Port)
-			if len(l.Certificates) > 0 {
-				tlsPorts[l.Port] = l
+			for i, ref := range l.Certificates {
+				gc := gatewayCert{owner: g.Namespace + "/" + g.Name, field: fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
+					secret: ref, names: []string{l.Hostname}}
+				if l.Hostname == "" {
+					gc.names = nil // the certificate's
+				}
+				certs[l.Port] = append(certs[l.Port], gc)
 			}
 			for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 				r := w.HTTPRoutes[key]
@@ -90,6 +94,23 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		gw := w.IstioGateways[key]
 		for _, srv := range gw.Servers {
 			open(srv.Port)
+			if srv.Credential != "" || srv.CertFile != "" {
+				gc := gatewayCert{owner: key, field: fmt.Sprintf("spec.servers[%d].tls", srv.Index), certFile: srv.CertFile, keyFile: srv.KeyFile}
+				if srv.Credential != "" {
+					gc.secret = n.Namespace + "/" + srv.Credential // the gateway's namespace's, as Istio reads it
+				}
+				for _, h := range srv.Hosts {
+					_, name, qualified := strings.Cut(h, "/")
+					if !qualified {
+						name = h
+					}
+					gc.names = append(gc.names, name)
+				}
+				if slices.Contains(gc.names, "*") {
+					gc.names = []string{"*"} // any SNI, or none
+				}
+				certs[srv.Port] = append(certs[srv.Port], gc)
+			}
 			for _, vsKey := range slices.Sorted(maps.Keys(w.VirtualServices)) {
 				vs := w.VirtualServices[vsKey]
 				rules := vs.gatewayRules(key)
@@ -101,6 +122,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 					if srv.admitsHost(h, vs.Namespace, gw.Namespace) {
 						gh := host(srv.Port, h)
 						gh.vss = append(gh.vss, bound)
+						gh.httpsRedirect = gh.httpsRedirect || srv.HTTPSRedirect
 					}
 				}
 			}
@@ -116,9 +138,9 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		lst := &listenerv3.Listener{Name: name,
 			Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)), TrafficDirection: corev3.TrafficDirection_OUTBOUND}
 		hcm := c.hcmWith(outboundStatPrefix(port), rds, nil, proxy.Outbound, false, authz)
-		if l, ok := tlsPorts[port]; ok {
+		if pc, ok := certs[port]; ok {
 			lst.ListenerFilters = []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
-			lst.FilterChains = c.tlsChains(g, l, name, hcm)
+			lst.FilterChains = c.tlsChains(pc, name, hcm)
 			if len(lst.FilterChains) == 0 {
 				continue // no certificate to serve: reported
 			}
@@ -159,38 +181,58 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	return out
 }
 
-// tlsChains are an HTTPS listener's filter chains: one per certificate
-// (a TLS Secret), terminating TLS with it for the SNIs it is for — the
-// listener's hostname, else the certificate's DNS names — and handing
-// the requests to hcm. A Secret that is not there, or not a certificate
-// and key, is reported and left out.
-func (c *compiler) tlsChains(g *Gateway, l GatewayListener, name string, hcm *listenerv3.Filter) []*listenerv3.FilterChain {
+// gatewayCert is a certificate an HTTPS port serves: a TLS Secret's
+// (namespace/name), or the gateway's files; for the SNIs names ("*":
+// any; none: the certificate's DNS names); owner and field are the
+// Gateway asking for it, for a problem.
+type gatewayCert struct {
+	owner, field      string
+	secret            string
+	certFile, keyFile string
+	names             []string
+}
+
+// tlsChains are an HTTPS port's filter chains: one per certificate,
+// terminating TLS with it for the SNIs it is for and handing the
+// requests to hcm. A Secret that is not there, or not a certificate and
+// key, is reported and left out; files are the gateway proxy's to read.
+func (c *compiler) tlsChains(certs []gatewayCert, name string, hcm *listenerv3.Filter) []*listenerv3.FilterChain {
 	var out []*listenerv3.FilterChain
-	for i, ref := range l.Certificates {
-		field := fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i)
-		sec := c.w.Secrets[ref]
-		if sec == nil {
-			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, field, "no TLS Secret " + ref})
-			continue
+	for _, gc := range certs {
+		names, id := gc.names, gc.certFile
+		chain := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: gc.certFile}}
+		key := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: gc.keyFile}}
+		if gc.secret != "" {
+			id = gc.secret
+			sec := c.w.Secrets[gc.secret]
+			if sec == nil {
+				c.cc.report(Problem{"Gateway", gc.owner, gc.field, "no TLS Secret " + gc.secret})
+				continue
+			}
+			pair, err := tls.X509KeyPair(sec.Cert, sec.Key)
+			if err != nil {
+				c.cc.report(Problem{"Gateway", gc.owner, gc.field, "Secret " + gc.secret + ": " + err.Error()})
+				continue
+			}
+			if len(names) == 0 {
+				leaf, _ := x509.ParseCertificate(pair.Certificate[0])
+				names = leaf.DNSNames
+			}
+			chain = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.Cert}}
+			key = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.Key}}
 		}
-		pair, err := tls.X509KeyPair(sec.Cert, sec.Key)
-		if err != nil {
-			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, field, "Secret " + ref + ": " + err.Error()})
-			continue
-		}
-		names := []string{l.Hostname}
-		if l.Hostname == "" {
-			leaf, _ := x509.ParseCertificate(pair.Certificate[0])
-			names = leaf.DNSNames
+		if slices.Equal(names, []string{"*"}) {
+			names = nil
 		}
 		ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{AlpnProtocols: []string{"h2", "http/1.1"},
-			TlsCertificates: []*tlsv3.TlsCertificate{{
-				CertificateChain: &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.Cert}},
-				PrivateKey:       &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.Key}}}}}}
-		out = append(out, &listenerv3.FilterChain{Name: fmt.Sprintf("%s-%s", name, ref),
-			FilterChainMatch: &listenerv3.FilterChainMatch{ServerNames: names},
-			TransportSocket:  &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyres.Typed(ctx)}},
-			Filters:          []*listenerv3.Filter{hcm}})
+			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: chain, PrivateKey: key}}}}
+		fc := &listenerv3.FilterChain{Name: fmt.Sprintf("%s-%s", name, id),
+			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyres.Typed(ctx)}},
+			Filters:         []*listenerv3.Filter{hcm}}
+		if len(names) > 0 {
+			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
+		}
+		out = append(out, fc)
 	}
 	return out
 }
@@ -202,6 +244,9 @@ func (c *compiler) tlsChains(g *Gateway, l GatewayListener, name string, hcm *li
 type gatewayHost struct {
 	routes *VirtualService
 	vss    []*VirtualService
+	// httpsRedirect: an Istio server with httpsRedirect admits the host;
+	// its every request is sent to https.
+	httpsRedirect bool
 }
 
 // gatewayRoutes is a port's route configuration: a virtual host per
@@ -214,12 +259,18 @@ func (c *compiler) gatewayRoutes(hosts map[string]*gatewayHost, port uint16, nam
 	for _, h := range slices.Sorted(maps.Keys(hosts)) {
 		gh := hosts[h]
 		var routes []*routev3.Route
-		if gh.routes != nil {
+		switch {
+		case gh.httpsRedirect:
+			routes = []*routev3.Route{{Name: "https-redirect", Match: &routev3.RouteMatch{PathSpecifier: &routev3.RouteMatch_Prefix{Prefix: "/"}},
+				Action: &routev3.Route_Redirect{Redirect: &routev3.RedirectAction{SchemeRewriteSpecifier: &routev3.RedirectAction_HttpsRedirect{HttpsRedirect: true}}}}}
+		case gh.routes != nil:
 			slices.SortStableFunc(gh.routes.HTTP, byPrecedence)
 			routes = append(routes, c.vsRoutes(gh.routes, nil, p)...)
-		}
-		for _, vs := range gh.vss {
-			routes = append(routes, c.vsRoutes(vs, nil, p)...)
+			fallthrough
+		default:
+			for _, vs := range gh.vss {
+				routes = append(routes, c.vsRoutes(vs, nil, p)...)
+			}
 		}
 		domains := []string{h}
 		if h != "*" {

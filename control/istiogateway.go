@@ -23,16 +23,25 @@ type IstioGateway struct {
 // the hosts it admits (host, *.domain, *, each maybe behind ns/, ./ or
 // */).
 type IstioServer struct {
+	Index    int // in spec.servers
 	Port     uint16
 	Name     string
 	Protocol string
 	Hosts    []string
+	// An HTTPS server terminates TLS (mode SIMPLE) with the TLS Secret
+	// Credential of the gateway pod's namespace, or the gateway's files
+	// CertFile and KeyFile.
+	Credential, CertFile, KeyFile string
+	// HTTPSRedirect: an HTTP server answers every request with a 301 to
+	// its https:// URL.
+	HTTPSRedirect bool
 }
 
 var istioGatewaySchema = schema{
 	"selector": nil,
 	"servers": listOf{schema{"port": schema{"number": nil, "name": nil, "protocol": nil, "targetPort": nil},
-		"hosts": nil, "name": nil, "tls": nil, "bind": nil, "defaultEndpoint": nil}},
+		"hosts": nil, "name": nil, "bind": nil, "defaultEndpoint": nil,
+		"tls": schema{"httpsRedirect": nil, "mode": nil, "credentialName": nil, "serverCertificate": nil, "privateKey": nil}}},
 }
 
 // IstioGatewayFrom reads an Istio Gateway manifest.
@@ -51,7 +60,7 @@ func IstioGatewayFrom(doc []byte) (*IstioGateway, error) {
 			}
 			Hosts           []string
 			Name            string
-			TLS             json.RawMessage
+			TLS             *istioServerTLS
 			Bind            string
 			DefaultEndpoint string
 		}
@@ -66,13 +75,9 @@ func IstioGatewayFrom(doc []byte) (*IstioGateway, error) {
 		if s.Port.Number == 0 || len(s.Hosts) == 0 {
 			return nil, fmt.Errorf("Gateway %s: %s: a server needs a port number and hosts", name, path)
 		}
-		protocol := strings.ToUpper(s.Port.Protocol)
-		switch {
-		case protocol != "HTTP":
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.port.protocol: %s is not run by shunt yet (HTTP is)", path, s.Port.Protocol))
-			continue
-		case len(s.TLS) > 0 && string(s.TLS) != "null":
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.tls: not run by shunt yet: the server is left out", path))
+		srv := IstioServer{Index: i, Port: s.Port.Number, Name: s.Port.Name, Protocol: strings.ToUpper(s.Port.Protocol), Hosts: s.Hosts}
+		if problem := srv.readTLS(s.TLS); problem != "" {
+			g.Problems = append(g.Problems, path+"."+problem)
 			continue
 		}
 		for _, f := range []struct{ field, value string }{{"bind", s.Bind}, {"defaultEndpoint", s.DefaultEndpoint}} {
@@ -83,9 +88,44 @@ func IstioGatewayFrom(doc []byte) (*IstioGateway, error) {
 		if s.Port.TargetPort != 0 {
 			g.Problems = append(g.Problems, fmt.Sprintf("%s.port.targetPort: not run by shunt (the gateway listens on the port's number)", path))
 		}
-		g.Servers = append(g.Servers, IstioServer{Port: s.Port.Number, Name: s.Port.Name, Protocol: protocol, Hosts: s.Hosts})
+		g.Servers = append(g.Servers, srv)
 	}
 	return g, nil
+}
+
+// istioServerTLS is a server's tls, the fields shunt runs.
+type istioServerTLS struct {
+	HTTPSRedirect                                       bool `json:"httpsRedirect"`
+	Mode, CredentialName, ServerCertificate, PrivateKey string
+}
+
+// readTLS takes a server's tls settings, as Istio reads them: an HTTP
+// server's httpsRedirect; an HTTPS server's certificate (SIMPLE). What
+// shunt does not run is the problem returned (field: why), the server
+// then left out.
+func (srv *IstioServer) readTLS(t *istioServerTLS) string {
+	switch {
+	case srv.Protocol == "HTTP":
+		srv.HTTPSRedirect = t != nil && t.HTTPSRedirect
+		if t != nil && (t.Mode != "" || t.CredentialName != "" || t.ServerCertificate != "") {
+			return "tls: an HTTP server takes httpsRedirect alone"
+		}
+	case srv.Protocol != "HTTPS":
+		return fmt.Sprintf("port.protocol: %s is not run by shunt yet (HTTP and HTTPS are)", srv.Protocol)
+	case t == nil || t.Mode != "SIMPLE":
+		mode := "PASSTHROUGH (unset)"
+		if t != nil && t.Mode != "" {
+			mode = t.Mode
+		}
+		return fmt.Sprintf("tls.mode: %s is not run by shunt yet (SIMPLE is)", mode)
+	case t.CredentialName != "":
+		srv.Credential = t.CredentialName
+	case t.ServerCertificate != "" && t.PrivateKey != "":
+		srv.CertFile, srv.KeyFile = t.ServerCertificate, t.PrivateKey
+	default:
+		return "tls: SIMPLE needs credentialName, or serverCertificate and privateKey"
+	}
+	return ""
 }
 
 // PutIstioGateway adds or replaces an Istio Gateway.

@@ -97,7 +97,10 @@ kind: Gateway
 metadata: {name: istio-ingress, namespace: shop}
 spec:
   selector: {istio: ingressgateway}
-  servers: [{port: {number: 8081, name: http, protocol: HTTP}, hosts: [istio.example.com]}]
+  servers:
+  - {port: {number: 8081, name: http, protocol: HTTP}, hosts: [istio.example.com]}
+  - {port: {number: 8082, name: http-redirect, protocol: HTTP}, hosts: [istio.example.com], tls: {httpsRedirect: true}}
+  - {port: {number: 9443, name: https, protocol: HTTPS}, hosts: [istio.example.com], tls: {mode: SIMPLE, credentialName: istio-cert}}
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -176,8 +179,9 @@ func TestGateway(t *testing.T) {
 	dir := t.TempDir()
 	shopCert, shopKey := catest.ServerCert(t, "shop.example.com")
 	apiCert, apiKey := catest.ServerCert(t, "api.example.com")
+	istioCert, istioKey := catest.ServerCert(t, "istio.example.com")
 	writeManifest := func(shopCert, shopKey []byte) {
-		text := manifest + tlsSecret("shop-cert", shopCert, shopKey) + tlsSecret("api-cert", apiCert, apiKey)
+		text := manifest + tlsSecret("shop-cert", shopCert, shopKey) + tlsSecret("api-cert", apiCert, apiKey) + tlsSecret("istio-cert", istioCert, istioKey)
 		os.WriteFile(filepath.Join(dir, "mesh.yaml.new"), []byte(text), 0o644)
 		os.Rename(filepath.Join(dir, "mesh.yaml.new"), filepath.Join(dir, "mesh.yaml"))
 	}
@@ -252,11 +256,16 @@ func TestGateway(t *testing.T) {
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(shopCert)
 	roots.AppendCertsFromPEM(apiCert)
+	roots.AppendCertsFromPEM(istioCert)
 	https := func(host, path string, h2 bool) (cert *x509.Certificate, proto, body string, err error) {
+		port := "8443"
+		if strings.HasPrefix(host, "istio.") {
+			port = "9443" // the Istio Gateway's HTTPS server
+		}
 		tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: roots}, ForceAttemptHTTP2: h2,
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
 				var c net.Conn
-				err := outside.Do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", "10.3.0.1:8443"); return err })
+				err := outside.Do(func() (err error) { c, err = (&net.Dialer{}).DialContext(ctx, "tcp", "10.3.0.1:"+port); return err })
 				return c, err
 			}}
 		defer tr.CloseIdleConnections()
@@ -277,6 +286,7 @@ func TestGateway(t *testing.T) {
 		{"shop.example.com", "/reviews/1", false, "HTTP/1.1", "reviews /reviews/1 via="},
 		{"shop.example.com", "/ratings/2", true, "HTTP/2.0", "ratings /2 via="},
 		{"api.example.com", "/v1/x", false, "HTTP/1.1", "reviews /v1/x via="},
+		{"istio.example.com", "/ratings/3", true, "HTTP/2.0", "ratings /ratings/3 via="}, // credentialName, the pod's namespace's
 	} {
 		cert, proto, body, err := https(c.host, c.path, c.h2)
 		if err != nil || cert.Subject.CommonName != c.host || proto != c.proto || body != c.body {
@@ -288,10 +298,15 @@ func TestGateway(t *testing.T) {
 	}
 	noRedirect := outside.HTTPClient()
 	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	req, _ := http.NewRequest("GET", "http://10.3.0.1:8080/v1/x?q=1", nil)
-	req.Host = "api.example.com"
-	if resp, err := noRedirect.Do(req); err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != "https://api.example.com/v1/x?q=1" {
-		t.Errorf("plain HTTP to api.example.com: %v %v, want 301 to https://api.example.com/v1/x?q=1", resp, err)
+	for _, c := range []struct{ url, host, location string }{
+		{"http://10.3.0.1:8080/v1/x?q=1", "api.example.com", "https://api.example.com/v1/x?q=1"},
+		{"http://10.3.0.1:8082/ratings/3?q=1", "istio.example.com", "https://istio.example.com/ratings/3?q=1"}, // Istio's httpsRedirect
+	} {
+		req, _ := http.NewRequest("GET", c.url, nil)
+		req.Host = c.host
+		if resp, err := noRedirect.Do(req); err != nil || resp.StatusCode != 301 || resp.Header.Get("Location") != c.location {
+			t.Errorf("plain HTTP to %s: %v %v, want 301 to %s", c.url, resp, err, c.location)
+		}
 	}
 	// The Secret renewed: the new certificate is served, the gateway not
 	// restarted (the control plane reads its file again).
