@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -33,7 +34,7 @@ type Gateway struct {
 type GatewayListener struct {
 	Name     string
 	Port     uint16
-	Protocol string // HTTP, HTTPS (TLS and TCP are reported, not run)
+	Protocol string // HTTP, HTTPS, TLS (Passthrough); TCP and UDP are reported, not run
 	Hostname string // "" for any; may start with "*."
 	// AllNamespaces: routes of every namespace may attach (allowedRoutes
 	// from: All); else only the Gateway's own (Same).
@@ -41,7 +42,14 @@ type GatewayListener struct {
 	// Certificates are an HTTPS listener's certificateRefs (TLS Secrets,
 	// namespace/name), which it terminates TLS with, chosen by SNI.
 	Certificates []string
+	// Kinds are the kinds of route that may attach: allowedRoutes.kinds,
+	// else the protocol's (HTTPRoute and GRPCRoute; TLSRoute).
+	Kinds []string
 }
+
+// routeKinds are the kinds of route shunt attaches to a listener of each
+// protocol.
+var routeKinds = map[string][]string{"HTTP": {"HTTPRoute", "GRPCRoute"}, "HTTPS": {"HTTPRoute", "GRPCRoute"}, "TLS": {"TLSRoute"}}
 
 // ParentGateway is a route's parentRef to a Gateway: its listener by
 // name (sectionName) or port, or all of them.
@@ -113,10 +121,14 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 				g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs: no certificate to terminate TLS with: the listener is left out", path))
 				continue
 			}
-		case l.Protocol != "HTTP":
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.protocol: %s is not run by shunt yet (HTTP and HTTPS are)", path, l.Protocol))
+		case l.Protocol == "TLS" && (l.TLS == nil || l.TLS.Mode != "Passthrough"):
+			g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.mode: a TLS listener is run by shunt in Passthrough mode (TLSRoute), not yet Terminate", path))
+			continue
+		case l.Protocol != "HTTP" && l.Protocol != "TLS":
+			g.Problems = append(g.Problems, fmt.Sprintf("%s.protocol: %s is not run by shunt yet (HTTP, HTTPS and TLS are)", path, l.Protocol))
 			continue
 		}
+		gl.Kinds = routeKinds[l.Protocol]
 		if ar := l.AllowedRoutes; ar != nil {
 			if ns := ar.Namespaces; ns != nil {
 				switch ns.From {
@@ -127,9 +139,15 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 					g.Problems = append(g.Problems, fmt.Sprintf("%s.allowedRoutes.namespaces.from: %s is not run by shunt (Same and All are): the Gateway's own namespace's routes attach", path, ns.From))
 				}
 			}
+			if len(ar.Kinds) > 0 {
+				gl.Kinds = nil
+			}
 			for j, k := range ar.Kinds {
-				if k.Kind != "HTTPRoute" {
-					g.Problems = append(g.Problems, fmt.Sprintf("%s.allowedRoutes.kinds[%d]: %s is not run by shunt (HTTPRoute is)", path, j, k.Kind))
+				if slices.Contains(routeKinds[l.Protocol], k.Kind) {
+					gl.Kinds = append(gl.Kinds, k.Kind)
+				} else {
+					g.Problems = append(g.Problems, fmt.Sprintf("%s.allowedRoutes.kinds[%d]: %s is not a kind shunt attaches to a %s listener (%s)",
+						path, j, k.Kind, l.Protocol, strings.Join(routeKinds[l.Protocol], ", ")))
 				}
 			}
 		}
@@ -188,11 +206,11 @@ func (w *World) labelsOf(n Node) map[string]string {
 	return n.Labels
 }
 
-// admits says a route of namespace ns with parent p attaches to a
-// Gateway's listener l.
-func (g *Gateway) admits(l GatewayListener, ns string, p ParentGateway) bool {
+// admits says a route of kind, of namespace ns, with parent p attaches
+// to a Gateway's listener l.
+func (g *Gateway) admits(l GatewayListener, kind, ns string, p ParentGateway) bool {
 	return p.Gateway == g.Namespace+"/"+g.Name && (p.Section == "" || p.Section == l.Name) && (p.Port == 0 || p.Port == l.Port) &&
-		(l.AllNamespaces || ns == g.Namespace)
+		(l.AllNamespaces || ns == g.Namespace) && slices.Contains(l.Kinds, kind)
 }
 
 // hostnames are the names a listener serves for a route: the route's

@@ -15,7 +15,8 @@ const gatewayNode = "router~10.1.0.50~public-gw-1.default~default.svc.cluster.lo
 // TestCompileGateway compiles a gateway's proxy's resources (gateway.yaml
 // over the seed's mesh): the golden file, and the proxy runs it; the
 // HTTPS listener serves its certificate's names from a Secret (a Secret
-// not there is reported), the TLS one is reported, not run; a route the
+// not there is reported), the TLS one passes connections by SNI to the
+// TLSRoute's backends by weight, the TCP one is reported; a route the
 // listener does not
 // admit (another namespace's, under allowedRoutes Same) and one for
 // another listener are left out; a backend in another namespace is
@@ -43,8 +44,15 @@ func TestCompileGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "gateway.golden.yaml", got)
-	if len(res.Listeners) != 2 || res.Listeners[0].GetName() != "0.0.0.0_8080" || res.Listeners[1].GetName() != "0.0.0.0_8443" {
-		t.Errorf("listeners %v, want the HTTP and HTTPS listeners'", res.Listeners)
+	if len(res.Listeners) != 3 || res.Listeners[0].GetName() != "0.0.0.0_8080" || res.Listeners[1].GetName() != "0.0.0.0_8443" ||
+		res.Listeners[2].GetName() != "0.0.0.0_9443" {
+		t.Errorf("listeners %v, want the HTTP, HTTPS and TLS listeners'", res.Listeners)
+	}
+	if text := string(got); !strings.Contains(text, "prefix: /shop.Cart/") {
+		t.Errorf("the GRPCRoute is not on the HTTPS listener:\n%s", text)
+	}
+	if text := string(got); !strings.Contains(text, "- db.example.com") || !strings.Contains(text, "name: outbound|8000||checkout.default.svc.cluster.local\n            weight: 90") {
+		t.Errorf("the TLS listener does not pass db.example.com by weight:\n%s", text)
 	}
 	if text := string(got); !strings.Contains(text, "- www.example.com") || strings.Contains(text, "PRIVATE KEY") || !strings.Contains(text, "[redacted]") {
 		t.Errorf("the HTTPS listener does not serve the certificate's names, or its key shows:\n%s", text)
@@ -52,7 +60,7 @@ func TestCompileGateway(t *testing.T) {
 	if text := string(got); strings.Contains(text, "other.example.com") || !strings.Contains(text, "shop.example.com:8080") {
 		t.Errorf("the virtual hosts are not shop.example.com's alone:\n%s", text)
 	}
-	if p := cc.Problems(); p["Gateway default/public spec.listeners[2].protocol"] != "TLS is not run by shunt yet (HTTP and HTTPS are)" ||
+	if p := cc.Problems(); p["Gateway default/public spec.listeners[3].protocol"] != "TCP is not run by shunt yet (HTTP, HTTPS and TLS are)" ||
 		p["Gateway default/public spec.listeners[https].tls.certificateRefs[1]"] != "no TLS Secret default/missing-cert" ||
 		!strings.HasPrefix(p["HTTPRoute default/shop spec.rules.backendRefs"], "a backend in another namespace needs a ReferenceGrant") {
 		t.Errorf("problems: %v", p)

@@ -17,7 +17,9 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy"
@@ -63,8 +65,13 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	}
 	// certs are the HTTPS ports' certificates, by port.
 	certs := map[uint16][]gatewayCert{}
+	var passthrough []GatewayListener
 	if g != nil {
 		for _, l := range g.Listeners {
+			if l.Protocol == "TLS" {
+				passthrough = append(passthrough, l)
+				continue
+			}
 			open(l.Port)
 			for i, ref := range l.Certificates {
 				gc := gatewayCert{owner: g.Namespace + "/" + g.Name, field: fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
@@ -76,7 +83,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 			}
 			for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 				r := w.HTTPRoutes[key]
-				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Namespace, p) }) {
+				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Routes.Kind, r.Namespace, p) }) {
 					continue
 				}
 				rules := c.sameNamespaceBackends(r)
@@ -132,6 +139,13 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	// in, as on a sidecar's inbound (ipBlocks: the client's address).
 	authz, _ := c.authzFilters(c.pod())
 	clusters := map[string]bool{}
+	for _, l := range passthrough {
+		if ports[l.Port] != nil {
+			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, "spec.listeners[" + l.Name + "].port", "an HTTP listener's too: the TLS listener is left out"})
+		} else if lst := c.passthroughListener(g, l, clusters); lst != nil {
+			out.Listeners = append(out.Listeners, lst)
+		}
+	}
 	for _, port := range slices.Sorted(maps.Keys(ports)) {
 		name := fmt.Sprintf("0.0.0.0_%d", port)
 		rds := "http." + strconv.Itoa(int(port))
@@ -179,6 +193,56 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	slices.SortFunc(out.Clusters, byName((*clusterv3.Cluster).GetName))
 	slices.SortFunc(out.Endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
 	return out
+}
+
+// passthroughListener is a TLS Passthrough listener: a filter chain per
+// TLSRoute attached, for the SNIs its hostnames and the listener's
+// admit, sending the connection on unopened to its backends (by weight;
+// none: closed); an SNI no route takes is refused. The clusters it sends
+// to are added to clusters. Nil when no route attaches.
+func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters map[string]bool) *listenerv3.Listener {
+	name := fmt.Sprintf("0.0.0.0_%d", l.Port)
+	lst := &listenerv3.Listener{Name: name, Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), l.Port)),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
+		ListenerFilters:  []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}}
+	for _, key := range slices.Sorted(maps.Keys(c.w.TLSRoutes)) {
+		r := c.w.TLSRoutes[key]
+		names := l.hostnames(r.Hostnames)
+		if len(names) == 0 || !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, "TLSRoute", r.Namespace, p) }) {
+			continue
+		}
+		suffix := "." + r.Namespace + ".svc." + c.w.Domain
+		var backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+		for _, b := range r.Backends {
+			if !strings.HasSuffix(b.Host, suffix) {
+				c.cc.report(Problem{"TLSRoute", key, "spec.rules[0].backendRefs",
+					"a backend in another namespace needs a ReferenceGrant, which shunt does not read yet: refused"})
+				continue
+			}
+			cl := clusterName("outbound", b.Port, "", b.Host)
+			clusters[cl] = true
+			backends = append(backends, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: cl, Weight: uint32(b.Weight)})
+		}
+		tp := &tcpproxyv3.TcpProxy{StatPrefix: proxy.BlackHoleCluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: proxy.BlackHoleCluster},
+			IdleTimeout: durationpb.New(c.m.IdleTimeout), AccessLog: c.m.logs}
+		switch len(backends) {
+		case 0: // no backend it may send to: closed
+		case 1:
+			tp.StatPrefix, tp.ClusterSpecifier = backends[0].Name, &tcpproxyv3.TcpProxy_Cluster{Cluster: backends[0].Name}
+		default:
+			tp.StatPrefix = name
+			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: backends}}
+		}
+		fc := &listenerv3.FilterChain{Name: name + "-" + key, Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(tp))}}
+		if !slices.Equal(names, []string{"*"}) {
+			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
+		}
+		lst.FilterChains = append(lst.FilterChains, fc)
+	}
+	if len(lst.FilterChains) == 0 {
+		return nil
+	}
+	return lst
 }
 
 // gatewayCert is a certificate an HTTPS port serves: a TLS Secret's

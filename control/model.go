@@ -101,6 +101,8 @@ type World struct {
 	// IstioGateways are Istio's (networking.istio.io) Gateways, by
 	// namespace/name.
 	IstioGateways map[string]*IstioGateway
+	// TLSRoutes are Gateway API's TLSRoutes, by namespace/name.
+	TLSRoutes map[string]*TLSRoute
 	// Secrets are the TLS Secrets (a gateway's certificates), by
 	// namespace/name.
 	Secrets map[string]*TLSSecret
@@ -135,7 +137,7 @@ func NewWorld() *World {
 		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
 		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{},
 		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}, IstioGateways: map[string]*IstioGateway{},
-		Secrets: map[string]*TLSSecret{}}
+		TLSRoutes: map[string]*TLSRoute{}, Secrets: map[string]*TLSSecret{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -147,7 +149,7 @@ func (w *World) Clone() *World {
 		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
 		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies),
 		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses), IstioGateways: maps.Clone(w.IstioGateways),
-		Secrets: maps.Clone(w.Secrets)}
+		TLSRoutes: maps.Clone(w.TLSRoutes), Secrets: maps.Clone(w.Secrets)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.

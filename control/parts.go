@@ -242,6 +242,9 @@ func (cc *Compiler) survey(w *World) {
 			cc.report(Problem{"Gateway", key, field, why})
 		}
 	}
+	for _, key := range slices.Sorted(maps.Keys(w.TLSRoutes)) {
+		unrun("TLSRoute", key, w.TLSRoutes[key].Problems)
+	}
 	for _, key := range slices.Sorted(maps.Keys(w.AuthorizationPolicies)) {
 		ap := w.AuthorizationPolicies[key]
 		for _, p := range ap.Problems {

@@ -41,6 +41,9 @@ var ruleKinds = []struct {
 	{"GatewayClass", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "gatewayclasses",
 		reading(anyDomain(GatewayClassFrom), (*World).PutGatewayClass),
 		func(w *World, key string) { delete(w.GatewayClasses, strings.TrimPrefix(key, "/")) }}, // cluster-scoped: "/NAME"
+	{"TLSRoute", "gateway.networking.k8s.io", []string{"v1alpha3", "v1alpha2"}, "tlsroutes",
+		reading(TLSRouteFrom, (*World).PutTLSRoute),
+		func(w *World, key string) { delete(w.TLSRoutes, key) }},
 	{"GRPCRoute", "gateway.networking.k8s.io", []string{"v1"}, "grpcroutes",
 		reading(GRPCRouteFrom, (*World).PutHTTPRoute),
 		func(w *World, key string) { delete(w.HTTPRoutes, routeKey("GRPCRoute", key)) }},

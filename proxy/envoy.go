@@ -488,13 +488,31 @@ func (r *resources) filterChain(fc *listenerv3.FilterChain, path string) *filter
 }
 
 func (r *resources) tcpProxy(t *tcpproxyv3.TcpProxy, path string) *tcpProxy {
-	cl := r.clusters[t.GetCluster()]
-	if cl == nil {
+	out := &tcpProxy{statPrefix: t.GetStatPrefix(), idle: durationOr(t.GetIdleTimeout(), r.opt.idle),
+		logs: r.accessLogs(t.GetAccessLog(), path+".access_log")}
+	if wc := t.GetWeightedClusters(); wc != nil {
+		for i, w := range wc.GetClusters() {
+			cl := r.clusters[w.GetName()]
+			if cl == nil {
+				r.add(fmt.Sprintf("%s.weighted_clusters.clusters[%d].name", path, i), "invalid: no cluster named %q", w.GetName())
+				return nil
+			}
+			if w.GetWeight() > 0 {
+				out.weighted = append(out.weighted, weightedCluster{cluster: cl, weight: uint64(w.GetWeight())})
+				out.totalWeight += uint64(w.GetWeight())
+			}
+		}
+		if out.totalWeight == 0 {
+			r.add(path+".weighted_clusters", "invalid: no cluster has a weight")
+			return nil
+		}
+		return out
+	}
+	if out.cluster = r.clusters[t.GetCluster()]; out.cluster == nil {
 		r.add(path+".cluster", "invalid: no cluster named %q", t.GetCluster())
 		return nil
 	}
-	return &tcpProxy{statPrefix: t.GetStatPrefix(), cluster: cl, idle: durationOr(t.GetIdleTimeout(), r.opt.idle),
-		logs: r.accessLogs(t.GetAccessLog(), path+".access_log")}
+	return out
 }
 
 func (r *resources) httpManager(h *hcmv3.HttpConnectionManager, path string) *httpManager {

@@ -17,14 +17,7 @@ import (
 func (rt *route) clusterFor(r requestView, clusters map[string]*cluster) *cluster {
 	switch {
 	case len(rt.weighted) > 0:
-		n := rand.Uint64N(rt.totalWeight)
-		for _, w := range rt.weighted {
-			if n < w.weight {
-				return w.cluster
-			}
-			n -= w.weight
-		}
-		return rt.weighted[len(rt.weighted)-1].cluster
+		return pickWeighted(rt.weighted, rt.totalWeight)
 	case rt.clusterHeader != "":
 		v, ok := r.header(rt.clusterHeader)
 		if !ok {
@@ -165,4 +158,17 @@ func applyHeaderMutations(h http.Header, adds []headerAdd, removes []string) {
 			h.Add(a.name, a.value)
 		}
 	}
+}
+
+// pickWeighted is a cluster of ws picked at random by weight (total, their
+// sum).
+func pickWeighted(ws []weightedCluster, total uint64) *cluster {
+	n := rand.Uint64N(total)
+	for _, w := range ws {
+		if n < w.weight {
+			return w.cluster
+		}
+		n -= w.weight
+	}
+	return ws[len(ws)-1].cluster
 }

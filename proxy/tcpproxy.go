@@ -14,6 +14,9 @@ import (
 type tcpProxy struct {
 	statPrefix string
 	cluster    *cluster
+	// weighted_clusters: a cluster picked by weight per connection.
+	weighted    []weightedCluster
+	totalWeight uint64
 	idle       time.Duration // idle_timeout: no byte either way for this long closes it; 0 for none
 	logs       []logger
 }
@@ -21,8 +24,12 @@ type tcpProxy struct {
 // proxyTCP runs d through t and logs it; it closes d.
 func (p *Proxy) proxyTCP(d *downstream, t *tcpProxy) Result {
 	rec := d.record()
-	rec.UpstreamCluster = t.cluster.name
-	r := p.forwardTCP(d, t, &rec)
+	cl := t.cluster
+	if len(t.weighted) > 0 {
+		cl = pickWeighted(t.weighted, t.totalWeight)
+	}
+	rec.UpstreamCluster = cl.name
+	r := p.forwardTCP(d, t, cl, &rec)
 	if rec.Flags == 0 {
 		rec.Flags = r.flags(false)
 	}
@@ -35,8 +42,7 @@ func (p *Proxy) proxyTCP(d *downstream, t *tcpProxy) Result {
 	return r
 }
 
-func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, rec *accesslog.Record) Result {
-	cl := t.cluster
+func (p *Proxy) forwardTCP(d *downstream, t *tcpProxy, cl *cluster, rec *accesslog.Record) Result {
 	ep, err := cl.pick(d.local)
 	if err != nil {
 		reset(d.c)

@@ -43,6 +43,7 @@ spec:
   listeners:
   - {name: http, port: 8080, protocol: HTTP, hostname: "*.example.com"}
   - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: shop-cert}, {name: api-cert}]}}
+  - {name: tls, port: 9444, protocol: TLS, hostname: "*.internal.example", tls: {mode: Passthrough}}
 ---
 apiVersion: v1
 kind: Pod
@@ -73,6 +74,26 @@ metadata: {name: ratings-1, namespace: shop, labels: {kubernetes.io/service-name
 addressType: IPv4
 ports: [{name: http, port: 9081}]
 endpoints: [{addresses: [10.4.0.2], conditions: {ready: true}}]
+---
+apiVersion: v1
+kind: Service
+metadata: {name: db, namespace: shop}
+spec: {clusterIP: 10.96.1.3, ports: [{name: tls, port: 5432, targetPort: 9443}]}
+---
+apiVersion: discovery.k8s.io/v1
+kind: EndpointSlice
+metadata: {name: db-1, namespace: shop, labels: {kubernetes.io/service-name: db}}
+addressType: IPv4
+ports: [{name: tls, port: 9443}]
+endpoints: [{addresses: [10.4.0.2], conditions: {ready: true}}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: db, namespace: shop}
+spec:
+  parentRefs: [{name: public, sectionName: tls}]
+  hostnames: [db.internal.example]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -170,6 +191,18 @@ func TestGateway(t *testing.T) {
 		go app.Serve(apps.Listener(t, "0.0.0.0:"+port))
 		t.Cleanup(func() { app.Close() })
 	}
+	// A service that terminates TLS itself, which the gateway passes
+	// through by SNI.
+	dbCert, dbKey := catest.ServerCert(t, "db.internal.example")
+	dbPair, err := tls.X509KeyPair(dbCert, dbKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	db := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "db %s via=%s", r.URL.Path, r.Header.Get("x-via"))
+	})}
+	go db.Serve(tls.NewListener(apps.Listener(t, "0.0.0.0:9443"), &tls.Config{Certificates: []tls.Certificate{dbPair}}))
+	t.Cleanup(func() { db.Close() })
 	col, err := otlptest.ServeIn(gw.Do, "127.0.0.1:4317", "127.0.0.1:4318", true)
 	if err != nil {
 		t.Fatal(err)
@@ -257,10 +290,14 @@ func TestGateway(t *testing.T) {
 	roots.AppendCertsFromPEM(shopCert)
 	roots.AppendCertsFromPEM(apiCert)
 	roots.AppendCertsFromPEM(istioCert)
+	roots.AppendCertsFromPEM(dbCert)
 	https := func(host, path string, h2 bool) (cert *x509.Certificate, proto, body string, err error) {
 		port := "8443"
-		if strings.HasPrefix(host, "istio.") {
+		switch {
+		case strings.HasPrefix(host, "istio."):
 			port = "9443" // the Istio Gateway's HTTPS server
+		case strings.HasSuffix(host, ".internal.example"):
+			port = "9444" // the TLS passthrough listener
 		}
 		tr := &http.Transport{TLSClientConfig: &tls.Config{ServerName: host, RootCAs: roots}, ForceAttemptHTTP2: h2,
 			DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
@@ -287,14 +324,17 @@ func TestGateway(t *testing.T) {
 		{"shop.example.com", "/ratings/2", true, "HTTP/2.0", "ratings /2 via="},
 		{"api.example.com", "/v1/x", false, "HTTP/1.1", "reviews /v1/x via="},
 		{"istio.example.com", "/ratings/3", true, "HTTP/2.0", "ratings /ratings/3 via="}, // credentialName, the pod's namespace's
+		{"db.internal.example", "/q", false, "HTTP/1.1", "db /q via="},                   // passed through: the service's own certificate
 	} {
 		cert, proto, body, err := https(c.host, c.path, c.h2)
 		if err != nil || cert.Subject.CommonName != c.host || proto != c.proto || body != c.body {
 			t.Errorf("https://%s%s: %v %v %q, want %s's certificate, %s, %q", c.host, c.path, err, proto, body, c.host, c.proto, c.body)
 		}
 	}
-	if _, _, _, err := https("nowhere.test", "/", false); err == nil {
-		t.Error("an SNI no certificate names was served")
+	for _, host := range []string{"nowhere.test", "nowhere.internal.example"} {
+		if _, _, _, err := https(host, "/", false); err == nil {
+			t.Errorf("SNI %s, which no certificate or route names, was served", host)
+		}
 	}
 	noRedirect := outside.HTTPClient()
 	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }

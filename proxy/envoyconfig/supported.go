@@ -158,12 +158,14 @@ var supported = map[string][]string{
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig":               {"upgrade_type"},
 	"envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter":                                        {"name", "typed_config"},
 	"envoy.extensions.filters.http.router.v3.Router":                                                                {},
-	"udpa.type.v1.TypedStruct":                                  {"type_url", "value"},
-	"xds.type.v3.TypedStruct":                                   {"type_url", "value"},
-	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":    {"stat_prefix", "cluster", "access_log", "idle_timeout"},
-	"envoy.extensions.access_loggers.file.v3.FileAccessLog":     {"path", "log_format"},
-	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog": {"log_format"},
-	"envoy.extensions.access_loggers.stream.v3.StderrAccessLog": {"log_format"},
+	"udpa.type.v1.TypedStruct":                                                             {"type_url", "value"},
+	"xds.type.v3.TypedStruct":                                                              {"type_url", "value"},
+	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy":                               {"stat_prefix", "cluster", "weighted_clusters", "access_log", "idle_timeout"},
+	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster":               {"clusters"},
+	"envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy.WeightedCluster.ClusterWeight": {"name", "weight"},
+	"envoy.extensions.access_loggers.file.v3.FileAccessLog":                                {"path", "log_format"},
+	"envoy.extensions.access_loggers.stream.v3.StdoutAccessLog":                            {"log_format"},
+	"envoy.extensions.access_loggers.stream.v3.StderrAccessLog":                            {"log_format"},
 }
 
 // enumValues restricts enum fields to the values shunt implements.
