@@ -40,7 +40,8 @@ type GatewayListener struct {
 	// from: All); else only the Gateway's own (Same).
 	AllNamespaces bool
 	// Certificates are an HTTPS listener's certificateRefs (TLS Secrets,
-	// namespace/name), which it terminates TLS with, chosen by SNI.
+	// namespace/name; another namespace's where a ReferenceGrant there
+	// lets the Gateway), which it terminates TLS with, chosen by SNI.
 	Certificates []string
 	// Kinds are the kinds of route that may attach: allowedRoutes.kinds,
 	// else the protocol's (HTTPRoute and GRPCRoute; TLSRoute).
@@ -111,8 +112,6 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 				switch {
 				case ref.Kind != "" && ref.Kind != "Secret" || ref.Group != "" && ref.Group != "core":
 					g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs[%d]: a %s, not a Secret", path, j, ref.Kind))
-				case ns != o.Metadata.Namespace:
-					g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs[%d]: a Secret in another namespace needs a ReferenceGrant, which shunt does not read yet: refused", path, j))
 				default:
 					gl.Certificates = append(gl.Certificates, ns+"/"+ref.Name)
 				}

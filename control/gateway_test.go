@@ -17,10 +17,10 @@ const gatewayNode = "router~10.1.0.50~public-gw-1.default~default.svc.cluster.lo
 // HTTPS listener serves its certificate's names from a Secret (a Secret
 // not there is reported), the TLS one passes connections by SNI to the
 // TLSRoute's backends by weight, the TCP one is reported; a route the
-// listener does not
-// admit (another namespace's, under allowedRoutes Same) and one for
-// another listener are left out; a backend in another namespace is
-// refused (500, reported).
+// listener does not admit (another namespace's, under allowedRoutes
+// Same) and one for another listener are left out; a backend in another
+// namespace is refused (500, reported) unless a ReferenceGrant there
+// grants it.
 func TestCompileGateway(t *testing.T) {
 	mesh, _ := os.ReadFile("testdata/mesh.yaml")
 	gw, _ := os.ReadFile("testdata/gateway.yaml")
@@ -62,11 +62,14 @@ func TestCompileGateway(t *testing.T) {
 	}
 	if p := cc.Problems(); p["Gateway default/public spec.listeners[3].protocol"] != "TCP is not run by shunt yet (HTTP, HTTPS and TLS are)" ||
 		p["Gateway default/public spec.listeners[https].tls.certificateRefs[1]"] != "no TLS Secret default/missing-cert" ||
-		!strings.HasPrefix(p["HTTPRoute default/shop spec.rules.backendRefs"], "a backend in another namespace needs a ReferenceGrant") {
+		p["HTTPRoute default/shop spec.rules.backendRefs"] != "the backend web.other.svc.cluster.local is in another namespace, and no ReferenceGrant there lets the route refer to it: refused" {
 		t.Errorf("problems: %v", p)
 	}
 	if text := string(got); !strings.Contains(text, "path_separated_prefix: /foreign") || !strings.Contains(text, "status: 500") {
 		t.Errorf("the route to another namespace's backend does not answer 500:\n%s", text)
+	}
+	if text := string(got); !strings.Contains(text, "cluster: outbound|80||shared.other.svc.cluster.local") {
+		t.Errorf("the backend a ReferenceGrant grants is not routed to:\n%s", text)
 	}
 	// A gateway whose pod names no Gateway of shunt's is sent nothing.
 	other, _ := control.ParseNode(&corev3.Node{Id: "router~10.1.0.99~lost-1.default~default.svc.cluster.local"})

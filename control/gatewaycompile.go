@@ -74,6 +74,11 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 			}
 			open(l.Port)
 			for i, ref := range l.Certificates {
+				if !w.granted("Gateway", g.Namespace, "Secret", ref) {
+					c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
+						"Secret " + ref + " is in another namespace, and no ReferenceGrant there lets the Gateway refer to it: refused"})
+					continue
+				}
 				gc := gatewayCert{owner: g.Namespace + "/" + g.Name, field: fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
 					secret: ref, names: []string{l.Hostname}}
 				if l.Hostname == "" {
@@ -86,7 +91,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Routes.Kind, r.Namespace, p) }) {
 					continue
 				}
-				rules := c.sameNamespaceBackends(r)
+				rules := c.grantedBackends(r)
 				for _, h := range l.hostnames(r.Hostnames) {
 					gh := host(l.Port, h)
 					if gh.routes == nil {
@@ -211,12 +216,10 @@ func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters m
 		if len(names) == 0 || !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, "TLSRoute", r.Namespace, p) }) {
 			continue
 		}
-		suffix := "." + r.Namespace + ".svc." + c.w.Domain
 		var backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
 		for _, b := range r.Backends {
-			if !strings.HasSuffix(b.Host, suffix) {
-				c.cc.report(Problem{"TLSRoute", key, "spec.rules[0].backendRefs",
-					"a backend in another namespace needs a ReferenceGrant, which shunt does not read yet: refused"})
+			if !c.w.granted("TLSRoute", r.Namespace, "Service", c.w.serviceRef(b.Host)) {
+				c.cc.report(Problem{"TLSRoute", key, "spec.rules[0].backendRefs", notGranted(b.Host)})
 				continue
 			}
 			cl := clusterName("outbound", b.Port, "", b.Host)
@@ -346,18 +349,22 @@ func (c *compiler) gatewayRoutes(hosts map[string]*gatewayHost, port uint16, nam
 	return rc
 }
 
-// sameNamespaceBackends are a route's rules with only the backends of
-// its own namespace: one in another needs that namespace's ReferenceGrant,
-// which shunt does not read yet, so it is refused (reported); a rule left
-// with none answers 500, as Gateway API says of a backend not permitted.
-func (c *compiler) sameNamespaceBackends(r *HTTPRoute) []RouteRule {
-	suffix := "." + r.Namespace + ".svc." + c.w.Domain
+// grantedBackends are a route's rules with only the backends it may
+// send to: its own namespace's, another's where a ReferenceGrant there
+// lets the route's kind from its namespace. One not granted is refused
+// (reported); a rule left with none answers 500, as Gateway API says of
+// a backend not permitted.
+func (c *compiler) grantedBackends(r *HTTPRoute) []RouteRule {
 	out := make([]RouteRule, 0, len(r.Routes.HTTP))
 	for _, rule := range r.Routes.HTTP {
-		kept := slices.DeleteFunc(slices.Clone(rule.Route), func(d Destination) bool { return !strings.HasSuffix(d.Host, suffix) })
+		kept := slices.DeleteFunc(slices.Clone(rule.Route), func(d Destination) bool {
+			if c.w.granted(r.Routes.Kind, r.Namespace, "Service", c.w.serviceRef(d.Host)) {
+				return false
+			}
+			c.cc.report(Problem{r.Routes.Kind, r.Namespace + "/" + r.Name, "spec.rules.backendRefs", notGranted(d.Host)})
+			return true
+		})
 		if len(kept) < len(rule.Route) {
-			c.cc.report(Problem{r.Routes.Kind, r.Namespace + "/" + r.Name, "spec.rules.backendRefs",
-				"a backend in another namespace needs a ReferenceGrant, which shunt does not read yet: refused"})
 			rule.Route = kept
 			if len(kept) == 0 {
 				rule.DirectResponse = &DirectResponse{Status: 500}
@@ -366,6 +373,12 @@ func (c *compiler) sameNamespaceBackends(r *HTTPRoute) []RouteRule {
 		out = append(out, rule)
 	}
 	return out
+}
+
+// notGranted is the problem of a route's backend in another namespace
+// that no ReferenceGrant there grants.
+func notGranted(host string) string {
+	return "the backend " + host + " is in another namespace, and no ReferenceGrant there lets the route refer to it: refused"
 }
 
 // byPrecedence orders two rules of one match each as Gateway API ranks

@@ -103,6 +103,8 @@ type World struct {
 	IstioGateways map[string]*IstioGateway
 	// TLSRoutes are Gateway API's TLSRoutes, by namespace/name.
 	TLSRoutes map[string]*TLSRoute
+	// ReferenceGrants are Gateway API's, by namespace/name.
+	ReferenceGrants map[string]*ReferenceGrant
 	// Secrets are the TLS Secrets (a gateway's certificates), by
 	// namespace/name.
 	Secrets map[string]*TLSSecret
@@ -137,7 +139,7 @@ func NewWorld() *World {
 		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
 		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{},
 		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}, IstioGateways: map[string]*IstioGateway{},
-		TLSRoutes: map[string]*TLSRoute{}, Secrets: map[string]*TLSSecret{}}
+		TLSRoutes: map[string]*TLSRoute{}, ReferenceGrants: map[string]*ReferenceGrant{}, Secrets: map[string]*TLSSecret{}}
 }
 
 // Clone is a copy of w whose maps can be changed without touching w's.
@@ -149,7 +151,7 @@ func (w *World) Clone() *World {
 		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
 		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies),
 		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses), IstioGateways: maps.Clone(w.IstioGateways),
-		TLSRoutes: maps.Clone(w.TLSRoutes), Secrets: maps.Clone(w.Secrets)}
+		TLSRoutes: maps.Clone(w.TLSRoutes), ReferenceGrants: maps.Clone(w.ReferenceGrants), Secrets: maps.Clone(w.Secrets)}
 }
 
 // visibleFrom says whether a proxy in namespace ns sees s.
