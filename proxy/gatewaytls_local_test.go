@@ -95,3 +95,52 @@ static_resources:
 		t.Errorf("/config_dump does not redact the keys alone")
 	}
 }
+
+// TestALPNWithoutInspector: a TLS chain negotiates ALPN from its
+// alpn_protocols whether or not a tls_inspector read the ClientHello
+// (Envoy's transport socket does): h2 offered, h2 chosen; a client
+// offering only what the chain does not list gets no protocol, and the
+// handshake goes on.
+func TestALPNWithoutInspector(t *testing.T) {
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.Proto) })
+	cert, key := catest.ServerCert(t, "edge.example.com")
+	cp := startConfig(t, fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: edge
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          common_tls_context:
+            alpn_protocols: [h2, http/1.1]
+            tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}
+  clusters:
+  - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}}
+`, cert, key, port), nil)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(cert)
+	for _, c := range []struct {
+		offer []string
+		want  string
+	}{{[]string{"h2", "http/1.1"}, "h2"}, {[]string{"http/1.1"}, "http/1.1"}, {[]string{"spdy/3"}, ""}, {nil, ""}} {
+		conn, err := tls.Dial("tcp", cp.ListenerAddr("edge").String(), &tls.Config{ServerName: "edge.example.com", RootCAs: roots, NextProtos: c.offer})
+		if err != nil {
+			t.Errorf("offering %v: %v", c.offer, err)
+			continue
+		}
+		if got := conn.ConnectionState().NegotiatedProtocol; got != c.want {
+			t.Errorf("offering %v: negotiated %q, want %q", c.offer, got, c.want)
+		}
+		conn.Close()
+	}
+}

@@ -373,23 +373,26 @@ func (f *tlsFailure) reason() string {
 const tlsHandshakeTimeout = 10 * time.Second
 
 // tlsServer terminates TLS over c, choosing the first of the client's
-// offered protocols the chain's context lists (or, for Istio's
-// contexts, the first offered: the client named what it sends).
-func (p *Proxy) tlsServer(ctx context.Context, c *net.TCPConn, t *tlsContext, offered []string) (*tlsSock, error) {
+// offered protocols (as its ClientHello lists them, whether or not a
+// listener filter read it) the chain's context lists (or, for Istio's
+// contexts, the first offered: the client named what it sends); none
+// when none is, the handshake going on without (as Envoy's).
+func (p *Proxy) tlsServer(ctx context.Context, c *net.TCPConn, t *tlsContext) (*tlsSock, error) {
 	creds := p.credentials()
 	if creds == nil && t.static == nil {
 		return nil, errNoCertificate
 	}
-	var alpn []string
-	for _, o := range offered {
-		if slices.Contains(t.alpn, o) || len(t.alpn) == 0 && isIstioALPN(o) {
-			alpn = []string{o}
-			break
+	cfg := &tls.Config{GetConfigForClient: func(hello *tls.ClientHelloInfo) (*tls.Config, error) {
+		for _, o := range hello.SupportedProtos {
+			if slices.Contains(t.alpn, o) || len(t.alpn) == 0 && isIstioALPN(o) {
+				return t.config(creds, []string{o}), nil
+			}
 		}
-	}
+		return t.config(creds, nil), nil
+	}}
 	ctx, cancel := context.WithTimeout(ctx, tlsHandshakeTimeout)
 	defer cancel()
-	tc := tls.Server(c, t.config(creds, alpn))
+	tc := tls.Server(c, cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
 		return nil, fmt.Errorf("TLS: %w", err)
 	}
@@ -408,7 +411,7 @@ func isIstioALPN(s string) bool {
 // the chain's handler: HTTP/2 when the client said so by ALPN (offering
 // Istio's istio-h2 first, or negotiating h2), else HTTP/1, or TCP.
 func (p *Proxy) serveTLS(d *downstream, fc *filterChain) Result {
-	s, err := p.tlsServer(p.stopping, d.tcp, fc.tls, d.alpn)
+	s, err := p.tlsServer(p.stopping, d.tcp, fc.tls)
 	if err != nil {
 		reset(d.tcp)
 		p.log.Debug("TLS handshake failed", "direction", d.lst.dir, "from", d.remote, "err", err)

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/shunt-dev/shunt/internal/otlptest"
+	"github.com/shunt-dev/shunt/internal/procstat"
 	"github.com/shunt-dev/shunt/internal/scenario"
 )
 
@@ -254,14 +255,9 @@ func cpuTime(pid int) time.Duration {
 	if pid == 0 {
 		return 0
 	}
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	t, err := procstat.CPU(pid)
 	check(err)
-	// Fields after the command name, which is in parentheses.
-	i := slices.Index(data, ')')
-	fields := strings.Fields(string(data[i+2:]))
-	utime, _ := strconv.ParseInt(fields[11], 10, 64)
-	stime, _ := strconv.ParseInt(fields[12], 10, 64)
-	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
+	return t
 }
 
 // cpuTimes sums the CPU time of processes.
@@ -275,21 +271,8 @@ func cpuTimes(pids []int) time.Duration {
 
 // memory is a process's resident set and its peak, in MB.
 func memory(pid int) (rss, hwm float64) {
-	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+	rss, hwm, err := procstat.Memory(pid)
 	check(err)
-	for _, line := range strings.Split(string(data), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 {
-			continue
-		}
-		kb, _ := strconv.ParseFloat(f[1], 64)
-		switch f[0] {
-		case "VmRSS:":
-			rss = kb / 1024
-		case "VmHWM:":
-			hwm = kb / 1024
-		}
-	}
 	return rss, hwm
 }
 
