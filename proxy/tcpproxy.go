@@ -17,8 +17,8 @@ type tcpProxy struct {
 	// weighted_clusters: a cluster picked by weight per connection.
 	weighted    []weightedCluster
 	totalWeight uint64
-	idle       time.Duration // idle_timeout: no byte either way for this long closes it; 0 for none
-	logs       []logger
+	idle        time.Duration // idle_timeout: no byte either way for this long closes it; 0 for none
+	logs        []logger
 }
 
 // proxyTCP runs d through t and logs it; it closes d.
