@@ -35,10 +35,11 @@ import (
 )
 
 var (
-	rounds   = flag.Int("rounds", 3, "rounds; each runs every contender once")
-	duration = flag.Duration("duration", 5*time.Second, "each load's length")
-	conns    = flag.Int("c", 16, "client connections")
-	profile  = flag.String("profile", "", "write a CPU profile of shunt under the keep-alive load to this file")
+	rounds      = flag.Int("rounds", 3, "rounds; each runs every contender once")
+	duration    = flag.Duration("duration", 5*time.Second, "each load's length")
+	conns       = flag.Int("c", 16, "client connections")
+	profile     = flag.String("profile", "", "write a CPU profile of shunt under a load (-profile-load) to this file")
+	profileLoad = flag.String("profile-load", "keep-alive", "the load -profile profiles: keep-alive, new (a TLS connection per request) or h2")
 )
 
 // contender is a TLS-terminating proxy: its configuration file's name and
@@ -117,15 +118,21 @@ func run(c contender, dir string, round int) sample {
 		return n / duration.Seconds(), float64((cpu(p.Process.Pid) - before).Microseconds()) / n
 	}
 	var keep wrk.Result
-	if *profile != "" && c.name == "shunt" {
+	profiling := func(load string) {
+		if *profile == "" || c.name != "shunt" || *profileLoad != load {
+			return
+		}
 		prof := exec.Command("ip", "netns", "exec", ns, "curl", "-s", "-o", *profile,
 			fmt.Sprintf("http://127.0.0.1:15000/debug/pprof/profile?seconds=%d", int(duration.Seconds())-1))
 		check(prof.Start())
-		defer prof.Wait()
+		cleanups = append(cleanups, func() { prof.Wait() })
 	}
+	profiling("keep-alive")
 	s.rps, s.cpu = load(func() float64 { keep = wrkRun(ns, c.name, url, *duration); return keep.Total })
 	s.p50, s.p99 = keep.P50, keep.P99
+	profiling("new")
 	s.hps, s.hcpu = load(func() float64 { return wrkRun(ns, c.name, url, *duration, "-H", "Connection: close").Total })
+	profiling("h2")
 	s.h2rps, s.h2cpu = load(func() float64 { return h2load(ns, c.name, url) })
 	return s
 }
