@@ -17,10 +17,11 @@ import (
 
 // TestControlPlaneInARealAPIServer applies deploy/control.yaml to a real
 // API server (RBAC on) and runs shunt-control as its service account:
-// the role is enough to list and watch what it reads, and no more.
+// the role is enough to list and watch what it reads, and no more; a
+// gateway deployed by deploy/gateway.yaml is served its Gateway.
 func TestControlPlaneInARealAPIServer(t *testing.T) {
 	c := kubecluster.Start(t)
-	if out, err := c.Kubectl(kubecluster.GatewayRouteCRDs, "apply", "-f", "-"); err != nil {
+	if out, err := c.Kubectl(kubecluster.GatewayRouteCRDs+"---\n"+kubecluster.GatewayCRDs, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	for _, file := range []string{"webhook.yaml", "istio-crds.yaml", "control.yaml"} {
@@ -30,6 +31,8 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		}
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
+		"crd/gateways.gateway.networking.k8s.io", "crd/gatewayclasses.gateway.networking.k8s.io", "crd/referencegrants.gateway.networking.k8s.io",
+		"crd/tlsroutes.gateway.networking.k8s.io",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
 		"crd/sidecars.networking.istio.io", "crd/peerauthentications.security.istio.io",
 		"crd/authorizationpolicies.security.istio.io"); err != nil {
@@ -41,7 +44,9 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "virtualservices.networking.istio.io", "yes"}, {"list", "destinationrules.networking.istio.io", "yes"},
 		{"watch", "httproutes.gateway.networking.k8s.io", "yes"}, {"watch", "grpcroutes.gateway.networking.k8s.io", "yes"}, {"watch", "serviceentries.networking.istio.io", "yes"},
 		{"watch", "sidecars.networking.istio.io", "yes"}, {"watch", "peerauthentications.security.istio.io", "yes"},
-		{"watch", "authorizationpolicies.security.istio.io", "yes"},
+		{"watch", "authorizationpolicies.security.istio.io", "yes"}, {"watch", "gateways.gateway.networking.k8s.io", "yes"},
+		{"watch", "gatewayclasses.gateway.networking.k8s.io", "yes"}, {"watch", "referencegrants.gateway.networking.k8s.io", "yes"},
+		{"watch", "tlsroutes.gateway.networking.k8s.io", "yes"},
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 		{"create", "tokenreviews.authentication.k8s.io", "yes"}, {"update", "configmaps", "yes"}, {"get", "secrets", "no"},
 	} {
@@ -75,7 +80,8 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 
 	monitor := fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t))
 	caAddr := fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t))
-	args := []string{"--kubeconfig", kubeconfig, "--addr", fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t)),
+	xdsAddr := fmt.Sprintf("127.0.0.1:%d", kubecluster.FreePort(t))
+	args := []string{"--kubeconfig", kubeconfig, "--addr", xdsAddr,
 		"--monitor-addr", monitor, "--ca-addr", caAddr}
 	cmd := exec.Command(testnet.ControlBinary(t), args...)
 	logf, _ := os.Create(filepath.Join(t.TempDir(), "control.log"))
@@ -132,6 +138,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	if !strings.Contains(string(b), "citadel_server_success_cert_issuance_count 1\n") {
 		t.Errorf("the CA's metrics: %s", grepLines(string(b), "citadel_"))
 	}
+	checkGateway(t, c, xdsAddr)
 }
 
 func grepLines(text, sub string) string {

@@ -176,23 +176,37 @@ func (c *Cluster) Kubectl(stdin string, args ...string) (string, error) {
 // GatewayRouteCRDs stand for Gateway API's HTTPRoute and GRPCRoute CRDs
 // (which a cluster installs from Gateway API's release), their schemas
 // left open.
-var GatewayRouteCRDs = gatewayCRD("HTTPRoute", "httproute") + "---\n" + gatewayCRD("GRPCRoute", "grpcroute")
+var GatewayRouteCRDs = gatewayCRD("HTTPRoute", "httproute", "v1", "Namespaced") + "---\n" + gatewayCRD("GRPCRoute", "grpcroute", "v1", "Namespaced")
 
-// gatewayCRD is a Gateway API kind's CRD, its schema left open.
-func gatewayCRD(kind, singular string) string {
+// GatewayCRDs stand for the rest of Gateway API's CRDs that shunt reads:
+// Gateway, GatewayClass, ReferenceGrant and (experimental) TLSRoute.
+var GatewayCRDs = gatewayCRD("Gateway", "gateway", "v1", "Namespaced") + "---\n" + gatewayCRD("GatewayClass", "gatewayclass", "v1", "Cluster") +
+	"---\n" + gatewayCRD("ReferenceGrant", "referencegrant", "v1beta1", "Namespaced") + "---\n" + gatewayCRD("TLSRoute", "tlsroute", "v1alpha2", "Namespaced")
+
+// gatewayCRD is a Gateway API kind's CRD at one version, its schema left
+// open.
+func gatewayCRD(kind, singular, version, scope string) string {
 	return fmt.Sprintf(`apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
 metadata:
-  name: %[2]ss.gateway.networking.k8s.io
+  name: %[2]s.gateway.networking.k8s.io
   annotations: {api-approved.kubernetes.io: "https://github.com/kubernetes-sigs/gateway-api/pull/3328"}
 spec:
   group: gateway.networking.k8s.io
-  scope: Namespaced
-  names: {kind: %[1]s, listKind: %[1]sList, plural: %[2]ss, singular: %[2]s}
+  scope: %[4]s
+  names: {kind: %[1]s, listKind: %[1]sList, plural: %[2]s, singular: %[5]s}
   versions:
-  - name: v1
+  - name: %[3]s
     served: true
     storage: true
     schema: {openAPIV3Schema: {type: object, properties: {spec: {type: object, x-kubernetes-preserve-unknown-fields: true}}}}
-`, kind, singular)
+`, kind, plural(singular), version, scope, singular)
+}
+
+// plural is a kind's resource name: gatewayclass → gatewayclasses.
+func plural(singular string) string {
+	if strings.HasSuffix(singular, "s") {
+		return singular + "es"
+	}
+	return singular + "s"
 }

@@ -1,0 +1,88 @@
+package deploy_test
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+
+	"github.com/shunt-dev/shunt/internal/kubecluster"
+	"github.com/shunt-dev/shunt/xds"
+)
+
+// checkGateway applies deploy/gateway.yaml in a namespace, makes the pod
+// its Deployment would (its template's labels, an address), and asks
+// shunt-control at xdsAddr for that pod's configuration as its gateway
+// proxy would: the Gateway's HTTP listener comes.
+func checkGateway(t *testing.T, c *kubecluster.Cluster, xdsAddr string) {
+	manifest, _ := os.ReadFile("gateway.yaml")
+	if out, err := c.Kubectl("", "create", "namespace", "edge"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := c.Kubectl(string(manifest), "apply", "-n", "edge", "-f", "-"); err != nil {
+		t.Fatalf("deploy/gateway.yaml is refused: %v\n%s", err, out)
+	}
+	out, err := c.Kubectl("", "get", "deployment", "public-gateway", "-n", "edge", "-o", "json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var d struct {
+		Spec struct {
+			Template struct {
+				Metadata struct{ Labels map[string]string }
+			}
+		}
+	}
+	if err := json.Unmarshal([]byte(out), &d); err != nil {
+		t.Fatal(err)
+	}
+	labels, _ := json.Marshal(d.Spec.Template.Metadata.Labels)
+	pod := `{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "public-gateway-7d9f-abcde", "namespace": "edge", "labels": ` + string(labels) + `},
+		"spec": {"serviceAccountName": "public-gateway", "containers": [{"name": "gateway", "image": "shunt:latest"}]}}`
+	if out, err := c.Kubectl(pod, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, err := c.Kubectl("", "patch", "pod", "public-gateway-7d9f-abcde", "-n", "edge", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"podIP":"10.9.0.5","podIPs":[{"ip":"10.9.0.5"}]}}`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+
+	var mu sync.Mutex
+	var listeners []string
+	apply := func(b *bootstrapv3.Bootstrap) error {
+		mu.Lock()
+		defer mu.Unlock()
+		listeners = nil
+		for _, l := range b.GetStaticResources().GetListeners() {
+			listeners = append(listeners, l.GetName())
+		}
+		return nil
+	}
+	cl := &xds.Client{Address: xdsAddr, Node: &corev3.Node{Id: "router~10.9.0.5~public-gateway-7d9f-abcde.edge~edge.svc.cluster.local"},
+		Base: &bootstrapv3.Bootstrap{}, Apply: apply, Log: quiet}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- cl.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		mu.Lock()
+		got := slices.Clone(listeners)
+		mu.Unlock()
+		if slices.Equal(got, []string{"0.0.0.0_8080"}) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway's pod got listeners %v, want its Gateway's 0.0.0.0_8080", got)
+		}
+	}
+}
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
