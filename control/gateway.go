@@ -26,9 +26,15 @@ type Gateway struct {
 	Name, Namespace string
 	Class           string
 	Listeners       []GatewayListener
+	// Refused are the listeners shunt does not run, with why.
+	Refused []RefusedListener
 	// Problems are what of it is not run, with why.
 	Problems []string
 }
+
+// RefusedListener is a Gateway's listener left out: its name, the reason
+// its status gives (Gateway API's), and why.
+type RefusedListener struct{ Name, Reason, Message string }
 
 // GatewayListener is one of a Gateway's listeners.
 type GatewayListener struct {
@@ -102,9 +108,15 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 			return nil, fmt.Errorf("Gateway %s: %s: a listener needs a name and a port", name, path)
 		}
 		gl := GatewayListener{Name: l.Name, Port: l.Port, Protocol: l.Protocol, Hostname: strings.ToLower(l.Hostname)}
+		// refuse leaves the listener out, saying why (field: message) and
+		// the reason its status gives.
+		refuse := func(reason, problem string) {
+			g.Problems = append(g.Problems, path+"."+problem)
+			g.Refused = append(g.Refused, RefusedListener{Name: l.Name, Reason: reason, Message: problem})
+		}
 		switch {
 		case l.Protocol == "HTTPS" && (l.TLS == nil || l.TLS.Mode != "" && l.TLS.Mode != "Terminate"):
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.mode: only Terminate is run by shunt yet, with certificateRefs", path))
+			refuse("UnsupportedProtocol", "tls.mode: only Terminate is run by shunt yet, with certificateRefs")
 			continue
 		case l.Protocol == "HTTPS":
 			for j, ref := range l.TLS.CertificateRefs {
@@ -117,14 +129,14 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 				}
 			}
 			if len(gl.Certificates) == 0 {
-				g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.certificateRefs: no certificate to terminate TLS with: the listener is left out", path))
+				refuse("InvalidCertificateRef", "tls.certificateRefs: no certificate to terminate TLS with: the listener is left out")
 				continue
 			}
 		case l.Protocol == "TLS" && (l.TLS == nil || l.TLS.Mode != "Passthrough"):
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.tls.mode: a TLS listener is run by shunt in Passthrough mode (TLSRoute), not yet Terminate", path))
+			refuse("UnsupportedProtocol", "tls.mode: a TLS listener is run by shunt in Passthrough mode (TLSRoute), not yet Terminate")
 			continue
 		case l.Protocol != "HTTP" && l.Protocol != "TLS":
-			g.Problems = append(g.Problems, fmt.Sprintf("%s.protocol: %s is not run by shunt yet (HTTP, HTTPS and TLS are)", path, l.Protocol))
+			refuse("UnsupportedProtocol", fmt.Sprintf("protocol: %s is not run by shunt yet (HTTP, HTTPS and TLS are)", l.Protocol))
 			continue
 		}
 		gl.Kinds = routeKinds[l.Protocol]

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	k8sschema "k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/runtime/serializer"
+	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/cache"
 )
@@ -56,9 +57,10 @@ func restClient(cfg *rest.Config, gv k8sschema.GroupVersion, add func(*runtime.S
 // EndpointSlices, Pods and Namespaces, and the routing rules where it has their CRDs
 // (Istio's VirtualServices, DestinationRules and ServiceEntries, Gateway
 // API's HTTPRoutes), by informers; what of a rule cannot take effect is
-// told as a Warning event on it; it returns once their first
-// lists are in the world (or ctx ends first), and goes on watching until
-// ctx ends.
+// told as a Warning event on it; the statuses of the Gateway API objects
+// of shunt's classes are written as they change; it returns once their
+// first lists are in the world (or ctx ends first), and goes on watching
+// until ctx ends.
 func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 	core, disc, err := restClients(cfg)
 	if err != nil {
@@ -133,6 +135,11 @@ func Watch(ctx context.Context, cfg *rest.Config, s *Server) error {
 		return fmt.Errorf("the cluster's services, endpoint slices, pods and routing rules never listed: %v", context.Cause(ctx))
 	}
 	s.log.Info("cluster listed", "services", len(s.World().Services), "took", time.Since(start).Round(time.Millisecond))
+	dyn, err := dynamic.NewForConfig(cfg)
+	if err != nil {
+		return err
+	}
+	go writeStatuses(ctx, dyn, s)
 	return nil
 }
 

@@ -77,10 +77,53 @@ func checkGateway(t *testing.T, c *kubecluster.Cluster, xdsAddr string) {
 		got := slices.Clone(listeners)
 		mu.Unlock()
 		if slices.Equal(got, []string{"0.0.0.0_8080"}) {
-			return
+			break
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the gateway's pod got listeners %v, want its Gateway's 0.0.0.0_8080", got)
+		}
+	}
+
+	// The statuses, written by shunt-control under its role: the class
+	// and the Gateway accepted and programmed, a route attached to its
+	// listener, and another whose listener does not allow it refused.
+	if out, err := c.Kubectl(`apiVersion: v1
+kind: Service
+metadata: {name: web, namespace: edge}
+spec: {ports: [{name: http, port: 80}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web, namespace: edge}
+spec:
+  parentRefs: [{name: public}]
+  rules: [{backendRefs: [{name: web, port: 80}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: wrong-port, namespace: edge}
+spec:
+  parentRefs: [{name: public, port: 9999}]
+  rules: [{backendRefs: [{name: missing, port: 80}]}]
+`, "apply", "-f", "-"); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, q := range []struct{ what, jsonpath, want string }{
+		{"gatewayclass/shunt", `{.status.conditions[?(@.type=="Accepted")].status}`, "True"},
+		{"gateway/public", `{.status.conditions[?(@.type=="Programmed")].status}`, "True"},
+		{"gateway/public", `{.status.listeners[0].attachedRoutes} {.status.listeners[0].supportedKinds[*].kind}`, "1 HTTPRoute GRPCRoute"},
+		{"httproute/web", `{.status.parents[0].controllerName} {.status.parents[0].conditions[?(@.type=="Accepted")].status}`, "shunt.dev/gateway True"},
+		{"httproute/wrong-port", `{.status.parents[0].conditions[*].reason}`, "NoMatchingParent BackendNotFound"},
+	} {
+		var got string
+		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+			got, _ = c.Kubectl("", "get", q.what, "-n", "edge", "-o", "jsonpath="+q.jsonpath)
+			if got == q.want || time.Now().After(deadline) {
+				break
+			}
+		}
+		if got != q.want {
+			t.Errorf("%s %s: %q, want %q", q.what, q.jsonpath, got, q.want)
 		}
 	}
 }
