@@ -3,11 +3,14 @@ package control
 import (
 	"cmp"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 )
 
 // GatewayController is the controllerName of the GatewayClasses whose
@@ -43,8 +46,10 @@ type GatewayListener struct {
 	Protocol string // HTTP, HTTPS, TLS (Passthrough); TCP and UDP are reported, not run
 	Hostname string // "" for any; may start with "*."
 	// AllNamespaces: routes of every namespace may attach (allowedRoutes
-	// from: All); else only the Gateway's own (Same).
+	// from: All); Namespaces: of those it selects by their labels (from:
+	// Selector); else only the Gateway's own (Same).
 	AllNamespaces bool
+	Namespaces    labels.Selector
 	// Certificates are an HTTPS listener's certificateRefs (TLS Secrets,
 	// namespace/name; another namespace's where a ReferenceGrant there
 	// lets the Gateway), which it terminates TLS with, chosen by SNI.
@@ -69,7 +74,7 @@ type ParentGateway struct {
 var gatewaySchema = schema{
 	"gatewayClassName": nil,
 	"listeners": listOf{schema{"name": nil, "port": nil, "protocol": nil, "hostname": nil,
-		"allowedRoutes": schema{"namespaces": schema{"from": nil}, "kinds": nil},
+		"allowedRoutes": schema{"namespaces": schema{"from": nil, "selector": nil}, "kinds": nil},
 		"tls":           schema{"mode": nil, "certificateRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil}}}}},
 }
 
@@ -85,8 +90,11 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 			Name, Protocol, Hostname string
 			Port                     uint16
 			AllowedRoutes            *struct {
-				Namespaces *struct{ From string }
-				Kinds      []struct{ Group, Kind string }
+				Namespaces *struct {
+					From     string
+					Selector *metav1.LabelSelector
+				}
+				Kinds []struct{ Group, Kind string }
 			}
 			TLS *struct {
 				Mode            string
@@ -146,8 +154,14 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 				case "", "Same":
 				case "All":
 					gl.AllNamespaces = true
+				case "Selector":
+					sel, err := metav1.LabelSelectorAsSelector(ns.Selector)
+					if ns.Selector == nil || err != nil {
+						return nil, fmt.Errorf("Gateway %s: %s.allowedRoutes.namespaces.selector: %v", name, path, cmp.Or(err, errors.New("from: Selector needs one")))
+					}
+					gl.Namespaces = sel
 				default:
-					g.Problems = append(g.Problems, fmt.Sprintf("%s.allowedRoutes.namespaces.from: %s is not run by shunt (Same and All are): the Gateway's own namespace's routes attach", path, ns.From))
+					return nil, fmt.Errorf("Gateway %s: %s.allowedRoutes.namespaces.from: %q is not All, Same or Selector", name, path, ns.From)
 				}
 			}
 			if len(ar.Kinds) > 0 {
@@ -218,10 +232,20 @@ func (w *World) labelsOf(n Node) map[string]string {
 }
 
 // admits says a route of kind, of namespace ns, with parent p attaches
-// to a Gateway's listener l.
-func (g *Gateway) admits(l GatewayListener, kind, ns string, p ParentGateway) bool {
-	return p.Gateway == g.Namespace+"/"+g.Name && (p.Section == "" || p.Section == l.Name) && (p.Port == 0 || p.Port == l.Port) &&
-		(l.AllNamespaces || ns == g.Namespace) && slices.Contains(l.Kinds, kind)
+// to a Gateway's listener l: p names it (by section, port or neither),
+// l allows the kind and the namespace (the Gateway's own, all, or those
+// its selector picks by their labels).
+func (w *World) admits(g *Gateway, l GatewayListener, kind, ns string, p ParentGateway) bool {
+	if p.Gateway != g.Namespace+"/"+g.Name || p.Section != "" && p.Section != l.Name || p.Port != 0 && p.Port != l.Port || !slices.Contains(l.Kinds, kind) {
+		return false
+	}
+	switch {
+	case l.AllNamespaces:
+		return true
+	case l.Namespaces != nil:
+		return l.Namespaces.Matches(labels.Set(w.Namespaces[ns]))
+	}
+	return ns == g.Namespace
 }
 
 // hostnames are the names a listener serves for a route: the route's

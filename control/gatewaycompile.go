@@ -88,7 +88,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 			}
 			for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 				r := w.HTTPRoutes[key]
-				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Routes.Kind, r.Namespace, p) }) {
+				if !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return w.admits(g, l, r.Routes.Kind, r.Namespace, p) }) {
 					continue
 				}
 				rules := c.grantedBackends(r)
@@ -213,7 +213,7 @@ func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters m
 	for _, key := range slices.Sorted(maps.Keys(c.w.TLSRoutes)) {
 		r := c.w.TLSRoutes[key]
 		names := l.hostnames(r.Hostnames)
-		if len(names) == 0 || !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, "TLSRoute", r.Namespace, p) }) {
+		if len(names) == 0 || !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return c.w.admits(g, l, "TLSRoute", r.Namespace, p) }) {
 			continue
 		}
 		var backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight

@@ -129,12 +129,12 @@ func (w *World) certificatesResolved(g *Gateway, l GatewayListener) (ok int, rea
 func (w *World) attachedRoutes(g *Gateway, l GatewayListener) int {
 	n := 0
 	for _, r := range w.HTTPRoutes {
-		if slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, r.Routes.Kind, r.Namespace, p) }) && len(l.hostnames(r.Hostnames)) > 0 {
+		if slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return w.admits(g, l, r.Routes.Kind, r.Namespace, p) }) && len(l.hostnames(r.Hostnames)) > 0 {
 			n++
 		}
 	}
 	for _, r := range w.TLSRoutes {
-		if slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return g.admits(l, "TLSRoute", r.Namespace, p) }) && len(l.hostnames(r.Hostnames)) > 0 {
+		if slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return w.admits(g, l, "TLSRoute", r.Namespace, p) }) && len(l.hostnames(r.Hostnames)) > 0 {
 			n++
 		}
 	}
@@ -167,7 +167,7 @@ func (w *World) RouteStatuses() map[string][]RouteParentStatus {
 					continue
 				}
 				switch {
-				case !g.admits(l, kind, ns, p):
+				case !w.admits(g, l, kind, ns, p):
 					if accepted.Reason == "NoMatchingParent" {
 						accepted = cond("Accepted", false, "NotAllowedByListeners", "the listeners do not allow this route's kind or namespace")
 					}

@@ -63,3 +63,61 @@ func TestGatewayStatuses(t *testing.T) {
 		}
 	}
 }
+
+// TestAllowedRoutesSelector: a listener whose allowedRoutes.namespaces
+// is from: Selector takes the routes of the namespaces its selector picks
+// by their labels, and no other; a Selector without a selector is bad
+// input.
+func TestAllowedRoutesSelector(t *testing.T) {
+	w, err := control.LoadWorld([]byte(`
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-a, labels: {shared-gateway-access: "true"}}
+---
+apiVersion: v1
+kind: Namespace
+metadata: {name: team-b}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata: {name: shunt}
+spec: {controllerName: shunt.dev/gateway}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: shared, namespace: infra}
+spec:
+  gatewayClassName: shunt
+  listeners:
+  - name: http
+    port: 8080
+    protocol: HTTP
+    allowedRoutes: {namespaces: {from: Selector, selector: {matchExpressions: [{key: shared-gateway-access, operator: In, values: ["true"]}]}}}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: a, namespace: team-a}
+spec: {parentRefs: [{name: shared, namespace: infra}], rules: [{backendRefs: [{name: web, port: 80}]}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: b, namespace: team-b}
+spec: {parentRefs: [{name: shared, namespace: infra}], rules: [{backendRefs: [{name: web, port: 80}]}]}
+`), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := w.GatewayStatuses()["infra/shared"]; len(st.Listeners) != 1 || st.Listeners[0].AttachedRoutes != 1 {
+		t.Errorf("listeners %+v, want team-a's route alone attached", st.Listeners)
+	}
+	routes := w.RouteStatuses()
+	if a, b := routes["HTTPRoute team-a/a"], routes["HTTPRoute team-b/b"]; len(a) != 1 || a[0].Conditions[0].Status != "True" ||
+		len(b) != 1 || b[0].Conditions[0].Reason != "NotAllowedByListeners" {
+		t.Errorf("team-a's %v, team-b's %v", a, b)
+	}
+	_, err = control.GatewayFrom([]byte(`{"apiVersion": "gateway.networking.k8s.io/v1", "kind": "Gateway", "metadata": {"name": "g", "namespace": "x"},
+		"spec": {"gatewayClassName": "shunt", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Selector"}}}]}}`))
+	if err == nil || !strings.Contains(err.Error(), "allowedRoutes.namespaces.selector: from: Selector needs one") {
+		t.Errorf("a Selector without a selector: %v", err)
+	}
+}
