@@ -15,7 +15,8 @@ import (
 // apiVersions are the kinds' API versions, for an event's object.
 var apiVersions = map[string]string{"VirtualService": "networking.istio.io/v1", "DestinationRule": "networking.istio.io/v1",
 	"ServiceEntry": "networking.istio.io/v1", "Sidecar": "networking.istio.io/v1", "HTTPRoute": "gateway.networking.k8s.io/v1",
-	"GRPCRoute": "gateway.networking.k8s.io/v1", "TLSRoute": "gateway.networking.k8s.io/v1alpha2", "PeerAuthentication": "security.istio.io/v1", "AuthorizationPolicy": "security.istio.io/v1"}
+	"GRPCRoute": "gateway.networking.k8s.io/v1", "TLSRoute": "gateway.networking.k8s.io/v1alpha2", "TCPRoute": "gateway.networking.k8s.io/v1alpha2",
+	"Gateway": "gateway.networking.k8s.io/v1", "PeerAuthentication": "security.istio.io/v1", "AuthorizationPolicy": "security.istio.io/v1"}
 
 // eventPoster tells each problem to the cluster as a Warning event on
 // the object (kubectl describe shows it), reason NotInForce.

@@ -43,7 +43,7 @@ type RefusedListener struct{ Name, Reason, Message string }
 type GatewayListener struct {
 	Name     string
 	Port     uint16
-	Protocol string // HTTP, HTTPS, TLS (Passthrough); TCP and UDP are reported, not run
+	Protocol string // HTTP, HTTPS, TLS (Passthrough), TCP; UDP is reported, not run
 	Hostname string // "" for any; may start with "*."
 	// AllNamespaces: routes of every namespace may attach (allowedRoutes
 	// from: All); Namespaces: of those it selects by their labels (from:
@@ -55,13 +55,13 @@ type GatewayListener struct {
 	// lets the Gateway), which it terminates TLS with, chosen by SNI.
 	Certificates []string
 	// Kinds are the kinds of route that may attach: allowedRoutes.kinds,
-	// else the protocol's (HTTPRoute and GRPCRoute; TLSRoute).
+	// else the protocol's (HTTPRoute and GRPCRoute; TLSRoute; TCPRoute).
 	Kinds []string
 }
 
 // routeKinds are the kinds of route shunt attaches to a listener of each
 // protocol.
-var routeKinds = map[string][]string{"HTTP": {"HTTPRoute", "GRPCRoute"}, "HTTPS": {"HTTPRoute", "GRPCRoute"}, "TLS": {"TLSRoute"}}
+var routeKinds = map[string][]string{"HTTP": {"HTTPRoute", "GRPCRoute"}, "HTTPS": {"HTTPRoute", "GRPCRoute"}, "TLS": {"TLSRoute"}, "TCP": {"TCPRoute"}}
 
 // ParentGateway is a route's parentRef to a Gateway: its listener by
 // name (sectionName) or port, or all of them.
@@ -143,8 +143,8 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 		case l.Protocol == "TLS" && (l.TLS == nil || l.TLS.Mode != "Passthrough"):
 			refuse("UnsupportedProtocol", "tls.mode: a TLS listener is run by shunt in Passthrough mode (TLSRoute), not yet Terminate")
 			continue
-		case l.Protocol != "HTTP" && l.Protocol != "TLS":
-			refuse("UnsupportedProtocol", fmt.Sprintf("protocol: %s is not run by shunt yet (HTTP, HTTPS and TLS are)", l.Protocol))
+		case routeKinds[l.Protocol] == nil:
+			refuse("UnsupportedProtocol", fmt.Sprintf("protocol: %s is not run by shunt yet (HTTP, HTTPS, TLS and TCP are)", l.Protocol))
 			continue
 		}
 		gl.Kinds = routeKinds[l.Protocol]

@@ -44,9 +44,15 @@ func TestCompileGateway(t *testing.T) {
 		t.Fatal(err)
 	}
 	golden(t, "gateway.golden.yaml", got)
-	if len(res.Listeners) != 3 || res.Listeners[0].GetName() != "0.0.0.0_8080" || res.Listeners[1].GetName() != "0.0.0.0_8443" ||
-		res.Listeners[2].GetName() != "0.0.0.0_9443" {
-		t.Errorf("listeners %v, want the HTTP, HTTPS and TLS listeners'", res.Listeners)
+	var names []string
+	for _, l := range res.Listeners {
+		names = append(names, l.GetName())
+	}
+	if strings.Join(names, " ") != "0.0.0.0_8080 0.0.0.0_8443 0.0.0.0_9000 0.0.0.0_9443" {
+		t.Errorf("listeners %v, want the HTTP, HTTPS, TCP and TLS listeners'", names)
+	}
+	if text := string(got); !strings.Contains(text, "stat_prefix: outbound|10000||backend-service.default.svc.cluster.local\n    name: 0.0.0.0_9000-default/backend-tcp") {
+		t.Errorf("the TCP listener does not send to the TCPRoute's backend:\n%s", text)
 	}
 	if text := string(got); !strings.Contains(text, "prefix: /shop.Cart/") {
 		t.Errorf("the GRPCRoute is not on the HTTPS listener:\n%s", text)
@@ -60,7 +66,8 @@ func TestCompileGateway(t *testing.T) {
 	if text := string(got); strings.Contains(text, "other.example.com") || !strings.Contains(text, "shop.example.com:8080") {
 		t.Errorf("the virtual hosts are not shop.example.com's alone:\n%s", text)
 	}
-	if p := cc.Problems(); p["Gateway default/public spec.listeners[3].protocol"] != "TCP is not run by shunt yet (HTTP, HTTPS and TLS are)" ||
+	if p := cc.Problems(); p["Gateway default/public spec.listeners[4].protocol"] != "UDP is not run by shunt yet (HTTP, HTTPS, TLS and TCP are)" ||
+		!strings.HasPrefix(p["TCPRoute default/second-tcp spec.parentRefs"], "listener tcp of Gateway default/public takes another TCPRoute already") ||
 		p["Gateway default/public spec.listeners[https].tls.certificateRefs[1]"] != "no TLS Secret default/missing-cert" ||
 		p["HTTPRoute default/shop spec.rules.backendRefs"] != "the backend web.other.svc.cluster.local is in another namespace, and no ReferenceGrant there lets the route refer to it: refused" {
 		t.Errorf("problems: %v", p)

@@ -68,7 +68,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	var passthrough []GatewayListener
 	if g != nil {
 		for _, l := range g.Listeners {
-			if l.Protocol == "TLS" {
+			if l.Protocol == "TLS" || l.Protocol == "TCP" {
 				passthrough = append(passthrough, l)
 				continue
 			}
@@ -146,7 +146,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	clusters := map[string]bool{}
 	for _, l := range passthrough {
 		if ports[l.Port] != nil {
-			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, "spec.listeners[" + l.Name + "].port", "an HTTP listener's too: the TLS listener is left out"})
+			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, "spec.listeners[" + l.Name + "].port", "an HTTP listener's too: the " + l.Protocol + " listener is left out"})
 		} else if lst := c.passthroughListener(g, l, clusters); lst != nil {
 			out.Listeners = append(out.Listeners, lst)
 		}
@@ -203,23 +203,32 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 // passthroughListener is a TLS Passthrough listener: a filter chain per
 // TLSRoute attached, for the SNIs its hostnames and the listener's
 // admit, sending the connection on unopened to its backends (by weight;
-// none: closed); an SNI no route takes is refused. The clusters it sends
-// to are added to clusters. Nil when no route attaches.
+// none: closed); an SNI no route takes is refused. Or a TCP listener:
+// the one TCPRoute attached sends every connection on (a second is
+// reported, not run). The clusters it sends to are added to clusters.
+// Nil when no route attaches.
 func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters map[string]bool) *listenerv3.Listener {
 	name := fmt.Sprintf("0.0.0.0_%d", l.Port)
 	lst := &listenerv3.Listener{Name: name, Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), l.Port)),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND,
-		ListenerFilters:  []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}}
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND}
+	if l.Protocol == "TLS" {
+		lst.ListenerFilters = []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
+	}
 	for _, key := range slices.Sorted(maps.Keys(c.w.TLSRoutes)) {
 		r := c.w.TLSRoutes[key]
 		names := l.hostnames(r.Hostnames)
-		if len(names) == 0 || !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return c.w.admits(g, l, "TLSRoute", r.Namespace, p) }) {
+		if len(names) == 0 || !slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return c.w.admits(g, l, r.Kind, r.Namespace, p) }) {
+			continue
+		}
+		if l.Protocol == "TCP" && len(lst.FilterChains) > 0 {
+			c.cc.report(Problem{r.Kind, r.Namespace + "/" + r.Name, "spec.parentRefs", "listener " + l.Name + " of Gateway " + g.Namespace + "/" + g.Name +
+				" takes another TCPRoute already (the first by name): not run"})
 			continue
 		}
 		var backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
 		for _, b := range r.Backends {
-			if !c.w.granted("TLSRoute", r.Namespace, "Service", c.w.serviceRef(b.Host)) {
-				c.cc.report(Problem{"TLSRoute", key, "spec.rules[0].backendRefs", notGranted(b.Host)})
+			if !c.w.granted(r.Kind, r.Namespace, "Service", c.w.serviceRef(b.Host)) {
+				c.cc.report(Problem{r.Kind, r.Namespace + "/" + r.Name, "spec.rules[0].backendRefs", notGranted(b.Host)})
 				continue
 			}
 			cl := clusterName("outbound", b.Port, "", b.Host)
@@ -236,8 +245,8 @@ func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters m
 			tp.StatPrefix = name
 			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: backends}}
 		}
-		fc := &listenerv3.FilterChain{Name: name + "-" + key, Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(tp))}}
-		if !slices.Equal(names, []string{"*"}) {
+		fc := &listenerv3.FilterChain{Name: name + "-" + r.Namespace + "/" + r.Name, Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(tp))}}
+		if l.Protocol == "TLS" && !slices.Equal(names, []string{"*"}) {
 			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
 		}
 		lst.FilterChains = append(lst.FilterChains, fc)

@@ -134,7 +134,7 @@ func (w *World) attachedRoutes(g *Gateway, l GatewayListener) int {
 		}
 	}
 	for _, r := range w.TLSRoutes {
-		if slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return w.admits(g, l, "TLSRoute", r.Namespace, p) }) && len(l.hostnames(r.Hostnames)) > 0 {
+		if slices.ContainsFunc(r.Gateways, func(p ParentGateway) bool { return w.admits(g, l, r.Kind, r.Namespace, p) }) && len(l.hostnames(r.Hostnames)) > 0 {
 			n++
 		}
 	}
@@ -193,7 +193,7 @@ func (w *World) RouteStatuses() map[string][]RouteParentStatus {
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.TLSRoutes)) {
 		r := w.TLSRoutes[key]
-		add("TLSRoute", r.Namespace, r.Name, r.Gateways, r.Hostnames, r.Backends)
+		add(r.Kind, r.Namespace, r.Name, r.Gateways, r.Hostnames, r.Backends)
 	}
 	return out
 }

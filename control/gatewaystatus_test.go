@@ -45,7 +45,8 @@ func TestGatewayStatuses(t *testing.T) {
 		"http [HTTPRoute GRPCRoute] 1: Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs Programmed=True/Programmed",
 		"https [HTTPRoute GRPCRoute] 2: Accepted=True/Accepted ResolvedRefs=False/InvalidCertificateRef Programmed=True/Programmed",
 		"tls [TLSRoute] 1: Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs Programmed=True/Programmed",
-		"tcp [] 0: Accepted=False/UnsupportedProtocol ResolvedRefs=True/ResolvedRefs Programmed=False/Invalid",
+		"tcp [TCPRoute] 2: Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs Programmed=True/Programmed",
+		"udp [] 0: Accepted=False/UnsupportedProtocol ResolvedRefs=True/ResolvedRefs Programmed=False/Invalid",
 	}
 	if strings.Join(listeners, "\n") != strings.Join(want, "\n") {
 		t.Errorf("listeners:\n%s\nwant:\n%s", strings.Join(listeners, "\n"), strings.Join(want, "\n"))

@@ -101,7 +101,8 @@ type World struct {
 	// IstioGateways are Istio's (networking.istio.io) Gateways, by
 	// namespace/name.
 	IstioGateways map[string]*IstioGateway
-	// TLSRoutes are Gateway API's TLSRoutes, by namespace/name.
+	// TLSRoutes are Gateway API's TLSRoutes, by namespace/name, and
+	// TCPRoutes, by "TCPRoute namespace/name".
 	TLSRoutes map[string]*TLSRoute
 	// ReferenceGrants are Gateway API's, by namespace/name.
 	ReferenceGrants map[string]*ReferenceGrant

@@ -243,7 +243,8 @@ func (cc *Compiler) survey(w *World) {
 		}
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.TLSRoutes)) {
-		unrun("TLSRoute", key, w.TLSRoutes[key].Problems)
+		r := w.TLSRoutes[key]
+		unrun(r.Kind, r.Namespace+"/"+r.Name, r.Problems)
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.AuthorizationPolicies)) {
 		ap := w.AuthorizationPolicies[key]

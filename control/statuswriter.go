@@ -28,7 +28,7 @@ var statusResources = map[string]struct {
 }{
 	"GatewayClass": {"gatewayclasses", []string{"v1", "v1beta1"}}, "Gateway": {"gateways", []string{"v1", "v1beta1"}},
 	"HTTPRoute": {"httproutes", []string{"v1", "v1beta1"}}, "GRPCRoute": {"grpcroutes", []string{"v1"}},
-	"TLSRoute": {"tlsroutes", []string{"v1alpha3", "v1alpha2"}},
+	"TLSRoute": {"tlsroutes", []string{"v1alpha3", "v1alpha2"}}, "TCPRoute": {"tcproutes", []string{"v1alpha2"}},
 }
 
 // statusWriter writes the statuses of the Gateway API objects of shunt's

@@ -10,8 +10,10 @@ import (
 // TLSRoute is a Gateway API TLSRoute: the TLS connections a Gateway's
 // Passthrough listener takes for Hostnames (by SNI; none: any the
 // listener takes), sent on as they are, unopened, to Backends (FQDN
-// hosts, ports, weights).
+// hosts, ports, weights); or, of Kind TCPRoute, the connections a TCP
+// listener takes.
 type TLSRoute struct {
+	Kind            string // TLSRoute or TCPRoute
 	Name, Namespace string
 	Gateways        []ParentGateway
 	Hostnames       []string
@@ -27,18 +29,30 @@ var tlsRouteSchema = schema{
 		"backendRefs": listOf{schema{"group": nil, "kind": nil, "name": nil, "namespace": nil, "port": nil, "weight": nil}}}},
 }
 
+var tcpRouteSchema = schema{"parentRefs": tlsRouteSchema["parentRefs"], "rules": tlsRouteSchema["rules"]}
+
 // TLSRouteFrom reads a TLSRoute manifest; one bound to no Gateway is nil.
 func TLSRouteFrom(doc []byte, domain string) (*TLSRoute, error) {
-	o, problems, err := decodeObject(doc, tlsRouteSchema)
+	return l4RouteFrom(doc, "TLSRoute", tlsRouteSchema, domain)
+}
+
+// TCPRouteFrom reads a TCPRoute manifest; one bound to no Gateway is nil.
+func TCPRouteFrom(doc []byte, domain string) (*TLSRoute, error) {
+	return l4RouteFrom(doc, "TCPRoute", tcpRouteSchema, domain)
+}
+
+// l4RouteFrom reads a route of kind (TLSRoute, TCPRoute).
+func l4RouteFrom(doc []byte, kind string, s schema, domain string) (*TLSRoute, error) {
+	o, problems, err := decodeObject(doc, s)
 	if err != nil {
 		return nil, err
 	}
 	var spec gatewayRouteSpec
 	name := o.Metadata.Namespace + "/" + o.Metadata.Name
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
-		return nil, fmt.Errorf("TLSRoute %s: %v", name, err)
+		return nil, fmt.Errorf("%s %s: %v", kind, name, err)
 	}
-	r := &TLSRoute{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
+	r := &TLSRoute{Kind: kind, Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
 	for _, h := range spec.Hostnames {
 		r.Hostnames = append(r.Hostnames, strings.ToLower(h))
 	}
@@ -52,7 +66,7 @@ func TLSRouteFrom(doc []byte, domain string) (*TLSRoute, error) {
 		return nil, nil
 	}
 	if len(spec.Rules) > 1 {
-		r.Problems = append(r.Problems, "spec.rules: more than one rule: the first is run (a TLSRoute has one)")
+		r.Problems = append(r.Problems, "spec.rules: more than one rule: the first is run")
 	}
 	for i, rule := range spec.Rules[:min(1, len(spec.Rules))] {
 		for j, b := range rule.BackendRefs {
@@ -61,7 +75,7 @@ func TLSRouteFrom(doc []byte, domain string) (*TLSRoute, error) {
 			case b.Kind != nil && *b.Kind != "Service" || b.Group != nil && *b.Group != "" && *b.Group != "core":
 				r.Problems = append(r.Problems, fmt.Sprintf("%s: a %s, not a Service", path, deref(b.Kind)))
 			case b.Port == 0:
-				return nil, fmt.Errorf("TLSRoute %s: %s: a Service's backendRef needs a port", name, path)
+				return nil, fmt.Errorf("%s %s: %s: a Service's backendRef needs a port", kind, name, path)
 			case b.Weight == nil || *b.Weight > 0:
 				w := int32(1)
 				if b.Weight != nil {
@@ -75,5 +89,14 @@ func TLSRouteFrom(doc []byte, domain string) (*TLSRoute, error) {
 	return r, nil
 }
 
-// PutTLSRoute adds or replaces a TLSRoute.
-func (w *World) PutTLSRoute(r *TLSRoute) { w.TLSRoutes[r.Namespace+"/"+r.Name] = r }
+// PutTLSRoute adds or replaces a TLSRoute or TCPRoute.
+func (w *World) PutTLSRoute(r *TLSRoute) { w.TLSRoutes[l4RouteKey(r.Kind, r.Namespace+"/"+r.Name)] = r }
+
+// l4RouteKey keys a route in World.TLSRoutes: a TLSRoute's namespace/name,
+// a TCPRoute's after its kind.
+func l4RouteKey(kind, key string) string {
+	if kind == "TCPRoute" {
+		return kind + " " + key
+	}
+	return key
+}

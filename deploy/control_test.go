@@ -32,7 +32,7 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 	}
 	if out, err := c.Kubectl("", "wait", "--for", "condition=Established", "--timeout", "30s", "crd/httproutes.gateway.networking.k8s.io", "crd/grpcroutes.gateway.networking.k8s.io",
 		"crd/gateways.gateway.networking.k8s.io", "crd/gatewayclasses.gateway.networking.k8s.io", "crd/referencegrants.gateway.networking.k8s.io",
-		"crd/tlsroutes.gateway.networking.k8s.io",
+		"crd/tlsroutes.gateway.networking.k8s.io", "crd/tcproutes.gateway.networking.k8s.io",
 		"crd/virtualservices.networking.istio.io", "crd/destinationrules.networking.istio.io", "crd/serviceentries.networking.istio.io",
 		"crd/sidecars.networking.istio.io", "crd/peerauthentications.security.istio.io",
 		"crd/authorizationpolicies.security.istio.io"); err != nil {
@@ -46,7 +46,8 @@ func TestControlPlaneInARealAPIServer(t *testing.T) {
 		{"watch", "sidecars.networking.istio.io", "yes"}, {"watch", "peerauthentications.security.istio.io", "yes"},
 		{"watch", "authorizationpolicies.security.istio.io", "yes"}, {"watch", "gateways.gateway.networking.k8s.io", "yes"},
 		{"watch", "gatewayclasses.gateway.networking.k8s.io", "yes"}, {"watch", "referencegrants.gateway.networking.k8s.io", "yes"},
-		{"watch", "tlsroutes.gateway.networking.k8s.io", "yes"},
+		{"watch", "tlsroutes.gateway.networking.k8s.io", "yes"}, {"watch", "tcproutes.gateway.networking.k8s.io", "yes"},
+		{"patch", "gateways.gateway.networking.k8s.io", "no"}, // its status alone (written below)
 		{"create", "events", "yes"}, {"list", "secrets", "no"}, {"update", "services", "no"}, {"create", "pods", "no"},
 		{"create", "tokenreviews.authentication.k8s.io", "yes"}, {"update", "configmaps", "yes"}, {"get", "secrets", "no"},
 	} {

@@ -44,6 +44,7 @@ spec:
   - {name: http, port: 8080, protocol: HTTP, hostname: "*.example.com"}
   - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: shop-cert}, {name: api-cert}]}}
   - {name: tls, port: 9444, protocol: TLS, hostname: "*.internal.example", tls: {mode: Passthrough}}
+  - {name: tcp, port: 9000, protocol: TCP}
 ---
 apiVersion: v1
 kind: Pod
@@ -93,6 +94,13 @@ metadata: {name: db, namespace: shop}
 spec:
   parentRefs: [{name: public, sectionName: tls}]
   hostnames: [db.internal.example]
+  rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TCPRoute
+metadata: {name: db-tcp, namespace: shop}
+spec:
+  parentRefs: [{name: public, sectionName: tcp}]
   rules: [{backendRefs: [{name: db, port: 5432}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1
@@ -330,6 +338,18 @@ func TestGateway(t *testing.T) {
 		if err != nil || cert.Subject.CommonName != c.host || proto != c.proto || body != c.body {
 			t.Errorf("https://%s%s: %v %v %q, want %s's certificate, %s, %q", c.host, c.path, err, proto, body, c.host, c.proto, c.body)
 		}
+	}
+	// The TCP listener passes any connection to the TCPRoute's backend:
+	// the service's own TLS, whatever the SNI.
+	var tcpConn *tls.Conn
+	err = outside.Do(func() (err error) {
+		tcpConn, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", "10.3.0.1:9000", &tls.Config{ServerName: "db.internal.example", RootCAs: roots})
+		return err
+	})
+	if err != nil || tcpConn.ConnectionState().PeerCertificates[0].Subject.CommonName != "db.internal.example" {
+		t.Errorf("TLS through the TCP listener: %v", err)
+	} else {
+		tcpConn.Close()
 	}
 	for _, host := range []string{"nowhere.test", "nowhere.internal.example"} {
 		if _, _, _, err := https(host, "/", false); err == nil {

@@ -179,9 +179,11 @@ func (c *Cluster) Kubectl(stdin string, args ...string) (string, error) {
 var GatewayRouteCRDs = gatewayCRD("HTTPRoute", "httproute", "v1", "Namespaced") + "---\n" + gatewayCRD("GRPCRoute", "grpcroute", "v1", "Namespaced")
 
 // GatewayCRDs stand for the rest of Gateway API's CRDs that shunt reads:
-// Gateway, GatewayClass, ReferenceGrant and (experimental) TLSRoute.
+// Gateway, GatewayClass, ReferenceGrant and (experimental) TLSRoute and
+// TCPRoute.
 var GatewayCRDs = gatewayCRD("Gateway", "gateway", "v1", "Namespaced") + "---\n" + gatewayCRD("GatewayClass", "gatewayclass", "v1", "Cluster") +
-	"---\n" + gatewayCRD("ReferenceGrant", "referencegrant", "v1beta1", "Namespaced") + "---\n" + gatewayCRD("TLSRoute", "tlsroute", "v1alpha2", "Namespaced")
+	"---\n" + gatewayCRD("ReferenceGrant", "referencegrant", "v1beta1", "Namespaced") + "---\n" + gatewayCRD("TLSRoute", "tlsroute", "v1alpha2", "Namespaced") +
+	"---\n" + gatewayCRD("TCPRoute", "tcproute", "v1alpha2", "Namespaced")
 
 // gatewayCRD is a Gateway API kind's CRD at one version, its schema left
 // open.
