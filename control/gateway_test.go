@@ -10,7 +10,36 @@ import (
 	"github.com/shunt-dev/shunt/control"
 )
 
-const gatewayNode = "router~10.1.0.50~public-gw-1.default~default.svc.cluster.local"
+const (
+	gatewayNode      = "router~10.1.0.50~public-gw-1.default~default.svc.cluster.local"
+	istioIngressNode = "router~10.1.0.51~ingress-1.istio-system~istio-system.svc.cluster.local"
+)
+
+// meshWith is the seed's mesh (mesh.yaml) with more manifests.
+func meshWith(t *testing.T, more string) *control.World {
+	t.Helper()
+	mesh, _ := os.ReadFile("testdata/mesh.yaml")
+	w, err := control.LoadWorld([]byte(string(mesh)+"\n---\n"+more), control.DefaultDomain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// compileRouter surveys w and compiles what the gateway proxy id is sent.
+func compileRouter(t *testing.T, w *control.World, id string) (*control.Compiler, *control.Resources) {
+	t.Helper()
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := control.ParseNode(&corev3.Node{Id: id})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Survey(w)
+	return cc, cc.Compile(w, n)
+}
 
 // TestCompileGateway compiles a gateway's proxy's resources (gateway.yaml
 // over the seed's mesh): the golden file, and the proxy runs it; the
@@ -22,22 +51,9 @@ const gatewayNode = "router~10.1.0.50~public-gw-1.default~default.svc.cluster.lo
 // namespace is refused (500, reported) unless a ReferenceGrant there
 // grants it.
 func TestCompileGateway(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
 	gw, _ := os.ReadFile("testdata/gateway.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), gw...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := control.ParseNode(&corev3.Node{Id: gatewayNode})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc.Survey(w)
-	res := cc.Compile(w, n)
+	w := meshWith(t, string(gw))
+	cc, res := compileRouter(t, w, gatewayNode)
 	runs(t, res)
 	got, err := res.YAML()
 	if err != nil {
@@ -94,22 +110,9 @@ func TestCompileGateway(t *testing.T) {
 // https, an HTTPS one serves the certificate its credentialName names,
 // a MUTUAL one is reported, not run.
 func TestCompileIstioGateway(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
 	gw, _ := os.ReadFile("testdata/istio-gateway.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), gw...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc.Survey(w)
-	n, err := control.ParseNode(&corev3.Node{Id: "router~10.1.0.51~ingress-1.istio-system~istio-system.svc.cluster.local"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	res := cc.Compile(w, n)
+	w := meshWith(t, string(gw))
+	cc, res := compileRouter(t, w, istioIngressNode)
 	runs(t, res)
 	got, err := res.YAML()
 	if err != nil {
@@ -154,9 +157,7 @@ func TestCompileIstioGateway(t *testing.T) {
 // dumps); an HTTP server given a
 // certificate is refused, reported.
 func TestIstioGatewayCertificateFiles(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
-	w, err := control.LoadWorld(append(mesh, `
----
+	cc, res := compileRouter(t, meshWith(t, `
 apiVersion: networking.istio.io/v1
 kind: Gateway
 metadata: {name: files, namespace: istio-system}
@@ -182,17 +183,8 @@ spec:
   hosts: [shop.example.com]
   gateways: [istio-system/files]
   http: [{route: [{destination: {host: app, port: {number: 80}}}]}]
-`...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc, err := control.NewCompiler(control.DefaultMesh())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cc.Survey(w)
-	n, _ := control.ParseNode(&corev3.Node{Id: "router~10.1.0.51~ingress-1.istio-system~istio-system.svc.cluster.local"})
-	got, err := cc.Compile(w, n).YAML()
+`), istioIngressNode)
+	got, err := res.YAML()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -24,12 +24,8 @@ func conds(cs []control.Condition) string {
 // routes attached counted; a route accepted or not by its listeners, its
 // backends resolved or not permitted.
 func TestGatewayStatuses(t *testing.T) {
-	mesh, _ := os.ReadFile("testdata/mesh.yaml")
 	gw, _ := os.ReadFile("testdata/gateway.yaml")
-	w, err := control.LoadWorld(append(append(mesh, "\n---\n"...), gw...), control.DefaultDomain)
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := meshWith(t, string(gw))
 	st, ok := w.GatewayStatuses()["default/public"]
 	if !ok || len(w.GatewayStatuses()) != 1 {
 		t.Fatalf("statuses %v, want default/public's alone", w.GatewayStatuses())
