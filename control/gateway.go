@@ -27,6 +27,7 @@ type GatewayClass struct {
 // listeners a gateway's proxies open, and which routes may attach.
 type Gateway struct {
 	Name, Namespace string
+	Generation      int64
 	Class           string
 	Listeners       []GatewayListener
 	// Refused are the listeners shunt does not run, with why.
@@ -109,7 +110,7 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 	if spec.GatewayClassName == "" {
 		return nil, fmt.Errorf("Gateway %s: spec.gatewayClassName: none", name)
 	}
-	g := &Gateway{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Class: spec.GatewayClassName, Problems: problems}
+	g := &Gateway{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Generation: o.Metadata.Generation, Class: spec.GatewayClassName, Problems: problems}
 	for i, l := range spec.Listeners {
 		path := fmt.Sprintf("spec.listeners[%d]", i)
 		if l.Name == "" || l.Port == 0 {

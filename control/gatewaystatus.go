@@ -14,6 +14,7 @@ type Condition struct{ Type, Status, Reason, Message string }
 // and Programmed, and per listener its route kinds, routes attached and
 // conditions.
 type GatewayStatus struct {
+	Generation int64 // the Gateway's, which it is of
 	Conditions []Condition
 	Listeners  []ListenerStatus
 }
@@ -30,6 +31,7 @@ type ListenerStatus struct {
 // Gateway of shunt's class: Accepted (attached to a listener) and
 // ResolvedRefs (its backends there and permitted).
 type RouteParentStatus struct {
+	Generation int64 // the route's
 	Parent     ParentGateway
 	Conditions []Condition
 }
@@ -64,7 +66,7 @@ func (w *World) GatewayStatuses() map[string]GatewayStatus {
 		if g == nil {
 			continue
 		}
-		var st GatewayStatus
+		st := GatewayStatus{Generation: g.Generation}
 		programmed := 0
 		for _, l := range g.Listeners {
 			ls := ListenerStatus{Name: l.Name, SupportedKinds: l.Kinds, AttachedRoutes: w.attachedRoutes(g, l)}
@@ -145,7 +147,7 @@ func (w *World) attachedRoutes(g *Gateway, l GatewayListener) int {
 // are Gateways of shunt's classes, by "KIND namespace/name".
 func (w *World) RouteStatuses() map[string][]RouteParentStatus {
 	out := map[string][]RouteParentStatus{}
-	add := func(kind, ns, name string, parents []ParentGateway, hostnames []string, backends []Destination) {
+	add := func(kind, ns, name string, gen int64, parents []ParentGateway, hostnames []string, backends []Destination) {
 		refs := cond("ResolvedRefs", true, "ResolvedRefs", "")
 		for _, b := range backends {
 			ref := w.serviceRef(b.Host)
@@ -180,7 +182,7 @@ func (w *World) RouteStatuses() map[string][]RouteParentStatus {
 				}
 			}
 			key := kind + " " + ns + "/" + name
-			out[key] = append(out[key], RouteParentStatus{Parent: p, Conditions: []Condition{accepted, refs}})
+			out[key] = append(out[key], RouteParentStatus{Generation: gen, Parent: p, Conditions: []Condition{accepted, refs}})
 		}
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
@@ -189,11 +191,11 @@ func (w *World) RouteStatuses() map[string][]RouteParentStatus {
 		for _, rule := range r.Routes.HTTP {
 			backends = append(backends, rule.Route...)
 		}
-		add(r.Routes.Kind, r.Namespace, r.Name, r.Gateways, r.Hostnames, backends)
+		add(r.Routes.Kind, r.Namespace, r.Name, r.Generation, r.Gateways, r.Hostnames, backends)
 	}
 	for _, key := range slices.Sorted(maps.Keys(w.TLSRoutes)) {
 		r := w.TLSRoutes[key]
-		add(r.Kind, r.Namespace, r.Name, r.Gateways, r.Hostnames, r.Backends)
+		add(r.Kind, r.Namespace, r.Name, r.Generation, r.Gateways, r.Hostnames, r.Backends)
 	}
 	return out
 }

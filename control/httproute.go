@@ -13,6 +13,7 @@ import (
 // service's requests. It is kept as the VirtualService it amounts to.
 type HTTPRoute struct {
 	Name, Namespace string
+	Generation      int64
 	// Parents are the services (namespace/name) it is bound to, each to
 	// a port or (0) all of them.
 	Parents []ParentService
@@ -135,7 +136,7 @@ func gatewayRouteFrom(doc []byte, kind string, s schema, domain string, match fu
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
 		return fail(err)
 	}
-	hr := &HTTPRoute{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace}
+	hr := &HTTPRoute{Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Generation: o.Metadata.Generation}
 	vs := &VirtualService{Kind: kind, Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
 	hr.Hostnames = spec.Hostnames
 	for _, p := range spec.ParentRefs {

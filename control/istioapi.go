@@ -134,14 +134,20 @@ func prune(v any, s schema, path string, problems *[]string) {
 
 // object is a manifest's metadata and its spec, pruned to a schema.
 type object struct {
-	Metadata struct{ Name, Namespace string }
-	Spec     json.RawMessage
+	Metadata struct {
+		Name, Namespace string
+		Generation      int64 // the spec's version, as the API server counts them (0 from a file)
+	}
+	Spec json.RawMessage
 }
 
 func decodeObject(doc []byte, s schema) (object, []string, error) {
 	var raw struct {
-		Metadata struct{ Name, Namespace string }
-		Spec     map[string]any
+		Metadata struct {
+			Name, Namespace string
+			Generation      int64
+		}
+		Spec map[string]any
 	}
 	if err := yaml.Unmarshal(doc, &raw); err != nil {
 		return object{}, nil, err
@@ -153,7 +159,7 @@ func decodeObject(doc []byte, s schema) (object, []string, error) {
 		return object{}, nil, err
 	}
 	o := object{Spec: spec}
-	o.Metadata.Name, o.Metadata.Namespace = raw.Metadata.Name, raw.Metadata.Namespace
+	o.Metadata.Name, o.Metadata.Namespace, o.Metadata.Generation = raw.Metadata.Name, raw.Metadata.Namespace, raw.Metadata.Generation
 	if o.Metadata.Namespace == "" {
 		o.Metadata.Namespace = "default"
 	}

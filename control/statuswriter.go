@@ -63,7 +63,8 @@ func writeStatuses(ctx context.Context, dyn dynamic.Interface, s *Server) {
 }
 
 // stamp is when and for which generation of its object a status is
-// written; its zero value makes the text that says whether it changed.
+// written; without a time it makes the text that says whether it
+// changed.
 type stamp struct {
 	now        string
 	generation int64
@@ -83,7 +84,7 @@ func (st stamp) conds(cs []Condition) []map[string]any {
 func (sw *statusWriter) write(ctx context.Context, w *World) {
 	for _, name := range slices.Sorted(maps.Keys(w.GatewayClasses)) {
 		if w.GatewayClasses[name].Controller == GatewayController {
-			sw.patch(ctx, "GatewayClass", "", name, func(st stamp, _ map[string]any) map[string]any {
+			sw.patch(ctx, "GatewayClass", "", name, 0, func(st stamp, _ map[string]any) map[string]any {
 				return map[string]any{"conditions": st.conds([]Condition{cond("Accepted", true, "Accepted", "")})}
 			})
 		}
@@ -92,7 +93,7 @@ func (sw *statusWriter) write(ctx context.Context, w *World) {
 	for _, key := range slices.Sorted(maps.Keys(gws)) {
 		gs := gws[key]
 		ns, name, _ := strings.Cut(key, "/")
-		sw.patch(ctx, "Gateway", ns, name, func(st stamp, _ map[string]any) map[string]any {
+		sw.patch(ctx, "Gateway", ns, name, gs.Generation, func(st stamp, _ map[string]any) map[string]any {
 			listeners := []map[string]any{}
 			for _, l := range gs.Listeners {
 				kinds := []map[string]any{}
@@ -108,7 +109,7 @@ func (sw *statusWriter) write(ctx context.Context, w *World) {
 	for _, key := range slices.Sorted(maps.Keys(routes)) {
 		kind, obj, _ := strings.Cut(key, " ")
 		ns, name, _ := strings.Cut(obj, "/")
-		sw.patch(ctx, kind, ns, name, func(st stamp, current map[string]any) map[string]any {
+		sw.patch(ctx, kind, ns, name, routes[key][0].Generation, func(st stamp, current map[string]any) map[string]any {
 			parents := []any{}
 			for _, p := range routes[key] {
 				gns, gname, _ := strings.Cut(p.Parent.Gateway, "/")
@@ -134,10 +135,11 @@ func (sw *statusWriter) write(ctx context.Context, w *World) {
 }
 
 // patch writes an object's status as build makes it from the current
-// one, when what shunt says changed since it last wrote it.
-func (sw *statusWriter) patch(ctx context.Context, kind, ns, name string, build func(st stamp, current map[string]any) map[string]any) {
+// one, when what shunt says of it, or the object's generation (gen, as
+// the world has it), changed since it last wrote it.
+func (sw *statusWriter) patch(ctx context.Context, kind, ns, name string, gen int64, build func(st stamp, current map[string]any) map[string]any) {
 	key := kind + " " + ns + "/" + name
-	text, _ := json.Marshal(build(stamp{}, nil))
+	text, _ := json.Marshal(build(stamp{generation: gen}, nil))
 	if sw.written[key] == string(text) {
 		return
 	}

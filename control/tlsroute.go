@@ -15,6 +15,7 @@ import (
 type TLSRoute struct {
 	Kind            string // TLSRoute or TCPRoute
 	Name, Namespace string
+	Generation      int64
 	Gateways        []ParentGateway
 	Hostnames       []string
 	Backends        []Destination
@@ -52,7 +53,7 @@ func l4RouteFrom(doc []byte, kind string, s schema, domain string) (*TLSRoute, e
 	if err := json.Unmarshal(o.Spec, &spec); err != nil {
 		return nil, fmt.Errorf("%s %s: %v", kind, name, err)
 	}
-	r := &TLSRoute{Kind: kind, Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Problems: problems}
+	r := &TLSRoute{Kind: kind, Name: o.Metadata.Name, Namespace: o.Metadata.Namespace, Generation: o.Metadata.Generation, Problems: problems}
 	for _, h := range spec.Hostnames {
 		r.Hostnames = append(r.Hostnames, strings.ToLower(h))
 	}

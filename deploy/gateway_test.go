@@ -108,13 +108,32 @@ spec:
 `, "apply", "-f", "-"); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
-	for _, q := range []struct{ what, jsonpath, want string }{
+	checkStatuses(t, c, []statusQuery{
 		{"gatewayclass/shunt", `{.status.conditions[?(@.type=="Accepted")].status}`, "True"},
+		{"gateway/public", `{.status.conditions[?(@.type=="Accepted")].observedGeneration}`, "1"},
 		{"gateway/public", `{.status.conditions[?(@.type=="Programmed")].status}`, "True"},
 		{"gateway/public", `{.status.listeners[0].attachedRoutes} {.status.listeners[0].supportedKinds[*].kind}`, "1 HTTPRoute GRPCRoute"},
 		{"httproute/web", `{.status.parents[0].controllerName} {.status.parents[0].conditions[?(@.type=="Accepted")].status}`, "shunt.dev/gateway True"},
 		{"httproute/wrong-port", `{.status.parents[0].conditions[*].reason}`, "NoMatchingParent BackendNotFound"},
-	} {
+	})
+	// A changed spec: its new generation is observed.
+	if out, err := c.Kubectl("", "patch", "gateway", "public", "-n", "edge", "--type=json",
+		"-p", `[{"op": "add", "path": "/spec/listeners/-", "value": {"name": "web2", "port": 8081, "protocol": "HTTP"}}]`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	checkStatuses(t, c, []statusQuery{
+		{"gateway/public", `{.status.conditions[?(@.type=="Accepted")].observedGeneration} {.status.listeners[*].name}`, "2 http web2"},
+	})
+}
+
+// statusQuery is what kubectl get OBJECT -o jsonpath= should print.
+type statusQuery struct{ what, jsonpath, want string }
+
+// checkStatuses waits up to 30 s for each query's answer in namespace
+// edge.
+func checkStatuses(t *testing.T, c *kubecluster.Cluster, qs []statusQuery) {
+	t.Helper()
+	for _, q := range qs {
 		var got string
 		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
 			got, _ = c.Kubectl("", "get", q.what, "-n", "edge", "-o", "jsonpath="+q.jsonpath)
