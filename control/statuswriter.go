@@ -41,6 +41,7 @@ type statusWriter struct {
 	log     *slog.Logger
 	written map[string]string // "KIND ns/name" → the status JSON, without times
 	version map[string]string // kind → the API version that answered
+	failed  bool              // a write of the last pass failed: the next tick tries again
 }
 
 // writeStatuses runs a statusWriter until ctx ends, looking at s's world
@@ -49,8 +50,8 @@ func writeStatuses(ctx context.Context, dyn dynamic.Interface, s *Server) {
 	sw := &statusWriter{dyn: dyn, log: s.log, written: map[string]string{}, version: map[string]string{}}
 	var last *World
 	for t := time.NewTicker(time.Second); ; {
-		if w := s.World(); w != last {
-			last = w
+		if w := s.World(); w != last || sw.failed {
+			last, sw.failed = w, false
 			sw.write(ctx, w)
 		}
 		select {
@@ -151,9 +152,14 @@ func (sw *statusWriter) patch(ctx context.Context, kind, ns, name string, gen in
 		_, err = c.Patch(ctx, name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: "shunt-control"}, "status")
 	}
 	if err != nil {
-		if !apierrors.IsNotFound(err) {
-			sw.log.Warn("status not written", "kind", kind, "object", ns+"/"+name, "err", err)
+		// Tried again on the next tick; an object gone is gone from the
+		// world soon.
+		sw.failed = true
+		level := slog.LevelWarn
+		if apierrors.IsNotFound(err) {
+			level = slog.LevelDebug
 		}
+		sw.log.Log(ctx, level, "status not written", "kind", kind, "object", ns+"/"+name, "err", err)
 		return
 	}
 	sw.written[key] = string(text)
