@@ -148,6 +148,7 @@ func (sw *statusWriter) patch(ctx context.Context, kind, ns, name string, gen in
 	if err == nil {
 		current, _ := obj.Object["status"].(map[string]any)
 		status := build(stamp{now: time.Now().UTC().Format(time.RFC3339), generation: obj.GetGeneration()}, current)
+		keepTransitionTimes(status, current)
 		body, _ := json.Marshal(map[string]any{"status": status})
 		_, err = c.Patch(ctx, name, types.MergePatchType, body, metav1.PatchOptions{FieldManager: "shunt-control"}, "status")
 	}
@@ -188,4 +189,62 @@ func (sw *statusWriter) get(ctx context.Context, kind, ns, name string) (dynamic
 		err = e
 	}
 	return nil, nil, err
+}
+
+// keepTransitionTimes gives each condition in next whose status is the
+// same in cur (the status as the API server has it) cur's
+// lastTransitionTime: the time the condition last changed, as Gateway
+// API reads it. Lists are matched item by item by their identity: a
+// condition's type, a listener's name, a parent's parentRef.
+func keepTransitionTimes(next, cur any) {
+	switch n := next.(type) {
+	case map[string]any:
+		c, ok := cur.(map[string]any)
+		if !ok {
+			return
+		}
+		if _, isCond := n["lastTransitionTime"]; isCond && n["status"] == c["status"] && c["lastTransitionTime"] != nil {
+			n["lastTransitionTime"] = c["lastTransitionTime"]
+		}
+		for k, v := range n {
+			keepTransitionTimes(v, c[k])
+		}
+	case []map[string]any:
+		for _, item := range n {
+			keepTransitionTimes(item, matching(item, cur))
+		}
+	case []any:
+		for _, item := range n {
+			keepTransitionTimes(item, matching(item, cur))
+		}
+	}
+}
+
+// matching is the item of list cur with item's identity (type, name or
+// parentRef), if any.
+func matching(item, cur any) any {
+	m, ok := item.(map[string]any)
+	list, isList := cur.([]any)
+	if !ok || !isList {
+		return nil
+	}
+	for _, key := range []string{"type", "name", "parentRef"} {
+		id, has := m[key]
+		if !has {
+			continue
+		}
+		want := mustJSON(id)
+		for _, c := range list {
+			if cm, ok := c.(map[string]any); ok && mustJSON(cm[key]) == want {
+				return cm
+			}
+		}
+		return nil
+	}
+	return nil
+}
+
+func mustJSON(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
 }

@@ -116,13 +116,18 @@ spec:
 		{"httproute/web", `{.status.parents[0].controllerName} {.status.parents[0].conditions[?(@.type=="Accepted")].status}`, "shunt.dev/gateway True"},
 		{"httproute/wrong-port", `{.status.parents[0].conditions[*].reason}`, "NoMatchingParent BackendNotFound"},
 	})
-	// A changed spec: its new generation is observed.
+	// A changed spec: its new generation is observed; a condition that
+	// stays True keeps the time it became so.
+	accepted := `{.status.conditions[?(@.type=="Accepted")].lastTransitionTime}`
+	since, _ := c.Kubectl("", "get", "gateway/public", "-n", "edge", "-o", "jsonpath="+accepted)
+	time.Sleep(1100 * time.Millisecond) // the times have seconds
 	if out, err := c.Kubectl("", "patch", "gateway", "public", "-n", "edge", "--type=json",
 		"-p", `[{"op": "add", "path": "/spec/listeners/-", "value": {"name": "web2", "port": 8081, "protocol": "HTTP"}}]`); err != nil {
 		t.Fatalf("%v\n%s", err, out)
 	}
 	checkStatuses(t, c, []statusQuery{
 		{"gateway/public", `{.status.conditions[?(@.type=="Accepted")].observedGeneration} {.status.listeners[*].name}`, "2 http web2"},
+		{"gateway/public", accepted, since},
 	})
 }
 
