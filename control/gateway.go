@@ -210,13 +210,13 @@ func (w *World) gatewayOf(n Node) (*Gateway, string) {
 	if name == "" {
 		return nil, "the pod has no label gateway.networking.k8s.io/gateway-name naming its Gateway"
 	}
-	g := w.Gateways[n.Namespace+"/"+name]
-	if g == nil {
-		return nil, "no Gateway " + n.Namespace + "/" + name
+	key := n.Namespace + "/" + name
+	if w.Gateways[key] == nil {
+		return nil, "no Gateway " + key
 	}
-	class := w.GatewayClasses[g.Class]
-	if class == nil || class.Controller != GatewayController {
-		return nil, fmt.Sprintf("Gateway %s/%s: its class %s is not one of shunt's (controllerName %s)", g.Namespace, g.Name, g.Class, GatewayController)
+	g := w.ours(key)
+	if g == nil {
+		return nil, fmt.Sprintf("Gateway %s: its class %s is not one of shunt's (controllerName %s)", key, w.Gateways[key].Class, GatewayController)
 	}
 	return g, ""
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"maps"
 	"net/netip"
@@ -76,7 +77,7 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 			for i, ref := range l.Certificates {
 				if !w.granted("Gateway", g.Namespace, "Secret", ref) {
 					c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
-						"Secret " + ref + " is in another namespace, and no ReferenceGrant there lets the Gateway refer to it: refused"})
+						secretNotGranted(ref) + ": refused"})
 					continue
 				}
 				gc := gatewayCert{owner: g.Namespace + "/" + g.Name, field: fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
@@ -280,14 +281,9 @@ func (c *compiler) tlsChains(certs []gatewayCert, name string, hcm *listenerv3.F
 		key := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: gc.keyFile}}
 		if gc.secret != "" {
 			id = gc.secret
-			sec := c.w.Secrets[gc.secret]
-			if sec == nil {
-				c.cc.report(Problem{"Gateway", gc.owner, gc.field, "no TLS Secret " + gc.secret})
-				continue
-			}
-			pair, err := tls.X509KeyPair(sec.Cert, sec.Key)
+			sec, pair, err := c.w.tlsSecret(gc.secret)
 			if err != nil {
-				c.cc.report(Problem{"Gateway", gc.owner, gc.field, "Secret " + gc.secret + ": " + err.Error()})
+				c.cc.report(Problem{"Gateway", gc.owner, gc.field, err.Error()})
 				continue
 			}
 			if len(names) == 0 {
@@ -311,6 +307,26 @@ func (c *compiler) tlsChains(certs []gatewayCert, name string, hcm *listenerv3.F
 		out = append(out, fc)
 	}
 	return out
+}
+
+// tlsSecret is the TLS Secret ref (namespace/name) and its certificate,
+// or why it cannot be served.
+func (w *World) tlsSecret(ref string) (*TLSSecret, tls.Certificate, error) {
+	sec := w.Secrets[ref]
+	if sec == nil {
+		return nil, tls.Certificate{}, errors.New("no TLS Secret " + ref)
+	}
+	pair, err := tls.X509KeyPair(sec.Cert, sec.Key)
+	if err != nil {
+		return nil, pair, fmt.Errorf("Secret %s: %v", ref, err)
+	}
+	return sec, pair, nil
+}
+
+// secretNotGranted is the problem of a Gateway's certificate in another
+// namespace that no ReferenceGrant there grants.
+func secretNotGranted(ref string) string {
+	return "Secret " + ref + " is in another namespace, and no ReferenceGrant there lets the Gateway refer to it"
 }
 
 // gatewayHost is what a gateway port serves for one hostname: the rules

@@ -1,7 +1,6 @@
 package control
 
 import (
-	"crypto/tls"
 	"maps"
 	"slices"
 )
@@ -110,18 +109,12 @@ func programmedCond(ok bool, why string) Condition {
 // serve, and says why one cannot (a reason and a message; "" for none).
 func (w *World) certificatesResolved(g *Gateway, l GatewayListener) (ok int, reason, msg string) {
 	for _, ref := range l.Certificates {
-		sec := w.Secrets[ref]
-		switch {
-		case !w.granted("Gateway", g.Namespace, "Secret", ref):
-			reason, msg = "RefNotPermitted", "Secret "+ref+" is in another namespace, and no ReferenceGrant there lets the Gateway refer to it"
-		case sec == nil:
-			reason, msg = "InvalidCertificateRef", "no TLS Secret "+ref
-		default:
-			if _, err := tls.X509KeyPair(sec.Cert, sec.Key); err != nil {
-				reason, msg = "InvalidCertificateRef", "Secret "+ref+": "+err.Error()
-			} else {
-				ok++
-			}
+		if !w.granted("Gateway", g.Namespace, "Secret", ref) {
+			reason, msg = "RefNotPermitted", secretNotGranted(ref)
+		} else if _, _, err := w.tlsSecret(ref); err != nil {
+			reason, msg = "InvalidCertificateRef", err.Error()
+		} else {
+			ok++
 		}
 	}
 	return ok, reason, msg

@@ -111,16 +111,34 @@ type gatewayRouteSpec struct {
 	Rules     []struct {
 		Name        string
 		Matches     []gatewayMatch
-		BackendRefs []struct {
-			Group, Kind     *string
-			Name, Namespace string
-			Port            uint16
-			Weight          *int32
-		}
-		Timeouts struct{ Request, BackendRequest string }
-		Retry    *gatewayRetry
-		Filters  []gatewayFilter
+		BackendRefs []backendRefSpec
+		Timeouts    struct{ Request, BackendRequest string }
+		Retry       *gatewayRetry
+		Filters     []gatewayFilter
 	}
+}
+
+// backendRefSpec is a route rule's backendRef as written.
+type backendRefSpec struct {
+	Group, Kind     *string
+	Name, Namespace string
+	Port            uint16
+	Weight          *int32
+}
+
+// destination is the Service a backendRef names, in namespace ns unless
+// it says, of weight 1 unless set; share false for a weight of 0; a
+// problem (what it is instead) for one that is not a Service.
+func (b backendRefSpec) destination(ns, domain string) (d Destination, share bool, problem string) {
+	if b.Kind != nil && *b.Kind != "Service" || b.Group != nil && *b.Group != "" && *b.Group != "core" {
+		return d, false, "a " + deref(b.Kind) + ", not a Service"
+	}
+	w := int32(1)
+	if b.Weight != nil {
+		w = *b.Weight
+	}
+	ns = cmp.Or(b.Namespace, ns)
+	return Destination{Host: b.Name + "." + ns + ".svc." + domain, Port: b.Port, Weight: w}, w != 0, ""
 }
 
 // gatewayRouteFrom reads a Gateway API route of kind, its matches by
@@ -172,19 +190,13 @@ func gatewayRouteFrom(doc []byte, kind string, s schema, domain string, match fu
 			}
 		}
 		for j, b := range r.BackendRefs {
-			if b.Kind != nil && *b.Kind != "Service" || b.Group != nil && *b.Group != "" && *b.Group != "core" {
-				vs.Problems = append(vs.Problems, fmt.Sprintf("%s.backendRefs[%d]: a %s, not a Service", path, j, deref(b.Kind)))
-				continue
+			d, share, problem := b.destination(o.Metadata.Namespace, domain)
+			if problem != "" {
+				vs.Problems = append(vs.Problems, fmt.Sprintf("%s.backendRefs[%d]: %s", path, j, problem))
 			}
-			w := int32(1)
-			if b.Weight != nil {
-				w = *b.Weight
+			if share {
+				base.Route = append(base.Route, d)
 			}
-			if w == 0 {
-				continue // no share
-			}
-			ns := cmp.Or(b.Namespace, o.Metadata.Namespace)
-			base.Route = append(base.Route, Destination{Host: b.Name + "." + ns + ".svc." + domain, Port: b.Port, Weight: w})
 		}
 		switch {
 		case base.Redirect != nil:

@@ -72,18 +72,14 @@ func l4RouteFrom(doc []byte, kind string, s schema, domain string) (*TLSRoute, e
 	for i, rule := range spec.Rules[:min(1, len(spec.Rules))] {
 		for j, b := range rule.BackendRefs {
 			path := fmt.Sprintf("spec.rules[%d].backendRefs[%d]", i, j)
+			d, share, problem := b.destination(o.Metadata.Namespace, domain)
 			switch {
-			case b.Kind != nil && *b.Kind != "Service" || b.Group != nil && *b.Group != "" && *b.Group != "core":
-				r.Problems = append(r.Problems, fmt.Sprintf("%s: a %s, not a Service", path, deref(b.Kind)))
+			case problem != "":
+				r.Problems = append(r.Problems, path+": "+problem)
 			case b.Port == 0:
 				return nil, fmt.Errorf("%s %s: %s: a Service's backendRef needs a port", kind, name, path)
-			case b.Weight == nil || *b.Weight > 0:
-				w := int32(1)
-				if b.Weight != nil {
-					w = *b.Weight
-				}
-				ns := cmp.Or(b.Namespace, o.Metadata.Namespace)
-				r.Backends = append(r.Backends, Destination{Host: b.Name + "." + ns + ".svc." + domain, Port: b.Port, Weight: w})
+			case share:
+				r.Backends = append(r.Backends, d)
 			}
 		}
 	}
