@@ -371,17 +371,86 @@ func TestTLSOrigination(t *testing.T) {
 	srv.TLS = &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) { sni = h.ServerName; return nil, nil }}
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	dir := t.TempDir()
-	cfg := callerConfig(filepath.Join(dir, "caller.log"), srv.Listener.Addr().String(), "", false)
-	start := strings.Index(cfg, "    transport_socket_matches:")
-	end := strings.Index(cfg, "    load_assignment:")
-	cfg = cfg[:start] + `    transport_socket:
-      name: envoy.transport_sockets.tls
-      typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, sni: api.example.com}
-` + cfg[end:]
-	caller := startConfig(t, cfg, nil)
+	caller := startConfig(t, originating(t, srv.Listener.Addr().String(), "sni: api.example.com"), nil)
 	if code, body := get(t, caller.ListenerAddr("outbound").String()); code != 200 || body != "https saw /hello" || sni != "api.example.com" {
 		t.Errorf("TLS origination: %d %q, SNI %q", code, body, sni)
+	}
+}
+
+// originating is the caller's configuration with its cluster's
+// transport socket an UpstreamTlsContext of the fields given, to addr.
+func originating(t *testing.T, addr, fields string) string {
+	cfg := callerConfig(filepath.Join(t.TempDir(), "caller.log"), addr, "", false)
+	start := strings.Index(cfg, "    transport_socket_matches:")
+	end := strings.Index(cfg, "    load_assignment:")
+	return cfg[:start] + `    transport_socket:
+      name: envoy.transport_sockets.tls
+      typed_config: {"@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext, ` + fields + `}
+` + cfg[end:]
+}
+
+// TestTLSOriginationVerified: TLS originated with a validation context
+// of its own (Istio's DestinationRule SIMPLE and MUTUAL): the server's
+// chain checked against trusted_ca and its name against the DNS SANs
+// (a wildcard certificate covering the exact name), a client
+// certificate presented; a server the trusted CA did not sign, or whose
+// name is not the one wanted, is refused: 503, flag UF, the TLS error
+// its reason.
+func TestTLSOriginationVerified(t *testing.T) {
+	var clientCN string
+	srvCert, srvKey := catest.ServerCert(t, "*.example.com")
+	pair, err := tls.X509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if len(r.TLS.PeerCertificates) > 0 {
+			clientCN = r.TLS.PeerCertificates[0].Subject.CommonName
+		}
+		fmt.Fprintf(w, "https saw %s", r.URL.Path)
+	}))
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{pair}, ClientAuth: tls.RequestClientCert}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	clientCert, clientKey := catest.ServerCert(t, "client.shop.svc")
+	otherCA, _ := catest.ServerCert(t, "other-ca.example")
+	for name, b := range map[string][]byte{"ca.pem": srvCert, "other-ca.pem": otherCA, "client.pem": clientCert, "client-key.pem": clientKey} {
+		os.WriteFile(filepath.Join(dir, name), b, 0o600)
+	}
+	common := func(ca, san string) string {
+		return fmt.Sprintf(`sni: api.example.com, common_tls_context: {tls_certificates: [{certificate_chain: {filename: %s}, private_key: {filename: %s}}],
+        validation_context: {trusted_ca: {filename: %s}, match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: %s}}]}}`,
+			filepath.Join(dir, "client.pem"), filepath.Join(dir, "client-key.pem"), filepath.Join(dir, ca), san)
+	}
+	for _, c := range []struct {
+		name, ca, san string
+		ok            bool
+	}{
+		{"verified, the client's certificate presented", "ca.pem", "api.example.com", true},
+		{"another CA", "other-ca.pem", "api.example.com", false},
+		{"another name", "ca.pem", "api.example.org", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			clientCN = ""
+			caller := startConfig(t, originating(t, srv.Listener.Addr().String(), common(c.ca, c.san)), nil)
+			code, body := get(t, caller.ListenerAddr("outbound").String())
+			switch {
+			case c.ok && (code != 200 || body != "https saw /hello" || clientCN != "client.shop.svc"):
+				t.Errorf("%d %q, the server saw the client certificate %q", code, body, clientCN)
+			case !c.ok && (code != 503 || !strings.Contains(body, "TLS_error:")):
+				t.Errorf("%d %q, want 503 with the TLS error", code, body)
+			}
+		})
+	}
+	b, err := envoyconfig.Parse([]byte(originating(t, "127.0.0.1:9", "common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: a.example}}]}}")))
+	if err == nil {
+		cfg := proxy.DefaultConfig()
+		cfg.Bootstrap = b
+		_, err = proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	}
+	if want := "match_typed_subject_alt_names without trusted_ca"; err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("SAN matchers without a trusted CA: %v, want %q", err, want)
 	}
 }
 

@@ -57,6 +57,10 @@ type tlsContext struct {
 	// trust bundle, and its name against sans if any are given.
 	verify bool
 	sans   []sanMatcher
+	// roots, when a validation context names its trusted_ca, are what
+	// the peer's chain must lead to, in place of the mesh's trust bundle
+	// (TLS originated to a server outside the mesh, say).
+	roots *x509.CertPool
 	// configs caches the tls.Config for the credentials in force, per
 	// ALPN choice.
 	configs atomic.Pointer[tlsConfigs]
@@ -121,8 +125,8 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 	t.ownCert = len(certs) > 0
 	if inline := common.GetTlsCertificates(); len(inline) > 0 {
 		switch {
-		case !server || len(certs) > 0 || len(inline) > 1:
-			r.add(path+".tls_certificates", "not implemented by shunt: one inline certificate, on a listener's chain without SDS certificates (a chain per certificate, chosen by server_names)")
+		case len(certs) > 0 || len(inline) > 1:
+			r.add(path+".tls_certificates", "not implemented by shunt: one inline certificate, without SDS certificates (on a listener, a chain per certificate, chosen by server_names)")
 		default:
 			chain, err1 := dataSource(inline[0].GetCertificateChain())
 			key, err2 := dataSource(inline[0].GetPrivateKey())
@@ -138,9 +142,11 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 			}
 		}
 		t.alpn = common.GetAlpnProtocols()
-		if common.GetValidationContextType() != nil {
-			r.add(path, "not implemented by shunt: a validation context beside an inline certificate (clients are not checked)")
+		if _, ok := common.GetValidationContextType().(*tlsv3.CommonTlsContext_ValidationContext); common.GetValidationContextType() != nil && !ok {
+			r.add(path, "not implemented by shunt: beside an inline certificate, a validation context is inline too (validation_context with trusted_ca)")
+			return t
 		}
+		r.validation(t, common.GetValidationContext(), path+".validation_context")
 		return t
 	}
 	switch {
@@ -152,27 +158,59 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 		r.sdsSource(certs[0].GetSdsConfig(), path+".tls_certificate_sds_secret_configs[0].sds_config")
 	}
 	t.alpn = common.GetAlpnProtocols()
-	var vc *tlsv3.CertificateValidationContext
 	var roots *tlsv3.SdsSecretConfig
 	switch v := common.GetValidationContextType().(type) {
 	case nil:
+	case *tlsv3.CommonTlsContext_ValidationContext:
+		r.validation(t, v.ValidationContext, path+".validation_context")
 	case *tlsv3.CommonTlsContext_ValidationContextSdsSecretConfig:
 		roots = v.ValidationContextSdsSecretConfig
 	case *tlsv3.CommonTlsContext_CombinedValidationContext:
-		vc, roots = v.CombinedValidationContext.GetDefaultValidationContext(), v.CombinedValidationContext.GetValidationContextSdsSecretConfig()
+		roots = v.CombinedValidationContext.GetValidationContextSdsSecretConfig()
+		r.validation(t, v.CombinedValidationContext.GetDefaultValidationContext(), path+".combined_validation_context.default_validation_context")
 	default:
-		r.add(path, "not implemented by shunt: %T (shunt validates with SDS secret %q, the trust bundle)", v, sdsRootCA)
+		r.add(path, "not implemented by shunt: %T (shunt validates with SDS secret %q, the trust bundle, or an inline trusted_ca)", v, sdsRootCA)
 	}
-	if common.GetValidationContextType() != nil {
+	if roots != nil || common.GetValidationContextSdsSecretConfig() != nil {
 		t.verify = true
+		if t.roots != nil {
+			r.add(path+".combined_validation_context.default_validation_context.trusted_ca", "not implemented by shunt: beside the SDS trust bundle")
+		}
 		r.sdsSource(roots.GetSdsConfig(), path+".combined_validation_context.validation_context_sds_secret_config.sds_config")
 		if roots.GetName() != sdsRootCA {
 			r.add(path+".combined_validation_context.validation_context_sds_secret_config.name",
 				"not implemented by shunt: %q (the trust bundle is SDS secret %q, Istio's)", roots.GetName(), sdsRootCA)
 		}
 	}
+	if len(t.sans) > 0 && !t.verify {
+		r.add(path, "invalid: match_typed_subject_alt_names without trusted_ca or the SDS trust bundle: SAN-based verification without a trusted CA is insecure (Envoy refuses it too)")
+	}
+	if t.requireClientCert && !t.verify {
+		r.add(path, "invalid: require_client_certificate without a validation context: nothing would check the client's certificate")
+	}
+	return t
+}
+
+// validation reads a validation context into t: its trusted_ca (the
+// roots a peer's chain must lead to; without one, the mesh's trust
+// bundle, from SDS) and its SAN matchers.
+func (r *resources) validation(t *tlsContext, vc *tlsv3.CertificateValidationContext, path string) {
+	if vc == nil {
+		return
+	}
+	if ca := vc.GetTrustedCa(); ca != nil {
+		t.verify = true
+		pem, err := dataSource(ca)
+		t.roots = x509.NewCertPool()
+		switch {
+		case err != nil:
+			r.add(path+".trusted_ca", "invalid: %v", err)
+		case !t.roots.AppendCertsFromPEM(pem):
+			r.add(path+".trusted_ca", "invalid: no PEM certificate in it")
+		}
+	}
 	for i, m := range vc.GetMatchTypedSubjectAltNames() {
-		p := fmt.Sprintf("%s.combined_validation_context.default_validation_context.match_typed_subject_alt_names[%d]", path, i)
+		p := fmt.Sprintf("%s.match_typed_subject_alt_names[%d]", path, i)
 		switch m.GetSanType() {
 		case tlsv3.SubjectAltNameMatcher_URI, tlsv3.SubjectAltNameMatcher_DNS:
 		default:
@@ -183,10 +221,6 @@ func (r *resources) transportSocket(ts *corev3.TransportSocket, path string, ser
 			t.sans = append(t.sans, sanMatcher{dns: m.GetSanType() == tlsv3.SubjectAltNameMatcher_DNS, m: sm})
 		}
 	}
-	if t.requireClientCert && !t.verify {
-		r.add(path, "invalid: require_client_certificate without a validation context: nothing would check the client's certificate")
-	}
-	return t
 }
 
 // dataSource is a data source's bytes: inline, or a file's, read as the
@@ -266,7 +300,7 @@ func (t *tlsContext) config(creds *ca.Credentials, alpn []string) *tls.Config {
 	case t.ownCert:
 		c.Certificates = []tls.Certificate{creds.Certificate}
 	}
-	if t.server && t.static == nil { // a mesh peer's, if it has one; a gateway's clients are not asked
+	if t.server && (t.static == nil || t.verify) { // a mesh peer's, if it has one; a gateway's clients only when it checks them
 		c.ClientAuth = tls.RequestClientCert
 		if t.requireClientCert {
 			c.ClientAuth = tls.RequireAnyClientCert
@@ -295,7 +329,11 @@ func (t *tlsContext) verifyPeer(cs tls.ConnectionState, creds *ca.Credentials) e
 		}
 		return errors.New("the peer sent no certificate")
 	}
-	if err := ca.VerifyPeer(cs.PeerCertificates, creds.Roots, ""); err != nil {
+	roots := t.roots
+	if roots == nil {
+		roots = creds.Roots
+	}
+	if err := ca.VerifyPeer(cs.PeerCertificates, roots, ""); err != nil {
 		return fmt.Errorf("the peer's certificate: %v", err)
 	}
 	leaf := cs.PeerCertificates[0]
@@ -305,7 +343,7 @@ func (t *tlsContext) verifyPeer(cs tls.ConnectionState, creds *ca.Credentials) e
 	for _, m := range t.sans {
 		if m.dns {
 			for _, n := range leaf.DNSNames {
-				if m.m.match([]byte(n)) {
+				if m.m.match([]byte(n)) || m.m.hasExact && wildcardCovers(n, m.m.exact) {
 					return nil
 				}
 			}
@@ -318,6 +356,17 @@ func (t *tlsContext) verifyPeer(cs tls.ConnectionState, creds *ca.Credentials) e
 		}
 	}
 	return fmt.Errorf("the peer's certificate names %v, none of the names it must", peerNames(leaf))
+}
+
+// wildcardCovers says a certificate's wildcard DNS name (*.domain)
+// covers name, one label deep, as Envoy matches an exact DNS SAN.
+func wildcardCovers(certName, name string) bool {
+	rest, ok := strings.CutPrefix(certName, "*.")
+	if !ok {
+		return false
+	}
+	_, domain, ok := strings.Cut(name, ".")
+	return ok && strings.EqualFold(domain, rest)
 }
 
 func peerNames(c *x509.Certificate) []string {
@@ -347,7 +396,7 @@ func (p *Proxy) credentials() *ca.Credentials {
 // tlsClient originates TLS over c for ctx, offering alpn.
 func (p *Proxy) tlsClient(ctx context.Context, c *net.TCPConn, t *tlsContext, alpn []string) (*tlsSock, error) {
 	creds := p.credentials()
-	if creds == nil && (t.ownCert || t.verify) {
+	if creds == nil && (t.ownCert || t.verify && t.roots == nil) {
 		return nil, &tlsFailure{errNoCertificate}
 	}
 	tc := tls.Client(c, t.config(creds, alpn))
