@@ -278,13 +278,17 @@ func (l GatewayListener) hostnames(route []string) []string {
 // its key (PEM).
 type TLSSecret struct {
 	Cert, Key []byte
+	// CA is its ca.crt, if any: the roots a MUTUAL server checks its
+	// clients' certificates against (Istio's credentialName).
+	CA []byte
 }
 
 // PutSecret adds or replaces a TLS Secret (namespace/name).
 func (w *World) PutSecret(key string, s *TLSSecret) { w.Secrets[key] = s }
 
 // TLSSecretFrom is a Secret's certificate and key, if it is a TLS Secret
-// (type kubernetes.io/tls: tls.crt and tls.key, in data or stringData).
+// (type kubernetes.io/tls: tls.crt and tls.key, in data or stringData),
+// with its ca.crt if it has one.
 func TLSSecretFrom(s *corev1.Secret) (*TLSSecret, bool) {
 	if s.Type != corev1.SecretTypeTLS {
 		return nil, false
@@ -295,5 +299,5 @@ func TLSSecretFrom(s *corev1.Secret) (*TLSSecret, bool) {
 		}
 		return s.Data[k]
 	}
-	return &TLSSecret{Cert: get(corev1.TLSCertKey), Key: get(corev1.TLSPrivateKeyKey)}, true
+	return &TLSSecret{Cert: get(corev1.TLSCertKey), Key: get(corev1.TLSPrivateKeyKey), CA: get("ca.crt")}, true
 }

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/shunt-dev/shunt/control"
 )
@@ -126,20 +127,23 @@ func TestCompileIstioGateway(t *testing.T) {
 			t.Errorf("the gateway lacks %q", want)
 		}
 	}
-	if strings.Contains(text, "/mesh-only") || strings.Contains(text, "0.0.0.0_9443") {
-		t.Errorf("the gateway has the sidecars' match or the MUTUAL server")
+	if strings.Contains(text, "/mesh-only") || strings.Contains(text, "0.0.0.0_9444") {
+		t.Errorf("the gateway has the sidecars' match or the MUTUAL server with no CA")
 	}
 	var names []string
 	for _, l := range res.Listeners {
 		names = append(names, l.GetName())
 	}
-	if strings.Join(names, " ") != "0.0.0.0_8080 0.0.0.0_8081 0.0.0.0_8443" {
-		t.Errorf("listeners %v, want the two HTTP servers' and the SIMPLE one's", names)
+	if strings.Join(names, " ") != "0.0.0.0_8080 0.0.0.0_8081 0.0.0.0_8443 0.0.0.0_9443" {
+		t.Errorf("listeners %v, want the two HTTP servers', the SIMPLE one's and the MUTUAL one's", names)
+	}
+	if !strings.Contains(text, "require_client_certificate: true") || !strings.Contains(text, "trusted_ca:") {
+		t.Errorf("the MUTUAL server does not require and check a client certificate")
 	}
 	if !strings.Contains(text, "https_redirect: true") || !strings.Contains(text, "name: edge.example.com:8443") || strings.Contains(text, "PRIVATE KEY") {
 		t.Errorf("no https redirect or no HTTPS virtual host, or the key shows")
 	}
-	if p := cc.Problems(); len(p) != 1 || p["Gateway default/ingress spec.servers[3].tls.mode"] != "MUTUAL is not run by shunt yet (SIMPLE is)" {
+	if p := cc.Problems(); len(p) != 1 || !strings.Contains(p["Gateway default/ingress spec.servers[4].tls"], "Secret istio-system/shop-cert has no ca.crt") {
 		t.Errorf("problems: %v", p)
 	}
 	app, err := cc.Compile(w, appSidecar(t)).YAML()
@@ -199,6 +203,75 @@ spec:
 		t.Errorf("the HTTP server with a certificate is run")
 	}
 	if p := cc.Problems(); p["Gateway istio-system/files spec.servers[1].tls"] != "an HTTP server takes httpsRedirect alone" {
+		t.Errorf("problems: %v", p)
+	}
+}
+
+// TestIstioEgressTLSOrigination compiles Istio's egress gateway with TLS
+// origination (egress.yaml): the sidecar's subset cluster to the gateway
+// is the mesh's mutual TLS with the SNI the rule names and the gateway's
+// identity; the gateway's server takes mutual TLS (its certificate, the
+// client's required) for the host, and its cluster to the host's 443
+// originates TLS checked against the rule's CA and the host's name.
+func TestIstioEgressTLSOrigination(t *testing.T) {
+	egress, _ := os.ReadFile("testdata/egress.yaml")
+	w := meshWith(t, string(egress))
+	cc, err := control.NewCompiler(control.DefaultMesh())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc.Survey(w)
+	sidecar := cc.Compile(w, appSidecar(t))
+	runs(t, sidecar)
+	_, gateway := compileRouter(t, w, "router~10.1.0.60~istio-egressgateway-1.istio-system~istio-system.svc.cluster.local")
+	runs(t, gateway)
+	for _, c := range []struct {
+		golden string
+		res    *control.Resources
+	}{{"egress-sidecar.golden.yaml", sidecar}, {"egress-gateway.golden.yaml", gateway}} {
+		got, err := c.res.YAML()
+		if err != nil {
+			t.Fatal(err)
+		}
+		golden(t, c.golden, got)
+	}
+	cluster := func(res *control.Resources, name string) string {
+		for _, cl := range res.Clusters {
+			if cl.GetName() == name {
+				b, _ := protojson.Marshal(cl)
+				return string(b)
+			}
+		}
+		t.Fatalf("no cluster %s", name)
+		return ""
+	}
+	toGateway := cluster(sidecar, "outbound|80|partner|istio-egressgateway.istio-system.svc.cluster.local")
+	for _, want := range []string{`"sni":"api.partner.example"`, `"exact":"spiffe://cluster.local/ns/istio-system/sa/istio-egressgateway"`, `"name":"ROOTCA"`} {
+		if !strings.Contains(toGateway, want) {
+			t.Errorf("the sidecar's cluster to the gateway lacks %s: %s", want, toGateway)
+		}
+	}
+	if strings.Contains(toGateway, "LEAST_REQUEST") {
+		t.Errorf("the subset's ROUND_ROBIN is not on its cluster: %s", toGateway)
+	}
+	if plain := cluster(sidecar, "outbound|443||istio-egressgateway.istio-system.svc.cluster.local"); strings.Contains(plain, "transportSocket\"") {
+		t.Errorf("the gateway's port 443, which no rule makes mutual TLS, has a transport socket: %s", plain)
+	}
+	toHost := cluster(gateway, "outbound|443||api.partner.example")
+	for _, want := range []string{`"sni":"api.partner.example"`, `"filename":"testdata/partner-ca.pem"`, `"sanType":"DNS"`, `"exact":"api.partner.example"`, `"type":"STRICT_DNS"`} {
+		if !strings.Contains(toHost, want) {
+			t.Errorf("the gateway's cluster to the host lacks %s: %s", want, toHost)
+		}
+	}
+	l, _ := protojson.Marshal(gateway.Listeners[0])
+	for _, want := range []string{`"serverNames":["api.partner.example"]`, `"requireClientCertificate":true`, `"name":"default"`} {
+		if !strings.Contains(string(l), want) {
+			t.Errorf("the gateway's listener lacks %s: %s", want, l)
+		}
+	}
+	// The sidecars do not route TLS by SNI to a host with no address
+	// yet: its 443, which the example does not use from the sidecars.
+	if p := cc.Problems(); len(p) != 1 || !strings.Contains(p["ServiceEntry default/partner spec.addresses"], "port 443, not HTTP") {
 		t.Errorf("problems: %v", p)
 	}
 }

@@ -21,6 +21,7 @@ import (
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
 	"github.com/shunt-dev/shunt/proxy"
@@ -107,8 +108,9 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		gw := w.IstioGateways[key]
 		for _, srv := range gw.Servers {
 			open(srv.Port)
-			if srv.Credential != "" || srv.CertFile != "" {
-				gc := gatewayCert{owner: key, field: fmt.Sprintf("spec.servers[%d].tls", srv.Index), certFile: srv.CertFile, keyFile: srv.KeyFile}
+			if srv.Credential != "" || srv.CertFile != "" || srv.Mesh {
+				gc := gatewayCert{owner: key, field: fmt.Sprintf("spec.servers[%d].tls", srv.Index), certFile: srv.CertFile, keyFile: srv.KeyFile, mesh: srv.Mesh,
+					clientCA: srv.ClientCA, caFile: srv.CAFile}
 				if srv.Credential != "" {
 					gc.secret = n.Namespace + "/" + srv.Credential // the gateway's namespace's, as Istio reads it
 				}
@@ -267,6 +269,13 @@ type gatewayCert struct {
 	secret            string
 	certFile, keyFile string
 	names             []string
+	// mesh: the gateway's workload certificate, mutual TLS (Istio's
+	// ISTIO_MUTUAL server).
+	mesh bool
+	// clientCA: clients must present a certificate their CA signed: the
+	// Secret's ca.crt, or the file caFile (Istio's MUTUAL server).
+	clientCA bool
+	caFile   string
 }
 
 // tlsChains are an HTTPS port's filter chains: one per certificate,
@@ -277,15 +286,21 @@ func (c *compiler) tlsChains(certs []gatewayCert, name string, hcm *listenerv3.F
 	var out []*listenerv3.FilterChain
 	for _, gc := range certs {
 		names, id := gc.names, gc.certFile
-		chain := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: gc.certFile}}
-		key := &corev3.DataSource{Specifier: &corev3.DataSource_Filename{Filename: gc.keyFile}}
+		chain, key, clientCA := fileSource(gc.certFile), fileSource(gc.keyFile), fileSource(gc.caFile)
+		if gc.mesh {
+			id = "istio-mutual"
+		}
 		if gc.secret != "" {
 			id = gc.secret
 			sec, pair, err := c.w.tlsSecret(gc.secret)
+			if err == nil && gc.clientCA && len(sec.CA) == 0 {
+				err = fmt.Errorf("Secret %s has no ca.crt: a MUTUAL server checks its clients against it", gc.secret)
+			}
 			if err != nil {
 				c.cc.report(Problem{"Gateway", gc.owner, gc.field, err.Error()})
 				continue
 			}
+			clientCA = &corev3.DataSource{Specifier: &corev3.DataSource_InlineBytes{InlineBytes: sec.CA}}
 			if len(names) == 0 {
 				leaf, _ := x509.ParseCertificate(pair.Certificate[0])
 				names = leaf.DNSNames
@@ -298,9 +313,16 @@ func (c *compiler) tlsChains(certs []gatewayCert, name string, hcm *listenerv3.F
 		}
 		ctx := &tlsv3.DownstreamTlsContext{CommonTlsContext: &tlsv3.CommonTlsContext{AlpnProtocols: []string{"h2", "http/1.1"},
 			TlsCertificates: []*tlsv3.TlsCertificate{{CertificateChain: chain, PrivateKey: key}}}}
-		fc := &listenerv3.FilterChain{Name: fmt.Sprintf("%s-%s", name, id),
-			TransportSocket: &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyres.Typed(ctx)}},
-			Filters:         []*listenerv3.Filter{hcm}}
+		if gc.clientCA {
+			ctx.RequireClientCertificate = wrapperspb.Bool(true)
+			ctx.CommonTlsContext.ValidationContextType = &tlsv3.CommonTlsContext_ValidationContext{
+				ValidationContext: &tlsv3.CertificateValidationContext{TrustedCa: clientCA}}
+		}
+		ts := &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{TypedConfig: envoyres.Typed(ctx)}}
+		if gc.mesh {
+			ts = envoyres.MutualTLSDownstream()
+		}
+		fc := &listenerv3.FilterChain{Name: fmt.Sprintf("%s-%s", name, id), TransportSocket: ts, Filters: []*listenerv3.Filter{hcm}}
 		if len(names) > 0 {
 			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
 		}
@@ -421,14 +443,21 @@ func byPrecedence(a, b RouteRule) int {
 func (c *compiler) gatewayCluster(name string) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
 	for _, s := range c.w.Services {
 		for _, p := range s.Ports {
-			if clusterName("outbound", p.Port, "", s.Hostname) != name {
+			if !strings.HasPrefix(name, fmt.Sprintf("outbound|%d|", p.Port)) || !strings.HasSuffix(name, "|"+s.Hostname) {
 				continue
 			}
-			cl := c.serviceCluster(s, p, name)
-			if cl.GetType() == clusterv3.Cluster_EDS {
-				return cl, c.loadAssignment(s, p, name)
+			sc := c.serviceClusters(c.cc.compiled(s), p, c.rules.dr[s.Hostname])
+			if sc.cluster.GetName() == name {
+				return sc.cluster, sc.cla
 			}
-			return cl, nil
+			for i, cl := range sc.subsetClusters {
+				if cl.GetName() == name {
+					if i < len(sc.subsetCLAs) {
+						return cl, sc.subsetCLAs[i]
+					}
+					return cl, nil
+				}
+			}
 		}
 	}
 	return nil, nil // BlackHoleCluster, which the gateway has

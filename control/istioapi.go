@@ -46,6 +46,8 @@ type TrafficPolicy struct {
 	Outlier          bool // outlierDetection is set
 	// Hash is loadBalancer.consistentHash, instead of simple.
 	Hash *ConsistentHash
+	// TLS is tls: the transport to the host's endpoints (nil: auto mTLS).
+	TLS *ClientTLS
 	// Ports are portLevelSettings: each port's policy over this one.
 	Ports map[uint16]*TrafficPolicy
 }
@@ -80,6 +82,7 @@ var portPolicySchema = schema{
 		"http": schema{"http1MaxPendingRequests": nil, "http2MaxRequests": nil, "maxRetries": nil}},
 	"outlierDetection": schema{"consecutive5xxErrors": nil, "consecutiveGatewayErrors": nil, "interval": nil,
 		"baseEjectionTime": nil, "maxEjectionPercent": nil},
+	"tls": clientTLSSchema,
 }
 
 // policySchema is a traffic policy's: a port's fields, and
@@ -208,6 +211,7 @@ type jsonPolicy struct {
 		Interval, BaseEjectionTime                     string
 		MaxEjectionPercent                             *uint32
 	}
+	TLS *jsonClientTLS
 }
 
 func (p *jsonPolicy) model(path string) (*TrafficPolicy, error) {
@@ -215,6 +219,10 @@ func (p *jsonPolicy) model(path string) (*TrafficPolicy, error) {
 		return nil, nil
 	}
 	tp := &TrafficPolicy{LoadBalancer: p.LoadBalancer.Simple}
+	var err error
+	if tp.TLS, err = p.TLS.model(path + ".tls"); err != nil {
+		return nil, err
+	}
 	if cp := p.ConnectionPool; cp != nil {
 		tp.Pool, tp.MaxConnections, tp.MaxPending, tp.MaxRequests, tp.MaxRetries = true, cp.TCP.MaxConnections,
 			cp.HTTP.HTTP1MaxPendingRequests, cp.HTTP.HTTP2MaxRequests, cp.HTTP.MaxRetries

@@ -32,6 +32,14 @@ type IstioServer struct {
 	// Credential of the gateway pod's namespace, or the gateway's files
 	// CertFile and KeyFile.
 	Credential, CertFile, KeyFile string
+	// ClientCA: a MUTUAL server requires a client certificate, checked
+	// against the Secret's ca.crt or the file CAFile.
+	ClientCA bool
+	CAFile   string
+	// Mesh: the server takes the mesh's mutual TLS (ISTIO_MUTUAL): the
+	// gateway's workload certificate, the client's checked against the
+	// mesh's trust bundle (sidecars sending to an egress gateway).
+	Mesh bool
 	// HTTPSRedirect: an HTTP server answers every request with a 301 to
 	// its https:// URL.
 	HTTPSRedirect bool
@@ -41,7 +49,7 @@ var istioGatewaySchema = schema{
 	"selector": nil,
 	"servers": listOf{schema{"port": schema{"number": nil, "name": nil, "protocol": nil, "targetPort": nil},
 		"hosts": nil, "name": nil, "bind": nil, "defaultEndpoint": nil,
-		"tls": schema{"httpsRedirect": nil, "mode": nil, "credentialName": nil, "serverCertificate": nil, "privateKey": nil}}},
+		"tls": schema{"httpsRedirect": nil, "mode": nil, "credentialName": nil, "serverCertificate": nil, "privateKey": nil, "caCertificates": nil}}},
 }
 
 // IstioGatewayFrom reads an Istio Gateway manifest.
@@ -97,10 +105,12 @@ func IstioGatewayFrom(doc []byte) (*IstioGateway, error) {
 type istioServerTLS struct {
 	HTTPSRedirect                                       bool `json:"httpsRedirect"`
 	Mode, CredentialName, ServerCertificate, PrivateKey string
+	CACertificates                                      string
 }
 
 // readTLS takes a server's tls settings, as Istio reads them: an HTTP
-// server's httpsRedirect; an HTTPS server's certificate (SIMPLE). What
+// server's httpsRedirect; an HTTPS server's certificate (SIMPLE), and
+// its clients' CA (MUTUAL), or the mesh's (ISTIO_MUTUAL). What
 // shunt does not run is the problem returned (field: why), the server
 // then left out.
 func (srv *IstioServer) readTLS(t *istioServerTLS) string {
@@ -112,19 +122,22 @@ func (srv *IstioServer) readTLS(t *istioServerTLS) string {
 		}
 	case srv.Protocol != "HTTPS":
 		return fmt.Sprintf("port.protocol: %s is not run by shunt yet (HTTP and HTTPS are)", srv.Protocol)
-	case t == nil || t.Mode != "SIMPLE":
+	case t != nil && t.Mode == "ISTIO_MUTUAL":
+		srv.Mesh = true
+	case t == nil || t.Mode != "SIMPLE" && t.Mode != "MUTUAL":
 		mode := "PASSTHROUGH (unset)"
 		if t != nil && t.Mode != "" {
 			mode = t.Mode
 		}
-		return fmt.Sprintf("tls.mode: %s is not run by shunt yet (SIMPLE is)", mode)
+		return fmt.Sprintf("tls.mode: %s is not run by shunt yet (SIMPLE, MUTUAL and ISTIO_MUTUAL are)", mode)
 	case t.CredentialName != "":
 		srv.Credential = t.CredentialName
-	case t.ServerCertificate != "" && t.PrivateKey != "":
-		srv.CertFile, srv.KeyFile = t.ServerCertificate, t.PrivateKey
+	case t.ServerCertificate != "" && t.PrivateKey != "" && (t.Mode == "SIMPLE" || t.CACertificates != ""):
+		srv.CertFile, srv.KeyFile, srv.CAFile = t.ServerCertificate, t.PrivateKey, t.CACertificates
 	default:
-		return "tls: SIMPLE needs credentialName, or serverCertificate and privateKey"
+		return "tls: " + t.Mode + " needs credentialName, or serverCertificate and privateKey" + map[bool]string{true: " and caCertificates"}[t.Mode == "MUTUAL"]
 	}
+	srv.ClientCA = t != nil && t.Mode == "MUTUAL"
 	return ""
 }
 

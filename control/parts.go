@@ -120,17 +120,46 @@ type portParts struct {
 	podVersion uint64
 	class      protocolClass
 	headless   bool
-	cluster    *clusterv3.Cluster
-	cla        *endpointv3.ClusterLoadAssignment // nil when headless
-	vhost      [2]*routev3.VirtualHost           // from another namespace, from its own; nil for TCP
-	own        *routev3.RouteConfiguration       // HOST:P, for its cluster IPs' chain; nil when headless or TCP
-	addrs      []netip.Addr                      // its cluster IPs, or a headless service's endpoints
-	chains     []*listenerv3.FilterChain         // on all of addrs
-	// subsetClusters and subsetCLAs are its DestinationRule's subsets'.
+	serviceClusters
+	vhost  [2]*routev3.VirtualHost     // from another namespace, from its own; nil for TCP
+	own    *routev3.RouteConfiguration // HOST:P, for its cluster IPs' chain; nil when headless or TCP
+	addrs  []netip.Addr                // its cluster IPs, or a headless service's endpoints
+	chains []*listenerv3.FilterChain   // on all of addrs
+}
+
+// serviceClusters are a service port's cluster and its load assignment
+// (nil when not over EDS), its DestinationRule's subsets' clusters and
+// theirs, and the identities its mutual TLS expects (with auto mTLS or
+// ISTIO_MUTUAL).
+type serviceClusters struct {
+	cluster        *clusterv3.Cluster
+	cla            *endpointv3.ClusterLoadAssignment
 	subsetClusters []*clusterv3.Cluster
 	subsetCLAs     []*endpointv3.ClusterLoadAssignment
-	// sans are the identities its mutual TLS expects (auto mTLS).
-	sans []string
+	sans           []string
+}
+
+// serviceClusters builds a service port's clusters: Istio's
+// outbound|P||host, auto mTLS to its endpoints with sidecars, its
+// DestinationRule's policy (tls over auto mTLS) and subsets.
+func (c *compiler) serviceClusters(s *Service, p Port, dr *DestinationRule) serviceClusters {
+	name := clusterName("outbound", p.Port, "", s.Hostname)
+	sc := serviceClusters{cluster: c.serviceCluster(s, p, name)}
+	if c.m.AutoMTLS || dr.istioMutual() {
+		sc.sans = c.meshIdentities(s, p)
+	}
+	if c.m.AutoMTLS && sc.cluster.GetType() == clusterv3.Cluster_EDS {
+		autoMTLS(sc.cluster, sc.sans)
+	}
+	// Over EDS: a Service's with cluster IPs, a STATIC ServiceEntry's.
+	if s.Resolution == "" && len(s.Addresses) > 0 || s.Resolution == ResolutionStatic {
+		sc.cla = c.loadAssignment(s, p, name)
+	}
+	if dr != nil {
+		applyPolicy(sc.cluster, dr.Policy, p.Port, s.Hostname, sc.sans)
+		sc.subsetClusters, sc.subsetCLAs = c.subsetParts(s, p, dr, sc.cluster, sc.sans)
+	}
+	return sc
 }
 
 // space is a namespace's outbound side, shared by its sidecars.
@@ -271,18 +300,18 @@ func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
 	// Routes may name any service: a VirtualService's are made anew.
 	// Pods shape subsets' endpoints, and with auto mTLS which endpoints
 	// have sidecars, and whose identities the cluster expects.
-	podsMatter := subsets || c.m.AutoMTLS
+	podsMatter := subsets || c.m.AutoMTLS || dr.istioMutual()
 	if pp := cc.ports[key]; pp != nil && pp.svc == s && vs == nil && pp.vs == nil && pp.dr == dr {
 		if pp.epVersion == epv && (!podsMatter || pp.podVersion == c.w.podVersion) {
 			return pp
 		}
 		// Only its load assignments follow the endpoints, as long as the
 		// identities behind them stay.
-		if !pp.headless && (!c.m.AutoMTLS || slices.Equal(pp.sans, c.meshIdentities(s, p))) {
+		if !pp.headless && (!c.m.AutoMTLS && !dr.istioMutual() || slices.Equal(pp.sans, c.meshIdentities(s, p))) {
 			next := *pp
 			next.cla, next.epVersion, next.podVersion = c.loadAssignment(s, p, pp.cluster.GetName()), epv, c.w.podVersion
 			if subsets {
-				_, next.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster)
+				_, next.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster, pp.sans)
 			}
 			cc.ports[key] = &next
 			return &next
@@ -297,20 +326,8 @@ func (cc *Compiler) parts(c *compiler, s *Service, p Port) *portParts {
 // buildParts builds a service port's resources.
 func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *DestinationRule) *portParts {
 	name := clusterName("outbound", p.Port, "", s.Hostname)
-	pp := &portParts{svc: s, vs: vs, dr: dr, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses}
-	pp.cluster = c.serviceCluster(s, p, name)
-	if c.m.AutoMTLS && pp.cluster.GetType() == clusterv3.Cluster_EDS {
-		pp.sans = c.meshIdentities(s, p)
-		autoMTLS(pp.cluster, pp.sans)
-	}
-	// Over EDS: a Service's with cluster IPs, a STATIC ServiceEntry's.
-	if s.Resolution == "" && !pp.headless || s.Resolution == ResolutionStatic {
-		pp.cla = c.loadAssignment(s, p, name)
-	}
-	if dr != nil {
-		applyPolicy(pp.cluster, dr.Policy, p.Port)
-		pp.subsetClusters, pp.subsetCLAs = c.subsetParts(s, p, dr, pp.cluster)
-	}
+	pp := &portParts{svc: s, vs: vs, dr: dr, class: classOf(p.Protocol), headless: len(s.Addresses) == 0, addrs: s.Addresses,
+		serviceClusters: c.serviceClusters(s, p, dr)}
 	if pp.headless {
 		pp.addrs = c.endpointAddrs(s, p)
 	}

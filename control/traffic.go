@@ -279,18 +279,22 @@ func cloneCluster(base *clusterv3.Cluster, name string) *clusterv3.Cluster {
 }
 
 // applyPolicy puts a DestinationRule's traffic policy on a cluster of
-// port: the policy, then its port's settings over it.
-func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy, port uint16) {
+// port: the policy, then its port's settings over it. Its tls is for
+// host, whose identities are sans.
+func applyPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy, port uint16, host string, sans []string) {
 	if tp == nil {
 		return
 	}
-	applyPortPolicy(cl, tp)
+	applyPortPolicy(cl, tp, host, sans)
 	if pp := tp.Ports[port]; pp != nil {
-		applyPortPolicy(cl, pp)
+		applyPortPolicy(cl, pp, host, sans)
 	}
 }
 
-func applyPortPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
+func applyPortPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy, host string, sans []string) {
+	if tp.TLS != nil {
+		applyTLS(cl, tp.TLS, host, sans)
+	}
 	if h := tp.Hash; h != nil {
 		hashCluster(cl, h)
 	}
@@ -340,14 +344,14 @@ func applyPortPolicy(cl *clusterv3.Cluster, tp *TrafficPolicy) {
 // subsetParts are a service port's subset clusters under its
 // DestinationRule, each over EDS with the endpoints whose pods carry the
 // subset's labels.
-func (c *compiler) subsetParts(s *Service, p Port, dr *DestinationRule, base *clusterv3.Cluster) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+func (c *compiler) subsetParts(s *Service, p Port, dr *DestinationRule, base *clusterv3.Cluster, sans []string) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
 	var clusters []*clusterv3.Cluster
 	var clas []*endpointv3.ClusterLoadAssignment
 	ready := c.w.readyEndpoints(s, p)
 	for _, sub := range dr.Subsets {
 		name := clusterName("outbound", p.Port, sub.Name, s.Hostname)
 		cl := cloneCluster(base, name)
-		applyPolicy(cl, sub.Policy, p.Port)
+		applyPolicy(cl, sub.Policy, p.Port, s.Hostname, sans)
 		clusters = append(clusters, cl)
 		if len(s.Addresses) == 0 {
 			continue // headless: the original destination

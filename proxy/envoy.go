@@ -94,6 +94,12 @@ type buildOptions struct {
 	// workload is the sidecar's own, for its spans' service name and
 	// Istio's tags; nil for none.
 	workload *Workload
+	// reload: a configuration replacing one in force (xDS, a reread
+	// file). A cluster's trusted_ca file the proxy cannot read then
+	// fails that cluster's handshakes alone, the reason naming the file
+	// (Envoy rejects that cluster alone), rather than the whole update:
+	// a DestinationRule's file may be on some proxies only.
+	reload bool
 }
 
 func (r *resources) add(path, format string, args ...any) {

@@ -144,3 +144,68 @@ static_resources:
 		conn.Close()
 	}
 }
+
+// TestMutualTLSAtTheEdge: a listener chain with its own certificate that
+// requires a client certificate and checks it against an inline
+// trusted_ca (Istio's MUTUAL gateway server): a client its CA signed is
+// served, one with no certificate or another CA's is refused.
+func TestMutualTLSAtTheEdge(t *testing.T) {
+	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, "hello ", r.Proto) })
+	cert, key := catest.ServerCert(t, "edge.example.com")
+	clientCert, clientKey := catest.ServerCert(t, "client.partner.example")
+	otherCert, otherKey := catest.ServerCert(t, "stranger.example")
+	cp := startConfig(t, fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: edge
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+          require_client_certificate: true
+          common_tls_context:
+            tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]
+            validation_context: {trusted_ca: {inline_string: %q}}
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}
+  clusters:
+  - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}}
+`, cert, key, clientCert, port), nil)
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(cert)
+	get := func(certPEM, keyPEM []byte) (string, error) {
+		cfg := &tls.Config{ServerName: "edge.example.com", RootCAs: roots}
+		if certPEM != nil {
+			pair, err := tls.X509KeyPair(certPEM, keyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			cfg.Certificates = []tls.Certificate{pair}
+		}
+		c, err := tls.Dial("tcp", cp.ListenerAddr("edge").String(), cfg)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(c, "GET / HTTP/1.1\r\nHost: edge.example.com\r\nConnection: close\r\n\r\n")
+		b, err := io.ReadAll(c)
+		return string(b), err
+	}
+	if body, err := get(clientCert, clientKey); err != nil || !strings.HasSuffix(body, "hello HTTP/1.1") {
+		t.Errorf("a client its CA signed: %q, %v", body, err)
+	}
+	for name, pair := range map[string][2][]byte{"no certificate": {nil, nil}, "another CA's": {otherCert, otherKey}} {
+		// TLS 1.3: the client learns of the refusal on its first read.
+		if body, err := get(pair[0], pair[1]); err == nil && strings.Contains(body, "hello") {
+			t.Errorf("a client with %s was served: %q", name, body)
+		}
+	}
+}

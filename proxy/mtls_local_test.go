@@ -443,7 +443,33 @@ func TestTLSOriginationVerified(t *testing.T) {
 			}
 		})
 	}
-	b, err := envoyconfig.Parse([]byte(originating(t, "127.0.0.1:9", "common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: a.example}}]}}")))
+
+	// A trusted_ca file the proxy does not have: refused at start; on a
+	// reload (xDS), that cluster's handshakes fail, naming the file, and
+	// the rest of the update stands.
+	missing := originating(t, srv.Listener.Addr().String(), common("no-such-ca.pem", "api.example.com"))
+	if b, err := envoyconfig.Parse([]byte(missing)); err != nil {
+		t.Fatal(err)
+	} else {
+		cfg := proxy.DefaultConfig()
+		cfg.Bootstrap = b
+		if _, err := proxy.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), nil); err == nil || !strings.Contains(err.Error(), "trusted_ca: invalid") {
+			t.Errorf("a missing trusted_ca at start: %v", err)
+		}
+	}
+	caller := startConfig(t, originating(t, srv.Listener.Addr().String(), common("ca.pem", "api.example.com")), nil)
+	b, err := envoyconfig.Parse([]byte(missing))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := caller.Reload(b); err != nil {
+		t.Fatalf("a reload with a trusted_ca file this proxy lacks: %v", err)
+	}
+	if code, body := get(t, caller.ListenerAddr("outbound").String()); code != 503 || !strings.Contains(body, "trusted_ca") {
+		t.Errorf("through the cluster whose trusted_ca is missing: %d %q", code, body)
+	}
+
+	b, err = envoyconfig.Parse([]byte(originating(t, "127.0.0.1:9", "common_tls_context: {validation_context: {match_typed_subject_alt_names: [{san_type: DNS, matcher: {exact: a.example}}]}}")))
 	if err == nil {
 		cfg := proxy.DefaultConfig()
 		cfg.Bootstrap = b

@@ -38,7 +38,11 @@ type Proxy struct {
 	// gen is the configuration it runs (a reload swaps it).
 	gen      atomic.Pointer[generation]
 	reloadMu sync.Mutex
-	stats    *statStore // Envoy's stats by name, across reloads
+	// started: Serve has started the configuration's access log sinks
+	// and clusters; a reload before it leaves its own to Serve
+	// (reloadMu).
+	started bool
+	stats   *statStore // Envoy's stats by name, across reloads
 	// exporters send the connection managers' spans, across reloads.
 	exporters *exporterSet
 	// bg is the context of the clusters' background work (DNS, health
@@ -293,6 +297,9 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	if !p.listened {
 		return errors.New("proxy: Serve before Listen")
 	}
+	// A reload that came first left its sinks and clusters to start
+	// here; one that comes now waits for them to start.
+	p.reloadMu.Lock()
 	g := p.gen.Load()
 	for _, s := range g.sinks {
 		s.start()
@@ -306,8 +313,7 @@ func (p *Proxy) Serve(ctx context.Context) error {
 	}()
 	bgCtx, stopBG := context.WithCancel(ctx)
 	defer stopBG()
-	p.reloadMu.Lock() // a reload waits for the first clusters to start
-	p.bg = bgCtx
+	p.bg, p.started = bgCtx, true
 	p.startClusters(bgCtx, g.clusters)
 	p.reloadMu.Unlock()
 	p.capMu.Lock()

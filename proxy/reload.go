@@ -66,7 +66,7 @@ func (p *Proxy) Reload(b *bootstrapv3.Bootstrap) error {
 	p.reloadMu.Lock()
 	defer p.reloadMu.Unlock()
 	old := p.gen.Load()
-	res, err := build(b, buildOptions{open: p.openLog, idle: p.cfg.IdleTimeout, previous: old.clusters, sinks: old.sinks, store: p.stats, exporters: p.exporters, workload: p.cfg.Workload})
+	res, err := build(b, buildOptions{open: p.openLog, idle: p.cfg.IdleTimeout, previous: old.clusters, sinks: old.sinks, store: p.stats, exporters: p.exporters, workload: p.cfg.Workload, reload: true})
 	if err != nil {
 		return err
 	}
@@ -88,12 +88,14 @@ func (p *Proxy) Reload(b *bootstrapv3.Bootstrap) error {
 			added[name] = cl
 		}
 	}
-	for dest, s := range res.sinks {
-		if old.sinks[dest] != s {
-			s.start()
+	if p.started { // else Serve starts them
+		for dest, s := range res.sinks {
+			if old.sinks[dest] != s {
+				s.start()
+			}
 		}
+		p.startClusters(p.bg, added) // warmed before they take traffic, as Envoy's
 	}
-	p.startClusters(p.bg, added) // warmed before they take traffic, as Envoy's
 	p.gen.Store(&generation{bootstrap: b, listeners: res.listeners, clusters: res.clusters, sinks: mergeSinks(old.sinks, res.sinks)})
 	p.applyListeners(plan, res.listeners)
 	for name, cl := range old.clusters {

@@ -61,6 +61,9 @@ type tlsContext struct {
 	// the peer's chain must lead to, in place of the mesh's trust bundle
 	// (TLS originated to a server outside the mesh, say).
 	roots *x509.CertPool
+	// rootsErr is why a cluster's trusted_ca file could not be read on
+	// a reload: its every handshake fails with it.
+	rootsErr error
 	// configs caches the tls.Config for the credentials in force, per
 	// ALPN choice.
 	configs atomic.Pointer[tlsConfigs]
@@ -203,6 +206,8 @@ func (r *resources) validation(t *tlsContext, vc *tlsv3.CertificateValidationCon
 		pem, err := dataSource(ca)
 		t.roots = x509.NewCertPool()
 		switch {
+		case err != nil && r.opt.reload && !t.server:
+			t.rootsErr = fmt.Errorf("trusted_ca: %v", err)
 		case err != nil:
 			r.add(path+".trusted_ca", "invalid: %v", err)
 		case !t.roots.AppendCertsFromPEM(pem):
@@ -396,7 +401,10 @@ func (p *Proxy) credentials() *ca.Credentials {
 // tlsClient originates TLS over c for ctx, offering alpn.
 func (p *Proxy) tlsClient(ctx context.Context, c *net.TCPConn, t *tlsContext, alpn []string) (*tlsSock, error) {
 	creds := p.credentials()
-	if creds == nil && (t.ownCert || t.verify && t.roots == nil) {
+	switch {
+	case t.rootsErr != nil:
+		return nil, &tlsFailure{t.rootsErr}
+	case creds == nil && (t.ownCert || t.verify && t.roots == nil):
 		return nil, &tlsFailure{errNoCertificate}
 	}
 	tc := tls.Client(c, t.config(creds, alpn))

@@ -35,9 +35,14 @@ func meshCommon(alpn []string, sans []string) *tlsv3.CommonTlsContext {
 // MutualTLSUpstream is Istio's outbound transport socket to a sidecar:
 // mutual TLS with the workload certificate, offering Istio's ALPN, the
 // peer checked to be one of sans (any of the mesh when none).
-func MutualTLSUpstream(sans []string) *corev3.TransportSocket {
+func MutualTLSUpstream(sans []string) *corev3.TransportSocket { return MutualTLSUpstreamSNI("", sans) }
+
+// MutualTLSUpstreamSNI is MutualTLSUpstream sending sni (a
+// DestinationRule's ISTIO_MUTUAL with sni: an egress gateway picks its
+// server by it).
+func MutualTLSUpstreamSNI(sni string, sans []string) *corev3.TransportSocket {
 	return &corev3.TransportSocket{Name: "envoy.transport_sockets.tls", ConfigType: &corev3.TransportSocket_TypedConfig{
-		TypedConfig: Typed(&tlsv3.UpstreamTlsContext{CommonTlsContext: meshCommon([]string{"istio-peer-exchange", "istio"}, sans)})}}
+		TypedConfig: Typed(&tlsv3.UpstreamTlsContext{Sni: sni, CommonTlsContext: meshCommon([]string{"istio-peer-exchange", "istio"}, sans)})}}
 }
 
 // MutualTLSDownstream is Istio's inbound transport socket: mutual TLS,
