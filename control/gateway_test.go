@@ -2,6 +2,7 @@ package control_test
 
 import (
 	"os"
+	"slices"
 	"strings"
 	"testing"
 
@@ -272,6 +273,124 @@ func TestIstioEgressTLSOrigination(t *testing.T) {
 	// The sidecars do not route TLS by SNI to a host with no address
 	// yet: its 443, which the example does not use from the sidecars.
 	if p := cc.Problems(); len(p) != 1 || !strings.Contains(p["ServiceEntry default/partner spec.addresses"], "port 443, not HTTP") {
+		t.Errorf("problems: %v", p)
+	}
+}
+
+// TestIstioGatewayPassthrough: an Istio Gateway's TLS server in mode
+// PASSTHROUGH takes the VirtualServices' tls routes bound to it — a
+// filter chain per route for the sniHosts the server admits, sent on
+// unopened by weight — and its TCP server the first tcp route bound to
+// it; a second tcp route on the port, an SNI the server does not admit,
+// a tls route for the sidecars and a missing destination are reported.
+func TestIstioGatewayPassthrough(t *testing.T) {
+	cc, res := compileRouter(t, meshWith(t, `
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: {name: edge, namespace: istio-system}
+spec:
+  selector: {istio: ingressgateway}
+  servers:
+  - port: {number: 9443, name: tls, protocol: TLS}
+    hosts: [nginx.example.com, "*.tls.example.com"]
+    tls: {mode: PASSTHROUGH}
+  - port: {number: 27017, name: mongo, protocol: TCP}
+    hosts: ["*"]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: ingress-1, namespace: istio-system, labels: {istio: ingressgateway}}
+status: {podIP: 10.1.0.51}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: a-nginx, namespace: default}
+spec:
+  hosts: [nginx.example.com]
+  gateways: [istio-system/edge, mesh]
+  tls:
+  - match: [{port: 9443, sniHosts: [nginx.example.com], gateways: [istio-system/edge]}]
+    route: [{destination: {host: backend-service, port: {number: 10000}}}]
+  - match: [{port: 443, sniHosts: [nginx.example.com], gateways: [mesh]}]
+    route: [{destination: {host: backend-service, port: {number: 10000}}}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: b-wild, namespace: default}
+spec:
+  hosts: ["*.tls.example.com", other.example.org]
+  gateways: [istio-system/edge]
+  tls:
+  - match: [{sniHosts: [a.tls.example.com, other.example.org]}]
+    route:
+    - {destination: {host: backend-service, port: {number: 10000}}, weight: 80}
+    - {destination: {host: app, port: {number: 80}}, weight: 20}
+    - {destination: {host: nowhere, port: {number: 80}}}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: c-db, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/edge]
+  tcp: [{match: [{port: 27017}], route: [{destination: {host: db}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: d-cache, namespace: default}
+spec:
+  hosts: ["*"]
+  gateways: [istio-system/edge]
+  tcp: [{route: [{destination: {host: cache}}]}]
+`), istioIngressNode)
+	runs(t, res)
+	var names []string
+	for _, l := range res.Listeners {
+		names = append(names, l.GetName())
+	}
+	if strings.Join(names, " ") != "0.0.0.0_27017 0.0.0.0_9443" {
+		t.Fatalf("listeners %v, want the TCP and the TLS servers'", names)
+	}
+	tcp, _ := protojson.Marshal(res.Listeners[0])
+	tls, _ := protojson.Marshal(res.Listeners[1])
+	for _, c := range []struct {
+		listener []byte
+		want     string
+	}{
+		{tls, `"name":"envoy.filters.listener.tls_inspector"`},
+		{tls, `"serverNames":["nginx.example.com"]`},
+		{tls, `"serverNames":["a.tls.example.com"]`},
+		{tls, `"cluster":"outbound|10000||backend-service.default.svc.cluster.local"`},
+		{tls, `{"name":"outbound|10000||backend-service.default.svc.cluster.local","weight":80},{"name":"outbound|80||app.default.svc.cluster.local","weight":20}`},
+		{tcp, `"cluster":"outbound|5432||db.default.svc.cluster.local"`},
+	} {
+		if !strings.Contains(string(c.listener), c.want) {
+			t.Errorf("no %s in %s", c.want, c.listener)
+		}
+	}
+	if strings.Contains(string(tls), "other.example.org") || strings.Contains(string(tcp), "cache") || len(res.Listeners[0].GetFilterChains()) != 1 {
+		t.Errorf("an SNI the server does not admit, or a second tcp route, is run:\n%s\n%s", tls, tcp)
+	}
+	var clusters []string
+	for _, cl := range res.Clusters {
+		clusters = append(clusters, cl.GetName())
+	}
+	for _, want := range []string{"outbound|10000||backend-service.default.svc.cluster.local", "outbound|80||app.default.svc.cluster.local", "outbound|5432||db.default.svc.cluster.local"} {
+		if !slices.Contains(clusters, want) {
+			t.Errorf("no cluster %s in %v", want, clusters)
+		}
+	}
+	p := cc.Problems()
+	for key, want := range map[string]string{
+		"VirtualService default/a-nginx spec.tls[1] for the sidecars (gateways run it)": "not run by shunt",
+		"VirtualService default/b-wild spec.tls[0].route[2].destination.host":           "no service nowhere.default.svc.cluster.local",
+		"VirtualService default/d-cache spec.tcp[0]":                                    "port 27017 takes another tcp route already",
+	} {
+		if !strings.Contains(p[key], want) {
+			t.Errorf("problem %s: %q, want %q", key, p[key], want)
+		}
+	}
+	if len(p) != 3 {
 		t.Errorf("problems: %v", p)
 	}
 }

@@ -104,9 +104,14 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 			}
 		}
 	}
+	l4 := map[uint16][]istioL4{} // the Istio servers of TLS passthrough and TCP, by port
 	for _, key := range istio {
 		gw := w.IstioGateways[key]
 		for _, srv := range gw.Servers {
+			if srv.l4() {
+				l4[srv.Port] = append(l4[srv.Port], istioL4{key, gw, srv})
+				continue
+			}
 			open(srv.Port)
 			if srv.Credential != "" || srv.CertFile != "" || srv.Mesh {
 				gc := gatewayCert{owner: key, field: fmt.Sprintf("spec.servers[%d].tls", srv.Index), certFile: srv.CertFile, keyFile: srv.KeyFile, mesh: srv.Mesh,
@@ -147,10 +152,21 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	// in, as on a sidecar's inbound (ipBlocks: the client's address).
 	authz, _ := c.authzFilters(c.pod())
 	clusters := map[string]bool{}
+	taken := map[uint16]bool{} // ports with an L4 listener
 	for _, l := range passthrough {
 		if ports[l.Port] != nil {
 			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, "spec.listeners[" + l.Name + "].port", "an HTTP listener's too: the " + l.Protocol + " listener is left out"})
 		} else if lst := c.passthroughListener(g, l, clusters); lst != nil {
+			out.Listeners = append(out.Listeners, lst)
+			taken[l.Port] = true
+		}
+	}
+	for _, port := range slices.Sorted(maps.Keys(l4)) {
+		if ports[port] != nil || taken[port] {
+			for _, s := range l4[port] {
+				c.cc.report(Problem{"Gateway", s.key, fmt.Sprintf("spec.servers[%d].port", s.srv.Index), "another server's or listener's port: the " + s.srv.Protocol + " server is left out"})
+			}
+		} else if lst := c.istioL4Listener(port, l4[port], clusters); lst != nil {
 			out.Listeners = append(out.Listeners, lst)
 		}
 	}
@@ -211,12 +227,8 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 // reported, not run). The clusters it sends to are added to clusters.
 // Nil when no route attaches.
 func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters map[string]bool) *listenerv3.Listener {
-	name := fmt.Sprintf("0.0.0.0_%d", l.Port)
-	lst := &listenerv3.Listener{Name: name, Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), l.Port)),
-		TrafficDirection: corev3.TrafficDirection_OUTBOUND}
-	if l.Protocol == "TLS" {
-		lst.ListenerFilters = []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
-	}
+	lst := l4Listener(l.Port, l.Protocol == "TLS")
+	name := lst.Name
 	for _, key := range slices.Sorted(maps.Keys(c.w.TLSRoutes)) {
 		r := c.w.TLSRoutes[key]
 		names := l.hostnames(r.Hostnames)
@@ -234,30 +246,52 @@ func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters m
 				c.cc.report(Problem{r.Kind, r.Namespace + "/" + r.Name, "spec.rules[0].backendRefs", notGranted(b.Host)})
 				continue
 			}
-			cl := clusterName("outbound", b.Port, "", b.Host)
-			clusters[cl] = true
-			backends = append(backends, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: cl, Weight: uint32(b.Weight)})
+			backends = append(backends, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: clusterName("outbound", b.Port, "", b.Host), Weight: uint32(b.Weight)})
 		}
-		tp := &tcpproxyv3.TcpProxy{StatPrefix: proxy.BlackHoleCluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: proxy.BlackHoleCluster},
-			IdleTimeout: durationpb.New(c.m.IdleTimeout), AccessLog: c.m.logs}
-		switch len(backends) {
-		case 0: // no backend it may send to: closed
-		case 1:
-			tp.StatPrefix, tp.ClusterSpecifier = backends[0].Name, &tcpproxyv3.TcpProxy_Cluster{Cluster: backends[0].Name}
-		default:
-			tp.StatPrefix = name
-			tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: backends}}
+		if l.Protocol == "TCP" || slices.Equal(names, []string{"*"}) {
+			names = nil
 		}
-		fc := &listenerv3.FilterChain{Name: name + "-" + r.Namespace + "/" + r.Name, Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(tp))}}
-		if l.Protocol == "TLS" && !slices.Equal(names, []string{"*"}) {
-			fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
-		}
-		lst.FilterChains = append(lst.FilterChains, fc)
+		lst.FilterChains = append(lst.FilterChains, c.tcpChain(name, name+"-"+r.Namespace+"/"+r.Name, names, backends, clusters))
 	}
 	if len(lst.FilterChains) == 0 {
 		return nil
 	}
 	return lst
+}
+
+// l4Listener is a gateway's listener on port for connections, not
+// requests; inspect: its chains are chosen by SNI (tls_inspector).
+func l4Listener(port uint16, inspect bool) *listenerv3.Listener {
+	lst := &listenerv3.Listener{Name: fmt.Sprintf("0.0.0.0_%d", port), Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)),
+		TrafficDirection: corev3.TrafficDirection_OUTBOUND}
+	if inspect {
+		lst.ListenerFilters = []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
+	}
+	return lst
+}
+
+// tcpChain is listener's filter chain name for the SNIs names (none:
+// any connection) sending its connections on unopened to backends, by
+// weight (none: closed); the clusters it sends to are added to clusters.
+func (c *compiler) tcpChain(listener, name string, names []string, backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight, clusters map[string]bool) *listenerv3.FilterChain {
+	tp := &tcpproxyv3.TcpProxy{StatPrefix: proxy.BlackHoleCluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: proxy.BlackHoleCluster},
+		IdleTimeout: durationpb.New(c.m.IdleTimeout), AccessLog: c.m.logs}
+	for _, b := range backends {
+		clusters[b.Name] = true
+	}
+	switch len(backends) {
+	case 0: // no backend it may send to: closed
+	case 1:
+		tp.StatPrefix, tp.ClusterSpecifier = backends[0].Name, &tcpproxyv3.TcpProxy_Cluster{Cluster: backends[0].Name}
+	default:
+		tp.StatPrefix = listener
+		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: backends}}
+	}
+	fc := &listenerv3.FilterChain{Name: name, Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(tp))}}
+	if len(names) > 0 {
+		fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
+	}
+	return fc
 }
 
 // gatewayCert is a certificate an HTTPS port serves: a TLS Secret's

@@ -43,7 +43,15 @@ type IstioServer struct {
 	// HTTPSRedirect: an HTTP server answers every request with a 301 to
 	// its https:// URL.
 	HTTPSRedirect bool
+	// Passthrough: a TLS (or HTTPS) server in mode PASSTHROUGH sends a
+	// connection on unopened by its SNI, as the VirtualServices' tls
+	// routes bound to it say; a TCP server (L4) as their tcp routes say.
+	Passthrough bool
 }
+
+// l4 says a server routes connections, not requests: by tls or tcp
+// routes.
+func (s IstioServer) l4() bool { return s.Passthrough || s.Protocol == "TCP" }
 
 var istioGatewaySchema = schema{
 	"selector": nil,
@@ -115,21 +123,27 @@ type istioServerTLS struct {
 // then left out.
 func (srv *IstioServer) readTLS(t *istioServerTLS) string {
 	switch {
-	case srv.Protocol == "HTTP":
+	case srv.Protocol == "HTTP" || srv.Protocol == "HTTP2" || srv.Protocol == "GRPC":
 		srv.HTTPSRedirect = t != nil && t.HTTPSRedirect
 		if t != nil && (t.Mode != "" || t.CredentialName != "" || t.ServerCertificate != "") {
 			return "tls: an HTTP server takes httpsRedirect alone"
 		}
-	case srv.Protocol != "HTTPS":
-		return fmt.Sprintf("port.protocol: %s is not run by shunt yet (HTTP and HTTPS are)", srv.Protocol)
-	case t != nil && t.Mode == "ISTIO_MUTUAL":
-		srv.Mesh = true
-	case t == nil || t.Mode != "SIMPLE" && t.Mode != "MUTUAL":
-		mode := "PASSTHROUGH (unset)"
-		if t != nil && t.Mode != "" {
-			mode = t.Mode
+	case srv.Protocol == "TCP":
+		if t != nil {
+			return "tls: a TCP server takes none"
 		}
-		return fmt.Sprintf("tls.mode: %s is not run by shunt yet (SIMPLE, MUTUAL and ISTIO_MUTUAL are)", mode)
+	case srv.Protocol != "HTTPS" && srv.Protocol != "TLS":
+		return fmt.Sprintf("port.protocol: %s is not run by shunt yet (HTTP, HTTP2, GRPC, HTTPS, TLS and TCP are)", srv.Protocol)
+	case t == nil:
+		return fmt.Sprintf("tls: an %s server needs its tls settings", srv.Protocol)
+	case t.Mode == "" || t.Mode == "PASSTHROUGH":
+		srv.Passthrough = true
+	case srv.Protocol == "TLS":
+		return fmt.Sprintf("tls.mode: %s on a TLS server (TLS terminated, then tcp routes) is not run by shunt yet (PASSTHROUGH is)", t.Mode)
+	case t.Mode == "ISTIO_MUTUAL":
+		srv.Mesh = true
+	case t.Mode != "SIMPLE" && t.Mode != "MUTUAL":
+		return fmt.Sprintf("tls.mode: %s is not run by shunt yet (SIMPLE, MUTUAL, ISTIO_MUTUAL and PASSTHROUGH are)", t.Mode)
 	case t.CredentialName != "":
 		srv.Credential = t.CredentialName
 	case t.ServerCertificate != "" && t.PrivateKey != "" && (t.Mode == "SIMPLE" || t.CACertificates != ""):

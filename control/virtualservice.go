@@ -31,6 +31,8 @@ type VirtualService struct {
 	// gatewayRules).
 	Gateways    []string
 	GatewayHTTP []RouteRule
+	// TLS and TCP are its tls and tcp routes (gateways run them).
+	TLS, TCP []L4Rule
 	// Problems are the fields shunt does not run, by their paths: left
 	// out, and reported.
 	Problems []string
@@ -177,7 +179,7 @@ var (
 )
 
 var virtualServiceSchema = schema{
-	"hosts": nil, "exportTo": nil, "gateways": nil,
+	"hosts": nil, "exportTo": nil, "gateways": nil, "tls": vsTLSSchema, "tcp": vsTCPSchema,
 	"http": listOf{schema{
 		"name": nil,
 		"match": listOf{schema{"name": nil, "uri": stringMatch, "method": stringMatch, "scheme": stringMatch,
@@ -227,6 +229,7 @@ type jsonPercent struct{ Value float64 }
 type vsSpec struct {
 	Hosts, ExportTo, Gateways []string
 	HTTP                      []vsHTTP
+	TLS, TCP                  []vsL4
 }
 
 type vsHTTP struct {
@@ -332,6 +335,12 @@ func VirtualServiceFrom(doc []byte) (*VirtualService, error) {
 				vs.HTTP = append(vs.HTTP, r)
 			}
 		}
+	}
+	if vs.TLS, err = vs.readL4(spec.TLS, "tls"); err == nil {
+		vs.TCP, err = vs.readL4(spec.TCP, "tcp")
+	}
+	if err != nil {
+		return nil, fmt.Errorf("VirtualService %s/%s: %v", vs.Namespace, vs.Name, err)
 	}
 	vs.Problems = compactProblems(vs.Problems)
 	return vs, nil

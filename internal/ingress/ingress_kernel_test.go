@@ -130,6 +130,24 @@ spec:
   - {port: {number: 8081, name: http, protocol: HTTP}, hosts: [istio.example.com]}
   - {port: {number: 8082, name: http-redirect, protocol: HTTP}, hosts: [istio.example.com], tls: {httpsRedirect: true}}
   - {port: {number: 9443, name: https, protocol: HTTPS}, hosts: [istio.example.com], tls: {mode: SIMPLE, credentialName: istio-cert}}
+  - {port: {number: 9445, name: tls, protocol: TLS}, hosts: [istio-db.internal.example], tls: {mode: PASSTHROUGH}}
+  - {port: {number: 9001, name: tcp, protocol: TCP}, hosts: ["*"]}
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: istio-db, namespace: shop}
+spec:
+  hosts: [istio-db.internal.example]
+  gateways: [istio-ingress]
+  tls: [{match: [{port: 9445, sniHosts: [istio-db.internal.example]}], route: [{destination: {host: db, port: {number: 5432}}}]}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: istio-db-tcp, namespace: shop}
+spec:
+  hosts: ["*"]
+  gateways: [istio-ingress]
+  tcp: [{match: [{port: 9001}], route: [{destination: {host: db, port: {number: 5432}}}]}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -201,7 +219,7 @@ func TestGateway(t *testing.T) {
 	}
 	// A service that terminates TLS itself, which the gateway passes
 	// through by SNI.
-	dbCert, dbKey := catest.ServerCert(t, "db.internal.example")
+	dbCert, dbKey := catest.ServerCert(t, "db.internal.example", "istio-db.internal.example")
 	dbPair, err := tls.X509KeyPair(dbCert, dbKey)
 	if err != nil {
 		t.Fatal(err)
@@ -340,16 +358,35 @@ func TestGateway(t *testing.T) {
 		}
 	}
 	// The TCP listener passes any connection to the TCPRoute's backend:
-	// the service's own TLS, whatever the SNI.
-	var tcpConn *tls.Conn
-	err = outside.Do(func() (err error) {
-		tcpConn, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", "10.3.0.1:9000", &tls.Config{ServerName: "db.internal.example", RootCAs: roots})
-		return err
-	})
-	if err != nil || tcpConn.ConnectionState().PeerCertificates[0].Subject.CommonName != "db.internal.example" {
-		t.Errorf("TLS through the TCP listener: %v", err)
-	} else {
-		tcpConn.Close()
+	// the service's own TLS, whatever the SNI; so do the Istio Gateway's
+	// TLS PASSTHROUGH server, for the SNI its VirtualService's tls route
+	// names, and its TCP server, as its tcp route says.
+	dbTLS := func(port, sni string) error {
+		var c *tls.Conn
+		err := outside.Do(func() (err error) {
+			c, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", "10.3.0.1:"+port, &tls.Config{ServerName: sni, RootCAs: roots})
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		if cn := c.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "db.internal.example" {
+			return fmt.Errorf("the certificate of %s", cn)
+		}
+		return nil
+	}
+	for _, c := range []struct{ port, sni, what string }{
+		{"9000", "db.internal.example", "the TCP listener"},
+		{"9445", "istio-db.internal.example", "the Istio TLS PASSTHROUGH server"},
+		{"9001", "db.internal.example", "the Istio TCP server"},
+	} {
+		if err := dbTLS(c.port, c.sni); err != nil {
+			t.Errorf("TLS through %s (SNI %s): %v", c.what, c.sni, err)
+		}
+	}
+	if err := dbTLS("9445", "db.internal.example"); err == nil {
+		t.Errorf("the Istio TLS PASSTHROUGH server passed an SNI no tls route names")
 	}
 	for _, host := range []string{"nowhere.test", "nowhere.internal.example"} {
 		if _, _, _, err := https(host, "/", false); err == nil {
