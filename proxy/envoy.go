@@ -643,23 +643,36 @@ type mutations struct {
 	reqRemove, respRemove []string
 }
 
+// headerAdds reads a list of HeaderValueOptions at path. The deprecated
+// append is read as Envoy reads it: true appends (the default), false
+// overwrites.
+func (r *resources) headerAdds(opts []*corev3.HeaderValueOption, path string) []headerAdd {
+	var out []headerAdd
+	for i, o := range opts {
+		p := fmt.Sprintf("%s[%d]", path, i)
+		name, value := strings.ToLower(o.GetHeader().GetKey()), o.GetHeader().GetValue()
+		if strings.Contains(value, "%") {
+			r.add(p+".header.value", "not implemented by shunt: command operators (%%…%%) in header values")
+			continue
+		}
+		action := addAction(o.GetAppendAction())
+		if a := o.GetAppend(); a != nil {
+			if o.GetAppendAction() != corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD {
+				r.add(p, "invalid: append and append_action are exclusive")
+				continue
+			}
+			if !a.GetValue() {
+				action = addAction(corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD)
+			}
+		}
+		out = append(out, newHeaderAdd(name, value, action))
+	}
+	return out
+}
+
 func (r *resources) mutations(m headerMutating, path string) mutations {
 	adds := func(opts []*corev3.HeaderValueOption, field string) []headerAdd {
-		var out []headerAdd
-		for i, o := range opts {
-			p := fmt.Sprintf("%s.%s[%d]", path, field, i)
-			name, value := strings.ToLower(o.GetHeader().GetKey()), o.GetHeader().GetValue()
-			if strings.Contains(value, "%") {
-				r.add(p+".header.value", "not implemented by shunt: command operators (%%…%%) in header values")
-				continue
-			}
-			if o.GetAppend() != nil {
-				r.add(p+".append", "not implemented by shunt: the deprecated append; say append_action")
-				continue
-			}
-			out = append(out, newHeaderAdd(name, value, addAction(o.GetAppendAction())))
-		}
-		return out
+		return r.headerAdds(opts, path+"."+field)
 	}
 	lower := func(names []string) []string {
 		out := make([]string, len(names))
@@ -1191,6 +1204,7 @@ func (r *resources) httpFilter(msg proto.Message, path string) httpFilter {
 		if e := m.GetFilterEnforced(); e != nil {
 			l.enforced = fractionOf(e.GetDefaultValue())
 		}
+		l.headers = r.headerAdds(m.GetResponseHeadersToAdd(), path+".response_headers_to_add")
 		return l
 	}
 	r.add(path, "not implemented by shunt: %s as an HTTP filter (shunt runs fault, cors, local_ratelimit and the router)", msg.ProtoReflect().Descriptor().FullName())

@@ -130,6 +130,7 @@ type rateLimiter struct {
 	fillInterval       time.Duration
 	enabled, enforced  fraction
 	status             int
+	headers            []headerAdd // on its 429s
 	mu                 sync.Mutex
 	tokens             int64
 	lastFill           time.Time
@@ -157,7 +158,7 @@ func (l *rateLimiter) decide(requestView) (time.Duration, localAnswer) {
 	if ok || !l.enforced.hit() {
 		return 0, localAnswer{}
 	}
-	return 0, localAnswer{code: l.status, grpcStatus: 14, flags: accesslog.RateLimited, details: "local_rate_limited", body: "local_rate_limited"}
+	return 0, localAnswer{code: l.status, grpcStatus: 14, flags: accesslog.RateLimited, details: "local_rate_limited", body: "local_rate_limited", headers: l.headers}
 }
 
 // runFilters runs the route's filters on a request: it waits out their

@@ -93,9 +93,15 @@ func TestFaultPerRoute(t *testing.T) {
 	cp.waitLog(t, `"GET /limited HTTP/1.1" 418 FI `)
 }
 
+// TestLocalRateLimit: a bucket for the listener, as Istio's docs write
+// one (runtime keys, which have no value here: the default stands; a
+// header on the limited responses, with the deprecated append), and a
+// route's own bucket.
 func TestLocalRateLimit(t *testing.T) {
 	bucket := `token_bucket: {max_tokens: 3, tokens_per_fill: 3, fill_interval: 60s},
-              filter_enabled: {default_value: {numerator: 100}}, filter_enforced: {default_value: {numerator: 100}}`
+              filter_enabled: {runtime_key: local_rate_limit_enabled, default_value: {numerator: 100, denominator: HUNDRED}},
+              filter_enforced: {runtime_key: local_rate_limit_enforced, default_value: {numerator: 100, denominator: HUNDRED}},
+              response_headers_to_add: [{append: false, header: {key: x-local-rate-limit, value: "true"}}]`
 	cp, k := filterConfig(t, `{name: envoy.filters.http.local_ratelimit, typed_config: {`+ratelimitType+`, stat_prefix: rl, `+bucket+`}}, `,
 		`envoy.filters.http.local_ratelimit: {`+ratelimitType+`, stat_prefix: rl, token_bucket: {max_tokens: 1, fill_interval: 60s},
                 filter_enabled: {default_value: {numerator: 100}}, filter_enforced: {default_value: {numerator: 100}}}`)
@@ -103,6 +109,9 @@ func TestLocalRateLimit(t *testing.T) {
 	for range 5 {
 		resp, _ := k.do("GET", "/", "")
 		codes[resp.StatusCode]++
+		if limited := resp.Header.Get("x-local-rate-limit") == "true"; limited != (resp.StatusCode == 429) {
+			t.Errorf("%d with x-local-rate-limit %q", resp.StatusCode, resp.Header.Get("x-local-rate-limit"))
+		}
 	}
 	if codes[200] != 3 || codes[429] != 2 {
 		t.Errorf("a bucket of 3: %v", codes)
