@@ -175,7 +175,8 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		rds := "http." + strconv.Itoa(int(port))
 		lst := &listenerv3.Listener{Name: name,
 			Address: envoyres.SocketAddress(netip.AddrPortFrom(netip.IPv4Unspecified(), port)), TrafficDirection: corev3.TrafficDirection_OUTBOUND}
-		hcm := c.hcmWith(outboundStatPrefix(port), rds, nil, proxy.Outbound, false, authz)
+		first, beforeRouter := c.patchedFilters("GATEWAY", port)
+		hcm := c.hcmWith(outboundStatPrefix(port), rds, nil, proxy.Outbound, false, hcmFilters{authz, first, beforeRouter})
 		if pc, ok := certs[port]; ok {
 			lst.ListenerFilters = []*listenerv3.ListenerFilter{envoyres.ListenerFilter("envoy.filters.listener.tls_inspector", &tlsinspectorv3.TlsInspector{})}
 			lst.FilterChains = c.tlsChains(pc, name, hcm)

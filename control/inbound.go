@@ -41,7 +41,7 @@ func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluste
 		cl.Metadata = envoyres.IstioServices(refs)
 		clusters = append(clusters, cl)
 		hcm := func() *listenerv3.Filter {
-			return c.inboundHCM(fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port), authzHTTP,
+			return c.inboundHCM(port, fmt.Sprintf("inbound_0.0.0.0_%d", port), name, fmt.Sprintf("inbound|http|%d", port), authzHTTP,
 				fmt.Sprintf("%s:%d/*", services[port][0].Hostname, port))
 		}
 		l.FilterChains = append(l.FilterChains, c.inboundChains(fmt.Sprintf("0.0.0.0_%d", port), port, ports[port],
@@ -49,7 +49,7 @@ func (c *compiler) inbound(sp *space) (*listenerv3.Listener, []*clusterv3.Cluste
 	}
 	l.FilterChains = append(l.FilterChains, c.inboundChains("virtualInbound", 0, classAuto, c.peerMode(pod, 0),
 		func() *listenerv3.Filter {
-			return c.inboundHCM(proxy.InboundPassthroughCluster, proxy.InboundPassthroughCluster, "inbound|http|0", authzHTTP, "")
+			return c.inboundHCM(0, proxy.InboundPassthroughCluster, proxy.InboundPassthroughCluster, "inbound|http|0", authzHTTP, "")
 		},
 		func() *listenerv3.Filter { return c.tcpProxy(proxy.InboundPassthroughCluster) })...)
 	// AuthorizationPolicies' network RBAC before every TCP proxy but
@@ -132,17 +132,19 @@ func (c *compiler) inboundChains(name string, port uint16, class protocolClass, 
 	return append(out, plain...)
 }
 
-// inboundHCM routes every request to cluster, through the pod's
-// AuthorizationPolicies' RBAC filters (authz), its spans named operation
-// (Envoy's default for ""); with auto mTLS it tells the app who called
+// inboundHCM routes every request to port (0: any other) to cluster,
+// through the pod's AuthorizationPolicies' RBAC filters (authz) and its
+// EnvoyFilters' patches, its spans named operation (Envoy's default for
+// ""); with auto mTLS it tells the app who called
 // (x-forwarded-client-cert), as Istio's inbound does.
-func (c *compiler) inboundHCM(statPrefix, cluster, vhost string, authz []*hcmv3.HttpFilter, operation string) *listenerv3.Filter {
+func (c *compiler) inboundHCM(port uint16, statPrefix, cluster, vhost string, authz []*hcmv3.HttpFilter, operation string) *listenerv3.Filter {
+	first, beforeRouter := c.patchedFilters("SIDECAR_INBOUND", port)
 	rt := routeTo("default", cluster, false)
 	if operation != "" {
 		rt.Decorator = &routev3.Decorator{Operation: operation} // Istio's span name: the service's host:port/*
 	}
 	return c.hcmWith(statPrefix, "", &routev3.RouteConfiguration{Name: cluster, VirtualHosts: []*routev3.VirtualHost{
-		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{rt}}}}, proxy.Inbound, c.m.AutoMTLS, authz)
+		{Name: vhost, Domains: []string{"*"}, Routes: []*routev3.Route{rt}}}}, proxy.Inbound, c.m.AutoMTLS, hcmFilters{authz, first, beforeRouter})
 }
 
 // servedPorts are the pod's ports behind the services that select it,

@@ -101,6 +101,8 @@ type World struct {
 	// IstioGateways are Istio's (networking.istio.io) Gateways, by
 	// namespace/name.
 	IstioGateways map[string]*IstioGateway
+	// EnvoyFilters are Istio's EnvoyFilters, by namespace/name.
+	EnvoyFilters map[string]*EnvoyFilter
 	// TLSRoutes are Gateway API's TLSRoutes, by namespace/name, and
 	// TCPRoutes, by "TCPRoute namespace/name".
 	TLSRoutes map[string]*TLSRoute
@@ -139,7 +141,7 @@ func NewWorld() *World {
 		VirtualServices: map[string]*VirtualService{}, DestinationRules: map[string]*DestinationRule{},
 		HTTPRoutes: map[string]*HTTPRoute{}, Sidecars: map[string]*Sidecar{}, Namespaces: map[string]map[string]string{},
 		PeerAuthentications: map[string]*PeerAuthentication{}, AuthorizationPolicies: map[string]*AuthorizationPolicy{},
-		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}, IstioGateways: map[string]*IstioGateway{},
+		Gateways: map[string]*Gateway{}, GatewayClasses: map[string]*GatewayClass{}, IstioGateways: map[string]*IstioGateway{}, EnvoyFilters: map[string]*EnvoyFilter{},
 		TLSRoutes: map[string]*TLSRoute{}, ReferenceGrants: map[string]*ReferenceGrant{}, Secrets: map[string]*TLSSecret{}}
 }
 
@@ -151,7 +153,7 @@ func (w *World) Clone() *World {
 		HTTPRoutes: maps.Clone(w.HTTPRoutes), serviceEntries: w.serviceEntries,
 		Sidecars: maps.Clone(w.Sidecars), sidecarProblems: maps.Clone(w.sidecarProblems), Namespaces: maps.Clone(w.Namespaces),
 		PeerAuthentications: maps.Clone(w.PeerAuthentications), AuthorizationPolicies: maps.Clone(w.AuthorizationPolicies),
-		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses), IstioGateways: maps.Clone(w.IstioGateways),
+		Gateways: maps.Clone(w.Gateways), GatewayClasses: maps.Clone(w.GatewayClasses), IstioGateways: maps.Clone(w.IstioGateways), EnvoyFilters: maps.Clone(w.EnvoyFilters),
 		TLSRoutes: maps.Clone(w.TLSRoutes), ReferenceGrants: maps.Clone(w.ReferenceGrants), Secrets: maps.Clone(w.Secrets)}
 }
 

@@ -246,6 +246,15 @@ func (cc *Compiler) survey(w *World) {
 	for _, key := range slices.Sorted(maps.Keys(w.DestinationRules)) {
 		unrun("DestinationRule", key, w.DestinationRules[key].Problems)
 	}
+	for _, key := range slices.Sorted(maps.Keys(w.EnvoyFilters)) {
+		for _, p := range w.EnvoyFilters[key].Problems {
+			field, why, ok := strings.Cut(p, ": ")
+			if !ok {
+				why = "not run by shunt"
+			}
+			cc.report(Problem{"EnvoyFilter", key, field, why})
+		}
+	}
 	for _, key := range slices.Sorted(maps.Keys(w.serviceEntries)) {
 		unrun("ServiceEntry", key, w.serviceEntries[key].problems)
 	}

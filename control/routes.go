@@ -3,6 +3,7 @@ package control
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -37,23 +38,31 @@ func ads() *corev3.ConfigSource {
 // Istio's, it has the CORS and fault filters, doing nothing until a
 // route's typed_per_filter_config gives them a policy or a fault.
 func (c *compiler) hcm(statPrefix, rds string, inline *routev3.RouteConfiguration) *listenerv3.Filter {
-	return c.hcmWith(statPrefix, rds, inline, proxy.Outbound, false, nil)
+	return c.hcmWith(statPrefix, rds, inline, proxy.Outbound, false, hcmFilters{})
+}
+
+// hcmFilters are the HTTP filters of a connection manager besides
+// Istio's own: the AuthorizationPolicies' (after the metadata
+// exchange), and EnvoyFilters' patches, first or before the router.
+type hcmFilters struct {
+	authz, first, beforeRouter []*hcmv3.HttpFilter
 }
 
 // hcmWith is hcm for traffic in dir, with Istio's metadata exchange as
 // the mesh says (first, as istiod puts it); xfcc has it append the mutual
 // TLS client's identity to x-forwarded-client-cert (APPEND_FORWARD, with
-// its subject, URI and DNS SANs), as Istio's inbound does; authz filters
-// go after the exchange.
-func (c *compiler) hcmWith(statPrefix, rds string, inline *routev3.RouteConfiguration, dir proxy.Direction, xfcc bool, authz []*hcmv3.HttpFilter) *listenerv3.Filter {
-	var filters []*hcmv3.HttpFilter
+// its subject, URI and DNS SANs), as Istio's inbound does; extra's
+// filters where hcmFilters says.
+func (c *compiler) hcmWith(statPrefix, rds string, inline *routev3.RouteConfiguration, dir proxy.Direction, xfcc bool, extra hcmFilters) *listenerv3.Filter {
+	filters := slices.Clone(extra.first)
 	if mx := proxy.PeerMetadataFilter(dir, c.m.PeerMetadata); mx != nil {
 		filters = append(filters, mx)
 	}
+	filters = append(append(filters, extra.authz...), envoyres.HTTPFilter(envoyres.CORSFilter, &corsv3.Cors{}),
+		envoyres.HTTPFilter(envoyres.FaultFilter, &faultv3.HTTPFault{}))
 	h := &hcmv3.HttpConnectionManager{StatPrefix: statPrefix,
-		HttpFilters: append(append(filters, authz...), envoyres.HTTPFilter(envoyres.CORSFilter, &corsv3.Cors{}),
-			envoyres.HTTPFilter(envoyres.FaultFilter, &faultv3.HTTPFault{}), envoyres.Router()),
-		AccessLog: c.m.logs,
+		HttpFilters: append(append(filters, extra.beforeRouter...), envoyres.Router()),
+		AccessLog:   c.m.logs,
 		// HTTP/1.0 is served, not refused with 426 as Istio's default
 		// does: an unmodified app (nginx's proxy_pass) speaks it.
 		HttpProtocolOptions: &corev3.Http1ProtocolOptions{AcceptHttp_10: true},

@@ -38,6 +38,9 @@ var ruleKinds = []struct {
 	{"Gateway", "networking.istio.io", []string{"v1", "v1beta1"}, "gateways",
 		reading(anyDomain(IstioGatewayFrom), (*World).PutIstioGateway),
 		func(w *World, key string) { delete(w.IstioGateways, key) }},
+	{"EnvoyFilter", "networking.istio.io", []string{"v1alpha3"}, "envoyfilters",
+		reading(anyDomain(EnvoyFilterFrom), (*World).PutEnvoyFilter),
+		func(w *World, key string) { delete(w.EnvoyFilters, key) }},
 	{"GatewayClass", "gateway.networking.k8s.io", []string{"v1", "v1beta1"}, "gatewayclasses",
 		reading(anyDomain(GatewayClassFrom), (*World).PutGatewayClass),
 		func(w *World, key string) { delete(w.GatewayClasses, strings.TrimPrefix(key, "/")) }}, // cluster-scoped: "/NAME"

@@ -128,10 +128,35 @@ spec:
   selector: {istio: ingressgateway}
   servers:
   - {port: {number: 8081, name: http, protocol: HTTP}, hosts: [istio.example.com]}
+  - {port: {number: 8083, name: http-limited, protocol: HTTP}, hosts: [istio.example.com]}
   - {port: {number: 8082, name: http-redirect, protocol: HTTP}, hosts: [istio.example.com], tls: {httpsRedirect: true}}
   - {port: {number: 9443, name: https, protocol: HTTPS}, hosts: [istio.example.com], tls: {mode: SIMPLE, credentialName: istio-cert}}
   - {port: {number: 9445, name: tls, protocol: TLS}, hosts: [istio-db.internal.example], tls: {mode: PASSTHROUGH}}
   - {port: {number: 9001, name: tcp, protocol: TCP}, hosts: ["*"]}
+---
+# Istio's local rate limit at the gateway, on one of its ports: a bucket
+# of two requests a minute.
+apiVersion: networking.istio.io/v1alpha3
+kind: EnvoyFilter
+metadata: {name: edge-ratelimit, namespace: shop}
+spec:
+  workloadSelector: {labels: {app: public-gw}}
+  configPatches:
+  - applyTo: HTTP_FILTER
+    match: {context: GATEWAY, listener: {portNumber: 8083, filterChain: {filter: {name: envoy.filters.network.http_connection_manager}}}}
+    patch:
+      operation: INSERT_BEFORE
+      value:
+        name: envoy.filters.http.local_ratelimit
+        typed_config:
+          "@type": type.googleapis.com/udpa.type.v1.TypedStruct
+          type_url: type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+          value:
+            stat_prefix: http_local_rate_limiter
+            token_bucket: {max_tokens: 2, tokens_per_fill: 2, fill_interval: 60s}
+            filter_enabled: {runtime_key: local_rate_limit_enabled, default_value: {numerator: 100, denominator: HUNDRED}}
+            filter_enforced: {runtime_key: local_rate_limit_enforced, default_value: {numerator: 100, denominator: HUNDRED}}
+            response_headers_to_add: [{append: false, header: {key: x-local-rate-limit, value: "true"}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -356,6 +381,26 @@ func TestGateway(t *testing.T) {
 		if err != nil || cert.Subject.CommonName != c.host || proto != c.proto || body != c.body {
 			t.Errorf("https://%s%s: %v %v %q, want %s's certificate, %s, %q", c.host, c.path, err, proto, body, c.host, c.proto, c.body)
 		}
+	}
+	// The EnvoyFilter's local rate limit on 8083: two requests a minute,
+	// then 429 with its header; 8081, the same routes, is not limited.
+	var limited []string
+	for range 4 {
+		req, _ := http.NewRequest("GET", "http://10.3.0.1:8083/ratings/1", nil)
+		req.Host = "istio.example.com"
+		resp, err := client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		limited = append(limited, fmt.Sprintf("%d %s %s", resp.StatusCode, resp.Header.Get("x-local-rate-limit"), b))
+	}
+	if want := "200  ratings /ratings/1 via=|200  ratings /ratings/1 via=|429 true local_rate_limited|429 true local_rate_limited"; strings.Join(limited, "|") != want {
+		t.Errorf("the gateway's local rate limit: %q, want %q", strings.Join(limited, "|"), want)
+	}
+	if code, _ := get("istio.example.com", "/ratings/1"); code != 200 {
+		t.Errorf("the unlimited port after the limited one's bucket ran out: %d", code)
 	}
 	// The TCP listener passes any connection to the TCPRoute's backend:
 	// the service's own TLS, whatever the SNI; so do the Istio Gateway's

@@ -15,8 +15,10 @@ import (
 
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/known/anypb"
 	"sigs.k8s.io/yaml"
 )
 
@@ -319,9 +321,27 @@ func (c *checker) single(v any, fd protoreflect.FieldDescriptor, path string) bo
 	return true
 }
 
+// typedStructs are the wrappers of a typed_config given as a type URL
+// and a value (Istio's EnvoyFilters write them so).
+var typedStructs = map[string]bool{"type.googleapis.com/udpa.type.v1.TypedStruct": true, "type.googleapis.com/xds.type.v3.TypedStruct": true}
+
 // any checks a typed_config: its @type must be an extension shunt runs.
+// A TypedStruct of an Envoy type is read as what it wraps, in place
+// (Istio's own filters stay TypedStructs: their types are Istio's).
 func (c *checker) any(obj map[string]any, path string) bool {
 	url, _ := obj["@type"].(string)
+	typeURL, _ := obj["type_url"].(string)
+	if typeURL == "" {
+		typeURL, _ = obj["typeUrl"].(string)
+	}
+	if _, err := protoregistry.GlobalTypes.FindMessageByURL(typeURL); typedStructs[url] && err == nil {
+		inner, _ := obj["value"].(map[string]any)
+		clear(obj)
+		for k, v := range inner {
+			obj[k] = v
+		}
+		obj["@type"], url = typeURL, typeURL
+	}
 	if url == "" {
 		c.add(path, "no @type")
 		return false
@@ -350,4 +370,37 @@ func isNumber(v any) bool {
 		return err == nil || n == "Infinity" || n == "-Infinity" || n == "NaN"
 	}
 	return false
+}
+
+// ParseTyped reads one typed_config (an object with its @type, or a
+// TypedStruct of type_url and value) as Parse reads a bootstrap's:
+// Problems (their paths under path) for every field shunt refuses or
+// Envoy does not know and every invalid value.
+func ParseTyped(obj map[string]any, path string) (proto.Message, error) {
+	c := checker{}
+	if !c.any(obj, path) {
+		return nil, c.problems
+	}
+	js, err := json.Marshal(obj)
+	if err != nil {
+		return nil, Problems{{Path: path, Message: err.Error()}}
+	}
+	a := &anypb.Any{}
+	if err := protojson.Unmarshal(js, a); err != nil {
+		c.add(path, "invalid: "+strings.TrimPrefix(err.Error(), "proto: "))
+		return nil, c.problems
+	}
+	m, err := a.UnmarshalNew()
+	if err != nil {
+		c.add(path, "invalid: "+err.Error())
+	}
+	if v, ok := m.(interface{ ValidateAll() error }); ok && err == nil {
+		if err := v.ValidateAll(); err != nil {
+			c.add(path, "invalid: "+err.Error())
+		}
+	}
+	if len(c.problems) > 0 {
+		return nil, c.problems
+	}
+	return m, nil
 }
