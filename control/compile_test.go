@@ -280,11 +280,13 @@ func TestCompileServiceEntries(t *testing.T) {
 	for key, want := range map[string]string{
 		"ServiceEntry default/legacy spec.workloadSelector":                                  "not run by shunt",
 		"ServiceEntry default/legacy spec.hosts: *.example.org (wildcard hosts are not run)": "not run by shunt",
-		"ServiceEntry default/api spec.addresses":                                            "none: api.example.com's port 443, not HTTP, is reached only at an address",
 	} {
 		if p := cc.Problems(); p[key] != want {
 			t.Errorf("problem %q: %q, want %q (all: %v)", key, p[key], want, p)
 		}
+	}
+	if p := cc.Problems(); len(p) != 2 {
+		t.Errorf("problems: %v", p)
 	}
 	for _, bad := range []string{
 		"kind: ServiceEntry\nspec: {hosts: [x.com], resolution: MAGIC}",
@@ -386,7 +388,7 @@ func TestDNSAutoAllocate(t *testing.T) {
 	more, _ := os.ReadFile("testdata/serviceentry.yaml")
 	m := control.DefaultMesh()
 	m.DNSAutoAllocate = true
-	cc, _, res := compiled(t, more, m)
+	_, _, res := compiled(t, more, m)
 	var httpbin string
 	for _, fc := range res.Listeners[1].GetFilterChains() {
 		if strings.HasPrefix(fc.GetName(), "240.240.") && strings.HasSuffix(fc.GetName(), "_80") {
@@ -403,8 +405,15 @@ func TestDNSAutoAllocate(t *testing.T) {
 	if names["httpbin.org"] != "["+httpbin+"]" || names["db.example.com"] != "[240.0.0.1]" || names["api.example.com"] != "" {
 		t.Errorf("the name table: %v (httpbin.org's chain at %s)", names, httpbin)
 	}
-	if p := cc.Problems()["ServiceEntry default/api spec.addresses"]; !strings.HasPrefix(p, "none:") {
-		t.Errorf("api.example.com (resolution NONE) with no address: %q", p)
+	// With no address, on a TLS port: its chain is chosen by SNI.
+	var sni string
+	for _, fc := range res.Listeners[1].GetFilterChains() {
+		if m := fc.GetFilterChainMatch(); slices.Equal(m.GetServerNames(), []string{"api.example.com"}) && m.GetDestinationPort().GetValue() == 443 {
+			sni = fc.GetName()
+		}
+	}
+	if sni != "api.example.com_443" {
+		t.Errorf("api.example.com (resolution NONE, TLS) has no chain by SNI: %q", sni)
 	}
 }
 

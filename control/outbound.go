@@ -43,6 +43,7 @@ func (c *compiler) outbound(prev *space) *space {
 	claimed := map[netip.AddrPort]bool{} // a port and address one chain has: Envoy refuses two
 	var addrChains []*listenerv3.FilterChain
 	var names []xds.NameEntry
+	sniTargets := map[uint16][]sniTarget{} // hosts without addresses on TLS ports
 	sp.clusters = c.builtinClusters()
 	inMesh := func(ns string) bool { return c.m.inMesh(c.w, ns) }
 	c.rules = c.w.rulesFor(c.n.Namespace, inMesh)
@@ -85,7 +86,11 @@ func (c *compiler) outbound(prev *space) *space {
 				}
 			}
 			if pp.headless && s.Resolution != "" && s.Resolution != ResolutionStatic {
-				c.cc.report(Problem{"ServiceEntry", s.Entry, "spec.addresses", fmt.Sprintf("none: %s's port %d, not HTTP, is reached only at an address", s.Hostname, p.Port)})
+				if tlsPort(p) {
+					sniTargets[p.Port] = append(sniTargets[p.Port], sniTarget{s.Hostname, pp.cluster.GetName()})
+				} else {
+					c.cc.report(Problem{"ServiceEntry", s.Entry, "spec.addresses", fmt.Sprintf("none: %s's port %d, neither HTTP nor TLS, is reached only at an address", s.Hostname, p.Port)})
+				}
 				continue
 			}
 			var free []netip.Addr
@@ -124,7 +129,8 @@ func (c *compiler) outbound(prev *space) *space {
 			sp.httpPorts = append(sp.httpPorts, port)
 		}
 	}
-	sp.addrChains = addrChains
+	sp.addrChains = append(addrChains, c.sniChains(sniTargets)...)
+	addrChains = sp.addrChains
 	sp.listener = prev.sameListener(sp)
 	if sp.listener == nil {
 		l := c.virtualListener("virtualOutbound", OutboundPort, corev3.TrafficDirection_OUTBOUND)
@@ -136,10 +142,26 @@ func (c *compiler) outbound(prev *space) *space {
 		if c.m.RegistryOnly {
 			passthrough = proxy.BlackHoleCluster
 		}
-		l.FilterChains = append(append(l.FilterChains, addrChains...),
-			chain("virtualOutbound-catchall-http", 0, nil, true, c.hcm(passthrough, "",
+		l.FilterChains = append(l.FilterChains, addrChains...)
+		// The catch-all, and on a port with chains by SNI the same for
+		// what no SNI takes (past the port, a connection no chain
+		// matches is refused).
+		ports := []uint16{0}
+		for _, fc := range addrChains {
+			if port := uint16(fc.GetFilterChainMatch().GetDestinationPort().GetValue()); len(fc.GetFilterChainMatch().GetServerNames()) > 0 &&
+				!slices.Contains(ports, port) && !slices.Contains(sp.httpPorts, port) {
+				ports = append(ports, port)
+			}
+		}
+		for _, port := range ports {
+			name := "virtualOutbound-catchall"
+			if port != 0 {
+				name = fmt.Sprintf("0.0.0.0_%d-passthrough", port)
+			}
+			l.FilterChains = append(l.FilterChains, chain(name+"-http", port, nil, true, c.hcm(passthrough, "",
 				&routev3.RouteConfiguration{Name: "virtualOutbound-catchall-http", VirtualHosts: []*routev3.VirtualHost{c.fallbackHost()}})),
-			chain("virtualOutbound-catchall-tcp", 0, nil, false, c.tcpProxy(passthrough)))
+				chain(name+"-tcp", port, nil, false, c.tcpProxy(passthrough)))
+		}
 		sp.listener = l
 	}
 	slices.SortFunc(sp.routes, byName((*routev3.RouteConfiguration).GetName))

@@ -42,8 +42,8 @@ type vsL4 struct {
 }
 
 // readL4 takes a VirtualService's tls or tcp routes (kind): what
-// Istio's validation refuses is an error; a rule for the sidecars is
-// reported (they do not route TLS or TCP by these yet: gateways do).
+// Istio's validation refuses is an error; a tcp rule for the sidecars is
+// reported (they do not route TCP by these yet: gateways do).
 func (vs *VirtualService) readL4(rules []vsL4, kind string) ([]L4Rule, error) {
 	var out []L4Rule
 	for i, r := range rules {
@@ -69,7 +69,7 @@ func (vs *VirtualService) readL4(rules []vsL4, kind string) ([]L4Rule, error) {
 			dst.Weight = d.Weight
 			rule.Route = append(rule.Route, dst)
 		}
-		if slices.ContainsFunc(rule.Match, func(m L4Match) bool { return vs.l4Bound(m, "mesh") }) || len(rule.Match) == 0 && vs.forMesh() {
+		if kind == "tcp" && (slices.ContainsFunc(rule.Match, func(m L4Match) bool { return vs.l4Bound(m, "mesh") }) || len(rule.Match) == 0 && vs.forMesh()) {
 			vs.Problems = append(vs.Problems, path+" for the sidecars (gateways run it)")
 		}
 		out = append(out, rule)

@@ -4,6 +4,8 @@
 package egress_test
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/shunt-dev/shunt/internal/catest"
 	"github.com/shunt-dev/shunt/internal/testnet"
 )
 
@@ -41,13 +44,13 @@ status: {podIP: 10.1.0.1}
 apiVersion: v1
 kind: Service
 metadata: {name: istio-egressgateway, namespace: istio-system}
-spec: {selector: {istio: egressgateway}, clusterIP: 10.96.0.30, ports: [{name: http, port: 80, targetPort: 8080}]}
+spec: {selector: {istio: egressgateway}, clusterIP: 10.96.0.30, ports: [{name: http, port: 80, targetPort: 8080}, {name: tls, port: 443, targetPort: 8443}]}
 ---
 apiVersion: discovery.k8s.io/v1
 kind: EndpointSlice
 metadata: {name: istio-egressgateway-1, namespace: istio-system, labels: {kubernetes.io/service-name: istio-egressgateway}}
 addressType: IPv4
-ports: [{name: http, port: 8080}]
+ports: [{name: http, port: 8080}, {name: tls, port: 8443}]
 endpoints: [{addresses: [10.1.0.1], conditions: {ready: true}}]
 ---
 apiVersion: networking.istio.io/v1
@@ -66,7 +69,31 @@ kind: Gateway
 metadata: {name: egress, namespace: istio-system}
 spec:
   selector: {istio: egressgateway}
-  servers: [{port: {number: 8080, name: http, protocol: HTTP}, hosts: [api.partner.example]}]
+  servers:
+  - {port: {number: 8080, name: http, protocol: HTTP}, hosts: [api.partner.example]}
+  - {port: {number: 8443, name: tls, protocol: TLS}, hosts: [secure.partner.example], tls: {mode: PASSTHROUGH}}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner-tls, namespace: shop}
+spec:
+  hosts: [secure.partner.example]
+  location: MESH_EXTERNAL
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+  endpoints: [{address: 10.8.0.2}]
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partner-tls-via-egress, namespace: shop}
+spec:
+  hosts: [secure.partner.example]
+  gateways: [mesh, istio-system/egress]
+  tls:
+  - match: [{gateways: [mesh], port: 443, sniHosts: [secure.partner.example]}]
+    route: [{destination: {host: istio-egressgateway.istio-system.svc.cluster.local, port: {number: 443}}}]
+  - match: [{gateways: [istio-system/egress], port: 8443, sniHosts: [secure.partner.example]}]
+    route: [{destination: {host: secure.partner.example, port: {number: 443}}}]
 ---
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -93,7 +120,13 @@ func TestEgressGateway(t *testing.T) {
 	internet.Run(t, "ip", "addr", "add", "10.8.0.3/24", "dev", "eth0")
 	app.Run(t, "ip", "route", "add", "default", "via", "10.1.0.1")
 
-	// The internet: each host says who it is and whom it saw.
+	// The internet: each host says who it is and whom it saw, over HTTP
+	// and HTTPS (secure.partner.example's certificate).
+	certPEM, keyPEM := catest.ServerCert(t, "secure.partner.example")
+	pair, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
 	var mu sync.Mutex
 	seen := map[string][]string{}
 	for _, ip := range []string{"10.8.0.2", "10.8.0.3"} {
@@ -106,6 +139,7 @@ func TestEgressGateway(t *testing.T) {
 		})}
 		go srv.Serve(internet.Listener(t, ip+":80"))
 		t.Cleanup(func() { srv.Close() })
+		go srv.Serve(tls.NewListener(internet.Listener(t, ip+":443"), &tls.Config{Certificates: []tls.Certificate{pair}}))
 		internet.Listen(t, ip+":5432", "db "+ip)
 	}
 
@@ -164,6 +198,30 @@ func TestEgressGateway(t *testing.T) {
 		if code, body := get(c.url, c.host); code != 502 {
 			t.Errorf("undeclared %s (Host %s): %d %q, want the sidecar's 502", c.url, c.host, code, body)
 		}
+	}
+	// The app's own TLS to the declared host's address, by SNI through
+	// the egress gateway's PASSTHROUGH server (the gateway never
+	// decrypts: the host's own certificate); another SNI to that address
+	// is undeclared: reset.
+	roots := x509.NewCertPool()
+	roots.AppendCertsFromPEM(certPEM)
+	tlsGet := func(sni string) (string, error) {
+		c, err := app.DialConn(netip.Addr{}, netip.MustParseAddrPort("10.8.0.2:443"), 0, 0)
+		if err != nil {
+			return "", err
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		tc := tls.Client(c, &tls.Config{ServerName: sni, RootCAs: roots})
+		fmt.Fprintf(tc, "GET /secure HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", sni)
+		b, err := io.ReadAll(tc)
+		return string(b), err
+	}
+	if body, err := tlsGet("secure.partner.example"); err != nil || !strings.HasSuffix(body, "10.8.0.2 secure.partner.example") {
+		t.Errorf("TLS by SNI through the egress gateway: %q, %v", body, err)
+	}
+	if body, err := tlsGet("other.partner.example"); err == nil || strings.Contains(body, "10.8.0.2") {
+		t.Errorf("an undeclared SNI was passed: %q, %v", body, err)
 	}
 	// Over TCP, an undeclared destination is reset.
 	if c, err := app.DialConn(netip.Addr{}, netip.MustParseAddrPort("10.8.0.3:5432"), 0, 0); err == nil {
