@@ -126,6 +126,21 @@ func (c *compiler) virtualListener(name string, port uint16, dir corev3.TrafficD
 		c.m.ProtocolDetectionTimeout, c.n.TProxy)
 }
 
+// tcpProxyTo is a TCP proxy to backends by weight: its stats under the
+// cluster's name for one, under statPrefix for several; none: closed
+// (BlackHoleCluster).
+func (c *compiler) tcpProxyTo(statPrefix string, backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight) *listenerv3.Filter {
+	switch len(backends) {
+	case 0:
+		return c.tcpProxy(proxy.BlackHoleCluster)
+	case 1:
+		return c.tcpProxy(backends[0].Name)
+	}
+	return envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(&tcpproxyv3.TcpProxy{
+		StatPrefix: statPrefix, ClusterSpecifier: &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: backends}},
+		IdleTimeout: durationpb.New(c.m.IdleTimeout), AccessLog: c.m.logs}))
+}
+
 // tcpProxy is a chain's TCP proxy to cluster, its stats under the
 // cluster's name as Istio's are.
 func (c *compiler) tcpProxy(cluster string) *listenerv3.Filter {

@@ -4,8 +4,6 @@ import (
 	"strings"
 	"testing"
 
-	"google.golang.org/protobuf/encoding/protojson"
-
 	"github.com/shunt-dev/shunt/control"
 )
 
@@ -120,9 +118,9 @@ spec:
 		}
 		return names
 	}
-	inbound, _ := protojson.Marshal(app.Listeners[0])
-	outbound, _ := protojson.Marshal(app.Listeners[1])
-	gateway, _ := protojson.Marshal(gw.Listeners[0])
+	inbound := jsonOf(app.Listeners[0])
+	outbound := jsonOf(app.Listeners[1])
+	gateway := jsonOf(gw.Listeners[0])
 	for _, c := range []struct {
 		name string
 		l    []byte

@@ -1,13 +1,18 @@
 package control_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"fmt"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/shunt-dev/shunt/control"
 )
@@ -239,7 +244,7 @@ func TestIstioEgressTLSOrigination(t *testing.T) {
 	cluster := func(res *control.Resources, name string) string {
 		for _, cl := range res.Clusters {
 			if cl.GetName() == name {
-				b, _ := protojson.Marshal(cl)
+				b := jsonOf(cl)
 				return string(b)
 			}
 		}
@@ -264,7 +269,7 @@ func TestIstioEgressTLSOrigination(t *testing.T) {
 			t.Errorf("the gateway's cluster to the host lacks %s: %s", want, toHost)
 		}
 	}
-	l, _ := protojson.Marshal(gateway.Listeners[0])
+	l := jsonOf(gateway.Listeners[0])
 	for _, want := range []string{`"serverNames":["api.partner.example"]`, `"requireClientCertificate":true`, `"name":"default"`} {
 		if !strings.Contains(string(l), want) {
 			t.Errorf("the gateway's listener lacks %s: %s", want, l)
@@ -349,8 +354,8 @@ spec:
 	if strings.Join(names, " ") != "0.0.0.0_27017 0.0.0.0_9443" {
 		t.Fatalf("listeners %v, want the TCP and the TLS servers'", names)
 	}
-	tcp, _ := protojson.Marshal(res.Listeners[0])
-	tls, _ := protojson.Marshal(res.Listeners[1])
+	tcp := jsonOf(res.Listeners[0])
+	tls := jsonOf(res.Listeners[1])
 	for _, c := range []struct {
 		listener []byte
 		want     string
@@ -390,4 +395,78 @@ spec:
 	if len(p) != 2 {
 		t.Errorf("problems: %v", p)
 	}
+}
+
+// TestMeshL4Routes: the sidecars take VirtualServices' tcp routes (a
+// service's address chain proxies to the route's destinations by
+// weight) and tls routes (a chain by SNI on the match's port, to the
+// route's destination), and reach a TLS ServiceEntry host without an
+// address by its SNI; what no SNI takes on that port goes to the
+// catch-all's cluster.
+func TestMeshL4Routes(t *testing.T) {
+	_, _, res := compiled(t, []byte(`
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: db-split, namespace: default}
+spec:
+  hosts: [db]
+  tcp:
+  - match: [{port: 5432}]
+    route:
+    - {destination: {host: db, port: {number: 5432}}, weight: 80}
+    - {destination: {host: cache, port: {number: 7000}}, weight: 20}
+---
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: default}
+spec:
+  hosts: [partner.example, other.example]
+  ports: [{number: 443, name: tls, protocol: TLS}]
+  resolution: DNS
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {name: partner-elsewhere, namespace: default}
+spec:
+  hosts: [partner.example]
+  tls:
+  - match: [{port: 443, sniHosts: [partner.example]}]
+    route: [{destination: {host: backend-service, port: {number: 10000}}}]
+`), control.DefaultMesh())
+	runs(t, res)
+	chains := map[string]string{} // name → its match and its tcp proxy's target, read back
+	for _, fc := range res.Listeners[1].GetFilterChains() {
+		tp := &tcpproxyv3.TcpProxy{}
+		if fc.GetFilters()[0].GetTypedConfig().UnmarshalTo(tp) != nil {
+			continue
+		}
+		m := fc.GetFilterChainMatch()
+		target := tp.GetCluster()
+		for _, wc := range tp.GetWeightedClusters().GetClusters() {
+			target += fmt.Sprintf("%s=%d ", wc.GetName(), wc.GetWeight())
+		}
+		chains[fc.GetName()] = fmt.Sprintf("%d %v %s -> %s", m.GetDestinationPort().GetValue(), m.GetServerNames(), m.GetTransportProtocol(), strings.TrimSpace(target))
+	}
+	for name, want := range map[string]string{
+		"10.96.0.20_5432": "5432 []  -> outbound|5432||db.default.svc.cluster.local=80 outbound|7000||cache.default.svc.cluster.local=20",
+		"partner.example-default/partner-elsewhere-tls[0]": "443 [partner.example] tls -> outbound|10000||backend-service.default.svc.cluster.local",
+		"other.example_443":           "443 [other.example] tls -> outbound|443||other.example",
+		"0.0.0.0_443-passthrough-tcp": "443 []  -> PassthroughCluster",
+	} {
+		if chains[name] != want {
+			t.Errorf("chain %s: %q, want %q", name, chains[name], want)
+		}
+	}
+	if _, ok := chains["partner.example_443"]; ok {
+		t.Errorf("partner.example has its own chain beside its VirtualService's")
+	}
+}
+
+// jsonOf is m as compact JSON, the same whatever the build
+// (protojson's own output varies its spacing on purpose).
+func jsonOf(m proto.Message) []byte {
+	b, _ := protojson.Marshal(m)
+	var out bytes.Buffer
+	json.Compact(&out, b)
+	return out.Bytes()
 }

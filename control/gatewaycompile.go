@@ -20,7 +20,6 @@ import (
 	tlsinspectorv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/listener/tls_inspector/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	tlsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/transport_sockets/tls/v3"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/shunt-dev/shunt/internal/envoyres"
@@ -275,20 +274,10 @@ func l4Listener(port uint16, inspect bool) *listenerv3.Listener {
 // any connection) sending its connections on unopened to backends, by
 // weight (none: closed); the clusters it sends to are added to clusters.
 func (c *compiler) tcpChain(listener, name string, names []string, backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight, clusters map[string]bool) *listenerv3.FilterChain {
-	tp := &tcpproxyv3.TcpProxy{StatPrefix: proxy.BlackHoleCluster, ClusterSpecifier: &tcpproxyv3.TcpProxy_Cluster{Cluster: proxy.BlackHoleCluster},
-		IdleTimeout: durationpb.New(c.m.IdleTimeout), AccessLog: c.m.logs}
 	for _, b := range backends {
 		clusters[b.Name] = true
 	}
-	switch len(backends) {
-	case 0: // no backend it may send to: closed
-	case 1:
-		tp.StatPrefix, tp.ClusterSpecifier = backends[0].Name, &tcpproxyv3.TcpProxy_Cluster{Cluster: backends[0].Name}
-	default:
-		tp.StatPrefix = listener
-		tp.ClusterSpecifier = &tcpproxyv3.TcpProxy_WeightedClusters{WeightedClusters: &tcpproxyv3.TcpProxy_WeightedCluster{Clusters: backends}}
-	}
-	fc := &listenerv3.FilterChain{Name: name, Filters: []*listenerv3.Filter{envoyres.NetworkFilter("envoy.filters.network.tcp_proxy", envoyres.Typed(tp))}}
+	fc := &listenerv3.FilterChain{Name: name, Filters: []*listenerv3.Filter{c.tcpProxyTo(listener, backends)}}
 	if len(names) > 0 {
 		fc.FilterChainMatch = &listenerv3.FilterChainMatch{ServerNames: names}
 	}

@@ -6,9 +6,6 @@ import (
 	"slices"
 
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
-	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
-
-	"github.com/shunt-dev/shunt/proxy"
 )
 
 // istioL4 is an Istio Gateway's server (the Gateway's key and itself)
@@ -56,18 +53,7 @@ func (c *compiler) istioL4Listener(port uint16, servers []istioL4, clusters map[
 					c.report(vs, path, fmt.Sprintf("port %d takes another tcp route already (the first by name): not run", port))
 					continue
 				}
-				var backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
-				for j, d := range r.Route {
-					cl := c.destinationCluster(vs, d, Port{Port: port}, fmt.Sprintf("%s.route[%d]", path, j))
-					if cl == proxy.BlackHoleCluster {
-						continue // reported
-					}
-					w := uint32(d.Weight)
-					if len(r.Route) == 1 && w == 0 {
-						w = 100
-					}
-					backends = append(backends, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: cl, Weight: w})
-				}
+				backends := c.l4Backends(vs, r, port, path)
 				if slices.Contains(names, "*") {
 					names = nil
 				}

@@ -125,6 +125,9 @@ type portParts struct {
 	own    *routev3.RouteConfiguration // HOST:P, for its cluster IPs' chain; nil when headless or TCP
 	addrs  []netip.Addr                // its cluster IPs, or a headless service's endpoints
 	chains []*listenerv3.FilterChain   // on all of addrs
+	// tcp is its VirtualService's tcp route for the port, if it has
+	// one: its TCP chains' proxy.
+	tcp *listenerv3.Filter
 }
 
 // serviceClusters are a service port's cluster and its load assignment
@@ -359,6 +362,9 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 				{Name: rds, Domains: []string{"*"}, Routes: pp.vhost[0].Routes, IncludeRequestAttemptCount: true}}}
 		}
 	}
+	if vs != nil && pp.class != classHTTP {
+		pp.tcp = c.meshTCP(vs, p.Port)
+	}
 	if pp.class != classHTTP || !pp.headless {
 		pp.chains = c.addrChains(pp, p.Port, name, rds, pp.addrs)
 	}
@@ -366,22 +372,27 @@ func (c *compiler) buildParts(s *Service, p Port, vs *VirtualService, dr *Destin
 }
 
 // addrChains are a service port's chains on addrs: HTTP through the
-// route configuration rds, TCP to the cluster, or both when its protocol
-// is not declared.
+// route configuration rds, TCP to the cluster (or where its
+// VirtualService's tcp route says), or both when its protocol is not
+// declared.
 func (c *compiler) addrChains(pp *portParts, port uint16, cluster, rds string, addrs []netip.Addr) []*listenerv3.FilterChain {
 	if len(addrs) == 0 {
 		return nil // no chain: one with no prefix would take every address
 	}
 	chainName := fmt.Sprintf("%s_%d", addrs[0], port)
 	prefixes := hosts(addrs)
+	tcp := pp.tcp
+	if tcp == nil {
+		tcp = c.tcpProxy(cluster)
+	}
 	switch pp.class {
 	case classHTTP:
 		return []*listenerv3.FilterChain{chain(chainName, port, prefixes, false, c.hcm(outboundStatPrefix(port), rds, nil))}
 	case classAuto:
 		return []*listenerv3.FilterChain{chain(chainName+"-http", port, prefixes, true, c.hcm(outboundStatPrefix(port), rds, nil)),
-			chain(chainName, port, prefixes, false, c.tcpProxy(cluster))}
+			chain(chainName, port, prefixes, false, tcp)}
 	}
-	return []*listenerv3.FilterChain{chain(chainName, port, prefixes, false, c.tcpProxy(cluster))}
+	return []*listenerv3.FilterChain{chain(chainName, port, prefixes, false, tcp)}
 }
 
 // portRoute is sp's route configuration for port if its virtual hosts

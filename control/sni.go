@@ -9,8 +9,6 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
 	"google.golang.org/protobuf/types/known/wrapperspb"
-
-	"github.com/shunt-dev/shunt/proxy"
 )
 
 // sniTarget is a host the sidecars reach by the SNI of the app's TLS,
@@ -75,18 +73,7 @@ func (c *compiler) sniChains(targets map[uint16][]sniTarget) []*listenerv3.Filte
 				if len(names) == 0 {
 					continue
 				}
-				var backends []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
-				for j, d := range r.Route {
-					cl := c.destinationCluster(vs, d, Port{Port: m.Port}, fmt.Sprintf("%s.route[%d]", path, j))
-					if cl == proxy.BlackHoleCluster {
-						continue // reported
-					}
-					w := uint32(d.Weight)
-					if len(r.Route) == 1 && w == 0 {
-						w = 100
-					}
-					backends = append(backends, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: cl, Weight: w})
-				}
+				backends := c.l4Backends(vs, r, m.Port, path)
 				add(fmt.Sprintf("%s-%s-tls[%d]", strings.Join(names, ","), key, r.Index), m.Port, names, backends)
 			}
 		}

@@ -3,6 +3,11 @@ package control
 import (
 	"fmt"
 	"slices"
+
+	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
+	tcpproxyv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/network/tcp_proxy/v3"
+
+	"github.com/shunt-dev/shunt/proxy"
 )
 
 // L4Rule is one of a VirtualService's tls or tcp routes: connections
@@ -42,8 +47,7 @@ type vsL4 struct {
 }
 
 // readL4 takes a VirtualService's tls or tcp routes (kind): what
-// Istio's validation refuses is an error; a tcp rule for the sidecars is
-// reported (they do not route TCP by these yet: gateways do).
+// Istio's validation refuses is an error.
 func (vs *VirtualService) readL4(rules []vsL4, kind string) ([]L4Rule, error) {
 	var out []L4Rule
 	for i, r := range rules {
@@ -68,9 +72,6 @@ func (vs *VirtualService) readL4(rules []vsL4, kind string) ([]L4Rule, error) {
 			dst := d.Destination.model()
 			dst.Weight = d.Weight
 			rule.Route = append(rule.Route, dst)
-		}
-		if kind == "tcp" && (slices.ContainsFunc(rule.Match, func(m L4Match) bool { return vs.l4Bound(m, "mesh") }) || len(rule.Match) == 0 && vs.forMesh()) {
-			vs.Problems = append(vs.Problems, path+" for the sidecars (gateways run it)")
 		}
 		out = append(out, rule)
 	}
@@ -114,4 +115,40 @@ func (vs *VirtualService) gatewayL4(rules []L4Rule, gw string, port uint16) []L4
 		}
 	}
 	return out
+}
+
+// l4Backends are a tls or tcp rule's destinations as clusters, by
+// weight (a lone destination's unset weight is all), on port; a
+// destination the mesh does not have is reported (path: the rule's) and
+// left out.
+func (c *compiler) l4Backends(vs *VirtualService, r L4Rule, port uint16, path string) []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight {
+	var out []*tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight
+	for j, d := range r.Route {
+		cl := c.destinationCluster(vs, d, Port{Port: port}, fmt.Sprintf("%s.route[%d]", path, j))
+		if cl == proxy.BlackHoleCluster {
+			continue // reported
+		}
+		w := uint32(d.Weight)
+		if len(r.Route) == 1 && w == 0 {
+			w = 100
+		}
+		out = append(out, &tcpproxyv3.TcpProxy_WeightedCluster_ClusterWeight{Name: cl, Weight: w})
+	}
+	return out
+}
+
+// meshTCP is the TCP proxy of the first of a VirtualService's tcp rules
+// bound to the sidecars that takes port (by its matches' ports, or
+// having none); nil when none does.
+func (c *compiler) meshTCP(vs *VirtualService, port uint16) *listenerv3.Filter {
+	for _, r := range vs.TCP {
+		takes := len(r.Match) == 0 && vs.forMesh()
+		for _, m := range r.Match {
+			takes = takes || vs.l4Bound(m, "mesh") && (m.Port == 0 || m.Port == port)
+		}
+		if takes {
+			return c.tcpProxyTo(outboundStatPrefix(port), c.l4Backends(vs, r, port, fmt.Sprintf("spec.tcp[%d]", r.Index)))
+		}
+	}
+	return nil
 }
