@@ -2,6 +2,7 @@ package control
 
 import (
 	"maps"
+	"net/netip"
 	"slices"
 )
 
@@ -16,6 +17,52 @@ type GatewayStatus struct {
 	Generation int64 // the Gateway's, which it is of
 	Conditions []Condition
 	Listeners  []ListenerStatus
+	Addresses  []GatewayAddress
+}
+
+// GatewayAddress is one of a Gateway's status.addresses: its Type
+// IPAddress or Hostname.
+type GatewayAddress struct{ Type, Value string }
+
+// gatewayAddresses are where a Gateway is reached: the load balancer
+// addresses of the Services in its namespace that select its pods (the
+// pods its name labels, gateway.networking.k8s.io/gateway-name), else
+// their cluster IPs, else its pods' own.
+func (w *World) gatewayAddresses(g *Gateway) []GatewayAddress {
+	var pods []*Pod
+	for _, key := range slices.Sorted(maps.Keys(w.Pods)) {
+		if p := w.Pods[key]; p.Namespace == g.Namespace && p.Labels["gateway.networking.k8s.io/gateway-name"] == g.Name {
+			pods = append(pods, p)
+		}
+	}
+	var lb, cluster, own []GatewayAddress
+	for _, key := range slices.Sorted(maps.Keys(w.Services)) {
+		s := w.Services[key]
+		if s.Namespace != g.Namespace || !slices.ContainsFunc(pods, s.selects) {
+			continue
+		}
+		for _, a := range s.LoadBalancer {
+			typ := "Hostname"
+			if _, err := netip.ParseAddr(a); err == nil {
+				typ = "IPAddress"
+			}
+			lb = append(lb, GatewayAddress{typ, a})
+		}
+		for _, a := range s.Addresses {
+			cluster = append(cluster, GatewayAddress{"IPAddress", a.String()})
+		}
+	}
+	for _, p := range pods {
+		for _, a := range p.IPs {
+			own = append(own, GatewayAddress{"IPAddress", a.String()})
+		}
+	}
+	for _, addrs := range [][]GatewayAddress{lb, cluster, own} {
+		if len(addrs) > 0 {
+			return slices.Compact(addrs)
+		}
+	}
+	return nil
 }
 
 // ListenerStatus is a Gateway's listener's status.
@@ -65,7 +112,7 @@ func (w *World) GatewayStatuses() map[string]GatewayStatus {
 		if g == nil {
 			continue
 		}
-		st := GatewayStatus{Generation: g.Generation}
+		st := GatewayStatus{Generation: g.Generation, Addresses: w.gatewayAddresses(g)}
 		programmed := 0
 		for _, l := range g.Listeners {
 			ls := ListenerStatus{Name: l.Name, SupportedKinds: l.Kinds, AttachedRoutes: w.attachedRoutes(g, l)}

@@ -47,6 +47,10 @@ func TestGatewayStatuses(t *testing.T) {
 	if strings.Join(listeners, "\n") != strings.Join(want, "\n") {
 		t.Errorf("listeners:\n%s\nwant:\n%s", strings.Join(listeners, "\n"), strings.Join(want, "\n"))
 	}
+	// No Service selects its pod: the pod's address.
+	if fmt.Sprint(st.Addresses) != "[{IPAddress 10.1.0.50}]" {
+		t.Errorf("addresses %v, want the pod's", st.Addresses)
+	}
 	routes := w.RouteStatuses()
 	for key, want := range map[string]string{
 		"HTTPRoute default/shop":    "Accepted=True/Accepted ResolvedRefs=False/RefNotPermitted",
@@ -116,5 +120,27 @@ spec: {parentRefs: [{name: shared, namespace: infra}], rules: [{backendRefs: [{n
 		"spec": {"gatewayClassName": "shunt", "listeners": [{"name": "http", "port": 80, "protocol": "HTTP", "allowedRoutes": {"namespaces": {"from": "Selector"}}}]}}`))
 	if err == nil || !strings.Contains(err.Error(), "allowedRoutes.namespaces.selector: from: Selector needs one") {
 		t.Errorf("a Selector without a selector: %v", err)
+	}
+}
+
+// TestGatewayAddresses: a Gateway's status.addresses are its Service's
+// load balancer's (an IP, a host name), else its cluster IP.
+func TestGatewayAddresses(t *testing.T) {
+	gw, _ := os.ReadFile("testdata/gateway.yaml")
+	service := `
+---
+apiVersion: v1
+kind: Service
+metadata: {name: public-shunt, namespace: default}
+spec: {type: LoadBalancer, selector: {gateway.networking.k8s.io/gateway-name: public}, clusterIP: 10.96.0.99, ports: [{name: http, port: 80, targetPort: 8080}]}
+`
+	for _, c := range []struct{ status, want string }{
+		{"", "[{IPAddress 10.96.0.99}]"},
+		{"status: {loadBalancer: {ingress: [{ip: 203.0.113.7}, {hostname: gw.example.net}]}}", "[{IPAddress 203.0.113.7} {Hostname gw.example.net}]"},
+	} {
+		w := meshWith(t, string(gw)+service+c.status+"\n")
+		if got := fmt.Sprint(w.GatewayStatuses()["default/public"].Addresses); got != c.want {
+			t.Errorf("%q: addresses %s, want %s", c.status, got, c.want)
+		}
 	}
 }

@@ -1,6 +1,7 @@
 package control
 
 import (
+	"cmp"
 	"net/netip"
 	"strings"
 
@@ -28,6 +29,11 @@ func ServiceFrom(s *corev1.Service, domain string) *Service {
 	if len(out.Addresses) == 0 {
 		if a, err := netip.ParseAddr(s.Spec.ClusterIP); err == nil {
 			out.Addresses = append(out.Addresses, a)
+		}
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if a := cmp.Or(in.IP, in.Hostname); a != "" {
+			out.LoadBalancer = append(out.LoadBalancer, a)
 		}
 	}
 	if v := s.Annotations[ExportToAnnotation]; v != "" {

@@ -33,6 +33,9 @@ type Service struct {
 	Resolution string
 	// Entry is the ServiceEntry (namespace/name) the service is a host of.
 	Entry string
+	// LoadBalancer are the IPs or host names its load balancer has
+	// (status.loadBalancer.ingress): a gateway's addresses.
+	LoadBalancer []string
 }
 
 // Port is one of a service's ports.

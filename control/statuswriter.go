@@ -103,7 +103,11 @@ func (sw *statusWriter) write(ctx context.Context, w *World) {
 				}
 				listeners = append(listeners, map[string]any{"name": l.Name, "supportedKinds": kinds, "attachedRoutes": l.AttachedRoutes, "conditions": st.conds(l.Conditions)})
 			}
-			return map[string]any{"conditions": st.conds(gs.Conditions), "listeners": listeners}
+			addresses := []map[string]any{}
+			for _, a := range gs.Addresses {
+				addresses = append(addresses, map[string]any{"type": a.Type, "value": a.Value})
+			}
+			return map[string]any{"conditions": st.conds(gs.Conditions), "listeners": listeners, "addresses": addresses}
 		})
 	}
 	routes := w.RouteStatuses()

@@ -116,6 +116,15 @@ spec:
 		{"httproute/web", `{.status.parents[0].controllerName} {.status.parents[0].conditions[?(@.type=="Accepted")].status}`, "shunt.dev/gateway True"},
 		{"httproute/wrong-port", `{.status.parents[0].conditions[*].reason}`, "NoMatchingParent BackendNotFound"},
 	})
+	// Its addresses: its Service's cluster IP, until a load balancer
+	// gives it one of its own.
+	clusterIP, _ := c.Kubectl("", "get", "service/public-gateway", "-n", "edge", "-o", "jsonpath={.spec.clusterIP}")
+	checkStatuses(t, c, []statusQuery{{"gateway/public", `{.status.addresses[*].type} {.status.addresses[*].value}`, "IPAddress " + clusterIP}})
+	if out, err := c.Kubectl("", "patch", "service", "public-gateway", "-n", "edge", "--subresource=status", "--type=merge",
+		"-p", `{"status":{"loadBalancer":{"ingress":[{"ip":"203.0.113.7"}]}}}`); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	checkStatuses(t, c, []statusQuery{{"gateway/public", `{.status.addresses[*].type} {.status.addresses[*].value}`, "IPAddress 203.0.113.7"}})
 	// A changed spec: its new generation is observed; a condition that
 	// stays True keeps the time it became so.
 	accepted := `{.status.conditions[?(@.type=="Accepted")].lastTransitionTime}`
