@@ -44,7 +44,10 @@ type RefusedListener struct{ Name, Reason, Message string }
 type GatewayListener struct {
 	Name     string
 	Port     uint16
-	Protocol string // HTTP, HTTPS, TLS (Passthrough), TCP; UDP is reported, not run
+	Protocol string // HTTP, HTTPS, TLS (Passthrough or Terminate), TCP; UDP is reported, not run
+	// Terminate: a TLS listener that terminates TLS with Certificates
+	// and sends what it carries on to its TLSRoutes' backends.
+	Terminate bool
 	Hostname string // "" for any; may start with "*."
 	// AllNamespaces: routes of every namespace may attach (allowedRoutes
 	// from: All); Namespaces: of those it selects by their labels (from:
@@ -127,7 +130,11 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 		case l.Protocol == "HTTPS" && (l.TLS == nil || l.TLS.Mode != "" && l.TLS.Mode != "Terminate"):
 			refuse("UnsupportedProtocol", "tls.mode: only Terminate is run by shunt yet, with certificateRefs")
 			continue
-		case l.Protocol == "HTTPS":
+		case l.Protocol == "TLS" && (l.TLS == nil || l.TLS.Mode != "Passthrough" && l.TLS.Mode != "Terminate"):
+			refuse("UnsupportedProtocol", "tls.mode: a TLS listener is Passthrough or Terminate")
+			continue
+		case l.Protocol == "HTTPS" || l.Protocol == "TLS" && l.TLS.Mode == "Terminate":
+			gl.Terminate = l.Protocol == "TLS"
 			for j, ref := range l.TLS.CertificateRefs {
 				ns := cmp.Or(ref.Namespace, o.Metadata.Namespace)
 				switch {
@@ -141,9 +148,6 @@ func GatewayFrom(doc []byte) (*Gateway, error) {
 				refuse("InvalidCertificateRef", "tls.certificateRefs: no certificate to terminate TLS with: the listener is left out")
 				continue
 			}
-		case l.Protocol == "TLS" && (l.TLS == nil || l.TLS.Mode != "Passthrough"):
-			refuse("UnsupportedProtocol", "tls.mode: a TLS listener is run by shunt in Passthrough mode (TLSRoute), not yet Terminate")
-			continue
 		case routeKinds[l.Protocol] == nil:
 			refuse("UnsupportedProtocol", fmt.Sprintf("protocol: %s is not run by shunt yet (HTTP, HTTPS, TLS and TCP are)", l.Protocol))
 			continue

@@ -74,18 +74,12 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 				continue
 			}
 			open(l.Port)
-			for i, ref := range l.Certificates {
-				if !w.granted("Gateway", g.Namespace, "Secret", ref) {
-					c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
-						secretNotGranted(ref) + ": refused"})
-					continue
+			if l.Protocol == "HTTPS" {
+				// None it may serve: the port is closed, not plain HTTP.
+				certs[l.Port] = append(slices.Clip(certs[l.Port]), c.listenerCerts(g, l)...)
+				if certs[l.Port] == nil {
+					certs[l.Port] = []gatewayCert{}
 				}
-				gc := gatewayCert{owner: g.Namespace + "/" + g.Name, field: fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i),
-					secret: ref, names: []string{l.Hostname}}
-				if l.Hostname == "" {
-					gc.names = nil // the certificate's
-				}
-				certs[l.Port] = append(certs[l.Port], gc)
 			}
 			for _, key := range slices.Sorted(maps.Keys(w.HTTPRoutes)) {
 				r := w.HTTPRoutes[key]
@@ -219,10 +213,31 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 	return out
 }
 
+// listenerCerts are a Gateway API listener's certificates the Gateway
+// may use (another namespace's where a ReferenceGrant lets it; else
+// reported), for its hostname's SNIs (none: the certificate's names).
+func (c *compiler) listenerCerts(g *Gateway, l GatewayListener) []gatewayCert {
+	var out []gatewayCert
+	for i, ref := range l.Certificates {
+		field := fmt.Sprintf("spec.listeners[%s].tls.certificateRefs[%d]", l.Name, i)
+		if !c.w.granted("Gateway", g.Namespace, "Secret", ref) {
+			c.cc.report(Problem{"Gateway", g.Namespace + "/" + g.Name, field, secretNotGranted(ref) + ": refused"})
+			continue
+		}
+		gc := gatewayCert{owner: g.Namespace + "/" + g.Name, field: field, secret: ref, names: []string{l.Hostname}}
+		if l.Hostname == "" {
+			gc.names = nil // the certificate's
+		}
+		out = append(out, gc)
+	}
+	return out
+}
+
 // passthroughListener is a TLS Passthrough listener: a filter chain per
 // TLSRoute attached, for the SNIs its hostnames and the listener's
 // admit, sending the connection on unopened to its backends (by weight;
-// none: closed); an SNI no route takes is refused. Or a TCP listener:
+// none: closed); an SNI no route takes is refused. A TLS Terminate
+// listener's chains end TLS first, with the listener's certificate. Or a TCP listener:
 // the one TCPRoute attached sends every connection on (a second is
 // reported, not run). The clusters it sends to are added to clusters.
 // Nil when no route attaches.
@@ -251,12 +266,33 @@ func (c *compiler) passthroughListener(g *Gateway, l GatewayListener, clusters m
 		if l.Protocol == "TCP" || slices.Equal(names, []string{"*"}) {
 			names = nil
 		}
-		lst.FilterChains = append(lst.FilterChains, c.tcpChain(name, name+"-"+r.Namespace+"/"+r.Name, names, backends, clusters))
+		fc := c.tcpChain(name, name+"-"+r.Namespace+"/"+r.Name, names, backends, clusters)
+		if l.Terminate {
+			// TLS ends here: the certificate that names the route's
+			// first hostname, else the listener's first.
+			tls := c.tlsChains(certFor(c.listenerCerts(g, l), names), name, fc.Filters[0])
+			if len(tls) == 0 {
+				continue // no certificate to serve: reported
+			}
+			fc.TransportSocket = tls[0].TransportSocket
+		}
+		lst.FilterChains = append(lst.FilterChains, fc)
 	}
 	if len(lst.FilterChains) == 0 {
 		return nil
 	}
 	return lst
+}
+
+// certFor is, of certs, the one whose names cover the first of names,
+// else the first; none for none.
+func certFor(certs []gatewayCert, names []string) []gatewayCert {
+	for _, gc := range certs {
+		if len(names) > 0 && slices.ContainsFunc(gc.names, func(n string) bool { return n != "" && hostCovers(n, names[0]) }) {
+			return []gatewayCert{gc}
+		}
+	}
+	return certs[:min(1, len(certs))]
 }
 
 // l4Listener is a gateway's listener on port for connections, not

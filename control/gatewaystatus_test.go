@@ -144,3 +144,53 @@ spec: {type: LoadBalancer, selector: {gateway.networking.k8s.io/gateway-name: pu
 		}
 	}
 }
+
+// TestTLSTerminateListener: a TLS listener in Terminate mode is accepted
+// for TLSRoutes, its certificate resolved; its chain ends TLS with the
+// certificate and proxies what it carries to the route's backend.
+func TestTLSTerminateListener(t *testing.T) {
+	gw, _ := os.ReadFile("testdata/gateway.yaml")
+	w := meshWith(t, string(gw)+`
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata: {name: term, namespace: default}
+spec:
+  gatewayClassName: shunt
+  listeners:
+  - {name: tls, port: 9446, protocol: TLS, tls: {mode: Terminate, certificateRefs: [{name: shop-cert}]}}
+  - {name: odd, port: 9447, protocol: TLS, tls: {mode: Inspect}}
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: term-gw-1, namespace: default, labels: {gateway.networking.k8s.io/gateway-name: term}}
+status: {podIP: 10.1.0.52}
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: checkout-tls, namespace: default}
+spec:
+  parentRefs: [{name: term, sectionName: tls}]
+  hostnames: [shop.example.com]
+  rules: [{backendRefs: [{name: checkout, port: 8000}]}]
+`)
+	var listeners []string
+	for _, l := range w.GatewayStatuses()["default/term"].Listeners {
+		listeners = append(listeners, fmt.Sprintf("%s %v %d: %s", l.Name, l.SupportedKinds, l.AttachedRoutes, conds(l.Conditions)))
+	}
+	want := "tls [TLSRoute] 1: Accepted=True/Accepted ResolvedRefs=True/ResolvedRefs Programmed=True/Programmed\n" +
+		"odd [] 0: Accepted=False/UnsupportedProtocol ResolvedRefs=True/ResolvedRefs Programmed=False/Invalid"
+	if got := strings.Join(listeners, "\n"); got != want {
+		t.Errorf("listeners:\n%s\nwant:\n%s", got, want)
+	}
+	_, res := compileRouter(t, w, "router~10.1.0.52~term-gw-1.default~default.svc.cluster.local")
+	runs(t, res)
+	if len(res.Listeners) != 1 {
+		t.Fatalf("listeners: %v", res.Listeners)
+	}
+	fc := res.Listeners[0].GetFilterChains()
+	if len(fc) != 1 || fc[0].GetTransportSocket() == nil || fmt.Sprint(fc[0].GetFilterChainMatch().GetServerNames()) != "[shop.example.com]" ||
+		!strings.Contains(string(jsonOf(fc[0])), `"cluster":"outbound|8000||checkout.default.svc.cluster.local"`) {
+		t.Errorf("the Terminate listener's chains: %s", jsonOf(res.Listeners[0]))
+	}
+}

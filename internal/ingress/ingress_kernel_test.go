@@ -45,6 +45,7 @@ spec:
   - {name: https, port: 8443, protocol: HTTPS, tls: {certificateRefs: [{name: shop-cert}, {name: api-cert}]}}
   - {name: tls, port: 9444, protocol: TLS, hostname: "*.internal.example", tls: {mode: Passthrough}}
   - {name: tcp, port: 9000, protocol: TCP}
+  - {name: tls-terminate, port: 9446, protocol: TLS, hostname: "*.term.example", tls: {mode: Terminate, certificateRefs: [{name: term-cert}]}}
 ---
 apiVersion: v1
 kind: Pod
@@ -95,6 +96,14 @@ spec:
   parentRefs: [{name: public, sectionName: tls}]
   hostnames: [db.internal.example]
   rules: [{backendRefs: [{name: db, port: 5432}]}]
+---
+apiVersion: gateway.networking.k8s.io/v1alpha2
+kind: TLSRoute
+metadata: {name: ratings-terminated, namespace: shop}
+spec:
+  parentRefs: [{name: public, sectionName: tls-terminate}]
+  hostnames: [ratings.term.example]
+  rules: [{backendRefs: [{name: ratings, port: 9080}]}]
 ---
 apiVersion: gateway.networking.k8s.io/v1alpha2
 kind: TCPRoute
@@ -264,8 +273,10 @@ func TestGateway(t *testing.T) {
 	shopCert, shopKey := catest.ServerCert(t, "shop.example.com")
 	apiCert, apiKey := catest.ServerCert(t, "api.example.com")
 	istioCert, istioKey := catest.ServerCert(t, "istio.example.com")
+	termCert, termKey := catest.ServerCert(t, "*.term.example")
 	writeManifest := func(shopCert, shopKey []byte) {
-		text := manifest + tlsSecret("shop-cert", shopCert, shopKey) + tlsSecret("api-cert", apiCert, apiKey) + tlsSecret("istio-cert", istioCert, istioKey)
+		text := manifest + tlsSecret("shop-cert", shopCert, shopKey) + tlsSecret("api-cert", apiCert, apiKey) + tlsSecret("istio-cert", istioCert, istioKey) +
+			tlsSecret("term-cert", termCert, termKey)
 		os.WriteFile(filepath.Join(dir, "mesh.yaml.new"), []byte(text), 0o644)
 		os.Rename(filepath.Join(dir, "mesh.yaml.new"), filepath.Join(dir, "mesh.yaml"))
 	}
@@ -432,6 +443,26 @@ func TestGateway(t *testing.T) {
 	}
 	if err := dbTLS("9445", "db.internal.example"); err == nil {
 		t.Errorf("the Istio TLS PASSTHROUGH server passed an SNI no tls route names")
+	}
+	// A TLS listener in Terminate mode ends TLS with its certificate and
+	// sends the bytes within to its TLSRoute's backend (here an HTTP
+	// service, which sees the request in plaintext).
+	roots.AppendCertsFromPEM(termCert)
+	var term *tls.Conn
+	err = outside.Do(func() (err error) {
+		term, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", "10.3.0.1:9446", &tls.Config{ServerName: "ratings.term.example", RootCAs: roots})
+		return err
+	})
+	if err != nil {
+		t.Errorf("TLS to the Terminate listener: %v", err)
+	} else {
+		term.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(term, "GET /terminated HTTP/1.1\r\nHost: ratings.term.example\r\nConnection: close\r\n\r\n")
+		b, _ := io.ReadAll(term)
+		term.Close()
+		if cn := term.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != "*.term.example" || !strings.HasSuffix(string(b), "ratings /terminated via=") {
+			t.Errorf("through the Terminate listener: certificate %q, %q", cn, b)
+		}
 	}
 	for _, host := range []string{"nowhere.test", "nowhere.internal.example"} {
 		if _, _, _, err := https(host, "/", false); err == nil {
