@@ -48,7 +48,7 @@ type GatewayListener struct {
 	// Terminate: a TLS listener that terminates TLS with Certificates
 	// and sends what it carries on to its TLSRoutes' backends.
 	Terminate bool
-	Hostname string // "" for any; may start with "*."
+	Hostname  string // "" for any; may start with "*."
 	// AllNamespaces: routes of every namespace may attach (allowedRoutes
 	// from: All); Namespaces: of those it selects by their labels (from:
 	// Selector); else only the Gateway's own (Same).
