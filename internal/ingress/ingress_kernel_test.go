@@ -469,6 +469,20 @@ func TestGateway(t *testing.T) {
 			t.Errorf("SNI %s, which no certificate or route names, was served", host)
 		}
 	}
+	// The same two hosts with curl, as an operator checks them: each
+	// its own certificate by SNI (--resolve), h2 where offered.
+	caFile := filepath.Join(dir, "ca.pem")
+	os.WriteFile(caFile, append(append([]byte{}, shopCert...), apiCert...), 0o644)
+	for _, c := range []struct{ host, path, want string }{
+		{"shop.example.com", "/reviews/1", "reviews /reviews/1 via= 2"},
+		{"api.example.com", "/v1/x", "reviews /v1/x via= 2"},
+	} {
+		out, err := outside.Command("curl", "-sS", "--http2", "--resolve", c.host+":8443:10.3.0.1", "--cacert", caFile,
+			"-w", " %{http_version}", "https://"+c.host+":8443"+c.path).CombinedOutput()
+		if err != nil || string(out) != c.want {
+			t.Errorf("curl https://%s:8443%s: %q, %v; want %q", c.host, c.path, out, err, c.want)
+		}
+	}
 	noRedirect := outside.HTTPClient()
 	noRedirect.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	for _, c := range []struct{ url, host, location string }{
