@@ -539,3 +539,29 @@ func TestCompileMeshSecurity(t *testing.T) {
 		})
 	}
 }
+
+// TestSameHostTwice: two ServiceEntries of one host, in two namespaces:
+// a sidecar keeps one, its own namespace's (two clusters of one name
+// would have its whole configuration refused).
+func TestSameHostTwice(t *testing.T) {
+	entry := func(ns, addr string) string {
+		return `apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: {name: partner, namespace: ` + ns + `}
+spec: {hosts: [api.partner.example], ports: [{number: 443, name: tls, protocol: TLS}], resolution: STATIC, endpoints: [{address: ` + addr + `}]}
+`
+	}
+	_, _, res := compiled(t, []byte(entry("other", "192.0.2.2")+"---\n"+entry("default", "192.0.2.1")), control.DefaultMesh())
+	runs(t, res)
+	var eps []string
+	for _, cla := range res.Endpoints {
+		if cla.GetClusterName() == "outbound|443||api.partner.example" {
+			for _, e := range cla.GetEndpoints()[0].GetLbEndpoints() {
+				eps = append(eps, e.GetEndpoint().GetAddress().GetSocketAddress().GetAddress())
+			}
+		}
+	}
+	if fmt.Sprint(eps) != "[192.0.2.1]" {
+		t.Errorf("the host's endpoints: %v, want the sidecar's own namespace's entry's", eps)
+	}
+}

@@ -501,7 +501,7 @@ func byPrecedence(a, b RouteRule) int {
 // (outbound|PORT||HOST, as the sidecars' are), with its endpoints when
 // over EDS.
 func (c *compiler) gatewayCluster(name string) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
-	for _, s := range c.w.Services {
+	for _, s := range c.w.servicesFor(c.n.Namespace) {
 		for _, p := range s.Ports {
 			if !strings.HasPrefix(name, fmt.Sprintf("outbound|%d|", p.Port)) || !strings.HasSuffix(name, "|"+s.Hostname) {
 				continue

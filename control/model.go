@@ -5,6 +5,7 @@
 package control
 
 import (
+	"cmp"
 	"maps"
 	"net/netip"
 	"slices"
@@ -181,8 +182,20 @@ func (w *World) servicesFor(ns string) []*Service {
 			out = append(out, s)
 		}
 	}
-	slices.SortFunc(out, func(a, b *Service) int { return strings.Compare(a.Hostname, b.Hostname) })
-	return out
+	// One service per host name, as Istio keeps one: the namespace's own
+	// first, then by namespace and name (two ServiceEntries may declare
+	// the same host; two clusters of one name would be refused whole).
+	own := func(s *Service) int {
+		if s.Namespace == ns {
+			return 0
+		}
+		return 1
+	}
+	slices.SortFunc(out, func(a, b *Service) int {
+		return cmp.Or(strings.Compare(a.Hostname, b.Hostname), cmp.Compare(own(a), own(b)),
+			strings.Compare(a.Namespace, b.Namespace), strings.Compare(a.Name, b.Name))
+	})
+	return slices.CompactFunc(out, func(a, b *Service) bool { return a.Hostname == b.Hostname })
 }
 
 // endpoint is a ready endpoint of a service port: its address and
