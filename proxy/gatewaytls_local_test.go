@@ -104,29 +104,10 @@ static_resources:
 func TestALPNWithoutInspector(t *testing.T) {
 	_, port := backendPort(t, func(w http.ResponseWriter, r *http.Request) { fmt.Fprint(w, r.Proto) })
 	cert, key := catest.ServerCert(t, "edge.example.com")
-	cp := startConfig(t, fmt.Sprintf(`
-static_resources:
-  listeners:
-  - name: edge
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+	cp := startConfig(t, edgeConfig(fmt.Sprintf(`
           common_tls_context:
             alpn_protocols: [h2, http/1.1]
-            tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: edge
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}
-  clusters:
-  - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}}
-`, cert, key, port), nil)
+            tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]`, cert, key), port), nil)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(cert)
 	for _, c := range []struct {
@@ -154,30 +135,11 @@ func TestMutualTLSAtTheEdge(t *testing.T) {
 	cert, key := catest.ServerCert(t, "edge.example.com")
 	clientCert, clientKey := catest.ServerCert(t, "client.partner.example")
 	otherCert, otherKey := catest.ServerCert(t, "stranger.example")
-	cp := startConfig(t, fmt.Sprintf(`
-static_resources:
-  listeners:
-  - name: edge
-    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
-    filter_chains:
-    - transport_socket:
-        name: envoy.transport_sockets.tls
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+	cp := startConfig(t, edgeConfig(fmt.Sprintf(`
           require_client_certificate: true
           common_tls_context:
             tls_certificates: [{certificate_chain: {inline_string: %q}, private_key: {inline_string: %q}}]
-            validation_context: {trusted_ca: {inline_string: %q}}
-      filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: edge
-          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
-          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}
-  clusters:
-  - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}}
-`, cert, key, clientCert, port), nil)
+            validation_context: {trusted_ca: {inline_string: %q}}`, cert, key, clientCert), port), nil)
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM(cert)
 	get := func(certPEM, keyPEM []byte) (string, error) {
@@ -208,4 +170,31 @@ static_resources:
 			t.Errorf("a client with %s was served: %q", name, body)
 		}
 	}
+}
+
+// edgeConfig is a listener "edge" whose one chain terminates TLS with
+// the DownstreamTlsContext fields given (YAML at its indentation) and
+// routes every request to a backend on port.
+func edgeConfig(tlsFields string, port uint16) string {
+	return fmt.Sprintf(`
+static_resources:
+  listeners:
+  - name: edge
+    address: {socket_address: {address: 127.0.0.1, port_value: 0}}
+    filter_chains:
+    - transport_socket:
+        name: envoy.transport_sockets.tls
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext
+%s
+      filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: edge
+          http_filters: [{name: envoy.filters.http.router, typed_config: {"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}]
+          route_config: {virtual_hosts: [{name: all, domains: ["*"], routes: [{match: {prefix: /}, route: {cluster: app}}]}]}
+  clusters:
+  - {name: app, connect_timeout: 1s, type: STATIC, load_assignment: {cluster_name: app, endpoints: [{lb_endpoints: [{endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}}]}]}}
+`, tlsFields, port)
 }
