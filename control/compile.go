@@ -91,6 +91,9 @@ type compiler struct {
 	n     Node
 	m     Mesh
 	v6    bool // the pod has an IPv6 address: listen and bind on IPv6 too
+	// envoyFilters are those patching the pod, in order (nil: not yet
+	// looked for).
+	envoyFilters []*EnvoyFilter
 }
 
 // protocolClass is how a port's protocol is handled: HTTP, TCP, or

@@ -176,17 +176,19 @@ func (c *compiler) patchedFilters(context string, port uint16) (first, beforeRou
 	if len(c.w.EnvoyFilters) == 0 {
 		return nil, nil
 	}
-	pod := c.pod()
-	var fs []*EnvoyFilter
-	for _, f := range c.w.EnvoyFilters {
-		if (f.Namespace == pod.Namespace || f.Namespace == c.m.RootNamespace) && labelsMatch(pod.Labels, f.Selector) {
-			fs = append(fs, f)
+	if c.envoyFilters == nil { // once per compile: every connection manager asks
+		pod := c.pod()
+		c.envoyFilters = []*EnvoyFilter{}
+		for _, f := range c.w.EnvoyFilters {
+			if (f.Namespace == pod.Namespace || f.Namespace == c.m.RootNamespace) && labelsMatch(pod.Labels, f.Selector) {
+				c.envoyFilters = append(c.envoyFilters, f)
+			}
 		}
+		slices.SortFunc(c.envoyFilters, func(a, b *EnvoyFilter) int {
+			return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name))
+		})
 	}
-	slices.SortFunc(fs, func(a, b *EnvoyFilter) int {
-		return cmp.Or(cmp.Compare(a.Priority, b.Priority), cmp.Compare(a.Namespace+"/"+a.Name, b.Namespace+"/"+b.Name))
-	})
-	for _, f := range fs {
+	for _, f := range c.envoyFilters {
 		for _, p := range f.Patches {
 			if p.Context != context && p.Context != "ANY" || p.Port != 0 && p.Port != port {
 				continue

@@ -61,12 +61,7 @@ func TestCompileGateway(t *testing.T) {
 	gw, _ := os.ReadFile("testdata/gateway.yaml")
 	w := meshWith(t, string(gw))
 	cc, res := compileRouter(t, w, gatewayNode)
-	runs(t, res)
-	got, err := res.YAML()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "gateway.golden.yaml", got)
+	got := runsAsGolden(t, res, "gateway.golden.yaml")
 	var names []string
 	for _, l := range res.Listeners {
 		names = append(names, l.GetName())
@@ -115,17 +110,13 @@ func TestCompileGateway(t *testing.T) {
 // match where its gateways say; the sidecars keep theirs and do not get
 // the gateway's; an HTTP server with httpsRedirect sends its hosts to
 // https, an HTTPS one serves the certificate its credentialName names,
-// a MUTUAL one is reported, not run.
+// a MUTUAL one checks clients against its Secret's ca.crt, one whose
+// Secret has none is reported.
 func TestCompileIstioGateway(t *testing.T) {
 	gw, _ := os.ReadFile("testdata/istio-gateway.yaml")
 	w := meshWith(t, string(gw))
 	cc, res := compileRouter(t, w, istioIngressNode)
-	runs(t, res)
-	got, err := res.YAML()
-	if err != nil {
-		t.Fatal(err)
-	}
-	golden(t, "istio-gateway.golden.yaml", got)
+	got := runsAsGolden(t, res, "istio-gateway.golden.yaml")
 	text := string(got)
 	for _, want := range []string{"name: shop.example.com:8080", "name: edge.example.com:8080", "name: apps.example.com:8080",
 		"prefix: /edge", "prefix: /backend", "ns[istio-system]-policy[edge-deny-admin]"} {
@@ -228,19 +219,9 @@ func TestIstioEgressTLSOrigination(t *testing.T) {
 	}
 	cc.Survey(w)
 	sidecar := cc.Compile(w, appSidecar(t))
-	runs(t, sidecar)
+	runsAsGolden(t, sidecar, "egress-sidecar.golden.yaml")
 	_, gateway := compileRouter(t, w, "router~10.1.0.60~istio-egressgateway-1.istio-system~istio-system.svc.cluster.local")
-	runs(t, gateway)
-	for _, c := range []struct {
-		golden string
-		res    *control.Resources
-	}{{"egress-sidecar.golden.yaml", sidecar}, {"egress-gateway.golden.yaml", gateway}} {
-		got, err := c.res.YAML()
-		if err != nil {
-			t.Fatal(err)
-		}
-		golden(t, c.golden, got)
-	}
+	runsAsGolden(t, gateway, "egress-gateway.golden.yaml")
 	cluster := func(res *control.Resources, name string) string {
 		for _, cl := range res.Clusters {
 			if cl.GetName() == name {
@@ -476,4 +457,17 @@ func jsonOf(m proto.Message) []byte {
 	var out bytes.Buffer
 	json.Compact(&out, b)
 	return out.Bytes()
+}
+
+// runsAsGolden checks the proxy runs res and that res is the golden file
+// name; res as YAML.
+func runsAsGolden(t *testing.T, res *control.Resources, name string) []byte {
+	t.Helper()
+	runs(t, res)
+	got, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	golden(t, name, got)
+	return got
 }

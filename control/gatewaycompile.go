@@ -198,15 +198,8 @@ func (cc *Compiler) compileGateway(w *World, n Node) *Resources {
 		}
 	}
 	out.Clusters = c.builtinClusters()
-	for _, name := range slices.Sorted(maps.Keys(clusters)) {
-		cl, cla := c.gatewayCluster(name)
-		if cl != nil {
-			out.Clusters = append(out.Clusters, cl)
-		}
-		if cla != nil {
-			out.Endpoints = append(out.Endpoints, cla)
-		}
-	}
+	cls, clas := c.gatewayClusters(clusters)
+	out.Clusters, out.Endpoints = append(out.Clusters, cls...), clas
 	slices.SortFunc(out.Listeners, byName((*listenerv3.Listener).GetName))
 	slices.SortFunc(out.Clusters, byName((*clusterv3.Cluster).GetName))
 	slices.SortFunc(out.Endpoints, byName((*endpointv3.ClusterLoadAssignment).GetClusterName))
@@ -497,28 +490,35 @@ func byPrecedence(a, b RouteRule) int {
 		cmp.Compare(len(mb.Headers), len(ma.Headers)), cmp.Compare(len(mb.QueryParams), len(ma.QueryParams)))
 }
 
-// gatewayCluster is the cluster a gateway's route names
-// (outbound|PORT||HOST, as the sidecars' are), with its endpoints when
-// over EDS.
-func (c *compiler) gatewayCluster(name string) (*clusterv3.Cluster, *endpointv3.ClusterLoadAssignment) {
+// gatewayClusters are the clusters a gateway's routes name
+// (outbound|PORT|SUBSET|HOST, as the sidecars' are), with their
+// endpoints when over EDS; each service port's built once. A name no
+// service has is left out: BlackHoleCluster, which the gateway has.
+func (c *compiler) gatewayClusters(names map[string]bool) ([]*clusterv3.Cluster, []*endpointv3.ClusterLoadAssignment) {
+	var clusters []*clusterv3.Cluster
+	var clas []*endpointv3.ClusterLoadAssignment
 	for _, s := range c.w.servicesFor(c.n.Namespace) {
 		for _, p := range s.Ports {
-			if !strings.HasPrefix(name, fmt.Sprintf("outbound|%d|", p.Port)) || !strings.HasSuffix(name, "|"+s.Hostname) {
+			prefix, suffix := fmt.Sprintf("outbound|%d|", p.Port), "|"+s.Hostname
+			named := false
+			for n := range names {
+				named = named || strings.HasPrefix(n, prefix) && strings.HasSuffix(n, suffix)
+			}
+			if !named {
 				continue
 			}
 			sc := c.serviceClusters(c.cc.compiled(s), p, c.rules.dr[s.Hostname])
-			if sc.cluster.GetName() == name {
-				return sc.cluster, sc.cla
+			for _, cl := range append([]*clusterv3.Cluster{sc.cluster}, sc.subsetClusters...) {
+				if names[cl.GetName()] {
+					clusters = append(clusters, cl)
+				}
 			}
-			for i, cl := range sc.subsetClusters {
-				if cl.GetName() == name {
-					if i < len(sc.subsetCLAs) {
-						return cl, sc.subsetCLAs[i]
-					}
-					return cl, nil
+			for _, cla := range append(sc.subsetCLAs, sc.cla) {
+				if cla != nil && names[cla.GetClusterName()] {
+					clas = append(clas, cla)
 				}
 			}
 		}
 	}
-	return nil, nil // BlackHoleCluster, which the gateway has
+	return clusters, clas
 }

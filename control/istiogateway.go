@@ -148,8 +148,10 @@ func (srv *IstioServer) readTLS(t *istioServerTLS) string {
 		srv.Credential = t.CredentialName
 	case t.ServerCertificate != "" && t.PrivateKey != "" && (t.Mode == "SIMPLE" || t.CACertificates != ""):
 		srv.CertFile, srv.KeyFile, srv.CAFile = t.ServerCertificate, t.PrivateKey, t.CACertificates
+	case t.Mode == "MUTUAL":
+		return "tls: MUTUAL needs credentialName, or serverCertificate, privateKey and caCertificates"
 	default:
-		return "tls: " + t.Mode + " needs credentialName, or serverCertificate and privateKey" + map[bool]string{true: " and caCertificates"}[t.Mode == "MUTUAL"]
+		return "tls: SIMPLE needs credentialName, or serverCertificate and privateKey"
 	}
 	srv.ClientCA = t != nil && t.Mode == "MUTUAL"
 	return ""

@@ -27,10 +27,12 @@ func (c *compiler) istioL4Listener(port uint16, servers []istioL4, clusters map[
 	lst := l4Listener(port, slices.ContainsFunc(servers, func(s istioL4) bool { return s.srv.Passthrough }))
 	sniTaken := map[string]string{} // by the chain that has it
 	for _, s := range servers {
-		kind := map[bool]string{true: "tls", false: "tcp"}[s.srv.Passthrough]
 		for _, vsKey := range slices.Sorted(maps.Keys(c.w.VirtualServices)) {
 			vs := c.w.VirtualServices[vsKey]
-			rules := map[bool][]L4Rule{true: vs.TLS, false: vs.TCP}[s.srv.Passthrough]
+			kind, rules := "tcp", vs.TCP
+			if s.srv.Passthrough {
+				kind, rules = "tls", vs.TLS
+			}
 			for _, r := range vs.gatewayL4(rules, s.key, port) {
 				path := fmt.Sprintf("spec.%s[%d]", kind, r.Index)
 				var names []string
